@@ -1,0 +1,84 @@
+"""The public outside of a sealed message (protocol-v1 section 4): layout only, no keys.
+
+Both the pad code (`seal.py`) and the blind relay read this header, so it lives here,
+in a module that imports no pad, key or state code.
+
+    offset size field
+    0      1    version = 0x01
+    1      1    suite = 0x01
+    2      16   pad_id
+    18     2    sender
+    20     2    n
+    22     8    counter
+    30     8    offset
+    38     4    L (ciphertext length, >= 1)
+    42     L    ciphertext
+    42+L   16*(n-1) tags, one per recipient r != sender, increasing r
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+VERSION = 0x01
+SUITE = 0x01
+HEADER_LEN = 42
+TAG_LEN = 16
+PAD_ID_LEN = 16
+MIN_MEMBERS = 2
+MAX_MEMBERS = 255
+
+_HEADER = struct.Struct(">BB16sHHQQI")
+assert _HEADER.size == HEADER_LEN
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The header fields of a sealed message, as read from its first 42 bytes."""
+
+    version: int
+    suite: int
+    pad_id: bytes
+    sender: int
+    n: int
+    counter: int
+    offset: int
+    length: int
+
+    def pack(self) -> bytes:
+        return _HEADER.pack(
+            self.version,
+            self.suite,
+            self.pad_id,
+            self.sender,
+            self.n,
+            self.counter,
+            self.offset,
+            self.length,
+        )
+
+    @property
+    def sealed_len(self) -> int:
+        """The total length a sealed message with this header must have."""
+        return sealed_length(self.length, self.n)
+
+
+def sealed_length(ciphertext_len: int, n: int) -> int:
+    """Bytes on the wire for a message of `ciphertext_len` bytes in a group of `n`."""
+    return HEADER_LEN + ciphertext_len + TAG_LEN * (n - 1)
+
+
+def read_envelope(data: bytes | memoryview) -> Envelope:
+    """Read the header of `data`. Raises ValueError when it is shorter than 42 bytes.
+
+    This only reads; deciding whether the fields are acceptable is the caller's job
+    (the relay checks framing, `seal.open_sealed` checks everything).
+    """
+    if len(data) < HEADER_LEN:
+        raise ValueError(f"a sealed message is at least {HEADER_LEN} bytes, got {len(data)}")
+    return Envelope(*_HEADER.unpack_from(data, 0))
+
+
+def tags_offset(envelope: Envelope) -> int:
+    return HEADER_LEN + envelope.length
