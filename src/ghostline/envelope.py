@@ -19,7 +19,7 @@ in a module that imports no pad, key or state code.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 VERSION = 0x01
 SUITE = 0x01
@@ -33,9 +33,12 @@ _HEADER = struct.Struct(">BB16sHHQQI")
 assert _HEADER.size == HEADER_LEN
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """The header fields of a sealed message, as read from its first 42 bytes."""
+class Envelope(NamedTuple):
+    """The header fields of a sealed message, as read from its first 42 bytes.
+
+    A NamedTuple rather than a frozen dataclass: opening builds one per message, and
+    this is three times cheaper to construct.
+    """
 
     version: int
     suite: int
@@ -62,6 +65,20 @@ class Envelope:
     def sealed_len(self) -> int:
         """The total length a sealed message with this header must have."""
         return sealed_length(self.length, self.n)
+
+
+def pack_header(
+    pad_id: bytes, sender: int, n: int, counter: int, offset: int, length: int
+) -> bytes:
+    """The 42 header bytes of a version 1, suite 1 message (what `Envelope.pack` gives)."""
+    return _HEADER.pack(VERSION, SUITE, pad_id, sender, n, counter, offset, length)
+
+
+def unpack_header(data: bytes | memoryview) -> tuple[int, int, bytes, int, int, int, int, int]:
+    """(version, suite, pad_id, sender, n, counter, offset, length) from the first 42
+    bytes, without building an `Envelope` (the hot path of opening). Caller checks
+    that there are at least 42 bytes."""
+    return _HEADER.unpack_from(data, 0)  # type: ignore[return-value]
 
 
 def sealed_length(ciphertext_len: int, n: int) -> int:

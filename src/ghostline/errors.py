@@ -97,6 +97,10 @@ class ProtocolError(RemoteError):
         self.code = code
 
 
+class PayloadError(RemoteError):
+    """A message opened correctly, but what it carries is malformed or of an unknown kind."""
+
+
 class RelayRefused(RemoteError):
     """The relay answered with an ERROR frame and closed the connection."""
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import queue
 import re
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
-from .errors import ErasedKeyError, KitError
+from .errors import ErasedKeyError, KitError, KitExistsError
 
 MAGIC = b"GHSTKIT1"
 FORMAT = 1
@@ -319,6 +321,21 @@ class Kit:
         """MAC key `counter` for self -> recipient; raises ErasedKeyError if zeroed."""
         return self._key_at(self.layout.outbound_key_offset(recipient, counter))
 
+    def outbound_keys(self, counter: int) -> list[bytes]:
+        """Key `counter` of every pair self -> r, increasing r: one message's MAC keys.
+
+        Raises ErasedKeyError if any of them is zeroed. (Sealing's hot path: one
+        offset computation instead of one per recipient.)
+        """
+        lay = self.layout
+        step = lay.auth_keys * KEY_LEN
+        first = lay.base + lay.n * lay.slice_len + counter * KEY_LEN
+        mm = self._mm
+        keys = [mm[at : at + KEY_LEN] for at in range(first, first + (lay.n - 1) * step, step)]
+        if _ZERO_KEY in keys:
+            raise ErasedKeyError("this one-time key has already been used and erased")
+        return keys
+
     def inbound_key(self, sender: int, counter: int) -> bytes:
         """MAC key `counter` for sender -> self; raises ErasedKeyError if zeroed."""
         return self._key_at(self.layout.inbound_key_offset(sender, counter))
@@ -381,7 +398,14 @@ def _read_header(fd: int, where: str) -> tuple[KitHeader, KitLayout]:
 # --- creating a kit set --------------------------------------------------------------
 
 KIT_SUFFIX = ".ghostkit"
-_CHUNK = 1 << 22
+# Random material is drawn and written in chunks of this size: large enough that
+# syscall and Python overhead vanish, small enough that memory use stays flat.
+CHUNK = 1 << 22
+
+
+def kit_set_random_len(n: int, slice_len: int, auth_keys: int) -> int:
+    """Random bytes one kit set consumes: the group pad plus one region per ordered pair."""
+    return n * slice_len + n * (n - 1) * auth_keys * KEY_LEN
 
 
 def create_kit_set(
@@ -397,12 +421,20 @@ def create_kit_set(
     created: str | None = None,
     signing_seeds: list[bytes] | None = None,
     progress: Callable[[int], None] | None = None,
+    chunk_size: int = CHUNK,
 ) -> list[Path]:
     """Write `out_dir/NAME.ghostkit` for every member and return their paths.
 
-    `random_bytes(k)` supplies all pad and key material, streamed in chunks so a kit set
-    larger than memory can be made. Files are created with O_EXCL and mode 0600; if any
-    already exists nothing is overwritten and the files made so far are removed.
+    `random_bytes(k)` supplies all pad and key material, at most `chunk_size` bytes per
+    call, consumed in this order: the group pad (n*E bytes), then the key region of
+    each ordered pair s -> r (K*32 bytes), s then r increasing. Each chunk is drawn once
+    and written where it belongs in every kit that holds it: the group pad into all n
+    kits, pair s -> r as outbound in s's kit and inbound in r's kit. Memory use is a
+    few chunks, whatever the size of the kit set.
+
+    Files are created with O_EXCL and mode 0600 and fsynced, then the directory is. If
+    any file already exists nothing is overwritten; on any failure (a health test, a
+    full disk, Ctrl-C) every file this call created is removed.
     `progress(k)` is called with the number of random bytes just consumed.
     """
     n = len(names)
@@ -412,7 +444,13 @@ def create_kit_set(
         raise KitError("member names must be distinct")
     if slice_len < 1 or auth_keys < 1:
         raise KitError("slice length and key count must be at least 1")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
     out = Path(out_dir)
+    paths = [out / f"{name}{KIT_SUFFIX}" for name in names]
+    for path in paths:  # O_EXCL below is the real guard; this just fails before any work
+        if os.path.lexists(path):
+            raise KitExistsError(f"{path} already exists; GhostLine never overwrites a kit")
     seeds = signing_seeds or [
         Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.Raw,
@@ -430,65 +468,156 @@ def create_kit_set(
         KitHeader(pad_id, group, created, members, i, seeds[i], slice_len, auth_keys, entropy)
         for i in range(n)
     ]
-    paths = [out / f"{name}{KIT_SUFFIX}" for name in names]
-    files: list[Any] = []
+    header_json = [h.to_json_bytes() for h in headers]
+    layouts = [KitLayout.for_header(h, len(j)) for h, j in zip(headers, header_json, strict=True)]
+
+    fds: list[int] = []
+    made: list[Path] = []
+    writer: _Writer | None = None
     try:
         for path in paths:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            files.append(os.fdopen(fd, "wb", buffering=0))
-        for f, header in zip(files, headers, strict=True):
-            f.write(encode_prefix(header.to_json_bytes()))
-        _stream_random(random_bytes, n * slice_len, files, progress)
-        region = auth_keys * KEY_LEN
-        # Outbound s->r sits in s's kit; the same bytes are inbound s->r in r's kit.
-        # Each kit lists outbound regions first (increasing r), then inbound (increasing
-        # s), so write every kit's outbound part pair by pair, then its inbound part.
-        pair_bytes: dict[tuple[int, int], bytes] = {}
-        big = region > _CHUNK
-        for s in range(n):
-            for r in range(n):
-                if s == r:
-                    continue
-                if big:
-                    raise KitError("more than 4 MiB of keys per pair is not supported")
-                pair_bytes[(s, r)] = random_bytes(region)
+            try:
+                fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                raise KitExistsError(
+                    f"{path} already exists; GhostLine never overwrites a kit"
+                ) from None
+            made.append(path)
+        for fd, raw, layout in zip(fds, header_json, layouts, strict=True):
+            os.ftruncate(fd, layout.file_len)  # the gap up to `base` reads as zeros
+            _pwrite_all(fd, encode_prefix(raw), 0)
+        writer = _Writer(fds)
+        writer.start()
+        for length, places in _regions(layouts, fds):
+            done = 0
+            while done < length:
+                want = min(chunk_size, length - done)
+                chunk = random_bytes(want)
+                if len(chunk) != want:
+                    raise KitError(f"the randomness source gave {len(chunk)} bytes, not {want}")
+                writer.put(chunk, [(fd, at + done) for fd, at in places])
+                done += len(chunk)
                 if progress:
-                    progress(region)
-        for me, f in enumerate(files):
-            for r in range(n):
-                if r != me:
-                    f.write(pair_bytes[(me, r)])
-            for s in range(n):
-                if s != me:
-                    f.write(pair_bytes[(s, me)])
-        pair_bytes.clear()
-        for f in files:
-            os.fsync(f.fileno())
-            f.close()
+                    progress(len(chunk))
+        writer.finish()
+        writer = None
+        for fd in fds:
+            os.fsync(fd)
         _fsync_dir(out)
     except BaseException:
-        for f in files:
-            f.close()
-        for path, _f in zip(paths, files, strict=False):
-            path.unlink(missing_ok=True)
+        try:
+            if writer is not None:
+                writer.abort()
+        finally:
+            for fd in fds:
+                os.close(fd)
+            fds.clear()
+            for path in made:
+                path.unlink(missing_ok=True)
         raise
+    finally:
+        for fd in fds:
+            os.close(fd)
     return paths
 
 
-def _stream_random(
-    random_bytes: Callable[[int], bytes],
-    total: int,
-    files: list[Any],
-    progress: Callable[[int], None] | None,
-) -> None:
-    left = total
-    while left:
-        chunk = random_bytes(min(_CHUNK, left))
-        for f in files:
-            f.write(chunk)
-        left -= len(chunk)
-        if progress:
-            progress(len(chunk))
+def _regions(
+    layouts: list[KitLayout], fds: list[int]
+) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+    """(length, [(fd, file offset), ...]) of every random region, in generation order."""
+    n = len(layouts)
+    yield layouts[0].pad_len, [(fd, lay.base) for fd, lay in zip(fds, layouts, strict=True)]
+    region = layouts[0].pair_region_len
+    for s in range(n):
+        for r in range(n):
+            if s != r:
+                # Outbound s->r in s's kit is byte-identical to inbound s->r in r's kit.
+                yield (
+                    region,
+                    [
+                        (fds[s], layouts[s].outbound_key_offset(r, 0)),
+                        (fds[r], layouts[r].inbound_key_offset(s, 0)),
+                    ],
+                )
+
+
+class _Writer(threading.Thread):
+    """Writes chunks in the background while the next one is drawn.
+
+    os.urandom, os.pwrite and os.fdatasync all release the GIL, so drawing, writing
+    and flushing overlap. A second thread flushes the kits to disk as they grow:
+    otherwise the kernel would hold the whole kit set dirty in memory and the final
+    fsync would write it all while nothing else happens (that alone cost a third of
+    the time for a 256 MiB pad). A write error is kept and re-raised by the producer
+    at its next `put` or at `finish`.
+    """
+
+    FLUSH_EVERY = 0.05  # seconds between rounds of fdatasync
+
+    def __init__(self, fds: list[int]) -> None:
+        super().__init__(name="ghostline-kit-writer", daemon=True)
+        self._fds = fds
+        self._queue: queue.Queue[tuple[bytes, list[tuple[int, int]]] | None] = queue.Queue(2)
+        self._error: BaseException | None = None
+        self._aborted = False
+        self._done = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush, name="ghostline-kit-flusher", daemon=True
+        )
+
+    def start(self) -> None:
+        super().start()
+        self._flusher.start()
+
+    def run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._aborted or self._error is not None:
+                continue  # drain, so a blocked producer can always finish its put
+            chunk, places = item
+            try:
+                for fd, at in places:
+                    _pwrite_all(fd, chunk, at)
+            except BaseException as exc:  # re-raised in the producer's thread
+                self._error = exc
+
+    def _flush(self) -> None:
+        while not self._done.wait(self.FLUSH_EVERY):
+            try:
+                for fd in self._fds:
+                    os.fdatasync(fd)
+            except OSError as exc:
+                self._error = self._error or exc
+                return
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, chunk: bytes, places: list[tuple[int, int]]) -> None:
+        self._raise_error()
+        self._queue.put((chunk, places))
+
+    def _stop_threads(self) -> None:
+        self._queue.put(None)
+        self.join()
+        self._done.set()
+        self._flusher.join()
+
+    def finish(self) -> None:
+        self._stop_threads()
+        self._raise_error()
+
+    def abort(self) -> None:
+        self._aborted = True
+        self._stop_threads()
+
+
+def _pwrite_all(fd: int, data: bytes, at: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, at)
+        view = view[written:]
+        at += written
 
 
 def _fsync_dir(path: Path) -> None:

@@ -17,6 +17,12 @@ from ..errors import GhostlineError
 # never loads pad code and start-up stays quick.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "pad": ("ghostline.cli.pad", "pad"),
+    "relay": ("ghostline.cli.relay", "relay"),
+    "send": ("ghostline.cli.chatops", "send"),
+    "listen": ("ghostline.cli.chatops", "listen"),
+    "history": ("ghostline.cli.chatops", "history"),
+    "chat": ("ghostline.cli.chat", "chat"),
+    "demo": ("ghostline.cli.demo", "demo"),
 }
 
 

@@ -1,0 +1,46 @@
+"""`ghostline chat`: the terminal chat app (Textual), with the same connection options
+as `listen`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .chatops import _make_client, _open_member, connection_options
+
+
+def transport_label(opts: dict[str, Any]) -> str:
+    """How the connection is protected, for the status bar."""
+    if opts.get("tls_pin"):
+        tls = "TLS (pinned cert)"
+    elif opts.get("tls_ca"):
+        tls = "TLS (CA file)"
+    elif opts.get("tls"):
+        tls = "TLS"
+    else:
+        tls = "no TLS"
+    proxy = f"via {opts['proxy']}" if opts.get("proxy") else "no proxy"
+    return f"{tls} · {proxy}"
+
+
+@click.command()
+@click.argument("kit", type=click.Path(path_type=Path))
+@connection_options
+def chat(kit: Path, **opts: Any) -> None:
+    """Chat with KIT's group in a terminal window.
+
+    Enter sends, shift+enter or ctrl+j starts a new line, up/down recall what you sent.
+    Commands: /file PATH, /info, /help, /quit. Received files are saved to your
+    downloads folder (GHOSTLINE_HOME/downloads when GHOSTLINE_HOME is set).
+    """
+    from ..tui.app import ChatApp
+
+    member = _open_member(kit)
+    try:
+        client = _make_client(member, opts, presence=True)
+        relays = ", ".join(opts["relays"])
+        ChatApp(client, relay=relays, transport=transport_label(opts)).run()
+    finally:
+        member.close()

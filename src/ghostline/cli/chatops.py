@@ -1,0 +1,443 @@
+"""`ghostline send`, `listen` and `history`: chat from the command line.
+
+Messages go to stdout (one per line; `--json` for one JSON object per line); status,
+presence and rejected messages go to stderr, prefixed `ghostline:`. Every failure is a
+`GhostlineError`, which `cli.main` prints as one line (and a hint) with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ..errors import RelayUnreachable, UsageError
+
+if TYPE_CHECKING:
+    from ..client import Client, ConnectionChanged, Event
+    from ..member import Member
+    from ..transport import RelayAddress, TlsOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OUTBOX_HINT = (
+    "Check the --relay address and that the relay is running. The message is sealed and "
+    "kept in the outbox: the next `ghostline send` or `listen` sends it."
+)
+
+
+def connection_options(fn: F) -> F:
+    """--relay (repeatable), --presence-port, TLS and proxy options."""
+    options = [
+        click.option(
+            "--relay",
+            "relays",
+            metavar="HOST:PORT",
+            multiple=True,
+            required=True,
+            help="Relay address; repeat it to fail over among several relays.",
+        ),
+        click.option(
+            "--presence-port",
+            type=click.IntRange(1, 65535),
+            default=None,
+            metavar="P",
+            help="Presence port of the relay(s) (default: the relay port + 1).",
+        ),
+        click.option("--tls", is_flag=True, help="Connect with TLS (both ports)."),
+        click.option(
+            "--tls-ca",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            metavar="FILE",
+            help="Verify the relay against this CA file (implies --tls).",
+        ),
+        click.option(
+            "--tls-pin",
+            default=None,
+            metavar="SHA256",
+            help="Accept only the certificate with this SHA-256 fingerprint (implies --tls).",
+        ),
+        click.option(
+            "--proxy",
+            default=None,
+            metavar="socks5://HOST:PORT",
+            help="Connect through a SOCKS5 proxy, e.g. Tor at socks5://127.0.0.1:9050.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _relays(relays: tuple[str, ...], presence_port: int | None) -> list[RelayAddress]:
+    from ..transport import RelayAddress
+
+    return [RelayAddress.parse(r, presence_port=presence_port) for r in relays]
+
+
+def _tls(tls: bool, tls_ca: str | None, tls_pin: str | None) -> TlsOptions | None:
+    from ..transport import TlsOptions
+
+    if not (tls or tls_ca or tls_pin):
+        return None
+    options = TlsOptions(ca_file=tls_ca, pin=tls_pin)
+    options.pin_bytes()  # refuse a malformed pin before connecting
+    return options
+
+
+def _make_client(
+    member: Member, opts: dict[str, Any], *, presence: bool, receive: bool = True
+) -> Client:
+    from ..client import Client
+    from ..transport import ProxyAddress
+
+    if opts["proxy"]:
+        ProxyAddress.parse(opts["proxy"])  # a bad URL is a usage error, not a retry loop
+    return Client(
+        member,
+        _relays(opts["relays"], opts["presence_port"]),
+        presence_port=opts["presence_port"],
+        tls=_tls(opts["tls"], opts["tls_ca"], opts["tls_pin"]),
+        proxy=opts["proxy"],
+        presence=presence,
+        receive=receive,
+    )
+
+
+def _open_member(kit: Path) -> Member:
+    from ..member import Member
+
+    return Member.open(kit)
+
+
+def _status(text: str) -> None:
+    click.echo(f"ghostline: {text}", err=True)
+
+
+def _connection_line(ev: ConnectionChanged) -> str | None:
+    if ev.channel == "presence":
+        # Presence is optional: only worth a line while messaging itself works.
+        if ev.retry_in is not None and ev.state == "connected":
+            return f"{ev.detail} (retrying in {ev.retry_in:.1f} s)"
+        return None
+    if ev.state == "connected":
+        return f"connected to {ev.relay}: {ev.detail}"
+    if ev.state == "reconnecting" and ev.retry_in is not None:
+        return f"{ev.detail}; reconnecting to {ev.relay} in {ev.retry_in:.1f} s"
+    return None
+
+
+# --- send ------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("kit", type=click.Path(path_type=Path))
+@click.argument("text", nargs=-1)
+@connection_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the relay to accept everything.",
+)
+@click.option(
+    "--lines",
+    is_flag=True,
+    help="With TEXT `-`: send every line of stdin as its own message, as it is read.",
+)
+@click.option(
+    "--flush", is_flag=True, help="Seal nothing new: only send what the outbox still holds."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing when all goes well.")
+def send(
+    kit: Path,
+    text: tuple[str, ...],
+    timeout: float,
+    lines: bool,
+    flush: bool,
+    quiet: bool,
+    **opts: Any,
+) -> None:
+    """Seal TEXT with KIT and send it; exit 0 once the relay has accepted it.
+
+    TEXT `-` reads the message from stdin. The message is sealed and stored durably
+    before anything is sent; if the relay cannot be reached it stays in the outbox and
+    goes out with the next `send` or `listen`, byte for byte the same.
+    """
+    if flush and text:
+        raise UsageError("--flush sends the outbox only: give no TEXT")
+    if not flush and not text:
+        raise UsageError("nothing to send: give TEXT, or - to read it from stdin")
+    if lines and text != ("-",):
+        raise UsageError("--lines reads stdin: give TEXT as -")
+    member = _open_member(kit)
+    try:
+        asyncio.run(_send(member, opts, text, timeout, lines, quiet))
+    finally:
+        member.close()
+
+
+async def _send(
+    member: Member,
+    opts: dict[str, Any],
+    text: tuple[str, ...],
+    timeout: float,
+    lines: bool,
+    quiet: bool,
+) -> None:
+    from ..payload import encode_text
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    if text and not lines:
+        message = sys.stdin.read() if text == ("-",) else " ".join(text)
+        if text == ("-",) and message.endswith("\n"):
+            message = message[:-1]
+        if not message:
+            raise UsageError("nothing to send: the message is empty")
+        # Sealed (and the pad checked) before any connection: exhaustion consumes nothing.
+        member.seal(encode_text(message, int(time.time())))
+    client = _make_client(member, opts, presence=False, receive=False)
+    await client.start()
+    exhausted: BaseException | None = None
+    try:
+        if lines:
+            exhausted = await _send_lines(client)
+            deadline = loop.time() + timeout
+        counters = client.pending_counters()
+        for counter in counters:
+            remaining = deadline - loop.time()
+            try:
+                seq = await client.wait_accepted(counter, max(remaining, 0.001))
+            except TimeoutError:
+                raise _send_timeout(client, timeout, len(counters)) from None
+            if not quiet and not lines:
+                _status(f"sent: message {counter} accepted by the relay as seq {seq}")
+        if not quiet and lines:
+            _status(f"sent: {len(counters)} messages accepted by the relay")
+    finally:
+        await client.stop()
+    if exhausted is not None:
+        raise exhausted
+
+
+async def _send_lines(client: Client) -> BaseException | None:
+    """Seal and queue each stdin line as it comes; returns PadExhaustedError if it struck."""
+    from ..errors import PadExhaustedError
+
+    loop = asyncio.get_running_loop()
+    while True:
+        raw = await loop.run_in_executor(None, sys.stdin.buffer.readline)
+        if not raw:
+            return None
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            continue
+        try:
+            await client.send_text(line)
+        except PadExhaustedError as err:
+            return err
+
+
+def _send_timeout(client: Client, timeout: float, count: int) -> Exception:
+    if client.failure is not None:
+        return client.failure
+    if not client.ever_connected:
+        detail = f": {client.last_error.message}" if client.last_error else ""
+        return RelayUnreachable(
+            f"could not reach the relay within {timeout:g} s{detail}", hint=_OUTBOX_HINT
+        )
+    what = "the message" if count == 1 else f"{count} messages"
+    return RelayUnreachable(
+        f"the relay did not accept {what} within {timeout:g} s", hint=_OUTBOX_HINT
+    )
+
+
+# --- listen ----------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("kit", type=click.Path(path_type=Path))
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message on stdout.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0.0), default=None, help="Stop after S seconds."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No connection status on stderr.")
+def listen(
+    kit: Path, as_json: bool, count: int | None, timeout: float | None, quiet: bool, **opts: Any
+) -> None:
+    """Print KIT's messages as they arrive (catching up first on what was missed).
+
+    Rejected messages are reported on stderr with the rule they broke, and listening
+    goes on. Messages still in the outbox are sent too.
+    """
+    member = _open_member(kit)
+    try:
+        asyncio.run(_listen(member, opts, as_json, count, timeout, quiet))
+    finally:
+        member.close()
+
+
+async def _listen(
+    member: Member,
+    opts: dict[str, Any],
+    as_json: bool,
+    count: int | None,
+    timeout: float | None,
+    quiet: bool,
+) -> None:
+    from ..client import (
+        ConnectionChanged,
+        MessageAccepted,
+        MessageReceived,
+        MessageRejected,
+        PadExhausted,
+        PadLow,
+        PresenceChanged,
+    )
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout if timeout is not None else None
+    names = [m.name for m in member.header.members]
+    client = _make_client(member, opts, presence=True)
+    shown = 0
+    await client.start()
+    try:
+        while count is None or shown < count:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                event: Event = await asyncio.wait_for(client.events.get(), remaining)
+            except TimeoutError:
+                break
+            if isinstance(event, MessageReceived):
+                shown += 1
+                _print_message(event, names, as_json)
+            elif isinstance(event, MessageRejected):
+                _status(f"rejected message seq {event.seq} ({event.rule}): {event.reason}")
+            elif isinstance(event, PresenceChanged):
+                if not quiet:
+                    _print_presence(event, names)
+            elif isinstance(event, ConnectionChanged):
+                if event.state == "stopped" and client.failure is not None:
+                    raise client.failure
+                line = _connection_line(event)
+                if line and not quiet:
+                    _status(line)
+            elif isinstance(event, MessageAccepted):
+                if not quiet:
+                    _status(f"sent: message {event.counter} accepted as seq {event.seq}")
+            elif isinstance(event, PadLow):
+                _status(f"warning: only {event.fraction_left:.1%} of your pad is left")
+            elif isinstance(event, PadExhausted):
+                _status("warning: your pad is used up; you can still read messages")
+    finally:
+        await client.stop()
+    if not client.ever_connected:
+        detail = f": {client.last_error.message}" if client.last_error else ""
+        raise RelayUnreachable(f"could not reach the relay{detail}")
+
+
+def _print_message(event: Any, names: list[str], as_json: bool) -> None:
+    from ..payload import FileChunk, FileHeader, TextPayload
+
+    rec = event.received
+    obj = event.payload_obj
+    record: dict[str, Any] = {
+        "sender": rec.sender_name,
+        "sender_index": rec.sender,
+        "counter": rec.counter,
+        "seq": rec.seq,
+        "sent_at": getattr(obj, "sent_at", None),
+    }
+    if isinstance(obj, TextPayload):
+        record.update(kind="text", text=obj.text)
+        human = obj.text
+    elif isinstance(obj, FileHeader):
+        record.update(kind="file", text=None, file=obj.safe_name, size=obj.total_size)
+        human = f"[file {obj.safe_name!r}, {obj.total_size} bytes, {obj.chunk_count} chunks]"
+    elif isinstance(obj, FileChunk):
+        record.update(kind="file_chunk", text=None, chunk=obj.index)
+        human = f"[file chunk {obj.index}]"
+    else:
+        record.update(kind="unknown", text=None)
+        human = "[a message of a kind this version cannot show]"
+    if as_json:
+        line = json.dumps(record, ensure_ascii=False)
+    else:
+        when = datetime.fromtimestamp(record["sent_at"] or time.time()).strftime("%H:%M:%S")
+        line = f"[{when}] {rec.sender_name}: {human}"
+    click.echo(line)
+    sys.stdout.flush()
+
+
+def _print_presence(event: Any, names: list[str]) -> None:
+    def who(indexes: frozenset[int]) -> str:
+        return ", ".join(names[i] if i < len(names) else f"#{i}" for i in sorted(indexes))
+
+    if event.joined and not event.left and len(event.joined) < len(event.online):
+        _status(f"{who(event.joined)} came online")
+    elif event.left and not event.joined:
+        _status(f"{who(event.left)} went offline")
+    else:
+        _status(f"online now: {who(event.online) or 'nobody'}")
+
+
+# --- history ---------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("kit", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N.")
+def history(kit: Path, as_json: bool, limit: int | None) -> None:
+    """Print KIT's local message history: what it received and what it sent."""
+    from ..payload import FileChunk, FileHeader, TextPayload, decode
+
+    member = _open_member(kit)
+    try:
+        entries = member.history(limit)
+    finally:
+        member.close()
+    for entry in entries:
+        try:
+            obj: Any = decode(entry.payload)
+        except Exception:
+            obj = None
+        text = obj.text if isinstance(obj, TextPayload) else None
+        if as_json:
+            record = {
+                "sender": entry.sender_name,
+                "sender_index": entry.sender,
+                "counter": entry.counter,
+                "seq": entry.seq,
+                "sent_at": getattr(obj, "sent_at", None),
+                "state": entry.state,
+                "text": text,
+            }
+            click.echo(json.dumps(record, ensure_ascii=False))
+            continue
+        if text is not None:
+            shown = text
+        elif isinstance(obj, FileHeader):
+            shown = f"[file {obj.safe_name!r}, {obj.total_size} bytes]"
+        elif isinstance(obj, FileChunk):
+            shown = f"[file chunk {obj.index}]"
+        else:
+            shown = "[unreadable message]"
+        sent_at = getattr(obj, "sent_at", None) or entry.recorded_at
+        when = datetime.fromtimestamp(sent_at).strftime("%Y-%m-%d %H:%M:%S")
+        mark = {"sealed": " (not yet sent)"}.get(entry.state, "")
+        click.echo(f"[{when}] {entry.sender_name}: {shown}{mark}")

@@ -1,0 +1,325 @@
+"""`ghostline pad ...`: make a kit set (`pad new`); `info` and `recover` live in pad_state.py.
+
+`pad new` is the one place a group's pad is born. It checks everything it can before
+writing a byte (names, sizes, entropy sources, free space, existing files), then
+streams the kit set to disk (kit.create_kit_set) with a progress bar on stderr, and
+prints on stdout who gets which file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import click
+
+from ..entropy import DEFAULT_ENTROPY_RATE, MixedRandom
+from ..errors import KitError, UsageError
+from ..kit import KIT_SUFFIX, KitLayout, base_offset, create_kit_set, kit_set_random_len
+from ..units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+AVERAGE_MESSAGE = 64  # bytes: the default key count assumes messages this long on average
+MAX_NAME = 64
+# Subcommands defined elsewhere, imported only when used so `pad new` stays light.
+_LAZY: dict[str, tuple[str, str]] = {
+    "info": ("ghostline.cli.pad_state", "info"),
+    "recover": ("ghostline.cli.pad_state", "recover"),
+}
+
+
+class _PadGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [name for name, (mod, _) in _LAZY.items() if _module_exists(mod)]
+        return sorted([*super().list_commands(ctx), *lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        target = _LAZY.get(cmd_name)
+        if command is None and target is not None and _module_exists(target[0]):
+            command = getattr(importlib.import_module(target[0]), target[1])
+        return command
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(cls=_PadGroup)
+def pad() -> None:
+    """Make kit sets and look after kits."""
+
+
+@pad.command("new")
+@click.option(
+    "--members",
+    required=True,
+    metavar="NAMES",
+    help="Comma-separated member names in roster order, e.g. alice,bob,carol.",
+)
+@click.option(
+    "--size",
+    "size_text",
+    required=True,
+    metavar="SIZE",
+    help="The whole group pad (B, KiB, MiB, GiB); each member gets SIZE / n to send with.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the kit files (created, mode 0700, if missing).",
+)
+@click.option(
+    "--auth-keys",
+    type=int,
+    default=None,
+    metavar="K",
+    help="One-time keys per ordered pair = most messages each member can send "
+    f"[default: enough for {AVERAGE_MESSAGE}-byte messages on average].",
+)
+@click.option("--group", default="", help="A name for the group (stored in every kit).")
+@click.option(
+    "--entropy",
+    "entropy_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="A raw randomness source (device such as /dev/hwrng, or a file of samples) to "
+    "XOR with os.urandom after SP 800-90B health tests. Repeatable.",
+)
+@click.option(
+    "--entropy-rate",
+    type=float,
+    default=DEFAULT_ENTROPY_RATE,
+    show_default=True,
+    metavar="H",
+    help="Min-entropy per byte you assert for the --entropy sources (0 < H <= 8); "
+    "sets the health-test cutoffs.",
+)
+def new(
+    members: str,
+    size_text: str,
+    out_dir: Path,
+    auth_keys: int | None,
+    group: str,
+    entropy_paths: tuple[Path, ...],
+    entropy_rate: float,
+) -> None:
+    """Make a kit set: one kit file per member, written to OUT/NAME.ghostkit.
+
+    Every kit holds the whole group pad and the one-time keys its owner shares with
+    each other member. Files are created with mode 0600 and never overwrite anything.
+    Hand each member their own file only.
+    """
+    names = parse_members(members)
+    n = len(names)
+    size = parse_size(size_text, what="--size")
+    slice_len = size // n
+    if slice_len < 1:
+        raise UsageError(f"--size {size_text} is too small for {n} members (at least {n} B)")
+    keys = default_auth_keys(slice_len) if auth_keys is None else auth_keys
+    if keys < 1:
+        raise UsageError(f"--auth-keys must be at least 1, not {keys}")
+    paths = [out_dir / f"{name}{KIT_SUFFIX}" for name in names]
+    for path in paths:
+        if os.path.lexists(path):
+            raise KitError(
+                f"{path} already exists; GhostLine never overwrites a kit",
+                hint="Choose another --out directory, or move the old kits away first.",
+            )
+    random_len = kit_set_random_len(n, slice_len, keys)
+    with MixedRandom(entropy_paths, entropy_rate=entropy_rate) as randomness:
+        randomness.check_enough(random_len)
+        made_dirs = _make_dirs(out_dir)
+        try:
+            file_len = _file_len(n, slice_len, keys)
+            _check_free_space(out_dir, n * file_len)
+            with _Progress(random_len) as progress:
+                created = create_kit_set(
+                    out_dir,
+                    names,
+                    slice_len=slice_len,
+                    auth_keys=keys,
+                    group=group,
+                    random_bytes=randomness,
+                    entropy=randomness.description,
+                    progress=progress,
+                )
+        except BaseException:
+            for made in reversed(made_dirs):  # leave nothing behind, not even the folder
+                try:
+                    made.rmdir()
+                except OSError:
+                    break
+            raise
+    _print_summary(names, created, group, slice_len, keys, randomness.description)
+
+
+def parse_members(text: str) -> list[str]:
+    """The roster from `alice,bob,carol`; names must make safe, distinct file names."""
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if not name:
+            raise UsageError(f"--members {text!r} has an empty name")
+        if (
+            name.startswith(".")
+            or len(name) > MAX_NAME
+            or any(c in name for c in "/\\")
+            or not name.isprintable()
+        ):
+            raise UsageError(
+                f"member name {name!r} cannot be a file name: use up to {MAX_NAME} printable "
+                "characters, no slashes, not starting with a dot"
+            )
+    if len(set(names)) != len(names):
+        raise UsageError(f"--members {text!r} names someone twice")
+    if not 2 <= len(names) <= 255:
+        raise UsageError(f"a group has 2 to 255 members, not {len(names)}")
+    return names
+
+
+def default_auth_keys(slice_len: int) -> int:
+    """Keys enough for a member to spend its slice on messages of average length 64."""
+    return math.ceil(slice_len / AVERAGE_MESSAGE)
+
+
+def _file_len(n: int, slice_len: int, keys: int) -> int:
+    """A kit's length, for the free-space check: exact but for the header, which is
+    bounded generously (each member's entry is at most about 400 bytes)."""
+    return KitLayout(n, slice_len, keys, 0, base_offset(512 + 400 * n)).file_len
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p with mode 0700; returns the directories it made, outermost first."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    missing.reverse()
+    try:
+        for made in missing:
+            made.mkdir(mode=0o700)
+    except OSError as exc:
+        raise KitError(f"cannot create {path}: {exc.strerror}") from None
+    return missing
+
+
+def _check_free_space(path: Path, needed: int) -> None:
+    free = shutil.disk_usage(path).free
+    if free < needed:
+        raise KitError(
+            f"{path} has {format_size(free)} free but the kit set needs {format_size(needed)}"
+        )
+
+
+class _Progress:
+    """A rich progress bar on stderr, shown only when it helps.
+
+    It appears once generation has taken a second (or at once for a large kit set), and
+    only on a terminal: piped stderr gets no control characters.
+    """
+
+    LARGE = 1 << 30
+    DELAY = 1.0
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self._started = time.monotonic()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._enabled = sys.stderr.isatty()
+
+    def __call__(self, k: int) -> None:
+        self.done += k
+        if not self._enabled:
+            return
+        if self._bar is None and (
+            self.total >= self.LARGE or time.monotonic() - self._started >= self.DELAY
+        ):
+            self._start()
+        if self._bar is not None:
+            assert self._task is not None
+            self._bar.update(self._task, completed=self.done)
+
+    def _start(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        bar = Progress(
+            TextColumn("making kits"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        bar.start()
+        self._task = bar.add_task("kits", total=self.total, completed=self.done)
+        self._bar = bar
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_summary(
+    names: Sequence[str],
+    paths: Sequence[Path],
+    group: str,
+    slice_len: int,
+    keys: int,
+    entropy: str,
+) -> None:
+    n = len(names)
+    file_len = paths[0].stat().st_size
+    width = max(len(name) for name in names)
+    label = f"group {group!r}" if group else "an unnamed group"
+    echo = click.echo
+    echo(f"Made {n} kits for {label} in {paths[0].parent}:")
+    for name, path in zip(names, paths, strict=True):
+        echo(f"  {name:<{width}}  gets  {path}")
+    echo(
+        f"Group pad: {format_size(n * slice_len)} ({format_size(slice_len)} for each member "
+        f"to send with); {keys:,} one-time keys per pair: at most {keys:,} messages each."
+    )
+    echo(f"Each kit file: {format_size(file_len)} ({file_len:,} bytes). Randomness: {entropy}.")
+    echo(
+        "Hand each member their own file only, in person or over a channel you trust as "
+        "much as the pad: anyone who copies a kit can read the group and speak as its owner."
+    )

@@ -1,0 +1,197 @@
+"""`ghostline pad info` and `ghostline pad recover`: what is left of a kit, and how to
+rebuild lost local state. The `pad` group (cli/pad.py) adds these with add_command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import StateError
+from ..kit import Kit
+from ..member import (
+    KitUsage,
+    StateStatus,
+    apply_recovery,
+    binding_of,
+    compute_usage,
+    inspect_state,
+    plan_recovery,
+    recover_hint,
+)
+from ..store import Store
+from ..units import format_size
+
+INFO_SCHEMA = 1
+
+_KIT = click.argument("kit", type=click.Path(dir_okay=False, path_type=Path))
+_STATE = click.option(
+    "--state",
+    "state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="State database to use (default: the one GhostLine keeps for this kit).",
+)
+
+
+@click.command("info")
+@_KIT
+@_STATE
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema below).")
+def info(kit: Path, state: Path | None, as_json: bool) -> None:
+    """Show a kit's group, members, and how much pad each member has left.
+
+    Read-only: changes neither the kit nor the state database. For the kit's owner the
+    figures are exact; for other members they count what you have accepted from them.
+    "Messages left" assumes the average size of the messages sent so far (64 bytes
+    when there are none).
+
+    \b
+    --json prints one object (schema 1, documented in docs/CLI.md):
+      schema, kit, group, pad_id, created, entropy, n, slice_len, auth_keys,
+      self {index, name},
+      state {path, status: ok|new|missing|stale, detail},
+      members [{index, name, self, bytes_used, bytes_left, keys_used, keys_left,
+                messages, average_size, messages_left}],
+      erased {keys, keys_total, pad_bytes, pad_bytes_total, fraction}
+    """
+    with Kit.open(kit, writable=False) as k:
+        status = inspect_state(k, state)
+        store = (
+            Store.open(status.path, binding_of(k.header), read_only=True)
+            if status.status == "ok"
+            else None
+        )
+        try:
+            usage = compute_usage(k, store)
+        finally:
+            if store is not None:
+                store.close()
+        report = info_json(k, status, usage)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=False))
+        return
+    _print_info(report)
+
+
+def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
+    h = k.header
+    return {
+        "schema": INFO_SCHEMA,
+        "kit": str(k.path),
+        "group": h.group,
+        "pad_id": h.pad_id.hex(),
+        "created": h.created,
+        "entropy": h.entropy,
+        "n": h.n,
+        "slice_len": h.slice_len,
+        "auth_keys": h.auth_keys,
+        "self": {"index": h.self_index, "name": h.self_name},
+        "state": {"path": str(status.path), "status": status.status, "detail": status.detail},
+        "members": [
+            {
+                "index": m.index,
+                "name": m.name,
+                "self": m.is_self,
+                "bytes_used": m.bytes_used,
+                "bytes_left": m.bytes_left,
+                "keys_used": m.keys_used,
+                "keys_left": m.keys_left,
+                "messages": m.messages,
+                "average_size": round(m.average_size, 2),
+                "messages_left": m.messages_left,
+            }
+            for m in usage.members
+        ],
+        "erased": {
+            "keys": usage.keys_erased,
+            "keys_total": usage.keys_total,
+            "pad_bytes": usage.pad_bytes_erased,
+            "pad_bytes_total": usage.pad_bytes_total,
+            "fraction": round(usage.erased_fraction, 6),
+        },
+    }
+
+
+def _print_info(r: dict[str, Any]) -> None:
+    console = Console(highlight=False)
+    me = r["self"]
+    console.print(f"[bold]Group[/bold] {r['group'] or '(unnamed)'}   pad {r['pad_id']}")
+    console.print(
+        f"You are [bold]{me['name']}[/bold] (member {me['index']} of {r['n']}); "
+        f"each slice {format_size(r['slice_len'])}, {r['auth_keys']:,} keys per pair"
+    )
+    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("member", no_wrap=True)
+    for col in ("pad\nused", "pad\nleft", "keys\nused", "keys\nleft", "sent/\nread", "avg\nsize"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("msgs\nleft", justify="right", no_wrap=True, style="bold")
+    for m in r["members"]:
+        table.add_row(
+            f"{m['name']} (you)" if m["self"] else m["name"],
+            format_size(m["bytes_used"]),
+            format_size(m["bytes_left"]),
+            f"{m['keys_used']:,}",
+            f"{m['keys_left']:,}",
+            f"{m['messages']:,}",
+            format_size(round(m["average_size"])),
+            f"{m['messages_left']:,}",
+        )
+    console.print(table)
+    e = r["erased"]
+    console.print(
+        f"Erased: {e['keys']:,} of {e['keys_total']:,} keys, "
+        f"{format_size(e['pad_bytes'])} of {format_size(e['pad_bytes_total'])} of pad "
+        f"({e['fraction']:.2%} of the kit's secret bytes)"
+    )
+    st = r["state"]
+    if st["status"] in ("missing", "stale"):
+        console.print(f"[bold red]State {st['status']}:[/bold red] {st['detail']}")
+        console.print(recover_hint(r["kit"]), markup=False)
+
+
+@click.command("recover")
+@_KIT
+@_STATE
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Rebuild even if the state database looks fine.")
+def recover(kit: Path, state: Path | None, yes: bool, force: bool) -> None:
+    """Rebuild a lost or outdated state database from the kit alone.
+
+    Use it when GhostLine says the state database is missing or older than the kit
+    (after a disk restore, a copied kit, or a deleted data folder). It never guesses:
+
+    \b
+    - next message number = highest erased outbound key + 2 (one spare key, in case a
+      message was sealed whose keys were not yet erased);
+    - next pad offset = end of the erased part of your slice + 1 MiB (the largest
+      message a relay carries), capped at the end of your slice;
+    - accepted message numbers are rebuilt from erased inbound keys, so replays are
+      still refused;
+    - the skipped keys and pad bytes are erased; the old database is kept aside.
+
+    What is lost: the history of sent and received messages, the outbox (messages
+    sealed but never accepted by the relay are not resent), and the relay cursor.
+    It prints what it skips and what that costs, and asks before writing (--yes skips
+    the question).
+    """
+    with Kit.open(kit) as k:
+        plan = plan_recovery(k, state)
+        if plan.state.status in ("ok", "new") and not force:
+            click.echo(
+                f"The state database {plan.state.path} "
+                + ("is consistent with the kit" if plan.state.status == "ok" else "is not needed")
+                + "; nothing to recover (use --force to rebuild anyway)."
+            )
+            return
+        for line in plan.describe():
+            click.echo(line)
+        if not yes and not click.confirm("Write the new state database?", default=False):
+            raise StateError("recovery cancelled; nothing was changed")
+        path = apply_recovery(k, plan)
+    click.echo(f"Wrote {path}: next message {plan.next_counter}, next offset {plan.next_offset}.")

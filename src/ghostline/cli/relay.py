@@ -1,0 +1,154 @@
+"""`ghostline relay`: run the blind relay and presence servers in one process.
+
+Blind: this module imports no pad, key or state code (tests/relay/test_blindness.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from ..paths import default_relay_store
+from ..relay.config import DAY, RelayLimits, Retention
+from ..relay.server import RelayServer
+from ..relay.sqlite_store import SqliteBackend
+
+_D = RelayLimits()
+_R = Retention()
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        level = record.levelname.lower()
+        return f"ts={stamp}.{int(record.msecs):03d} level={level} {record.getMessage()}"
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Relay port (0: any free port).")
+@click.option("--presence-port", default=8081, show_default=True, help="Presence port (0: any).")
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite file for stored messages [default: relay.sqlite in the data directory].",
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--max-frame", default=_D.max_frame, show_default=True, help="Bytes per frame.")
+@click.option("--max-connections", default=_D.max_connections, show_default=True)
+@click.option(
+    "--max-connections-per-address", default=_D.max_connections_per_address, show_default=True
+)
+@click.option("--max-rooms", default=_D.max_rooms, show_default=True)
+@click.option(
+    "--publish-rate", default=_D.publish_rate, show_default=True, help="Per connection, /s."
+)
+@click.option("--publish-burst", default=_D.publish_burst, show_default=True)
+@click.option(
+    "--send-buffer", default=_D.send_buffer, show_default=True, help="Bytes per connection."
+)
+@click.option("--idle-timeout", default=_D.idle_timeout, show_default=True, help="Seconds.")
+@click.option(
+    "--handshake-timeout", default=_D.handshake_timeout, show_default=True, help="Seconds."
+)
+@click.option("--retain-messages", default=_R.max_messages, show_default=True, help="Per room.")
+@click.option("--retain-bytes", default=_R.max_bytes, show_default=True, help="Per room.")
+@click.option("--retain-days", default=_R.max_age / DAY, show_default=True, help="Per room.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
+def relay(
+    host: str,
+    port: int,
+    presence_port: int,
+    store: Path | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    max_frame: int,
+    max_connections: int,
+    max_connections_per_address: int,
+    max_rooms: int,
+    publish_rate: float,
+    publish_burst: int,
+    send_buffer: int,
+    idle_timeout: float,
+    handshake_timeout: float,
+    retain_messages: int,
+    retain_bytes: int,
+    retain_days: float,
+    log_level: str,
+) -> None:
+    """Run the blind relay (store-and-forward) and presence servers."""
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if max_frame < 64 or send_buffer < max_frame:
+        raise UsageError("--max-frame must be at least 64 and --send-buffer at least --max-frame")
+    ssl_context = None
+    if tls_cert is not None and tls_key is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as err:
+            raise UsageError(f"cannot load the TLS certificate or key: {err}") from err
+    limits = RelayLimits(
+        max_frame=max_frame,
+        max_connections=max_connections,
+        max_connections_per_address=max_connections_per_address,
+        max_rooms=max_rooms,
+        publish_rate=publish_rate,
+        publish_burst=publish_burst,
+        send_buffer=send_buffer,
+        idle_timeout=idle_timeout,
+        handshake_timeout=handshake_timeout,
+        retention=Retention(retain_messages, retain_bytes, retain_days * DAY),
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    logger = logging.getLogger("ghostline.relay")
+    logger.addHandler(handler)
+    logger.setLevel(log_level.upper())
+    logger.propagate = False
+    asyncio.run(
+        _serve(host, port, presence_port, store or default_relay_store(), limits, ssl_context)
+    )
+
+
+async def _serve(
+    host: str,
+    port: int,
+    presence_port: int,
+    store: Path,
+    limits: RelayLimits,
+    ssl_context: ssl.SSLContext | None,
+) -> None:
+    server = RelayServer(SqliteBackend(store, limits.retention), limits, ssl_context=ssl_context)
+    try:
+        relay_port, presence_bound = await server.start(host, port, presence_port)
+    except OSError as err:
+        with contextlib.suppress(Exception):
+            await server.backend.close()
+        raise UsageError(f"cannot listen on {host}: {err.strerror or err}") from err
+    shown = f"[{host}]" if ":" in host else host
+    scheme = " (TLS)" if ssl_context is not None else ""
+    print(f"ghostline relay: relay listening on {shown}:{relay_port}{scheme}", file=sys.stderr)
+    print(
+        f"ghostline relay: presence listening on {shown}:{presence_bound}{scheme}", file=sys.stderr
+    )
+    print(f"ghostline relay: store {store}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("ghostline relay: shutting down", file=sys.stderr, flush=True)
+    await server.close()
+    print("ghostline relay: stopped", file=sys.stderr, flush=True)

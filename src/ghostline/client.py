@@ -1,0 +1,686 @@
+"""The asyncio client: connects a `Member` (the durable core) to a relay and presence server.
+
+What it does, in the order that keeps it safe (protocol-v1 sections 5, 6 and 8):
+
+- Sends only bytes already in the durable outbox: `send()` returns after `Member.seal`
+  has committed, and every (re)connection sends `Member.pending()` again, byte for byte,
+  until each is ACCEPTED (`Member.mark_accepted`). Nothing is ever re-sealed; the relay
+  answers a repeated (sender, counter) with the seq it already stored.
+- Resumes from `Member.relay_cursor`; every DELIVER goes through `Member.receive`, which
+  records the message (and the cursor) durably before the event is emitted.
+- Reconnects with exponential backoff and full jitter, failing over among the relay
+  addresses it was given; pings to stay alive and to notice a silent relay.
+- Follows the presence port when it can; messaging works without it.
+
+Everything it observes comes out of `events`, an `asyncio.Queue` of the frozen
+dataclasses below. Fatal refusals (a roster mismatch, a bad signature) stop the client
+and are kept in `failure`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import payload as payload_mod
+from .errors import (
+    GhostlineError,
+    PadExhaustedError,
+    PayloadError,
+    ProtocolError,
+    RejectedMessage,
+    RelayRefused,
+    RelayUnreachable,
+    RemoteError,
+)
+from .transport import RelayAddress, TlsOptions, TransportError, open_stream
+from .wire import (
+    MAX_PING,
+    NONCE_LEN,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    Hello,
+    Port,
+    decode_accepted,
+    decode_deliver,
+    decode_error,
+    decode_member,
+    decode_presence,
+    decode_u64,
+    encode_frame,
+    join_statement,
+)
+
+if TYPE_CHECKING:
+    from .member import Member, OutboxEntry, Received
+
+__all__ = [
+    "Client",
+    "ConnectionChanged",
+    "Event",
+    "MessageAccepted",
+    "MessageReceived",
+    "MessageRejected",
+    "PadExhausted",
+    "PadLow",
+    "PresenceChanged",
+    "RelayError",
+    "RelayAddress",
+    "TlsOptions",
+    "refusal",
+]
+
+# Refusals that the same request would meet again: stop instead of retrying.
+FATAL_CODES = frozenset(
+    {
+        ErrorCode.BAD_HANDSHAKE,
+        ErrorCode.ROSTER_MISMATCH,
+        ErrorCode.BAD_SIGNATURE,
+        ErrorCode.BAD_PUBLISH,
+    }
+)
+_HINTS = {
+    ErrorCode.ROSTER_MISMATCH: (
+        "the relay knows this room with another member list: is this kit from the same kit set?"
+    ),
+    ErrorCode.BAD_SIGNATURE: (
+        "the relay did not accept this kit's signature: the kit may be damaged or not from "
+        "this kit set."
+    ),
+    ErrorCode.BAD_HANDSHAKE: (
+        "the relay did not accept the handshake: is it a GhostLine relay speaking protocol v1?"
+    ),
+    ErrorCode.BAD_PUBLISH: (
+        "the relay refused a message from the outbox: is the kit from the same kit set?"
+    ),
+    ErrorCode.RELAY_FULL: "the relay is at its limit; try again later or another relay.",
+    ErrorCode.RATE_LIMITED: "too many messages too fast; GhostLine will retry.",
+}
+PAD_LOW_FRACTION = 0.10
+# A text message needs at least kind (1) + sent_at (4) + one byte of text.
+_MIN_MESSAGE = 6
+# resume_after for a send-only client: past any seq (and within SQLite's signed 64 bits).
+_NOTHING_STORED = (1 << 63) - 1
+
+
+def refusal(code: int, reason: str) -> RelayRefused:
+    """The RelayRefused error for an ERROR frame, with the hint a person needs."""
+    try:
+        hint = _HINTS.get(ErrorCode(code))
+    except ValueError:
+        hint = None
+    return RelayRefused(code, reason, hint=hint)
+
+
+# --- events ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A message opened and recorded durably. `payload_obj` is None when malformed."""
+
+    received: Received
+    payload_obj: payload_mod.Payload | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected:
+    """A delivered message broke a rule of protocol-v1 section 6; nothing was consumed."""
+
+    seq: int
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAccepted:
+    """The relay stored one of our messages durably as `seq`."""
+
+    counter: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """Who is online now (member indexes), and who just came or went."""
+
+    online: frozenset[int]
+    joined: frozenset[int] = frozenset()
+    left: frozenset[int] = frozenset()
+
+
+ConnectionState = Literal["connecting", "connected", "reconnecting", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    """The relay connection's state (`channel="relay"`) or the presence one's."""
+
+    state: ConnectionState
+    relay: str
+    retry_in: float | None
+    detail: str
+    channel: Literal["relay", "presence"] = "relay"
+
+
+@dataclass(frozen=True, slots=True)
+class PadLow:
+    """Less than PAD_LOW_FRACTION of this member's pad (bytes or keys) is left."""
+
+    fraction_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class PadExhausted:
+    """This member cannot seal another message."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayError:
+    """The relay sent an ERROR frame."""
+
+    code: int
+    reason: str
+
+
+Event = (
+    MessageReceived
+    | MessageRejected
+    | MessageAccepted
+    | PresenceChanged
+    | ConnectionChanged
+    | PadLow
+    | PadExhausted
+    | RelayError
+)
+
+
+# --- one connection ----------------------------------------------------------------
+
+
+class _Connection:
+    """Frames over one stream. Only this class and `transport` touch the socket."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, addr: RelayAddress
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.addr = addr
+        self.decoder = FrameDecoder()
+        self.frames: deque[Frame] = deque()
+        self.outq: deque[OutboxEntry] = deque()
+        self.wake = asyncio.Event()
+        self.last_rx = 0.0  # loop time of the last frame received
+
+    async def read(self) -> Frame:
+        while not self.frames:
+            data = await self.reader.read(1 << 16)
+            if not data:
+                raise ConnectionError("the relay closed the connection")
+            self.frames.extend(self.decoder.feed(data))
+        return self.frames.popleft()
+
+    def write(self, frame: bytes) -> None:
+        self.writer.write(frame)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+
+@dataclass
+class _Backoff:
+    base: float
+    cap: float
+    attempt: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self) -> float:
+        """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
+        ceiling = min(self.cap, self.base * (2**self.attempt))
+        self.attempt += 1
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# --- the client --------------------------------------------------------------------
+
+
+class Client:
+    """A member's live link to the relay. See the module docstring for its guarantees.
+
+    `presence_port` overrides every relay's presence port (default: its port + 1);
+    `presence=False` does not connect to the presence port at all. `receive=False` makes
+    a send-only client (`ghostline send`): it asks the relay for no stored messages and
+    ignores live ones, so it never consumes what another process of the same member
+    (a running `listen`) is there to show.
+    """
+
+    def __init__(
+        self,
+        member: Member,
+        relays: Sequence[RelayAddress],
+        *,
+        presence_port: int | None = None,
+        tls: TlsOptions | None = None,
+        proxy: str | None = None,
+        ping_interval: float = 20.0,
+        presence: bool = True,
+        receive: bool = True,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 5.0,
+        connect_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not relays:
+            raise ValueError("a Client needs at least one relay address")
+        self.member = member
+        self.relays = list(relays)
+        self.presence_port = presence_port
+        self.tls = tls
+        self.proxy = proxy
+        self.ping_interval = ping_interval
+        self.follow_presence = presence
+        self.receive = receive
+        self.connect_timeout = connect_timeout
+        self.clock = clock
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.failure: GhostlineError | None = None
+        self.last_error: GhostlineError | None = None
+        self.online: frozenset[int] = frozenset()
+        self.state: ConnectionState = "stopped"
+        self._backoff = _Backoff(backoff_base, backoff_cap)
+        self._presence_backoff = _Backoff(backoff_base, max(backoff_cap, 10.0))
+        self._signer = Ed25519PrivateKey.from_private_bytes(member.header.signing_key)
+        self._relay_index = 0
+        self._conn: _Connection | None = None
+        self._connected = asyncio.Event()
+        self._ever_connected = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._waiters: dict[int, list[asyncio.Future[int]]] = {}
+        self._accepted: dict[int, int] = {}
+        self._pad_low_reported = False
+        self._stopping = False
+
+    # -- public API ----------------------------------------------------------------
+
+    @property
+    def relay(self) -> RelayAddress:
+        """The relay address in use, or the next one to try."""
+        return self.relays[self._relay_index % len(self.relays)]
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def ever_connected(self) -> bool:
+        return self._ever_connected
+
+    async def start(self) -> None:
+        """Start connecting in the background (returns at once; watch `events`)."""
+        if self._tasks:
+            return
+        self._stopping = False
+        self._tasks.append(asyncio.create_task(self._relay_loop(), name="ghostline-relay"))
+        if self.follow_presence:
+            self._tasks.append(
+                asyncio.create_task(self._presence_loop(), name="ghostline-presence")
+            )
+
+    async def stop(self) -> None:
+        """Close the connections. The member stays open (its owner closes it)."""
+        self._stopping = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.state != "stopped":
+            self._set_state("stopped", str(self.relay), None, "stopped")
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait for an authenticated relay connection; raises the failure if one stops us."""
+        async with asyncio.timeout(timeout):
+            while not self._connected.is_set():
+                if self.failure is not None:
+                    raise self.failure
+                waiter = asyncio.ensure_future(self._connected.wait())
+                try:
+                    await asyncio.wait({waiter}, timeout=0.2)
+                finally:
+                    waiter.cancel()
+
+    async def send(self, payload: bytes) -> OutboxEntry:
+        """Seal `payload` durably and queue it. Returns after the seal, before ACCEPTED.
+
+        Raises PadExhaustedError (nothing consumed) when the pad cannot hold it.
+        """
+        try:
+            entry = self.member.seal(payload)
+        except PadExhaustedError:
+            self._emit(PadExhausted())
+            raise
+        self._check_pad(entry)
+        if self._conn is not None:
+            self._conn.outq.append(entry)
+            self._conn.wake.set()
+        return entry
+
+    async def send_text(self, text: str) -> OutboxEntry:
+        return await self.send(payload_mod.encode_text(text, int(self.clock())))
+
+    async def wait_accepted(self, counter: int, timeout: float | None = None) -> int:
+        """Wait until the relay has ACCEPTED our message `counter`; returns its seq."""
+        if counter in self._accepted:
+            return self._accepted[counter]
+        if self.failure is not None:
+            raise self.failure
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._waiters.setdefault(counter, []).append(fut)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            waiters = self._waiters.get(counter, [])
+            if fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[counter]
+
+    def pending_counters(self) -> list[int]:
+        return [e.counter for e in self.member.pending()]
+
+    # -- internals: events ---------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        self.events.put_nowait(event)
+
+    def _set_state(
+        self, state: ConnectionState, relay: str, retry_in: float | None, detail: str
+    ) -> None:
+        self.state = state
+        self._emit(ConnectionChanged(state, relay, retry_in, detail))
+
+    def _check_pad(self, entry: OutboxEntry) -> None:
+        header = self.member.header
+        keys_left = header.auth_keys - (entry.counter + 1)
+        bytes_left = header.slice_len - (entry.offset + entry.length)
+        fraction = min(keys_left / header.auth_keys, bytes_left / header.slice_len)
+        if keys_left <= 0 or bytes_left < _MIN_MESSAGE:
+            self._emit(PadExhausted())
+        elif fraction < PAD_LOW_FRACTION and not self._pad_low_reported:
+            self._pad_low_reported = True
+            self._emit(PadLow(fraction))
+
+    def _fail(self, err: GhostlineError) -> None:
+        self.failure = err
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(err)
+
+    # -- internals: relay port -----------------------------------------------------
+
+    async def _relay_loop(self) -> None:
+        first = True
+        while not self._stopping:
+            addr = self.relay
+            self._set_state("connecting" if first else "reconnecting", str(addr), None, "")
+            first = False
+            try:
+                await self._relay_session(addr)
+                detail = "the relay closed the connection"
+            except asyncio.CancelledError:
+                raise
+            except RelayRefused as err:
+                self.last_error = err
+                self._emit(RelayError(err.code, err.reason))
+                if err.code in FATAL_CODES:
+                    self._fail(err)
+                    self._set_state("stopped", str(addr), None, str(err))
+                    return
+                detail = str(err)
+            except (TransportError, ProtocolError, ConnectionError, TimeoutError, OSError) as err:
+                detail = str(err) or type(err).__name__
+                if isinstance(err, GhostlineError):
+                    self.last_error = err
+                else:
+                    self.last_error = RelayUnreachable(f"{addr}: {detail}")
+            if self._stopping:
+                return
+            if len(self.relays) > 1:
+                self._relay_index += 1  # fail over to the next relay
+            delay = self._backoff.next_delay()
+            self._set_state("reconnecting", str(self.relay), delay, detail)
+            await asyncio.sleep(delay)
+
+    async def _relay_session(self, addr: RelayAddress) -> None:
+        reader, writer = await open_stream(
+            addr.host, addr.port, tls=self.tls, proxy=self.proxy, timeout=self.connect_timeout
+        )
+        conn = _Connection(reader, writer, addr)
+        try:
+            cursor = self.member.relay_cursor if self.receive else _NOTHING_STORED
+            head = await self._handshake(conn, Port.RELAY, cursor)
+            # From here on, everything sealed goes to conn.outq via send(); what was sealed
+            # before is in pending(). Set both in one step so nothing is missed.
+            conn.outq.extend(self.member.pending())
+            conn.wake.set()
+            self._conn = conn
+            self._connected.set()
+            self._ever_connected = True
+            self._backoff.reset()
+            self.last_error = None
+            waiting = len(conn.outq)
+            detail = (
+                f"resuming after seq {cursor} (relay head {head})"
+                if self.receive
+                else f"relay head {head}"
+            )
+            if waiting:
+                detail += f", sending {waiting} from the outbox"
+            self._set_state("connected", str(addr), None, detail)
+            await _first_failure(
+                self._read_loop(conn), self._write_loop(conn), self._ping_loop(conn)
+            )
+        finally:
+            if self._conn is conn:
+                self._conn = None
+                self._connected.clear()
+            await conn.close()
+
+    async def _handshake(self, conn: _Connection, port: Port, resume_after: int) -> int:
+        header = self.member.header
+        hello = Hello(
+            header.pad_id,
+            header.self_index,
+            tuple(m.verify_key for m in header.members),
+            resume_after,
+        )
+        async with asyncio.timeout(self.connect_timeout):
+            conn.write(encode_frame(FrameType.HELLO, hello.encode()))
+            frame = await _expect(conn, FrameType.CHALLENGE)
+            if len(frame.body) != NONCE_LEN:
+                raise ProtocolError(ErrorCode.BAD_HANDSHAKE, "CHALLENGE must carry 32 bytes")
+            statement = join_statement(port, header.pad_id, header.self_index, frame.body)
+            conn.write(encode_frame(FrameType.PROVE, self._signer.sign(statement)))
+            frame = await _expect(conn, FrameType.WELCOME)
+            return decode_u64(frame.body, "WELCOME")
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            frame = await conn.read()
+            conn.last_rx = loop.time()
+            kind = frame.type
+            if kind == FrameType.DELIVER:
+                seq, sealed = decode_deliver(frame.body)
+                if self.receive:
+                    self._on_deliver(seq, sealed)
+            elif kind == FrameType.ACCEPTED:
+                seq, counter = decode_accepted(frame.body)
+                self._on_accepted(counter, seq)
+            elif kind == FrameType.PONG:
+                pass
+            elif kind == FrameType.ERROR:
+                raise refusal(*decode_error(frame.body))
+            else:
+                raise ProtocolError(ErrorCode.MALFORMED, f"unexpected frame type 0x{kind:02x}")
+
+    def _on_deliver(self, seq: int, sealed: bytes) -> None:
+        member = self.member
+        if seq <= member.relay_cursor:
+            return  # already processed in an earlier connection
+        # receive() commits the message and the cursor (also for a rejected frame or our
+        # own echoed message) before we report anything.
+        try:
+            received = member.receive(seq, sealed)
+        except RejectedMessage as err:
+            self._emit(MessageRejected(seq, err.rule, err.message))
+            return
+        if received is None:  # our own message, echoed on resume
+            return
+        try:
+            obj: payload_mod.Payload | None = payload_mod.decode(received.payload)
+        except PayloadError:
+            obj = None
+        self._emit(MessageReceived(received, obj))
+
+    def _on_accepted(self, counter: int, seq: int) -> None:
+        if counter in self._accepted:
+            return
+        self.member.mark_accepted(counter, seq)
+        self._accepted[counter] = seq
+        for fut in self._waiters.pop(counter, []):
+            if not fut.done():
+                fut.set_result(seq)
+        self._emit(MessageAccepted(counter, seq))
+
+    async def _write_loop(self, conn: _Connection) -> None:
+        while True:
+            while conn.outq:
+                entry = conn.outq.popleft()
+                if entry.counter not in self._accepted:
+                    conn.write(encode_frame(FrameType.PUBLISH, entry.sealed))
+            await conn.writer.drain()
+            await conn.wake.wait()
+            conn.wake.clear()
+
+    async def _ping_loop(self, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        conn.last_rx = loop.time()
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            silent = loop.time() - conn.last_rx
+            if silent > 2.5 * self.ping_interval:
+                raise ConnectionError(f"the relay has been silent for {silent:.0f} s")
+            conn.write(encode_frame(FrameType.PING, os.urandom(8)[:MAX_PING]))
+
+    # -- internals: presence port --------------------------------------------------
+
+    async def _presence_loop(self) -> None:
+        while not self._stopping and self.failure is None:
+            addr = self.relay
+            port = self.presence_port if self.presence_port is not None else addr.presence
+            where = f"{addr.host}:{port}"
+            try:
+                await self._presence_session(addr, port)
+                detail = "presence: the server closed the connection"
+            except asyncio.CancelledError:
+                raise
+            except (RemoteError, ConnectionError, TimeoutError, OSError) as err:
+                detail = f"presence unavailable: {err}"
+            self._set_online(frozenset())
+            if self._stopping or self.failure is not None:
+                return
+            delay = self._presence_backoff.next_delay()
+            self._emit(ConnectionChanged(self.state, where, delay, detail, channel="presence"))
+            await asyncio.sleep(delay)
+
+    async def _presence_session(self, addr: RelayAddress, port: int) -> None:
+        reader, writer = await open_stream(
+            addr.host, port, tls=self.tls, proxy=self.proxy, timeout=self.connect_timeout
+        )
+        conn = _Connection(reader, writer, addr)
+        try:
+            await self._handshake(conn, Port.PRESENCE, 0)
+            self._presence_backoff.reset()
+            self._emit(
+                ConnectionChanged(
+                    self.state, f"{addr.host}:{port}", None, "presence connected", "presence"
+                )
+            )
+            while True:
+                frame = await conn.read()
+                if frame.type == FrameType.PRESENCE:
+                    self._set_online(frozenset(decode_presence(frame.body)))
+                elif frame.type == FrameType.ONLINE:
+                    self._set_online(self.online | {decode_member(frame.body)})
+                elif frame.type == FrameType.OFFLINE:
+                    self._set_online(self.online - {decode_member(frame.body)})
+                elif frame.type == FrameType.ERROR:
+                    raise refusal(*decode_error(frame.body))
+                elif frame.type != FrameType.PONG:
+                    raise ProtocolError(
+                        ErrorCode.MALFORMED, f"unexpected presence frame 0x{frame.type:02x}"
+                    )
+        finally:
+            await conn.close()
+
+    def _set_online(self, online: frozenset[int]) -> None:
+        if online == self.online:
+            return
+        joined, left = online - self.online, self.online - online
+        self.online = online
+        self._emit(PresenceChanged(online, joined, left))
+
+
+async def _expect(conn: _Connection, kind: FrameType) -> Frame:
+    frame = await conn.read()
+    if frame.type == FrameType.ERROR:
+        raise refusal(*decode_error(frame.body))
+    if frame.type != kind:
+        raise ProtocolError(
+            ErrorCode.BAD_HANDSHAKE, f"expected {kind.name}, got frame type 0x{frame.type:02x}"
+        )
+    return frame
+
+
+async def _first_failure(*coros: Awaitable[None]) -> None:
+    """Run coroutines together until one ends; cancel the rest; re-raise its error."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]

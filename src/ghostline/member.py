@@ -1,0 +1,787 @@
+"""One member of one kit: sealing, opening and erasing, with durable state.
+
+`Member` joins a kit (`kit.py`), the pure sealing code (`seal.py`) and the state
+database (`store.py`), in the order that keeps pad bytes from ever being used twice:
+
+- sealing: seal in memory, then ONE transaction commits the next counter, the next
+  offset and the outbox row, then the used pad and keys are zeroed in the kit and
+  flushed, and only then does `seal` return the sealed bytes (protocol-v1 section 5);
+- opening: check every reject rule against the accepted log, then one transaction
+  commits the accepted (sender, counter, range), the history row and the relay cursor,
+  then the inbound key and the sender's pad bytes are zeroed and flushed, and only then
+  is the message returned (section 6). A rejected message changes nothing but the relay
+  cursor;
+- start-up: a sweep zeroes whatever was committed but not yet erased (a crash between
+  commit and erase), and the database is checked against the kit's erasures: a missing
+  or older database is refused, because guessing the next offset could reuse pad.
+
+Consequence used by recovery: every sealed message that ever left this process has its
+outbound keys and pad bytes zeroed (and flushed) in the kit. So the kit alone bounds
+what was sent, and `pad recover` can rebuild a database that is safe
+(see `plan_recovery`).
+
+Test hook (the only one): with GHOSTLINE_TEST_CRASH_AFTER_COMMIT=1 in the environment,
+`seal`/`seal_many` call `os._exit(86)` right after the commit and before erasing, so
+tests can check that the start-up sweep erases what a crash left behind.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import paths
+from .envelope import HEADER_LEN, read_envelope
+from .errors import ErasedKeyError, RejectedMessage, StateError
+from .kit import KEY_LEN, Kit, KitHeader
+from .seal import open_sealed, seal_with_kit
+from .store import Binding, SenderTotals, SkippedRange, Store
+
+RECOVER_HINT = "Run `ghostline pad recover KIT` to rebuild the state from the kit (see its --help)."
+
+
+def recover_hint(kit_path: str | os.PathLike[str]) -> str:
+    """RECOVER_HINT naming the actual kit file."""
+    return RECOVER_HINT.replace("KIT", shlex.quote(str(kit_path)))
+CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
+CRASH_HOOK_EXIT = 86
+DEFAULT_AVERAGE_SIZE = 64
+# The largest message the relay carries: the safety margin `pad recover` skips.
+RECOVERY_MARGIN = 1 << 20
+# A stretch of this many zero bytes in a random pad means "erased" (chance 2^-256).
+_ERASED_RUN = 32
+_KEY_CHUNK = 1 << 16  # keys scanned per numpy step (2 MiB)
+_PAD_CHUNK = 1 << 22
+
+
+# --- values handed to callers ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    counter: int
+    offset: int
+    length: int
+    sealed: bytes
+    seq: int | None
+
+
+@dataclass(frozen=True)
+class Received:
+    seq: int
+    sender: int
+    sender_name: str
+    counter: int
+    offset: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    sender: int
+    sender_name: str
+    counter: int
+    seq: int | None
+    payload: bytes
+    recorded_at: float
+    state: str  # "sealed" | "stored" (own) | "received"
+
+
+@dataclass(frozen=True)
+class MemberUsage:
+    """One member's slice and keys as this kit's owner sees them.
+
+    For the owner the figures are exact. For another member they count what the owner
+    has accepted from them (highest counter + 1, end of the highest range): a lower
+    bound on what they really used.
+    """
+
+    index: int
+    name: str
+    is_self: bool
+    bytes_used: int
+    bytes_left: int
+    keys_used: int
+    keys_left: int
+    messages: int  # sent (owner) or accepted (others)
+    average_size: float  # bytes per message; DEFAULT_AVERAGE_SIZE when none yet
+    messages_left: int  # min(keys left, bytes left // average size)
+    slice_len: int
+    auth_keys: int
+
+    @property
+    def fraction_left(self) -> float:
+        """The smaller of the shares of keys and of slice bytes still unused (0..1)."""
+        return min(self.keys_left / self.auth_keys, self.bytes_left / self.slice_len)
+
+
+@dataclass(frozen=True)
+class KitUsage:
+    slice_len: int
+    auth_keys: int
+    members: tuple[MemberUsage, ...]
+    keys_total: int  # 2 * (n-1) * K one-time keys in this kit
+    keys_erased: int  # exact: keys reading as all zeros
+    pad_bytes_total: int  # n * E
+    pad_bytes_erased: int  # from the state's records (own, accepted, skipped)
+
+    @property
+    def erased_fraction(self) -> float:
+        """Share of the kit's secret bytes (pad and keys) that are erased."""
+        total = self.pad_bytes_total + self.keys_total * KEY_LEN
+        return (self.pad_bytes_erased + self.keys_erased * KEY_LEN) / total if total else 0.0
+
+    @property
+    def me(self) -> MemberUsage:
+        return next(m for m in self.members if m.is_self)
+
+
+# --- the facade --------------------------------------------------------------------
+
+
+def default_state_path(header: KitHeader) -> Path:
+    return paths.state_dir() / f"{header.pad_id.hex()}-{header.self_index}.sqlite"
+
+
+def binding_of(header: KitHeader) -> Binding:
+    return Binding(header.pad_id, header.self_index, header.n, header.slice_len, header.auth_keys)
+
+
+@dataclass
+class _Pending:
+    """Erasures done in the kit but not yet recorded: written with the next commit."""
+
+    own: list[int] = field(default_factory=list)
+    received: list[tuple[int, int]] = field(default_factory=list)
+
+
+class Member:
+    """The kit owner's durable view of a group. See docs/CONTRACTS.md."""
+
+    def __init__(self, kit: Kit, store: Store) -> None:
+        self.kit = kit
+        self.header = kit.header
+        self.index = kit.header.self_index
+        self.name = kit.header.self_name
+        self.store = store
+        self.state_path = store.path
+        self._lock = threading.RLock()
+        self._pending = _Pending()
+        self._crash_after_commit = os.environ.get(CRASH_HOOK_ENV) == "1"
+
+    @classmethod
+    def open(
+        cls, kit_path: str | os.PathLike[str], *, state_path: str | os.PathLike[str] | None = None
+    ) -> Member:
+        kit = Kit.open(kit_path)
+        try:
+            path = Path(state_path) if state_path is not None else default_state_path(kit.header)
+            binding = binding_of(kit.header)
+            if path.exists():
+                store = Store.open(path, binding)
+            else:
+                erased = first_erasure(kit)
+                if erased is not None:
+                    raise StateError(
+                        f"no state database at {path}, but this kit has already erased "
+                        f"{erased}: it was used before, and sending now could reuse pad",
+                        hint=recover_hint(kit_path),
+                    )
+                store = Store.create(path, binding)
+            try:
+                member = cls(kit, store)
+                member._check_and_sweep()
+            except BaseException:
+                store.close()
+                raise
+        except BaseException:
+            kit.close()
+            raise
+        return member
+
+    def close(self) -> None:
+        with self._lock:
+            if self.store.closed:
+                return
+            try:
+                if self._pending.own or self._pending.received:
+                    with self.store.transaction():
+                        self._record_pending()
+            finally:
+                self.store.close()
+                self.kit.close()
+
+    def __enter__(self) -> Member:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sending ------------------------------------------------------------------
+
+    def seal(self, payload: bytes) -> OutboxEntry:
+        return self.seal_many([payload])[0]
+
+    def seal_many(self, payloads: list[bytes]) -> list[OutboxEntry]:
+        """Seal every payload, committing them all in one transaction, in order.
+
+        If any of them does not fit (PadExhaustedError), none is sealed."""
+        if any(not p for p in payloads):
+            raise ValueError("a sealed message carries at least one byte")
+        if not payloads:
+            return []
+        me = self.index
+        with self._lock:
+            entries: list[OutboxEntry] = []
+            now = time.time()
+            with self.store.transaction():
+                counter, offset = self.store.next_position()
+                for payload in payloads:
+                    self._refuse_erased_pad(offset, len(payload))
+                    try:
+                        sealed = seal_with_kit(self.kit, counter, offset, payload)
+                    except ErasedKeyError:
+                        raise StateError(
+                            f"the kit has already erased the keys of message {counter}, "
+                            "which the state database says is unused: the database is older "
+                            "than the kit",
+                            hint=recover_hint(self.kit.path),
+                        ) from None
+                    self.store.add_outbox(counter, offset, len(payload), sealed, now)
+                    self.store.add_history(me, counter, None, payload, now, "sealed")
+                    entries.append(OutboxEntry(counter, offset, len(payload), sealed, None))
+                    counter += 1
+                    offset += len(payload)
+                self.store.set_next_position(counter, offset)
+                self._record_pending()
+            if self._crash_after_commit:
+                os._exit(CRASH_HOOK_EXIT)
+            for e in entries:
+                self.kit.erase_key_stream(me, e.offset, e.length)
+                self.kit.erase_outbound_keys(e.counter)
+            self.kit.flush()
+            self._pending.own.extend(e.counter for e in entries)
+        return entries
+
+    def _refuse_erased_pad(self, offset: int, length: int) -> None:
+        probe = self.kit.key_stream(self.index, offset, min(length, _ERASED_RUN))
+        if len(probe) >= 16 and probe == bytes(len(probe)):
+            raise StateError(
+                f"the kit has already erased the pad at offset {offset} of your slice, "
+                "which the state database says is unused: the database is older than the kit",
+                hint=recover_hint(self.kit.path),
+            )
+
+    def pending(self) -> list[OutboxEntry]:
+        return [
+            OutboxEntry(r.counter, r.offset, r.length, r.sealed or b"", r.seq)
+            for r in self.store.pending()
+        ]
+
+    def mark_accepted(self, counter: int, seq: int) -> None:
+        """The relay stored own message `counter` as `seq`. Unknown or already
+        accepted counters are ignored (ACCEPTED may repeat after a reconnect)."""
+        with self._lock, self.store.transaction():
+            self.store.mark_accepted(counter, seq)
+            self._record_pending()
+
+    # -- receiving ----------------------------------------------------------------
+
+    def receive(self, seq: int, sealed: bytes) -> Received | None:
+        """Open a message the relay delivered as `seq`.
+
+        Returns None for an own message echoed back. Raises RejectedMessage (which
+        changes nothing but the relay cursor) for anything section 6 refuses."""
+        with self._lock:
+            if self._is_own_echo(sealed):
+                with self.store.transaction():
+                    env = read_envelope(sealed)
+                    row = self.store.outbox_row(env.counter)
+                    if row is not None and row.seq is None and row.sealed == sealed:
+                        self.store.mark_accepted(env.counter, seq)
+                    self.store.raise_cursor(seq)
+                    self._record_pending()
+                return None
+            try:
+                with self.store.transaction():
+                    opened = open_sealed(self.kit, sealed, self.store)
+                    env = opened.envelope
+                    now = time.time()
+                    self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
+                    self.store.add_history(
+                        env.sender, env.counter, seq, opened.plaintext, now, "received"
+                    )
+                    self.store.raise_cursor(seq)
+                    self._record_pending()
+            except RejectedMessage:
+                # A rejected frame is never asked for again: only the cursor moves.
+                if seq > self.store.relay_cursor():
+                    with self.store.transaction():
+                        self.store.raise_cursor(seq)
+                raise
+            self.kit.erase_inbound_key(env.sender, env.counter)
+            self.kit.erase_key_stream(env.sender, env.offset, env.length)
+            self.kit.flush()
+            self._pending.received.append((env.sender, env.counter))
+        return Received(
+            seq=seq,
+            sender=env.sender,
+            sender_name=self.header.members[env.sender].name,
+            counter=env.counter,
+            offset=env.offset,
+            payload=opened.plaintext,
+        )
+
+    def _is_own_echo(self, sealed: bytes) -> bool:
+        if len(sealed) < HEADER_LEN:
+            return False
+        env = read_envelope(sealed)
+        if env.pad_id != self.header.pad_id or env.n != self.header.n or env.sender != self.index:
+            return False
+        # Ours if we sealed that counter: in the outbox, or below the next counter
+        # (counters a recovered database stepped over were ours too).
+        if self.store.outbox_row(env.counter) is not None:
+            return True
+        return env.counter < self.store.next_position()[0]
+
+    def advance_cursor(self, seq: int) -> None:
+        with self._lock, self.store.transaction():
+            self.store.raise_cursor(seq)
+            self._record_pending()
+
+    @property
+    def relay_cursor(self) -> int:
+        return self.store.relay_cursor()
+
+    # -- reading ------------------------------------------------------------------
+
+    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+        names = [m.name for m in self.header.members]
+        return [
+            HistoryEntry(
+                r.sender, names[r.sender], r.counter, r.seq, r.payload, r.recorded_at, r.state
+            )
+            for r in self.store.history(limit)
+        ]
+
+    def usage(self, *, scan_kit: bool = True) -> KitUsage:
+        """Usage figures. `keys_erased` is an exact count of zeroed keys in the kit
+        (a scan of every key region, ~1 ms per 10 MB of keys); with scan_kit=False it
+        is counted from the state's records instead, which is instant."""
+        with self._lock:
+            if self._pending.own or self._pending.received:
+                with self.store.transaction():
+                    self._record_pending()
+            return compute_usage(self.kit, self.store, scan_kit=scan_kit)
+
+    # -- internals ----------------------------------------------------------------
+
+    def _record_pending(self) -> None:
+        """Inside a transaction: write the erasure record of earlier messages."""
+        pending = self._pending
+        if pending.own or pending.received:
+            self.store.record_erased(pending.own, pending.received)
+            # Cleared now: if this transaction rolls back, the sweep on the next start
+            # erases the same bytes again, which is harmless.
+            self._pending = _Pending()
+
+    def _check_and_sweep(self) -> None:
+        """Refuse a database older than the kit's erasures; erase what a crash left.
+
+        Runs under the write lock, so no other process of this member commits (and
+        then erases) between reading the next counter and scanning the kit."""
+        kit = self.kit
+        with self.store.transaction():
+            counter, offset = self.store.next_position()
+            problem = staleness(kit, counter, offset)
+            if problem is not None:
+                raise StateError(problem, hint=recover_hint(kit.path))
+            own = self.store.unerased_outbox()
+            received = self.store.unerased_accepted()
+            for o in own:
+                kit.erase_key_stream(self.index, o.offset, o.length)
+                kit.erase_outbound_keys(o.counter)
+            for a in received:
+                kit.erase_inbound_key(a.sender, a.counter)
+                if a.offset is not None and a.length is not None:
+                    kit.erase_key_stream(a.sender, a.offset, a.length)
+            if own or received:
+                kit.flush()
+                self.store.record_erased(
+                    [o.counter for o in own], [(a.sender, a.counter) for a in received]
+                )
+
+
+# --- reading the kit's erasures ------------------------------------------------------
+
+
+def _key_masks(kit: Kit, region_start: int, first: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(first counter, erased mask) chunks for the keys [first, K) of one pair region."""
+    k_total = kit.header.auth_keys
+    start = first
+    while start < k_total:
+        count = min(_KEY_CHUNK, k_total - start)
+        view = kit.region(region_start + start * KEY_LEN, count * KEY_LEN)
+        arr = np.frombuffer(view, dtype=np.uint8).reshape(count, KEY_LEN)
+        mask = np.asarray(~arr.any(axis=1))
+        yield start, mask
+        start += count
+
+
+def _outbound_regions(kit: Kit) -> list[int]:
+    return [kit.layout.outbound_key_offset(r, 0) for r in kit.layout.others()]
+
+
+def _inbound_regions(kit: Kit) -> list[tuple[int, int]]:
+    return [(s, kit.layout.inbound_key_offset(s, 0)) for s in kit.layout.others()]
+
+
+def highest_erased_outbound(kit: Kit, first: int = 0) -> int:
+    """The highest counter >= first with an erased outbound key (any recipient), or -1."""
+    best = -1
+    for region in _outbound_regions(kit):
+        for start, mask in _key_masks(kit, region, first):
+            hits = np.flatnonzero(mask)
+            if hits.size:
+                best = max(best, start + int(hits[-1]))
+    return best
+
+
+def erased_inbound_counters(kit: Kit, sender: int) -> list[int]:
+    region = kit.layout.inbound_key_offset(sender, 0)
+    found: list[int] = []
+    for start, mask in _key_masks(kit, region):
+        found.extend(int(i) + start for i in np.flatnonzero(mask))
+    return found
+
+
+def count_erased_keys(kit: Kit) -> int:
+    total = 0
+    regions = _outbound_regions(kit) + [r for _, r in _inbound_regions(kit)]
+    for region in regions:
+        for _, mask in _key_masks(kit, region):
+            total += int(mask.sum())
+    return total
+
+
+def first_erasure(kit: Kit) -> str | None:
+    """A description of some erased key in the kit, or None if none is erased."""
+    top = highest_erased_outbound(kit)
+    if top >= 0:
+        return f"outbound key {top}"
+    for sender, region in _inbound_regions(kit):
+        for start, mask in _key_masks(kit, region):
+            hits = np.flatnonzero(mask)
+            if hits.size:
+                return f"inbound key {start + int(hits[0])} from member {sender}"
+    return None
+
+
+def staleness(kit: Kit, next_counter: int, next_offset: int) -> str | None:
+    """Why a state database with this next counter/offset is older than the kit, or
+    None if nothing in the kit says so."""
+    top = highest_erased_outbound(kit, next_counter)
+    if top >= 0:
+        return (
+            f"the state database is older than the kit: it would send message "
+            f"{next_counter} next, but the kit has already erased the keys of message {top}"
+        )
+    probe = kit.key_stream(kit.self_index, next_offset, _ERASED_RUN)
+    if len(probe) >= 16 and probe == bytes(len(probe)):
+        return (
+            f"the state database is older than the kit: it would send from offset "
+            f"{next_offset} of your slice next, but the kit has already erased those bytes"
+        )
+    return None
+
+
+def zero_prefix(kit: Kit, sender: int) -> int:
+    """Length of the all-zero start of `sender`'s slice."""
+    e = kit.header.slice_len
+    base = kit.layout.slice_start(sender)
+    at = 0
+    while at < e:
+        count = min(_PAD_CHUNK, e - at)
+        arr = np.frombuffer(kit.region(base + at, count), dtype=np.uint8)
+        nz = np.flatnonzero(arr)
+        if nz.size:
+            return at + int(nz[0])
+        at += count
+    return e
+
+
+def erased_extent(kit: Kit, sender: int) -> int:
+    """Where the erased part of `sender`'s slice ends, as far as the kit shows: the end
+    of the zero prefix, or of the last stretch holding an aligned all-zero 32-byte
+    block, whichever is later. (Shorter erased stretches past a gap cannot be told
+    from random zeros; `pad recover` adds a margin for them.)"""
+    e = kit.header.slice_len
+    base = kit.layout.slice_start(sender)
+    end = zero_prefix(kit, sender)
+    last_block = -1
+    at = 0
+    while at + _ERASED_RUN <= e:
+        count = min(_PAD_CHUNK, (e - at) // _ERASED_RUN * _ERASED_RUN)
+        arr = np.frombuffer(kit.region(base + at, count), dtype=np.uint8)
+        blocks = ~arr.reshape(-1, _ERASED_RUN).any(axis=1)
+        hits = np.flatnonzero(blocks)
+        if hits.size:
+            last_block = at // _ERASED_RUN + int(hits[-1])
+        at += count
+    if last_block >= 0:
+        run_end = (last_block + 1) * _ERASED_RUN
+        while run_end < e and kit.region(base + run_end, 1)[0] == 0:
+            run_end += 1
+        end = max(end, run_end)
+    return end
+
+
+# --- usage -------------------------------------------------------------------------
+
+
+def compute_usage(kit: Kit, store: Store | None, *, scan_kit: bool = True) -> KitUsage:
+    """Usage figures from the state database, or from the kit alone when `store` is
+    None (then the owner's figures are what the kit's erasures show)."""
+    h = kit.header
+    k, e = h.auth_keys, h.slice_len
+    accepted: dict[int, SenderTotals] = store.accepted_totals() if store else {}
+    members = []
+    for i, m in enumerate(h.members):
+        if i == h.self_index:
+            if store is not None:
+                keys_used, bytes_used = store.next_position()
+                messages, sent_bytes = store.sent_totals()
+            else:
+                keys_used = highest_erased_outbound(kit) + 1
+                bytes_used = erased_extent(kit, i)
+                messages, sent_bytes = keys_used, bytes_used
+        else:
+            if store is not None:
+                t = accepted.get(i, SenderTotals(0, 0, 0, -1, 0))
+                keys_used, bytes_used = t.highest_counter + 1, t.highest_end
+                messages, sent_bytes = t.counters, t.bytes
+                sized = t.messages
+            else:
+                erased = erased_inbound_counters(kit, i)
+                keys_used = (max(erased) + 1) if erased else 0
+                bytes_used = zero_prefix(kit, i)
+                messages, sent_bytes = len(erased), bytes_used
+                sized = messages if bytes_used else 0
+        if i == h.self_index:
+            sized = messages
+        avg = sent_bytes / sized if sized and sent_bytes else float(DEFAULT_AVERAGE_SIZE)
+        keys_left = max(0, k - keys_used)
+        bytes_left = max(0, e - bytes_used)
+        members.append(
+            MemberUsage(
+                index=i,
+                name=m.name,
+                is_self=i == h.self_index,
+                bytes_used=bytes_used,
+                bytes_left=bytes_left,
+                keys_used=keys_used,
+                keys_left=keys_left,
+                messages=messages,
+                average_size=avg,
+                messages_left=min(keys_left, math.floor(bytes_left / avg)),
+                slice_len=e,
+                auth_keys=k,
+            )
+        )
+    pad_erased = (
+        store.erased_pad_bytes()
+        if store is not None
+        else sum(
+            erased_extent(kit, i) if i == h.self_index else zero_prefix(kit, i) for i in range(h.n)
+        )
+    )
+    return KitUsage(
+        slice_len=e,
+        auth_keys=k,
+        members=tuple(members),
+        keys_total=2 * (h.n - 1) * k,
+        keys_erased=(
+            count_erased_keys(kit) if scan_kit or store is None else store.erased_key_count(h.n)
+        ),
+        pad_bytes_total=h.n * e,
+        pad_bytes_erased=pad_erased,
+    )
+
+
+# --- inspecting and recovering -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateStatus:
+    path: Path
+    status: str  # "ok" | "new" (no database, kit unused) | "missing" | "stale"
+    detail: str | None
+
+
+def inspect_state(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> StateStatus:
+    """Read-only: does the kit have a usable state database?"""
+    path = Path(state_path) if state_path is not None else default_state_path(kit.header)
+    if not path.exists():
+        erased = first_erasure(kit)
+        if erased is None:
+            return StateStatus(path, "new", None)
+        return StateStatus(
+            path, "missing", f"no state database, but the kit has already erased {erased}"
+        )
+    store = Store.open(path, binding_of(kit.header), read_only=True)
+    try:
+        counter, offset = store.next_position()
+        problem = staleness(kit, counter, offset)
+    finally:
+        store.close()
+    return StateStatus(path, "stale" if problem else "ok", problem)
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    """What `pad recover` will write, and what it costs. See `plan_recovery`."""
+
+    kit_path: Path
+    state: StateStatus
+    highest_erased_counter: int  # -1: no outbound key erased
+    next_counter: int
+    erased_extent: int  # where the erased part of the own slice ends
+    next_offset: int
+    accepted: dict[int, list[int]]  # sender -> counters whose inbound key is erased
+    auth_keys: int
+    slice_len: int
+
+    @property
+    def skipped_keys(self) -> int:
+        return self.next_counter - (self.highest_erased_counter + 1)
+
+    @property
+    def skipped_bytes(self) -> int:
+        return self.next_offset - self.erased_extent
+
+    def describe(self) -> list[str]:
+        """The plan in sentences, for a person to confirm."""
+        lines = []
+        if self.state.status in ("stale", "missing"):
+            lines.append(f"State: {self.state.detail}.")
+        if self.state.path.exists():
+            lines.append(f"The old database will be kept as {self.aside_path()}.")
+        used = self.highest_erased_counter + 1
+        lines.append(
+            f"Keys: the kit shows {used} message(s) sent (highest erased key "
+            f"{self.highest_erased_counter}); the next message will be number "
+            f"{self.next_counter}, skipping {self.skipped_keys} key(s) in case one was sealed "
+            "whose keys were not yet erased."
+        )
+        lines.append(
+            f"Pad: the erased part of your slice ends at byte {self.erased_extent}; the next "
+            f"message will start at byte {self.next_offset}, skipping {self.skipped_bytes} "
+            f"byte(s) ({self.skipped_bytes / max(1, self.slice_len):.2%} of your slice) as a "
+            "safety margin of one largest relay message."
+        )
+        total_acc = sum(len(v) for v in self.accepted.values())
+        lines.append(
+            f"Received: {total_acc} accepted message number(s) are rebuilt from erased "
+            "inbound keys, so replays of them are still refused. The history of received "
+            "and sent messages is lost, and the relay cursor restarts at 0 (messages "
+            "already read will be refused as replays when the relay sends them again)."
+        )
+        if self.next_counter >= self.auth_keys or self.next_offset >= self.slice_len:
+            lines.append("After recovery this kit can send no more messages.")
+        lines.append("The skipped keys and pad bytes are erased in the kit.")
+        return lines
+
+    def aside_path(self) -> Path:
+        return self.state.path.with_name(f"{self.state.path.name}.stale-{int(time.time())}")
+
+
+def plan_recovery(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> RecoveryPlan:
+    """Plan a conservative state database from the kit alone.
+
+    - next counter = highest erased outbound key + 2: every message that left this
+      device had its keys erased first; one more key is skipped in case the erasure
+      reached only part of the disk;
+    - next offset = end of the erased part of the own slice + 1 MiB (the largest
+      message the relay carries), capped at the slice end;
+    - accepted counters = every erased inbound key, so replays are still refused.
+    """
+    h = kit.header
+    state = inspect_state(kit, state_path)
+    top = highest_erased_outbound(kit)
+    extent = erased_extent(kit, h.self_index)
+    accepted = {s: erased_inbound_counters(kit, s) for s in kit.layout.others()}
+    return RecoveryPlan(
+        kit_path=kit.path,
+        state=state,
+        highest_erased_counter=top,
+        next_counter=min(h.auth_keys, top + 2),
+        erased_extent=extent,
+        next_offset=min(h.slice_len, extent + RECOVERY_MARGIN),
+        accepted=accepted,
+        auth_keys=h.auth_keys,
+        slice_len=h.slice_len,
+    )
+
+
+def apply_recovery(kit: Kit, plan: RecoveryPlan) -> Path:
+    """Write the planned database (moving an old one aside), then erase what it skips."""
+    path = plan.state.path
+    if path.exists():
+        aside = plan.aside_path()
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(f"{path}{suffix}")
+            if old.exists():
+                old.rename(Path(f"{aside}{suffix}"))
+    me = kit.header.self_index
+    store = Store.create(
+        path,
+        binding_of(kit.header),
+        next_counter=plan.next_counter,
+        next_offset=plan.next_offset,
+        origin="recovered",
+    )
+    try:
+        now = time.time()
+        with store.transaction():
+            if plan.erased_extent or plan.highest_erased_counter >= 0:
+                store.add_skipped(
+                    SkippedRange(
+                        me,
+                        0,
+                        plan.erased_extent,
+                        0,
+                        plan.highest_erased_counter + 1,
+                        "pad recover: erased before recovery",
+                    ),
+                    now,
+                )
+            for sender, counters in plan.accepted.items():
+                for c in counters:
+                    store.add_accepted(sender, c, None, None, None)
+            store.add_skipped(
+                SkippedRange(
+                    me,
+                    plan.erased_extent,
+                    plan.next_offset,
+                    plan.highest_erased_counter + 1,
+                    plan.next_counter,
+                    "pad recover: safety margin",
+                ),
+                now,
+            )
+        for c in range(plan.highest_erased_counter + 1, plan.next_counter):
+            kit.erase_outbound_keys(c)
+        if plan.next_offset > plan.erased_extent:
+            kit.erase_key_stream(me, plan.erased_extent, plan.skipped_bytes)
+        kit.flush()
+    finally:
+        store.close()
+    return path

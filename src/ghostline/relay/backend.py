@@ -1,0 +1,109 @@
+"""The storage and fan-out seam between the relay's connections and where rooms live.
+
+The relay's room hub (`rooms.RoomHub`) talks to exactly one `Backend`. A single node
+uses `sqlite_store.SqliteBackend`; a cluster backend (NATS JetStream) implements the
+same methods and additionally calls back into the hub (`RelayHub`) when a message or
+a presence change arrives from ANOTHER node.
+
+Rules every backend keeps:
+
+- `append` is durable when it returns: the relay sends ACCEPTED and DELIVERs only
+  after it. Sequence numbers are per room, 1, 2, 3, ... with no gap, and a
+  `(sender, counter)` the room already holds comes back with its stored seq and
+  `duplicate=True` (it is not stored or fanned out again).
+- `read_after` returns stored messages in seq order; retention only ever removes a
+  room's oldest messages, so what is stored is a contiguous range ending at `head`.
+- Nothing here sees pads or keys: messages are opaque sealed bytes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import LocalError
+
+Roster = tuple[bytes, ...]  # n Ed25519 verify keys, 32 bytes each, roster order
+
+
+class RoomLimitReached(LocalError):
+    """The relay already serves as many rooms as it is allowed to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """One PUBLISH the relay checked (header only) and wants stored."""
+
+    room: bytes
+    sender: int
+    counter: int
+    sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome of storing one `Publish`: its seq, and whether it was already held."""
+
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    sealed: bytes
+
+
+class RelayHub(Protocol):
+    """What a backend may call on the relay (from the relay's event loop)."""
+
+    def on_remote_messages(self, room: bytes, messages: Sequence[StoredMessage]) -> None:
+        """Messages another node appended to `room`, in seq order, to fan out here."""
+
+    def on_presence(self, room: bytes, online_elsewhere: frozenset[int]) -> None:
+        """The members of `room` online through OTHER nodes changed to this set."""
+
+
+class Backend(ABC):
+    """Where rooms, rosters and messages live. All methods run on the relay's loop."""
+
+    async def open(self, hub: RelayHub) -> None:  # noqa: B027 - optional hook
+        """Start; `hub` receives messages and presence from other nodes (cluster only)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish what was accepted for storing, then release everything."""
+
+    @abstractmethod
+    async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
+        """Register `roster` for an unknown room, or return the room's bound roster.
+
+        The caller compares; raises RoomLimitReached when `room` is new and the relay
+        already holds `max_rooms` rooms.
+        """
+
+    @abstractmethod
+    async def append(self, batch: Sequence[Publish]) -> list[Appended]:
+        """Store a batch durably (one commit); one `Appended` per item, in order."""
+
+    @abstractmethod
+    async def read_after(
+        self, room: bytes, after: int, *, limit: int = 256, max_bytes: int = 4 * 2**20
+    ) -> list[StoredMessage]:
+        """Stored messages with seq > after, oldest first: a page of at most `limit`
+        messages, stopping once `max_bytes` are reached (always at least one)."""
+
+    @abstractmethod
+    async def head(self, room: bytes) -> int:
+        """The newest seq of `room` (0 when it has none)."""
+
+    @abstractmethod
+    async def expire(self, now: float) -> int:
+        """Apply the age limit of retention; returns how many messages were removed.
+        (Count and byte limits are applied inside `append`.)"""
+
+    async def set_presence(self, room: bytes, member: int, online: bool) -> None:  # noqa: B027
+        """`member` came online (first relay-port connection here) or went offline
+        (last one closed) on THIS node. A cluster backend tells the other nodes."""

@@ -1,0 +1,75 @@
+"""The relay's pure decisions: handshake proofs, PUBLISH headers, publish rate.
+
+No I/O, no clock, no randomness: callers pass them in. Each check raises a
+`ProtocolError` carrying the ERROR code the relay answers with.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..envelope import HEADER_LEN, SUITE, VERSION, read_envelope, sealed_length
+from ..errors import ProtocolError
+from ..wire import SIGNATURE_LEN, ErrorCode, Hello, Port, join_statement
+from .backend import Publish, Roster
+
+
+def check_roster(hello: Hello, bound: Roster) -> None:
+    """Later HELLOs must carry exactly the roster the room was registered with."""
+    if hello.roster != bound:
+        raise ProtocolError(ErrorCode.ROSTER_MISMATCH, "roster does not match the room's roster")
+
+
+def verify_prove(port: Port, hello: Hello, nonce: bytes, signature: bytes) -> None:
+    """PROVE must be an Ed25519 signature by roster[member] over the join statement."""
+    if len(signature) != SIGNATURE_LEN:
+        raise ProtocolError(ErrorCode.BAD_HANDSHAKE, "PROVE must be a 64-byte signature")
+    statement = join_statement(port, hello.room, hello.member, nonce)
+    try:
+        key = Ed25519PublicKey.from_public_bytes(hello.roster[hello.member])
+        key.verify(signature, statement)
+    except (InvalidSignature, ValueError) as err:
+        raise ProtocolError(ErrorCode.BAD_SIGNATURE, "signature does not verify") from err
+
+
+def check_publish(sealed: bytes, room: bytes, member: int, n: int) -> Publish:
+    """The header of a PUBLISH must name this room, this member and this roster's n,
+    and the message must be exactly as long as its header says. Nothing else is read."""
+    if len(sealed) < HEADER_LEN:
+        raise ProtocolError(ErrorCode.BAD_PUBLISH, "sealed message shorter than its header")
+    env = read_envelope(sealed)
+    if env.version != VERSION or env.suite != SUITE:
+        raise ProtocolError(ErrorCode.BAD_PUBLISH, "unknown version or suite")
+    if env.pad_id != room:
+        raise ProtocolError(ErrorCode.BAD_PUBLISH, "pad_id is not this room")
+    if env.sender != member:
+        raise ProtocolError(ErrorCode.BAD_PUBLISH, "sender is not the authenticated member")
+    if env.n != n:
+        raise ProtocolError(ErrorCode.BAD_PUBLISH, "n differs from the room's roster")
+    if env.length == 0 or len(sealed) != sealed_length(env.length, n):
+        raise ProtocolError(ErrorCode.BAD_PUBLISH, "length does not match the header")
+    return Publish(room, member, env.counter, sealed)
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved up. `now` comes from the caller."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.stamp = now
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True

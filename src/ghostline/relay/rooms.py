@@ -1,0 +1,229 @@
+"""Rooms: who is connected, group commit of publishes, fan-out, presence.
+
+Publishes that arrive in one turn of the event loop, from any connection of any
+room, are stored by ONE `Backend.append` call (one transaction, one fsync). Only when
+it returns does each publisher get ACCEPTED and each other connection its DELIVERs,
+and every connection gets everything from that commit in a single write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..wire import ErrorCode, FrameType, encode_accepted, encode_deliver, encode_member
+from .backend import Appended, Backend, Publish, StoredMessage
+from .logfmt import log_event
+
+if TYPE_CHECKING:
+    from .server import PresenceConnection, RelayConnection
+
+log = logging.getLogger("ghostline.relay")
+
+
+@dataclass(eq=False)
+class Room:
+    id: bytes
+    relay: set[RelayConnection] = field(default_factory=set)
+    presence: set[PresenceConnection] = field(default_factory=set)
+    local: dict[int, int] = field(default_factory=dict)  # member -> relay connections here
+    elsewhere: frozenset[int] = frozenset()  # online through other nodes (cluster)
+    announced: frozenset[int] = frozenset()  # the online set presence watchers last saw
+
+    def online(self) -> frozenset[int]:
+        return frozenset(self.local) | self.elsewhere
+
+    def idle(self) -> bool:
+        return not self.relay and not self.presence and not self.elsewhere
+
+
+class RoomHub:
+    """The relay's rooms on this node. Implements `backend.RelayHub`."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.rooms: dict[bytes, Room] = {}
+        self._pending: list[tuple[RelayConnection, Publish]] = []
+        self._scheduled = False
+        self._committing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _room(self, room_id: bytes) -> Room:
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = Room(room_id)
+        return room
+
+    def _maybe_drop(self, room: Room) -> None:
+        if room.idle():
+            self.rooms.pop(room.id, None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- membership and presence -----------------------------------------------------
+
+    def join_relay(self, conn: RelayConnection) -> None:
+        room = self._room(conn.room)
+        room.relay.add(conn)
+        count = room.local.get(conn.member, 0)
+        room.local[conn.member] = count + 1
+        if count == 0:
+            self._spawn(self.backend.set_presence(room.id, conn.member, True))
+            self._announce(room)
+
+    def leave_relay(self, conn: RelayConnection) -> None:
+        room = self.rooms.get(conn.room)
+        if room is None or conn not in room.relay:
+            return
+        room.relay.discard(conn)
+        count = room.local[conn.member] - 1
+        if count:
+            room.local[conn.member] = count
+        else:
+            del room.local[conn.member]
+            self._spawn(self.backend.set_presence(room.id, conn.member, False))
+            self._announce(room)
+        self._maybe_drop(room)
+
+    def join_presence(self, conn: PresenceConnection) -> frozenset[int]:
+        room = self._room(conn.room)
+        room.presence.add(conn)
+        return room.announced
+
+    def leave_presence(self, conn: PresenceConnection) -> None:
+        room = self.rooms.get(conn.room)
+        if room is not None:
+            room.presence.discard(conn)
+            self._maybe_drop(room)
+
+    def on_presence(self, room_id: bytes, online_elsewhere: frozenset[int]) -> None:
+        room = self._room(room_id)
+        room.elsewhere = online_elsewhere
+        self._announce(room)
+        self._maybe_drop(room)
+
+    def _announce(self, room: Room) -> None:
+        online = room.online()
+        before = room.announced
+        if online == before:
+            return
+        room.announced = online
+        frames = [encode_member(FrameType.ONLINE, m) for m in sorted(online - before)]
+        frames += [encode_member(FrameType.OFFLINE, m) for m in sorted(before - online)]
+        data = b"".join(frames)
+        for watcher in list(room.presence):
+            watcher.send(data)
+
+    # --- publish: group commit, then ACCEPTED and fan-out -----------------------------
+
+    def submit(self, conn: RelayConnection, publish: Publish) -> None:
+        conn.inflight += 1
+        self._pending.append((conn, publish))
+        if not self._scheduled and not self._committing:
+            self._scheduled = True
+            self._idle.clear()
+            # call_soon runs after every other ready callback of this loop turn, so all
+            # publishes read in this turn, from every connection, share one commit.
+            asyncio.get_running_loop().call_soon(self._commit_next)
+
+    def _commit_next(self) -> None:
+        self._scheduled = False
+        if self._committing:
+            return
+        if not self._pending:
+            self._idle.set()
+            return
+        batch, self._pending = self._pending, []
+        self._committing = True
+        self._idle.clear()
+        self._spawn(self._commit(batch))
+
+    async def _commit(self, batch: list[tuple[RelayConnection, Publish]]) -> None:
+        try:
+            results = await self.backend.append([p for _, p in batch])
+        except Exception as err:  # the store failed: nothing in this batch is ACCEPTED
+            log_event(log, "store_failed", level=logging.ERROR, messages=len(batch), error=err)
+            for conn in {c for c, _ in batch}:
+                conn.fail(ErrorCode.INTERNAL, "the relay could not store the message")
+            results = None
+        finally:
+            self._committing = False
+        if results is not None:
+            self._dispatch(batch, results)
+        self._commit_next()
+
+    async def drain(self) -> None:
+        """Wait until every submitted publish has been stored and answered."""
+        while not (self._idle.is_set() and not self._pending and not self._committing):
+            await self._idle.wait()
+            if self._pending and not self._committing and not self._scheduled:
+                self._commit_next()
+
+    def _dispatch(
+        self, batch: list[tuple[RelayConnection, Publish]], results: list[Appended]
+    ) -> None:
+        per_room: dict[bytes, list[tuple[RelayConnection, bytes, bytes | None]]] = {}
+        for (conn, pub), res in zip(batch, results, strict=True):
+            conn.inflight -= 1
+            accepted = encode_accepted(res.seq, pub.counter)
+            deliver = None if res.duplicate else encode_deliver(res.seq, pub.sealed)
+            entries = per_room.get(pub.room)
+            if entries is None:
+                entries = per_room[pub.room] = []
+            entries.append((conn, accepted, deliver))
+            if res.duplicate:
+                log_event(
+                    log, "duplicate", conn=conn.id, room=pub.room.hex(), member=conn.member,
+                    seq=res.seq, counter=pub.counter,
+                )  # fmt: skip
+        for room_id, entries in per_room.items():
+            room = self.rooms.get(room_id)
+            publishers = {c for c, _, _ in entries}
+            targets = set(room.relay) if room is not None else set()
+            targets |= {c for c in publishers if c.open}
+            full: bytes | None = None
+            for conn in targets:
+                if conn.replaying:
+                    seqs = [
+                        (_seq_of(d), d) for c, _, d in entries if d is not None and c is not conn
+                    ]
+                    conn.buffer_live(seqs)
+                    if conn in publishers:
+                        conn.send(b"".join([a for c, a, _ in entries if c is conn]))
+                elif conn in publishers:
+                    conn.send(
+                        b"".join(
+                            [a if c is conn else d for c, a, d in entries if c is conn or d]  # type: ignore[misc]
+                        )
+                    )
+                else:
+                    if full is None:
+                        full = b"".join([d for _, _, d in entries if d is not None])
+                    if full:
+                        conn.send(full)
+        for conn in {c for c, _ in batch}:
+            conn.after_commit()
+
+    def on_remote_messages(self, room_id: bytes, messages: Sequence[StoredMessage]) -> None:
+        room = self.rooms.get(room_id)
+        if room is None or not messages:
+            return
+        frames = [encode_deliver(m.seq, m.sealed) for m in messages]
+        full = b"".join(frames)
+        for conn in list(room.relay):
+            if conn.replaying:
+                conn.buffer_live([(m.seq, f) for m, f in zip(messages, frames, strict=True)])
+            else:
+                conn.send(full)
+
+
+def _seq_of(deliver_frame: bytes) -> int:
+    return int.from_bytes(deliver_frame[5:13], "big")

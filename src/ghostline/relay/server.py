@@ -1,0 +1,468 @@
+"""The relay and presence servers: the only module here that touches sockets.
+
+Each TCP connection is an `asyncio.Protocol`. Every read is fed to a sans-IO
+`wire.FrameDecoder`; all complete frames of one read are handled together, and what a
+connection is owed after a group commit goes out in one write (see `rooms.py`).
+
+Backpressure: a connection whose outgoing buffer passes the high-water mark stops being
+read (its own publishes wait); one whose buffer passes `RelayLimits.send_buffer` is
+closed with ERROR 8 and resumes from its cursor when it reconnects. Nobody else waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import ssl
+import time
+from collections.abc import Iterable
+
+from ..errors import ProtocolError
+from ..wire import (
+    MAX_PING,
+    NONCE_LEN,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    Hello,
+    Port,
+    encode_deliver,
+    encode_error,
+    encode_frame,
+    encode_presence,
+    encode_u64,
+)
+from .backend import Backend, RoomLimitReached
+from .checks import TokenBucket, check_publish, check_roster, verify_prove
+from .config import RelayLimits
+from .logfmt import log_event
+from .rooms import RoomHub
+
+log = logging.getLogger("ghostline.relay")
+
+_ids = itertools.count(1)
+_HIGH_WATER = 256 * 1024
+_CLOSE_GRACE = 2.0  # seconds a refused connection gets to read its ERROR frame
+
+
+class _Connection(asyncio.Protocol):
+    port: Port = Port.RELAY
+    port_name = "relay"
+
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.hub = server.hub
+        self.limits = server.limits
+        self.id = next(_ids)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.address = "?"
+        self.decoder = FrameDecoder(server.limits.max_frame)
+        self.open = False  # authenticated, after WELCOME was queued
+        self.closing = False
+        self.room = b""
+        self.member = -1
+        self.n = 0
+        self.last_rx = 0.0
+        self._backlog: list[Frame] = []
+        self._wakeup: asyncio.Future[None] | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._writing_paused = False
+
+    # --- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.address = str(peer[0])
+            self.peer = f"{peer[0]}:{peer[1]}"
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        loop = asyncio.get_running_loop()
+        self.last_rx = loop.time()
+        refusal = self.server.admit(self)
+        log_event(log, "connect", conn=self.id, port=self.port_name, peer=self.peer)
+        if refusal is not None:
+            self.fail(ErrorCode.RELAY_FULL, refusal)
+            return
+        self._timer = loop.call_later(self.limits.handshake_timeout, self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_rx = self.server.now()
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError as err:
+            self.fail(err.code, err.message)
+            return
+        if not frames:
+            return
+        if self.open:
+            self.on_frames(frames)
+            return
+        self._backlog.extend(frames)
+        if self._handshake is None:
+            self._handshake = asyncio.ensure_future(self._run_handshake())
+        elif self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_open = self.open
+        self.open = False
+        self.closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.cancel()
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.cancel()
+        if self._drained is not None and not self._drained.done():
+            self._drained.cancel()
+        self.left(was_open)
+        self.server.forget(self)
+        log_event(
+            log, "disconnect", conn=self.id, port=self.port_name, peer=self.peer,
+            room=self.room.hex() or None, member=self.member if self.member >= 0 else None,
+            error=exc,
+        )  # fmt: skip
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self.maybe_resume_reading()
+
+    def maybe_resume_reading(self) -> None:
+        if self.transport is not None and not self.closing and not self._writing_paused:
+            self.transport.resume_reading()
+
+    # --- sending and refusing --------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if self.closing or transport is None or not data:
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.limits.send_buffer:
+            self.fail(ErrorCode.RELAY_FULL, "send buffer full: resume later")
+
+    async def drained(self) -> None:
+        """Wait while the outgoing buffer is above the high-water mark."""
+        while self._writing_paused and not self.closing:
+            self._drained = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drained
+
+    def fail(self, code: int, reason: str) -> None:
+        """Answer with ERROR `code`, then close (forcibly if it cannot be read in time)."""
+        if self.closing or self.transport is None:
+            return
+        log_event(
+            log, "refused", level=logging.WARNING, conn=self.id, port=self.port_name,
+            peer=self.peer, room=self.room.hex() or None,
+            member=self.member if self.member >= 0 else None, code=int(code), reason=reason,
+        )  # fmt: skip
+        self.closing = True
+        transport = self.transport
+        # A connection stuck behind a full buffer would never read this frame: drop what
+        # is queued for it first (it resumes from its cursor anyway).
+        if transport.get_write_buffer_size() > self.limits.send_buffer:
+            transport.abort()
+            return
+        transport.write(encode_error(code, reason))
+        transport.close()
+        asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.abort)
+
+    def _handshake_expired(self) -> None:
+        if not self.open:
+            self.fail(ErrorCode.BAD_HANDSHAKE, "handshake did not finish in time")
+
+    def check_idle(self, now: float) -> None:
+        if self.open and now - self.last_rx > self.limits.idle_timeout:
+            self.fail(ErrorCode.RELAY_FULL, "idle timeout: send PING to stay connected")
+
+    # --- handshake -------------------------------------------------------------------
+
+    async def _next_frame(self) -> Frame:
+        while not self._backlog:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+            self._wakeup = None
+        return self._backlog.pop(0)
+
+    async def _run_handshake(self) -> None:
+        try:
+            frame = await self._next_frame()
+            if frame.type != FrameType.HELLO:
+                raise ProtocolError(ErrorCode.BAD_HANDSHAKE, "expected HELLO")
+            hello = Hello.decode(frame.body)
+            try:
+                bound = await self.server.backend.bind_roster(
+                    hello.room, hello.roster, max_rooms=self.limits.max_rooms
+                )
+            except RoomLimitReached as err:
+                raise ProtocolError(ErrorCode.RELAY_FULL, "relay full: too many rooms") from err
+            check_roster(hello, bound)
+            nonce = os.urandom(NONCE_LEN)
+            self.send(encode_frame(FrameType.CHALLENGE, nonce))
+            frame = await self._next_frame()
+            if frame.type != FrameType.PROVE:
+                raise ProtocolError(ErrorCode.BAD_HANDSHAKE, "expected PROVE")
+            verify_prove(self.port, hello, nonce, frame.body)
+            if self.closing:
+                return
+            self.room, self.member, self.n = hello.room, hello.member, len(hello.roster)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            log_event(
+                log, "joined", conn=self.id, port=self.port_name, peer=self.peer,
+                room=self.room.hex(), member=self.member, resume_after=hello.resume_after,
+            )  # fmt: skip
+            await self.welcome(hello)
+            if self.closing:
+                return
+            backlog, self._backlog = self._backlog, []
+            if backlog:
+                self.on_frames(backlog)
+        except ProtocolError as err:
+            self.fail(err.code, err.message)
+        except asyncio.CancelledError:
+            pass
+        except Exception as err:
+            log_event(log, "internal_error", level=logging.ERROR, conn=self.id, error=repr(err))
+            self.fail(ErrorCode.INTERNAL, "internal error")
+
+    # --- per port --------------------------------------------------------------------
+
+    async def welcome(self, hello: Hello) -> None:
+        raise NotImplementedError
+
+    def on_frames(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            if not self.on_common(frame):
+                return
+
+    def on_common(self, frame: Frame) -> bool:
+        if frame.type == FrameType.PING:
+            if len(frame.body) > MAX_PING:
+                self.fail(ErrorCode.MALFORMED, "PING longer than 64 bytes")
+                return False
+            self.send(encode_frame(FrameType.PONG, frame.body))
+            return True
+        self.fail(ErrorCode.MALFORMED, f"unexpected frame type 0x{frame.type:02x}")
+        return False
+
+    def left(self, was_open: bool) -> None:
+        pass
+
+
+class RelayConnection(_Connection):
+    port = Port.RELAY
+    port_name = "relay"
+
+    def __init__(self, server: RelayServer) -> None:
+        super().__init__(server)
+        self.inflight = 0
+        self.replaying = False
+        self._live: list[tuple[int, bytes]] = []
+        self._live_bytes = 0
+        self._bucket = TokenBucket(
+            server.limits.publish_rate, server.limits.publish_burst, server.now()
+        )
+
+    async def welcome(self, hello: Hello) -> None:
+        backend = self.server.backend
+        # Join for live delivery first, buffering, then replay the store, then flush
+        # the buffer past what was replayed: no gap and no duplicate at the seam.
+        self.replaying = True
+        self.open = True
+        self.hub.join_relay(self)
+        head = await backend.head(self.room)
+        self.send(encode_frame(FrameType.WELCOME, encode_u64(head)))
+        after = hello.resume_after
+        while not self.closing:
+            page = await backend.read_after(self.room, after)
+            if not page or self.closing:
+                break
+            self.send(b"".join([encode_deliver(m.seq, m.sealed) for m in page]))
+            after = page[-1].seq
+            await self.drained()
+        live, self._live, self._live_bytes = self._live, [], 0
+        self.replaying = False
+        self.send(b"".join([frame for seq, frame in live if seq > after]))
+
+    def buffer_live(self, frames: Iterable[tuple[int, bytes]]) -> None:
+        for seq, frame in frames:
+            self._live.append((seq, frame))
+            self._live_bytes += len(frame)
+        if self._live_bytes > self.limits.send_buffer:
+            self.fail(ErrorCode.RELAY_FULL, "send buffer full: resume later")
+
+    def on_frames(self, frames: list[Frame]) -> None:
+        now = self.server.now()
+        for frame in frames:
+            if frame.type == FrameType.PUBLISH:
+                if not self._bucket.take(now):
+                    self.fail(ErrorCode.RATE_LIMITED, "publish rate limit exceeded")
+                    return
+                try:
+                    publish = check_publish(frame.body, self.room, self.member, self.n)
+                except ProtocolError as err:
+                    self.fail(err.code, err.message)
+                    return
+                self.hub.submit(self, publish)
+            elif not self.on_common(frame):
+                return
+        if self.inflight > self.limits.max_inflight and self.transport is not None:
+            self.transport.pause_reading()
+
+    def after_commit(self) -> None:
+        """Called once per commit that held publishes of this connection."""
+        if self.inflight <= self.limits.max_inflight // 2:
+            self.maybe_resume_reading()
+
+    def left(self, was_open: bool) -> None:
+        if self.member >= 0:
+            self.hub.leave_relay(self)
+
+
+class PresenceConnection(_Connection):
+    port = Port.PRESENCE
+    port_name = "presence"
+
+    async def welcome(self, hello: Hello) -> None:
+        head = await self.server.backend.head(self.room)
+        self.open = True
+        online = self.hub.join_presence(self)
+        self.send(
+            encode_frame(FrameType.WELCOME, encode_u64(head)) + encode_presence(sorted(online))
+        )
+
+    def left(self, was_open: bool) -> None:
+        if self.member >= 0:
+            self.hub.leave_presence(self)
+
+
+class RelayServer:
+    """Both servers of one relay process, sharing one backend and one room hub."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        limits: RelayLimits | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.backend = backend
+        self.limits = limits or RelayLimits()
+        self.ssl_context = ssl_context
+        self.hub = RoomHub(backend)
+        self.connections: set[_Connection] = set()
+        self._per_address: dict[str, int] = {}
+        self._servers: list[asyncio.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self.relay_port = 0
+        self.presence_port = 0
+        self.now = time.monotonic
+
+    async def start(
+        self, host: str = "127.0.0.1", relay_port: int = 8080, presence_port: int = 8081
+    ) -> tuple[int, int]:
+        """Open the store, bind both ports; returns the ports actually bound."""
+        await self.backend.open(self.hub)
+        loop = asyncio.get_running_loop()
+        self.now = loop.time
+        relay = await loop.create_server(
+            lambda: RelayConnection(self), host, relay_port, ssl=self.ssl_context, backlog=1024
+        )
+        presence = await loop.create_server(
+            lambda: PresenceConnection(self), host, presence_port, ssl=self.ssl_context
+        )
+        self._servers = [relay, presence]
+        self.relay_port = relay.sockets[0].getsockname()[1]
+        self.presence_port = presence.sockets[0].getsockname()[1]
+        self._sweeper = asyncio.ensure_future(self._sweep())
+        return self.relay_port, self.presence_port
+
+    def admit(self, conn: _Connection) -> str | None:
+        """Count a new connection; returns why it is refused, or None."""
+        self.connections.add(conn)
+        count = self._per_address.get(conn.address, 0) + 1
+        self._per_address[conn.address] = count
+        if len(self.connections) > self.limits.max_connections:
+            return "relay full: too many connections"
+        if count > self.limits.max_connections_per_address:
+            return "relay full: too many connections from your address"
+        return None
+
+    def forget(self, conn: _Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            count = self._per_address.get(conn.address, 1) - 1
+            if count:
+                self._per_address[conn.address] = count
+            else:
+                self._per_address.pop(conn.address, None)
+
+    async def _sweep(self) -> None:
+        limits = self.limits
+        interval = max(0.05, min(1.0, limits.idle_timeout / 4))
+        next_expiry = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            now = self.now()
+            for conn in list(self.connections):
+                conn.check_idle(now)
+            if now >= next_expiry:
+                next_expiry = now + min(60.0, max(1.0, limits.retention.max_age / 10))
+                try:
+                    removed = await self.backend.expire(time.time())
+                except Exception as err:
+                    log_event(log, "expire_failed", level=logging.ERROR, error=repr(err))
+                else:
+                    if removed:
+                        log_event(log, "expired", messages=removed)
+
+    async def close(self) -> None:
+        """Stop accepting, store and answer what was accepted, close every connection."""
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None and not conn.closing:
+                conn.transport.pause_reading()
+        await self.hub.drain()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for conn in list(self.connections):
+            conn.closing = True
+            if conn.transport is not None:
+                conn.transport.close()
+        deadline = time.monotonic() + 2.0
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        await self.backend.close()

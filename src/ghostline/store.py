@@ -1,0 +1,626 @@
+"""Local durable state of one member of one kit (SQLite, WAL, synchronous=FULL).
+
+What a member must never forget, because forgetting it reuses pad or accepts replays:
+
+- `sending`: the next counter and the next offset of its own slice;
+- `outbox`: every message it sealed (counter, offset, length), with the sealed bytes
+  until the relay ACCEPTED it (then its seq, and the bytes are dropped);
+- `accepted`: every (sender, counter) it accepted, with the pad range
+  [offset, offset_end) and the relay seq; counters recovered by `pad recover` have no
+  range;
+- `history`: own and received payloads, for display;
+- `relay`: the relay cursor (highest seq processed);
+- the erasure record: `outbox.erased` and `accepted.erased` say which messages'
+  key and pad bytes are already zeroed in the kit, so the sweep on start-up knows what
+  remains; `skipped` holds ranges `pad recover` stepped over (and erased).
+
+A database is bound to one (pad_id, member index) and refuses any other kit. Every
+write is one explicit `BEGIN IMMEDIATE ... COMMIT`, so two processes of the same member
+serialise on SQLite's write lock and re-read `sending` inside the transaction.
+
+This module knows nothing about kits or sealing: `member.py` drives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import StateError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE binding (
+    pad_id     BLOB    NOT NULL,
+    self_index INTEGER NOT NULL,
+    n          INTEGER NOT NULL,
+    slice_len  INTEGER NOT NULL,
+    auth_keys  INTEGER NOT NULL,
+    created_at REAL    NOT NULL,
+    origin     TEXT    NOT NULL          -- 'new' or 'recovered'
+);
+CREATE TABLE sending (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    next_counter INTEGER NOT NULL,
+    next_offset  INTEGER NOT NULL
+);
+CREATE TABLE relay (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    cursor INTEGER NOT NULL
+);
+CREATE TABLE outbox (
+    counter   INTEGER PRIMARY KEY,
+    offset    INTEGER NOT NULL,
+    length    INTEGER NOT NULL,
+    sealed    BLOB,                      -- NULL once the relay ACCEPTED it
+    seq       INTEGER,                   -- relay seq once ACCEPTED
+    sealed_at REAL    NOT NULL,
+    erased    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX outbox_pending ON outbox (counter) WHERE seq IS NULL;
+CREATE INDEX outbox_unerased ON outbox (counter) WHERE erased = 0;
+CREATE TABLE accepted (
+    sender     INTEGER NOT NULL,
+    counter    INTEGER NOT NULL,
+    offset     INTEGER,                  -- NULL for counters rebuilt by `pad recover`
+    offset_end INTEGER,
+    seq        INTEGER,
+    erased     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (sender, counter)
+) WITHOUT ROWID;
+CREATE INDEX accepted_ranges ON accepted (sender, offset) WHERE offset IS NOT NULL;
+CREATE INDEX accepted_unerased ON accepted (sender, counter) WHERE erased = 0;
+CREATE TABLE history (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender      INTEGER NOT NULL,
+    counter     INTEGER NOT NULL,
+    seq         INTEGER,
+    payload     BLOB    NOT NULL,
+    recorded_at REAL    NOT NULL,
+    state       TEXT    NOT NULL,        -- 'sealed' | 'stored' | 'received'
+    UNIQUE (sender, counter)
+);
+CREATE TABLE skipped (
+    sender       INTEGER NOT NULL,
+    offset       INTEGER NOT NULL,
+    offset_end   INTEGER NOT NULL,
+    counter      INTEGER NOT NULL,
+    counter_end  INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    recorded_at  REAL    NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Which kit a state database belongs to."""
+
+    pad_id: bytes
+    self_index: int
+    n: int
+    slice_len: int
+    auth_keys: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    counter: int
+    offset: int
+    length: int
+    sealed: bytes | None
+    seq: int | None
+    erased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedRow:
+    sender: int
+    counter: int
+    offset: int | None
+    length: int | None
+    seq: int | None
+    erased: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    sender: int
+    counter: int
+    seq: int | None
+    payload: bytes
+    recorded_at: float
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class SenderTotals:
+    """What this member accepted from one sender (for usage figures)."""
+
+    messages: int  # accepted with a known range
+    counters: int  # accepted counters, including recovered ones
+    bytes: int
+    highest_counter: int  # -1 when none
+    highest_end: int  # 0 when none
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedRange:
+    sender: int
+    offset: int
+    offset_end: int
+    counter: int
+    counter_end: int
+    reason: str
+
+
+class Store:
+    """One member's state database. Thread-safe (one connection behind a lock)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, binding: Binding) -> None:
+        self.path = path
+        self._conn = conn
+        self.binding = binding
+        self._lock = threading.RLock()
+        self._in_tx = False
+
+    # -- opening ------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        binding: Binding,
+        *,
+        next_counter: int = 0,
+        next_offset: int = 0,
+        origin: str = "new",
+    ) -> Store:
+        """Make a new database at `path` (which must not exist), mode 0600."""
+        path = Path(path)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise StateError(f"{path}: a state database already exists there") from None
+        except OSError as exc:
+            raise StateError(f"{path}: cannot create the state database ({exc.strerror})") from None
+        os.close(fd)
+        try:
+            conn = _connect(path)
+            with _raw_tx(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                conn.execute(
+                    "INSERT INTO binding VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        binding.pad_id,
+                        binding.self_index,
+                        binding.n,
+                        binding.slice_len,
+                        binding.auth_keys,
+                        time.time(),
+                        origin,
+                    ),
+                )
+                conn.execute("INSERT INTO sending VALUES (1, ?, ?)", (next_counter, next_offset))
+                conn.execute("INSERT INTO relay VALUES (1, 0)")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return cls(path, conn, binding)
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], binding: Binding, *, read_only: bool = False
+    ) -> Store:
+        """Open an existing database; refuse one that belongs to another kit."""
+        path = Path(path)
+        if not path.is_file():
+            raise StateError(f"{path}: no state database there")
+        conn = _connect(path, read_only=read_only)
+        try:
+            found = _read_binding(conn, path)
+            if found != binding:
+                raise StateError(
+                    f"{path}: this state database belongs to another kit "
+                    f"(pad {found.pad_id.hex()}, member {found.self_index}), "
+                    f"not pad {binding.pad_id.hex()}, member {binding.self_index}",
+                    hint="Pass the state file that belongs to this kit, or leave --state out.",
+                )
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, binding)
+
+    def close(self) -> None:
+        """Checkpoint and close, so that the -wal and -shm files go away."""
+        with self._lock:
+            if self._conn is None:
+                return
+            conn, self._conn = self._conn, None  # type: ignore[assignment]
+            # If another process holds the database, it checkpoints when it closes.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    # -- transactions -------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`BEGIN IMMEDIATE ... COMMIT`: takes the write lock first, so what is read
+        inside cannot change before the commit."""
+        with self._lock:
+            if self._conn is None:
+                raise StateError(f"{self.path}: the state database is closed")
+            if self._in_tx:
+                raise RuntimeError("nested transaction")
+            self._in_tx = True
+            try:
+                with _raw_tx(self._conn) as conn:
+                    yield conn
+            finally:
+                self._in_tx = False
+
+    @property
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError(f"{self.path}: the state database is closed")
+        return self._conn
+
+    # -- sending ------------------------------------------------------------------
+
+    def next_position(self) -> tuple[int, int]:
+        """(next counter, next offset). Inside `transaction()` this is the locked value."""
+        with self._lock:
+            row = self._c.execute(
+                "SELECT next_counter, next_offset FROM sending WHERE id = 1"
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def set_next_position(self, counter: int, offset: int) -> None:
+        self._c.execute(
+            "UPDATE sending SET next_counter = ?, next_offset = ? WHERE id = 1", (counter, offset)
+        )
+
+    def add_outbox(self, counter: int, offset: int, length: int, sealed: bytes, now: float) -> None:
+        self._c.execute(
+            "INSERT INTO outbox (counter, offset, length, sealed, seq, sealed_at, erased) "
+            "VALUES (?, ?, ?, ?, NULL, ?, 0)",
+            (counter, offset, length, sealed, now),
+        )
+
+    def outbox_row(self, counter: int) -> OutboxRow | None:
+        with self._lock:
+            row = self._c.execute(
+                "SELECT counter, offset, length, sealed, seq, erased FROM outbox WHERE counter = ?",
+                (counter,),
+            ).fetchone()
+        return _outbox_row(row) if row else None
+
+    def pending(self) -> list[OutboxRow]:
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT counter, offset, length, sealed, seq, erased FROM outbox "
+                "WHERE seq IS NULL ORDER BY counter"
+            ).fetchall()
+        return [_outbox_row(r) for r in rows]
+
+    def mark_accepted(self, counter: int, seq: int) -> bool:
+        """Inside a transaction: record the relay seq of an own message and drop its
+        sealed bytes. Returns whether a pending message had that counter."""
+        c = self._c
+        cur = c.execute(
+            "UPDATE outbox SET seq = ?, sealed = NULL WHERE counter = ? AND seq IS NULL",
+            (seq, counter),
+        )
+        if cur.rowcount:
+            c.execute(
+                "UPDATE history SET seq = ?, state = 'stored' WHERE sender = ? AND counter = ?",
+                (seq, self.binding.self_index, counter),
+            )
+        return cur.rowcount > 0
+
+    def unerased_outbox(self) -> list[OutboxRow]:
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT counter, offset, length, sealed, seq, erased FROM outbox "
+                "WHERE erased = 0 ORDER BY counter"
+            ).fetchall()
+        return [_outbox_row(r) for r in rows]
+
+    def sent_totals(self) -> tuple[int, int]:
+        """(messages sealed, bytes sealed)."""
+        with self._lock:
+            row = self._c.execute("SELECT COUNT(*), TOTAL(length) FROM outbox").fetchone()
+        return int(row[0]), int(row[1])
+
+    # -- receiving (also the seal.AcceptedLog protocol) ---------------------------
+
+    def has_counter(self, sender: int, counter: int) -> bool:
+        with self._lock:
+            row = self._c.execute(
+                "SELECT 1 FROM accepted WHERE sender = ? AND counter = ?", (sender, counter)
+            ).fetchone()
+        return row is not None
+
+    def overlaps(self, sender: int, start: int, end: int) -> bool:
+        # Accepted ranges of one sender never overlap (overlaps are rejected), so
+        # sorted by start they are sorted by end too: only the last range starting
+        # before `end` can reach past `start`. One index seek.
+        with self._lock:
+            row = self._c.execute(
+                "SELECT offset_end FROM accepted WHERE sender = ? AND offset IS NOT NULL "
+                "AND offset < ? ORDER BY offset DESC LIMIT 1",
+                (sender, end),
+            ).fetchone()
+        return row is not None and int(row[0]) > start
+
+    def add_accepted(
+        self, sender: int, counter: int, offset: int | None, length: int | None, seq: int | None
+    ) -> None:
+        end = None if offset is None or length is None else offset + length
+        self._c.execute(
+            "INSERT INTO accepted (sender, counter, offset, offset_end, seq, erased) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (sender, counter, offset, end, seq, 0 if offset is not None else 1),
+        )
+
+    def unerased_accepted(self) -> list[AcceptedRow]:
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT sender, counter, offset, offset_end, seq, erased FROM accepted "
+                "WHERE erased = 0 ORDER BY sender, counter"
+            ).fetchall()
+        return [_accepted_row(r) for r in rows]
+
+    def accepted_totals(self) -> dict[int, SenderTotals]:
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT sender, COUNT(offset), COUNT(*), TOTAL(offset_end - offset), "
+                "MAX(counter), MAX(offset_end) FROM accepted GROUP BY sender"
+            ).fetchall()
+        return {
+            int(r[0]): SenderTotals(
+                messages=int(r[1]),
+                counters=int(r[2]),
+                bytes=int(r[3]),
+                highest_counter=int(r[4]) if r[4] is not None else -1,
+                highest_end=int(r[5]) if r[5] is not None else 0,
+            )
+            for r in rows
+        }
+
+    # -- erasure record -----------------------------------------------------------
+
+    def record_erased(
+        self, own_counters: Iterable[int], received: Iterable[tuple[int, int]]
+    ) -> None:
+        """Mark messages whose key and pad bytes are zeroed in the kit. Call inside a
+        transaction (it is piggy-backed on the next commit; losing it only makes the
+        sweep erase the same bytes again)."""
+        c = self._c
+        c.executemany(
+            "UPDATE outbox SET erased = 1 WHERE counter = ?", [(k,) for k in own_counters]
+        )
+        c.executemany(
+            "UPDATE accepted SET erased = 1 WHERE sender = ? AND counter = ?", list(received)
+        )
+
+    def erased_key_count(self, n: int) -> int:
+        """One-time keys this database knows are erased: n-1 per own message, one per
+        accepted message (a fast stand-in for scanning the kit)."""
+        with self._lock:
+            own = self._c.execute("SELECT COUNT(*) FROM outbox WHERE erased = 1").fetchone()
+            got = self._c.execute("SELECT COUNT(*) FROM accepted WHERE erased = 1").fetchone()
+            skip = self._c.execute("SELECT TOTAL(counter_end - counter) FROM skipped").fetchone()
+        return (int(own[0]) + int(skip[0])) * (n - 1) + int(got[0])
+
+    def erased_pad_bytes(self) -> int:
+        """Pad bytes this database knows are erased in the kit."""
+        with self._lock:
+            own = self._c.execute("SELECT TOTAL(length) FROM outbox WHERE erased = 1").fetchone()
+            got = self._c.execute(
+                "SELECT TOTAL(offset_end - offset) FROM accepted "
+                "WHERE erased = 1 AND offset IS NOT NULL"
+            ).fetchone()
+            skip = self._c.execute("SELECT TOTAL(offset_end - offset) FROM skipped").fetchone()
+        return int(own[0]) + int(got[0]) + int(skip[0])
+
+    def add_skipped(self, skipped: SkippedRange, now: float) -> None:
+        self._c.execute(
+            "INSERT INTO skipped VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                skipped.sender,
+                skipped.offset,
+                skipped.offset_end,
+                skipped.counter,
+                skipped.counter_end,
+                skipped.reason,
+                now,
+            ),
+        )
+
+    def skipped(self) -> list[SkippedRange]:
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT sender, offset, offset_end, counter, counter_end, reason FROM skipped"
+            ).fetchall()
+        return [SkippedRange(*r) for r in rows]
+
+    def origin(self) -> str:
+        with self._lock:
+            return str(self._c.execute("SELECT origin FROM binding").fetchone()[0])
+
+    # -- history and cursor -------------------------------------------------------
+
+    def add_history(
+        self, sender: int, counter: int, seq: int | None, payload: bytes, now: float, state: str
+    ) -> None:
+        self._c.execute(
+            "INSERT INTO history (sender, counter, seq, payload, recorded_at, state) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (sender, counter, seq, payload, now, state),
+        )
+
+    def history(self, limit: int | None = None) -> list[HistoryRow]:
+        """Oldest first; with `limit`, the newest `limit` entries."""
+        with self._lock:
+            if limit is None:
+                rows = self._c.execute(
+                    "SELECT sender, counter, seq, payload, recorded_at, state FROM history "
+                    "ORDER BY id"
+                ).fetchall()
+            else:
+                rows = self._c.execute(
+                    "SELECT * FROM (SELECT id, sender, counter, seq, payload, recorded_at, state "
+                    "FROM history ORDER BY id DESC LIMIT ?) ORDER BY id",
+                    (max(0, limit),),
+                ).fetchall()
+                rows = [r[1:] for r in rows]
+        return [
+            HistoryRow(int(r[0]), int(r[1]), r[2], bytes(r[3]), float(r[4]), str(r[5]))
+            for r in rows
+        ]
+
+    def relay_cursor(self) -> int:
+        with self._lock:
+            return int(self._c.execute("SELECT cursor FROM relay WHERE id = 1").fetchone()[0])
+
+    def raise_cursor(self, seq: int) -> None:
+        """Inside a transaction: cursor = max(cursor, seq)."""
+        self._c.execute("UPDATE relay SET cursor = MAX(cursor, ?) WHERE id = 1", (seq,))
+
+    def dump(self) -> list[str]:
+        """Every row of every table, as SQL text (tests compare states with it)."""
+        with self._lock:
+            return list(self._c.iterdump())
+
+
+def read_binding(path: str | os.PathLike[str]) -> Binding:
+    """The kit a state database belongs to (read-only)."""
+    path = Path(path)
+    conn = _connect(path, read_only=True)
+    try:
+        return _read_binding(conn, path)
+    finally:
+        conn.close()
+
+
+# --- internals ----------------------------------------------------------------------
+
+
+def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    # Read-only opens the file read-write but sets query_only: a mode=ro connection
+    # could create the -wal/-shm files yet never remove them, leaving litter behind
+    # `pad info`. A file we may not write falls back to mode=ro.
+    try:
+        if read_only and not os.access(path, os.W_OK):
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not read_only:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(f"{path}: SQLite could not switch to WAL mode ({mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{path}: not a usable state database ({exc})") from None
+    return conn
+
+
+@contextmanager
+def _raw_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise StateError(f"the state database is locked or unwritable ({exc})") from None
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StateError(f"could not commit to the state database ({exc})") from None
+
+
+def _read_binding(conn: sqlite3.Connection, path: Path) -> Binding:
+    try:
+        version = conn.execute("SELECT version FROM schema_version").fetchone()
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise StateError(
+                f"{path}: state schema version {version and version[0]} is not supported "
+                f"(want {SCHEMA_VERSION})"
+            )
+        row = conn.execute(
+            "SELECT pad_id, self_index, n, slice_len, auth_keys FROM binding"
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{path}: not a GhostLine state database ({exc})") from None
+    if row is None:
+        raise StateError(f"{path}: the state database names no kit")
+    return Binding(bytes(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+
+
+def _outbox_row(r: Any) -> OutboxRow:
+    return OutboxRow(
+        counter=int(r[0]),
+        offset=int(r[1]),
+        length=int(r[2]),
+        sealed=bytes(r[3]) if r[3] is not None else None,
+        seq=int(r[4]) if r[4] is not None else None,
+        erased=bool(r[5]),
+    )
+
+
+def _accepted_row(r: Any) -> AcceptedRow:
+    offset = int(r[2]) if r[2] is not None else None
+    end = int(r[3]) if r[3] is not None else None
+    return AcceptedRow(
+        sender=int(r[0]),
+        counter=int(r[1]),
+        offset=offset,
+        length=None if offset is None or end is None else end - offset,
+        seq=int(r[4]) if r[4] is not None else None,
+        erased=bool(r[5]),
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,585 @@
+"""The chat app: renders what the client reports and hands what you type to the client.
+
+It owns no protocol logic. Sealing, sending, resuming and reconnecting are the
+`Client`'s; reading history and usage is the `Member`'s. The app keeps only what it
+shows: which line is which of your messages, which file transfer is which row.
+
+A fake client with the same `events` queue and `send` coroutine drives it in tests;
+`clock` and `tz` make its times deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from rich.table import Table
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
+from textual.widgets import Footer, Label, Static
+
+from .. import paths
+from ..client import (
+    ConnectionChanged,
+    MessageAccepted,
+    MessageReceived,
+    MessageRejected,
+    PadExhausted,
+    PadLow,
+    PresenceChanged,
+    RelayError,
+)
+from ..errors import GhostlineError, PadExhaustedError, PayloadError
+from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
+from ..units import format_size
+from .files import IncomingFiles, IncomingUpdate, OutgoingFile, prepare_file, send_file
+from .screens import HELP_TEXT, ConfirmScreen, TextScreen
+from .usage import after_message, pad_table, read_pads
+from .view import PadLeft, pad_summary, pad_warning, percent
+from .widgets import (
+    Banner,
+    ChatInput,
+    ChatLine,
+    MemberList,
+    MemberRow,
+    MessageLog,
+    PadGauge,
+    StatusBar,
+    TransferRow,
+)
+
+# Each message is a widget (about 3 ms to mount): one screenful and some, so the app
+# opens in well under a second; older pages load when you scroll to the top.
+HISTORY_PAGE = 60
+
+
+class ChatClient(Protocol):
+    """What the app uses of `ghostline.client.Client`."""
+
+    member: Any
+    events: asyncio.Queue[Any]
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, payload: bytes) -> Any: ...
+
+
+class ChatApp(App[None]):
+    """`ghostline chat`: the message pane, members, your pad gauge and the input."""
+
+    CSS_PATH = "chat.tcss"
+    TITLE = "GhostLine"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help"),
+        Binding("f2", "info", "Pad info"),
+        Binding("pageup", "scroll_log(-1)", "Scroll", priority=True, show=False),
+        Binding("pagedown", "scroll_log(1)", "Scroll", priority=True, show=False),
+    ]
+
+    def __init__(
+        self,
+        client: ChatClient,
+        *,
+        relay: str,
+        transport: str,
+        clock: Callable[[], float] = time.time,
+        tz: tzinfo | None = None,
+        downloads: Callable[[], Path] = paths.downloads_dir,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        history_page: int = HISTORY_PAGE,
+        start_client: bool = True,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.member = client.member
+        self.header = self.member.header
+        self.me: int = self.header.self_index
+        self.names: list[str] = [m.name for m in self.header.members]
+        self.relay = relay
+        self.transport = transport
+        self.clock = clock
+        self.tz = tz
+        self.random_bytes = random_bytes
+        self.history_page = history_page
+        self.start_client = start_client
+        self.online: frozenset[int] = frozenset()
+        self.connected = False
+        self.pads: dict[int, PadLeft] = {}
+        self.incoming = IncomingFiles(downloads)
+        self.outgoing: dict[int, OutgoingFile] = {}  # counter -> the file it belongs to
+        self.transfer_log: list[tuple[str, int, int]] = []  # (key, done, total), for tests
+        self._history_loaded = 0
+        self._loading_older = False
+        self._history_total_seen = 0
+        self._stopped = False
+
+    # -- layout --------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        width = min(14, max(len(n) for n in self.names + ["you"]))
+        yield Static(self._title_text(), id="title")
+        with Horizontal(id="main"):
+            yield MessageLog(name_width=width, tz=self.tz, id="log")
+            with VerticalScroll(id="side"):
+                yield Label("Members", classes="side-title", id="members-title")
+                yield MemberList(id="members")
+                yield Label("Your pad", classes="side-title")
+                yield PadGauge(id="pad")
+                yield Label("Files", classes="side-title", id="files-title")
+                yield Vertical(id="transfers")
+        yield Banner(id="banner")
+        yield ChatInput(id="input")
+        yield StatusBar(relay=self.relay, transport=self.transport, id="status")
+        yield Footer()
+
+    def _title_text(self) -> str:
+        return f"GhostLine · {self.header.group} · you are {self.names[self.me]}"
+
+    def on_mount(self) -> None:
+        self.query_one("#members-title", Label).tooltip = self.query_one(MemberList).tooltip
+        self.query_one("#files-title").display = False
+        self._load_history()
+        self._refresh_pads(read_pads(self.member))
+        self.query_one(StatusBar).show("connecting")
+        self.set_interval(1.0, self._tick)
+        self.query_one(ChatInput).focus()
+        if self.start_client:
+            self.run_worker(self._pump_events(), name="events", exclusive=True)
+
+    async def _pump_events(self) -> None:
+        try:
+            await self.client.start()
+        except GhostlineError as err:
+            self._warn(f"could not start the connection: {err}")
+            return
+        while True:
+            event = await self.client.events.get()
+            self.handle_event(event)
+
+    async def action_quit(self) -> None:
+        await self._stop_client()
+        self.exit()
+
+    async def _stop_client(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.start_client:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.client.stop(), 5.0)
+
+    async def on_unmount(self) -> None:
+        await self._stop_client()
+
+    # -- history -------------------------------------------------------------------
+
+    def _load_history(self) -> None:
+        entries = self.member.history(limit=self.history_page)
+        self._history_loaded = len(entries)
+        log = self.query_one(MessageLog)
+        log.append(self._history_lines(entries, live_files=True))
+        log.more_above = len(entries) >= self.history_page
+        self.call_after_refresh(log.fill)
+        for transfer in self.incoming.unfinished():
+            if transfer.assembly.header is not None:
+                row = self._transfer_row(
+                    transfer.key,
+                    self._incoming_title(transfer),
+                    transfer.assembly.header.total_size,
+                )
+                row.advance_to(
+                    transfer.assembly.received,
+                    "interrupted: the rest will be saved when it arrives",
+                )
+
+    def _history_lines(self, entries: Sequence[Any], *, live_files: bool) -> list[ChatLine]:
+        lines: list[ChatLine] = []
+        for entry in entries:
+            own = entry.sender == self.me
+            try:
+                obj: Payload | None = decode(entry.payload)
+            except PayloadError:
+                obj = None
+            line = self._line_for(
+                entry.sender,
+                obj,
+                timestamp=entry.recorded_at,
+                counter=entry.counter if own else None,
+                state="stored" if entry.state == "stored" else "sealed",
+            )
+            if line is not None:
+                lines.append(line)
+            if live_files and not own and isinstance(obj, FileHeader | FileChunk):
+                self.incoming.add(entry.sender, self.names[entry.sender], obj, save=False)
+        return lines
+
+    def _line_for(
+        self,
+        sender: int,
+        obj: Payload | None,
+        *,
+        timestamp: float,
+        counter: int | None = None,
+        state: str = "sealed",
+    ) -> ChatLine | None:
+        own = sender == self.me
+        name = "you" if own else self.names[sender]
+        if obj is None:
+            return ChatLine(
+                "warning",
+                timestamp,
+                f"a message from {name} opened correctly but its content is malformed",
+            )
+        if isinstance(obj, FileChunk):
+            return None
+        when = float(obj.sent_at) if obj.sent_at else timestamp
+        if isinstance(obj, TextPayload):
+            text = obj.text
+        else:
+            verb = "sending" if own else "sends"
+            text = f"{verb} a file: {obj.safe_name} ({format_size(obj.total_size)})"
+        return ChatLine(
+            "message",
+            when,
+            text,
+            sender=sender,
+            sender_name=name,
+            own=own,
+            counter=counter if own else None,
+            state=(state if own else None),  # type: ignore[arg-type]
+        )
+
+    def on_message_log_need_older(self, _: MessageLog.NeedOlder) -> None:
+        self._load_older()
+
+    @work(group="history")
+    async def _load_older(self) -> None:
+        if self._loading_older:
+            return
+        self._loading_older = True
+        try:
+            want = self._history_loaded + self.history_page
+            entries = await asyncio.to_thread(self.member.history, want)
+            older = entries[: len(entries) - self._history_loaded]
+            self._history_loaded = len(entries)
+            log = self.query_one(MessageLog)
+            log.more_above = len(entries) >= want
+            log.prepend(self._history_lines(older, live_files=False))
+        finally:
+            self._loading_older = False
+        self.call_after_refresh(log.fill)
+
+    def action_scroll_log(self, direction: int) -> None:
+        log = self.query_one(MessageLog)
+        if direction < 0:
+            if log.scroll_y <= 0:
+                log.want_older()
+            log.scroll_page_up(animate=False)
+        else:
+            log.scroll_page_down(animate=False)
+
+    # -- client events -------------------------------------------------------------
+
+    def handle_event(self, event: object) -> None:
+        """Show one client event. Public so tests can feed events directly."""
+        if isinstance(event, MessageReceived):
+            self._on_received(event)
+        elif isinstance(event, MessageAccepted):
+            self._on_accepted(event)
+        elif isinstance(event, MessageRejected):
+            self._warn(
+                f"rejected a message (relay seq {event.seq}): {event.reason} "
+                f"[rule: {event.rule}]. It was not shown and used none of your pad."
+            )
+        elif isinstance(event, PresenceChanged):
+            self._on_presence(event)
+        elif isinstance(event, ConnectionChanged):
+            self._on_connection(event)
+        elif isinstance(event, PadLow | PadExhausted):
+            self._refresh_pads(read_pads(self.member))
+        elif isinstance(event, RelayError):
+            self._warn(f"the relay refused: {event.reason} (code {event.code})")
+
+    def _on_received(self, event: MessageReceived) -> None:
+        received = event.received
+        obj = event.payload_obj
+        line = self._line_for(received.sender, obj, timestamp=self.clock())
+        if line is not None:
+            self.query_one(MessageLog).append([line])
+        if isinstance(obj, FileHeader | FileChunk):
+            update = self.incoming.add(received.sender, self.names[received.sender], obj)
+            self._show_incoming(update)
+        self._used(received.sender, received.counter, received.offset + len(received.payload))
+
+    def _on_accepted(self, event: MessageAccepted) -> None:
+        log = self.query_one(MessageLog)
+        log.set_state(event.counter, "stored")
+        outgoing = self.outgoing.pop(event.counter, None)
+        if outgoing is not None:
+            outgoing.accepted += 1
+            self._outgoing_progress(outgoing)
+
+    def _on_presence(self, event: PresenceChanged) -> None:
+        self.online = event.online
+        log = self.query_one(MessageLog)
+        now = self.clock()
+        notes = [
+            ChatLine("notice", now, f"{self.names[i]} came online")
+            for i in sorted(event.joined)
+            if i != self.me and i < len(self.names)
+        ] + [
+            ChatLine("notice", now, f"{self.names[i]} went offline")
+            for i in sorted(event.left)
+            if i != self.me and i < len(self.names)
+        ]
+        log.append(notes)
+        self._refresh_members()
+
+    def _on_connection(self, event: ConnectionChanged) -> None:
+        if getattr(event, "channel", "relay") != "relay":
+            return
+        status = self.query_one(StatusBar)
+        retry_at = None if event.retry_in is None else self.clock() + event.retry_in
+        self._retry_at = retry_at
+        status.show(event.state, relay=event.relay, retry_in=event.retry_in, detail=event.detail)
+        self.connected = event.state == "connected"
+        self.query_one(MessageLog).mark_unstored("sending" if self.connected else "sealed")
+
+    _retry_at: float | None = None
+
+    def _tick(self) -> None:
+        status = self.query_one(StatusBar)
+        if status.state == "reconnecting" and self._retry_at is not None:
+            status.retry_in = max(0.0, self._retry_at - self.clock())
+            status.refresh_text()
+
+    def _warn(self, text: str) -> None:
+        self.query_one(MessageLog).append([ChatLine("warning", self.clock(), text)])
+
+    def _notice(self, text: str) -> None:
+        self.query_one(MessageLog).append([ChatLine("notice", self.clock(), text)])
+
+    # -- pad -----------------------------------------------------------------------
+
+    def _used(self, sender: int, counter: int, end: int) -> None:
+        """A message of `sender` used key `counter` and pad up to `end`."""
+        pads = dict(self.pads)
+        pads[sender] = after_message(pads[sender], counter=counter, end=end)
+        self._refresh_pads(pads)
+
+    def _refresh_pads(self, pads: dict[int, PadLeft]) -> None:
+        self.pads = pads
+        own = self.pads[self.me]
+        self.query_one(PadGauge).show(own)
+        banner = self.query_one(Banner)
+        banner.show(pad_warning(own), own.level)
+        chat_input = self.query_one(ChatInput)
+        exhausted = own.level == "exhausted"
+        if exhausted != chat_input.disabled:
+            chat_input.disabled = exhausted
+            if exhausted:
+                chat_input.load_text("")
+                chat_input.border_title = "pad used up: sending is disabled"
+            else:
+                chat_input.border_title = None
+        self._refresh_members()
+
+    def _refresh_members(self) -> None:
+        rows = [
+            MemberRow(i, name, i in self.online, self.pads.get(i), i == self.me)
+            for i, name in enumerate(self.names)
+        ]
+        self.query_one(MemberList).show(rows)
+
+    # -- input ---------------------------------------------------------------------
+
+    async def on_chat_input_submitted(self, event: ChatInput.Submitted) -> None:
+        text = event.text
+        if text.startswith("/") and not text.startswith("//"):
+            await self._command(text)
+            return
+        if text.startswith("//"):
+            text = text[1:]
+        await self.send_text(text)
+
+    async def send_text(self, text: str) -> None:
+        now = self.clock()
+        try:
+            entry = await self.client.send(encode_text(text, int(now)))
+        except PadExhaustedError as err:
+            self._warn(f"not sent: {err}")
+            self._refresh_pads(read_pads(self.member))
+            return
+        except GhostlineError as err:
+            self._warn(f"not sent: {err}")
+            return
+        self.query_one(MessageLog).append(
+            [
+                ChatLine(
+                    "message",
+                    now,
+                    text,
+                    sender=self.me,
+                    sender_name="you",
+                    own=True,
+                    counter=entry.counter,
+                    state="sending" if self.connected else "sealed",
+                )
+            ]
+        )
+        self._used(self.me, entry.counter, entry.offset + entry.length)
+
+    async def _command(self, text: str) -> None:
+        name, _, arg = text.partition(" ")
+        name = name.lower()
+        arg = arg.strip()
+        if name == "/quit":
+            await self.action_quit()
+        elif name == "/help":
+            self.action_help()
+        elif name == "/info":
+            self.action_info()
+        elif name == "/file":
+            if not arg:
+                self._warn("usage: /file PATH")
+            else:
+                self.offer_file(arg)
+        else:
+            self._warn(f"unknown command {name}: try /help (start with // to send a '/')")
+
+    def action_help(self) -> None:
+        self.push_screen(TextScreen("Help", HELP_TEXT))
+
+    def action_info(self) -> None:
+        table: Table = pad_table(self.member, self.online)
+        self.push_screen(TextScreen("Pad info", table))
+
+    # -- files ---------------------------------------------------------------------
+
+    @work(exclusive=False, group="files")
+    async def offer_file(self, path: str) -> None:
+        """Prepare `path`, show its pad cost, and send it if the user agrees."""
+        try:
+            outgoing = await asyncio.to_thread(
+                prepare_file,
+                path,
+                transfer_id=self.random_bytes(8),
+                sent_at=int(self.clock()),
+            )
+        except GhostlineError as err:
+            self._warn(f"/file: {err}")
+            return
+        own = self.pads[self.me]
+        name = outgoing.header.safe_name
+        size = format_size(outgoing.header.total_size)
+        if outgoing.pad_bytes > own.bytes_left or outgoing.messages > own.msgs_left:
+            self._warn(
+                f"/file: {name} ({size}) needs {format_size(outgoing.pad_bytes)} of pad in "
+                f"{outgoing.messages} messages; you have {pad_summary(own)} left."
+            )
+            return
+        after = own.after(outgoing.pad_bytes, outgoing.messages)
+        question = (
+            f"Send {name} ({size}) to the group?\n\n"
+            f"It uses {format_size(outgoing.pad_bytes)} of your pad in "
+            f"{outgoing.messages} messages.\n"
+            f"Left afterwards: {pad_summary(after)} ({percent(after.fraction_left)})."
+        )
+        if not await self.push_screen_wait(ConfirmScreen(question)):
+            self._notice(f"did not send {name}")
+            return
+        await self.send_file(outgoing)
+
+    async def send_file(self, outgoing: OutgoingFile) -> None:
+        name = outgoing.header.safe_name
+        size = format_size(outgoing.header.total_size)
+        row = self._transfer_row(outgoing.key, f"→ {name} ({size})", outgoing.messages)
+        row.advance_to(0, f"sealing 0/{outgoing.messages}")
+
+        def sealed(done: int, total: int) -> None:
+            row.advance_to(outgoing.accepted, f"sealed {done}/{total}")
+
+        try:
+            await send_file(self._tracking_sender(outgoing), outgoing, sealed)
+        except GhostlineError as err:
+            row.finish(f"stopped: {err}", ok=False)
+            self._warn(f"/file {name}: stopped after {len(outgoing.counters)} parts: {err}")
+            self._refresh_pads(read_pads(self.member))
+            return
+        first = min(outgoing.counters)
+        line = self._line_for(self.me, outgoing.header, timestamp=self.clock(), counter=first)
+        if line is not None:
+            self.query_one(MessageLog).append([line])
+        self._outgoing_progress(outgoing)
+
+    def _tracking_sender(self, outgoing: OutgoingFile) -> Any:
+        app = self
+
+        class Tracking:
+            async def send(self, payload: bytes) -> Any:
+                entry = await app.client.send(payload)
+                app.outgoing[entry.counter] = outgoing
+                app._used(app.me, entry.counter, entry.offset + entry.length)
+                return entry
+
+        return Tracking()
+
+    def _outgoing_progress(self, outgoing: OutgoingFile) -> None:
+        total = outgoing.messages
+        self.transfer_log.append((outgoing.key, outgoing.accepted, total))
+        try:
+            row = self.query_one(f"#{outgoing.key}", TransferRow)
+        except NoMatches:
+            return
+        if outgoing.accepted >= total:
+            row.finish("stored at the relay ✓", ok=True)
+        else:
+            row.advance_to(outgoing.accepted, f"stored {outgoing.accepted}/{total}")
+
+    def _incoming_title(self, transfer: Any) -> str:
+        header = transfer.assembly.header
+        size = f" ({format_size(header.total_size)})" if header else ""
+        return f"← {transfer.sender_name}: {transfer.name}{size}"
+
+    def _transfer_row(self, key: str, title: str, total: int) -> TransferRow:
+        self.query_one("#files-title").display = True
+        with contextlib.suppress(NoMatches):
+            return self.query_one(f"#{key}", TransferRow)
+        row = TransferRow(title, total, id=key)
+        self.query_one("#transfers").mount(row)
+        return row
+
+    def _show_incoming(self, update: IncomingUpdate) -> None:
+        transfer = update.transfer
+        assembly = transfer.assembly
+        total = assembly.total or 0
+        self.transfer_log.append((transfer.key, assembly.received, total))
+        if assembly.header is None:
+            return  # a chunk before its header: shown once the header says what it is
+        row = self._transfer_row(
+            transfer.key, self._incoming_title(transfer), assembly.header.total_size
+        )
+        if update.error:
+            row.finish(f"failed: {update.error}", ok=False)
+            self._warn(f"file {transfer.name} from {transfer.sender_name}: {update.error}")
+        elif update.saved_to is not None:
+            row.finish(f"saved to {update.saved_to}", ok=True)
+            self._notice(f"saved {transfer.name} from {transfer.sender_name} to {update.saved_to}")
+        else:
+            row.advance_to(
+                assembly.received,
+                f"{format_size(assembly.received)} of {format_size(total)}",
+            )

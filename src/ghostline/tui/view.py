@@ -1,0 +1,125 @@
+"""Pure helpers the chat widgets share: pad levels, sizes, times, colours. No Textual.
+
+Kept apart from the widgets so the rules (when to warn, how to name a day) are tested
+without a terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Literal
+
+from ..units import format_size
+
+LOW_FRACTION = 0.10
+CRITICAL_FRACTION = 0.01
+
+# The smallest message: kind (1) + sent_at (4) + one byte of text. Below it, nothing fits.
+MIN_MESSAGE_BYTES = 6
+
+PadLevel = Literal["ok", "low", "critical", "exhausted"]
+
+# Distinct on dark and light themes; a member keeps its colour because it is chosen by
+# kit index, which every member's kit agrees on.
+SENDER_COLOURS = (
+    "#5fafff",
+    "#ff875f",
+    "#87d75f",
+    "#d787ff",
+    "#ffd75f",
+    "#5fd7d7",
+    "#ff5f87",
+    "#afaf87",
+)
+OWN_COLOUR = "#b2b2b2"
+
+
+def sender_colour(index: int) -> str:
+    return SENDER_COLOURS[index % len(SENDER_COLOURS)]
+
+
+@dataclass(frozen=True, slots=True)
+class PadLeft:
+    """How much of one member's slice of the pad is left."""
+
+    bytes_left: int
+    bytes_total: int
+    msgs_left: int
+    msgs_total: int
+
+    @property
+    def fraction_left(self) -> float:
+        """The lower of the byte and message fractions: whichever runs out first."""
+        by_bytes = self.bytes_left / self.bytes_total if self.bytes_total else 0.0
+        by_msgs = self.msgs_left / self.msgs_total if self.msgs_total else 0.0
+        return max(0.0, min(by_bytes, by_msgs))
+
+    @property
+    def level(self) -> PadLevel:
+        if self.bytes_left < MIN_MESSAGE_BYTES or self.msgs_left <= 0:
+            return "exhausted"
+        fraction = self.fraction_left
+        if fraction <= CRITICAL_FRACTION:
+            return "critical"
+        if fraction <= LOW_FRACTION:
+            return "low"
+        return "ok"
+
+    def after(self, used_bytes: int, used_msgs: int) -> PadLeft:
+        return PadLeft(
+            max(0, self.bytes_left - used_bytes),
+            self.bytes_total,
+            max(0, self.msgs_left - used_msgs),
+            self.msgs_total,
+        )
+
+
+PAD_WARNINGS: dict[PadLevel, str] = {
+    "ok": "",
+    "low": "Your pad is running low: {pct} left ({summary}). Plan a meeting to make a new kit.",
+    "critical": "Your pad is almost used up: {pct} left ({summary}). Meet soon to make a new kit.",
+    "exhausted": (
+        "Your pad is used up: you cannot send with this kit any more. You can still read "
+        "what others send. Meet the group in person and make a new kit set with "
+        "`ghostline pad new`."
+    ),
+}
+
+
+def pad_warning(pad: PadLeft) -> str:
+    return PAD_WARNINGS[pad.level].format(pct=percent(pad.fraction_left), summary=pad_summary(pad))
+
+
+def percent(fraction: float) -> str:
+    value = fraction * 100
+    if value >= 10 or value == 0:
+        return f"{value:.0f}%"
+    return f"{value:.1f}%"
+
+
+def pad_summary(pad: PadLeft) -> str:
+    msgs = "message" if pad.msgs_left == 1 else "messages"
+    return f"{format_size(pad.bytes_left)} and {pad.msgs_left:,} {msgs}"
+
+
+def local_time(timestamp: float, tz: tzinfo | None) -> datetime:
+    """The wall-clock time of `timestamp` in `tz` (the machine's zone when None)."""
+    return datetime.fromtimestamp(timestamp, tz).astimezone(tz)
+
+
+def clock_label(timestamp: float, tz: tzinfo | None) -> str:
+    return local_time(timestamp, tz).strftime("%H:%M")
+
+
+def day_label(timestamp: float, tz: tzinfo | None) -> str:
+    return local_time(timestamp, tz).strftime("%A %d %B %Y")
+
+
+def day_key(timestamp: float, tz: tzinfo | None) -> str:
+    return local_time(timestamp, tz).strftime("%Y-%m-%d")
+
+
+def countdown(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    return f"{whole}s" if whole < 60 else f"{whole // 60}m{whole % 60:02d}s"

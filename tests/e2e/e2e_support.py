@@ -1,0 +1,252 @@
+"""Real processes for the end-to-end tests: a relay, `ghostline listen` and `send`, a proxy.
+
+Every wait here is bounded in time; every process started is killed at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ghostline.demo import FrameHook, FrameProxy
+from ghostline.kit import create_kit_set
+
+GHOSTLINE = [sys.executable, "-m", "ghostline"]
+
+
+def make_kits(
+    out: Path, names: list[str], *, slice_len: int = 64 * 1024, auth_keys: int = 256, **kw: Any
+) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = create_kit_set(
+        out,
+        names,
+        slice_len=slice_len,
+        auth_keys=auth_keys,
+        group="e2e",
+        random_bytes=os.urandom,
+        entropy="os.urandom (e2e test)",
+        **kw,
+    )
+    return dict(zip(names, paths, strict=True))
+
+
+def init_state(kits: dict[str, Path], home: Path) -> None:
+    """Create each member's state database before several processes open it at once."""
+    from ghostline.member import Member
+
+    old = os.environ.get("GHOSTLINE_HOME")
+    os.environ["GHOSTLINE_HOME"] = str(home)
+    try:
+        for kit in kits.values():
+            Member.open(kit).close()
+    finally:
+        if old is None:
+            del os.environ["GHOSTLINE_HOME"]
+        else:
+            os.environ["GHOSTLINE_HOME"] = old
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["GHOSTLINE_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wait_until(test: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not test():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class _Lines:
+    """Collects a pipe's lines in a thread, so the child never blocks on a full pipe."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+        stream.close()
+
+    def join(self, timeout: float = 5) -> None:
+        self._thread.join(timeout)
+
+
+class RelayProcess:
+    """`ghostline relay` on free (or given) loopback ports, with its own store."""
+
+    def __init__(self, store: Path, home: Path, port: int = 0, presence_port: int = 0) -> None:
+        self.store, self.home = store, home
+        self.proc = subprocess.Popen(
+            [*GHOSTLINE, "relay", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--presence-port", str(presence_port), "--store", str(store)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env_for(home),
+        )
+        assert self.proc.stderr is not None
+        self.stderr = _Lines(self.proc.stderr)
+        wait_until(self._ports_known, 15, "the relay to print its ports")
+
+    def _ports_known(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError("the relay exited:\n" + "\n".join(self.stderr.lines))
+        ports = {}
+        for line in self.stderr.lines:
+            m = re.search(r"(relay|presence) listening on .*:(\d+)", line)
+            if m:
+                ports[m.group(1)] = int(m.group(2))
+        if len(ports) < 2:
+            return False
+        self.port, self.presence_port = ports["relay"], ports["presence"]
+        return True
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def relay_args(self, port: int | None = None) -> list[str]:
+        relay = f"127.0.0.1:{port or self.port}"
+        return ["--relay", relay, "--presence-port", str(self.presence_port)]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def restart(self) -> RelayProcess:
+        """SIGKILL this relay and start a new one on the same store and ports."""
+        self.kill()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return RelayProcess(self.store, self.home, self.port, self.presence_port)
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+class Listener:
+    """`ghostline listen KIT --json`: its stdout parsed, its stderr kept."""
+
+    def __init__(self, kit: Path, relay_args: list[str], home: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [*GHOSTLINE, "listen", str(kit), "--json", *relay_args, *extra],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env_for(home),
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.stdout = _Lines(self.proc.stdout)
+        self.stderr = _Lines(self.proc.stderr)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in list(self.stdout.lines)]
+
+    def texts(self) -> list[str]:
+        return [m["text"] for m in self.messages]
+
+    def wait_for(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        wait_until(
+            lambda: len(self.stdout.lines) >= count or self.proc.poll() is not None,
+            timeout,
+            f"{count} messages (have {len(self.stdout.lines)}; stderr: {self.stderr.lines[-5:]})",
+        )
+        return self.messages
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(10)
+        self.stdout.join()
+        self.stderr.join()
+
+
+class Sender:
+    """`ghostline send KIT --lines -`: a long-running sender fed one line per message."""
+
+    def __init__(self, kit: Path, relay_args: list[str], home: Path) -> None:
+        self.proc = subprocess.Popen(
+            [*GHOSTLINE, "send", str(kit), "-", "--lines", "--timeout", "60", *relay_args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env_for(home),
+        )
+        assert self.proc.stderr is not None
+        self.stderr = _Lines(self.proc.stderr)
+
+    def feed(self, lines: list[str]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode())
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 60) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        rc = self.proc.wait(timeout)
+        self.stderr.join()
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def ghostline(
+    *args: str, home: Path, input: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GHOSTLINE, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=env_for(home),
+        timeout=timeout,
+        check=False,
+    )
+
+
+class ThreadedProxy:
+    """A FrameProxy running in its own thread and event loop, for synchronous tests."""
+
+    def __init__(self, target_port: int, hook: FrameHook | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.proxy = FrameProxy("127.0.0.1", target_port, hook)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(5)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+def history(kit: Path, home: Path) -> list[dict[str, Any]]:
+    done = ghostline("history", str(kit), "--json", home=home)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]

@@ -1,0 +1,89 @@
+"""`ghostline relay` as a real process: port lines, restart, SIGKILL, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from relaytest_client import Group, RawClient, joined
+
+
+async def test_a_restarted_relay_still_has_its_rooms_and_messages(relay_process, tmp_path):
+    store = tmp_path / "relay.sqlite"
+    group = Group(3)
+    first = relay_process(store)
+    assert first.stderr_lines[0].startswith("ghostline relay: relay listening on 127.0.0.1:")
+    assert first.stderr_lines[1].startswith("ghostline relay: presence listening on 127.0.0.1:")
+    a = await joined(first.relay_port, group, 0)
+    for counter in range(5):
+        await a.publish(group.sealed(0, counter))
+    assert [(await a.accepted())[0] for _ in range(5)] == [1, 2, 3, 4, 5]
+    await a.close()
+    assert first.terminate() == 0
+    assert any("stopped" in line for line in first.stderr_lines)
+
+    second = relay_process(store)
+    b = await RawClient.connect(second.relay_port)
+    assert await b.join(group, 1, resume_after=2) == 5
+    assert [(await b.deliver())[0] for _ in range(3)] == [3, 4, 5]
+    # the roster survived too
+    impostor = Group(3, room=group.room)
+    c = await RawClient.connect(second.relay_port)
+    from ghostline.wire import ErrorCode, FrameType, Hello
+
+    await c.send(FrameType.HELLO, Hello(group.room, 0, impostor.roster, 0).encode())
+    await c.expect_error(ErrorCode.ROSTER_MISMATCH)
+    # and numbering continues without a gap
+    await b.publish(group.sealed(1, 0))
+    assert (await b.accepted())[0] == 6
+    await b.close()
+
+
+async def test_a_relay_killed_mid_stream_loses_no_accepted_message(relay_process, tmp_path):
+    store = tmp_path / "relay.sqlite"
+    group = Group(3)
+    proc = relay_process(store, "--publish-rate", "100000", "--publish-burst", "100000")
+    publishers = [await joined(proc.relay_port, group, m) for m in range(3)]
+    accepted: dict[int, set[int]] = {m: set() for m in range(3)}  # member -> seqs
+
+    async def pump(member: int, client: RawClient) -> None:
+        counter = 0
+        with contextlib.suppress(EOFError, ConnectionError, TimeoutError, AssertionError):
+            while True:
+                for _ in range(20):
+                    await client.publish(group.sealed(member, counter, bytes(200)))
+                    counter += 1
+                while True:
+                    frame = await client.recv(2)
+                    if frame.type == 0x84:
+                        accepted[member].add(int.from_bytes(frame.body[:8], "big"))
+                        if len(accepted[member]) % 20 == 0:
+                            break
+
+    tasks = [asyncio.ensure_future(pump(m, c)) for m, c in enumerate(publishers)]
+    while sum(len(s) for s in accepted.values()) < 1500:
+        await asyncio.sleep(0.01)
+    proc.kill()
+    await asyncio.gather(*tasks)
+    seen = set().union(*accepted.values())
+    assert len(seen) >= 1500
+
+    again = relay_process(store)
+    reader = await RawClient.connect(again.relay_port)
+    head = await reader.join(group, 0)
+    stored = [(await reader.deliver())[0] for _ in range(head)]
+    assert stored == list(range(1, head + 1))  # gap-free
+    assert seen <= set(stored), f"lost {sorted(seen - set(stored))[:10]}"
+
+
+async def test_sigterm_answers_what_was_accepted_and_closes_connections(relay_process, tmp_path):
+    proc = relay_process(tmp_path / "relay.sqlite")
+    group = Group(2)
+    a = await joined(proc.relay_port, group, 0)
+    await a.publish(group.sealed(0, 0))
+    assert (await a.accepted())[0] == 1
+    assert proc.terminate() == 0
+    await a.expect_closed()
+    text = "".join(proc.stderr_lines)
+    assert "event=connect" in text and "event=disconnect" in text
+    assert "hello" not in text  # never payload bytes

@@ -1,0 +1,172 @@
+"""`ghostline pad info` and `ghostline pad recover` through the real command group."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ghostline.cli import cli, main
+from ghostline.errors import StateError
+from ghostline.member import RECOVERY_MARGIN, Member
+from state_kits import make_kits
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
+
+
+def used_kits(tmp_path: Path) -> list[Path]:
+    """m0 sent 100 and 300 bytes, m1 read both; m2 read nothing."""
+    kits = make_kits(tmp_path, 3, slice_len=10_000, auth_keys=100)
+    a, b, c = (Member.open(k) for k in kits)
+    for seq, e in enumerate(a.seal_many([b"x" * 100, b"y" * 300]), start=1):
+        b.receive(seq, e.sealed)
+    for m in (a, b, c):
+        m.close()
+    return kits
+
+
+def invoke(*args: str, input: str | None = None) -> tuple[int, str, BaseException | None]:
+    result = CliRunner().invoke(cli, ["pad", *args], input=input)
+    return result.exit_code, result.output, result.exception
+
+
+def test_pad_info_prints_a_table_of_every_member(tmp_path: Path) -> None:
+    kits = used_kits(tmp_path)
+    code, out, exc = invoke("info", str(kits[0]))
+    assert code == 0, exc
+    assert "state tests" in out and "You are m0" in out
+    assert "m0 (you)" in out and "m1" in out and "m2" in out
+    row = next(line for line in out.splitlines() if "m0 (you)" in line)
+    cells = [c.strip() for c in row.split("  ") if c.strip()]
+    assert cells == ["m0 (you)", "400 B", "9.38 KiB", "2", "98", "2", "200 B", "48"]
+    assert "Erased: 4 of 400 keys, 400 B of 29.3 KiB of pad" in out
+
+
+def test_pad_info_json_matches_member_usage(tmp_path: Path) -> None:
+    kits = used_kits(tmp_path)
+    code, out, exc = invoke("info", str(kits[1]), "--json")
+    assert code == 0, exc
+    report = json.loads(out)
+    with Member.open(kits[1]) as b:
+        usage = b.usage()
+        pad_id = b.header.pad_id.hex()
+    assert report["schema"] == 1
+    assert (report["pad_id"], report["n"], report["self"]) == (
+        pad_id,
+        3,
+        {"index": 1, "name": "m1"},
+    )
+    assert report["state"]["status"] == "ok"
+    for row, m in zip(report["members"], usage.members, strict=True):
+        assert row == {
+            "index": m.index,
+            "name": m.name,
+            "self": m.is_self,
+            "bytes_used": m.bytes_used,
+            "bytes_left": m.bytes_left,
+            "keys_used": m.keys_used,
+            "keys_left": m.keys_left,
+            "messages": m.messages,
+            "average_size": m.average_size,
+            "messages_left": m.messages_left,
+        }
+    assert report["members"][0]["bytes_used"] == 400
+    assert report["members"][0]["messages_left"] == 48
+    assert report["erased"] == {
+        "keys": 2,
+        "keys_total": 400,
+        "pad_bytes": 400,
+        "pad_bytes_total": 30_000,
+        "fraction": round(usage.erased_fraction, 6),
+    }
+
+
+def test_pad_info_changes_neither_the_kit_nor_the_state(tmp_path: Path) -> None:
+    kits = used_kits(tmp_path)
+    with Member.open(kits[0]) as a:
+        state = a.state_path
+    kit_before, state_before = kits[0].read_bytes(), state.read_bytes()
+    assert invoke("info", str(kits[0]), "--json")[0] == 0
+    assert kits[0].read_bytes() == kit_before
+    assert state.read_bytes() == state_before
+    assert not Path(f"{state}-wal").exists() and not Path(f"{state}-shm").exists()
+
+
+def test_pad_info_reports_a_missing_state_and_names_the_recovery(tmp_path: Path) -> None:
+    kits = used_kits(tmp_path)
+    with Member.open(kits[0]) as a:
+        a.state_path.unlink()
+    code, out, _ = invoke("info", str(kits[0]))
+    assert code == 0
+    assert "State missing" in out and "ghostline pad recover" in out
+    report = json.loads(invoke("info", str(kits[0]), "--json")[1])
+    assert report["state"]["status"] == "missing"
+    assert report["members"][0]["keys_used"] == 2  # from the kit's erased keys
+
+
+def test_a_declined_recovery_is_a_one_line_error_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kits = used_kits(tmp_path)
+    with Member.open(kits[0]) as a:
+        a.state_path.unlink()
+    with pytest.raises(StateError):
+        Member.open(kits[0])
+    kit_before = kits[0].read_bytes()
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["pad", "recover", str(kits[0])])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "ghostline: error: recovery cancelled; nothing was changed"
+    assert kits[0].read_bytes() == kit_before
+
+
+def test_pad_recover_asks_then_rebuilds_a_state_that_can_send(tmp_path: Path) -> None:
+    kits = used_kits(tmp_path)
+    with Member.open(kits[0]) as a:
+        state = a.state_path
+    state.unlink()
+    code, out, exc = invoke("recover", str(kits[0]), input="n\n")
+    assert code != 0 and isinstance(exc, StateError)
+    assert not state.exists()
+
+    code, out, exc = invoke("recover", str(kits[0]), input="y\n")
+    assert code == 0, exc
+    assert "skipping 1 key(s)" in out
+    assert f"skipping {10_000 - 400} byte(s)" in out  # margin capped at the slice end
+    assert "history" in out and "lost" in out
+    assert "next message 3, next offset 10000" in out
+    with Member.open(kits[0]) as a:
+        assert a.store.next_position() == (3, 10_000)
+        assert a.usage().me.messages_left == 0
+
+
+def test_pad_recover_with_room_left_seals_beyond_the_margin(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 2, slice_len=RECOVERY_MARGIN * 2, auth_keys=10)
+    with Member.open(kits[0]) as a:
+        a.seal(b"z" * 500)
+        a.state_path.unlink()
+    code, out, exc = invoke("recover", str(kits[0]), "--yes")
+    assert code == 0, exc
+    with Member.open(kits[0]) as a:
+        e = a.seal(b"fresh")
+        assert (e.counter, e.offset) == (2, 500 + RECOVERY_MARGIN)
+
+
+def test_pad_recover_leaves_a_consistent_state_alone(tmp_path: Path) -> None:
+    kits = used_kits(tmp_path)
+    code, out, _ = invoke("recover", str(kits[0]), "--yes")
+    assert code == 0 and "nothing to recover" in out
+
+
+def test_pad_recover_help_explains_the_procedure(tmp_path: Path) -> None:
+    code, out, _ = invoke("recover", "--help")
+    assert code == 0
+    assert "highest erased outbound key + 2" in out and "1 MiB" in out

@@ -1,0 +1,365 @@
+"""The asyncio Client against a real relay server on loopback (in-process, real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from ghostline.client import (
+    Client,
+    ConnectionChanged,
+    Event,
+    MessageAccepted,
+    MessageReceived,
+    MessageRejected,
+    PadExhausted,
+    PadLow,
+    PresenceChanged,
+    _Backoff,
+)
+from ghostline.demo import FrameProxy, Tamperer
+from ghostline.errors import PadExhaustedError, RelayRefused
+from ghostline.kit import create_kit_set
+from ghostline.member import Member
+from ghostline.payload import TextPayload
+from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
+from ghostline.transport import RelayAddress
+from helpers import make_kit_set
+
+E = TypeVar("E")
+
+
+@dataclass
+class Relay:
+    store: Path
+    server: RelayServer | None = None
+    port: int = 0
+    presence_port: int = 0
+
+    async def start(self) -> Relay:
+        self.server = RelayServer(SqliteBackend(self.store), RelayLimits())
+        self.port, self.presence_port = await self.server.start(
+            "127.0.0.1", self.port, self.presence_port
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    @property
+    def address(self) -> RelayAddress:
+        return RelayAddress("127.0.0.1", self.port, self.presence_port)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+@pytest.fixture
+def members(home: Path) -> list[Member]:
+    paths = make_kit_set(home / "kits", 3, slice_len=8192, auth_keys=64, seed="client")
+    opened = [Member.open(p) for p in paths]
+    yield opened  # type: ignore[misc]
+    for m in opened:
+        m.close()
+
+
+@pytest.fixture
+async def relay(home: Path) -> AsyncIterator[Relay]:
+    r = await Relay(home / "relay.sqlite").start()
+    yield r
+    await r.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def client_for(member: Member, *addrs: RelayAddress, **kw: object) -> Client:
+    kw.setdefault("backoff_base", 0.05)
+    kw.setdefault("backoff_cap", 0.3)
+    return Client(member, list(addrs), **kw)  # type: ignore[arg-type]
+
+
+async def expect(
+    client: Client, kind: type[E], test: Callable[[E], bool] = lambda e: True, timeout: float = 5
+) -> E:
+    async with asyncio.timeout(timeout):
+        while True:
+            event: Event = await client.events.get()
+            if isinstance(event, kind) and test(event):
+                return event
+
+
+async def texts(client: Client, count: int, timeout: float = 5) -> list[str]:
+    got = []
+    for _ in range(count):
+        ev = await expect(client, MessageReceived, timeout=timeout)
+        assert isinstance(ev.payload_obj, TextPayload)
+        got.append(ev.payload_obj.text)
+    return got
+
+
+def no_messages_waiting(client: Client) -> bool:
+    events = []
+    while not client.events.empty():
+        events.append(client.events.get_nowait())
+    return not any(isinstance(e, (MessageReceived, MessageRejected)) for e in events)
+
+
+# --- tests ---------------------------------------------------------------------
+
+
+async def test_a_message_sent_is_accepted_and_received_by_the_others(
+    members: list[Member], relay: Relay
+) -> None:
+    alice, bob, carol = (client_for(m, relay.address) for m in members)
+    async with alice, bob, carol:
+        await asyncio.gather(*(c.wait_connected(5) for c in (alice, bob, carol)))
+        entry = await alice.send_text("hello")
+        seq = await alice.wait_accepted(entry.counter, timeout=5)
+        assert seq == 1
+        accepted = await expect(alice, MessageAccepted)
+        assert (accepted.counter, accepted.seq) == (entry.counter, 1)
+        for c in (bob, carol):
+            ev = await expect(c, MessageReceived)
+            assert (ev.received.sender, ev.received.counter, ev.received.seq) == (0, 0, 1)
+            assert ev.payload_obj == TextPayload("hello", ev.payload_obj.sent_at)  # type: ignore[union-attr]
+        assert members[0].pending() == []
+        assert members[1].relay_cursor == 1
+
+
+async def test_messages_sealed_while_the_relay_is_down_go_out_when_it_comes_up(
+    members: list[Member], home: Path
+) -> None:
+    relay = Relay(home / "relay.sqlite", port=free_port(), presence_port=free_port())
+    alice = client_for(members[0], relay.address)
+    async with alice:
+        entries = [await alice.send_text(f"queued {i}") for i in range(3)]
+        await expect(alice, ConnectionChanged, lambda e: e.retry_in is not None)
+        assert [e.sealed for e in members[0].pending()] == [e.sealed for e in entries]
+        await relay.start()
+        try:
+            seqs = [await alice.wait_accepted(e.counter, timeout=5) for e in entries]
+            assert seqs == [1, 2, 3]
+            bob = client_for(members[1], relay.address)
+            async with bob:
+                assert await texts(bob, 3) == ["queued 0", "queued 1", "queued 2"]
+        finally:
+            await relay.stop()
+
+
+async def test_a_member_resumes_after_its_cursor_and_sees_each_message_once(
+    members: list[Member], relay: Relay
+) -> None:
+    alice = client_for(members[0], relay.address)
+    async with alice:
+        bob = client_for(members[1], relay.address)
+        async with bob:
+            await bob.wait_connected(5)
+            await alice.wait_accepted((await alice.send_text("one")).counter, 5)
+            assert await texts(bob, 1) == ["one"]
+        for text in ("two", "three"):
+            await alice.wait_accepted((await alice.send_text(text)).counter, 5)
+        bob = client_for(members[1], relay.address)
+        async with bob:
+            assert await texts(bob, 2) == ["two", "three"]
+            await asyncio.sleep(0.2)
+            assert no_messages_waiting(bob)
+        assert members[1].relay_cursor == 3
+
+
+async def test_own_messages_echoed_on_resume_are_neither_shown_nor_rejected(
+    members: list[Member], relay: Relay
+) -> None:
+    alice = client_for(members[0], relay.address, receive=False)
+    async with alice:
+        for text in ("a", "b"):
+            await alice.wait_accepted((await alice.send_text(text)).counter, 5)
+    assert members[0].relay_cursor == 0
+    alice = client_for(members[0], relay.address)
+    async with alice:
+        await alice.wait_connected(5)
+        await asyncio.sleep(0.3)
+        assert no_messages_waiting(alice)
+    assert members[0].relay_cursor == 2
+
+
+async def test_it_fails_over_to_the_next_relay(members: list[Member], relay: Relay) -> None:
+    dead = RelayAddress("127.0.0.1", free_port(), free_port())
+    alice = client_for(members[0], dead, relay.address)
+    async with alice:
+        ev = await expect(alice, ConnectionChanged, lambda e: e.state == "connected")
+        assert ev.relay == str(relay.address)
+        await alice.wait_accepted((await alice.send_text("via the second relay")).counter, 5)
+
+
+async def test_it_reconnects_after_a_relay_restart_and_loses_nothing(
+    members: list[Member], relay: Relay
+) -> None:
+    alice, bob = client_for(members[0], relay.address), client_for(members[1], relay.address)
+    async with alice, bob:
+        await asyncio.gather(alice.wait_connected(5), bob.wait_connected(5))
+        await alice.wait_accepted((await alice.send_text("before")).counter, 5)
+        assert await texts(bob, 1) == ["before"]
+        await relay.stop()
+        await expect(bob, ConnectionChanged, lambda e: e.state == "reconnecting")
+        during = await alice.send_text("during")
+        await relay.start()
+        assert await alice.wait_accepted(during.counter, 5) == 2
+        assert await texts(bob, 1) == ["during"]
+
+
+async def test_a_roster_mismatch_stops_the_client_with_a_hint(
+    members: list[Member], relay: Relay, home: Path
+) -> None:
+    alice = client_for(members[0], relay.address)
+    async with alice:
+        await alice.wait_connected(5)
+    # Another kit set (other signing keys) claiming the same room: the relay refuses it.
+    (home / "other").mkdir()
+    other = create_kit_set(
+        home / "other",
+        ["m0", "m1", "m2"],
+        slice_len=4096,
+        auth_keys=4,
+        group="other",
+        random_bytes=os.urandom,
+        entropy="test",
+        pad_id=members[0].header.pad_id,
+    )
+    intruder_member = Member.open(other[0], state_path=home / "other.sqlite")
+    try:
+        intruder = client_for(intruder_member, relay.address)
+        async with intruder:
+            ev = await expect(intruder, ConnectionChanged, lambda e: e.state == "stopped")
+            failure = intruder.failure
+            assert isinstance(failure, RelayRefused)
+            assert failure.code == 4
+            assert "another member list" in (failure.hint or "")
+            assert "code 4" in ev.detail
+            with pytest.raises(RelayRefused):
+                await intruder.wait_connected(1)
+            entry = await intruder.send_text("never goes out")
+            with pytest.raises(RelayRefused):
+                await intruder.wait_accepted(entry.counter, 1)
+    finally:
+        intruder_member.close()
+
+
+async def test_presence_reports_members_coming_and_going(
+    members: list[Member], relay: Relay
+) -> None:
+    alice = client_for(members[0], relay.address)
+    async with alice:
+        await expect(alice, PresenceChanged, lambda e: e.online == {0})
+        bob = client_for(members[1], relay.address, presence=False)
+        async with bob:
+            ev = await expect(alice, PresenceChanged, lambda e: 1 in e.online)
+            assert ev.joined == {1}
+        ev = await expect(alice, PresenceChanged, lambda e: 1 not in e.online)
+        assert ev.left == {1}
+
+
+async def test_presence_failure_does_not_stop_messaging(
+    members: list[Member], relay: Relay
+) -> None:
+    alice = client_for(members[0], relay.address, presence_port=free_port())
+    async with alice:
+        ev = await expect(alice, ConnectionChanged, lambda e: e.channel == "presence")
+        assert "presence unavailable" in ev.detail
+        await alice.wait_accepted((await alice.send_text("still works")).counter, 5)
+
+
+async def test_a_tampered_delivery_is_rejected_and_later_ones_arrive(
+    members: list[Member], relay: Relay
+) -> None:
+    tamperer = Tamperer()
+    tamperer.armed = 1
+    proxy = FrameProxy("127.0.0.1", relay.port, tamperer)
+    port = await proxy.start()
+    try:
+        bob = client_for(members[1], RelayAddress("127.0.0.1", port, relay.presence_port))
+        alice = client_for(members[0], relay.address)
+        async with alice, bob:
+            await bob.wait_connected(5)
+            for text in ("forged on the way", "intact"):
+                await alice.wait_accepted((await alice.send_text(text)).counter, 5)
+            rejected = await expect(bob, MessageRejected)
+            assert (rejected.seq, rejected.rule) == (1, "bad_tag")
+            assert await texts(bob, 1) == ["intact"]
+        assert members[1].relay_cursor == 2
+    finally:
+        await proxy.close()
+
+
+async def test_a_dropped_connection_is_noticed_and_the_outbox_resent(
+    members: list[Member], relay: Relay
+) -> None:
+    held: list[bytes] = []
+
+    def hold_publish(direction: str, frame: object) -> bytes | None:
+        if direction == "up" and getattr(frame, "type", None) == 0x03 and not held:
+            held.append(frame.body)  # type: ignore[attr-defined]
+            return b""
+        return None
+
+    proxy = FrameProxy("127.0.0.1", relay.port, hold_publish)
+    port = await proxy.start()
+    try:
+        alice = client_for(members[0], RelayAddress("127.0.0.1", port, relay.presence_port))
+        async with alice:
+            await alice.wait_connected(5)
+            entry = await alice.send_text("held once")
+            with pytest.raises(TimeoutError):
+                await alice.wait_accepted(entry.counter, 0.3)
+            assert held == [entry.sealed]
+            proxy.drop_connections()
+            assert await alice.wait_accepted(entry.counter, 5) == 1
+    finally:
+        await proxy.close()
+
+
+async def test_pad_low_and_exhausted_are_reported(home: Path, relay: Relay) -> None:
+    paths = make_kit_set(home / "small", 2, slice_len=4096, auth_keys=12, seed="small")
+    member = Member.open(paths[0])
+    try:
+        client = client_for(member, relay.address, presence=False)
+        async with client:
+            for i in range(11):
+                await client.send_text(f"m{i}")
+            low = await expect(client, PadLow)
+            assert 0 < low.fraction_left < 0.1
+            await client.send_text("last")
+            await expect(client, PadExhausted)
+            with pytest.raises(PadExhaustedError):
+                await client.send_text("one too many")
+            await expect(client, PadExhausted)
+            assert len(member.pending()) <= 12
+    finally:
+        member.close()
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap_and_resets() -> None:
+    backoff = _Backoff(0.5, 4.0, rng=random.Random(1))
+    delays = [backoff.next_delay() for _ in range(8)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(4.0, 0.5 * 2**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len(set(delays)) == len(delays)
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5

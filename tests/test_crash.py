@@ -1,0 +1,134 @@
+"""Crash safety with real processes killed by SIGKILL (tests/crash_worker.py).
+
+A worker seals in a loop and prints each sealed message only after `seal` returned;
+we kill it at random moments, restart it, and finally check that nothing printed was
+ever sealed twice or with shared pad, that the state is ahead of everything printed,
+and that the start-up sweep erased every printed message's keys and pad.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ghostline.kit import Kit
+from ghostline.member import CRASH_HOOK_ENV, CRASH_HOOK_EXIT, Member
+from state_kits import make_kits, state_path
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+KILLS = 15
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(CRASH_HOOK_ENV, raising=False)
+
+
+def start(
+    kit: Path, state: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(kit), str(state), *args],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+
+
+def read_until_ready(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> bytes:
+    """Read the worker's stdout until its `ready` line; return what came with it."""
+    assert proc.stdout is not None
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"ready\n" not in buf:
+        assert time.monotonic() < deadline, "worker did not start"
+        readable, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if readable:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, f"worker exited early with {proc.wait()}"
+            buf += chunk
+    return buf
+
+
+def test_sigkill_at_random_moments_never_reuses_pad(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 2, slice_len=1 << 20, auth_keys=20_000)
+    state = state_path(tmp_path, 0)
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    printed: list[tuple[int, int, int, bytes]] = []
+    for round_ in range(KILLS):
+        batch = "4" if round_ % 3 == 2 else "1"  # some rounds use seal_many
+        proc = start(kits[0], state, "--batch", batch)
+        if round_ % 4 == 0:
+            time.sleep(rng.uniform(0, 0.08))  # kill during start-up (and the sweep)
+            early = b""
+        else:
+            early = read_until_ready(proc)
+            time.sleep(rng.uniform(0, 0.08))
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=20)
+        assert proc.returncode == -signal.SIGKILL
+        for line in (early + rest).decode().splitlines():
+            if line and line != "ready":
+                fields = line.split()
+                printed.append(
+                    (int(fields[0]), int(fields[1]), int(fields[2]), bytes.fromhex(fields[3]))
+                )
+
+    assert printed, "the worker never got to seal anything"
+    print(f"{len(printed)} messages printed over {KILLS} kills")
+    counters = [p[0] for p in printed]
+    assert len(counters) == len(set(counters)), "a counter was printed twice"
+    ranges = sorted((o, o + n) for _, o, n, _ in printed)
+    for (_, end), (start_, _) in zip(ranges, ranges[1:], strict=False):
+        assert end <= start_, "two printed messages share pad bytes"
+
+    with Member.open(kits[0], state_path=state) as a:  # runs the sweep
+        next_counter, next_offset = a.store.next_position()
+        assert next_counter > max(counters)
+        assert next_offset >= max(end for _, end in ranges)
+        outbox = {e.counter: e for e in a.pending()}
+        own_history = {h.counter: h for h in a.history() if h.sender == 0}
+        for counter, offset, length, sealed in printed:
+            entry = outbox[counter]
+            assert (entry.offset, entry.length, entry.sealed) == (offset, length, sealed)
+            assert counter in own_history
+            assert a.kit.is_outbound_key_erased(1, counter)
+            assert a.kit.key_stream(0, offset, length) == bytes(length)
+    # Every printed message is genuine and opens exactly once at the recipient.
+    with Member.open(kits[1]) as b:
+        for seq, (_, _, _, sealed) in enumerate(printed, start=1):
+            assert b.receive(seq, sealed) is not None
+
+
+def test_a_crash_between_commit_and_erase_is_swept_on_restart(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 3)
+    state = state_path(tmp_path, 0)
+    env = {**os.environ, CRASH_HOOK_ENV: "1"}
+    proc = start(kits[0], state, "--count", "3", "--batch", "3", env=env)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == CRASH_HOOK_EXIT
+    assert out == b"ready\n"  # nothing was printed: seal_many never returned
+
+    with Kit.open(kits[0], writable=False) as kit:  # committed, not erased
+        assert not any(kit.is_outbound_key_erased(r, c) for r in (1, 2) for c in range(3))
+
+    with Member.open(kits[0], state_path=state) as a:
+        pending = a.pending()
+        assert [e.counter for e in pending] == [0, 1, 2]
+        for e in pending:
+            assert a.kit.is_outbound_key_erased(1, e.counter)
+            assert a.kit.is_outbound_key_erased(2, e.counter)
+            assert a.kit.key_stream(0, e.offset, e.length) == bytes(e.length)
+        assert a.store.unerased_outbox() == []
+    # The committed messages are resent as they were, never re-sealed, and they open.
+    with Member.open(kits[1]) as b:
+        for seq, e in enumerate(pending, start=1):
+            assert b.receive(seq, e.sealed) is not None

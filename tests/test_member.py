@@ -1,0 +1,402 @@
+"""Member: sealing and opening with durable state, erasure, rejection without side
+effects, own echoes, concurrency, and refusing/recovering missing or stale state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ghostline.errors import PadExhaustedError, RejectedMessage, StateError
+from ghostline.kit import Kit
+from ghostline.member import (
+    RECOVERY_MARGIN,
+    Member,
+    apply_recovery,
+    default_state_path,
+    plan_recovery,
+)
+from state_kits import make_kits, state_path
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GHOSTLINE_TEST_CRASH_AFTER_COMMIT", raising=False)
+
+
+def open_all(kits: list[Path]) -> list[Member]:
+    return [Member.open(k) for k in kits]
+
+
+def close_all(members: list[Member]) -> None:
+    for m in members:
+        m.close()
+
+
+def snapshot(member: Member) -> tuple[list[str], bytes]:
+    """Every row of the state database and every byte of the kit."""
+    return member.store.dump(), member.kit.path.read_bytes()
+
+
+def test_three_members_exchange_messages_and_keep_history(tmp_path: Path) -> None:
+    a, b, c = open_all(make_kits(tmp_path))
+    sent = a.seal(b"hello from a")
+    assert (sent.counter, sent.offset, sent.length, sent.seq) == (0, 0, 12, None)
+    got_b = b.receive(1, sent.sealed)
+    got_c = c.receive(1, sent.sealed)
+    assert got_b is not None and got_c is not None
+    assert (got_b.sender, got_b.sender_name, got_b.counter, got_b.payload) == (
+        0,
+        "m0",
+        0,
+        b"hello from a",
+    )
+    reply = b.seal(b"hi a")
+    assert a.receive(2, reply.sealed) is not None
+    assert c.receive(2, reply.sealed) is not None
+    assert [(h.sender_name, h.payload, h.state) for h in c.history()] == [
+        ("m0", b"hello from a", "received"),
+        ("m1", b"hi a", "received"),
+    ]
+    assert [(h.sender_name, h.counter, h.state) for h in a.history()] == [
+        ("m0", 0, "sealed"),
+        ("m1", 0, "received"),
+    ]
+    assert [e.counter for e in a.pending()] == [0]
+    a.mark_accepted(0, 1)
+    assert a.pending() == []
+    assert [(h.seq, h.state) for h in a.history(limit=1)] == [(2, "received")]
+    assert a.history()[0].state == "stored" and a.history()[0].seq == 1
+    assert (a.relay_cursor, b.relay_cursor, c.relay_cursor) == (2, 1, 2)
+    close_all([a, b, c])
+
+
+def test_the_default_state_path_lives_under_ghostline_home(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 2)
+    with Member.open(kits[0]) as m:
+        assert m.state_path == default_state_path(m.header)
+        assert str(m.state_path).startswith(str(tmp_path / "home"))
+        assert m.state_path.name == f"{m.header.pad_id.hex()}-0.sqlite"
+
+
+def test_sealing_erases_the_used_pad_and_keys_before_returning(tmp_path: Path) -> None:
+    a, b, c = open_all(make_kits(tmp_path))
+    e = a.seal(b"x" * 40)
+    assert a.kit.key_stream(0, 0, 40) == bytes(40)
+    assert a.kit.is_outbound_key_erased(1, 0) and a.kit.is_outbound_key_erased(2, 0)
+    assert not a.kit.is_outbound_key_erased(1, 1)
+    b.receive(1, e.sealed)
+    assert b.kit.is_inbound_key_erased(0, 0)
+    assert b.kit.key_stream(0, 0, 40) == bytes(40)
+    assert not c.kit.is_inbound_key_erased(0, 0)
+    close_all([a, b, c])
+
+
+def test_seal_many_commits_consecutive_counters_and_offsets(tmp_path: Path) -> None:
+    a, b = open_all(make_kits(tmp_path, 2))
+    entries = a.seal_many([b"one", b"two!", b"three"])
+    assert [(e.counter, e.offset, e.length) for e in entries] == [(0, 0, 3), (1, 3, 4), (2, 7, 5)]
+    assert a.store.next_position() == (3, 12)
+    got = [b.receive(i + 1, e.sealed) for i, e in enumerate(entries)]
+    assert [g.payload for g in got if g] == [b"one", b"two!", b"three"]
+    close_all([a, b])
+
+
+def test_running_out_of_keys_fails_cleanly_with_nothing_consumed(tmp_path: Path) -> None:
+    a, b = open_all(make_kits(tmp_path, 2, auth_keys=3))
+    a.seal_many([b"1", b"2", b"3"])
+    before = snapshot(a)
+    with pytest.raises(PadExhaustedError, match="no one-time keys left"):
+        a.seal(b"4")
+    assert snapshot(a) == before
+    assert a.store.next_position() == (3, 3)
+    close_all([a, b])
+
+
+def test_running_out_of_pad_fails_cleanly_with_nothing_consumed(tmp_path: Path) -> None:
+    a, b = open_all(make_kits(tmp_path, 2, slice_len=100))
+    a.seal(b"x" * 60)
+    before = snapshot(a)
+    with pytest.raises(PadExhaustedError, match="40 remain"):
+        a.seal(b"y" * 41)
+    # A group is all or nothing: the first fits, the second does not.
+    with pytest.raises(PadExhaustedError):
+        a.seal_many([b"y" * 30, b"z" * 30])
+    assert snapshot(a) == before
+    assert [e.counter for e in a.pending()] == [0]
+    assert a.seal(b"y" * 40).offset == 60
+    close_all([a, b])
+
+
+def test_a_rejected_message_changes_no_state(tmp_path: Path) -> None:
+    a, b, _c = open_all(make_kits(tmp_path))
+    good = a.seal(b"genuine").sealed
+    b.advance_cursor(5)
+    forged = bytearray(good)
+    forged[-17] ^= 1  # the last byte of b's tag (c's tag is the last 16 bytes)
+    before = snapshot(b)
+    with pytest.raises(RejectedMessage) as err:
+        b.receive(5, bytes(forged))
+    assert err.value.rule == "bad_tag"
+    assert snapshot(b) == before
+    assert not b.kit.is_inbound_key_erased(0, 0)
+    # The genuine message still opens: the failed attempt consumed nothing.
+    assert b.receive(6, good) is not None
+    close_all([a, b, _c])
+
+
+def test_a_rejected_message_moves_only_the_relay_cursor(tmp_path: Path) -> None:
+    a, b = open_all(make_kits(tmp_path, 2))
+    rows_before, kit_before = snapshot(b)
+    with pytest.raises(RejectedMessage):
+        b.receive(9, b"short")
+    rows_after, kit_after = snapshot(b)
+    assert kit_after == kit_before
+    changed = set(rows_after) ^ set(rows_before)
+    assert all("relay" in line for line in changed) and changed
+    assert b.relay_cursor == 9
+    close_all([a, b])
+
+
+def test_erased_key_material_is_refused_for_receiving_and_sending(tmp_path: Path) -> None:
+    a, b = open_all(make_kits(tmp_path, 2))
+    msg = a.seal(b"to be refused").sealed
+    b.kit.erase_inbound_key(0, 0)
+    with pytest.raises(RejectedMessage) as err:
+        b.receive(1, msg)
+    assert err.value.rule == "erased_key"
+    a.kit.erase_outbound_keys(1)  # as if the database forgot message 1
+    before = snapshot(a)
+    with pytest.raises(StateError, match="older than the kit") as state_err:
+        a.seal(b"next")
+    assert "ghostline pad recover" in (state_err.value.hint or "")
+    assert snapshot(a) == before
+    close_all([a, b])
+
+
+def test_a_replay_is_refused_even_after_reopening(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 2)
+    a, b = open_all(kits)
+    msg = a.seal(b"once only").sealed
+    assert b.receive(1, msg) is not None
+    b.close()
+    b = Member.open(kits[1])
+    with pytest.raises(RejectedMessage) as err:
+        b.receive(2, msg)
+    assert err.value.rule == "replayed_counter"
+    close_all([a, b])
+
+
+def test_an_own_message_echoed_by_the_relay_returns_none(tmp_path: Path) -> None:
+    a, b = open_all(make_kits(tmp_path, 2))
+    e = a.seal(b"mine")
+    before_history = a.history()
+    assert a.receive(3, e.sealed) is None
+    assert a.history()[0].payload == before_history[0].payload
+    assert a.pending() == []  # the echo told us the relay stored it
+    assert a.history()[0].seq == 3
+    assert a.relay_cursor == 3
+    # A message "from us" with a counter we never used is refused, not ignored.
+    forged = bytearray(e.sealed)
+    forged[22:30] = (5).to_bytes(8, "big")
+    with pytest.raises(RejectedMessage) as err:
+        a.receive(4, bytes(forged))
+    assert err.value.rule == "own_message"
+    close_all([a, b])
+
+
+def test_usage_counts_what_was_sent_and_accepted(tmp_path: Path) -> None:
+    a, b, c = open_all(make_kits(tmp_path, slice_len=10_000, auth_keys=100))
+    for i, e in enumerate(a.seal_many([b"x" * 100, b"y" * 300])):
+        b.receive(i + 1, e.sealed)
+    ua, ub = a.usage(), b.usage()
+    me = ua.me
+    assert (me.bytes_used, me.bytes_left, me.keys_used, me.keys_left) == (400, 9600, 2, 98)
+    assert (me.messages, me.average_size, me.messages_left) == (2, 200.0, 48)
+    assert ua.members[1].messages == 0 and ua.members[1].messages_left == 100
+    assert ua.members[1].average_size == 64.0
+    seen = ub.members[0]
+    assert (seen.bytes_used, seen.keys_used, seen.messages, seen.messages_left) == (400, 2, 2, 48)
+    assert ua.keys_erased == 4 and ub.keys_erased == 2 and c.usage().keys_erased == 0
+    assert a.usage(scan_kit=False).keys_erased == 4 and b.usage(scan_kit=False).keys_erased == 2
+    assert me.fraction_left == pytest.approx(0.96)
+    assert ua.pad_bytes_erased == 400 and ub.pad_bytes_erased == 400
+    assert ua.keys_total == 2 * 2 * 100 and ua.pad_bytes_total == 30_000
+    close_all([a, b, c])
+
+
+def test_a_state_database_of_another_member_is_refused(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 2)
+    Member.open(kits[0], state_path=state_path(tmp_path, 0)).close()
+    with pytest.raises(StateError, match="belongs to another kit"):
+        Member.open(kits[1], state_path=state_path(tmp_path, 0))
+
+
+# --- concurrency -------------------------------------------------------------------
+
+
+def group_ranges(kit: Kit, sends: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """(sender, offset, length) -> [start, end) in group-pad coordinates."""
+    e = kit.header.slice_len
+    return sorted((s * e + o, s * e + o + n) for s, o, n in sends)
+
+
+def assert_disjoint(ranges: list[tuple[int, int]]) -> None:
+    for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
+        assert end <= start, "two messages share pad bytes"
+
+
+def test_members_sealing_in_parallel_threads_never_share_pad_bytes(tmp_path: Path) -> None:
+    members = open_all(make_kits(tmp_path, 4, slice_len=1 << 14))
+    sends: list[tuple[int, int, int]] = []
+    lock = threading.Lock()
+
+    def run(m: Member) -> None:
+        for i in range(40):
+            e = m.seal(os.urandom(1 + (i * 7) % 50))
+            with lock:
+                sends.append((m.index, e.offset, e.length))
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in members]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sends) == 160
+    assert_disjoint(group_ranges(members[0].kit, sends))
+    close_all(members)
+
+
+def run_workers(jobs: list[tuple[Path, Path]], count: int) -> list[list[str]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(kit), str(state), "--count", str(count)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for kit, state in jobs
+    ]
+    outputs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        outputs.append([line for line in out.splitlines() if line not in ("ready", "")])
+    return outputs
+
+
+def parse(line: str) -> tuple[int, int, int, bytes]:
+    counter, offset, length, sealed = line.split()
+    return int(counter), int(offset), int(length), bytes.fromhex(sealed)
+
+
+def test_members_sealing_in_parallel_processes_never_share_pad_bytes(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 3, slice_len=1 << 14)
+    outputs = run_workers([(k, state_path(tmp_path, i)) for i, k in enumerate(kits)], 40)
+    sends = [(i, o, n) for i, lines in enumerate(outputs) for _, o, n, _ in map(parse, lines)]
+    assert len(sends) == 120
+    with Kit.open(kits[0], writable=False) as kit:
+        assert_disjoint(group_ranges(kit, sends))
+
+
+def test_two_processes_of_one_member_never_reuse_a_counter(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 2, slice_len=1 << 15)
+    state = state_path(tmp_path, 0)
+    Member.open(kits[0], state_path=state).close()
+    outputs = run_workers([(kits[0], state), (kits[0], state)], 60)
+    messages = [parse(line) for lines in outputs for line in lines]
+    counters = [m[0] for m in messages]
+    assert sorted(counters) == list(range(120))
+    assert_disjoint(sorted((o, o + n) for _, o, n, _ in messages))
+    with Member.open(kits[0], state_path=state) as a:
+        assert a.store.next_position()[0] == 120
+    with Member.open(kits[1]) as b:
+        for seq, (_, _, _, sealed) in enumerate(messages, start=1):
+            assert b.receive(seq, sealed) is not None
+
+
+# --- missing, stale and recovered state ----------------------------------------------
+
+
+def test_a_missing_database_for_a_used_kit_is_refused_with_the_recovery_hint(
+    tmp_path: Path,
+) -> None:
+    kits = make_kits(tmp_path, 2)
+    with Member.open(kits[0]) as a:
+        a.seal(b"used")
+        path = a.state_path
+    path.unlink()
+    with pytest.raises(StateError, match="already erased") as err:
+        Member.open(kits[0])
+    assert "ghostline pad recover" in (err.value.hint or "")
+    assert not path.exists()
+
+
+def test_a_missing_database_for_a_kit_that_only_received_is_refused_too(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 2)
+    a, b = open_all(kits)
+    b.receive(1, a.seal(b"hi").sealed)
+    path = b.state_path
+    close_all([a, b])
+    path.unlink()
+    with pytest.raises(StateError, match="inbound key 0 from member 0"):
+        Member.open(kits[1])
+
+
+def test_an_older_copy_of_the_database_is_refused(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 2)
+    with Member.open(kits[0]) as a:
+        a.seal(b"first")
+        path = a.state_path
+    backup = tmp_path / "backup.sqlite"
+    shutil.copy(path, backup)
+    with Member.open(kits[0]) as a:
+        a.seal(b"second")
+    shutil.copy(backup, path)
+    with pytest.raises(StateError, match="older than the kit") as err:
+        Member.open(kits[0])
+    assert "ghostline pad recover" in (err.value.hint or "")
+
+
+def test_recovery_skips_past_everything_used_and_sealing_works_after_it(tmp_path: Path) -> None:
+    kits = make_kits(tmp_path, 3, slice_len=1 << 21, auth_keys=64)
+    a, b, c = open_all(kits)
+    sent = [a.seal(os.urandom(n)) for n in (10, 300, 5000)]
+    for i, e in enumerate(sent):
+        b.receive(i + 1, e.sealed)
+    from_c = c.seal(b"to everyone")
+    a.receive(10, from_c.sealed)
+    used_end = sent[-1].offset + sent[-1].length
+    path = a.state_path
+    close_all([a, b, c])
+    path.unlink()
+
+    with Kit.open(kits[0]) as kit:
+        plan = plan_recovery(kit)
+        assert plan.state.status == "missing"
+        assert (plan.highest_erased_counter, plan.next_counter) == (2, 4)
+        assert plan.erased_extent == used_end
+        assert plan.next_offset == used_end + RECOVERY_MARGIN
+        assert plan.accepted == {1: [], 2: [0]}
+        assert any("history" in line and "lost" in line for line in plan.describe())
+        apply_recovery(kit, plan)
+
+    with Member.open(kits[0]) as a:
+        assert a.store.next_position() == (4, used_end + RECOVERY_MARGIN)
+        assert a.kit.is_outbound_key_erased(1, 3)  # the spare key was erased
+        with pytest.raises(RejectedMessage) as err:
+            a.receive(11, from_c.sealed)
+        assert err.value.rule == "replayed_counter"
+        assert a.receive(12, sent[0].sealed) is None  # an own echo from before
+        new = a.seal(b"after recovery")
+        assert (new.counter, new.offset) == (4, used_end + RECOVERY_MARGIN)
+    with Member.open(kits[1]) as b:
+        got = b.receive(20, new.sealed)
+        assert got is not None and got.payload == b"after recovery"

@@ -1,0 +1,226 @@
+"""The chat app against a real relay on 127.0.0.1, with real kits, members and clients.
+
+Alice runs the app (Pilot); bob is a second real `Client` in the same event loop. The
+relay is the real `RelayServer` in-process on port 0 with a real SQLite store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from ghostline.client import Client, Event, MessageReceived
+from ghostline.kit import create_kit_set
+from ghostline.member import Member
+from ghostline.payload import FileAssembly, FileChunk, FileHeader, TextPayload, split_file
+from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
+from ghostline.transport import RelayAddress
+from ghostline.tui.app import ChatApp
+from ghostline.tui.screens import ConfirmScreen
+from ghostline.tui.widgets import ChatInput, MemberList, MessageLine, MessageLog, PadGauge
+
+SIZE = (110, 32)
+WAIT = 10.0
+
+
+@dataclass
+class Group:
+    relay: RelayServer
+    kits: list[Path]
+    members: list[Member]
+    home: Path
+
+    def client(self, index: int) -> Client:
+        addr = RelayAddress("127.0.0.1", self.relay.relay_port, self.relay.presence_port)
+        return Client(self.members[index], [addr], backoff_base=0.05, backoff_cap=0.5)
+
+    def app(self, client: Client) -> ChatApp:
+        return ChatApp(
+            client,
+            relay=f"127.0.0.1:{self.relay.relay_port}",
+            transport="no TLS · no proxy",
+            downloads=lambda: self.home / "downloads",
+        )
+
+
+async def make_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, slice_len: int, auth_keys: int
+) -> AsyncIterator[Group]:
+    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
+    (tmp_path / "kits").mkdir()
+    kits = create_kit_set(
+        tmp_path / "kits",
+        ["alice", "bob"],
+        slice_len=slice_len,
+        auth_keys=auth_keys,
+        group="tui test",
+        random_bytes=os.urandom,
+        entropy="test: os.urandom",
+    )
+    members = [Member.open(k) for k in kits]
+    backend = SqliteBackend(tmp_path / "relay.sqlite", Retention())
+    relay = RelayServer(backend, RelayLimits())
+    await relay.start("127.0.0.1", 0, 0)
+    try:
+        yield Group(relay, kits, members, tmp_path / "home")
+    finally:
+        await relay.close()
+        for m in members:
+            m.close()
+
+
+@pytest.fixture
+async def group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Group]:
+    async for g in make_group(tmp_path, monkeypatch, slice_len=1 << 20, auth_keys=200):
+        yield g
+
+
+@pytest.fixture
+async def tiny_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Group]:
+    async for g in make_group(tmp_path, monkeypatch, slice_len=4096, auth_keys=3):
+        yield g
+
+
+async def until(pilot: Pilot[None], check: Callable[[], bool], timeout: float = WAIT) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await pilot.pause(0.02)
+
+
+async def next_event(client: Client, kind: type, timeout: float = WAIT) -> Event:
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await client.events.get()
+            if isinstance(event, kind):
+                return event
+
+
+def texts(app: ChatApp) -> list[str]:
+    return [line.line.text for line in app.query(MessageLine)]
+
+
+async def test_send_receive_and_presence_over_a_real_relay(group: Group) -> None:
+    app = group.app(group.client(0))
+    bob = group.client(1)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.connected)
+        members = app.query_one(MemberList)
+        assert not any(r.online for r in members.rows if r.index == 1)
+
+        await bob.start()
+        await bob.wait_connected(WAIT)
+        await until(pilot, lambda: any(r.online for r in members.rows if r.index == 1))
+        assert "bob came online" in texts(app)
+
+        await pilot.press(*"hello bob", "enter")
+        event = await next_event(bob, MessageReceived)
+        assert isinstance(event, MessageReceived)
+        assert event.payload_obj is not None
+        assert isinstance(event.payload_obj, TextPayload)
+        assert event.payload_obj.text == "hello bob"
+        own = app.query_one(MessageLog).own_lines[0]
+        await until(pilot, lambda: own.line.state == "stored")
+
+        entry = await bob.send_text("hi alice")
+        await bob.wait_accepted(entry.counter, WAIT)
+        await until(pilot, lambda: "hi alice" in texts(app))
+
+        await bob.stop()
+        await until(pilot, lambda: not any(r.online for r in members.rows if r.index == 1))
+        assert "bob went offline" in texts(app)
+
+
+async def test_history_is_shown_when_the_app_opens_again(group: Group) -> None:
+    bob = group.client(1)
+    async with bob:
+        for text in ("one", "two", "three"):
+            entry = await bob.send_text(text)
+            await bob.wait_accepted(entry.counter, WAIT)
+    first = group.app(group.client(0))
+    async with first.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: texts(first) == ["one", "two", "three"])
+    again = group.app(group.client(0))
+    async with again.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert texts(again) == ["one", "two", "three"]  # from history, before any event
+
+
+async def test_pad_gauge_moves_by_the_sealed_length(group: Group) -> None:
+    app = group.app(group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        gauge = app.query_one(PadGauge)
+        before = gauge.pad
+        assert before is not None
+        await pilot.press(*"exactly this", "enter")
+        await until(pilot, lambda: gauge.pad != before)
+        assert gauge.pad is not None
+        usage = group.members[0].usage().me
+        assert gauge.pad.bytes_left == usage.bytes_left == before.bytes_left - (5 + 12)
+        assert gauge.pad.msgs_left == usage.keys_left == before.msgs_left - 1
+
+
+async def test_exhaustion_disables_input(tiny_group: Group) -> None:
+    app = tiny_group.app(tiny_group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        chat_input = app.query_one(ChatInput)
+        for i in range(3):
+            assert not chat_input.disabled
+            await pilot.press(*f"m{i}", "enter")
+            await until(pilot, lambda i=i: i in app.query_one(MessageLog).own_lines)
+        await until(pilot, lambda: chat_input.disabled)
+        assert tiny_group.members[0].usage().me.keys_left == 0
+
+
+async def test_file_round_trip_both_ways(group: Group, tmp_path: Path) -> None:
+    data = os.urandom(150_000)  # three chunks of 64 KiB
+    source = tmp_path / "plan.bin"
+    source.write_bytes(data)
+    app = group.app(group.client(0))
+    bob = group.client(1)
+    async with app.run_test(size=SIZE) as pilot:
+        await bob.start()
+        # alice -> bob: /file, confirm, and bob's client reassembles the parts
+        app.query_one(ChatInput).load_text(f"/file {source}")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        assembly: FileAssembly | None = None
+        got: bytes | None = None
+        async with asyncio.timeout(WAIT):
+            while got is None:
+                event = await bob.events.get()
+                if not isinstance(event, MessageReceived):
+                    continue
+                part = event.payload_obj
+                assert isinstance(part, FileHeader | FileChunk)
+                assembly = assembly or FileAssembly(part.transfer_id)
+                got = assembly.add(part)
+        assert got == data
+        # The sender's progress: parts stored at the relay (ACCEPTED), 0 to 4 of 4.
+        await until(pilot, lambda: any(d == t == 4 for k, d, t in sent_progress(app)))
+        out = sent_progress(app)
+        assert [done for _, done, _ in out] == list(range(5))
+
+        # bob -> alice: the app shows progress and saves the file to downloads
+        header, chunks = split_file(data, 50_000, transfer_id=b"B" * 8, sent_at=1, name="b.bin")
+        counters = [(await bob.send(header.encode())).counter]
+        for chunk in chunks:
+            counters.append((await bob.send(chunk.encode())).counter)
+        saved = group.home / "downloads" / "b.bin"
+        await until(pilot, lambda: saved.exists())
+        assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(data).digest()
+        key = f"in-1-{(b'B' * 8).hex()}"
+        progress = [done for k, done, _ in app.transfer_log if k == key]
+        assert progress == [0, 50_000, 100_000, 150_000]
+        await bob.stop()
+
+
+def sent_progress(app: ChatApp) -> list[tuple[str, int, int]]:
+    return [entry for entry in app.transfer_log if entry[0].startswith("out-")]
