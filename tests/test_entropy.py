@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.entropy import HealthTests, MixedRandom, apt_cutoff, rct_cutoff
+from ghostline.entropy import HealthTestFailure, HealthTests, MixedRandom, apt_cutoff, rct_cutoff
 from ghostline.errors import EntropyError, UsageError
 from ghostline.kit import Kit, create_kit_set
 
@@ -255,3 +255,12 @@ def test_a_file_source_shorter_than_needed_is_a_clear_error(tmp_path: Path) -> N
 def test_a_missing_source_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot open entropy source"):
         MixedRandom([tmp_path / "nope"])
+
+
+def test_when_both_tests_fail_in_one_chunk_the_earlier_failure_is_reported() -> None:
+    # The biased window trips APT at byte 180; a stuck run trips RCT later, at 405.
+    data = bytearray(biased_window(0xAA, 10))
+    data[400:406] = b"\x01" * 6
+    with pytest.raises(HealthTestFailure) as caught:
+        HealthTests("s", 8).check(bytes(data))
+    assert (caught.value.test, caught.value.position) == ("adaptive proportion", 180)

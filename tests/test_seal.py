@@ -361,3 +361,17 @@ def test_xor_bytes_keeps_leading_and_trailing_zero_bytes(size: int) -> None:
 def test_xor_bytes_refuses_unequal_lengths() -> None:
     with pytest.raises(ValueError):
         xor_bytes(b"ab", b"a")
+
+
+@pytest.mark.parametrize("size", [1, 64, 2047, 2048, 2049, 5000])
+def test_both_sealing_code_paths_give_the_bytes_section_4_defines(
+    groups: dict[int, list[Kit]], size: int
+) -> None:
+    kit = groups[4][2]
+    plaintext = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    header = Envelope(1, 1, kit.pad_id, 2, 4, 9, 33, size).pack()
+    ciphertext = naive_xor(plaintext, kit.key_stream(2, 33, size))
+    tags = b"".join(
+        Poly1305.generate_tag(kit.outbound_key(r, 9), header + ciphertext) for r in (0, 1, 3)
+    )
+    assert seal_with_kit(kit, 9, 33, plaintext) == header + ciphertext + tags

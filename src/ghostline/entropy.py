@@ -75,12 +75,30 @@ def _check_rate(entropy_rate: float) -> None:
         raise UsageError(f"entropy rate {entropy_rate} must be above 0 and at most 8 bits/byte")
 
 
+class HealthTestFailure(EntropyError):
+    """A raw randomness source failed an SP 800-90B health test; no kit was written."""
+
+    hint = (
+        "The source looks stuck or biased. Check the device, or assert a lower "
+        "--entropy-rate only if you have measured it."
+    )
+
+    def __init__(self, test: str, source: str, position: int, detail: str) -> None:
+        super().__init__(
+            f"{source} failed the SP 800-90B {test} test at byte {position}: {detail}; "
+            "no kit was written"
+        )
+        self.test = test  # "repetition count" or "adaptive proportion"
+        self.source = source
+        self.position = position
+
+
 class HealthTests:
     """SP 800-90B 4.4 continuous health tests (RCT and APT) over one byte stream.
 
     Feed every byte of the source, in order, through `check(chunk)` before using it.
-    It raises EntropyError at the first failure, naming the test, the source and the
-    byte position (0-based, counted from the start of the stream).
+    It raises HealthTestFailure (an EntropyError) at the first failure, naming the test,
+    the source and the byte position (0-based, from the start of the stream).
     """
 
     def __init__(self, source: str, entropy_rate: float = DEFAULT_ENTROPY_RATE) -> None:
@@ -101,17 +119,18 @@ class HealthTests:
         samples = np.frombuffer(chunk, dtype=np.uint8)
         if samples.size == 0:
             return
-        self._repetition_count(samples)
-        self._adaptive_proportion(samples)
+        failures = []
+        for test in (self._repetition_count, self._adaptive_proportion):
+            try:
+                test(samples)
+            except HealthTestFailure as failure:
+                failures.append(failure)
+        if failures:  # both may fail in one chunk: report the first failing byte
+            raise min(failures, key=lambda failure: failure.position)
         self.position += samples.size
 
     def _fail(self, test: str, at: int, detail: str) -> None:
-        raise EntropyError(
-            f"{self.source} failed the SP 800-90B {test} test at byte {at}: {detail}; "
-            "no kit was written",
-            hint="The source looks stuck or biased. Check the device, or assert a lower "
-            "--entropy-rate only if you have measured it.",
-        )
+        raise HealthTestFailure(test, self.source, at, detail)
 
     def _repetition_count(self, x: np.ndarray) -> None:
         cutoff = self.rct_cutoff

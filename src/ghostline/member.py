@@ -51,6 +51,8 @@ RECOVER_HINT = "Run `ghostline pad recover KIT` to rebuild the state from the ki
 def recover_hint(kit_path: str | os.PathLike[str]) -> str:
     """RECOVER_HINT naming the actual kit file."""
     return RECOVER_HINT.replace("KIT", shlex.quote(str(kit_path)))
+
+
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
 DEFAULT_AVERAGE_SIZE = 64

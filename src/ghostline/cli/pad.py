@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..entropy import DEFAULT_ENTROPY_RATE, MixedRandom
-from ..errors import KitError, UsageError
+from ..errors import KitError, KitExistsError, UsageError
 from ..kit import KIT_SUFFIX, KitLayout, base_offset, create_kit_set, kit_set_random_len
 from ..units import format_size, parse_size
 
@@ -139,7 +139,7 @@ def new(
     paths = [out_dir / f"{name}{KIT_SUFFIX}" for name in names]
     for path in paths:
         if os.path.lexists(path):
-            raise KitError(
+            raise KitExistsError(
                 f"{path} already exists; GhostLine never overwrites a kit",
                 hint="Choose another --out directory, or move the old kits away first.",
             )

@@ -43,17 +43,24 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
-class Appended:
-    """The outcome of storing one `Publish`: its seq, and whether it was already held."""
-
-    seq: int
-    duplicate: bool
-
-
-@dataclass(frozen=True, slots=True)
 class StoredMessage:
     seq: int
     sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome of storing one `Publish`: its seq, and whether it was already held.
+
+    `preceded_by` (cluster only): messages another node stored in the same room just
+    before this one (seqs between the room's previous DELIVER here and `seq`); the hub
+    delivers them, in order, right before this message, so every connection still
+    gets the room in seq order.
+    """
+
+    seq: int
+    duplicate: bool
+    preceded_by: tuple[StoredMessage, ...] = ()
 
 
 class RelayHub(Protocol):

@@ -170,7 +170,7 @@ class RoomHub:
     def _dispatch(
         self, batch: list[tuple[RelayConnection, Publish]], results: list[Appended]
     ) -> None:
-        per_room: dict[bytes, list[tuple[RelayConnection, bytes, bytes | None]]] = {}
+        per_room: dict[bytes, list[tuple[RelayConnection | None, bytes, bytes | None]]] = {}
         for (conn, pub), res in zip(batch, results, strict=True):
             conn.inflight -= 1
             accepted = encode_accepted(res.seq, pub.counter)
@@ -178,6 +178,8 @@ class RoomHub:
             entries = per_room.get(pub.room)
             if entries is None:
                 entries = per_room[pub.room] = []
+            for m in res.preceded_by:  # another node's messages that come first (cluster)
+                entries.append((None, b"", encode_deliver(m.seq, m.sealed)))
             entries.append((conn, accepted, deliver))
             if res.duplicate:
                 log_event(
@@ -186,7 +188,7 @@ class RoomHub:
                 )  # fmt: skip
         for room_id, entries in per_room.items():
             room = self.rooms.get(room_id)
-            publishers = {c for c, _, _ in entries}
+            publishers = {c for c, _, _ in entries if c is not None}
             targets = set(room.relay) if room is not None else set()
             targets |= {c for c in publishers if c.open}
             full: bytes | None = None

@@ -1,0 +1,751 @@
+"""The cluster backend: several relay nodes share their rooms through NATS JetStream.
+
+Layout in NATS (every name starts with `ghostline`):
+
+- Stream `GHOSTLINE`, subjects `ghostline.room.<room hex>`: one stream message per
+  stored relay message, body = the sealed bytes, header `Gl-Seq` = the room's seq.
+  Retention per room: `max_msgs_per_subject` (count, enforced by JetStream) and the
+  age limit (applied by `expire`, which keeps a body-less `Gl-Marker` message in a room
+  it empties, so the room's numbering survives). The stream republishes every stored
+  message to `ghostline.live.<room hex>`: that is how the other nodes fan it out.
+- KV bucket `ghostline-rooms`: room hex -> roster (created once, never changed).
+- Core subjects `ghostline.presence.<node>` (each node's online members, as a full
+  snapshot on every change and every `HEARTBEAT` seconds) and `ghostline.presence-sync`.
+
+Per-room numbering is optimistic concurrency on the room's subject: a node publishes
+`Gl-Seq = head + 1` with `Nats-Expected-Last-Subject-Sequence` = the stream seq of the
+room's last message, so of two nodes racing for the same seq exactly one is stored; the
+loser re-reads the room's last message and tries the next seq. Within one batch a
+room's publishes are chained from the previous acknowledgement.
+
+Duplicates: `Nats-Msg-Id = <room hex>.<sender>.<counter>`; inside the stream's
+duplicate window JetStream answers with the original stream seq, whose `Gl-Seq` is
+returned. Beyond the window a resend is stored again (documented limit).
+
+Order of DELIVERs on a node: a per-room cursor (the highest seq this node's hub has
+fanned out). Republished messages are delivered when they are next in line; a gap
+(a missed republish) is filled from the stream after `GAP_WAIT`. While this node is
+appending to a room, other nodes' messages for it are held and handed to the hub with
+the local results (`Appended.preceded_by`), so no connection ever sees seqs go back.
+
+Presence: a member is online while some node's latest snapshot lists it; a node that
+stops sending (dies, or loses NATS) is forgotten `DEAD_AFTER` seconds after its last
+snapshot, checked every second: its members go offline within DEAD_AFTER + 1 s.
+
+NATS outage: appends fail at once while the connection is down (`StorageUnavailable`,
+the relay answers ERROR 9 and closes; clients reconnect and resend their outbox); the
+client library reconnects forever, and on reconnect the node re-announces its presence
+and re-checks the rooms it serves for messages it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RePublish,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+
+from ..errors import LocalError
+from .backend import Appended, Backend, Publish, RelayHub, RoomLimitReached, Roster, StoredMessage
+from .config import Retention
+from .logfmt import log_event
+
+log = logging.getLogger("ghostline.relay")
+
+STREAM = "GHOSTLINE"
+ROOM_SUBJECT = "ghostline.room."
+LIVE_SUBJECT = "ghostline.live."
+ROOMS_BUCKET = "ghostline-rooms"
+PRESENCE_SUBJECT = "ghostline.presence."
+SYNC_SUBJECT = "ghostline.presence-sync"
+
+H_SEQ = "Gl-Seq"
+H_NODE = "Gl-Node"
+H_MARKER = "Gl-Marker"
+H_EXPECT = "Nats-Expected-Last-Subject-Sequence"
+H_MSG_ID = "Nats-Msg-Id"
+WRONG_LAST_SEQUENCE = 10071  # JetStream err_code
+STREAM_NAME_IN_USE = 10058
+
+HEARTBEAT = 2.0  # seconds between presence snapshots of a node
+DEAD_AFTER = 8.0  # a node not heard from for this long is gone (its members offline)
+GAP_WAIT = 0.1  # seconds a missing seq may take to arrive before it is read from the stream
+MAX_RACES = 1000  # lost optimistic-concurrency races in a row before an append gives up
+
+_U16 = struct.Struct(">H")
+
+
+class StorageUnavailable(LocalError):
+    """The cluster's storage (NATS JetStream) cannot be reached right now: retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    servers: tuple[str, ...]
+    node: str
+    replicas: int = 1  # JetStream replicas of the stream and bucket (3 on a 3-server cluster)
+    duplicate_window: float = 900.0  # seconds during which a resend is recognised
+    request_timeout: float = 5.0
+    tls: Any = None  # ssl.SSLContext for tls:// servers with a private CA
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    seq: int  # the room's newest Gl-Seq (0: none)
+    sseq: int  # the stream seq of the room's last stream message (0: none)
+
+
+@dataclass(slots=True)
+class _Fan:
+    """What this node's hub has delivered of one room, and what waits in line."""
+
+    cursor: int
+    pending: dict[int, bytes] = field(default_factory=dict)
+    filling: bool = False
+
+
+@dataclass(slots=True)
+class _Node:
+    seen: float
+    rooms: dict[bytes, frozenset[int]]
+
+
+def _subject(room: bytes) -> str:
+    return ROOM_SUBJECT + room.hex()
+
+
+class NatsBackend(Backend):
+    def __init__(self, config: ClusterConfig, retention: Retention | None = None) -> None:
+        self.config = config
+        self.node = config.node
+        self.retention = retention or Retention()
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._rooms_kv: KeyValue | None = None
+        self._hub: RelayHub | None = None
+        self._rosters: dict[bytes, Roster] = {}
+        self._heads: dict[bytes, _Head] = {}  # this node's last known head per room
+        self._fans: dict[bytes, _Fan] = {}
+        self._busy: set[bytes] = set()  # rooms this node is appending to right now
+        self._local: dict[bytes, set[int]] = {}  # members online through this node
+        self._nodes: dict[str, _Node] = {}  # other nodes' presence snapshots
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._snapshot_due = False
+        self._closing = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def open(self, hub: RelayHub) -> None:
+        self._hub = hub
+        try:
+            nc = await nats.connect(
+                servers=list(self.config.servers),
+                name=f"ghostline-relay {self.node}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                allow_reconnect=True,
+                tls=self.config.tls,
+                disconnected_cb=self._disconnected,
+                reconnected_cb=self._reconnected,
+                error_cb=self._error,
+                closed_cb=self._closed,
+            )
+        except Exception as err:
+            raise StorageUnavailable(f"cannot reach NATS at {','.join(self.config.servers)}: {err}") from err
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self.config.request_timeout)
+        await self._ensure_stream()
+        self._rooms_kv = await self._js.create_key_value(
+            KeyValueConfig(
+                bucket=ROOMS_BUCKET,
+                history=1,
+                storage=StorageType.FILE,
+                replicas=self.config.replicas,
+            )
+        )
+        big = {"pending_msgs_limit": 1_000_000, "pending_bytes_limit": 1 << 30}
+        await nc.subscribe(LIVE_SUBJECT + "*", cb=self._on_live, **big)
+        await nc.subscribe(PRESENCE_SUBJECT + "*", cb=self._on_presence, **big)
+        await nc.subscribe(SYNC_SUBJECT, cb=self._on_sync)
+        await nc.publish(SYNC_SUBJECT, self.node.encode())
+        self._spawn(self._heartbeat())
+        log_event(log, "cluster_open", node=self.node, servers=",".join(self.config.servers))
+
+    async def _ensure_stream(self) -> None:
+        assert self._js is not None
+        config = StreamConfig(
+            name=STREAM,
+            subjects=[ROOM_SUBJECT + "*"],
+            storage=StorageType.FILE,
+            num_replicas=self.config.replicas,
+            max_msgs_per_subject=self.retention.max_messages,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=self.config.duplicate_window,
+            allow_direct=True,
+            republish=RePublish(src=ROOM_SUBJECT + "*", dest=LIVE_SUBJECT + "{{wildcard(1)}}"),
+        )
+        try:
+            await self._js.add_stream(config)
+        except BadRequestError as err:
+            if err.err_code != STREAM_NAME_IN_USE:
+                raise
+            await self._js.update_stream(config)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        nc = self._nc
+        if nc is not None and nc.is_connected:
+            with contextlib.suppress(Exception):
+                await nc.publish(PRESENCE_SUBJECT + self.node, b"")  # goodbye: nobody here
+                await nc.flush(1)
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        self._nc = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _connected(self) -> tuple[NatsClient, JetStreamContext]:
+        nc, js = self._nc, self._js
+        if nc is None or js is None or not nc.is_connected:
+            raise StorageUnavailable("storage unavailable (NATS unreachable), retry later")
+        return nc, js
+
+    # --- NATS connection events --------------------------------------------------------
+
+    async def _disconnected(self) -> None:
+        if not self._closing:
+            log_event(log, "nats_disconnected", level=logging.WARNING, node=self.node)
+
+    async def _reconnected(self) -> None:
+        log_event(log, "nats_reconnected", node=self.node)
+        self._heads.clear()  # appends may have landed that we never saw acknowledged
+        now = time.monotonic()
+        for other in self._nodes.values():
+            other.seen = now  # nobody could send while we could not hear: start afresh
+        self._schedule_snapshot()
+        with contextlib.suppress(Exception):
+            if self._nc is not None:
+                await self._nc.publish(SYNC_SUBJECT, self.node.encode())
+        for room in list(self._local):
+            self._spawn(self._catch_up(room))
+
+    async def _error(self, err: Exception) -> None:
+        log_event(log, "nats_error", level=logging.WARNING, node=self.node, error=repr(err))
+        if "slow consumer" in str(err).lower():
+            for room in list(self._local):
+                self._spawn(self._catch_up(room))
+
+    async def _closed(self) -> None:
+        if not self._closing:
+            log_event(log, "nats_closed", level=logging.ERROR, node=self.node)
+
+    # --- rosters -----------------------------------------------------------------------
+
+    async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
+        bound = self._rosters.get(room)
+        if bound is not None:
+            return bound
+        _, js = self._connected()
+        kv = self._rooms_kv
+        assert kv is not None
+        key = room.hex()
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            info = await js.stream_info(f"KV_{ROOMS_BUCKET}")
+            if info.state.messages >= max_rooms:
+                raise RoomLimitReached() from None
+            try:
+                await kv.create(key, b"".join(roster))
+                bound = roster
+            except KeyWrongLastSequenceError:  # another node registered it first
+                entry = await kv.get(key)
+                bound = _split_roster(entry.value or b"")
+        else:
+            bound = _split_roster(entry.value or b"")
+        self._rosters[room] = bound
+        return bound
+
+    # --- appending ---------------------------------------------------------------------
+
+    async def append(self, batch: Sequence[Publish]) -> list[Appended]:
+        self._connected()
+        by_room: dict[bytes, list[int]] = {}
+        for i, p in enumerate(batch):
+            by_room.setdefault(p.room, []).append(i)
+        results: list[Appended | None] = [None] * len(batch)
+        self._busy.update(by_room)
+        try:
+            outcomes = await asyncio.gather(
+                *(self._append_room(room, [batch[i] for i in idx]) for room, idx in by_room.items()),
+                return_exceptions=True,
+            )
+            failure: BaseException | None = None
+            for (room, idx), outcome in zip(by_room.items(), outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    self._heads.pop(room, None)
+                    failure = failure or outcome
+                    continue
+                for i, res in zip(idx, outcome, strict=True):
+                    results[i] = res
+            if failure is not None:
+                raise failure
+            for room, idx in by_room.items():
+                await self._interleave(room, idx, results)
+        finally:
+            self._busy.difference_update(by_room)
+            loop = asyncio.get_running_loop()
+            for room in by_room:
+                # after the hub's dispatch of this batch (it runs right after we return)
+                loop.call_soon(self._drain, room)
+        return [r for r in results if r is not None]
+
+    async def _append_room(self, room: bytes, items: list[Publish]) -> list[Appended]:
+        _, js = self._connected()
+        subject = _subject(room)
+        head = self._heads.get(room)
+        if head is None:
+            head = await self._fetch_head(room)
+        out: list[Appended] = []
+        seen: dict[tuple[int, int], int] = {}
+        for p in items:
+            key = (p.sender, p.counter)
+            if key in seen:
+                out.append(Appended(seen[key], True))
+                continue
+            msg_id = f"{room.hex()}.{p.sender}.{p.counter}"
+            for _ in range(MAX_RACES):
+                headers = {
+                    H_SEQ: str(head.seq + 1),
+                    H_NODE: self.node,
+                    H_MSG_ID: msg_id,
+                    H_EXPECT: str(head.sseq),
+                }
+                try:
+                    ack = await js.publish(subject, p.sealed, stream=STREAM, headers=headers)
+                except APIError as err:
+                    if err.err_code != WRONG_LAST_SEQUENCE:
+                        raise
+                    head = await self._fetch_head(room)  # another node appended first
+                    continue
+                if ack.duplicate:
+                    seq = await self._seq_at(ack.seq, head.seq)
+                    out.append(Appended(seq, True))
+                else:
+                    head = _Head(head.seq + 1, ack.seq)
+                    self._heads[room] = head
+                    seq = head.seq
+                    out.append(Appended(seq, False))
+                seen[key] = seq
+                break
+            else:
+                raise StorageUnavailable("the room is too contended, retry later")
+        return out
+
+    async def _interleave(self, room: bytes, idx: list[int], results: list[Appended | None]) -> None:
+        """Attach to each new local message the other nodes' messages that precede it."""
+        fan = self._fans[room]  # _fetch_head started tracking the room
+        for i in idx:
+            res = results[i]
+            assert res is not None
+            if res.duplicate or res.seq <= fan.cursor:
+                continue
+            before: list[StoredMessage] = []
+            if res.seq > fan.cursor + 1:
+                before = await self._between(room, fan, res.seq)
+            fan.cursor = res.seq
+            fan.pending.pop(res.seq, None)
+            if before:
+                results[i] = Appended(res.seq, False, tuple(before))
+
+    async def _between(self, room: bytes, fan: _Fan, upto: int) -> list[StoredMessage]:
+        """Messages cursor+1 .. upto-1 of `room`, from what arrived or else the stream."""
+        want = range(fan.cursor + 1, upto)
+        if any(s not in fan.pending for s in want):
+            after = fan.cursor
+            while after < upto - 1:
+                page = await self.read_after(room, after, limit=min(256, upto - 1 - after))
+                if not page:
+                    break
+                for m in page:
+                    if m.seq < upto:
+                        fan.pending.setdefault(m.seq, m.sealed)
+                after = page[-1].seq
+        out = [StoredMessage(s, fan.pending.pop(s)) for s in want if s in fan.pending]
+        return out
+
+    async def _seq_at(self, sseq: int, fallback: int) -> int:
+        _, js = self._connected()
+        try:
+            msg = await js.get_msg(STREAM, seq=sseq, direct=True)
+        except NotFoundError:  # removed by retention since: the original is gone
+            return fallback
+        return int((msg.headers or {}).get(H_SEQ, fallback))
+
+    async def _fetch_head(self, room: bytes) -> _Head:
+        _, js = self._connected()
+        try:
+            msg = await js.get_last_msg(STREAM, _subject(room), direct=True)
+        except NotFoundError:
+            head = _Head(0, 0)
+        else:
+            head = _Head(int((msg.headers or {}).get(H_SEQ, 0)), msg.seq or 0)
+        self._heads[room] = head
+        if room not in self._fans:
+            self._fans[room] = _Fan(head.seq)
+        return head
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def head(self, room: bytes) -> int:
+        return (await self._fetch_head(room)).seq
+
+    async def read_after(
+        self, room: bytes, after: int, *, limit: int = 256, max_bytes: int = 4 * 2**20
+    ) -> list[StoredMessage]:
+        _, js = self._connected()
+        subject = _subject(room)
+        try:
+            last = await js.get_last_msg(STREAM, subject, direct=True)
+        except NotFoundError:
+            return []
+        last_seq = int((last.headers or {}).get(H_SEQ, 0))
+        if last_seq <= after or last.seq is None:
+            return []
+        start = await self._locate(subject, after, last.seq)
+        out: list[StoredMessage] = []
+        total = 0
+        while len(out) < limit and total < max_bytes:
+            msgs = await self._batch(subject, start, limit - len(out) + 1, max_bytes - total)
+            if not msgs:
+                break
+            for sseq, headers, data in msgs:
+                start = sseq + 1
+                seq = int(headers.get(H_SEQ, 0))
+                if headers.get(H_MARKER) or seq <= after:
+                    continue
+                out.append(StoredMessage(seq, data))
+                total += len(data)
+                if len(out) >= limit or total >= max_bytes:
+                    break
+            if start > last.seq:
+                break
+        return out
+
+    async def _locate(self, subject: str, after: int, last_sseq: int) -> int:
+        """The stream seq of the room's first message with Gl-Seq > after (binary search:
+        a room's Gl-Seq only grows with the stream seq)."""
+        first = await self._next(subject, 1)
+        if first is None or first[1] > after:
+            return first[0] if first is not None else last_sseq
+        lo, hi, found = first[0], last_sseq, last_sseq
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            probe = await self._next(subject, mid)
+            if probe is None:
+                break
+            if probe[1] > after:
+                hi = mid
+                found = probe[0]
+            else:
+                lo = max(mid, probe[0])
+        return found
+
+    async def _next(self, subject: str, sseq: int) -> tuple[int, int] | None:
+        """(stream seq, Gl-Seq) of the room's first stream message at or after `sseq`."""
+        _, js = self._connected()
+        try:
+            msg = await js.get_msg(STREAM, seq=sseq, subject=subject, next=True, direct=True)
+        except NotFoundError:
+            return None
+        return msg.seq or 0, int((msg.headers or {}).get(H_SEQ, 0))
+
+    async def _batch(
+        self, subject: str, start: int, count: int, max_bytes: int
+    ) -> list[tuple[int, dict[str, str], bytes]]:
+        """Up to `count` stream messages of `subject` from stream seq `start` (one
+        JetStream direct-get batch request)."""
+        nc, _ = self._connected()
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        request = {"seq": start, "next_by_subj": subject, "batch": count, "max_bytes": max_bytes}
+        out: list[tuple[int, dict[str, str], bytes]] = []
+        try:
+            await nc.publish(
+                f"$JS.API.DIRECT.GET.{STREAM}", json.dumps(request).encode(), reply=inbox
+            )
+            while True:
+                msg = await sub.next_msg(self.config.request_timeout)
+                headers = {str(k): v for k, v in (msg.headers or {}).items()}
+                status = headers.get("Status")
+                if status is not None and not msg.data:
+                    if status in ("204", "404"):
+                        break
+                    raise StorageUnavailable(f"JetStream direct get failed: status {status}")
+                out.append((int(headers["Nats-Sequence"]), headers, msg.data))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return out
+
+    # --- live fan-out from other nodes ---------------------------------------------------
+
+    async def _on_live(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        if headers.get(H_MARKER) or H_SEQ not in headers:
+            return
+        room = bytes.fromhex(msg.subject[len(LIVE_SUBJECT) :])
+        seq = int(headers[H_SEQ])
+        fan = self._fans.get(room)
+        if fan is None:
+            fan = self._fans[room] = _Fan(seq - 1)
+        if seq <= fan.cursor:
+            return  # ours (already dispatched by the hub) or delivered before
+        fan.pending[seq] = msg.data
+        if room not in self._busy:
+            self._drain(room)
+
+    def _drain(self, room: bytes) -> None:
+        """Hand the hub every message that is next in line; schedule a fill on a gap."""
+        fan = self._fans.get(room)
+        if fan is None or room in self._busy:
+            return
+        ready: list[StoredMessage] = []
+        while fan.cursor + 1 in fan.pending:
+            fan.cursor += 1
+            ready.append(StoredMessage(fan.cursor, fan.pending.pop(fan.cursor)))
+        for seq in [s for s in fan.pending if s <= fan.cursor]:
+            del fan.pending[seq]
+        if ready and self._hub is not None:
+            self._hub.on_remote_messages(room, ready)
+        if fan.pending and not fan.filling:
+            fan.filling = True
+            self._spawn(self._fill(room, fan))
+
+    async def _fill(self, room: bytes, fan: _Fan) -> None:
+        try:
+            await asyncio.sleep(GAP_WAIT)
+            while fan.pending and room not in self._busy and not self._closing:
+                upto = min(fan.pending)
+                if upto <= fan.cursor + 1:
+                    break
+                page = await self.read_after(room, fan.cursor, limit=min(256, upto - fan.cursor))
+                for m in page:
+                    if m.seq > fan.cursor:
+                        fan.pending.setdefault(m.seq, m.sealed)
+                if not page or page[0].seq > fan.cursor + 1:
+                    # retention removed them: skip ahead to what is stored
+                    fan.cursor = (page[0].seq if page else upto) - 1
+                if room in self._busy:
+                    break
+                fan.filling = False
+                self._drain(room)
+                return
+        except Exception as err:
+            log_event(log, "cluster_fill_failed", level=logging.WARNING, room=room.hex(), error=repr(err))
+        finally:
+            fan.filling = False
+
+    async def _catch_up(self, room: bytes) -> None:
+        """After a reconnect: deliver what this node missed of `room` meanwhile."""
+        try:
+            fan = self._fans.get(room)
+            if fan is None:
+                return
+            head = await self._fetch_head(room)
+            if head.seq > fan.cursor and room not in self._busy:
+                page = await self.read_after(room, fan.cursor)
+                for m in page:
+                    if m.seq > fan.cursor:
+                        fan.pending.setdefault(m.seq, m.sealed)
+                if page and page[0].seq > fan.cursor + 1:
+                    fan.cursor = page[0].seq - 1
+                self._drain(room)
+        except Exception as err:
+            log_event(log, "cluster_catch_up_failed", level=logging.WARNING, room=room.hex(), error=repr(err))
+
+    # --- retention by age ----------------------------------------------------------------
+
+    async def expire(self, now: float) -> int:
+        if self._nc is None or not self._nc.is_connected:
+            return 0
+        nc, js = self._connected()
+        cutoff = now - self.retention.max_age
+        info = await js.stream_info(STREAM, subjects_filter=ROOM_SUBJECT + "*")
+        removed = 0
+        for subject in (info.state.subjects or {}):
+            first = await js.get_msg(STREAM, seq=1, subject=subject, next=True, direct=True)
+            if _stamp(first) >= cutoff:
+                continue
+            last = await js.get_last_msg(STREAM, subject, direct=True)
+            headers = last.headers or {}
+            if _stamp(last) < cutoff:
+                if headers.get(H_MARKER) and first.seq == last.seq:
+                    continue
+                # Everything is old: leave a marker holding the head, so numbering goes on.
+                try:
+                    ack = await js.publish(
+                        subject, b"", stream=STREAM,
+                        headers={H_SEQ: headers.get(H_SEQ, "0"), H_MARKER: "1",
+                                 H_NODE: self.node, H_EXPECT: str(last.seq)},
+                    )  # fmt: skip
+                except APIError:
+                    continue  # someone appended meanwhile: next round
+                keep_from = ack.seq
+            else:
+                lo, hi = first.seq or 1, last.seq or 1  # time(lo) < cutoff <= time(hi)
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    probe = await js.get_msg(STREAM, seq=mid, subject=subject, next=True, direct=True)
+                    if _stamp(probe) >= cutoff:
+                        hi = probe.seq or hi if (probe.seq or hi) <= hi else hi
+                        hi = min(hi, probe.seq or hi)
+                    else:
+                        lo = max(mid, probe.seq or mid)
+                keep_from = hi
+            reply = await nc.request(
+                f"$JS.API.STREAM.PURGE.{STREAM}",
+                json.dumps({"filter": subject, "seq": keep_from}).encode(),
+                timeout=self.config.request_timeout,
+            )
+            removed += int(json.loads(reply.data).get("purged", 0))
+        return removed
+
+    # --- presence ----------------------------------------------------------------------
+
+    async def set_presence(self, room: bytes, member: int, online: bool) -> None:
+        members = self._local.get(room)
+        if online:
+            if members is None:
+                members = self._local[room] = set()
+            members.add(member)
+        elif members is not None:
+            members.discard(member)
+            if not members:
+                del self._local[room]
+        self._schedule_snapshot()
+
+    def _schedule_snapshot(self) -> None:
+        if not self._snapshot_due:
+            self._snapshot_due = True
+            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._send_snapshot()))
+
+    async def _send_snapshot(self) -> None:
+        self._snapshot_due = False
+        nc = self._nc
+        if nc is None or not nc.is_connected or self._closing:
+            return
+        parts = []
+        for room, members in self._local.items():
+            parts.append(room + _U16.pack(len(members)))
+            parts.extend(_U16.pack(m) for m in sorted(members))
+        with contextlib.suppress(Exception):
+            await nc.publish(PRESENCE_SUBJECT + self.node, b"\x01" + b"".join(parts))
+
+    async def _on_sync(self, msg: Msg) -> None:
+        if msg.data.decode(errors="replace") != self.node:
+            self._schedule_snapshot()
+
+    async def _on_presence(self, msg: Msg) -> None:
+        node = msg.subject[len(PRESENCE_SUBJECT) :]
+        if node == self.node:
+            return
+        rooms = _parse_snapshot(msg.data)
+        before = self._nodes.get(node)
+        if rooms is None:  # goodbye
+            self._nodes.pop(node, None)
+        else:
+            self._nodes[node] = _Node(time.monotonic(), rooms)
+        old = before.rooms if before is not None else {}
+        new = rooms or {}
+        changed = {r for r in old.keys() | new.keys() if old.get(r) != new.get(r)}
+        self._announce(changed)
+
+    def _announce(self, rooms: set[bytes]) -> None:
+        if self._hub is None:
+            return
+        for room in rooms:
+            online: set[int] = set()
+            for other in self._nodes.values():
+                online |= other.rooms.get(room, frozenset())
+            self._hub.on_presence(room, frozenset(online))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            nc = self._nc
+            if nc is None or not nc.is_connected:
+                continue
+            now = time.monotonic()
+            dead = [n for n, s in self._nodes.items() if now - s.seen > DEAD_AFTER]
+            for name in dead:
+                gone = self._nodes.pop(name)
+                log_event(log, "cluster_node_gone", level=logging.WARNING, node=name)
+                self._announce(set(gone.rooms))
+            if int(now) % int(HEARTBEAT) == 0:
+                self._schedule_snapshot()
+
+
+def _split_roster(blob: bytes) -> Roster:
+    return tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
+
+
+def _parse_snapshot(data: bytes) -> dict[bytes, frozenset[int]] | None:
+    if not data:
+        return None
+    rooms: dict[bytes, frozenset[int]] = {}
+    pos = 1
+    while pos + 18 <= len(data):
+        room = data[pos : pos + 16]
+        (count,) = _U16.unpack_from(data, pos + 16)
+        pos += 18
+        members = [_U16.unpack_from(data, pos + 2 * i)[0] for i in range(count)]
+        pos += 2 * count
+        if members:
+            rooms[room] = frozenset(members)
+    return rooms
+
+
+def _stamp(msg: Any) -> float:
+    """The store time of a directly fetched stream message, as a POSIX time."""
+    text = (msg.headers or {}).get("Nats-Time-Stamp", "")
+    if not text:
+        return 0.0
+    head, _, frac = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
