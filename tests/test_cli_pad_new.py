@@ -259,7 +259,8 @@ def test_sizes_print_in_binary_units() -> None:
     ]
 
 
-def test_ctrl_c_during_generation_leaves_no_kit_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delay", [0.0, 0.3])
+def test_ctrl_c_during_generation_leaves_no_kit_behind(tmp_path: Path, delay: float) -> None:
     out = tmp_path / "kits"
     proc = subprocess.Popen(
         [str(GHOSTLINE), "pad", "new", "--members", "a,b,c", "--size", "1GiB", "--out", str(out)],
@@ -272,6 +273,7 @@ def test_ctrl_c_during_generation_leaves_no_kit_behind(tmp_path: Path) -> None:
         while not (out.exists() and any(out.iterdir())):  # generation has begun
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
+        time.sleep(delay)  # 0: while the files are being opened; 0.3: while writing
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -368,3 +369,44 @@ def test_a_kit_whose_signing_key_does_not_match_its_verify_key_is_refused(
     edit_header(kit_path, swap)
     with pytest.raises(KitError, match="signing key does not match"):
         Kit.open(kit_path)
+
+
+def test_a_kit_appears_under_its_name_only_when_complete(tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def watching(k: int) -> bytes:
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        return os.urandom(k)
+
+    create_kit_set(
+        tmp_path, ["a", "b"], slice_len=100, auth_keys=2, group="", random_bytes=watching,
+        entropy="", chunk_size=64,
+    )  # fmt: skip
+    for names in seen:
+        assert len(names) == 2
+        assert all(re.fullmatch(r"\.[ab]\.ghostkit\.partial-[0-9a-f]{16}", n) for n in names)
+    assert kit_names(tmp_path) == ["a.ghostkit", "b.ghostkit"]
+
+
+def test_kits_are_copied_into_place_where_hard_links_are_not_supported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(kit_module.os, "link", no_links)
+    paths = create_kit_set(
+        tmp_path, NAMES, slice_len=3000, auth_keys=7, group="", random_bytes=os.urandom,
+        entropy="", chunk_size=1000,
+    )  # fmt: skip
+    assert kit_names(tmp_path) == [p.name for p in paths]
+    kits = [Kit.open(p, writable=False) for p in paths]
+    assert kits[0].outbound_key(2, 6) == kits[2].inbound_key(0, 6)
+    assert kits[1].key_stream(0, 0, 3000) == kits[2].key_stream(0, 0, 3000)
+    assert stat.S_IMODE(paths[0].stat().st_mode) == 0o600
+    for k in kits:
+        k.close()
+
+
+def kit_names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -400,3 +401,34 @@ def test_recovery_skips_past_everything_used_and_sealing_works_after_it(tmp_path
     with Member.open(kits[1]) as b:
         got = b.receive(20, new.sealed)
         assert got is not None and got.payload == b"after recovery"
+
+
+def test_processes_opening_a_new_member_at_once_all_get_the_same_complete_database(
+    tmp_path: Path,
+) -> None:
+    kit = make_kits(tmp_path)[0]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    start_together = (
+        "import sys, time; from ghostline.member import Member; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "m = Member.open(sys.argv[1]); print(m.store.path); m.close()"
+    )
+    at = str(time.time() + 1.5)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", start_together, str(kit), at],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
+    with Member.open(kit) as member:
+        assert member.seal(b"works").counter == 0
+    with Kit.open(kit, writable=False) as opened:
+        state_dir = default_state_path(opened.header).parent
+    assert not [p.name for p in state_dir.iterdir() if p.name.endswith(".new")]

@@ -282,6 +282,7 @@ class Client:
         ping_interval: float = 20.0,
         presence: bool = True,
         receive: bool = True,
+        receive_limit: int | None = None,
         backoff_base: float = 0.25,
         backoff_cap: float = 5.0,
         connect_timeout: float = 10.0,
@@ -297,6 +298,10 @@ class Client:
         self.ping_interval = ping_interval
         self.follow_presence = presence
         self.receive = receive
+        # After this many opened messages, later DELIVERs are left unprocessed (cursor
+        # unmoved) so that `listen --count N` never consumes a message it will not show.
+        self.receive_limit = receive_limit
+        self._received_count = 0
         self.connect_timeout = connect_timeout
         self.clock = clock
         self.events: asyncio.Queue[Event] = asyncio.Queue()
@@ -555,6 +560,8 @@ class Client:
         member = self.member
         if seq <= member.relay_cursor:
             return  # already processed in an earlier connection
+        if self.receive_limit is not None and self._received_count >= self.receive_limit:
+            return
         # receive() commits the message and the cursor (also for a rejected frame or our
         # own echoed message) before we report anything.
         try:
@@ -568,6 +575,7 @@ class Client:
             obj: payload_mod.Payload | None = payload_mod.decode(received.payload)
         except PayloadError:
             obj = None
+        self._received_count += 1
         self._emit(MessageReceived(received, obj))
 
     def _on_accepted(self, counter: int, seq: int) -> None:

@@ -13,6 +13,7 @@ copying the whole file and erasing writes zeros in place.
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -432,9 +433,11 @@ def create_kit_set(
     kits, pair s -> r as outbound in s's kit and inbound in r's kit. Memory use is a
     few chunks, whatever the size of the kit set.
 
-    Files are created with O_EXCL and mode 0600 and fsynced, then the directory is. If
-    any file already exists nothing is overwritten; on any failure (a health test, a
-    full disk, Ctrl-C) every file this call created is removed.
+    Each kit is written with mode 0600 under a hidden temporary name (O_EXCL), fsynced,
+    and only then linked to its real name, which never replaces an existing file; then
+    the directory is fsynced. If any kit file already exists nothing is overwritten
+    (KitExistsError); on any failure (a health test, a full disk, Ctrl-C) every file
+    this call created is removed.
     `progress(k)` is called with the number of random bytes just consumed.
     """
     n = len(names)
@@ -471,18 +474,20 @@ def create_kit_set(
     header_json = [h.to_json_bytes() for h in headers]
     layouts = [KitLayout.for_header(h, len(j)) for h, j in zip(headers, header_json, strict=True)]
 
+    # Each kit is written under a hidden temporary name and appears under its real name
+    # only once complete and durable (hard link, which never replaces a file), so a kit
+    # file that exists is never half-written, even after a crash or a power cut.
+    tmps = [out / f".{path.name}.partial-{os.urandom(8).hex()}" for path in paths]
     fds: list[int] = []
-    made: list[Path] = []
+    opened: list[Path] = []
+    published: list[Path] = []
     writer: _Writer | None = None
     try:
-        for path in paths:
-            try:
-                fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except FileExistsError:
-                raise KitExistsError(
-                    f"{path} already exists; GhostLine never overwrites a kit"
-                ) from None
-            made.append(path)
+        for tmp in tmps:
+            # Recorded before the open so that an interrupt right after it still removes
+            # the file; the name is random, so removing it can never harm another file.
+            opened.append(tmp)
+            fds.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         for fd, raw, layout in zip(fds, header_json, layouts, strict=True):
             os.ftruncate(fd, layout.file_len)  # the gap up to `base` reads as zeros
             _pwrite_all(fd, encode_prefix(raw), 0)
@@ -503,6 +508,10 @@ def create_kit_set(
         writer = None
         for fd in fds:
             os.fsync(fd)
+        for tmp, path in zip(tmps, paths, strict=True):
+            _publish(tmp, path)
+            published.append(path)
+            tmp.unlink()
         _fsync_dir(out)
     except BaseException:
         try:
@@ -512,13 +521,50 @@ def create_kit_set(
             for fd in fds:
                 os.close(fd)
             fds.clear()
-            for path in made:
-                path.unlink(missing_ok=True)
+            for tmp, path in zip(tmps, paths, strict=True):
+                if path in published or _same_file(tmp, path):
+                    path.unlink(missing_ok=True)
+            for tmp in opened:
+                tmp.unlink(missing_ok=True)
         raise
     finally:
         for fd in fds:
             os.close(fd)
     return paths
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give the finished kit `tmp` its real name `path`, never replacing a file there."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise KitExistsError(f"{path} already exists; GhostLine never overwrites a kit") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+    # No hard links here (FAT and exFAT USB sticks): copy into a new O_EXCL file instead.
+    try:
+        dst = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KitExistsError(f"{path} already exists; GhostLine never overwrites a kit") from None
+    try:
+        with open(tmp, "rb") as src:
+            while block := src.read(CHUNK):
+                _pwrite_all(dst, block, src.tell() - len(block))
+        os.fsync(dst)
+    except BaseException:
+        os.close(dst)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(dst)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _regions(

@@ -197,7 +197,12 @@ class Member:
                         f"{erased}: it was used before, and sending now could reuse pad",
                         hint=recover_hint(kit_path),
                     )
-                store = Store.create(path, binding)
+                try:
+                    store = Store.create(path, binding)
+                except StateError:
+                    if not path.exists():
+                        raise
+                    store = Store.open(path, binding)  # another process created it first
             try:
                 member = cls(kit, store)
                 member._check_and_sweep()

@@ -187,42 +187,64 @@ class Store:
         next_offset: int = 0,
         origin: str = "new",
     ) -> Store:
-        """Make a new database at `path` (which must not exist), mode 0600."""
+        """Make a new database at `path` (which must not exist), mode 0600.
+
+        The database is built under a temporary name and linked into place whole, so
+        a second process opening `path` at the same moment sees either nothing or a
+        complete database, never an empty file. If another process wins the race,
+        raises StateError; `Member.open` then opens the winner's database.
+        """
         path = Path(path)
+        if path.exists():
+            raise StateError(f"{path}: a state database already exists there")
+        building = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise StateError(f"{path}: a state database already exists there") from None
+            fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise StateError(f"{path}: cannot create the state database ({exc.strerror})") from None
         os.close(fd)
         try:
-            conn = _connect(path)
-            with _raw_tx(conn):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-                conn.execute(
-                    "INSERT INTO binding VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        binding.pad_id,
-                        binding.self_index,
-                        binding.n,
-                        binding.slice_len,
-                        binding.auth_keys,
-                        time.time(),
-                        origin,
-                    ),
-                )
-                conn.execute("INSERT INTO sending VALUES (1, ?, ?)", (next_counter, next_offset))
-                conn.execute("INSERT INTO relay VALUES (1, 0)")
-        except BaseException:
-            path.unlink(missing_ok=True)
+            conn = _connect(building)
+            try:
+                with _raw_tx(conn):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                    conn.execute(
+                        "INSERT INTO binding VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            binding.pad_id,
+                            binding.self_index,
+                            binding.n,
+                            binding.slice_len,
+                            binding.auth_keys,
+                            time.time(),
+                            origin,
+                        ),
+                    )
+                    conn.execute(
+                        "INSERT INTO sending VALUES (1, ?, ?)", (next_counter, next_offset)
+                    )
+                    conn.execute("INSERT INTO relay VALUES (1, 0)")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()  # the last connection to close removes -wal and -shm
+            fd = os.open(building, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(building, path)
+            except FileExistsError:
+                raise StateError(f"{path}: a state database already exists there") from None
+        finally:
+            building.unlink(missing_ok=True)
             for suffix in ("-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            raise
+                Path(f"{building}{suffix}").unlink(missing_ok=True)
         _fsync_dir(path.parent)
+        conn = _connect(path)
         return cls(path, conn, binding)
 
     @classmethod

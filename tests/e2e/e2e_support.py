@@ -41,22 +41,6 @@ def make_kits(
     return dict(zip(names, paths, strict=True))
 
 
-def init_state(kits: dict[str, Path], home: Path) -> None:
-    """Create each member's state database before several processes open it at once."""
-    from ghostline.member import Member
-
-    old = os.environ.get("GHOSTLINE_HOME")
-    os.environ["GHOSTLINE_HOME"] = str(home)
-    try:
-        for kit in kits.values():
-            Member.open(kit).close()
-    finally:
-        if old is None:
-            del os.environ["GHOSTLINE_HOME"]
-        else:
-            os.environ["GHOSTLINE_HOME"] = old
-
-
 def env_for(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["GHOSTLINE_HOME"] = str(home)

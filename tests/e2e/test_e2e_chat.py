@@ -26,7 +26,6 @@ from e2e_support import (
     ThreadedProxy,
     ghostline,
     history,
-    init_state,
     make_kits,
     wait_until,
 )
@@ -60,7 +59,6 @@ def test_three_members_exchange_1000_messages_through_an_outage_and_a_relay_rest
     tmp_path: Path, home: Path, cleanup: Cleanup
 ) -> None:
     kits = make_kits(tmp_path / "kits", NAMES, slice_len=128 * 1024, auth_keys=512)
-    init_state(kits, home)  # a listener and a sender of one member share its state
     relay = RelayProcess(tmp_path / "relay.sqlite", home)
     cleanup.append(lambda: relay.kill())
     args = relay.relay_args()

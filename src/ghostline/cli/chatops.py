@@ -94,7 +94,12 @@ def _tls(tls: bool, tls_ca: str | None, tls_pin: str | None) -> TlsOptions | Non
 
 
 def _make_client(
-    member: Member, opts: dict[str, Any], *, presence: bool, receive: bool = True
+    member: Member,
+    opts: dict[str, Any],
+    *,
+    presence: bool,
+    receive: bool = True,
+    receive_limit: int | None = None,
 ) -> Client:
     from ..client import Client
     from ..transport import ProxyAddress
@@ -109,6 +114,7 @@ def _make_client(
         proxy=opts["proxy"],
         presence=presence,
         receive=receive,
+        receive_limit=receive_limit,
     )
 
 
@@ -325,7 +331,7 @@ async def _listen(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout is not None else None
     names = [m.name for m in member.header.members]
-    client = _make_client(member, opts, presence=True)
+    client = _make_client(member, opts, presence=True, receive_limit=count)
     shown = 0
     await client.start()
     try:

@@ -17,6 +17,7 @@ import click
 
 from ..errors import UsageError
 from ..paths import default_relay_store
+from ..relay.backend import Backend
 from ..relay.config import DAY, RelayLimits, Retention
 from ..relay.server import RelayServer
 from ..relay.sqlite_store import SqliteBackend
@@ -64,6 +65,17 @@ class _Formatter(logging.Formatter):
 @click.option("--retain-messages", default=_R.max_messages, show_default=True, help="Per room.")
 @click.option("--retain-bytes", default=_R.max_bytes, show_default=True, help="Per room.")
 @click.option("--retain-days", default=_R.max_age / DAY, show_default=True, help="Per room.")
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="URL[,URL...]",
+    help="Cluster mode: share rooms through NATS JetStream at these servers (nats:// or tls://)"
+    " instead of --store.",
+)
+@click.option("--node-name", default=None, help="This node's name in the cluster (unique).")
+@click.option(
+    "--cluster-replicas", default=1, show_default=True, help="JetStream replicas (3 on 3 servers)."
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 def relay(
@@ -85,6 +97,9 @@ def relay(
     retain_messages: int,
     retain_bytes: int,
     retain_days: float,
+    cluster: str | None,
+    node_name: str | None,
+    cluster_replicas: int,
     log_level: str,
 ) -> None:
     """Run the blind relay (store-and-forward) and presence servers."""
@@ -117,33 +132,41 @@ def relay(
     logger.addHandler(handler)
     logger.setLevel(log_level.upper())
     logger.propagate = False
-    asyncio.run(
-        _serve(host, port, presence_port, store or default_relay_store(), limits, ssl_context)
-    )
+    backend: Backend
+    if cluster is not None:
+        from ..relay.nats_backend import cluster_backend
+
+        backend, where = cluster_backend(cluster, node_name, cluster_replicas, limits.retention)
+    else:
+        path = store or default_relay_store()
+        backend, where = SqliteBackend(path, limits.retention), f"store {path}"
+    asyncio.run(_serve(host, port, presence_port, backend, where, limits, ssl_context))
 
 
 async def _serve(
     host: str,
     port: int,
     presence_port: int,
-    store: Path,
+    backend: Backend,
+    where: str,
     limits: RelayLimits,
     ssl_context: ssl.SSLContext | None,
 ) -> None:
-    server = RelayServer(SqliteBackend(store, limits.retention), limits, ssl_context=ssl_context)
+    server = RelayServer(backend, limits, ssl_context=ssl_context)
     try:
         relay_port, presence_bound = await server.start(host, port, presence_port)
     except OSError as err:
         with contextlib.suppress(Exception):
             await server.backend.close()
         raise UsageError(f"cannot listen on {host}: {err.strerror or err}") from err
+
     shown = f"[{host}]" if ":" in host else host
     scheme = " (TLS)" if ssl_context is not None else ""
     print(f"ghostline relay: relay listening on {shown}:{relay_port}{scheme}", file=sys.stderr)
     print(
         f"ghostline relay: presence listening on {shown}:{presence_bound}{scheme}", file=sys.stderr
     )
-    print(f"ghostline relay: store {store}", file=sys.stderr, flush=True)
+    print(f"ghostline relay: {where}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -44,6 +44,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import re
+import socket
 import struct
 import time
 from collections.abc import Sequence
@@ -71,7 +74,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from ..errors import LocalError
+from ..errors import LocalError, UsageError
 from .backend import Appended, Backend, Publish, RelayHub, RoomLimitReached, Roster, StoredMessage
 from .config import Retention
 from .logfmt import log_event
@@ -178,7 +181,9 @@ class NatsBackend(Backend):
                 closed_cb=self._closed,
             )
         except Exception as err:
-            raise StorageUnavailable(f"cannot reach NATS at {','.join(self.config.servers)}: {err}") from err
+            raise StorageUnavailable(
+                f"cannot reach NATS at {','.join(self.config.servers)}: {err}"
+            ) from err
         self._nc = nc
         self._js = nc.jetstream(timeout=self.config.request_timeout)
         await self._ensure_stream()
@@ -190,9 +195,13 @@ class NatsBackend(Backend):
                 replicas=self.config.replicas,
             )
         )
-        big = {"pending_msgs_limit": 1_000_000, "pending_bytes_limit": 1 << 30}
-        await nc.subscribe(LIVE_SUBJECT + "*", cb=self._on_live, **big)
-        await nc.subscribe(PRESENCE_SUBJECT + "*", cb=self._on_presence, **big)
+        for subject, cb in (
+            (LIVE_SUBJECT + "*", self._on_live),
+            (PRESENCE_SUBJECT + "*", self._on_presence),
+        ):
+            await nc.subscribe(
+                subject, cb=cb, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30
+            )
         await nc.subscribe(SYNC_SUBJECT, cb=self._on_sync)
         await nc.publish(SYNC_SUBJECT, self.node.encode())
         self._spawn(self._heartbeat())
@@ -313,7 +322,10 @@ class NatsBackend(Backend):
         self._busy.update(by_room)
         try:
             outcomes = await asyncio.gather(
-                *(self._append_room(room, [batch[i] for i in idx]) for room, idx in by_room.items()),
+                *(
+                    self._append_room(room, [batch[i] for i in idx])
+                    for room, idx in by_room.items()
+                ),
                 return_exceptions=True,
             )
             failure: BaseException | None = None
@@ -378,9 +390,11 @@ class NatsBackend(Backend):
                 raise StorageUnavailable("the room is too contended, retry later")
         return out
 
-    async def _interleave(self, room: bytes, idx: list[int], results: list[Appended | None]) -> None:
+    async def _interleave(
+        self, room: bytes, idx: list[int], results: list[Appended | None]
+    ) -> None:
         """Attach to each new local message the other nodes' messages that precede it."""
-        fan = self._fans[room]  # _fetch_head started tracking the room
+        fan = self._fans.setdefault(room, _Fan(0))  # _fetch_head started tracking it
         for i in idx:
             res = results[i]
             assert res is not None
@@ -561,26 +575,28 @@ class NatsBackend(Backend):
     async def _fill(self, room: bytes, fan: _Fan) -> None:
         try:
             await asyncio.sleep(GAP_WAIT)
-            while fan.pending and room not in self._busy and not self._closing:
-                upto = min(fan.pending)
-                if upto <= fan.cursor + 1:
-                    break
-                page = await self.read_after(room, fan.cursor, limit=min(256, upto - fan.cursor))
-                for m in page:
-                    if m.seq > fan.cursor:
-                        fan.pending.setdefault(m.seq, m.sealed)
-                if not page or page[0].seq > fan.cursor + 1:
-                    # retention removed them: skip ahead to what is stored
-                    fan.cursor = (page[0].seq if page else upto) - 1
-                if room in self._busy:
-                    break
-                fan.filling = False
-                self._drain(room)
+            if room in self._busy or self._closing or not fan.pending:
                 return
+            upto = min(fan.pending)
+            if upto > fan.cursor + 1:
+                page = await self.read_after(
+                    room, fan.cursor, limit=min(256, upto - 1 - fan.cursor)
+                )
+                for m in page:
+                    if fan.cursor < m.seq < upto:
+                        fan.pending.setdefault(m.seq, m.sealed)
+                if room not in self._busy and (not page or page[0].seq > fan.cursor + 1):
+                    # retention removed the missing ones: go on with what is stored
+                    fan.cursor = max(fan.cursor, (page[0].seq if page else upto) - 1)
         except Exception as err:
-            log_event(log, "cluster_fill_failed", level=logging.WARNING, room=room.hex(), error=repr(err))
+            log_event(
+                log, "cluster_fill_failed", level=logging.WARNING, room=room.hex(), error=repr(err)
+            )
+            await asyncio.sleep(GAP_WAIT)
         finally:
             fan.filling = False
+        if not self._closing:
+            self._drain(room)
 
     async def _catch_up(self, room: bytes) -> None:
         """After a reconnect: deliver what this node missed of `room` meanwhile."""
@@ -598,7 +614,13 @@ class NatsBackend(Backend):
                     fan.cursor = page[0].seq - 1
                 self._drain(room)
         except Exception as err:
-            log_event(log, "cluster_catch_up_failed", level=logging.WARNING, room=room.hex(), error=repr(err))
+            log_event(
+                log,
+                "cluster_catch_up_failed",
+                level=logging.WARNING,
+                room=room.hex(),
+                error=repr(err),
+            )
 
     # --- retention by age ----------------------------------------------------------------
 
@@ -609,7 +631,7 @@ class NatsBackend(Backend):
         cutoff = now - self.retention.max_age
         info = await js.stream_info(STREAM, subjects_filter=ROOM_SUBJECT + "*")
         removed = 0
-        for subject in (info.state.subjects or {}):
+        for subject in info.state.subjects or {}:
             first = await js.get_msg(STREAM, seq=1, subject=subject, next=True, direct=True)
             if _stamp(first) >= cutoff:
                 continue
@@ -629,16 +651,7 @@ class NatsBackend(Backend):
                     continue  # someone appended meanwhile: next round
                 keep_from = ack.seq
             else:
-                lo, hi = first.seq or 1, last.seq or 1  # time(lo) < cutoff <= time(hi)
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    probe = await js.get_msg(STREAM, seq=mid, subject=subject, next=True, direct=True)
-                    if _stamp(probe) >= cutoff:
-                        hi = probe.seq or hi if (probe.seq or hi) <= hi else hi
-                        hi = min(hi, probe.seq or hi)
-                    else:
-                        lo = max(mid, probe.seq or mid)
-                keep_from = hi
+                keep_from = await self._first_since(subject, first.seq or 1, last.seq or 1, cutoff)
             reply = await nc.request(
                 f"$JS.API.STREAM.PURGE.{STREAM}",
                 json.dumps({"filter": subject, "seq": keep_from}).encode(),
@@ -646,6 +659,20 @@ class NatsBackend(Backend):
             )
             removed += int(json.loads(reply.data).get("purged", 0))
         return removed
+
+    async def _first_since(self, subject: str, lo: int, hi: int, cutoff: float) -> int:
+        """The stream seq of the room's first message stored at or after `cutoff`, given
+        that the one at `lo` is older and the one at `hi` is not."""
+        _, js = self._connected()
+        found = hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            probe = await js.get_msg(STREAM, seq=mid, subject=subject, next=True, direct=True)
+            if _stamp(probe) >= cutoff:
+                hi, found = mid, probe.seq or found
+            else:
+                lo = mid
+        return found
 
     # --- presence ----------------------------------------------------------------------
 
@@ -707,6 +734,7 @@ class NatsBackend(Backend):
             self._hub.on_presence(room, frozenset(online))
 
     async def _heartbeat(self) -> None:
+        last = 0.0
         while True:
             await asyncio.sleep(1.0)
             nc = self._nc
@@ -718,8 +746,25 @@ class NatsBackend(Backend):
                 gone = self._nodes.pop(name)
                 log_event(log, "cluster_node_gone", level=logging.WARNING, node=name)
                 self._announce(set(gone.rooms))
-            if int(now) % int(HEARTBEAT) == 0:
+            if now - last >= HEARTBEAT:
+                last = now
                 self._schedule_snapshot()
+
+
+def cluster_backend(
+    urls: str, node: str | None, replicas: int, retention: Retention
+) -> tuple[NatsBackend, str]:
+    """The backend for `ghostline relay --cluster URLS`, and the line that describes it."""
+    servers = tuple(u.strip() for u in urls.split(",") if u.strip())
+    if not servers or not all(u.startswith(("nats://", "tls://")) for u in servers):
+        raise UsageError("--cluster takes nats://HOST:PORT or tls://HOST:PORT, comma-separated")
+    name = node or re.sub(r"[^A-Za-z0-9_-]", "-", f"{socket.gethostname()}-{os.getpid()}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        raise UsageError("--node-name: 1 to 64 letters, digits, '-' or '_'")
+    if not 1 <= replicas <= 5:
+        raise UsageError("--cluster-replicas must be 1 to 5")
+    config = ClusterConfig(servers, name, replicas=replicas)
+    return NatsBackend(config, retention), f"cluster {','.join(servers)} node {name}"
 
 
 def _split_roster(blob: bytes) -> Roster:

@@ -357,6 +357,9 @@ class ChatApp(App[None]):
         status.show(event.state, relay=event.relay, retry_in=event.retry_in, detail=event.detail)
         self.connected = event.state == "connected"
         self.query_one(MessageLog).mark_unstored("sending" if self.connected else "sealed")
+        if event.state == "stopped" and not self._stopped and event.detail != "stopped":
+            # A fatal refusal (wrong kit set, bad signature): retrying would not help.
+            self._warn(f"disconnected for good: {event.detail}")
 
     _retry_at: float | None = None
 

