@@ -10,7 +10,7 @@ default key count) for 3 members, and in the same run:
 
 A kit set is more than the pad: each of the n kits holds the whole group pad plus its
 owner's 2(n-1) key regions, and every key region is random too. For n = 3 and 64-byte
-average messages that is about 2.0x SIZE of random bytes drawn and 5.2x SIZE written.
+average messages that is about 2x SIZE of random bytes drawn and 5x SIZE written.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -264,3 +265,42 @@ def test_send_with_an_exhausted_pad_fails_in_one_line_and_consumes_nothing(
     assert len(lines) == 2 and lines[1].startswith("ghostline: hint: ")
     assert done.stdout == ""
     assert state() == before
+
+
+def test_listen_with_a_count_leaves_the_messages_it_does_not_show_for_the_next_listen(
+    tmp_path: Path, home: Path, cleanup: list[Callable[[], object]]
+) -> None:
+    kits = make_kits(tmp_path / "kits", NAMES)
+    relay = RelayProcess(tmp_path / "relay.sqlite", home)
+    cleanup.append(relay.kill)
+    lines = "".join(f"note {i}\n" for i in range(4))
+    sent = ghostline(
+        "send",
+        str(kits["alice"]),
+        "-",
+        "--lines",
+        "-q",
+        *relay.relay_args(),
+        home=home,
+        input=lines,
+    )
+    assert sent.returncode == 0, sent.stderr
+
+    def listen(count: int) -> list[str]:
+        done = ghostline(
+            "listen",
+            str(kits["bob"]),
+            "--json",
+            "--count",
+            str(count),
+            "--timeout",
+            "20",
+            "-q",
+            *relay.relay_args(),
+            home=home,
+        )
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line)["text"] for line in done.stdout.splitlines()]
+
+    assert listen(1) == ["note 0"]
+    assert listen(3) == ["note 1", "note 2", "note 3"]

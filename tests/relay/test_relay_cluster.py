@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import RelayProcess
 from relaytest_client import Group, RawClient, RelayError, joined
 
+from conftest import RelayProcess
 from ghostline.wire import ErrorCode, FrameType, Hello, Port, decode_accepted, decode_deliver
 
 NATS_BIN = Path(sys.executable).parent / "nats-server"

@@ -203,6 +203,23 @@ async def test_resume_from_a_middle_seq_replays_only_what_follows(relay):
     await b.nothing()
 
 
+@pytest.mark.parametrize("resume_after", [2**63 - 1, 2**64 - 1])
+async def test_a_resume_point_past_the_head_replays_nothing_and_then_delivers_live(
+    relay, resume_after
+):
+    group = Group(2)
+    a = await joined(relay.relay_port, group, 0)
+    await a.publish(group.sealed(0, 0, b"stored before"))
+    await a.accepted()
+    b = await joined(relay.relay_port, group, 1, resume_after=resume_after)
+    live = group.sealed(0, 1, b"live")
+    await a.publish(live)
+    assert await a.accepted() == (2, 1)
+    assert await b.deliver() == (2, live)
+    for client in (a, b):
+        await client.close()
+
+
 async def test_a_member_resuming_gets_its_own_messages_back(relay):
     group = Group(2)
     a = await joined(relay.relay_port, group, 0)

@@ -129,6 +129,7 @@ class _Fan:
     """What this node's hub has delivered of one room, and what waits in line."""
 
     cursor: int
+    known: int = 0  # the highest seq of the room seen stored (head, live message)
     pending: dict[int, bytes] = field(default_factory=dict)
     filling: bool = False
 
@@ -271,7 +272,8 @@ class NatsBackend(Backend):
         with contextlib.suppress(Exception):
             if self._nc is not None:
                 await self._nc.publish(SYNC_SUBJECT, self.node.encode())
-        for room in list(self._local):
+        behind = {room for room, fan in self._fans.items() if fan.known > fan.cursor}
+        for room in behind | set(self._local):
             self._spawn(self._catch_up(room))
 
     async def _error(self, err: Exception) -> None:
@@ -404,6 +406,7 @@ class NatsBackend(Backend):
             if res.seq > fan.cursor + 1:
                 before = await self._between(room, fan, res.seq)
             fan.cursor = res.seq
+            fan.known = max(fan.known, res.seq)
             fan.pending.pop(res.seq, None)
             if before:
                 results[i] = Appended(res.seq, False, tuple(before))
@@ -414,7 +417,7 @@ class NatsBackend(Backend):
         if any(s not in fan.pending for s in want):
             after = fan.cursor
             while after < upto - 1:
-                page = await self.read_after(room, after, limit=min(256, upto - 1 - after))
+                page = await self._read(room, after, min(256, upto - 1 - after))
                 if not page:
                     break
                 for m in page:
@@ -441,8 +444,12 @@ class NatsBackend(Backend):
         else:
             head = _Head(int((msg.headers or {}).get(H_SEQ, 0)), msg.seq or 0)
         self._heads[room] = head
-        if room not in self._fans:
-            self._fans[room] = _Fan(head.seq)
+        fan = self._fans.get(room)
+        if fan is None:
+            fan = self._fans[room] = _Fan(head.seq)
+        fan.known = max(fan.known, head.seq)
+        if fan.known > fan.cursor and room not in self._busy:
+            self._drain(room)  # something stored never came live (e.g. lost in an outage)
         return head
 
     # --- reading -----------------------------------------------------------------------
@@ -453,6 +460,19 @@ class NatsBackend(Backend):
     async def read_after(
         self, room: bytes, after: int, *, limit: int = 256, max_bytes: int = 4 * 2**20
     ) -> list[StoredMessage]:
+        # A replay stops where this node's live fan-out stands: what follows reaches the
+        # connection live, in order (the hub buffers it during the replay).
+        fan = self._fans.get(room)
+        page = await self._read(room, after, limit, max_bytes)
+        fan = self._fans.get(room) or fan
+        if fan is not None:
+            page = [m for m in page if m.seq <= fan.cursor]
+        return page
+
+    async def _read(
+        self, room: bytes, after: int, limit: int = 256, max_bytes: int = 4 * 2**20
+    ) -> list[StoredMessage]:
+        """Stored messages of `room` after `after`, straight from the stream."""
         _, js = self._connected()
         subject = _subject(room)
         try:
@@ -549,6 +569,7 @@ class NatsBackend(Backend):
         fan = self._fans.get(room)
         if fan is None:
             fan = self._fans[room] = _Fan(seq - 1)
+        fan.known = max(fan.known, seq)
         if seq <= fan.cursor:
             return  # ours (already dispatched by the hub) or delivered before
         fan.pending[seq] = msg.data
@@ -568,26 +589,27 @@ class NatsBackend(Backend):
             del fan.pending[seq]
         if ready and self._hub is not None:
             self._hub.on_remote_messages(room, ready)
-        if fan.pending and not fan.filling:
+        if (fan.pending or fan.known > fan.cursor) and not fan.filling:
             fan.filling = True
             self._spawn(self._fill(room, fan))
 
     async def _fill(self, room: bytes, fan: _Fan) -> None:
+        """Read from the stream what should have come live but did not (in time)."""
         try:
             await asyncio.sleep(GAP_WAIT)
-            if room in self._busy or self._closing or not fan.pending:
+            target = max([fan.known, *fan.pending])
+            if room in self._busy or self._closing or target <= fan.cursor:
                 return
-            upto = min(fan.pending)
-            if upto > fan.cursor + 1:
-                page = await self.read_after(
-                    room, fan.cursor, limit=min(256, upto - 1 - fan.cursor)
-                )
-                for m in page:
-                    if fan.cursor < m.seq < upto:
-                        fan.pending.setdefault(m.seq, m.sealed)
-                if room not in self._busy and (not page or page[0].seq > fan.cursor + 1):
-                    # retention removed the missing ones: go on with what is stored
-                    fan.cursor = max(fan.cursor, (page[0].seq if page else upto) - 1)
+            page = await self._read(room, fan.cursor, min(256, target - fan.cursor))
+            for m in page:
+                if m.seq > fan.cursor:
+                    fan.pending.setdefault(m.seq, m.sealed)
+            if room not in self._busy and (not page or page[0].seq > fan.cursor + 1):
+                # retention removed the missing ones: go on with what is stored
+                fan.cursor = max(fan.cursor, (page[0].seq if page else target) - 1)
+        except StorageUnavailable:
+            fan.filling = False
+            return  # the reconnect catches up
         except Exception as err:
             log_event(
                 log, "cluster_fill_failed", level=logging.WARNING, room=room.hex(), error=repr(err)
@@ -599,28 +621,9 @@ class NatsBackend(Backend):
             self._drain(room)
 
     async def _catch_up(self, room: bytes) -> None:
-        """After a reconnect: deliver what this node missed of `room` meanwhile."""
-        try:
-            fan = self._fans.get(room)
-            if fan is None:
-                return
-            head = await self._fetch_head(room)
-            if head.seq > fan.cursor and room not in self._busy:
-                page = await self.read_after(room, fan.cursor)
-                for m in page:
-                    if m.seq > fan.cursor:
-                        fan.pending.setdefault(m.seq, m.sealed)
-                if page and page[0].seq > fan.cursor + 1:
-                    fan.cursor = page[0].seq - 1
-                self._drain(room)
-        except Exception as err:
-            log_event(
-                log,
-                "cluster_catch_up_failed",
-                level=logging.WARNING,
-                room=room.hex(),
-                error=repr(err),
-            )
+        """After a reconnect: learn the head, so what this node missed gets filled."""
+        with contextlib.suppress(Exception):
+            await self._fetch_head(room)
 
     # --- retention by age ----------------------------------------------------------------
 

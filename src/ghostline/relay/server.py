@@ -296,7 +296,9 @@ class RelayConnection(_Connection):
         self.hub.join_relay(self)
         head = await backend.head(self.room)
         self.send(encode_frame(FrameType.WELCOME, encode_u64(head)))
-        after = hello.resume_after
+        # resume_after is any u64 (a send-only client asks for nothing stored with
+        # 2^63-1); past the head there is nothing to replay.
+        after = min(hello.resume_after, head)
         while not self.closing:
             page = await backend.read_after(self.room, after)
             if not page or self.closing:

