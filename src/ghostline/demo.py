@@ -307,7 +307,7 @@ async def _story(console: Console, root: Path) -> None:
         rejected = await carol.expect(MessageRejected)
         story.line(
             f"{carol.label} [bold red]rejects[/] seq {rejected.seq}: {rejected.reason} "
-            f"[dim](rule {rejected.rule}; nothing consumed, Mallory learns nothing)[/]"
+            f"[dim](rule {rejected.rule}; nothing consumed)[/]"
         )
         seq = await say(bob, "Carol, did you get that? Someone meddled with it.")
         await reads(carol, seq)
@@ -325,7 +325,9 @@ async def _story(console: Console, root: Path) -> None:
         console.print(_usage_table(members, names, styles))
         story.line(
             "[dim]Used pad bytes and keys are overwritten with zeros as soon as they are "
-            "used: a stolen laptop does not reveal past messages.[/]"
+            "used, so a kit file taken later cannot decrypt recorded traffic (SSDs and "
+            "copy-on-write filesystems may keep old blocks; the local history keeps "
+            "plaintext: see docs/SECURITY.md).[/]"
         )
     finally:
         for p in people.values():

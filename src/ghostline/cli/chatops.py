@@ -215,9 +215,10 @@ async def _send(
     client = _make_client(member, opts, presence=False, receive=False)
     await client.start()
     exhausted: BaseException | None = None
+    sent = 0
     try:
         if lines:
-            exhausted = await _send_lines(client)
+            sent, exhausted = await _send_lines(client)
             deadline = loop.time() + timeout
         counters = client.pending_counters()
         for counter in counters:
@@ -227,7 +228,7 @@ async def _send(
             if not quiet and not lines:
                 _status(f"sent: message {counter} accepted by the relay as seq {seq}")
         if not quiet and lines:
-            _status(f"sent: {len(counters)} messages accepted by the relay")
+            _status(f"sent: {_plural(sent, 'message')} accepted by the relay")
     finally:
         await client.stop()
     if exhausted is not None:
@@ -251,22 +252,29 @@ async def _accepted(client: Client, counter: int, deadline: float) -> int | None
     return None
 
 
-async def _send_lines(client: Client) -> BaseException | None:
-    """Seal and queue each stdin line as it comes; returns PadExhaustedError if it struck."""
+async def _send_lines(client: Client) -> tuple[int, BaseException | None]:
+    """Seal and queue each stdin line as it comes. Returns how many were sealed, and the
+    PadExhaustedError that stopped it, if one did."""
     from ..errors import PadExhaustedError
 
     loop = asyncio.get_running_loop()
+    sealed = 0
     while True:
         raw = await loop.run_in_executor(None, sys.stdin.buffer.readline)
         if not raw:
-            return None
+            return sealed, None
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             continue
         try:
             await client.send_text(line)
         except PadExhaustedError as err:
-            return err
+            return sealed, err
+        sealed += 1
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _send_timeout(client: Client, timeout: float, count: int) -> Exception:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..wire import ErrorCode, FrameType, encode_accepted, encode_deliver, encode_member
+from ..wire import ErrorCode, FrameType, encode_deliver, encode_member
 from .backend import Appended, Backend, Publish, StoredMessage
 from .logfmt import log_event
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from .server import PresenceConnection, RelayConnection
 
 log = logging.getLogger("ghostline.relay")
+_ACCEPTED = struct.Struct(">IBQQ")  # length 17, ACCEPTED, seq, counter
+_DELIVER_HEAD = struct.Struct(">IBQ")  # length, DELIVER, seq (the sealed bytes follow)
 
 
 @dataclass(eq=False)
@@ -156,9 +159,17 @@ class RoomHub:
             results = None
         finally:
             self._committing = False
-        if results is not None:
-            self._dispatch(batch, results)
-        self._commit_next()
+        if results is None:
+            self._commit_next()
+            return
+        if self._pending:
+            # Pipeline: let the next batch start its commit (its fsync runs on the store's
+            # thread) before this one is answered and fanned out.
+            self._commit_next()
+            await asyncio.sleep(0)
+        self._dispatch(batch, results)
+        if not self._committing and not self._scheduled:
+            self._commit_next()
 
     async def drain(self) -> None:
         """Wait until every submitted publish has been stored and answered."""
@@ -170,47 +181,62 @@ class RoomHub:
     def _dispatch(
         self, batch: list[tuple[RelayConnection, Publish]], results: list[Appended]
     ) -> None:
-        per_room: dict[bytes, list[tuple[RelayConnection | None, bytes, bytes | None]]] = {}
+        # Per room: every DELIVER frame is built once and joined into one buffer; a
+        # member who did not publish gets that buffer, a publisher gets it with its own
+        # messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
+        per_room: dict[bytes, _RoomBatch] = {}
         for (conn, pub), res in zip(batch, results, strict=True):
             conn.inflight -= 1
-            accepted = encode_accepted(res.seq, pub.counter)
-            deliver = None if res.duplicate else encode_deliver(res.seq, pub.sealed)
-            entries = per_room.get(pub.room)
-            if entries is None:
-                entries = per_room[pub.room] = []
-            for m in res.preceded_by:  # another node's messages that come first (cluster)
-                entries.append((None, b"", encode_deliver(m.seq, m.sealed)))
-            entries.append((conn, accepted, deliver))
+            rb = per_room.get(pub.room)
+            if rb is None:
+                rb = per_room[pub.room] = _RoomBatch()
+            seq = res.seq
+            accepted = _ACCEPTED.pack(17, FrameType.ACCEPTED, seq, pub.counter)
+            mine = rb.mine.get(conn)
+            if mine is None:
+                mine = rb.mine[conn] = []
+            start = rb.size
             if res.duplicate:
+                mine.append((start, start, accepted))
                 log_event(
                     log, "duplicate", conn=conn.id, room=pub.room.hex(), member=conn.member,
-                    seq=res.seq, counter=pub.counter,
+                    seq=seq, counter=pub.counter,
                 )  # fmt: skip
-        for room_id, entries in per_room.items():
+                continue
+            sealed = pub.sealed
+            parts = rb.parts
+            parts.append(_DELIVER_HEAD.pack(len(sealed) + 9, FrameType.DELIVER, seq))
+            parts.append(sealed)
+            rb.size = end = start + 13 + len(sealed)
+            rb.spans.append((seq, start, end))
+            mine.append((start, end, accepted))
+        for room_id, rb in per_room.items():
             room = self.rooms.get(room_id)
-            publishers = {c for c, _, _ in entries if c is not None}
-            targets = set(room.relay) if room is not None else set()
-            targets |= {c for c in publishers if c.open}
-            full: bytes | None = None
+            full = b"".join(rb.parts)
+            mine_of = rb.mine
+            targets = list(room.relay) if room is not None else []
+            targets += [c for c in mine_of if c.open and (room is None or c not in room.relay)]
             for conn in targets:
+                mine = mine_of.get(conn)
                 if conn.replaying:
-                    seqs = [
-                        (_seq_of(d), d) for c, _, d in entries if d is not None and c is not conn
-                    ]
-                    conn.buffer_live(seqs)
-                    if conn in publishers:
-                        conn.send(b"".join([a for c, a, _ in entries if c is conn]))
-                elif conn in publishers:
-                    conn.send(
-                        b"".join(
-                            [a if c is conn else d for c, a, d in entries if c is conn or d]  # type: ignore[misc]
-                        )
-                    )
+                    skip = {s for s, e, _ in mine} if mine else ()
+                    conn.buffer_live([(q, full[s:e]) for q, s, e in rb.spans if s not in skip])
+                    if mine:
+                        conn.send(b"".join([a for _, _, a in mine]))
+                elif mine is None:
+                    conn.send(full)
                 else:
-                    if full is None:
-                        full = b"".join([d for _, _, d in entries if d is not None])
-                    if full:
-                        conn.send(full)
+                    view = memoryview(full)
+                    pieces: list[bytes | memoryview] = []
+                    at = 0
+                    for start, end, accepted in mine:
+                        if start > at:
+                            pieces.append(view[at:start])
+                        pieces.append(accepted)
+                        at = end
+                    if at < len(full):
+                        pieces.append(view[at:])
+                    conn.send(b"".join(pieces))
         for conn in {c for c, _ in batch}:
             conn.after_commit()
 
@@ -227,5 +253,15 @@ class RoomHub:
                 conn.send(full)
 
 
-def _seq_of(deliver_frame: bytes) -> int:
-    return int.from_bytes(deliver_frame[5:13], "big")
+class _RoomBatch:
+    """One room's share of a commit, as `_dispatch` assembles it."""
+
+    __slots__ = ("parts", "size", "spans", "mine")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []  # DELIVER frames: header, sealed, header, sealed, ...
+        self.size = 0
+        self.spans: list[tuple[int, int, int]] = []  # seq, start, end of each DELIVER
+        # per publisher: (start, end, ACCEPTED frame) of each of its messages; a
+        # duplicate has start == end (no DELIVER)
+        self.mine: dict[RelayConnection, list[tuple[int, int, bytes]]] = {}
