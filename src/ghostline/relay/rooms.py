@@ -219,7 +219,7 @@ class RoomHub:
             for conn in targets:
                 mine = mine_of.get(conn)
                 if conn.replaying:
-                    skip = {s for s, e, _ in mine} if mine else ()
+                    skip = {s for s, e, _ in mine if e > s} if mine else ()
                     conn.buffer_live([(q, full[s:e]) for q, s, e in rb.spans if s not in skip])
                     if mine:
                         conn.send(b"".join([a for _, _, a in mine]))

@@ -243,9 +243,9 @@ class SqliteBackend(Backend):
         await self._lock.acquire()
         try:
             db = self._db()
-            saved = {p.room: _copy(s) for p in batch if (s := self._rooms.get(p.room))}
+            saved = self._save(batch)
             try:
-                results = self._insert(db, batch)
+                results = self._insert(db, batch, saved)
             except BaseException:
                 self._restore(saved)
                 raise
@@ -270,14 +270,19 @@ class SqliteBackend(Backend):
     def _restore(self, saved: dict[bytes, _RoomState]) -> None:
         self._rooms.update({room: _copy(state) for room, state in saved.items()})
 
-    def _insert(self, db: sqlite3.Connection, batch: Sequence[Publish]) -> list[Appended]:
+    def _save(self, batch: Sequence[Publish]) -> dict[bytes, _RoomState]:
+        rooms = self._rooms
+        return {room: _copy(rooms[room]) for room in {p.room for p in batch} if room in rooms}
+
+    def _insert(
+        self, db: sqlite3.Connection, batch: Sequence[Publish], saved: dict[bytes, _RoomState]
+    ) -> list[Appended]:
         """BEGIN and insert `batch` (on the loop thread); the caller commits."""
         db.execute("BEGIN IMMEDIATE")
         try:
             try:
                 # Fast path: duplicates are rare, so insert all and let the unique index
                 # tell us; on a conflict, start over looking each one up.
-                saved = {p.room: _copy(s) for p in batch if (s := self._rooms.get(p.room))}
                 return self._insert_rows(db, batch, lookup=False)
             except sqlite3.IntegrityError:
                 db.execute("ROLLBACK")
@@ -313,21 +318,22 @@ class SqliteBackend(Backend):
             state = rooms.get(room)
             if state is None:
                 raise StateError("publish to a room with no bound roster")
-            key = (room, p.sender, p.counter)
-            seq = seen.get(key)
-            if seq is None and lookup:
-                row = db.execute(
-                    "SELECT seq FROM messages WHERE room = ? AND sender = ? AND counter = ?",
-                    (state.id, p.sender, p.counter),
-                ).fetchone()
-                seq = row[0] if row is not None else None
-            if seq is not None:
-                results.append(Appended(seq, True))
-                continue
+            if lookup:  # (the fast path lets the unique index find duplicates)
+                key = (room, p.sender, p.counter)
+                seq = seen.get(key)
+                if seq is None:
+                    row = db.execute(
+                        "SELECT seq FROM messages WHERE room = ? AND sender = ? AND counter = ?",
+                        (state.id, p.sender, p.counter),
+                    ).fetchone()
+                    seq = row[0] if row is not None else None
+                if seq is not None:
+                    results.append(Appended(seq, True))
+                    continue
+                seen[key] = state.head + 1
             seq = state.head = state.head + 1
             state.count += 1
             state.size += len(p.sealed)
-            seen[key] = seq
             touched[room] = state
             rows.append(
                 ((state.id << _SEQ_BITS) | seq, state.id, seq, p.sender, p.counter, p.sealed, now)
