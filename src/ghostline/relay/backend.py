@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from ..errors import LocalError
 
@@ -75,6 +75,10 @@ class RelayHub(Protocol):
 
 class Backend(ABC):
     """Where rooms, rosters and messages live. All methods run on the relay's loop."""
+
+    #: True when the hub may start the next `append` before it has fanned out the
+    #: results of the previous one (their fan-out still happens in commit order).
+    pipelined_appends: ClassVar[bool] = False
 
     async def open(self, hub: RelayHub) -> None:  # noqa: B027 - optional hook
         """Start; `hub` receives messages and presence from other nodes (cluster only)."""

@@ -162,7 +162,7 @@ class RoomHub:
         if results is None:
             self._commit_next()
             return
-        if self._pending:
+        if self._pending and self.backend.pipelined_appends:
             # Pipeline: let the next batch start its commit (its fsync runs on the store's
             # thread) before this one is answered and fanned out.
             self._commit_next()
@@ -195,6 +195,12 @@ class RoomHub:
             mine = rb.mine.get(conn)
             if mine is None:
                 mine = rb.mine[conn] = []
+            for m in res.preceded_by:  # another node's messages that come first (cluster)
+                rb.parts.append(_DELIVER_HEAD.pack(len(m.sealed) + 9, FrameType.DELIVER, m.seq))
+                rb.parts.append(m.sealed)
+                start = rb.size
+                rb.size += 13 + len(m.sealed)
+                rb.spans.append((m.seq, start, rb.size))  # in no publisher's `mine`
             start = rb.size
             if res.duplicate:
                 mine.append((start, start, accepted))
