@@ -644,10 +644,13 @@ class _Writer(threading.Thread):
         self._queue.put((chunk, places))
 
     def _stop_threads(self) -> None:
-        self._queue.put(None)
-        self.join()
+        # Ctrl-C can land between starting the two threads: join only what started.
+        if self.ident is not None:
+            self._queue.put(None)
+            self.join()
         self._done.set()
-        self._flusher.join()
+        if self._flusher.ident is not None:
+            self._flusher.join()
 
     def finish(self) -> None:
         self._stop_threads()
