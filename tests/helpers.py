@@ -1,4 +1,5 @@
-"""Deterministic kits, accepted-state fakes and tamper helpers for the pad-code tests.
+"""The one home of the shared test helpers: kit sets (random or deterministic), a real
+`ghostline relay` process, accepted-state fakes and tamper helpers.
 
 Imported as `helpers` (pytest puts tests/ on sys.path) and by tests/vectors/generate.py.
 """
@@ -6,8 +7,17 @@ Imported as `helpers` (pytest puts tests/ on sys.path) and by tests/vectors/gene
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
@@ -48,29 +58,46 @@ def derived(seed: str, label: str, size: int) -> bytes:
 
 def make_kit_set(
     out_dir: Path,
-    n: int = 3,
+    names: int | Sequence[str] = 3,
     *,
-    slice_len: int = 4096,
-    auth_keys: int = 16,
-    seed: str = "ghostline-tests",
+    slice_len: int = 1 << 16,
+    auth_keys: int = 256,
     group: str = "test group",
-    names: list[str] | None = None,
+    seed: str | None = None,
+    **kwargs: Any,
 ) -> list[Path]:
-    """A kit set whose every byte follows from `seed` (fixed created time)."""
-    names = names or [f"m{i}" for i in range(n)]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Kits for `names` (a count means members m0..m{n-1}) in `out_dir`, in roster order.
+
+    Pads come from os.urandom; with `seed`, every byte follows from the seed instead
+    (pad, pad id, signing keys, a fixed created time). Other keyword arguments go to
+    `create_kit_set` and win over these (`pad_id`, `entropy`, `chunk_size`, ...).
+    """
+    names = [f"m{i}" for i in range(names)] if isinstance(names, int) else list(names)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    made: dict[str, Any]
+    if seed is None:
+        made = {"random_bytes": os.urandom, "entropy": "os.urandom (tests)"}
+    else:
+        made = {
+            "random_bytes": deterministic_random(f"{seed}/pad"),
+            "entropy": "test: SHAKE-256 of a fixed seed (NOT random)",
+            "pad_id": derived(seed, "pad_id", 16),
+            "created": VECTOR_CREATED,
+            "signing_seeds": [derived(seed, f"signing/{i}", 32) for i in range(len(names))],
+        }
     return create_kit_set(
         out_dir,
         names,
         slice_len=slice_len,
         auth_keys=auth_keys,
         group=group,
-        random_bytes=deterministic_random(f"{seed}/pad"),
-        entropy="test: SHAKE-256 of a fixed seed (NOT random)",
-        pad_id=derived(seed, "pad_id", 16),
-        created=VECTOR_CREATED,
-        signing_seeds=[derived(seed, f"signing/{i}", 32) for i in range(n)],
+        **(made | kwargs),
     )
+
+
+def kits_by_name(paths: Iterable[Path]) -> dict[str, Path]:
+    """Kit paths keyed by member name (each kit file is NAME.ghostkit)."""
+    return {p.stem: p for p in paths}
 
 
 def open_kits(paths: Iterable[Path]) -> list[Kit]:
@@ -175,3 +202,97 @@ def flip(data: bytes, at: int, mask: int = 0x01) -> bytes:
 
 def file_bytes(path: Path) -> bytes:
     return path.read_bytes()
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago: nothing listens on it (yet)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- a real relay process -------------------------------------------------------------
+
+RELAY_LISTENING = re.compile(r"^ghostline relay: (relay|presence) listening on (\S+):(\d+)")
+
+
+class RelayProcess:
+    """`python -m ghostline relay` on 127.0.0.1, its ports read from the lines it prints.
+
+    Port 0 (the default) lets the system choose. A thread keeps reading stderr into
+    `stderr_lines`, so a full pipe never blocks the relay's logging.
+    """
+
+    def __init__(
+        self, store: Path, *args: str, port: int = 0, presence_port: int = 0, timeout: float = 15
+    ) -> None:
+        self.store, self.args = store, args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ghostline", "relay", "--host", "127.0.0.1",
+             "--port", str(port), "--presence-port", str(presence_port),
+             "--store", str(store), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        self.stderr_lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        ports = self._wait_for_ports(timeout)
+        self.relay_port, self.presence_port = ports["relay"], ports["presence"]
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.stderr_lines.append(raw.decode("utf-8", "replace"))
+
+    def _wait_for_ports(self, timeout: float) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            ports = {}
+            for line in list(self.stderr_lines):
+                if match := RELAY_LISTENING.match(line):
+                    ports[match.group(1)] = int(match.group(3))
+            if len(ports) == 2:
+                return ports
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                raise AssertionError("the relay exited:\n" + "".join(self.stderr_lines))
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"the relay printed no ports within {timeout} s")
+            time.sleep(0.02)
+
+    def relay_args(self, port: int | None = None) -> list[str]:
+        """`--relay` and `--presence-port` for a client (`port`: a proxy in front of it)."""
+        relay = f"127.0.0.1:{port or self.relay_port}"
+        return ["--relay", relay, "--presence-port", str(self.presence_port)]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self._wait()
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self._wait()
+
+    def _wait(self) -> int:
+        code = self.proc.wait(10)
+        self._reader.join(5)  # every line the relay printed is in stderr_lines
+        return code
+
+    def restart(self) -> RelayProcess:
+        """SIGKILL this relay and start a new one on the same store, ports and options."""
+        self.kill()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return RelayProcess(
+                    self.store, *self.args, port=self.relay_port, presence_port=self.presence_port
+                )
+            except AssertionError:  # the old ports are not free yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)

@@ -12,17 +12,12 @@ from click.testing import CliRunner
 from ghostline.cli import cli, main
 from ghostline.errors import StateError
 from ghostline.member import RECOVERY_MARGIN, Member
-from state_kits import make_kits
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
+from helpers import make_kit_set
 
 
 def used_kits(tmp_path: Path) -> list[Path]:
     """m0 sent 100 and 300 bytes, m1 read both; m2 read nothing."""
-    kits = make_kits(tmp_path, 3, slice_len=10_000, auth_keys=100)
+    kits = make_kit_set(tmp_path / "kits", 3, slice_len=10_000, auth_keys=100)
     a, b, c = (Member.open(k) for k in kits)
     for seq, e in enumerate(a.seal_many([b"x" * 100, b"y" * 300]), start=1):
         b.receive(seq, e.sealed)
@@ -40,7 +35,7 @@ def test_pad_info_prints_a_table_of_every_member(tmp_path: Path) -> None:
     kits = used_kits(tmp_path)
     code, out, exc = invoke("info", str(kits[0]))
     assert code == 0, exc
-    assert "state tests" in out and "You are m0" in out
+    assert "test group" in out and "You are m0" in out
     assert "m0 (you)" in out and "m1" in out and "m2" in out
     row = next(line for line in out.splitlines() if "m0 (you)" in line)
     cells = [c.strip() for c in row.split("  ") if c.strip()]
@@ -149,7 +144,7 @@ def test_pad_recover_asks_then_rebuilds_a_state_that_can_send(tmp_path: Path) ->
 
 
 def test_pad_recover_with_room_left_seals_beyond_the_margin(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 2, slice_len=RECOVERY_MARGIN * 2, auth_keys=10)
+    kits = make_kit_set(tmp_path / "kits", 2, slice_len=RECOVERY_MARGIN * 2, auth_keys=10)
     with Member.open(kits[0]) as a:
         a.seal(b"z" * 500)
         a.state_path.unlink()

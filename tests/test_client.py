@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +25,12 @@ from ghostline.client import (
 )
 from ghostline.demo import FrameProxy, Tamperer
 from ghostline.errors import PadExhaustedError, RelayRefused
-from ghostline.kit import create_kit_set
 from ghostline.member import Member
 from ghostline.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
 from ghostline.transport import RelayAddress
-from helpers import make_kit_set
+from ghostline.wire import Frame, FrameType, encode_frame
+from helpers import free_port, make_kit_set
 
 E = TypeVar("E")
 
@@ -62,14 +60,8 @@ class Relay:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
-@pytest.fixture
-def members(home: Path) -> list[Member]:
-    paths = make_kit_set(home / "kits", 3, slice_len=8192, auth_keys=64, seed="client")
+def members(tmp_path: Path) -> list[Member]:
+    paths = make_kit_set(tmp_path / "kits", 3, slice_len=8192, auth_keys=64, seed="client")
     opened = [Member.open(p) for p in paths]
     yield opened  # type: ignore[misc]
     for m in opened:
@@ -77,16 +69,10 @@ def members(home: Path) -> list[Member]:
 
 
 @pytest.fixture
-async def relay(home: Path) -> AsyncIterator[Relay]:
-    r = await Relay(home / "relay.sqlite").start()
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    r = await Relay(tmp_path / "relay.sqlite").start()
     yield r
     await r.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def client_for(member: Member, *addrs: RelayAddress, **kw: object) -> Client:
@@ -144,9 +130,9 @@ async def test_a_message_sent_is_accepted_and_received_by_the_others(
 
 
 async def test_messages_sealed_while_the_relay_is_down_go_out_when_it_comes_up(
-    members: list[Member], home: Path
+    members: list[Member], tmp_path: Path
 ) -> None:
-    relay = Relay(home / "relay.sqlite", port=free_port(), presence_port=free_port())
+    relay = Relay(tmp_path / "relay.sqlite", port=free_port(), presence_port=free_port())
     alice = client_for(members[0], relay.address)
     async with alice:
         entries = [await alice.send_text(f"queued {i}") for i in range(3)]
@@ -225,24 +211,16 @@ async def test_it_reconnects_after_a_relay_restart_and_loses_nothing(
 
 
 async def test_a_roster_mismatch_stops_the_client_with_a_hint(
-    members: list[Member], relay: Relay, home: Path
+    members: list[Member], relay: Relay, tmp_path: Path
 ) -> None:
     alice = client_for(members[0], relay.address)
     async with alice:
         await alice.wait_connected(5)
     # Another kit set (other signing keys) claiming the same room: the relay refuses it.
-    (home / "other").mkdir()
-    other = create_kit_set(
-        home / "other",
-        ["m0", "m1", "m2"],
-        slice_len=4096,
-        auth_keys=4,
-        group="other",
-        random_bytes=os.urandom,
-        entropy="test",
-        pad_id=members[0].header.pad_id,
+    other = make_kit_set(
+        tmp_path / "other", 3, slice_len=4096, auth_keys=4, pad_id=members[0].header.pad_id
     )
-    intruder_member = Member.open(other[0], state_path=home / "other.sqlite")
+    intruder_member = Member.open(other[0], state_path=tmp_path / "other.sqlite")
     try:
         intruder = client_for(intruder_member, relay.address)
         async with intruder:
@@ -283,6 +261,33 @@ async def test_presence_failure_does_not_stop_messaging(
         ev = await expect(alice, ConnectionChanged, lambda e: e.channel == "presence")
         assert "presence unavailable" in ev.detail
         await alice.wait_accepted((await alice.send_text("still works")).counter, 5)
+
+
+async def test_a_genuine_message_with_a_forged_seq_far_ahead_cannot_move_the_cursor(
+    members: list[Member], relay: Relay
+) -> None:
+    forged: list[int] = []
+
+    def push_seq_ahead(direction: str, frame: Frame) -> bytes | None:
+        if direction == "down" and frame.type == FrameType.DELIVER and not forged:
+            forged.append(1)
+            return encode_frame(FrameType.DELIVER, (2**40).to_bytes(8, "big") + frame.body[8:])
+        return None
+
+    proxy = FrameProxy("127.0.0.1", relay.port, push_seq_ahead)
+    port = await proxy.start()
+    try:
+        bob = client_for(members[1], RelayAddress("127.0.0.1", port, relay.presence_port))
+        alice = client_for(members[0], relay.address)
+        async with alice, bob:
+            await bob.wait_connected(5)
+            await alice.wait_accepted((await alice.send_text("where am I?")).counter, 5)
+            # bob drops the connection with the forged frame, resumes, and gets seq 1
+            assert await texts(bob, 1) == ["where am I?"]
+        assert forged == [1]
+        assert members[1].relay_cursor == 1
+    finally:
+        await proxy.close()
 
 
 async def test_a_tampered_delivery_is_rejected_and_later_ones_arrive(
@@ -334,8 +339,8 @@ async def test_a_dropped_connection_is_noticed_and_the_outbox_resent(
         await proxy.close()
 
 
-async def test_pad_low_and_exhausted_are_reported(home: Path, relay: Relay) -> None:
-    paths = make_kit_set(home / "small", 2, slice_len=4096, auth_keys=12, seed="small")
+async def test_pad_low_and_exhausted_are_reported(tmp_path: Path, relay: Relay) -> None:
+    paths = make_kit_set(tmp_path / "small", 2, slice_len=4096, auth_keys=12, seed="small")
     member = Member.open(paths[0])
     try:
         client = client_for(member, relay.address, presence=False)

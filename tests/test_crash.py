@@ -17,20 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from ghostline.kit import Kit
 from ghostline.member import CRASH_HOOK_ENV, CRASH_HOOK_EXIT, Member
-from state_kits import make_kits, state_path
+from helpers import make_kit_set
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 KILLS = 15
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv(CRASH_HOOK_ENV, raising=False)
 
 
 def start(
@@ -59,8 +51,8 @@ def read_until_ready(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> by
 
 
 def test_sigkill_at_random_moments_never_reuses_pad(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 2, slice_len=1 << 20, auth_keys=20_000)
-    state = state_path(tmp_path, 0)
+    kits = make_kit_set(tmp_path / "kits", 2, slice_len=1 << 20, auth_keys=20_000)
+    state = tmp_path / f"state-{0}.sqlite"
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     printed: list[tuple[int, int, int, bytes]] = []
     for round_ in range(KILLS):
@@ -109,8 +101,8 @@ def test_sigkill_at_random_moments_never_reuses_pad(tmp_path: Path) -> None:
 
 
 def test_a_crash_between_commit_and_erase_is_swept_on_restart(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 3)
-    state = state_path(tmp_path, 0)
+    kits = make_kit_set(tmp_path / "kits", 3)
+    state = tmp_path / f"state-{0}.sqlite"
     env = {**os.environ, CRASH_HOOK_ENV: "1"}
     proc = start(kits[0], state, "--count", "3", "--batch", "3", env=env)
     out, _ = proc.communicate(timeout=20)

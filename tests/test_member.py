@@ -22,15 +22,9 @@ from ghostline.member import (
     default_state_path,
     plan_recovery,
 )
-from state_kits import make_kits, state_path
+from helpers import make_kit_set
 
 WORKER = Path(__file__).with_name("crash_worker.py")
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("GHOSTLINE_TEST_CRASH_AFTER_COMMIT", raising=False)
 
 
 def open_all(kits: list[Path]) -> list[Member]:
@@ -48,7 +42,7 @@ def snapshot(member: Member) -> tuple[list[str], bytes]:
 
 
 def test_three_members_exchange_messages_and_keep_history(tmp_path: Path) -> None:
-    a, b, c = open_all(make_kits(tmp_path))
+    a, b, c = open_all(make_kit_set(tmp_path / "kits"))
     sent = a.seal(b"hello from a")
     assert (sent.counter, sent.offset, sent.length, sent.seq) == (0, 0, 12, None)
     got_b = b.receive(1, sent.sealed)
@@ -80,16 +74,18 @@ def test_three_members_exchange_messages_and_keep_history(tmp_path: Path) -> Non
     close_all([a, b, c])
 
 
-def test_the_default_state_path_lives_under_ghostline_home(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 2)
+def test_the_default_state_path_lives_under_ghostline_home(
+    tmp_path: Path, ghostline_home: Path
+) -> None:
+    kits = make_kit_set(tmp_path / "kits", 2)
     with Member.open(kits[0]) as m:
         assert m.state_path == default_state_path(m.header)
-        assert str(m.state_path).startswith(str(tmp_path / "home"))
+        assert str(m.state_path).startswith(str(ghostline_home))
         assert m.state_path.name == f"{m.header.pad_id.hex()}-0.sqlite"
 
 
 def test_sealing_erases_the_used_pad_and_keys_before_returning(tmp_path: Path) -> None:
-    a, b, c = open_all(make_kits(tmp_path))
+    a, b, c = open_all(make_kit_set(tmp_path / "kits"))
     e = a.seal(b"x" * 40)
     assert a.kit.key_stream(0, 0, 40) == bytes(40)
     assert a.kit.is_outbound_key_erased(1, 0) and a.kit.is_outbound_key_erased(2, 0)
@@ -102,7 +98,7 @@ def test_sealing_erases_the_used_pad_and_keys_before_returning(tmp_path: Path) -
 
 
 def test_seal_many_commits_consecutive_counters_and_offsets(tmp_path: Path) -> None:
-    a, b = open_all(make_kits(tmp_path, 2))
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2))
     entries = a.seal_many([b"one", b"two!", b"three"])
     assert [(e.counter, e.offset, e.length) for e in entries] == [(0, 0, 3), (1, 3, 4), (2, 7, 5)]
     assert a.store.next_position() == (3, 12)
@@ -112,7 +108,7 @@ def test_seal_many_commits_consecutive_counters_and_offsets(tmp_path: Path) -> N
 
 
 def test_running_out_of_keys_fails_cleanly_with_nothing_consumed(tmp_path: Path) -> None:
-    a, b = open_all(make_kits(tmp_path, 2, auth_keys=3))
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2, auth_keys=3))
     a.seal_many([b"1", b"2", b"3"])
     before = snapshot(a)
     with pytest.raises(PadExhaustedError, match="no one-time keys left"):
@@ -123,7 +119,7 @@ def test_running_out_of_keys_fails_cleanly_with_nothing_consumed(tmp_path: Path)
 
 
 def test_running_out_of_pad_fails_cleanly_with_nothing_consumed(tmp_path: Path) -> None:
-    a, b = open_all(make_kits(tmp_path, 2, slice_len=100))
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2, slice_len=100))
     a.seal(b"x" * 60)
     before = snapshot(a)
     with pytest.raises(PadExhaustedError, match="40 remain"):
@@ -138,7 +134,7 @@ def test_running_out_of_pad_fails_cleanly_with_nothing_consumed(tmp_path: Path) 
 
 
 def test_a_rejected_message_changes_no_state(tmp_path: Path) -> None:
-    a, b, _c = open_all(make_kits(tmp_path))
+    a, b, _c = open_all(make_kit_set(tmp_path / "kits"))
     good = a.seal(b"genuine").sealed
     b.advance_cursor(5)
     forged = bytearray(good)
@@ -154,21 +150,34 @@ def test_a_rejected_message_changes_no_state(tmp_path: Path) -> None:
     close_all([a, b, _c])
 
 
-def test_a_rejected_message_moves_only_the_relay_cursor(tmp_path: Path) -> None:
-    a, b = open_all(make_kits(tmp_path, 2))
-    rows_before, kit_before = snapshot(b)
+def test_a_rejected_message_changes_nothing_not_even_the_relay_cursor(tmp_path: Path) -> None:
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2))
+    before = snapshot(b)
     with pytest.raises(RejectedMessage):
         b.receive(9, b"short")
-    rows_after, kit_after = snapshot(b)
-    assert kit_after == kit_before
-    changed = set(rows_after) ^ set(rows_before)
-    assert all("relay" in line for line in changed) and changed
-    assert b.relay_cursor == 9
+    forged = bytearray(a.seal(b"genuine").sealed)
+    forged[-1] ^= 1
+    with pytest.raises(RejectedMessage):
+        b.receive(2**63 - 1, bytes(forged))
+    assert snapshot(b) == before
+    assert b.relay_cursor == 0
+    close_all([a, b])
+
+
+def test_a_forged_echo_naming_us_as_sender_does_not_move_the_cursor(tmp_path: Path) -> None:
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2))
+    e = a.seal(b"mine")
+    assert a.receive(1, e.sealed) is None  # the genuine echo: byte-identical, authentic
+    assert a.relay_cursor == 1
+    forged = bytearray(e.sealed)
+    forged[-1] ^= 1  # same header (sender = us, a counter we used), other bytes
+    assert a.receive(2**63 - 1, bytes(forged)) is None
+    assert a.relay_cursor == 1
     close_all([a, b])
 
 
 def test_erased_key_material_is_refused_for_receiving_and_sending(tmp_path: Path) -> None:
-    a, b = open_all(make_kits(tmp_path, 2))
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2))
     msg = a.seal(b"to be refused").sealed
     b.kit.erase_inbound_key(0, 0)
     with pytest.raises(RejectedMessage) as err:
@@ -184,7 +193,7 @@ def test_erased_key_material_is_refused_for_receiving_and_sending(tmp_path: Path
 
 
 def test_a_replay_is_refused_even_after_reopening(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 2)
+    kits = make_kit_set(tmp_path / "kits", 2)
     a, b = open_all(kits)
     msg = a.seal(b"once only").sealed
     assert b.receive(1, msg) is not None
@@ -197,7 +206,7 @@ def test_a_replay_is_refused_even_after_reopening(tmp_path: Path) -> None:
 
 
 def test_an_own_message_echoed_by_the_relay_returns_none(tmp_path: Path) -> None:
-    a, b = open_all(make_kits(tmp_path, 2))
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2))
     e = a.seal(b"mine")
     before_history = a.history()
     assert a.receive(3, e.sealed) is None
@@ -215,7 +224,7 @@ def test_an_own_message_echoed_by_the_relay_returns_none(tmp_path: Path) -> None
 
 
 def test_usage_counts_what_was_sent_and_accepted(tmp_path: Path) -> None:
-    a, b, c = open_all(make_kits(tmp_path, slice_len=10_000, auth_keys=100))
+    a, b, c = open_all(make_kit_set(tmp_path / "kits", slice_len=10_000, auth_keys=100))
     for i, e in enumerate(a.seal_many([b"x" * 100, b"y" * 300])):
         b.receive(i + 1, e.sealed)
     ua, ub = a.usage(), b.usage()
@@ -235,10 +244,10 @@ def test_usage_counts_what_was_sent_and_accepted(tmp_path: Path) -> None:
 
 
 def test_a_state_database_of_another_member_is_refused(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 2)
-    Member.open(kits[0], state_path=state_path(tmp_path, 0)).close()
+    kits = make_kit_set(tmp_path / "kits", 2)
+    Member.open(kits[0], state_path=tmp_path / f"state-{0}.sqlite").close()
     with pytest.raises(StateError, match="belongs to another kit"):
-        Member.open(kits[1], state_path=state_path(tmp_path, 0))
+        Member.open(kits[1], state_path=tmp_path / f"state-{0}.sqlite")
 
 
 # --- concurrency -------------------------------------------------------------------
@@ -256,7 +265,7 @@ def assert_disjoint(ranges: list[tuple[int, int]]) -> None:
 
 
 def test_members_sealing_in_parallel_threads_never_share_pad_bytes(tmp_path: Path) -> None:
-    members = open_all(make_kits(tmp_path, 4, slice_len=1 << 14))
+    members = open_all(make_kit_set(tmp_path / "kits", 4, slice_len=1 << 14))
     sends: list[tuple[int, int, int]] = []
     lock = threading.Lock()
 
@@ -299,8 +308,8 @@ def parse(line: str) -> tuple[int, int, int, bytes]:
 
 
 def test_members_sealing_in_parallel_processes_never_share_pad_bytes(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 3, slice_len=1 << 14)
-    outputs = run_workers([(k, state_path(tmp_path, i)) for i, k in enumerate(kits)], 40)
+    kits = make_kit_set(tmp_path / "kits", 3, slice_len=1 << 14)
+    outputs = run_workers([(k, tmp_path / f"state-{i}.sqlite") for i, k in enumerate(kits)], 40)
     sends = [(i, o, n) for i, lines in enumerate(outputs) for _, o, n, _ in map(parse, lines)]
     assert len(sends) == 120
     with Kit.open(kits[0], writable=False) as kit:
@@ -308,8 +317,8 @@ def test_members_sealing_in_parallel_processes_never_share_pad_bytes(tmp_path: P
 
 
 def test_two_processes_of_one_member_never_reuse_a_counter(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 2, slice_len=1 << 15)
-    state = state_path(tmp_path, 0)
+    kits = make_kit_set(tmp_path / "kits", 2, slice_len=1 << 15)
+    state = tmp_path / f"state-{0}.sqlite"
     Member.open(kits[0], state_path=state).close()
     outputs = run_workers([(kits[0], state), (kits[0], state)], 60)
     messages = [parse(line) for lines in outputs for line in lines]
@@ -329,7 +338,7 @@ def test_two_processes_of_one_member_never_reuse_a_counter(tmp_path: Path) -> No
 def test_a_missing_database_for_a_used_kit_is_refused_with_the_recovery_hint(
     tmp_path: Path,
 ) -> None:
-    kits = make_kits(tmp_path, 2)
+    kits = make_kit_set(tmp_path / "kits", 2)
     with Member.open(kits[0]) as a:
         a.seal(b"used")
         path = a.state_path
@@ -341,7 +350,7 @@ def test_a_missing_database_for_a_used_kit_is_refused_with_the_recovery_hint(
 
 
 def test_a_missing_database_for_a_kit_that_only_received_is_refused_too(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 2)
+    kits = make_kit_set(tmp_path / "kits", 2)
     a, b = open_all(kits)
     b.receive(1, a.seal(b"hi").sealed)
     path = b.state_path
@@ -352,7 +361,7 @@ def test_a_missing_database_for_a_kit_that_only_received_is_refused_too(tmp_path
 
 
 def test_an_older_copy_of_the_database_is_refused(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 2)
+    kits = make_kit_set(tmp_path / "kits", 2)
     with Member.open(kits[0]) as a:
         a.seal(b"first")
         path = a.state_path
@@ -367,7 +376,7 @@ def test_an_older_copy_of_the_database_is_refused(tmp_path: Path) -> None:
 
 
 def test_recovery_skips_past_everything_used_and_sealing_works_after_it(tmp_path: Path) -> None:
-    kits = make_kits(tmp_path, 3, slice_len=1 << 21, auth_keys=64)
+    kits = make_kit_set(tmp_path / "kits", 3, slice_len=1 << 21, auth_keys=64)
     a, b, c = open_all(kits)
     sent = [a.seal(os.urandom(n)) for n in (10, 300, 5000)]
     for i, e in enumerate(sent):
@@ -406,7 +415,7 @@ def test_recovery_skips_past_everything_used_and_sealing_works_after_it(tmp_path
 def test_processes_opening_a_new_member_at_once_all_get_the_same_complete_database(
     tmp_path: Path,
 ) -> None:
-    kit = make_kits(tmp_path)[0]
+    kit = make_kit_set(tmp_path / "kits")[0]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     start_together = (
         "import sys, time; from ghostline.member import Member; "

@@ -46,7 +46,9 @@ def groups(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[Kit]]:
 @pytest.fixture
 def kits(tmp_path: Path) -> list[Kit]:
     """A fresh, writable n = 3 kit set (slice 256 bytes, 8 keys)."""
-    opened = open_kits(make_kit_set(tmp_path / "kits", 3, slice_len=256, auth_keys=8))
+    opened = open_kits(
+        make_kit_set(tmp_path / "kits", 3, slice_len=256, auth_keys=8, seed="ghostline-tests")
+    )
     yield opened
     for kit in opened:
         kit.close()

@@ -223,6 +223,9 @@ class _Connection:
         self.outq: deque[OutboxEntry] = deque()
         self.wake = asyncio.Event()
         self.last_rx = 0.0  # loop time of the last frame received
+        # The highest seq the relay can honestly send next. Seqs are not authenticated;
+        # this keeps a forged DELIVER from pushing the cursor far ahead (see _check_seq).
+        self.seq_ceiling = 0
 
     async def read(self) -> Frame:
         while not self.frames:
@@ -491,6 +494,7 @@ class Client:
         try:
             cursor = self.member.relay_cursor if self.receive else _NOTHING_STORED
             head = await self._handshake(conn, Port.RELAY, cursor)
+            conn.seq_ceiling = max(head, cursor) if self.receive else head
             # From here on, everything sealed goes to conn.outq via send(); what was sealed
             # before is in pending(). Set both in one step so nothing is missed.
             conn.outq.extend(self.member.pending())
@@ -544,10 +548,12 @@ class Client:
             kind = frame.type
             if kind == FrameType.DELIVER:
                 seq, sealed = decode_deliver(frame.body)
+                _check_seq(conn, seq)
                 if self.receive:
                     self._on_deliver(seq, sealed)
             elif kind == FrameType.ACCEPTED:
                 seq, counter = decode_accepted(frame.body)
+                _check_seq(conn, seq)
                 self._on_accepted(counter, seq)
             elif kind == FrameType.PONG:
                 pass
@@ -562,8 +568,8 @@ class Client:
             return  # already processed in an earlier connection
         if self.receive_limit is not None and self._received_count >= self.receive_limit:
             return
-        # receive() commits the message and the cursor (also for a rejected frame or our
-        # own echoed message) before we report anything.
+        # receive() commits the message and the cursor before we report anything; a
+        # rejected frame changes nothing, so a resume may show its rejection again.
         try:
             received = member.receive(seq, sealed)
         except RejectedMessage as err:
@@ -665,6 +671,23 @@ class Client:
         joined, left = online - self.online, self.online - online
         self.online = online
         self._emit(PresenceChanged(online, joined, left))
+
+
+def _check_seq(conn: _Connection, seq: int) -> None:
+    """Refuse a seq the relay cannot have assigned yet.
+
+    Every message the room stores after WELCOME reaches each connection as exactly one
+    DELIVER or ACCEPTED, and a room's seqs have no gaps, so the n-th such frame carries
+    at most max(head at WELCOME, our resume point) + n. A frame beyond that was forged
+    or corrupted on the way: drop the connection rather than let it move the cursor.
+    """
+    conn.seq_ceiling += 1
+    if seq > conn.seq_ceiling:
+        raise ProtocolError(
+            ErrorCode.MALFORMED,
+            f"the relay sent seq {seq}, beyond any it can have assigned "
+            f"({conn.seq_ceiling}): forged or corrupted in transit",
+        )
 
 
 async def _expect(conn: _Connection, kind: FrameType) -> Frame:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
 from .errors import ErasedKeyError, KitError, KitExistsError
+from .fsutil import fsync_dir
 
 MAGIC = b"GHSTKIT1"
 FORMAT = 1
@@ -512,7 +513,7 @@ def create_kit_set(
             _publish(tmp, path)
             published.append(path)
             tmp.unlink()
-        _fsync_dir(out)
+        fsync_dir(out)
     except BaseException:
         try:
             if writer is not None:
@@ -667,11 +668,3 @@ def _pwrite_all(fd: int, data: bytes, at: int) -> None:
         written = os.pwrite(fd, view, at)
         view = view[written:]
         at += written
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

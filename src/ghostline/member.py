@@ -40,7 +40,7 @@ import numpy as np
 
 from . import paths
 from .envelope import HEADER_LEN, read_envelope
-from .errors import ErasedKeyError, RejectedMessage, StateError
+from .errors import ErasedKeyError, StateError
 from .kit import KEY_LEN, Kit, KitHeader
 from .seal import open_sealed, seal_with_kit
 from .store import Binding, SenderTotals, SkippedRange, Store
@@ -305,35 +305,39 @@ class Member:
     def receive(self, seq: int, sealed: bytes) -> Received | None:
         """Open a message the relay delivered as `seq`.
 
-        Returns None for an own message echoed back. Raises RejectedMessage (which
-        changes nothing but the relay cursor) for anything section 6 refuses."""
+        Returns None for an own message echoed back. Raises RejectedMessage, changing
+        nothing at all, for anything section 6 refuses.
+
+        The relay cursor moves only for what is authenticated: an accepted message, an
+        echo byte-identical to a message in our outbox, or an echo at the very seq the
+        relay's ACCEPTED gave that message. A forged frame (or a forged "echo" naming us
+        as sender) must not move it: the seq is not authenticated, and a forged seq far
+        ahead would make every later resume skip real messages.
+        """
         with self._lock:
             if self._is_own_echo(sealed):
-                with self.store.transaction():
-                    env = read_envelope(sealed)
-                    row = self.store.outbox_row(env.counter)
-                    if row is not None and row.seq is None and row.sealed == sealed:
+                env = read_envelope(sealed)
+                row = self.store.outbox_row(env.counter)
+                if row is not None and row.seq is None and row.sealed == sealed:
+                    with self.store.transaction():
                         self.store.mark_accepted(env.counter, seq)
-                    self.store.raise_cursor(seq)
-                    self._record_pending()
-                return None
-            try:
-                with self.store.transaction():
-                    opened = open_sealed(self.kit, sealed, self.store)
-                    env = opened.envelope
-                    now = time.time()
-                    self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
-                    self.store.add_history(
-                        env.sender, env.counter, seq, opened.plaintext, now, "received"
-                    )
-                    self.store.raise_cursor(seq)
-                    self._record_pending()
-            except RejectedMessage:
-                # A rejected frame is never asked for again: only the cursor moves.
-                if seq > self.store.relay_cursor():
+                        self.store.raise_cursor(seq)
+                        self._record_pending()
+                elif row is not None and row.seq == seq:
+                    # Where the relay's ACCEPTED put it: moving there reveals nothing new.
                     with self.store.transaction():
                         self.store.raise_cursor(seq)
-                raise
+                return None
+            with self.store.transaction():
+                opened = open_sealed(self.kit, sealed, self.store)
+                env = opened.envelope
+                now = time.time()
+                self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
+                self.store.add_history(
+                    env.sender, env.counter, seq, opened.plaintext, now, "received"
+                )
+                self.store.raise_cursor(seq)
+                self._record_pending()
             self.kit.erase_inbound_key(env.sender, env.counter)
             self.kit.erase_key_stream(env.sender, env.offset, env.length)
             self.kit.flush()

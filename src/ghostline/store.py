@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateError
+from .fsutil import fsync_dir
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
@@ -243,7 +244,7 @@ class Store:
             building.unlink(missing_ok=True)
             for suffix in ("-wal", "-shm"):
                 Path(f"{building}{suffix}").unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         conn = _connect(path)
         return cls(path, conn, binding)
 
@@ -538,16 +539,6 @@ class Store:
             return list(self._c.iterdump())
 
 
-def read_binding(path: str | os.PathLike[str]) -> Binding:
-    """The kit a state database belongs to (read-only)."""
-    path = Path(path)
-    conn = _connect(path, read_only=True)
-    try:
-        return _read_binding(conn, path)
-    finally:
-        conn.close()
-
-
 # --- internals ----------------------------------------------------------------------
 
 
@@ -638,11 +629,3 @@ def _accepted_row(r: Any) -> AcceptedRow:
         seq=int(r[4]) if r[4] is not None else None,
         erased=bool(r[5]),
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,5 +1,6 @@
-"""Real processes for the end-to-end tests: a relay, `ghostline listen` and `send`, a proxy.
+"""Real processes for the end-to-end tests: `ghostline listen` and `send`, a proxy.
 
+Kits and the relay process come from tests/helpers.py.
 Every wait here is bounded in time; every process started is killed at teardown.
 """
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,26 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ghostline.demo import FrameHook, FrameProxy
-from ghostline.kit import create_kit_set
 
 GHOSTLINE = [sys.executable, "-m", "ghostline"]
-
-
-def make_kits(
-    out: Path, names: list[str], *, slice_len: int = 64 * 1024, auth_keys: int = 256, **kw: Any
-) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = create_kit_set(
-        out,
-        names,
-        slice_len=slice_len,
-        auth_keys=auth_keys,
-        group="e2e",
-        random_bytes=os.urandom,
-        entropy="os.urandom (e2e test)",
-        **kw,
-    )
-    return dict(zip(names, paths, strict=True))
 
 
 def env_for(home: Path) -> dict[str, str]:
@@ -71,62 +53,6 @@ class _Lines:
 
     def join(self, timeout: float = 5) -> None:
         self._thread.join(timeout)
-
-
-class RelayProcess:
-    """`ghostline relay` on free (or given) loopback ports, with its own store."""
-
-    def __init__(self, store: Path, home: Path, port: int = 0, presence_port: int = 0) -> None:
-        self.store, self.home = store, home
-        self.proc = subprocess.Popen(
-            [*GHOSTLINE, "relay", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--presence-port", str(presence_port), "--store", str(store)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env_for(home),
-        )
-        assert self.proc.stderr is not None
-        self.stderr = _Lines(self.proc.stderr)
-        wait_until(self._ports_known, 15, "the relay to print its ports")
-
-    def _ports_known(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError("the relay exited:\n" + "\n".join(self.stderr.lines))
-        ports = {}
-        for line in self.stderr.lines:
-            m = re.search(r"(relay|presence) listening on .*:(\d+)", line)
-            if m:
-                ports[m.group(1)] = int(m.group(2))
-        if len(ports) < 2:
-            return False
-        self.port, self.presence_port = ports["relay"], ports["presence"]
-        return True
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def relay_args(self, port: int | None = None) -> list[str]:
-        relay = f"127.0.0.1:{port or self.port}"
-        return ["--relay", relay, "--presence-port", str(self.presence_port)]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def restart(self) -> RelayProcess:
-        """SIGKILL this relay and start a new one on the same store and ports."""
-        self.kill()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                return RelayProcess(self.store, self.home, self.port, self.presence_port)
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
 
 class Listener:

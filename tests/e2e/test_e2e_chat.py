@@ -22,17 +22,16 @@ from typing import Any
 import pytest
 from e2e_support import (
     Listener,
-    RelayProcess,
     Sender,
     ThreadedProxy,
     ghostline,
     history,
-    make_kits,
     wait_until,
 )
 
 from ghostline.demo import Tamperer
 from ghostline.wire import Frame, FrameType
+from helpers import RelayProcess, kits_by_name, make_kit_set
 
 NAMES = ["alice", "bob", "carol"]
 Cleanup = list[Callable[[], object]]
@@ -59,8 +58,8 @@ def check_order_and_uniqueness(messages: list[dict[str, Any]]) -> None:
 def test_three_members_exchange_1000_messages_through_an_outage_and_a_relay_restart(
     tmp_path: Path, home: Path, cleanup: Cleanup
 ) -> None:
-    kits = make_kits(tmp_path / "kits", NAMES, slice_len=128 * 1024, auth_keys=512)
-    relay = RelayProcess(tmp_path / "relay.sqlite", home)
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES, slice_len=128 * 1024, auth_keys=512))
+    relay = RelayProcess(tmp_path / "relay.sqlite")
     cleanup.append(lambda: relay.kill())
     args = relay.relay_args()
     plan = {"alice": 400, "bob": 400, "carol": 200}  # 1,000 messages
@@ -157,8 +156,8 @@ def test_a_sender_killed_before_accepted_resends_the_same_bytes_and_it_shows_onc
 ) -> None:
     """`publish`: the PUBLISH never reached the relay. `accepted`: the relay stored it but
     the ACCEPTED never came back. Either way the sealed message is durable in the outbox."""
-    kits = make_kits(tmp_path / "kits", NAMES)
-    relay = RelayProcess(tmp_path / "relay.sqlite", home)
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES))
+    relay = RelayProcess(tmp_path / "relay.sqlite")
     cleanup.append(relay.kill)
     bob = Listener(kits["bob"], relay.relay_args(), home)
     cleanup.append(bob.kill)
@@ -174,7 +173,7 @@ def test_a_sender_killed_before_accepted_resends_the_same_bytes_and_it_shows_onc
                 published.append(frame.body)
             return swallow_accepted(d, frame)
 
-    proxy = ThreadedProxy(relay.port, hook)
+    proxy = ThreadedProxy(relay.relay_port, hook)
     cleanup.append(proxy.close)
     first = Sender(kits["alice"], relay.relay_args(proxy.port), home)
     cleanup.append(first.kill)
@@ -195,7 +194,7 @@ def test_a_sender_killed_before_accepted_resends_the_same_bytes_and_it_shows_onc
             resent.append(frame.body)
         return None
 
-    watcher = ThreadedProxy(relay.port, watch)
+    watcher = ThreadedProxy(relay.relay_port, watch)
     cleanup.append(watcher.close)
     done = ghostline(
         "send", str(kits["alice"]), "--flush", *relay.relay_args(watcher.port), home=home
@@ -221,12 +220,12 @@ def test_a_sender_killed_before_accepted_resends_the_same_bytes_and_it_shows_onc
 def test_a_frame_tampered_in_flight_is_rejected_and_later_messages_arrive(
     tmp_path: Path, home: Path, cleanup: Cleanup
 ) -> None:
-    kits = make_kits(tmp_path / "kits", NAMES)
-    relay = RelayProcess(tmp_path / "relay.sqlite", home)
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES))
+    relay = RelayProcess(tmp_path / "relay.sqlite")
     cleanup.append(relay.kill)
     tamperer = Tamperer()
     tamperer.armed = 1
-    proxy = ThreadedProxy(relay.port, tamperer)
+    proxy = ThreadedProxy(relay.relay_port, tamperer)
     cleanup.append(proxy.close)
     bob = Listener(kits["bob"], relay.relay_args(proxy.port), home, "--count", "2")
     cleanup.append(bob.kill)
@@ -245,8 +244,8 @@ def test_a_frame_tampered_in_flight_is_rejected_and_later_messages_arrive(
 def test_send_with_an_exhausted_pad_fails_in_one_line_and_consumes_nothing(
     tmp_path: Path, home: Path, cleanup: Cleanup
 ) -> None:
-    kits = make_kits(tmp_path / "kits", NAMES, slice_len=4096, auth_keys=2)
-    relay = RelayProcess(tmp_path / "relay.sqlite", home)
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES, slice_len=4096, auth_keys=2))
+    relay = RelayProcess(tmp_path / "relay.sqlite")
     cleanup.append(relay.kill)
     for word in ("one", "two"):
         done = ghostline("send", str(kits["alice"]), word, *relay.relay_args(), home=home)
@@ -270,8 +269,8 @@ def test_send_with_an_exhausted_pad_fails_in_one_line_and_consumes_nothing(
 def test_listen_with_a_count_leaves_the_messages_it_does_not_show_for_the_next_listen(
     tmp_path: Path, home: Path, cleanup: list[Callable[[], object]]
 ) -> None:
-    kits = make_kits(tmp_path / "kits", NAMES)
-    relay = RelayProcess(tmp_path / "relay.sqlite", home)
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES))
+    relay = RelayProcess(tmp_path / "relay.sqlite")
     cleanup.append(relay.kill)
     lines = "".join(f"note {i}\n" for i in range(4))
     sent = ghostline(

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
-from e2e_support import RelayProcess, ghostline, make_kits
+from e2e_support import ghostline
+
+from helpers import RelayProcess, free_port, kits_by_name, make_kit_set
 
 NAMES = ["alice", "bob", "carol"]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def one_line_error(stderr: str, *needles: str) -> list[str]:
@@ -45,8 +40,8 @@ def test_a_corrupt_kit_is_one_line(tmp_path: Path, home: Path) -> None:
 
 
 def test_an_unreachable_relay_is_one_line_with_a_hint(tmp_path: Path, home: Path) -> None:
-    kits = make_kits(tmp_path / "kits", NAMES)
-    relay = f"127.0.0.1:{closed_port()}"
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES))
+    relay = f"127.0.0.1:{free_port()}"
     done = ghostline(
         "send", str(kits["alice"]), "hi", "--relay", relay, "--timeout", "1", home=home
     )
@@ -62,8 +57,8 @@ def test_an_unreachable_relay_is_one_line_with_a_hint(tmp_path: Path, home: Path
 def test_a_kit_whose_room_the_relay_knows_with_another_roster_is_refused(
     tmp_path: Path, home: Path
 ) -> None:
-    kits = make_kits(tmp_path / "kits", NAMES)
-    relay = RelayProcess(tmp_path / "relay.sqlite", home)
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES))
+    relay = RelayProcess(tmp_path / "relay.sqlite")
     try:
         done = ghostline("send", str(kits["alice"]), "hi", *relay.relay_args(), home=home)
         assert done.returncode == 0, done.stderr
@@ -71,7 +66,7 @@ def test_a_kit_whose_room_the_relay_knows_with_another_roster_is_refused(
 
         with Kit.open(kits["alice"], writable=False) as kit:
             pad_id = kit.pad_id
-        others = make_kits(tmp_path / "others", NAMES, pad_id=pad_id)
+        others = kits_by_name(make_kit_set(tmp_path / "others", NAMES, pad_id=pad_id))
         other_home = tmp_path / "other-home"
         done = ghostline("send", str(others["alice"]), "hi", *relay.relay_args(), home=other_home)
         assert done.returncode == 1
@@ -84,8 +79,8 @@ def test_a_kit_whose_room_the_relay_knows_with_another_roster_is_refused(
 
 
 def test_a_missing_state_database_is_one_line_with_a_hint(tmp_path: Path, home: Path) -> None:
-    kits = make_kits(tmp_path / "kits", NAMES)
-    relay = RelayProcess(tmp_path / "relay.sqlite", home)
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES))
+    relay = RelayProcess(tmp_path / "relay.sqlite")
     try:
         done = ghostline("send", str(kits["alice"]), "hi", *relay.relay_args(), home=home)
         assert done.returncode == 0, done.stderr
@@ -100,7 +95,7 @@ def test_a_missing_state_database_is_one_line_with_a_hint(tmp_path: Path, home: 
 
 
 def test_bad_command_line_input_is_a_usage_error(tmp_path: Path, home: Path) -> None:
-    kits = make_kits(tmp_path / "kits", NAMES)
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES))
     kit = str(kits["alice"])
     for args in (
         ["send", kit, "--relay", "127.0.0.1:1"],

@@ -1,20 +1,16 @@
-"""Relay fixtures: an in-process relay on port 0, and a real `ghostline relay` process."""
+"""Relay fixtures: an in-process relay on port 0, and a real `ghostline relay` process
+(`helpers.RelayProcess`, re-exported here for the relay tests)."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
+from helpers import RelayProcess
 
 MakeRelay = Callable[..., Awaitable[RelayServer]]
 
@@ -45,66 +41,14 @@ async def relay(make_relay: MakeRelay) -> RelayServer:
     return await make_relay()
 
 
-_LISTEN = re.compile(r"^ghostline relay: (relay|presence) listening on (\S+):(\d+)")
-
-
-@dataclass
-class RelayProcess:
-    proc: subprocess.Popen[bytes]
-    relay_port: int
-    presence_port: int
-    stderr_lines: list[str] = field(default_factory=list)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(10)
-
-
-def spawn_relay(store: Path, *args: str) -> RelayProcess:
-    """`python -m ghostline relay --port 0 --presence-port 0 --store STORE`, ports from stderr."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
-         "--store", str(store), *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    assert proc.stderr is not None
-    ports: dict[str, int] = {}
-    lines: list[str] = []
-    while len(ports) < 2:
-        line = proc.stderr.readline().decode()
-        if not line:
-            raise RuntimeError("relay exited early:\n" + "".join(lines))
-        lines.append(line)
-        match = _LISTEN.match(line)
-        if match:
-            ports[match.group(1)] = int(match.group(3))
-    rp = RelayProcess(proc, ports["relay"], ports["presence"], lines)
-
-    def pump() -> None:  # keep reading, so a full pipe never blocks the relay's logging
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            lines.append(raw.decode(errors="replace"))
-
-    threading.Thread(target=pump, daemon=True).start()
-    return rp
-
-
 @pytest.fixture
 def relay_process() -> Iterator[Callable[..., RelayProcess]]:
     started: list[RelayProcess] = []
 
     def start(store: Path, *args: str) -> RelayProcess:
-        started.append(spawn_relay(store, *args))
+        started.append(RelayProcess(store, *args))
         return started[-1]
 
     yield start
     for rp in started:
-        if rp.proc.poll() is None:
-            rp.proc.kill()
-            rp.proc.wait(10)
+        rp.kill()

@@ -382,3 +382,78 @@ async def test_a_nats_restart_mid_traffic_refuses_then_recovers_without_loss(nod
     assert_room_exact(views[0], members)
     for m in members:
         await m.close()
+
+
+async def _shorten_duplicate_window(url: str, seconds: float) -> None:
+    """Make JetStream's own (time-limited) duplicate detection irrelevant to the test."""
+    import nats  # the test's own NATS client, not the relay's
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    info = await js.stream_info("GHOSTLINE")
+    info.config.duplicate_window = seconds
+    await js.update_stream(info.config)
+    await nc.close()
+
+
+async def test_a_resend_long_after_the_duplicate_window_still_gets_the_original_seqs(
+    node, nats_server
+):
+    a, b = node("a"), node("b")
+    await _shorten_duplicate_window(nats_server.url, 0.5)
+    group = Group(3)
+    sender = Member(group, 0, [a.relay_port])
+    await sender.connect()
+    await sender.publish(4)
+    await until(sender.all_accepted, what="first four accepted")
+    first = dict(sender.accepted)
+    await sender.close()
+    other = Member(group, 1, [b.relay_port])  # the room moves on meanwhile
+    await other.connect()
+    await other.publish(3)
+    await until(other.all_accepted, what="others accepted")
+    await asyncio.sleep(1.2)  # well past JetStream's duplicate window
+    # the same outbox, resent to the other node, mixed with a new message in one go
+    again = Member(group, 0, [b.relay_port])
+    again.outbox, again.next_counter, again.cursor = dict(sender.outbox), 4, 7
+    await again.connect()
+    for counter in (2, 0, 3, 1, 3):
+        await again.client.publish(sender.outbox[counter])  # type: ignore[union-attr]
+    await again.publish(1)
+    await until(lambda: len(again.accepted) == 5, what="resends answered")
+    assert {k: again.accepted[k] for k in range(4)} == first
+    assert again.accepted[4] == 8
+    stored = await read_all(a.relay_port, group)
+    assert [s for s, _ in stored] == list(range(1, 9))  # nothing stored twice
+    assert_room_exact(stored, [again, other])
+    await again.close()
+    await other.close()
+
+
+async def test_byte_retention_keeps_the_newest_within_the_limit_on_every_node(node):
+    limit = 3000
+    a, b = node("a", "--retain-bytes", str(limit)), node("b", "--retain-bytes", str(limit))
+    group = Group(3)
+    members = [Member(group, i, [(a, b)[i].relay_port]) for i in range(2)]
+    for m in members:
+        await m.connect()
+    for _ in range(6):
+        await asyncio.gather(*(m.publish(3, size=200) for m in members))
+        await asyncio.sleep(0.02)
+    await until(lambda: all(m.all_accepted() for m in members), what="all accepted")
+    total = sum(len(m.outbox) for m in members)
+    size = len(members[0].outbox[0])
+    keep = limit // size
+    for port in (a.relay_port, b.relay_port):  # resume from scratch: only the newest
+        client = await joined(port, group, 2)
+        got = [await client.deliver() for _ in range(keep)]
+        await client.nothing(0.3)
+        await client.close()
+        assert [s for s, _ in got] == list(range(total - keep + 1, total + 1))
+        assert sum(len(body) for _, body in got) <= limit
+    # numbering goes on after trimming
+    await members[0].publish(1, size=200)
+    await until(members[0].all_accepted, what="one more")
+    assert members[0].accepted[max(members[0].outbox)] == total + 1
+    for m in members:
+        await m.close()

@@ -17,7 +17,6 @@ import pytest
 from textual.pilot import Pilot
 
 from ghostline.client import Client, Event, MessageReceived
-from ghostline.kit import create_kit_set
 from ghostline.member import Member
 from ghostline.payload import FileAssembly, FileChunk, FileHeader, TextPayload, split_file
 from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
@@ -25,6 +24,7 @@ from ghostline.transport import RelayAddress
 from ghostline.tui.app import ChatApp
 from ghostline.tui.screens import ConfirmScreen
 from ghostline.tui.widgets import ChatInput, MemberList, MessageLine, MessageLog, PadGauge
+from helpers import make_kit_set
 
 SIZE = (110, 32)
 WAIT = 10.0
@@ -51,25 +51,17 @@ class Group:
 
 
 async def make_group(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, slice_len: int, auth_keys: int
+    tmp_path: Path, home: Path, *, slice_len: int, auth_keys: int
 ) -> AsyncIterator[Group]:
-    monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "home"))
-    (tmp_path / "kits").mkdir()
-    kits = create_kit_set(
-        tmp_path / "kits",
-        ["alice", "bob"],
-        slice_len=slice_len,
-        auth_keys=auth_keys,
-        group="tui test",
-        random_bytes=os.urandom,
-        entropy="test: os.urandom",
+    kits = make_kit_set(
+        tmp_path / "kits", ["alice", "bob"], slice_len=slice_len, auth_keys=auth_keys
     )
     members = [Member.open(k) for k in kits]
     backend = SqliteBackend(tmp_path / "relay.sqlite", Retention())
     relay = RelayServer(backend, RelayLimits())
     await relay.start("127.0.0.1", 0, 0)
     try:
-        yield Group(relay, kits, members, tmp_path / "home")
+        yield Group(relay, kits, members, home)
     finally:
         await relay.close()
         for m in members:
@@ -77,14 +69,14 @@ async def make_group(
 
 
 @pytest.fixture
-async def group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Group]:
-    async for g in make_group(tmp_path, monkeypatch, slice_len=1 << 20, auth_keys=200):
+async def group(tmp_path: Path, ghostline_home: Path) -> AsyncIterator[Group]:
+    async for g in make_group(tmp_path, ghostline_home, slice_len=1 << 20, auth_keys=200):
         yield g
 
 
 @pytest.fixture
-async def tiny_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Group]:
-    async for g in make_group(tmp_path, monkeypatch, slice_len=4096, auth_keys=3):
+async def tiny_group(tmp_path: Path, ghostline_home: Path) -> AsyncIterator[Group]:
+    async for g in make_group(tmp_path, ghostline_home, slice_len=4096, auth_keys=3):
         yield g
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .chatops import _make_client, _open_member, connection_options
+from .chatops import connection_options, make_client, open_member
 
 
 def transport_label(opts: dict[str, Any]) -> str:
@@ -37,10 +37,7 @@ def chat(kit: Path, **opts: Any) -> None:
     """
     from ..tui.app import ChatApp
 
-    member = _open_member(kit)
-    try:
-        client = _make_client(member, opts, presence=True)
+    with open_member(kit) as member:
+        client = make_client(member, opts, presence=True)
         relays = ", ".join(opts["relays"])
         ChatApp(client, relay=relays, transport=transport_label(opts)).run()
-    finally:
-        member.close()

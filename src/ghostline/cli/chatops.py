@@ -93,7 +93,7 @@ def _tls(tls: bool, tls_ca: str | None, tls_pin: str | None) -> TlsOptions | Non
     return options
 
 
-def _make_client(
+def make_client(
     member: Member,
     opts: dict[str, Any],
     *,
@@ -101,6 +101,8 @@ def _make_client(
     receive: bool = True,
     receive_limit: int | None = None,
 ) -> Client:
+    """A Client for `member` from the `connection_options` values; a malformed proxy URL
+    or TLS pin is refused here, before any connection is tried."""
     from ..client import Client
     from ..transport import ProxyAddress
 
@@ -118,7 +120,8 @@ def _make_client(
     )
 
 
-def _open_member(kit: Path) -> Member:
+def open_member(kit: Path) -> Member:
+    """The member KIT belongs to, with its durable state (use it in a `with` block)."""
     from ..member import Member
 
     return Member.open(kit)
@@ -185,11 +188,8 @@ def send(
         raise UsageError("nothing to send: give TEXT, or - to read it from stdin")
     if lines and text != ("-",):
         raise UsageError("--lines reads stdin: give TEXT as -")
-    member = _open_member(kit)
-    try:
+    with open_member(kit) as member:
         asyncio.run(_send(member, opts, text, timeout, lines, quiet))
-    finally:
-        member.close()
 
 
 async def _send(
@@ -212,7 +212,7 @@ async def _send(
             raise UsageError("nothing to send: the message is empty")
         # Sealed (and the pad checked) before any connection: exhaustion consumes nothing.
         member.seal(encode_text(message, int(time.time())))
-    client = _make_client(member, opts, presence=False, receive=False)
+    client = make_client(member, opts, presence=False, receive=False)
     await client.start()
     exhausted: BaseException | None = None
     sent = 0
@@ -311,11 +311,8 @@ def listen(
     Rejected messages are reported on stderr with the rule they broke, and listening
     goes on. Messages still in the outbox are sent too.
     """
-    member = _open_member(kit)
-    try:
+    with open_member(kit) as member:
         asyncio.run(_listen(member, opts, as_json, count, timeout, quiet))
-    finally:
-        member.close()
 
 
 async def _listen(
@@ -339,7 +336,7 @@ async def _listen(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout is not None else None
     names = [m.name for m in member.header.members]
-    client = _make_client(member, opts, presence=True, receive_limit=count)
+    client = make_client(member, opts, presence=True, receive_limit=count)
     shown = 0
     await client.start()
     try:
@@ -435,11 +432,8 @@ def history(kit: Path, as_json: bool, limit: int | None) -> None:
     """Print KIT's local message history: what it received and what it sent."""
     from ..payload import FileChunk, FileHeader, TextPayload, decode
 
-    member = _open_member(kit)
-    try:
+    with open_member(kit) as member:
         entries = member.history(limit)
-    finally:
-        member.close()
     for entry in entries:
         try:
             obj: Any = decode(entry.payload)

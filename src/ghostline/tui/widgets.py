@@ -23,7 +23,6 @@ from .view import (
     countdown,
     day_key,
     day_label,
-    pad_warning,
     percent,
     sender_colour,
 )
@@ -317,10 +316,6 @@ class Banner(Static):
         if text:
             self.add_class(f"-{level}")
         self.update(text)
-
-
-def pad_banner_text(pad: PadLeft) -> str:
-    return pad_warning(pad)
 
 
 class TransferRow(Vertical):
