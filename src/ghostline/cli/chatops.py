@@ -376,30 +376,36 @@ async def _listen(
         raise RelayUnreachable(f"could not reach the relay{detail}")
 
 
-def _print_message(event: Any, names: list[str], as_json: bool) -> None:
+def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
+    """The JSON fields (kind, text, file details) and the one-line human form of a
+    decoded payload; `obj` is None for one this version cannot decode."""
     from ..payload import FileChunk, FileHeader, TextPayload
 
+    if isinstance(obj, TextPayload):
+        return {"kind": "text", "text": obj.text}, obj.text
+    if isinstance(obj, FileHeader):
+        fields = {"kind": "file", "text": None, "file": obj.safe_name, "size": obj.total_size}
+        human = f"[file {obj.safe_name!r}, {obj.total_size} bytes, {obj.chunk_count} chunks]"
+        return fields, human
+    if isinstance(obj, FileChunk):
+        return {"kind": "file_chunk", "text": None, "chunk": obj.index}, (
+            f"[file chunk {obj.index}]"
+        )
+    return {"kind": "unknown", "text": None}, "[a message of a kind this version cannot show]"
+
+
+def _print_message(event: Any, names: list[str], as_json: bool) -> None:
     rec = event.received
     obj = event.payload_obj
+    fields, human = describe_payload(obj)
     record: dict[str, Any] = {
         "sender": rec.sender_name,
         "sender_index": rec.sender,
         "counter": rec.counter,
         "seq": rec.seq,
         "sent_at": getattr(obj, "sent_at", None),
+        **fields,
     }
-    if isinstance(obj, TextPayload):
-        record.update(kind="text", text=obj.text)
-        human = obj.text
-    elif isinstance(obj, FileHeader):
-        record.update(kind="file", text=None, file=obj.safe_name, size=obj.total_size)
-        human = f"[file {obj.safe_name!r}, {obj.total_size} bytes, {obj.chunk_count} chunks]"
-    elif isinstance(obj, FileChunk):
-        record.update(kind="file_chunk", text=None, chunk=obj.index)
-        human = f"[file chunk {obj.index}]"
-    else:
-        record.update(kind="unknown", text=None)
-        human = "[a message of a kind this version cannot show]"
     if as_json:
         line = json.dumps(record, ensure_ascii=False)
     else:
@@ -430,37 +436,30 @@ def _print_presence(event: Any, names: list[str]) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N.")
 def history(kit: Path, as_json: bool, limit: int | None) -> None:
     """Print KIT's local message history: what it received and what it sent."""
-    from ..payload import FileChunk, FileHeader, TextPayload, decode
+    from ..errors import PayloadError
+    from ..payload import decode
 
     with open_member(kit) as member:
         entries = member.history(limit)
     for entry in entries:
         try:
             obj: Any = decode(entry.payload)
-        except Exception:
+        except PayloadError:
             obj = None
-        text = obj.text if isinstance(obj, TextPayload) else None
+        fields, shown = describe_payload(obj)
+        sent_at = getattr(obj, "sent_at", None)
         if as_json:
             record = {
                 "sender": entry.sender_name,
                 "sender_index": entry.sender,
                 "counter": entry.counter,
                 "seq": entry.seq,
-                "sent_at": getattr(obj, "sent_at", None),
+                "sent_at": sent_at,
                 "state": entry.state,
-                "text": text,
+                **fields,
             }
             click.echo(json.dumps(record, ensure_ascii=False))
             continue
-        if text is not None:
-            shown = text
-        elif isinstance(obj, FileHeader):
-            shown = f"[file {obj.safe_name!r}, {obj.total_size} bytes]"
-        elif isinstance(obj, FileChunk):
-            shown = f"[file chunk {obj.index}]"
-        else:
-            shown = "[unreadable message]"
-        sent_at = getattr(obj, "sent_at", None) or entry.recorded_at
-        when = datetime.fromtimestamp(sent_at).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(sent_at or entry.recorded_at).strftime("%Y-%m-%d %H:%M:%S")
         mark = {"sealed": " (not yet sent)"}.get(entry.state, "")
         click.echo(f"[{when}] {entry.sender_name}: {shown}{mark}")
