@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 from ..errors import LocalError
 
@@ -32,8 +31,11 @@ class RoomLimitReached(LocalError):
     """The relay already serves as many rooms as it is allowed to."""
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+# Publish, StoredMessage and Appended are immutable records made once per message on
+# the relay's hot path: NamedTuples, which are built in half the time of frozen dataclasses.
+
+
+class Publish(NamedTuple):
     """One PUBLISH the relay checked (header only) and wants stored."""
 
     room: bytes
@@ -42,14 +44,12 @@ class Publish:
     sealed: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
     seq: int
     sealed: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
+class Appended(NamedTuple):
     """The outcome of storing one `Publish`: its seq, and whether it was already held.
 
     `preceded_by` (cluster only): messages another node stored in the same room just

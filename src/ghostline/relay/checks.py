@@ -17,6 +17,7 @@ from ..wire import SIGNATURE_LEN, ErrorCode, Hello, Port, join_statement
 from .backend import Publish, Roster
 
 _HEADER = struct.Struct(">BB16sHHQQI")  # envelope.py's header (protocol-v1 section 4)
+_PREFIX = struct.Struct(">BB16sHH")  # its first five fields
 
 
 def check_roster(hello: Hello, bound: Roster) -> None:
@@ -62,6 +63,12 @@ def check_publish_at(
     if length == 0 or size != sealed_length(length, n):
         raise ProtocolError(ErrorCode.BAD_PUBLISH, "length does not match the header")
     return int(counter)
+
+
+def publish_prefix(room: bytes, member: int, n: int) -> bytes:
+    """The first 22 header bytes (version, suite, pad_id, sender, n) that every PUBLISH of
+    `member` in `room` must start with: the relay's hot path compares them at once."""
+    return _PREFIX.pack(VERSION, SUITE, room, member, n)
 
 
 class TokenBucket:

@@ -3,24 +3,31 @@
 Layout in NATS (every name starts with `ghostline`):
 
 - Stream `GHOSTLINE`, subjects `ghostline.room.<room hex>`: one stream message per
-  stored relay message, body = the sealed bytes, header `Gl-Seq` = the room's seq.
-  Retention per room: `max_msgs_per_subject` (count, enforced by JetStream) and the
-  age limit (applied by `expire`, which keeps a body-less `Gl-Marker` message in a room
-  it empties, so the room's numbering survives). The stream republishes every stored
-  message to `ghostline.live.<room hex>`: that is how the other nodes fan it out.
+  stored relay message, body = the sealed bytes, headers `Gl-Seq` = the room's seq and
+  `Gl-Total` = the room's running byte total including this message. The stream
+  republishes every stored room message to `ghostline.live.<room hex>`: that is how the
+  other nodes fan it out.
+- Same stream, subjects `ghostline.sent.<room hex>.<sender>.<counter>`: the receipt of
+  each stored message (no body, `Gl-Seq`), stored atomically with it.
+- Retention per room: count (`max_msgs_per_subject`, enforced by JetStream), bytes
+  (applied after each append from `Gl-Total`, never removing the newest message) and
+  age (applied by `expire`, which keeps a body-less `Gl-Marker` message in a room it
+  empties, so the room's numbering survives). Receipts go with their messages (a
+  purge below the same stream seq; for the count limit, in the next `expire`).
 - KV bucket `ghostline-rooms`: room hex -> roster (created once, never changed).
 - Core subjects `ghostline.presence.<node>` (each node's online members, as a full
   snapshot on every change and every `HEARTBEAT` seconds) and `ghostline.presence-sync`.
 
-Per-room numbering is optimistic concurrency on the room's subject: a node publishes
-`Gl-Seq = head + 1` with `Nats-Expected-Last-Subject-Sequence` = the stream seq of the
-room's last message, so of two nodes racing for the same seq exactly one is stored; the
-loser re-reads the room's last message and tries the next seq. Within one batch a
-room's publishes are chained from the previous acknowledgement.
-
-Duplicates: `Nats-Msg-Id = <room hex>.<sender>.<counter>`; inside the stream's
-duplicate window JetStream answers with the original stream seq, whose `Gl-Seq` is
-returned. Beyond the window a resend is stored again (documented limit).
+Appending: a room's share of a group commit is ONE atomic JetStream batch (ADR-50,
+`allow_atomic`; chunks of `BATCH_MAX`): per message the room message (`Gl-Seq` = head
++ 1, + 2, ...) and its receipt. The first room message carries
+`Nats-Expected-Last-Subject-Sequence` = the stream seq of the room's last message (so
+of two nodes racing for the same seqs exactly one batch is stored), and every receipt
+expects its subject to be empty (so a message the room already holds fails the batch).
+Either way the whole batch is refused; the node re-reads the room's head, looks the
+batch's receipts up (one direct get, `multi_last`), answers the ones found with their
+stored seqs (`duplicate=True`), and retries the rest. Dedupe is therefore exact for as
+long as the original is held, independent of JetStream's duplicate window (not used).
 
 Order of DELIVERs on a node: a per-room cursor (the highest seq this node's hub has
 fanned out). Republished messages are delivered when they are next in line; a gap
@@ -87,19 +94,27 @@ LIVE_SUBJECT = "ghostline.live."
 ROOMS_BUCKET = "ghostline-rooms"
 PRESENCE_SUBJECT = "ghostline.presence."
 SYNC_SUBJECT = "ghostline.presence-sync"
+SENT_SUBJECT = "ghostline.sent."
 
 H_SEQ = "Gl-Seq"
 H_NODE = "Gl-Node"
 H_MARKER = "Gl-Marker"
 H_EXPECT = "Nats-Expected-Last-Subject-Sequence"
-H_MSG_ID = "Nats-Msg-Id"
+H_TOTAL = "Gl-Total"
+H_BATCH_ID = "Nats-Batch-Id"
+H_BATCH_SEQ = "Nats-Batch-Sequence"
+H_COMMIT = "Nats-Batch-Commit"
 WRONG_LAST_SEQUENCE = 10071  # JetStream err_code
+BATCH_WRONG_LAST_SEQUENCE = 10164
 STREAM_NAME_IN_USE = 10058
 
 HEARTBEAT = 2.0  # seconds between presence snapshots of a node
 DEAD_AFTER = 8.0  # a node not heard from for this long is gone (its members offline)
 GAP_WAIT = 0.1  # seconds a missing seq may take to arrive before it is read from the stream
 MAX_RACES = 1000  # lost optimistic-concurrency races in a row before an append gives up
+BATCH_MAX = 500  # messages per atomic batch (each with its receipt: JetStream allows 1000)
+BATCHES_IN_FLIGHT = 12  # per node (JetStream allows 50 per stream in flight)
+LOOKUP_MAX = 256  # receipts per lookup request
 
 _U16 = struct.Struct(">H")
 
@@ -113,7 +128,7 @@ class ClusterConfig:
     servers: tuple[str, ...]
     node: str
     replicas: int = 1  # JetStream replicas of the stream and bucket (3 on a 3-server cluster)
-    duplicate_window: float = 900.0  # seconds during which a resend is recognised
+    duplicate_window: float = 120.0  # JetStream's own window (unused: receipts dedupe)
     request_timeout: float = 5.0
     tls: Any = None  # ssl.SSLContext for tls:// servers with a private CA
 
@@ -122,6 +137,7 @@ class ClusterConfig:
 class _Head:
     seq: int  # the room's newest Gl-Seq (0: none)
     sseq: int  # the stream seq of the room's last stream message (0: none)
+    total: int = 0  # the room's running byte total (Gl-Total of its last message)
 
 
 @dataclass(slots=True)
@@ -157,6 +173,10 @@ class NatsBackend(Backend):
         self._heads: dict[bytes, _Head] = {}  # this node's last known head per room
         self._fans: dict[bytes, _Fan] = {}
         self._busy: set[bytes] = set()  # rooms this node is appending to right now
+        # per room: (stream seq, running bytes before it) of its first held message
+        self._firsts: dict[bytes, tuple[int, int]] = {}
+        self._batch_slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        self._receipts_from: dict[bytes, int] = {}  # per room: receipts purged below this
         self._local: dict[bytes, set[int]] = {}  # members online through this node
         self._nodes: dict[str, _Node] = {}  # other nodes' presence snapshots
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -212,13 +232,14 @@ class NatsBackend(Backend):
         assert self._js is not None
         config = StreamConfig(
             name=STREAM,
-            subjects=[ROOM_SUBJECT + "*"],
+            subjects=[ROOM_SUBJECT + "*", SENT_SUBJECT + ">"],
             storage=StorageType.FILE,
             num_replicas=self.config.replicas,
             max_msgs_per_subject=self.retention.max_messages,
             discard=DiscardPolicy.OLD,
             duplicate_window=self.config.duplicate_window,
             allow_direct=True,
+            allow_atomic=True,
             republish=RePublish(src=ROOM_SUBJECT + "*", dest=LIVE_SUBJECT + "{{wildcard(1)}}"),
         )
         try:
@@ -351,46 +372,148 @@ class NatsBackend(Backend):
         return [r for r in results if r is not None]
 
     async def _append_room(self, room: bytes, items: list[Publish]) -> list[Appended]:
-        _, js = self._connected()
-        subject = _subject(room)
-        head = self._heads.get(room)
-        if head is None:
-            head = await self._fetch_head(room)
-        out: list[Appended] = []
-        seen: dict[tuple[int, int], int] = {}
-        for p in items:
+        """Store one room's share of a batch: atomic JetStream batches of up to
+        `BATCH_MAX` messages, each chained to the room's head by one expectation."""
+        head = self._heads.get(room) or await self._fetch_head(room)
+        out: list[Appended | None] = [None] * len(items)
+        first_of: dict[tuple[int, int], int] = {}  # (sender, counter) -> first index
+        todo: list[int] = []
+        for i, p in enumerate(items):
             key = (p.sender, p.counter)
-            if key in seen:
-                out.append(Appended(seen[key], True))
+            if key not in first_of:
+                first_of[key] = i
+                todo.append(i)
+        held: dict[tuple[int, int], int] = {}  # already stored before: key -> its seq
+        races = 0
+        while todo:
+            chunk = todo[:BATCH_MAX]
+            try:
+                last_sseq = await self._publish_batch(room, head, [items[i] for i in chunk])
+            except APIError as err:
+                if err.err_code not in (WRONG_LAST_SEQUENCE, BATCH_WRONG_LAST_SEQUENCE):
+                    raise
+                # another node appended to the room first, or a message is a resend
+                races += 1
+                if races > MAX_RACES:
+                    raise StorageUnavailable("the room is too contended, retry later") from err
+                head, found = await asyncio.gather(
+                    self._fetch_head(room), self._lookup(room, [items[i] for i in todo])
+                )
+                held.update(found)
+                todo = [i for i in todo if (items[i].sender, items[i].counter) not in held]
                 continue
-            msg_id = f"{room.hex()}.{p.sender}.{p.counter}"
-            for _ in range(MAX_RACES):
-                headers = {
-                    H_SEQ: str(head.seq + 1),
-                    H_NODE: self.node,
-                    H_MSG_ID: msg_id,
-                    H_EXPECT: str(head.sseq),
-                }
-                try:
-                    ack = await js.publish(subject, p.sealed, stream=STREAM, headers=headers)
-                except APIError as err:
-                    if err.err_code != WRONG_LAST_SEQUENCE:
-                        raise
-                    head = await self._fetch_head(room)  # another node appended first
+            total = head.total
+            for n, i in enumerate(chunk):
+                out[i] = Appended(head.seq + 1 + n, False)
+                total += len(items[i].sealed)
+            head = _Head(head.seq + len(chunk), last_sseq, total)
+            self._heads[room] = head
+            todo = todo[len(chunk) :]
+        for i, p in enumerate(items):
+            if out[i] is not None and first_of[(p.sender, p.counter)] == i:
+                continue
+            key = (p.sender, p.counter)
+            seq = held.get(key)
+            if seq is None:
+                first = out[first_of[key]]
+                assert first is not None
+                seq = first.seq
+            out[i] = Appended(seq, True)
+        if head.total - self._floor(room) > self.retention.max_bytes:
+            await self._trim_bytes(room, head)
+        return [r for r in out if r is not None]
+
+    async def _publish_batch(self, room: bytes, head: _Head, items: list[Publish]) -> int:
+        """One atomic JetStream batch: per message, the room message and its receipt
+        `ghostline.sent.<room>.<sender>.<counter>` (which must not exist yet). Returns
+        the stream seq of the last room message."""
+        nc, _ = self._connected()
+        subject = _subject(room)
+        sent = SENT_SUBJECT + room.hex() + "."
+        batch_id = os.urandom(12).hex()
+        total = head.total
+        last = len(items) - 1
+        async with self._batch_slots:
+            for j, p in enumerate(items):
+                seq = str(head.seq + 1 + j)
+                total += len(p.sealed)
+                h = {H_BATCH_ID: batch_id, H_BATCH_SEQ: str(2 * j + 1), H_SEQ: seq,
+                     H_NODE: self.node, H_TOTAL: str(total)}  # fmt: skip
+                if j == 0:
+                    h[H_EXPECT] = str(head.sseq)
+                await nc.publish(subject, p.sealed, headers=h)
+                receipt = {H_BATCH_ID: batch_id, H_BATCH_SEQ: str(2 * j + 2), H_SEQ: seq,
+                           H_EXPECT: "0"}  # fmt: skip
+                where = f"{sent}{p.sender}.{p.counter}"
+                if j < last:
+                    await nc.publish(where, b"", headers=receipt)
                     continue
-                if ack.duplicate:
-                    seq = await self._seq_at(ack.seq, head.seq)
-                    out.append(Appended(seq, True))
-                else:
-                    head = _Head(head.seq + 1, ack.seq)
-                    self._heads[room] = head
-                    seq = head.seq
-                    out.append(Appended(seq, False))
-                seen[key] = seq
-                break
-            else:
-                raise StorageUnavailable("the room is too contended, retry later")
-        return out
+                receipt[H_COMMIT] = "1"
+                try:
+                    reply = await nc.request(
+                        where, b"", timeout=self.config.request_timeout, headers=receipt
+                    )
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
+                    raise StorageUnavailable(f"JetStream did not answer: {err!r}") from err
+        resp = json.loads(reply.data)
+        if "error" in resp:
+            raise APIError.from_error(resp["error"])
+        return int(resp["seq"]) - 1  # the receipt of the last message comes last
+
+    async def _lookup(self, room: bytes, items: list[Publish]) -> dict[tuple[int, int], int]:
+        """The stored seqs of those of `items` the room already holds (by receipt)."""
+        prefix = SENT_SUBJECT + room.hex() + "."
+        keys = sorted({(p.sender, p.counter) for p in items})
+        found: dict[tuple[int, int], int] = {}
+        for at in range(0, len(keys), LOOKUP_MAX):
+            part = keys[at : at + LOOKUP_MAX]
+            request = {"multi_last": [f"{prefix}{s}.{c}" for s, c in part], "batch": len(part)}
+            for _, headers, _data in await self._direct(request):
+                _, _, sender, counter = headers.get("Nats-Subject", "").rsplit(".", 3)
+                found[(int(sender), int(counter))] = int(headers.get(H_SEQ, 0))
+        return found
+
+    def _floor(self, room: bytes) -> int:
+        """The room's bytes stored before its first held message, as far as known."""
+        first = self._firsts.get(room)
+        return first[1] if first is not None else 0
+
+    async def _trim_bytes(self, room: bytes, head: _Head) -> None:
+        """Byte retention: remove the room's oldest messages (never the newest) until
+        what it holds is within `retention.max_bytes`. Each message carries the room's
+        running byte total (`Gl-Total`), so what is held from any message on is known."""
+        subject = _subject(room)
+        first = self._firsts.get(room)
+        sseq = first[0] if first is not None else 1
+        limit = self.retention.max_bytes
+        keep: tuple[int, int] | None = None
+        while keep is None:
+            msgs = await self._batch(subject, sseq, 256, 4 * 2**20)
+            if not msgs:
+                return
+            for mseq, headers, data in msgs:
+                before = int(headers.get(H_TOTAL, 0)) - len(data)
+                if head.total - before <= limit or mseq >= head.sseq:
+                    keep = (mseq, before)
+                    break
+                sseq = mseq + 1
+        if keep[0] > (first[0] if first is not None else 0):
+            await self._purge(room, keep[0])
+        self._firsts[room] = keep
+
+    async def _purge(self, room: bytes, keep_from: int) -> int:
+        """Remove the room's messages, and their receipts, below stream seq `keep_from`."""
+        nc, _ = self._connected()
+        purged = 0
+        for subject in (_subject(room), SENT_SUBJECT + room.hex() + ".>"):
+            reply = await nc.request(
+                f"$JS.API.STREAM.PURGE.{STREAM}",
+                json.dumps({"filter": subject, "seq": keep_from}).encode(),
+                timeout=self.config.request_timeout,
+            )
+            if subject.startswith(ROOM_SUBJECT):
+                purged = int(json.loads(reply.data).get("purged", 0))
+        return purged
 
     async def _interleave(
         self, room: bytes, idx: list[int], results: list[Appended | None]
@@ -427,14 +550,6 @@ class NatsBackend(Backend):
         out = [StoredMessage(s, fan.pending.pop(s)) for s in want if s in fan.pending]
         return out
 
-    async def _seq_at(self, sseq: int, fallback: int) -> int:
-        _, js = self._connected()
-        try:
-            msg = await js.get_msg(STREAM, seq=sseq, direct=True)
-        except NotFoundError:  # removed by retention since: the original is gone
-            return fallback
-        return int((msg.headers or {}).get(H_SEQ, fallback))
-
     async def _fetch_head(self, room: bytes) -> _Head:
         _, js = self._connected()
         try:
@@ -442,7 +557,8 @@ class NatsBackend(Backend):
         except NotFoundError:
             head = _Head(0, 0)
         else:
-            head = _Head(int((msg.headers or {}).get(H_SEQ, 0)), msg.seq or 0)
+            headers = msg.headers or {}
+            head = _Head(int(headers.get(H_SEQ, 0)), msg.seq or 0, int(headers.get(H_TOTAL, 0)))
         self._heads[room] = head
         fan = self._fans.get(room)
         if fan is None:
@@ -535,10 +651,14 @@ class NatsBackend(Backend):
     ) -> list[tuple[int, dict[str, str], bytes]]:
         """Up to `count` stream messages of `subject` from stream seq `start` (one
         JetStream direct-get batch request)."""
+        request = {"seq": start, "next_by_subj": subject, "batch": count, "max_bytes": max_bytes}
+        return await self._direct(request)
+
+    async def _direct(self, request: dict[str, Any]) -> list[tuple[int, dict[str, str], bytes]]:
+        """The messages one JetStream direct-get batch request answers with."""
         nc, _ = self._connected()
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
-        request = {"seq": start, "next_by_subj": subject, "batch": count, "max_bytes": max_bytes}
         out: list[tuple[int, dict[str, str], bytes]] = []
         try:
             await nc.publish(
@@ -630,13 +750,18 @@ class NatsBackend(Backend):
     async def expire(self, now: float) -> int:
         if self._nc is None or not self._nc.is_connected:
             return 0
-        nc, js = self._connected()
+        _, js = self._connected()
         cutoff = now - self.retention.max_age
         info = await js.stream_info(STREAM, subjects_filter=ROOM_SUBJECT + "*")
         removed = 0
         for subject in info.state.subjects or {}:
+            room = bytes.fromhex(subject[len(ROOM_SUBJECT) :])
             first = await js.get_msg(STREAM, seq=1, subject=subject, next=True, direct=True)
             if _stamp(first) >= cutoff:
+                if first.seq and self._receipts_from.get(room) != first.seq:
+                    # receipts of messages the count limit removed
+                    await self._purge(room, first.seq)
+                    self._receipts_from[room] = first.seq
                 continue
             last = await js.get_last_msg(STREAM, subject, direct=True)
             headers = last.headers or {}
@@ -648,19 +773,16 @@ class NatsBackend(Backend):
                     ack = await js.publish(
                         subject, b"", stream=STREAM,
                         headers={H_SEQ: headers.get(H_SEQ, "0"), H_MARKER: "1",
-                                 H_NODE: self.node, H_EXPECT: str(last.seq)},
+                                 H_TOTAL: headers.get(H_TOTAL, "0"), H_NODE: self.node,
+                                 H_EXPECT: str(last.seq)},
                     )  # fmt: skip
                 except APIError:
                     continue  # someone appended meanwhile: next round
                 keep_from = ack.seq
             else:
                 keep_from = await self._first_since(subject, first.seq or 1, last.seq or 1, cutoff)
-            reply = await nc.request(
-                f"$JS.API.STREAM.PURGE.{STREAM}",
-                json.dumps({"filter": subject, "seq": keep_from}).encode(),
-                timeout=self.config.request_timeout,
-            )
-            removed += int(json.loads(reply.data).get("purged", 0))
+            removed += await self._purge(room, keep_from)
+            self._receipts_from[room] = keep_from
         return removed
 
     async def _first_since(self, subject: str, lo: int, hi: int, cutoff: float) -> int:

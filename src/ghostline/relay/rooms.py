@@ -49,7 +49,8 @@ class RoomHub:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.rooms: dict[bytes, Room] = {}
-        self._pending: list[tuple[RelayConnection, Publish]] = []
+        self._pending: list[Publish] = []  # the next commit's publishes, in order
+        self._senders: list[tuple[RelayConnection, int]] = []  # who sent them: runs
         self._scheduled = False
         self._committing = False
         self._idle = asyncio.Event()
@@ -128,8 +129,16 @@ class RoomHub:
     # --- publish: group commit, then ACCEPTED and fan-out -----------------------------
 
     def submit(self, conn: RelayConnection, publish: Publish) -> None:
-        conn.inflight += 1
-        self._pending.append((conn, publish))
+        self.submit_many(conn, [publish])
+
+    def submit_many(self, conn: RelayConnection, publishes: list[Publish]) -> None:
+        """Queue `publishes` (all from `conn`, in order) for the next commit."""
+        count = len(publishes)
+        if not count:
+            return
+        conn.inflight += count
+        self._pending.extend(publishes)
+        self._senders.append((conn, count))
         if not self._scheduled and not self._committing:
             self._scheduled = True
             self._idle.clear()
@@ -145,16 +154,19 @@ class RoomHub:
             self._idle.set()
             return
         batch, self._pending = self._pending, []
+        senders, self._senders = self._senders, []
         self._committing = True
         self._idle.clear()
-        self._spawn(self._commit(batch))
+        self._spawn(self._commit(batch, senders))
 
-    async def _commit(self, batch: list[tuple[RelayConnection, Publish]]) -> None:
+    async def _commit(
+        self, batch: list[Publish], senders: list[tuple[RelayConnection, int]]
+    ) -> None:
         try:
-            results = await self.backend.append([p for _, p in batch])
+            results = await self.backend.append(batch)
         except Exception as err:  # the store failed: nothing in this batch is ACCEPTED
             log_event(log, "store_failed", level=logging.ERROR, messages=len(batch), error=err)
-            for conn in {c for c, _ in batch}:
+            for conn in {c for c, _ in senders}:
                 conn.fail(ErrorCode.INTERNAL, "the relay could not store the message")
             results = None
         finally:
@@ -167,7 +179,7 @@ class RoomHub:
             # thread) before this one is answered and fanned out.
             self._commit_next()
             await asyncio.sleep(0)
-        self._dispatch(batch, results)
+        self._dispatch(batch, senders, results)
         if not self._committing and not self._scheduled:
             self._commit_next()
 
@@ -179,43 +191,58 @@ class RoomHub:
                 self._commit_next()
 
     def _dispatch(
-        self, batch: list[tuple[RelayConnection, Publish]], results: list[Appended]
+        self,
+        batch: list[Publish],
+        senders: list[tuple[RelayConnection, int]],
+        results: list[Appended],
     ) -> None:
         # Per room: every DELIVER frame is built once and joined into one buffer; a
-        # member who did not publish gets that buffer, a publisher gets it with its own
-        # messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
+        # member who did not publish gets that buffer, a publisher gets it with each run
+        # of its own messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
+        # `senders` cuts `batch` into runs of one connection's publishes.
         per_room: dict[bytes, _RoomBatch] = {}
-        for (conn, pub), res in zip(batch, results, strict=True):
-            conn.inflight -= 1
-            rb = per_room.get(pub.room)
+        pack_accepted = _ACCEPTED.pack
+        pack_head = _DELIVER_HEAD.pack
+        i = 0
+        for conn, count in senders:
+            conn.inflight -= count
+            room_id = batch[i].room
+            rb = per_room.get(room_id)
             if rb is None:
-                rb = per_room[pub.room] = _RoomBatch()
-            seq = res.seq
-            accepted = _ACCEPTED.pack(17, FrameType.ACCEPTED, seq, pub.counter)
+                rb = per_room[room_id] = _RoomBatch()
             mine = rb.mine.get(conn)
             if mine is None:
                 mine = rb.mine[conn] = []
-            for m in res.preceded_by:  # another node's messages that come first (cluster)
-                rb.parts.append(_DELIVER_HEAD.pack(len(m.sealed) + 9, FrameType.DELIVER, m.seq))
-                rb.parts.append(m.sealed)
-                start = rb.size
-                rb.size += 13 + len(m.sealed)
-                rb.spans.append((m.seq, start, rb.size))  # in no publisher's `mine`
-            start = rb.size
-            if res.duplicate:
-                mine.append((start, start, accepted))
-                log_event(
-                    log, "duplicate", conn=conn.id, room=pub.room.hex(), member=conn.member,
-                    seq=seq, counter=pub.counter,
-                )  # fmt: skip
-                continue
-            sealed = pub.sealed
             parts = rb.parts
-            parts.append(_DELIVER_HEAD.pack(len(sealed) + 9, FrameType.DELIVER, seq))
-            parts.append(sealed)
-            rb.size = end = start + 13 + len(sealed)
-            rb.spans.append((seq, start, end))
-            mine.append((start, end, accepted))
+            size = start = rb.size
+            accepted: list[bytes] = []
+            for j in range(i, i + count):
+                pub = batch[j]
+                seq, duplicate, preceded_by = results[j]
+                if preceded_by:  # another node's messages that come first (cluster)
+                    if accepted:
+                        mine.append((start, size, b"".join(accepted)))
+                        accepted = []
+                    for m in preceded_by:
+                        parts.append(pack_head(len(m.sealed) + 9, FrameType.DELIVER, m.seq))
+                        parts.append(m.sealed)
+                        size += 13 + len(m.sealed)
+                    start = size
+                accepted.append(pack_accepted(17, FrameType.ACCEPTED, seq, pub.counter))
+                if duplicate:
+                    log_event(
+                        log, "duplicate", conn=conn.id, room=room_id.hex(), member=conn.member,
+                        seq=seq, counter=pub.counter,
+                    )  # fmt: skip
+                    continue
+                sealed = pub.sealed
+                parts.append(pack_head(len(sealed) + 9, FrameType.DELIVER, seq))
+                parts.append(sealed)
+                size += 13 + len(sealed)
+            if accepted:
+                mine.append((start, size, b"".join(accepted)))
+            rb.size = size
+            i += count
         for room_id, rb in per_room.items():
             room = self.rooms.get(room_id)
             full = b"".join(rb.parts)
@@ -225,8 +252,13 @@ class RoomHub:
             for conn in targets:
                 mine = mine_of.get(conn)
                 if conn.replaying:
-                    skip = {s for s, e, _ in mine if e > s} if mine else ()
-                    conn.buffer_live([(q, full[s:e]) for q, s, e in rb.spans if s not in skip])
+                    conn.buffer_live(
+                        [
+                            (q, full[s:e])
+                            for q, s, e in _spans(rb.parts)
+                            if not mine or not any(a <= s < b for a, b, _ in mine)
+                        ]
+                    )
                     if mine:
                         conn.send(b"".join([a for _, _, a in mine]))
                 elif mine is None:
@@ -235,15 +267,15 @@ class RoomHub:
                     view = memoryview(full)
                     pieces: list[bytes | memoryview] = []
                     at = 0
-                    for start, end, accepted in mine:
+                    for start, end, accepted_run in mine:
                         if start > at:
                             pieces.append(view[at:start])
-                        pieces.append(accepted)
+                        pieces.append(accepted_run)
                         at = end
                     if at < len(full):
                         pieces.append(view[at:])
                     conn.send(b"".join(pieces))
-        for conn in {c for c, _ in batch}:
+        for conn in {c for c, _ in senders}:
             conn.after_commit()
 
     def on_remote_messages(self, room_id: bytes, messages: Sequence[StoredMessage]) -> None:
@@ -262,12 +294,22 @@ class RoomHub:
 class _RoomBatch:
     """One room's share of a commit, as `_dispatch` assembles it."""
 
-    __slots__ = ("parts", "size", "spans", "mine")
+    __slots__ = ("parts", "size", "mine")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []  # DELIVER frames: header, sealed, header, sealed, ...
         self.size = 0
-        self.spans: list[tuple[int, int, int]] = []  # seq, start, end of each DELIVER
-        # per publisher: (start, end, ACCEPTED frame) of each of its messages; a
-        # duplicate has start == end (no DELIVER)
+        # per publisher: (start, end, ACCEPTED frames) of each run of its messages: the
+        # bytes [start, end) of the room's buffer are its DELIVERs (none for duplicates)
         self.mine: dict[RelayConnection, list[tuple[int, int, bytes]]] = {}
+
+
+def _spans(parts: list[bytes]) -> list[tuple[int, int, int]]:
+    """(seq, start, end) of each DELIVER frame in b"".join(parts)."""
+    out = []
+    at = 0
+    for i in range(0, len(parts), 2):
+        end = at + len(parts[i]) + len(parts[i + 1])
+        out.append((_DELIVER_HEAD.unpack(parts[i])[2], at, end))
+        at = end
+    return out

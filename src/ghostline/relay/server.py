@@ -20,7 +20,9 @@ import ssl
 import struct
 import time
 from collections.abc import Iterable
+from typing import cast
 
+from ..envelope import HEADER_LEN, sealed_length
 from ..errors import ProtocolError
 from ..wire import (
     MAX_PING,
@@ -38,7 +40,14 @@ from ..wire import (
     encode_u64,
 )
 from .backend import Backend, Publish, RoomLimitReached
-from .checks import TokenBucket, check_publish, check_publish_at, check_roster, verify_prove
+from .checks import (
+    TokenBucket,
+    check_publish,
+    check_publish_at,
+    check_roster,
+    publish_prefix,
+    verify_prove,
+)
 from .config import RelayLimits
 from .logfmt import log_event
 from .rooms import RoomHub
@@ -49,6 +58,9 @@ _ids = itertools.count(1)
 _HIGH_WATER = 256 * 1024
 _LEN = struct.Struct(">I")
 _CLOSE_GRACE = 2.0  # seconds a refused connection gets to read its ERROR frame
+_PUBLISH = int(FrameType.PUBLISH)
+_PREFIX_LEN = 22  # version, suite, pad_id, sender, n: the same in every PUBLISH of a member
+_COUNTER_LENGTH = struct.Struct(">Q8xI")  # counter, (offset), length: the rest of the header
 
 
 class _Connection(asyncio.Protocol):
@@ -70,6 +82,8 @@ class _Connection(asyncio.Protocol):
         self.member = -1
         self.n = 0
         self.last_rx = 0.0
+        self._prefix = b""  # what every PUBLISH header of this member starts with
+        self._overhead = 0  # sealed length minus ciphertext length
         self._backlog: list[Frame] = []
         self._wakeup: asyncio.Future[None] | None = None
         self._handshake: asyncio.Task[None] | None = None
@@ -80,13 +94,12 @@ class _Connection(asyncio.Protocol):
     # --- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.address = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
-        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER)
         loop = asyncio.get_running_loop()
         self.last_rx = loop.time()
         refusal = self.server.admit(self)
@@ -230,6 +243,8 @@ class _Connection(asyncio.Protocol):
             if self.closing:
                 return
             self.room, self.member, self.n = hello.room, hello.member, len(hello.roster)
+            self._prefix = publish_prefix(self.room, self.member, self.n)
+            self._overhead = sealed_length(0, self.n)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -354,19 +369,31 @@ class RelayConnection(_Connection):
                 self._wakeup.set_result(None)
             return
         room, member, n = self.room, self.member, self.n
+        # A header that starts with this connection's prefix (version, suite, room,
+        # member, n) and whose length matches passes every check of check_publish_at;
+        # anything else goes through it for the exact refusal.
+        prefix, overhead = self._prefix, self._overhead
         take = self._bucket.take
-        submit = self.hub.submit
+        unpack_len = _LEN.unpack_from
+        unpack_tail = _COUNTER_LENGTH.unpack_from
+        publishes: list[Publish] = []
         pos = 0
         try:
             while pos < stop:
-                (size,) = _LEN.unpack_from(buf, pos)
-                if buf[pos + 4] == FrameType.PUBLISH:
+                (size,) = unpack_len(buf, pos)
+                if buf[pos + 4] == _PUBLISH:
                     if not take(now):
                         self.fail(ErrorCode.RATE_LIMITED, "publish rate limit exceeded")
                         return
-                    counter = check_publish_at(buf, pos + 5, size - 1, room, member, n)
-                    submit(
-                        self, Publish(room, member, counter, bytes(buf[pos + 5 : pos + 4 + size]))
+                    body = pos + 5
+                    if size > HEADER_LEN and buf.startswith(prefix, body):
+                        counter, length = unpack_tail(buf, body + _PREFIX_LEN)
+                        if not length or length + overhead != size - 1:
+                            check_publish_at(buf, body, size - 1, room, member, n)  # raises
+                    else:
+                        counter = check_publish_at(buf, body, size - 1, room, member, n)
+                    publishes.append(
+                        Publish(room, member, counter, bytes(buf[body : pos + 4 + size]))
                     )
                 elif not self.on_common(Frame(buf[pos + 4], bytes(buf[pos + 5 : pos + 4 + size]))):
                     return
@@ -376,6 +403,8 @@ class RelayConnection(_Connection):
             return
         finally:
             del buf[:pos]
+            if publishes:  # (those before a refusal too, as if each was submitted alone)
+                self.hub.submit_many(self, publishes)
         if self.inflight > self.limits.max_inflight and self.transport is not None:
             self.transport.pause_reading()
 
