@@ -226,7 +226,15 @@ class NatsBackend(Backend):
         await nc.subscribe(SYNC_SUBJECT, cb=self._on_sync)
         await nc.publish(SYNC_SUBJECT, self.node.encode())
         self._spawn(self._heartbeat())
-        log_event(log, "cluster_open", node=self.node, servers=",".join(self.config.servers))
+        # Debug only: the first stderr lines belong to the port lines (docs/DEPLOYMENT.md),
+        # and `ghostline relay: cluster URLS node NAME` says the same thing right after.
+        log_event(
+            log,
+            "cluster_open",
+            level=logging.DEBUG,
+            node=self.node,
+            servers=",".join(self.config.servers),
+        )
 
     async def _ensure_stream(self) -> None:
         assert self._js is not None
