@@ -28,6 +28,7 @@ from ghostline.errors import PadExhaustedError, RelayRefused
 from ghostline.member import Member
 from ghostline.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
+from ghostline.store import Store
 from ghostline.transport import RelayAddress
 from ghostline.wire import Frame, FrameType, encode_frame
 from helpers import free_port, make_kit_set
@@ -368,3 +369,66 @@ def test_backoff_grows_with_jitter_up_to_the_cap_and_resets() -> None:
     assert len(set(delays)) == len(delays)
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+async def test_send_many_seals_a_group_in_one_commit_and_delivers_it_in_order(
+    members: list[Member], relay: Relay
+) -> None:
+    alice, bob = (client_for(m, relay.address, presence=False) for m in members[:2])
+    store = members[0].store
+    commits = 0
+    real_transaction = store.transaction
+
+    def counting_transaction():  # type: ignore[no-untyped-def]
+        nonlocal commits
+        commits += 1
+        return real_transaction()
+
+    store.transaction = counting_transaction  # type: ignore[method-assign]
+    async with alice, bob:
+        await asyncio.gather(alice.wait_connected(5), bob.wait_connected(5))
+        payloads = [TextPayload(f"part {i}", 1).encode() for i in range(6)]
+        entries = await alice.send_many(payloads)
+        assert commits == 1
+        assert [e.counter for e in entries] == list(range(6))
+        # Durable when it returns: another connection to the state database sees them all.
+        other = Store.open(store.path, store.binding, read_only=True)
+        try:
+            assert all(other.outbox_row(e.counter) is not None for e in entries)
+        finally:
+            other.close()
+        seqs = [await alice.wait_accepted(e.counter, timeout=5) for e in entries]
+        assert seqs == sorted(seqs)
+        assert await texts(bob, 6) == [f"part {i}" for i in range(6)]
+        assert await alice.send_many([]) == []
+
+
+async def test_send_many_that_does_not_fit_seals_nothing(tmp_path: Path, relay: Relay) -> None:
+    paths = make_kit_set(tmp_path / "small", 2, slice_len=4096, auth_keys=4, seed="many")
+    member = Member.open(paths[0])
+    try:
+        client = client_for(member, relay.address, presence=False)
+        async with client:
+            with pytest.raises(PadExhaustedError):
+                await client.send_many([b"\x01\x00\x00\x00\x01x"] * 5)
+            await expect(client, PadExhausted)
+            assert member.pending() == [] and member.history() == []
+            entries = await client.send_many([b"\x01\x00\x00\x00\x01x"] * 4)
+            assert [e.counter for e in entries] == [0, 1, 2, 3]
+    finally:
+        member.close()
+
+
+async def test_a_group_sealed_while_the_relay_is_down_goes_out_once_it_is_up(
+    members: list[Member], tmp_path: Path
+) -> None:
+    relay = Relay(tmp_path / "relay.sqlite", port=free_port(), presence_port=free_port())
+    alice = client_for(members[0], relay.address, presence=False)
+    async with alice:
+        entries = await alice.send_many([TextPayload(f"q{i}", 1).encode() for i in range(3)])
+        await relay.start()
+        try:
+            seqs = [await alice.wait_accepted(e.counter, timeout=5) for e in entries]
+            assert seqs == [1, 2, 3]
+        finally:
+            await relay.stop()

@@ -168,3 +168,25 @@ def test_a_read_only_store_refuses_writes_and_leaves_no_files(tmp_path: Path) ->
         store.set_next_position(1, 1)
     store.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.sqlite"]
+
+
+def test_history_of_a_kind_reads_the_whole_history_and_can_cut_payloads(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    with store.transaction():
+        store.add_history(0, 0, 1, b"\x02header", 1.0, "received")
+        for i in range(1, 100):
+            store.add_history(0, i, i + 1, b"\x01text", float(i), "received")
+        store.add_history(2, 0, 101, b"\x03" + bytes(range(40)), 2.0, "received")
+        store.add_history(0, 100, 102, b"\x02later", 3.0, "received")
+    before = store.dump()
+    assert [(h.counter, h.payload) for h in store.history_starting_with(2)] == [
+        (0, b"\x02header"),
+        (100, b"\x02later"),
+    ]
+    [chunk] = store.history_starting_with(3, head=5)
+    assert (chunk.sender, chunk.payload) == (2, b"\x03" + bytes(range(4)))
+    assert store.history_starting_with(4) == []
+    found = store.history_of([(0, 100), (2, 0), (1, 7), (0, 50)])  # (1, 7) does not exist
+    assert [(h.sender, h.counter) for h in found] == [(0, 50), (2, 0), (0, 100)]  # oldest first
+    assert store.dump() == before  # read-only
+    store.close()

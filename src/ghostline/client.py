@@ -226,6 +226,9 @@ class _Connection:
         # The highest seq the relay can honestly send next. Seqs are not authenticated;
         # this keeps a forged DELIVER from pushing the cursor far ahead (see _check_seq).
         self.seq_ceiling = 0
+        # The highest counter queued from `Member.pending()` when this connection began:
+        # a send_many that committed before then must not queue its entries twice.
+        self.pending_upto = -1
 
     async def read(self) -> Frame:
         while not self.frames:
@@ -398,6 +401,29 @@ class Client:
             self._conn.wake.set()
         return entry
 
+    async def send_many(self, payloads: Sequence[bytes]) -> list[OutboxEntry]:
+        """Seal every payload in ONE durable transaction (`Member.seal_many`), then queue
+        them in order. Returns after the commit, before ACCEPTED.
+
+        One commit (one fsync) for the whole group: a file's chunks go through here in
+        groups. The sealing runs in a worker thread so the event loop (and a chat
+        screen) keeps moving. All or nothing: PadExhaustedError seals none of them.
+        """
+        if not payloads:
+            return []
+        try:
+            entries = await asyncio.to_thread(self.member.seal_many, list(payloads))
+        except PadExhaustedError:
+            self._emit(PadExhausted())
+            raise
+        self._check_pad(entries[-1])
+        conn = self._conn
+        if conn is not None:
+            # A connection made while we sealed may already hold these from pending().
+            conn.outq.extend(e for e in entries if e.counter > conn.pending_upto)
+            conn.wake.set()
+        return entries
+
     async def send_text(self, text: str) -> OutboxEntry:
         return await self.send(payload_mod.encode_text(text, int(self.clock())))
 
@@ -497,7 +523,9 @@ class Client:
             conn.seq_ceiling = max(head, cursor) if self.receive else head
             # From here on, everything sealed goes to conn.outq via send(); what was sealed
             # before is in pending(). Set both in one step so nothing is missed.
-            conn.outq.extend(self.member.pending())
+            pending = self.member.pending()
+            conn.outq.extend(pending)
+            conn.pending_upto = pending[-1].counter if pending else -1
             conn.wake.set()
             self._conn = conn
             self._connected.set()
@@ -628,11 +656,14 @@ class Client:
                 raise
             except (RemoteError, ConnectionError, TimeoutError, OSError) as err:
                 detail = f"presence unavailable: {err}"
-            self._set_online(frozenset())
             if self._stopping or self.failure is not None:
+                self._set_online(frozenset())
                 return
             delay = self._presence_backoff.next_delay()
+            # Say that presence is down before emptying `online`, so a listener can tell
+            # "we no longer know who is online" from "everyone went offline".
             self._emit(ConnectionChanged(self.state, where, delay, detail, channel="presence"))
+            self._set_online(frozenset())
             await asyncio.sleep(delay)
 
     async def _presence_session(self, addr: RelayAddress, port: int) -> None:

@@ -32,7 +32,7 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from .envelope import HEADER_LEN, read_envelope
 from .errors import ErasedKeyError, StateError
 from .kit import KEY_LEN, Kit, KitHeader
 from .seal import open_sealed, seal_with_kit
-from .store import Binding, SenderTotals, SkippedRange, Store
+from .store import Binding, HistoryRow, SenderTotals, SkippedRange, Store
 
 RECOVER_HINT = "Run `ghostline pad recover KIT` to rebuild the state from the kit (see its --help)."
 
@@ -375,12 +375,26 @@ class Member:
     # -- reading ------------------------------------------------------------------
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
+        return self._entries(self.store.history(limit))
+
+    def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
+        """Every history entry (the whole history, not a page) whose payload is of
+        `kind` (its first byte), oldest first. With `head`, payloads are cut to their
+        first `head` bytes: enough to tell which file a chunk belongs to without
+        reading its data. Read-only; the chat app rebuilds file transfers with it."""
+        return self._entries(self.store.history_starting_with(kind, head))
+
+    def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryEntry]:
+        """The history entries of these (sender, counter) pairs, oldest first."""
+        return self._entries(self.store.history_of(keys))
+
+    def _entries(self, rows: Iterable[HistoryRow]) -> list[HistoryEntry]:
         names = [m.name for m in self.header.members]
         return [
             HistoryEntry(
                 r.sender, names[r.sender], r.counter, r.seq, r.payload, r.recorded_at, r.state
             )
-            for r in self.store.history(limit)
+            for r in rows
         ]
 
     def usage(self, *, scan_kit: bool = True) -> KitUsage:

@@ -176,6 +176,18 @@ class FileChunk:
 
 Payload = TextPayload | FileHeader | FileChunk
 
+# What names a chunk: kind, sent_at, transfer id and index. `chunk_head` needs no more.
+FILE_CHUNK_HEAD_LEN = PREFIX_LEN + _FILE_CHUNK.size
+
+
+def chunk_head(payload: bytes) -> tuple[bytes, int]:
+    """(transfer_id, index) of a FILE_CHUNK payload from its first FILE_CHUNK_HEAD_LEN
+    bytes (the data may be cut off). Raises PayloadError for anything else."""
+    if len(payload) < FILE_CHUNK_HEAD_LEN or payload[0] != Kind.FILE_CHUNK:
+        raise PayloadError("not the head of a file chunk")
+    transfer_id, index = _FILE_CHUNK.unpack_from(payload, PREFIX_LEN)
+    return bytes(transfer_id), int(index)
+
 
 def encode_text(text: str, sent_at: int) -> bytes:
     return TextPayload(text, sent_at).encode()

@@ -525,6 +525,40 @@ class Store:
             for r in rows
         ]
 
+    def history_starting_with(self, first: int, head: int | None = None) -> list[HistoryRow]:
+        """Rows whose payload's first byte is `first`, oldest first. With `head`, each
+        payload is cut to its first `head` bytes (SQLite cuts it, so a long payload's
+        bytes are not copied out). Read-only."""
+        payload = "payload" if head is None else f"substr(payload, 1, {max(0, int(head))})"
+        with self._lock:
+            rows = self._c.execute(
+                f"SELECT sender, counter, seq, {payload}, recorded_at, state "
+                "FROM history WHERE substr(payload, 1, 1) = ? ORDER BY id",
+                (bytes([first]),),
+            ).fetchall()
+        return [
+            HistoryRow(int(r[0]), int(r[1]), r[2], bytes(r[3]), float(r[4]), str(r[5]))
+            for r in rows
+        ]
+
+    def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryRow]:
+        """The rows of these (sender, counter) pairs that exist, oldest first. Read-only."""
+        found: list[tuple[int, HistoryRow]] = []
+        with self._lock:
+            for sender, counter in keys:
+                r = self._c.execute(
+                    "SELECT id, sender, counter, seq, payload, recorded_at, state FROM history "
+                    "WHERE sender = ? AND counter = ?",
+                    (sender, counter),
+                ).fetchone()
+                if r is not None:
+                    row = HistoryRow(
+                        int(r[1]), int(r[2]), r[3], bytes(r[4]), float(r[5]), str(r[6])
+                    )
+                    found.append((int(r[0]), row))
+        found.sort(key=lambda pair: pair[0])
+        return [row for _, row in found]
+
     def relay_cursor(self) -> int:
         with self._lock:
             return int(self._c.execute("SELECT cursor FROM relay WHERE id = 1").fetchone()[0])

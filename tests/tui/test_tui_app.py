@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
+import pytest
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
@@ -17,9 +21,11 @@ from ghostline.client import (
     PadExhausted,
     PresenceChanged,
 )
-from ghostline.payload import TextPayload, decode, encode_text, split_file
+from ghostline.member import HistoryEntry
+from ghostline.payload import FileChunk, FileHeader, TextPayload, decode, encode_text, split_file
+from ghostline.tui import files
 from ghostline.tui.app import ChatApp
-from ghostline.tui.files import save_new_file
+from ghostline.tui.files import SEAL_GROUP, save_new_file
 from ghostline.tui.screens import ConfirmScreen
 from ghostline.tui.widgets import (
     Banner,
@@ -242,6 +248,26 @@ async def test_file_command_asks_then_sends_with_progress(tmp_path: Path) -> Non
         assert [done for k, done, _ in app.transfer_log if k == key] == [0, 1, 2, 3, 4]
         row = app.query_one(f"#{key}", TransferRow)
         assert row.has_class("-done")
+        assert client.groups == [4]  # header and 3 chunks: one commit
+
+
+async def test_a_large_file_is_sealed_in_groups_not_one_message_at_a_time(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(bytes(range(256)) * 256 * 40)  # 40 chunks of 64 KiB
+    app, client = make_app(FakeMember(header(slice_len=8 << 20)), tmp_path=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        app.offer_file(str(source))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: len(client.sent) == 41)
+        assert client.groups == [SEAL_GROUP, 41 - SEAL_GROUP]
+        assert 16 <= SEAL_GROUP <= 64
+        sealed = [decode(p) for p in client.sent]
+        assert isinstance(sealed[0], FileHeader)
+        assert [c.index for c in sealed[1:] if isinstance(c, FileChunk)] == list(range(40))
+        await until(pilot, lambda: any("sent a file: big.bin" in t for t in texts(app)))
 
 
 async def test_file_command_can_be_cancelled(tmp_path: Path) -> None:
@@ -295,14 +321,12 @@ async def test_interrupted_transfer_in_history_resumes_when_the_rest_arrives(
     head, chunks = split_file(data, 64, transfer_id=b"V" * 8, sent_at=int(T0), name="r.txt")
     parts = [head.encode(), *(c.encode() for c in chunks)]
     member = FakeMember(header())
-    from ghostline.member import HistoryEntry
-
     for i, payload in enumerate(parts[:2]):
         member.entries.append(HistoryEntry(1, "bob", i, i + 1, payload, T0 - 100, "received"))
     member.used[1] = (2, sum(len(p) for p in parts[:2]))
     app, client = make_app(member, tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.files_ready)
         row = app.query_one(f"#in-1-{(b'V' * 8).hex()}", TransferRow)
         assert "interrupted" in str(row.query_one("Label").render())
         for payload in parts[2:]:
@@ -310,6 +334,192 @@ async def test_interrupted_transfer_in_history_resumes_when_the_rest_arrives(
         saved = tmp_path / "downloads" / "r.txt"
         await until(pilot, lambda: saved.exists())
         assert saved.read_bytes() == data
+
+
+def file_parts(data: bytes, tid: bytes, name: str, chunk: int = 64) -> list[bytes]:
+    head, chunks = split_file(data, chunk, transfer_id=tid, sent_at=int(T0), name=name)
+    return [head.encode(), *(c.encode() for c in chunks)]
+
+
+def add_parts(member: FakeMember, sender: int, parts: list[bytes], state: str) -> None:
+    for payload in parts:
+        keys, used = member.used.get(sender, (0, 0))
+        name = member.header.members[sender].name
+        member.entries.append(HistoryEntry(sender, name, keys, keys + 1, payload, T0 - 100, state))
+        member.used[sender] = (keys + 1, used + len(payload))
+
+
+async def test_an_interrupted_incoming_file_far_back_in_history_still_resumes(
+    tmp_path: Path,
+) -> None:
+    data = bytes(range(200))
+    parts = file_parts(data, b"W" * 8, "old.txt")  # header + 4 chunks
+    member = FakeMember(header())
+    add_parts(member, 2, parts[:3], "received")
+    for i in range(30):  # the transfer is far outside the first page of history
+        member.add_history(1, f"chatter {i}", T0 - 50 + i)
+    app, client = make_app(member, tmp_path=tmp_path, history_page=10)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.files_ready)
+        row = app.query_one(f"#in-2-{(b'W' * 8).hex()}", TransferRow)
+        assert "interrupted" in str(row.query_one("Label").render())
+        for payload in parts[3:]:
+            client.events.put_nowait(client.receive(2, payload))
+        saved = tmp_path / "downloads" / "old.txt"
+        await until(pilot, lambda: saved.exists())
+        assert saved.read_bytes() == data
+
+
+async def test_a_finished_file_in_history_is_not_saved_again_on_reopen(tmp_path: Path) -> None:
+    member = FakeMember(header())
+    add_parts(member, 1, file_parts(b"q" * 300, b"D" * 8, "done.txt"), "received")
+    # an earlier, unfinished send of the same file that later went through whole
+    add_parts(member, 2, file_parts(b"r" * 300, b"E" * 8, "again.txt")[:2], "received")
+    add_parts(member, 2, file_parts(b"r" * 300, b"F" * 8, "again.txt"), "received")
+    app, _ = make_app(member, tmp_path=tmp_path, history_page=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.files_ready)
+        await pilot.pause(0.1)
+        assert not (tmp_path / "downloads").exists()
+        assert len(app.query(TransferRow)) == 0
+        assert app.incoming.unfinished() == []
+
+
+async def test_an_own_file_cut_short_by_quitting_is_reported_on_reopen(tmp_path: Path) -> None:
+    parts = file_parts(b"s" * 640, b"S" * 8, "draft.pdf")  # header + 10 chunks
+    member = FakeMember(header())
+    add_parts(member, 0, parts[:4], "stored")  # header and 3 chunks sealed, then quit
+    member.add_history(1, "did you get it?", T0 - 10)
+    app, _ = make_app(member, tmp_path=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.files_ready)
+        lines = texts(app)
+        warning = (
+            "file draft.pdf: sent 3 of 10 parts before the app closed; send it again with /file"
+        )
+        assert lines[-1] == warning
+        assert [line for line in app.query(MessageLine) if line.line.kind == "warning"]
+        assert not any(t.startswith("sent a file") for t in lines)
+        assert "did not finish sending a file: draft.pdf (640 B), 3 of 10 parts" in lines
+        [line] = [m for m in app.query(MessageLine) if "did not finish" in m.line.text]
+        assert line.line.state is None  # no "stored ✓": only the header was stored
+
+
+async def test_a_file_sent_again_in_full_closes_the_interrupted_row(tmp_path: Path) -> None:
+    data = b"v" * 300
+    member = FakeMember(header())
+    add_parts(member, 1, file_parts(data, b"G" * 8, "v.txt")[:2], "received")
+    app, client = make_app(member, tmp_path=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.files_ready)
+        old = app.query_one(f"#in-1-{(b'G' * 8).hex()}", TransferRow)
+        assert not old.has_class("-done")
+        for payload in file_parts(data, b"H" * 8, "v.txt"):
+            client.events.put_nowait(client.receive(1, payload))
+        await until(pilot, lambda: old.has_class("-done"))
+        assert "sent again in full" in str(old.query_one("Label").render())
+        assert app.incoming.unfinished() == []
+        assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["v.txt"]
+
+
+async def test_an_own_file_cut_short_is_reported_even_beyond_the_first_page(
+    tmp_path: Path,
+) -> None:
+    member = FakeMember(header())
+    add_parts(member, 0, file_parts(b"t" * 640, b"T" * 8, "a.bin")[:2], "sealed")
+    add_parts(member, 0, file_parts(b"u" * 100, b"U" * 8, "whole.bin"), "stored")
+    add_parts(member, 0, file_parts(b"w" * 640, b"V" * 8, "w.bin")[:3], "stored")
+    add_parts(member, 0, file_parts(b"w" * 640, b"Y" * 8, "w.bin"), "stored")  # again, whole
+    for i in range(20):
+        member.add_history(1, f"chatter {i}", T0 - 50 + i)
+    app, _ = make_app(member, tmp_path=tmp_path, history_page=5)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.files_ready)
+        warnings = [t for t in texts(app) if t.startswith("file ")]
+        assert warnings == [
+            "file a.bin: sent 1 of 10 parts before the app closed; send it again with /file"
+        ]
+        again = [s for s in app.unfinished_sends.values() if s.header.safe_name == "w.bin"]
+        assert [s.sent_again for s in again] == [True]
+        assert app._own_file_text(again[0].header) == (
+            "did not finish sending a file: w.bin (640 B), 2 of 10 parts; sent again in full later"
+        )
+
+
+async def test_a_received_file_is_saved_off_the_ui_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(70_000)
+    threads: list[threading.Thread] = []
+    real_save = files.save_new_file
+
+    def recording_save(directory: Path, name: str, payload: bytes) -> Path:
+        threads.append(threading.current_thread())
+        return real_save(directory, name, payload)
+
+    monkeypatch.setattr(files, "save_new_file", recording_save)
+    app, client = make_app(tmp_path=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        for payload in file_parts(data, b"X" * 8, "x.bin", chunk=65536):
+            client.events.put_nowait(client.receive(1, payload))
+        saved = tmp_path / "downloads" / "x.bin"
+        await until(pilot, lambda: any("saved x.bin" in t for t in texts(app)))
+        assert saved.read_bytes() == data
+        assert threads and threads[0] is not threading.main_thread()
+        row = app.query_one(f"#in-1-{(b'X' * 8).hex()}", TransferRow)
+        assert row.has_class("-done")
+        assert "saved as x.bin" in str(row.query_one("Label").render())  # fits the panel
+
+
+async def test_the_status_bar_says_when_only_presence_is_down() -> None:
+    app, client = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        status = app.query_one(StatusBar)
+        members = app.query_one(MemberList)
+        client.events.put_nowait(ConnectionChanged("connected", "127.0.0.1:7000", None, ""))
+        client.events.put_nowait(PresenceChanged(frozenset({0, 1}), frozenset({1})))
+        await until(pilot, lambda: "bob came online" in texts(app))
+        client.events.put_nowait(
+            ConnectionChanged(
+                "connected", "127.0.0.1:7001", 1.5, "presence unavailable: refused", "presence"
+            )
+        )
+        client.events.put_nowait(PresenceChanged(frozenset(), left=frozenset({0, 1})))
+        await until(pilot, lambda: "presence down" in str(status.render()))
+        await pilot.pause()
+        rendered = str(status.render())
+        assert "● connected" in rendered and "127.0.0.1:7000" in rendered
+        assert "bob went offline" not in texts(app)  # not known: presence is down
+        assert "? bob" in str(members.render())
+        client.events.put_nowait(
+            ConnectionChanged("connected", "127.0.0.1:7001", None, "presence connected", "presence")
+        )
+        client.events.put_nowait(PresenceChanged(frozenset({0, 1}), frozenset({0, 1})))
+        await until(pilot, lambda: "presence down" not in str(status.render()))
+        await until(pilot, lambda: any(r.online for r in members.rows if r.index == 1))
+        assert texts(app).count("bob came online") == 1  # a resync is not an arrival
+        client.events.put_nowait(PresenceChanged(frozenset({0}), left=frozenset({1})))
+        await until(pilot, lambda: "bob went offline" in texts(app))
+
+
+async def test_pagedown_in_the_help_scrolls_the_help_not_the_messages() -> None:
+    member = FakeMember(header())
+    for i in range(80):
+        member.add_history(1, f"message {i}", T0 - 6000 + i * 60)
+    app, _ = make_app(member)
+    async with app.run_test(size=SIZE) as pilot:
+        log = app.query_one(MessageLog)
+        await until(pilot, lambda: log.scroll_y > 0)
+        at = log.scroll_y
+        await pilot.press("f1")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "TextScreen")
+        help_scroll = app.screen.query_one(VerticalScroll)
+        await pilot.press("pagedown")
+        await until(pilot, lambda: help_scroll.scroll_y > 0)
+        assert log.scroll_y == at
+        await pilot.press("escape")
+        await pilot.press("pageup")
+        await until(pilot, lambda: log.scroll_y < at)
 
 
 async def test_commands_help_info_and_quit() -> None:
@@ -343,3 +553,12 @@ def test_save_new_file_picks_a_free_name(tmp_path: Path) -> None:
         "report (2).pdf",
         "report.pdf",
     ]
+
+
+def test_a_dropped_or_quoted_path_is_read_as_the_file_it_names(tmp_path: Path) -> None:
+    target = tmp_path / "my notes.txt"
+    target.write_text("x")
+    assert files.typed_path(str(target)) == target
+    assert files.typed_path(f"'{target}'") == target
+    assert files.typed_path(f'"{target}"') == target
+    assert files.typed_path(str(target).replace(" ", "\\ ")) == target

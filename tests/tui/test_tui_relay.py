@@ -102,9 +102,10 @@ async def test_send_receive_and_presence_over_a_real_relay(group: Group) -> None
     app = group.app(group.client(0))
     bob = group.client(1)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.connected)
+        await until(pilot, lambda: app.connected and 0 in app.online)
         members = app.query_one(MemberList)
         assert not any(r.online for r in members.rows if r.index == 1)
+        assert not any("came online" in t for t in texts(app))  # who was there already
 
         await bob.start()
         await bob.wait_connected(WAIT)
@@ -216,3 +217,49 @@ async def test_file_round_trip_both_ways(group: Group, tmp_path: Path) -> None:
 
 def sent_progress(app: ChatApp) -> list[tuple[str, int, int]]:
     return [entry for entry in app.transfer_log if entry[0].startswith("out-")]
+
+
+async def test_a_file_resumes_across_reopens_from_far_back_and_is_saved_once(
+    group: Group,
+) -> None:
+    data = os.urandom(120_000)
+    header, chunks = split_file(data, 40_000, transfer_id=b"R" * 8, sent_at=1, name="r.bin")
+    parts = [header.encode(), *(c.encode() for c in chunks)]  # header + 3 chunks
+    bob = group.client(1)
+    async with bob:
+        first = await bob.send_many(parts[:2])
+        chatter = await bob.send_many([TextPayload(f"c{i}", 1).encode() for i in range(70)])
+        await bob.wait_accepted(chatter[-1].counter, WAIT)
+    assert [e.counter for e in first] == [0, 1]
+    app = group.app(group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "c69" in texts(app))
+    # Reopened: the header is 71 messages back, past the first page of history.
+    again = group.app(group.client(0))
+    async with again.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: again.files_ready)
+        assert [t.name for t in again.incoming.unfinished()] == ["r.bin"]
+        async with bob:
+            await bob.send_many(parts[2:])
+            saved = group.home / "downloads" / "r.bin"
+            await until(pilot, lambda: saved.exists())
+        assert saved.read_bytes() == data
+    third = group.app(group.client(0))
+    async with third.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: third.files_ready)
+        await pilot.pause(0.2)
+        assert third.incoming.unfinished() == []
+    assert sorted(p.name for p in (group.home / "downloads").iterdir()) == ["r.bin"]
+
+
+async def test_an_own_file_cut_short_is_reported_when_the_app_opens_again(group: Group) -> None:
+    header, chunks = split_file(bytes(500), 50, transfer_id=b"Q" * 8, sent_at=1, name="q.bin")
+    # What quitting mid-send leaves: the header and the first chunks sealed, no more.
+    group.members[0].seal_many([header.encode(), *(next(chunks).encode() for _ in range(3))])
+    app = group.app(group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.files_ready)
+        assert texts(app)[-1] == (
+            "file q.bin: sent 3 of 10 parts before the app closed; send it again with /file"
+        )
+        assert not any(t.startswith("sent a file") for t in texts(app))

@@ -7,7 +7,8 @@ real `ghostline.client` dataclasses, fed through the same `events` queue.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from textual.pilot import Pilot
 
 from ghostline.client import ConnectionChanged, MessageAccepted, MessageReceived, PresenceChanged
+from ghostline.errors import PadExhaustedError
 from ghostline.kit import KitHeader, KitMember
 from ghostline.member import HistoryEntry, KitUsage, MemberUsage, OutboxEntry, Received
 from ghostline.payload import decode, encode_text, split_file
@@ -59,6 +61,17 @@ class FakeMember:
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         self.history_calls.append(limit)
         return list(self.entries if limit is None else self.entries[-limit:] if limit else [])
+
+    def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
+        return [
+            replace(e, payload=e.payload if head is None else e.payload[:head])
+            for e in self.entries
+            if e.payload[:1] == bytes([kind])
+        ]
+
+    def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryEntry]:
+        wanted = set(keys)
+        return [e for e in self.entries if (e.sender, e.counter) in wanted]
 
     def usage(self) -> KitUsage:
         h = self.header
@@ -109,6 +122,7 @@ class FakeClient:
         self.member = member
         self.events: asyncio.Queue[object] = asyncio.Queue()
         self.sent: list[bytes] = []
+        self.groups: list[int] = []  # how many payloads each send_many sealed
         self.started = False
         self.stopped = False
         self.exhausted = False
@@ -120,8 +134,6 @@ class FakeClient:
         self.stopped = True
 
     async def send(self, payload: bytes) -> OutboxEntry:
-        from ghostline.errors import PadExhaustedError
-
         me = self.member.header.self_index
         keys, used = self.member.used.get(me, (0, 0))
         h = self.member.header
@@ -130,6 +142,16 @@ class FakeClient:
         self.member.used[me] = (keys + 1, used + len(payload))
         self.sent.append(payload)
         return OutboxEntry(keys, used, len(payload), b"", None)
+
+    async def send_many(self, payloads: Sequence[bytes]) -> list[OutboxEntry]:
+        me = self.member.header.self_index
+        keys, used = self.member.used.get(me, (0, 0))
+        h = self.member.header
+        size = sum(len(p) for p in payloads)
+        if self.exhausted or keys + len(payloads) > h.auth_keys or used + size > h.slice_len:
+            raise PadExhaustedError()
+        self.groups.append(len(payloads))
+        return [await self.send(p) for p in payloads]
 
     def receive(self, sender: int, payload: bytes, *, seq: int = 1) -> MessageReceived:
         """A MessageReceived for `payload` from `sender`, with usage updated to match."""

@@ -41,7 +41,17 @@ from ..client import (
 from ..errors import GhostlineError, PadExhaustedError, PayloadError
 from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
 from ..units import format_size
-from .files import IncomingFiles, IncomingUpdate, OutgoingFile, prepare_file, send_file
+from .files import (
+    FileHistory,
+    IncomingFile,
+    IncomingFiles,
+    IncomingUpdate,
+    OutgoingFile,
+    UnfinishedSend,
+    prepare_file,
+    scan_file_history,
+    send_file,
+)
 from .screens import HELP_TEXT, ConfirmScreen, TextScreen
 from .usage import after_message, pad_table, read_pads
 from .view import PadLeft, pad_summary, pad_warning, percent
@@ -73,6 +83,8 @@ class ChatClient(Protocol):
     async def stop(self) -> None: ...
 
     async def send(self, payload: bytes) -> Any: ...
+
+    async def send_many(self, payloads: Sequence[bytes]) -> list[Any]: ...
 
 
 class ChatApp(App[None]):
@@ -120,6 +132,13 @@ class ChatApp(App[None]):
         self.pads: dict[int, PadLeft] = {}
         self.incoming = IncomingFiles(downloads)
         self.outgoing: dict[int, OutgoingFile] = {}  # counter -> the file it belongs to
+        # ACCEPTED can (rarely) beat send_many's return: kept while files are sealing.
+        self._accepted_early: set[int] = set()
+        self._files_sealing = 0
+        self.unfinished_sends: dict[bytes, UnfinishedSend] = {}  # transfer id -> what
+        self.files_ready = False  # the history scan for unfinished transfers is done
+        self.presence_down = False
+        self._presence_resync = False
         self.transfer_log: list[tuple[str, int, int]] = []  # (key, done, total), for tests
         self._history_loaded = 0
         self._loading_older = False
@@ -156,8 +175,14 @@ class ChatApp(App[None]):
         self.query_one(StatusBar).show("connecting")
         self.set_interval(1.0, self._tick)
         self.query_one(ChatInput).focus()
+        self.run_worker(self._run(), name="events", exclusive=True)
+
+    async def _run(self) -> None:
+        # Unfinished transfers are rebuilt before any event is read, so a part arriving
+        # live never meets a transfer that history has not filled in yet.
+        await self._resume_files()
         if self.start_client:
-            self.run_worker(self._pump_events(), name="events", exclusive=True)
+            await self._pump_events()
 
     async def _pump_events(self) -> None:
         try:
@@ -167,6 +192,8 @@ class ChatApp(App[None]):
             return
         while True:
             event = await self.client.events.get()
+            if not self.is_running:
+                return  # closing: the widgets may be gone
             self.handle_event(event)
 
     async def action_quit(self) -> None:
@@ -190,9 +217,27 @@ class ChatApp(App[None]):
         entries = self.member.history(limit=self.history_page)
         self._history_loaded = len(entries)
         log = self.query_one(MessageLog)
-        log.append(self._history_lines(entries, live_files=True))
+        log.append(self._history_lines(entries))
         log.more_above = len(entries) >= self.history_page
         self.call_after_refresh(log.fill)
+
+    async def _resume_files(self) -> None:
+        """Rebuild unfinished transfers from the whole history (off the UI thread)."""
+        try:
+            found: FileHistory = await asyncio.to_thread(scan_file_history, self.member, self.me)
+        except GhostlineError as err:
+            self._warn(f"could not look for unfinished file transfers: {err}")
+            self.files_ready = True
+            return
+        if not self.is_running:
+            return
+        for entry in found.incoming:
+            try:
+                part = decode(entry.payload)
+            except PayloadError:
+                continue
+            if isinstance(part, FileHeader | FileChunk):
+                self.incoming.add(entry.sender, self.names[entry.sender], part, replay=True)
         for transfer in self.incoming.unfinished():
             if transfer.assembly.header is not None:
                 row = self._transfer_row(
@@ -204,8 +249,32 @@ class ChatApp(App[None]):
                     transfer.assembly.received,
                     "interrupted: the rest will be saved when it arrives",
                 )
+        log = self.query_one(MessageLog)
+        for send in found.unfinished_sends:
+            header = send.header
+            self.unfinished_sends[header.transfer_id] = send
+            # Its "stored ✓" would be the header's alone: say nothing rather than that.
+            log.set_text(send.counter, self._own_file_text(header), show_state=False)
+            if send.sent_again:
+                continue
+            self._warn(
+                f"file {header.safe_name}: sent {send.chunks_sealed} of {header.chunk_count} "
+                "parts before the app closed; send it again with /file"
+            )
+        self.files_ready = True
 
-    def _history_lines(self, entries: Sequence[Any], *, live_files: bool) -> list[ChatLine]:
+    def _own_file_text(self, header: FileHeader) -> str:
+        size = format_size(header.total_size)
+        send = self.unfinished_sends.get(header.transfer_id)
+        if send is None:
+            return f"sent a file: {header.safe_name} ({size})"
+        text = (
+            f"did not finish sending a file: {header.safe_name} ({size}), "
+            f"{send.chunks_sealed} of {header.chunk_count} parts"
+        )
+        return text + ("; sent again in full later" if send.sent_again else "")
+
+    def _history_lines(self, entries: Sequence[Any]) -> list[ChatLine]:
         lines: list[ChatLine] = []
         for entry in entries:
             own = entry.sender == self.me
@@ -222,8 +291,6 @@ class ChatApp(App[None]):
             )
             if line is not None:
                 lines.append(line)
-            if live_files and not own and isinstance(obj, FileHeader | FileChunk):
-                self.incoming.add(entry.sender, self.names[entry.sender], obj, save=False)
         return lines
 
     def _line_for(
@@ -248,9 +315,12 @@ class ChatApp(App[None]):
         when = float(obj.sent_at) if obj.sent_at else timestamp
         if isinstance(obj, TextPayload):
             text = obj.text
+        elif own:
+            text = self._own_file_text(obj)
+            if obj.transfer_id in self.unfinished_sends:
+                counter = None  # no delivery state: the file as a whole was not sent
         else:
-            verb = "sending" if own else "sends"
-            text = f"{verb} a file: {obj.safe_name} ({format_size(obj.total_size)})"
+            text = f"sends a file: {obj.safe_name} ({format_size(obj.total_size)})"
         return ChatLine(
             "message",
             when,
@@ -259,7 +329,7 @@ class ChatApp(App[None]):
             sender_name=name,
             own=own,
             counter=counter if own else None,
-            state=(state if own else None),  # type: ignore[arg-type]
+            state=(state if own and counter is not None else None),  # type: ignore[arg-type]
         )
 
     def on_message_log_need_older(self, _: MessageLog.NeedOlder) -> None:
@@ -273,14 +343,21 @@ class ChatApp(App[None]):
         try:
             want = self._history_loaded + self.history_page
             entries = await asyncio.to_thread(self.member.history, want)
+            if not self.is_running:
+                return
             older = entries[: len(entries) - self._history_loaded]
             self._history_loaded = len(entries)
             log = self.query_one(MessageLog)
             log.more_above = len(entries) >= want
-            log.prepend(self._history_lines(older, live_files=False))
+            log.prepend(self._history_lines(older))
         finally:
             self._loading_older = False
         self.call_after_refresh(log.fill)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # pageup/pagedown scroll the messages only when no dialog is open; in a dialog
+        # (help, pad info) they scroll the dialog.
+        return not (action == "scroll_log" and len(self.screen_stack) > 1)
 
     def action_scroll_log(self, direction: int) -> None:
         log = self.query_one(MessageLog)
@@ -328,12 +405,21 @@ class ChatApp(App[None]):
         log = self.query_one(MessageLog)
         log.set_state(event.counter, "stored")
         outgoing = self.outgoing.pop(event.counter, None)
+        if outgoing is None and self._files_sealing:
+            self._accepted_early.add(event.counter)
         if outgoing is not None:
             outgoing.accepted += 1
             self._outgoing_progress(outgoing)
 
     def _on_presence(self, event: PresenceChanged) -> None:
         self.online = event.online
+        quiet = self.presence_down or self._presence_resync
+        self._presence_resync = False
+        if quiet:
+            # Presence dropped (nobody is known to be online) or has just come back
+            # (everyone it lists "joins"): neither is someone coming or going.
+            self._refresh_members()
+            return
         log = self.query_one(MessageLog)
         now = self.clock()
         notes = [
@@ -349,9 +435,16 @@ class ChatApp(App[None]):
         self._refresh_members()
 
     def _on_connection(self, event: ConnectionChanged) -> None:
-        if getattr(event, "channel", "relay") != "relay":
-            return
         status = self.query_one(StatusBar)
+        if getattr(event, "channel", "relay") == "presence":
+            down = event.retry_in is not None
+            # The first list after (re)connecting says who is online already; nobody
+            # in it has just arrived.
+            self._presence_resync = not down
+            self.presence_down = down
+            status.show_presence(None if not down else event.detail)
+            self._refresh_members()
+            return
         retry_at = None if event.retry_in is None else self.clock() + event.retry_in
         self._retry_at = retry_at
         status.show(event.state, relay=event.relay, retry_in=event.retry_in, detail=event.detail)
@@ -364,6 +457,8 @@ class ChatApp(App[None]):
     _retry_at: float | None = None
 
     def _tick(self) -> None:
+        if not self.is_running:
+            return
         status = self.query_one(StatusBar)
         if status.state == "reconnecting" and self._retry_at is not None:
             status.retry_in = max(0.0, self._retry_at - self.clock())
@@ -405,7 +500,7 @@ class ChatApp(App[None]):
             MemberRow(i, name, i in self.online, self.pads.get(i), i == self.me)
             for i, name in enumerate(self.names)
         ]
-        self.query_one(MemberList).show(rows)
+        self.query_one(MemberList).show(rows, presence_known=not self.presence_down)
 
     # -- input ---------------------------------------------------------------------
 
@@ -485,6 +580,8 @@ class ChatApp(App[None]):
         except GhostlineError as err:
             self._warn(f"/file: {err}")
             return
+        if not self.is_running:
+            return
         own = self.pads[self.me]
         name = outgoing.header.safe_name
         size = format_size(outgoing.header.total_size)
@@ -509,36 +606,48 @@ class ChatApp(App[None]):
     async def send_file(self, outgoing: OutgoingFile) -> None:
         name = outgoing.header.safe_name
         size = format_size(outgoing.header.total_size)
-        row = self._transfer_row(outgoing.key, f"→ {name} ({size})", outgoing.messages)
-        row.advance_to(0, f"sealing 0/{outgoing.messages}")
+        total = outgoing.messages
+        row = self._transfer_row(outgoing.key, f"→ {name} ({size})", total)
+        row.advance_to(0, f"sealing 0/{total}")
+        sealed = 0
 
-        def sealed(done: int, total: int) -> None:
-            row.advance_to(outgoing.accepted, f"sealed {done}/{total}")
+        def on_sealed(entries: list[Any]) -> None:
+            nonlocal sealed
+            sealed += len(entries)
+            for entry in entries:
+                if entry.counter in self._accepted_early:
+                    self._accepted_early.discard(entry.counter)
+                    outgoing.accepted += 1
+                else:
+                    self.outgoing[entry.counter] = outgoing
+            if not self.is_running:
+                return
+            last = entries[-1]
+            self._used(self.me, last.counter, last.offset + last.length)
+            row.advance_to(outgoing.accepted, f"sealed {sealed}/{total}")
 
+        self._files_sealing += 1
         try:
-            await send_file(self._tracking_sender(outgoing), outgoing, sealed)
+            await send_file(self.client, outgoing, on_sealed)
         except GhostlineError as err:
+            if not self.is_running:
+                return
             row.finish(f"stopped: {err}", ok=False)
-            self._warn(f"/file {name}: stopped after {len(outgoing.counters)} parts: {err}")
+            self._warn(f"/file {name}: stopped after {sealed} of {total} parts: {err}")
             self._refresh_pads(read_pads(self.member))
             return
-        first = min(outgoing.counters)
-        line = self._line_for(self.me, outgoing.header, timestamp=self.clock(), counter=first)
+        finally:
+            self._files_sealing -= 1
+            if not self._files_sealing:
+                self._accepted_early.clear()
+        if not self.is_running:
+            return
+        # The line follows the last part: "stored ✓" once the whole file is at the relay.
+        last = max(outgoing.counters)
+        line = self._line_for(self.me, outgoing.header, timestamp=self.clock(), counter=last)
         if line is not None:
             self.query_one(MessageLog).append([line])
         self._outgoing_progress(outgoing)
-
-    def _tracking_sender(self, outgoing: OutgoingFile) -> Any:
-        app = self
-
-        class Tracking:
-            async def send(self, payload: bytes) -> Any:
-                entry = await app.client.send(payload)
-                app.outgoing[entry.counter] = outgoing
-                app._used(app.me, entry.counter, entry.offset + entry.length)
-                return entry
-
-        return Tracking()
 
     def _outgoing_progress(self, outgoing: OutgoingFile) -> None:
         total = outgoing.messages
@@ -576,13 +685,41 @@ class ChatApp(App[None]):
             transfer.key, self._incoming_title(transfer), assembly.header.total_size
         )
         if update.error:
-            row.finish(f"failed: {update.error}", ok=False)
-            self._warn(f"file {transfer.name} from {transfer.sender_name}: {update.error}")
-        elif update.saved_to is not None:
-            row.finish(f"saved to {update.saved_to}", ok=True)
-            self._notice(f"saved {transfer.name} from {transfer.sender_name} to {update.saved_to}")
+            self._show_result(update, row)
+        elif update.complete is not None:
+            row.advance_to(assembly.received, "complete and verified; saving…")
+            self._save_file(transfer, update.complete, row)
         else:
             row.advance_to(
                 assembly.received,
                 f"{format_size(assembly.received)} of {format_size(total)}",
             )
+
+    @work(group="save")
+    async def _save_file(self, transfer: IncomingFile, data: bytes, row: TransferRow) -> None:
+        """Write a verified file (and fsync it) off the UI thread, then say where."""
+        update = await asyncio.to_thread(self.incoming.save, transfer, data)
+        if not self.is_running:
+            return  # saved all the same; nothing left to show it on
+        self._show_result(update, row)
+
+    def _show_result(self, update: IncomingUpdate, row: TransferRow) -> None:
+        transfer = update.transfer
+        if update.error:
+            row.finish(f"failed: {update.error}", ok=False)
+            self._warn(f"file {transfer.name} from {transfer.sender_name}: {update.error}")
+        elif update.saved_to is not None:
+            row.finish(f"saved as {update.saved_to.name}", ok=True)
+            self._notice(f"saved {transfer.name} from {transfer.sender_name} to {update.saved_to}")
+            self._close_superseded(transfer)
+
+    def _close_superseded(self, saved: IncomingFile) -> None:
+        """An unfinished earlier transfer of the same bytes from the same sender has
+        just arrived whole (sent again): its row need not wait any longer."""
+        header = saved.assembly.header
+        if header is None:
+            return
+        for transfer in self.incoming.supersede(saved.sender, header.sha256):
+            with contextlib.suppress(NoMatches):
+                row = self.query_one(f"#{transfer.key}", TransferRow)
+                row.finish("sent again in full: saved from that copy", ok=True)

@@ -1,27 +1,47 @@
 """Files in the chat: split and send, reassemble and save. Uses payload's file kinds.
 
-Sending seals one FILE_HEADER and then every FILE_CHUNK through `Client.send`; the
-relay's ACCEPTED answers drive the progress bar. Receiving feeds every part into a
-`payload.FileAssembly` per (sender, transfer id); only a complete file whose length and
-SHA-256 match is written, to a temporary file first and then linked under a name that
-does not exist yet ("name (1).ext"), so nothing is ever overwritten or half-saved.
+Sending seals one FILE_HEADER and then every FILE_CHUNK through `Client.send_many`, in
+groups of SEAL_GROUP: one durable commit per group, not per chunk, while the progress
+bar still moves; the relay's ACCEPTED answers drive it. Receiving feeds every part into
+a `payload.FileAssembly` per (sender, transfer id); only a complete file whose length
+and SHA-256 match is written (by `IncomingFiles.save`, which the app runs off its UI
+thread), to a temporary file first and then linked under a name that does not exist
+yet ("name (1).ext"), so nothing is ever overwritten or half-saved.
+
+On opening, `scan_file_history` looks through the whole history (not just the page on
+screen) for transfers that did not finish: incoming ones resume when the rest arrives,
+and own ones are reported as unfinished.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import PayloadError, UsageError
-from ..payload import FileAssembly, FileChunk, FileHeader, safe_file_name, split_file
+from ..payload import (
+    FILE_CHUNK_HEAD_LEN,
+    FileAssembly,
+    FileChunk,
+    FileHeader,
+    Kind,
+    chunk_head,
+    decode,
+    safe_file_name,
+    split_file,
+)
+
+# Parts sealed per commit: one fsync per group instead of one per chunk, yet a 64 KiB
+# chunk size keeps a group near 2 MiB in memory and the progress bar moving.
+SEAL_GROUP = 32
 
 
 class Sender(Protocol):
-    async def send(self, payload: bytes) -> Any: ...
+    async def send_many(self, payloads: Sequence[bytes]) -> list[Any]: ...
 
 
 @dataclass(slots=True)
@@ -48,9 +68,21 @@ class OutgoingFile:
         return "out-" + self.header.transfer_id.hex()
 
 
+def typed_path(text: str) -> Path:
+    """The path a person typed or dropped into the terminal: as is when that exists,
+    else without surrounding quotes and with `\\ ` read as a space (how terminals
+    paste a dragged file)."""
+    raw = Path(text).expanduser()
+    if raw.exists() or len(text) < 2:
+        return raw
+    if text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    return Path(text.replace("\\ ", " ")).expanduser()
+
+
 def prepare_file(path: str | os.PathLike[str], *, transfer_id: bytes, sent_at: int) -> OutgoingFile:
     """Read and split `path`. Raises UsageError when it is not a readable regular file."""
-    source = Path(path).expanduser()
+    source = typed_path(os.fspath(path))
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
     try:
@@ -66,15 +98,17 @@ def prepare_file(path: str | os.PathLike[str], *, transfer_id: bytes, sent_at: i
 async def send_file(
     client: Sender,
     outgoing: OutgoingFile,
-    on_sealed: Callable[[int, int], None] | None = None,
+    on_sealed: Callable[[list[Any]], None] | None = None,
+    *,
+    group: int = SEAL_GROUP,
 ) -> None:
-    """Seal and queue every part in order; `on_sealed(done, total)` after each one."""
-    total = outgoing.messages
-    for done, payload in enumerate(outgoing.payloads, start=1):
-        entry = await client.send(payload)
-        outgoing.counters.add(entry.counter)
+    """Seal and queue every part in order, `group` per commit; `on_sealed(entries)` after
+    each commit. Nothing of a group leaves before its commit (`send_many` returns after)."""
+    for start in range(0, outgoing.messages, group):
+        entries = await client.send_many(outgoing.payloads[start : start + group])
+        outgoing.counters.update(e.counter for e in entries)
         if on_sealed is not None:
-            on_sealed(done, total)
+            on_sealed(entries)
 
 
 @dataclass(slots=True)
@@ -97,12 +131,14 @@ class IncomingFile:
 
 @dataclass(frozen=True, slots=True)
 class IncomingUpdate:
-    """What one received part changed: a new transfer, progress, a saved file, a failure."""
+    """What one received part changed: a new transfer, progress, a verified file ready to
+    save (`complete`), a saved file, a failure."""
 
     transfer: IncomingFile
     is_new: bool
     saved_to: Path | None = None
     error: str | None = None
+    complete: bytes | None = None
 
 
 class IncomingFiles:
@@ -113,10 +149,12 @@ class IncomingFiles:
         self.transfers: dict[tuple[int, bytes], IncomingFile] = {}
 
     def add(
-        self, sender: int, sender_name: str, part: FileHeader | FileChunk, *, save: bool = True
+        self, sender: int, sender_name: str, part: FileHeader | FileChunk, *, replay: bool = False
     ) -> IncomingUpdate:
-        """Feed one part. With `save=False` (history replay) a completed file is not
-        written again: it was saved when it first arrived."""
+        """Feed one part. When it completes a file whose length and SHA-256 match, the
+        update's `complete` holds the bytes: hand them to `save` (it blocks: run it off
+        the UI thread). With `replay=True` (parts from history) a completed file is not
+        handed out again: it was saved when it first arrived."""
         key = (sender, part.transfer_id)
         transfer = self.transfers.get(key)
         is_new = transfer is None
@@ -130,17 +168,111 @@ class IncomingFiles:
         except PayloadError as exc:
             transfer.error = str(exc)
             return IncomingUpdate(transfer, is_new, error=transfer.error)
-        if data is None or not save:
+        if data is None or replay:
             return IncomingUpdate(transfer, is_new)
+        return IncomingUpdate(transfer, is_new, complete=data)
+
+    def save(self, transfer: IncomingFile, data: bytes) -> IncomingUpdate:
+        """Write a verified file to the downloads folder under a new name. Blocking."""
         try:
             transfer.saved_to = save_new_file(self._downloads(), transfer.name, data)
         except OSError as exc:
             transfer.error = f"could not save {transfer.name}: {exc.strerror or exc}"
-            return IncomingUpdate(transfer, is_new, error=transfer.error)
-        return IncomingUpdate(transfer, is_new, saved_to=transfer.saved_to)
+            return IncomingUpdate(transfer, False, error=transfer.error)
+        return IncomingUpdate(transfer, False, saved_to=transfer.saved_to)
+
+    def supersede(self, sender: int, sha256: bytes) -> list[IncomingFile]:
+        """Drop (and return) unfinished transfers from `sender` of a file with this
+        SHA-256: the same bytes came through whole in another transfer."""
+        gone = [
+            t
+            for t in self.unfinished()
+            if t.sender == sender
+            and t.assembly.header is not None
+            and t.assembly.header.sha256 == sha256
+        ]
+        for t in gone:
+            del self.transfers[(t.sender, t.assembly.transfer_id)]
+        return gone
 
     def unfinished(self) -> list[IncomingFile]:
         return [t for t in self.transfers.values() if not t.assembly.done and t.error is None]
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedSend:
+    """An own file whose header was sealed but not all of its chunks."""
+
+    header: FileHeader
+    counter: int  # the header's counter
+    chunks_sealed: int
+    sent_again: bool = False  # the same bytes went through whole in a later transfer
+
+
+@dataclass(frozen=True, slots=True)
+class FileHistory:
+    """What the whole history says about file transfers (see `scan_file_history`)."""
+
+    incoming: list[Any]  # every stored part of unfinished incoming transfers, oldest first
+    unfinished_sends: list[UnfinishedSend]
+    complete: frozenset[tuple[int, bytes]]  # (sender, transfer id) of finished transfers
+
+
+def scan_file_history(member: Any, me: int) -> FileHistory:
+    """Find unfinished transfers in the whole history. Blocking (a scan of the history
+    table): run it off the UI thread.
+
+    Reads every FILE_HEADER and only the first bytes of every FILE_CHUNK, so finished
+    files are never read again; then the full parts of unfinished incoming transfers,
+    to resume them. A transfer is finished when its header and all its chunks are there.
+    """
+    headers: dict[tuple[int, bytes], tuple[FileHeader, int]] = {}
+    indexes: dict[tuple[int, bytes], set[int]] = {}
+    parts: dict[tuple[int, bytes], list[tuple[int, int]]] = {}
+    for entry in member.history_of_kind(Kind.FILE_HEADER):
+        try:
+            header = decode(entry.payload)
+        except PayloadError:
+            continue
+        if not isinstance(header, FileHeader):
+            continue
+        key = (entry.sender, header.transfer_id)
+        headers.setdefault(key, (header, entry.counter))
+        parts.setdefault(key, []).append((entry.sender, entry.counter))
+    for entry in member.history_of_kind(Kind.FILE_CHUNK, head=FILE_CHUNK_HEAD_LEN):
+        try:
+            transfer_id, index = chunk_head(entry.payload)
+        except PayloadError:
+            continue
+        key = (entry.sender, transfer_id)
+        indexes.setdefault(key, set()).add(index)
+        parts.setdefault(key, []).append((entry.sender, entry.counter))
+    complete: set[tuple[int, bytes]] = set()
+    # (sender, SHA-256) -> counter of the latest finished transfer of those bytes
+    finished_later: dict[tuple[int, bytes], int] = {}
+    sealed: dict[tuple[int, bytes], int] = {}
+    for key, (header, counter) in headers.items():
+        sealed[key] = sum(1 for i in indexes.get(key, ()) if i < header.chunk_count)
+        if sealed[key] >= header.chunk_count:
+            complete.add(key)
+            ident = (key[0], header.sha256)
+            finished_later[ident] = max(counter, finished_later.get(ident, -1))
+    unfinished_sends: list[UnfinishedSend] = []
+    resume: list[tuple[int, int]] = []
+    for key, keys in parts.items():
+        if key in complete:
+            continue
+        found = headers.get(key)
+        sent_again = (
+            found is not None and finished_later.get((key[0], found[0].sha256), -1) > found[1]
+        )
+        if key[0] != me:
+            if not sent_again:  # else nothing is left to wait for
+                resume.extend(keys)
+        elif found is not None:
+            unfinished_sends.append(UnfinishedSend(found[0], found[1], sealed[key], sent_again))
+    incoming = member.history_of(resume) if resume else []
+    return FileHistory(incoming, unfinished_sends, frozenset(complete))
 
 
 def candidate_names(name: str) -> list[str]:

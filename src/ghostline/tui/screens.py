@@ -31,8 +31,10 @@ relay only stores and forwards sealed bytes.
 
 ## Commands
 
-- `/file PATH`: send a file. Shows what it costs from your pad and asks first. Files
-  you receive are saved to your downloads folder, never over an existing file.
+- `/file PATH`: send a file (a path in quotes, or dragged in, works too). Shows what
+  it costs from your pad and asks first. Files you receive are saved to your
+  downloads folder, never over an existing file. If the app closes mid-send, it tells
+  you when it opens again: send the file again.
 - `/info`: the pad info table (what is left for every member).
 - `/help`: this help.
 - `/quit`: quit.

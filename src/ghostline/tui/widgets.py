@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import ClassVar, Literal
 
+from rich.table import Table
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
@@ -79,27 +80,36 @@ class MessageLine(Static):
         self.line = replace(self.line, state=state)
         self.update(self._render_line())
 
-    def _render_line(self) -> Text:
+    def set_text(self, text: str, *, show_state: bool = True) -> None:
+        self.line = replace(self.line, text=text, state=self.line.state if show_state else None)
+        self.update(self._render_line())
+
+    def _render_line(self) -> Table:
+        # A grid, not one Text: a long line wraps under its own column (a hanging
+        # indent), not back under the time.
         line = self.line
-        text = Text(no_wrap=False)
-        text.append(clock_label(line.timestamp, self._tz), style="dim")
-        text.append(" ")
+        grid = Table.grid(padding=(0, 1), expand=True)
+        grid.add_column(width=5, no_wrap=True)
+        body = Text()
         if line.kind == "message":
             colour = OWN_COLOUR if line.own else sender_colour(line.sender)
-            text.append(line.sender_name.ljust(self._name_width), style=f"bold {colour}")
-            text.append(" ")
-            indent = "\n" + " " * (6 + self._name_width)
-            text.append(line.text.replace("\n", indent))
+            grid.add_column(width=self._name_width, no_wrap=True, overflow="ellipsis")
+            who = Text(line.sender_name, style=f"bold {colour}")
+            body.append(line.text)
             if line.own and line.state:
                 label, style = _STATE_STYLE[line.state]
-                text.append(f"  {label}", style=f"italic {style}")
+                body.append(f"  {label}", style=f"italic {style}")
         elif line.kind == "warning":
-            text.append("⚠ ", style="bold red")
-            text.append(line.text, style="bold")
+            grid.add_column(width=1, no_wrap=True)
+            who = Text("⚠", style="bold red")
+            body.append(line.text, style="bold")
         else:
-            text.append("· ", style="dim")
-            text.append(line.text, style="italic")
-        return text
+            grid.add_column(width=1, no_wrap=True)
+            who = Text("·", style="dim")
+            body.append(line.text, style="italic")
+        grid.add_column(ratio=1)
+        grid.add_row(Text(clock_label(line.timestamp, self._tz), style="dim"), who, body)
+        return grid
 
 
 class DaySeparator(Static):
@@ -193,6 +203,17 @@ class MessageLog(VerticalScroll):
         line.set_state(state)
         return True
 
+    def set_text(self, counter: int, text: str, *, show_state: bool = True) -> bool:
+        """Reword own message `counter` (if it is on screen); `show_state=False` drops
+        its delivery state for good."""
+        line = self.own_lines.get(counter)
+        if line is None:
+            return False
+        line.set_text(text, show_state=show_state)
+        if not show_state:
+            del self.own_lines[counter]
+        return True
+
     def mark_unstored(self, state: OwnState) -> None:
         """Every own message not yet stored at the relay takes `state`."""
         for line in self.own_lines.values():
@@ -243,7 +264,8 @@ class MemberList(Static):
         self.tooltip = PRESENCE_TOOLTIP
         self.rows: list[MemberRow] = []
 
-    def show(self, rows: list[MemberRow]) -> None:
+    def show(self, rows: list[MemberRow], *, presence_known: bool = True) -> None:
+        """`presence_known=False`: the presence connection is down, so "?" not "○"."""
         self.rows = rows
         text = Text()
         for i, row in enumerate(rows):
@@ -251,6 +273,8 @@ class MemberList(Static):
                 text.append("\n")
             if row.is_self:
                 text.append("● ", style="bold green")
+            elif not presence_known:
+                text.append("? ", style="dim yellow")
             elif row.online:
                 text.append("● ", style="green")
             else:
@@ -369,6 +393,7 @@ class StatusBar(Static):
         self.state = "connecting"
         self.retry_in: float | None = None
         self.detail = ""
+        self.presence_problem: str | None = None
 
     def show(
         self,
@@ -383,6 +408,11 @@ class StatusBar(Static):
             self.relay = relay
         self.retry_in = retry_in
         self.detail = detail
+        self.refresh_text()
+
+    def show_presence(self, problem: str | None) -> None:
+        """`problem` is why the presence connection is down; None when it is up."""
+        self.presence_problem = problem
         self.refresh_text()
 
     def refresh_text(self) -> None:
@@ -401,6 +431,9 @@ class StatusBar(Static):
         text.append(self.relay)
         text.append("  ", style="dim")
         text.append(self.transport)
+        if self.presence_problem is not None and self.state == "connected":
+            # Only worth saying when messaging works: else the relay's state says it all.
+            text.append("  ○ presence down: who is online is unknown", style="yellow")
         if self.detail and self.state != "connected":
             text.append(f"  {self.detail}", style="dim italic")
         self.update(text)
