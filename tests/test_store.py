@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ghostline.errors import StateError
-from ghostline.store import Binding, Store
+from ghostline.store import _SCHEMA, Binding, Store
 
 BINDING = Binding(pad_id=bytes(range(16)), self_index=1, n=3, slice_len=4096, auth_keys=64)
 
@@ -189,4 +189,83 @@ def test_history_of_a_kind_reads_the_whole_history_and_can_cut_payloads(tmp_path
     found = store.history_of([(0, 100), (2, 0), (1, 7), (0, 50)])  # (1, 7) does not exist
     assert [(h.sender, h.counter) for h in found] == [(0, 50), (2, 0), (0, 100)]  # oldest first
     assert store.dump() == before  # read-only
+    store.close()
+
+
+def make_schema_1_database(path: Path, binding: Binding = BINDING) -> None:
+    """A state database as schema 1 wrote it (its tables are `store._SCHEMA`, unchanged
+    since), with three history rows."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(_SCHEMA)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    conn.execute(
+        "INSERT INTO binding VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            binding.pad_id,
+            binding.self_index,
+            binding.n,
+            binding.slice_len,
+            binding.auth_keys,
+            0.0,
+            "new",
+        ),
+    )
+    conn.execute("INSERT INTO sending VALUES (1, 2, 40)")
+    conn.execute("INSERT INTO relay VALUES (1, 3)")
+    for counter in range(3):
+        conn.execute(
+            "INSERT INTO history (sender, counter, seq, payload, recorded_at, state) "
+            "VALUES (0, ?, ?, ?, 1.0, 'received')",
+            (counter, counter + 1, b"\x02old"),
+        )
+    conn.close()
+
+
+def test_a_schema_1_database_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    make_schema_1_database(path)
+    store = Store.open(path, BINDING)
+    assert store.next_position() == (2, 40)
+    assert store.relay_cursor() == 3
+    assert [h.counter for h in store.history()] == [0, 1, 2]
+    assert store.saved_files() == []
+    # the rows already there predate the record of saved files
+    assert store.saves_tracked_after() == max(h.id for h in store.history()) == 3
+    with store.transaction():
+        store.add_saved_file(0, b"T" * 8, "/d/a.txt", bytes(32), 5.0)
+        store.add_history(0, 3, 4, b"\x02new", 2.0, "received")
+    assert store.history()[-1].id > store.saves_tracked_after()
+    store.close()
+    again = Store.open(path, BINDING)  # migrated once: the record stays
+    assert again._c.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert again.saves_tracked_after() == 3
+    assert [(r.sender, r.transfer_id, r.path) for r in again.saved_files()] == [
+        (0, b"T" * 8, "/d/a.txt")
+    ]
+    again.close()
+
+
+def test_a_read_only_open_leaves_a_schema_1_database_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    make_schema_1_database(path)
+    store = Store.open(path, BINDING, read_only=True)
+    assert store.next_position() == (2, 40)
+    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'saved_file'").fetchall() == []
+    conn.close()
+
+
+def test_a_new_database_tracks_every_saved_file(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    assert store.saves_tracked_after() == 0
+    with store.transaction():
+        store.add_saved_file(2, b"A" * 8, "/d/a.txt", b"\x01" * 32, 1.0)
+        store.add_saved_file(2, b"A" * 8, "/d/a (1).txt", b"\x01" * 32, 2.0)  # keeps the first
+        store.add_saved_file(1, b"A" * 8, "/d/b.txt", b"\x02" * 32, 3.0)
+    assert [(r.sender, r.path, r.saved_at) for r in store.saved_files()] == [
+        (2, "/d/a.txt", 1.0),
+        (1, "/d/b.txt", 3.0),
+    ]
     store.close()

@@ -95,6 +95,17 @@ class HistoryEntry:
     payload: bytes
     recorded_at: float
     state: str  # "sealed" | "stored" (own) | "received"
+    history_id: int | None = None  # grows in the order entries were recorded
+
+
+@dataclass(frozen=True)
+class SavedFiles:
+    """Which received files were saved to the downloads folder (see `Member.saved_files`)."""
+
+    records: dict[tuple[int, bytes], Path]  # (sender, transfer id) -> where it was saved
+    # Entries with a history_id up to this were recorded before saves were (an upgraded
+    # database): whether their files were saved is unknown. 0: every entry is tracked.
+    untracked_until: int = 0
 
 
 @dataclass(frozen=True)
@@ -392,10 +403,28 @@ class Member:
         names = [m.name for m in self.header.members]
         return [
             HistoryEntry(
-                r.sender, names[r.sender], r.counter, r.seq, r.payload, r.recorded_at, r.state
+                r.sender, names[r.sender], r.counter, r.seq, r.payload, r.recorded_at, r.state, r.id
             )
             for r in rows
         ]
+
+    # -- saved files --------------------------------------------------------------
+
+    def saved_files(self) -> SavedFiles:
+        """Every received file recorded as saved, and which history entries predate
+        the record. Read-only."""
+        records = {(r.sender, r.transfer_id): Path(r.path) for r in self.store.saved_files()}
+        return SavedFiles(records, self.store.saves_tracked_after())
+
+    def record_saved_file(
+        self, sender: int, transfer_id: bytes, path: str | os.PathLike[str], sha256: bytes
+    ) -> None:
+        """Durably record that `sender`'s transfer was saved at `path`. Call only after
+        the file is fsynced and linked into place: a transfer recorded here is never
+        saved again."""
+        with self._lock, self.store.transaction():
+            self.store.add_saved_file(sender, transfer_id, os.fspath(path), sha256, time.time())
+            self._record_pending()
 
     def usage(self, *, scan_kit: bool = True) -> KitUsage:
         """Usage figures. `keys_erased` is an exact count of zeroed keys in the kit

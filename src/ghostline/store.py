@@ -10,6 +10,11 @@ What a member must never forget, because forgetting it reuses pad or accepts rep
   range;
 - `history`: own and received payloads, for display;
 - `relay`: the relay cursor (highest seq processed);
+- `saved_file`: every received file written to the downloads folder, by (sender,
+  transfer id), recorded only after the file is fsynced and linked into place, so a
+  complete transfer with no row here was never saved (the chat app saves it on
+  opening). `saves_tracked` says from which history row on that holds: rows up to
+  its `history_id` were recorded by schema 1, which kept no such table;
 - the erasure record: `outbox.erased` and `accepted.erased` say which messages'
   key and pad bytes are already zeroed in the kit, so the sweep on start-up knows what
   remains; `skipped` holds ranges `pad recover` stepped over (and erased).
@@ -17,6 +22,9 @@ What a member must never forget, because forgetting it reuses pad or accepts rep
 A database is bound to one (pad_id, member index) and refuses any other kit. Every
 write is one explicit `BEGIN IMMEDIATE ... COMMIT`, so two processes of the same member
 serialise on SQLite's write lock and re-read `sending` inside the transaction.
+
+Schema versions: 1 had no `saved_file`/`saves_tracked`; `Store.open` migrates a
+version 1 database to 2 in one transaction (a read-only open reads it as it is).
 
 This module knows nothing about kits or sealing: `member.py` drives it.
 """
@@ -37,7 +45,7 @@ from typing import Any
 from .errors import StateError
 from .fsutil import fsync_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
@@ -103,6 +111,22 @@ CREATE TABLE skipped (
 );
 """
 
+# Added by schema 2 (and by the migration from 1).
+_SCHEMA_2 = """
+CREATE TABLE saved_file (
+    sender      INTEGER NOT NULL,
+    transfer_id BLOB    NOT NULL,
+    path        TEXT    NOT NULL,
+    sha256      BLOB    NOT NULL,
+    saved_at    REAL    NOT NULL,
+    PRIMARY KEY (sender, transfer_id)
+) WITHOUT ROWID;
+CREATE TABLE saves_tracked (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    history_id INTEGER NOT NULL          -- history rows up to this id predate saved_file
+);
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Binding:
@@ -143,6 +167,18 @@ class HistoryRow:
     payload: bytes
     recorded_at: float
     state: str
+    id: int = 0  # the row's id: increases in the order rows were recorded
+
+
+@dataclass(frozen=True, slots=True)
+class SavedFileRow:
+    """A received file written to the downloads folder (see `saved_file`)."""
+
+    sender: int
+    transfer_id: bytes
+    path: str
+    sha256: bytes
+    saved_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +244,9 @@ class Store:
             conn = _connect(building)
             try:
                 with _raw_tx(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    _execute_script(conn, _SCHEMA + _SCHEMA_2)
                     conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                    conn.execute("INSERT INTO saves_tracked VALUES (1, 0)")
                     conn.execute(
                         "INSERT INTO binding VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (
@@ -252,13 +287,14 @@ class Store:
     def open(
         cls, path: str | os.PathLike[str], binding: Binding, *, read_only: bool = False
     ) -> Store:
-        """Open an existing database; refuse one that belongs to another kit."""
+        """Open an existing database; refuse one that belongs to another kit. An older
+        schema is migrated (unless `read_only`: then it is read as it is)."""
         path = Path(path)
         if not path.is_file():
             raise StateError(f"{path}: no state database there")
         conn = _connect(path, read_only=read_only)
         try:
-            found = _read_binding(conn, path)
+            found, version = _read_binding(conn, path)
             if found != binding:
                 raise StateError(
                     f"{path}: this state database belongs to another kit "
@@ -266,6 +302,8 @@ class Store:
                     f"not pad {binding.pad_id.hex()}, member {binding.self_index}",
                     hint="Pass the state file that belongs to this kit, or leave --state out.",
                 )
+            if version < SCHEMA_VERSION and not read_only:
+                _migrate(conn, path)
         except BaseException:
             conn.close()
             raise
@@ -510,20 +548,16 @@ class Store:
         with self._lock:
             if limit is None:
                 rows = self._c.execute(
-                    "SELECT sender, counter, seq, payload, recorded_at, state FROM history "
+                    "SELECT sender, counter, seq, payload, recorded_at, state, id FROM history "
                     "ORDER BY id"
                 ).fetchall()
             else:
                 rows = self._c.execute(
-                    "SELECT * FROM (SELECT id, sender, counter, seq, payload, recorded_at, state "
+                    "SELECT * FROM (SELECT sender, counter, seq, payload, recorded_at, state, id "
                     "FROM history ORDER BY id DESC LIMIT ?) ORDER BY id",
                     (max(0, limit),),
                 ).fetchall()
-                rows = [r[1:] for r in rows]
-        return [
-            HistoryRow(int(r[0]), int(r[1]), r[2], bytes(r[3]), float(r[4]), str(r[5]))
-            for r in rows
-        ]
+        return [_history_row(r) for r in rows]
 
     def history_starting_with(self, first: int, head: int | None = None) -> list[HistoryRow]:
         """Rows whose payload's first byte is `first`, oldest first. With `head`, each
@@ -532,32 +566,58 @@ class Store:
         payload = "payload" if head is None else f"substr(payload, 1, {max(0, int(head))})"
         with self._lock:
             rows = self._c.execute(
-                f"SELECT sender, counter, seq, {payload}, recorded_at, state "
+                f"SELECT sender, counter, seq, {payload}, recorded_at, state, id "
                 "FROM history WHERE substr(payload, 1, 1) = ? ORDER BY id",
                 (bytes([first]),),
             ).fetchall()
-        return [
-            HistoryRow(int(r[0]), int(r[1]), r[2], bytes(r[3]), float(r[4]), str(r[5]))
-            for r in rows
-        ]
+        return [_history_row(r) for r in rows]
 
     def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryRow]:
         """The rows of these (sender, counter) pairs that exist, oldest first. Read-only."""
-        found: list[tuple[int, HistoryRow]] = []
+        found: list[HistoryRow] = []
         with self._lock:
             for sender, counter in keys:
                 r = self._c.execute(
-                    "SELECT id, sender, counter, seq, payload, recorded_at, state FROM history "
+                    "SELECT sender, counter, seq, payload, recorded_at, state, id FROM history "
                     "WHERE sender = ? AND counter = ?",
                     (sender, counter),
                 ).fetchone()
                 if r is not None:
-                    row = HistoryRow(
-                        int(r[1]), int(r[2]), r[3], bytes(r[4]), float(r[5]), str(r[6])
-                    )
-                    found.append((int(r[0]), row))
-        found.sort(key=lambda pair: pair[0])
-        return [row for _, row in found]
+                    found.append(_history_row(r))
+        found.sort(key=lambda row: row.id)
+        return found
+
+    # -- saved files --------------------------------------------------------------
+
+    def add_saved_file(
+        self, sender: int, transfer_id: bytes, path: str, sha256: bytes, now: float
+    ) -> None:
+        """Inside a transaction: record that a received file was saved. Call only once
+        the file is durable under its final name. A second record of the same transfer
+        keeps the first."""
+        self._c.execute(
+            "INSERT OR IGNORE INTO saved_file (sender, transfer_id, path, sha256, saved_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (sender, transfer_id, path, sha256, now),
+        )
+
+    def saved_files(self) -> list[SavedFileRow]:
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT sender, transfer_id, path, sha256, saved_at FROM saved_file "
+                "ORDER BY saved_at"
+            ).fetchall()
+        return [
+            SavedFileRow(int(r[0]), bytes(r[1]), str(r[2]), bytes(r[3]), float(r[4])) for r in rows
+        ]
+
+    def saves_tracked_after(self) -> int:
+        """History rows with an id up to this were recorded before saved files were
+        (schema 1): whether their files were saved is not known. 0 when every row is
+        tracked."""
+        with self._lock:
+            row = self._c.execute("SELECT history_id FROM saves_tracked WHERE id = 1").fetchone()
+        return int(row[0])
 
     def relay_cursor(self) -> int:
         with self._lock:
@@ -623,14 +683,48 @@ def _raw_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise StateError(f"could not commit to the state database ({exc})") from None
 
 
-def _read_binding(conn: sqlite3.Connection, path: Path) -> Binding:
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run `;`-separated statements one by one (inside the caller's transaction;
+    `executescript` would commit it)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    if row is None or not 1 <= int(row[0]) <= SCHEMA_VERSION:
+        raise StateError(
+            f"{path}: state schema version {row and row[0]} is not supported "
+            f"(want {SCHEMA_VERSION} or older)"
+        )
+    return int(row[0])
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring an older database up to SCHEMA_VERSION in one transaction. The version is
+    read again under the write lock: another process may have migrated it meanwhile.
+
+    1 -> 2: add `saved_file` and `saves_tracked`. Files in the history so far were
+    saved (or not) when schema 1 kept no record; they are marked untracked rather than
+    all saved again as duplicates.
+    """
     try:
-        version = conn.execute("SELECT version FROM schema_version").fetchone()
-        if version is None or int(version[0]) != SCHEMA_VERSION:
-            raise StateError(
-                f"{path}: state schema version {version and version[0]} is not supported "
-                f"(want {SCHEMA_VERSION})"
-            )
+        with _raw_tx(conn):
+            version = _schema_version(conn, path)
+            if version < 2:
+                _execute_script(conn, _SCHEMA_2)
+                conn.execute(
+                    "INSERT INTO saves_tracked SELECT 1, COALESCE(MAX(id), 0) FROM history"
+                )
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{path}: could not upgrade the state database ({exc})") from None
+
+
+def _read_binding(conn: sqlite3.Connection, path: Path) -> tuple[Binding, int]:
+    try:
+        version = _schema_version(conn, path)
         row = conn.execute(
             "SELECT pad_id, self_index, n, slice_len, auth_keys FROM binding"
         ).fetchone()
@@ -638,7 +732,13 @@ def _read_binding(conn: sqlite3.Connection, path: Path) -> Binding:
         raise StateError(f"{path}: not a GhostLine state database ({exc})") from None
     if row is None:
         raise StateError(f"{path}: the state database names no kit")
-    return Binding(bytes(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+    binding = Binding(bytes(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+    return binding, version
+
+
+def _history_row(r: Any) -> HistoryRow:
+    """A row selected as (sender, counter, seq, payload, recorded_at, state, id)."""
+    return HistoryRow(int(r[0]), int(r[1]), r[2], bytes(r[3]), float(r[4]), str(r[5]), id=int(r[6]))
 
 
 def _outbox_row(r: Any) -> OutboxRow:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC
@@ -21,7 +23,7 @@ from ghostline.client import (
     PadExhausted,
     PresenceChanged,
 )
-from ghostline.member import HistoryEntry
+from ghostline.member import HistoryEntry, Member
 from ghostline.payload import FileChunk, FileHeader, TextPayload, decode, encode_text, split_file
 from ghostline.tui import files
 from ghostline.tui.app import ChatApp
@@ -38,6 +40,7 @@ from ghostline.tui.widgets import (
     StatusBar,
     TransferRow,
 )
+from helpers import make_kit_set
 
 SIZE = (110, 32)
 
@@ -376,6 +379,9 @@ async def test_a_finished_file_in_history_is_not_saved_again_on_reopen(tmp_path:
     # an earlier, unfinished send of the same file that later went through whole
     add_parts(member, 2, file_parts(b"r" * 300, b"E" * 8, "again.txt")[:2], "received")
     add_parts(member, 2, file_parts(b"r" * 300, b"F" * 8, "again.txt"), "received")
+    # both finished files were saved (and recorded) when they arrived
+    member.saved[(1, b"D" * 8)] = Path("/elsewhere/done.txt")
+    member.saved[(2, b"F" * 8)] = Path("/elsewhere/again.txt")
     app, _ = make_app(member, tmp_path=tmp_path, history_page=3)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.files_ready)
@@ -383,6 +389,79 @@ async def test_a_finished_file_in_history_is_not_saved_again_on_reopen(tmp_path:
         assert not (tmp_path / "downloads").exists()
         assert len(app.query(TransferRow)) == 0
         assert app.incoming.unfinished() == []
+        assert member.record_calls == []
+
+
+async def open_and_settle(app: ChatApp) -> None:
+    """Run `app` until its history scan and every save it started are done."""
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.files_ready)  # saves are started before this
+        await until(pilot, lambda: all(w.is_finished for w in app.workers if w.group == "save"))
+        await pilot.pause(0.1)
+
+
+async def test_a_finished_file_never_saved_is_saved_on_reopen_once(tmp_path: Path) -> None:
+    """The app stopped after the last part was recorded but before the file was saved:
+    opening saves it, records that, and the next opening does not save it again."""
+    data = os.urandom(300)
+    member = FakeMember(header())
+    add_parts(member, 1, file_parts(data, b"K" * 8, "late.txt"), "received")
+    add_parts(member, 2, file_parts(b"o" * 100, b"L" * 8, "own.txt"), "received")
+    member.saved[(2, b"L" * 8)] = Path("/elsewhere/own.txt")
+    downloads = tmp_path / "downloads"
+    for _ in range(2):
+        await open_and_settle(make_app(member, tmp_path=tmp_path)[0])
+        assert (1, b"K" * 8) in member.saved
+        assert sorted(p.name for p in downloads.iterdir()) == ["late.txt"]
+        assert (downloads / "late.txt").read_bytes() == data
+    sha = hashlib.sha256(data).digest()
+    assert member.record_calls == [(1, b"K" * 8, downloads / "late.txt", sha)]
+
+
+async def test_saving_on_reopen_never_overwrites(tmp_path: Path) -> None:
+    member = FakeMember(header())
+    add_parts(member, 1, file_parts(b"new" * 50, b"M" * 8, "a.txt"), "received")
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "a.txt").write_bytes(b"mine")
+    app, _ = make_app(member, tmp_path=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: any("saved a.txt from bob" in t for t in texts(app)))
+        row = app.query_one(f"#in-1-{(b'M' * 8).hex()}", TransferRow)
+        assert "saved as a (1).txt" in str(row.query_one("Label").render())
+    assert (tmp_path / "downloads" / "a.txt").read_bytes() == b"mine"
+    assert (tmp_path / "downloads" / "a (1).txt").read_bytes() == b"new" * 50
+    assert member.saved == {(1, b"M" * 8): tmp_path / "downloads" / "a (1).txt"}
+
+
+async def test_a_file_received_by_a_real_member_but_not_saved_is_saved_on_reopen(
+    tmp_path: Path,
+) -> None:
+    """The real state database: bob's file is received (committed) by alice's member,
+    the app was never there to save it; the app saves it on opening, exactly once."""
+    kits = make_kit_set(tmp_path / "kits", ["alice", "bob"], slice_len=1 << 16, auth_keys=64)
+    data = os.urandom(5000)
+    parts = file_parts(data, b"R" * 8, "report.pdf", chunk=1024)
+    with Member.open(kits[1]) as bob, Member.open(kits[0]) as alice:
+        for seq, entry in enumerate(bob.seal_many(parts), start=1):
+            assert alice.receive(seq, entry.sealed) is not None
+    downloads = tmp_path / "downloads"
+    for _ in range(2):
+        with Member.open(kits[0]) as alice:
+            app = ChatApp(
+                FakeClient(alice),  # type: ignore[arg-type]
+                relay="127.0.0.1:7000",
+                transport="no TLS · no proxy",
+                downloads=lambda: downloads,
+                start_client=False,
+            )
+            await open_and_settle(app)
+            assert (1, b"R" * 8) in alice.saved_files().records
+        assert [p.name for p in downloads.iterdir()] == ["report.pdf"]
+        assert (downloads / "report.pdf").read_bytes() == data
+    with Member.open(kits[0]) as alice:
+        [row] = alice.store.saved_files()
+    assert (row.sender, row.transfer_id, row.path) == (1, b"R" * 8, str(downloads / "report.pdf"))
+    assert row.sha256 == hashlib.sha256(data).digest()
 
 
 async def test_an_own_file_cut_short_by_quitting_is_reported_on_reopen(tmp_path: Path) -> None:
@@ -562,3 +641,29 @@ def test_a_dropped_or_quoted_path_is_read_as_the_file_it_names(tmp_path: Path) -
     assert files.typed_path(f"'{target}'") == target
     assert files.typed_path(f'"{target}"') == target
     assert files.typed_path(str(target).replace(" ", "\\ ")) == target
+
+
+def test_files_finished_before_an_upgrade_are_not_saved_again(tmp_path: Path) -> None:
+    """A database from before saved files were recorded (schema 1): its finished files
+    were saved on arrival, so after the upgrade only later ones can be unsaved."""
+    kits = make_kit_set(tmp_path / "kits", ["alice", "bob"], slice_len=1 << 16, auth_keys=64)
+    with Member.open(kits[1]) as bob, Member.open(kits[0]) as alice:
+        old = bob.seal_many(file_parts(b"o" * 300, b"O" * 8, "old.txt"))
+        cut = bob.seal_many(file_parts(b"c" * 300, b"C" * 8, "cut.txt"))  # 2 parts before
+        for seq, entry in enumerate(old + cut[:2], start=1):
+            alice.receive(seq, entry.sealed)
+        state = alice.state_path
+    conn = sqlite3.connect(state)  # back to schema 1: no record of saved files
+    conn.executescript(
+        "DROP TABLE saved_file; DROP TABLE saves_tracked; UPDATE schema_version SET version = 1;"
+    )
+    conn.close()
+    with Member.open(kits[0]) as alice:  # migrated
+        found = files.scan_file_history(alice, 0)
+        assert found.complete == {(1, b"O" * 8)}
+        assert found.unsaved == frozenset()
+        for seq, entry in enumerate(cut[2:], start=10):  # the rest after the upgrade
+            alice.receive(seq, entry.sealed)
+        found = files.scan_file_history(alice, 0)
+        assert found.unsaved == {(1, b"C" * 8)}
+        assert len(found.incoming) == len(cut)

@@ -18,7 +18,14 @@ from textual.pilot import Pilot
 from ghostline.client import ConnectionChanged, MessageAccepted, MessageReceived, PresenceChanged
 from ghostline.errors import PadExhaustedError
 from ghostline.kit import KitHeader, KitMember
-from ghostline.member import HistoryEntry, KitUsage, MemberUsage, OutboxEntry, Received
+from ghostline.member import (
+    HistoryEntry,
+    KitUsage,
+    MemberUsage,
+    OutboxEntry,
+    Received,
+    SavedFiles,
+)
 from ghostline.payload import decode, encode_text, split_file
 from ghostline.tui.app import ChatApp
 
@@ -57,6 +64,8 @@ class FakeMember:
     entries: list[HistoryEntry] = field(default_factory=list)
     used: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (keys, bytes)
     history_calls: list[int | None] = field(default_factory=list)
+    saved: dict[tuple[int, bytes], Path] = field(default_factory=dict)  # recorded saves
+    record_calls: list[tuple[int, bytes, Path, bytes]] = field(default_factory=list)
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         self.history_calls.append(limit)
@@ -72,6 +81,13 @@ class FakeMember:
     def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryEntry]:
         wanted = set(keys)
         return [e for e in self.entries if (e.sender, e.counter) in wanted]
+
+    def saved_files(self) -> SavedFiles:
+        return SavedFiles(dict(self.saved))
+
+    def record_saved_file(self, sender: int, transfer_id: bytes, path: Path, sha256: bytes) -> None:
+        self.record_calls.append((sender, transfer_id, path, sha256))
+        self.saved.setdefault((sender, transfer_id), path)
 
     def usage(self) -> KitUsage:
         h = self.header

@@ -130,7 +130,7 @@ class ChatApp(App[None]):
         self.online: frozenset[int] = frozenset()
         self.connected = False
         self.pads: dict[int, PadLeft] = {}
-        self.incoming = IncomingFiles(downloads)
+        self.incoming = IncomingFiles(downloads, record=self._record_saved)
         self.outgoing: dict[int, OutgoingFile] = {}  # counter -> the file it belongs to
         # ACCEPTED can (rarely) beat send_many's return: kept while files are sealing.
         self._accepted_early: set[int] = set()
@@ -222,7 +222,8 @@ class ChatApp(App[None]):
         self.call_after_refresh(log.fill)
 
     async def _resume_files(self) -> None:
-        """Rebuild unfinished transfers from the whole history (off the UI thread)."""
+        """Rebuild unfinished transfers from the whole history (off the UI thread), and
+        save complete ones that were never saved (the app stopped before it could)."""
         try:
             found: FileHistory = await asyncio.to_thread(scan_file_history, self.member, self.me)
         except GhostlineError as err:
@@ -236,8 +237,15 @@ class ChatApp(App[None]):
                 part = decode(entry.payload)
             except PayloadError:
                 continue
-            if isinstance(part, FileHeader | FileChunk):
-                self.incoming.add(entry.sender, self.names[entry.sender], part, replay=True)
+            if not isinstance(part, FileHeader | FileChunk):
+                continue
+            unsaved = (entry.sender, part.transfer_id) in found.unsaved
+            update = self.incoming.add(
+                entry.sender, self.names[entry.sender], part, replay=not unsaved
+            )
+            # A failed check was reported when the last part arrived: only save here.
+            if update.complete is not None:
+                self._show_incoming(update)
         for transfer in self.incoming.unfinished():
             if transfer.assembly.header is not None:
                 row = self._transfer_row(
@@ -695,6 +703,15 @@ class ChatApp(App[None]):
                 f"{format_size(assembly.received)} of {format_size(total)}",
             )
 
+    def _record_saved(self, transfer: IncomingFile, path: Path) -> None:
+        """Durably record a saved file (blocking: `IncomingFiles.save` calls it off the
+        UI thread, after the file is fsynced and linked into place)."""
+        header = transfer.assembly.header
+        assert header is not None  # only a complete, verified file is saved
+        self.member.record_saved_file(
+            transfer.sender, transfer.assembly.transfer_id, path, header.sha256
+        )
+
     @work(group="save")
     async def _save_file(self, transfer: IncomingFile, data: bytes, row: TransferRow) -> None:
         """Write a verified file (and fsync it) off the UI thread, then say where."""
@@ -711,6 +728,8 @@ class ChatApp(App[None]):
         elif update.saved_to is not None:
             row.finish(f"saved as {update.saved_to.name}", ok=True)
             self._notice(f"saved {transfer.name} from {transfer.sender_name} to {update.saved_to}")
+            if update.warning:
+                self._warn(update.warning)
             self._close_superseded(transfer)
 
     def _close_superseded(self, saved: IncomingFile) -> None:

@@ -6,11 +6,15 @@ bar still moves; the relay's ACCEPTED answers drive it. Receiving feeds every pa
 a `payload.FileAssembly` per (sender, transfer id); only a complete file whose length
 and SHA-256 match is written (by `IncomingFiles.save`, which the app runs off its UI
 thread), to a temporary file first and then linked under a name that does not exist
-yet ("name (1).ext"), so nothing is ever overwritten or half-saved.
+yet ("name (1).ext"), so nothing is ever overwritten or half-saved. Only once the file
+and its directory entry are durable is the save recorded in the state database
+(`Member.record_saved_file`).
 
 On opening, `scan_file_history` looks through the whole history (not just the page on
 screen) for transfers that did not finish: incoming ones resume when the rest arrives,
-and own ones are reported as unfinished.
+and own ones are reported as unfinished. It also finds incoming transfers that are
+complete but were never recorded as saved (the app was stopped between receiving the
+last part and saving the file): the app saves those then.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import PayloadError, UsageError
+from ..errors import GhostlineError, PayloadError, UsageError
+from ..fsutil import fsync_dir
 from ..payload import (
     FILE_CHUNK_HEAD_LEN,
     FileAssembly,
@@ -132,20 +137,27 @@ class IncomingFile:
 @dataclass(frozen=True, slots=True)
 class IncomingUpdate:
     """What one received part changed: a new transfer, progress, a verified file ready to
-    save (`complete`), a saved file, a failure."""
+    save (`complete`), a saved file, a failure. `warning`: saved, but something else
+    went wrong (the record of the save)."""
 
     transfer: IncomingFile
     is_new: bool
     saved_to: Path | None = None
     error: str | None = None
     complete: bytes | None = None
+    warning: str | None = None
+
+
+# Records durably that a transfer was saved at a path (`Member.record_saved_file`).
+RecordSaved = Callable[[IncomingFile, Path], None]
 
 
 class IncomingFiles:
     """Every file being received, keyed by (sender, transfer id)."""
 
-    def __init__(self, downloads: Callable[[], Path]) -> None:
+    def __init__(self, downloads: Callable[[], Path], record: RecordSaved | None = None) -> None:
         self._downloads = downloads
+        self._record = record
         self.transfers: dict[tuple[int, bytes], IncomingFile] = {}
 
     def add(
@@ -154,7 +166,8 @@ class IncomingFiles:
         """Feed one part. When it completes a file whose length and SHA-256 match, the
         update's `complete` holds the bytes: hand them to `save` (it blocks: run it off
         the UI thread). With `replay=True` (parts from history) a completed file is not
-        handed out again: it was saved when it first arrived."""
+        handed out again: it was saved when it first arrived. (A complete transfer in
+        history that was never saved is replayed with `replay=False`.)"""
         key = (sender, part.transfer_id)
         transfer = self.transfers.get(key)
         is_new = transfer is None
@@ -173,13 +186,24 @@ class IncomingFiles:
         return IncomingUpdate(transfer, is_new, complete=data)
 
     def save(self, transfer: IncomingFile, data: bytes) -> IncomingUpdate:
-        """Write a verified file to the downloads folder under a new name. Blocking."""
+        """Write a verified file to the downloads folder under a new name, then record
+        that it was saved (only then: a crash before leaves it to be saved on the next
+        opening, never lost). Blocking."""
         try:
             transfer.saved_to = save_new_file(self._downloads(), transfer.name, data)
         except OSError as exc:
             transfer.error = f"could not save {transfer.name}: {exc.strerror or exc}"
             return IncomingUpdate(transfer, False, error=transfer.error)
-        return IncomingUpdate(transfer, False, saved_to=transfer.saved_to)
+        warning = None
+        if self._record is not None:
+            try:
+                self._record(transfer, transfer.saved_to)
+            except GhostlineError as exc:
+                warning = (
+                    f"saved {transfer.name} to {transfer.saved_to}, but could not record "
+                    f"that it was saved ({exc}): it may be saved again as a copy"
+                )
+        return IncomingUpdate(transfer, False, saved_to=transfer.saved_to, warning=warning)
 
     def supersede(self, sender: int, sha256: bytes) -> list[IncomingFile]:
         """Drop (and return) unfinished transfers from `sender` of a file with this
@@ -213,9 +237,12 @@ class UnfinishedSend:
 class FileHistory:
     """What the whole history says about file transfers (see `scan_file_history`)."""
 
-    incoming: list[Any]  # every stored part of unfinished incoming transfers, oldest first
+    # every stored part of unfinished incoming transfers and of `unsaved`, oldest first
+    incoming: list[Any]
     unfinished_sends: list[UnfinishedSend]
     complete: frozenset[tuple[int, bytes]]  # (sender, transfer id) of finished transfers
+    # (sender, transfer id) of complete incoming transfers never recorded as saved
+    unsaved: frozenset[tuple[int, bytes]] = frozenset()
 
 
 def scan_file_history(member: Any, me: int) -> FileHistory:
@@ -224,11 +251,16 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
 
     Reads every FILE_HEADER and only the first bytes of every FILE_CHUNK, so finished
     files are never read again; then the full parts of unfinished incoming transfers,
-    to resume them. A transfer is finished when its header and all its chunks are there.
+    to resume them, and of finished incoming ones that `member.saved_files()` has no
+    record of, to save them. A transfer is finished when its header and all its chunks
+    are there. A finished transfer recorded entirely before saves were tracked (an
+    upgraded database) counts as saved: schema 1 saved on arrival and kept no record.
     """
+    saves = member.saved_files()
     headers: dict[tuple[int, bytes], tuple[FileHeader, int]] = {}
     indexes: dict[tuple[int, bytes], set[int]] = {}
     parts: dict[tuple[int, bytes], list[tuple[int, int]]] = {}
+    tracked: set[tuple[int, bytes]] = set()  # some part recorded after saves were tracked
     for entry in member.history_of_kind(Kind.FILE_HEADER):
         try:
             header = decode(entry.payload)
@@ -239,6 +271,8 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
         key = (entry.sender, header.transfer_id)
         headers.setdefault(key, (header, entry.counter))
         parts.setdefault(key, []).append((entry.sender, entry.counter))
+        if _tracked(entry, saves.untracked_until):
+            tracked.add(key)
     for entry in member.history_of_kind(Kind.FILE_CHUNK, head=FILE_CHUNK_HEAD_LEN):
         try:
             transfer_id, index = chunk_head(entry.payload)
@@ -247,6 +281,8 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
         key = (entry.sender, transfer_id)
         indexes.setdefault(key, set()).add(index)
         parts.setdefault(key, []).append((entry.sender, entry.counter))
+        if _tracked(entry, saves.untracked_until):
+            tracked.add(key)
     complete: set[tuple[int, bytes]] = set()
     # (sender, SHA-256) -> counter of the latest finished transfer of those bytes
     finished_later: dict[tuple[int, bytes], int] = {}
@@ -259,8 +295,12 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
             finished_later[ident] = max(counter, finished_later.get(ident, -1))
     unfinished_sends: list[UnfinishedSend] = []
     resume: list[tuple[int, int]] = []
+    unsaved: set[tuple[int, bytes]] = set()
     for key, keys in parts.items():
         if key in complete:
+            if key[0] != me and key in tracked and key not in saves.records:
+                unsaved.add(key)
+                resume.extend(keys)
             continue
         found = headers.get(key)
         sent_again = (
@@ -272,7 +312,12 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
         elif found is not None:
             unfinished_sends.append(UnfinishedSend(found[0], found[1], sealed[key], sent_again))
     incoming = member.history_of(resume) if resume else []
-    return FileHistory(incoming, unfinished_sends, frozenset(complete))
+    return FileHistory(incoming, unfinished_sends, frozenset(complete), frozenset(unsaved))
+
+
+def _tracked(entry: Any, untracked_until: int) -> bool:
+    """Whether `entry` was recorded after saved files were tracked."""
+    return entry.history_id is None or entry.history_id > untracked_until
 
 
 def candidate_names(name: str) -> list[str]:
@@ -289,7 +334,8 @@ def save_new_file(directory: Path, name: str, data: bytes) -> Path:
 
     The bytes go to a temporary file that is fsynced, then hard-linked to the final
     name (which fails rather than replacing an existing file); a half-written file never
-    carries the final name.
+    carries the final name. The directory is fsynced before returning, so the returned
+    name is durable (and may be recorded as saved).
     """
     name = safe_file_name(name)
     directory.mkdir(parents=True, exist_ok=True)
@@ -300,16 +346,26 @@ def save_new_file(directory: Path, name: str, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        for candidate in candidate_names(name):
-            target = directory / candidate
-            try:
-                _link_exclusive(tmp, target)
-            except FileExistsError:
-                continue
-            return target
-        raise FileExistsError(f"too many files named like {name} in {directory}")
+        target = _link_free_name(tmp, directory, name)
     finally:
         tmp.unlink(missing_ok=True)
+    try:
+        fsync_dir(directory)
+    except OSError:
+        target.unlink(missing_ok=True)  # not known to be durable: not saved
+        raise
+    return target
+
+
+def _link_free_name(source: Path, directory: Path, name: str) -> Path:
+    for candidate in candidate_names(name):
+        target = directory / candidate
+        try:
+            _link_exclusive(source, target)
+        except FileExistsError:
+            continue
+        return target
+    raise FileExistsError(f"too many files named like {name} in {directory}")
 
 
 def _link_exclusive(source: Path, target: Path) -> None:
