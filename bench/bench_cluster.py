@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bench.bench_relay import (
-    ROOT,
     GhostlinePeer,
     Member,
     Stats,
@@ -72,26 +69,7 @@ def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
-         "--cluster", f"nats://127.0.0.1:{nats_port}", "--node-name", name,
-         "--publish-rate", "1e9", "--publish-burst", "1000000000",
-         "--max-connections-per-address", "100000", "--send-buffer", str(64 * 2**20),
-         "--log-level", "warning"],
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    port = 0
-    while not port:
-        line = proc.stderr.readline().decode()
-        if not line:
-            raise RuntimeError("the relay node did not start")
-        match = re.match(r"ghostline relay: relay listening on \S+:(\d+)", line)
-        if match:
-            port = int(match.group(1))
-    threading.Thread(target=lambda: [None for _ in proc.stderr or []], daemon=True).start()
-    return proc, port
+    return start_relay("--cluster", f"nats://127.0.0.1:{nats_port}", "--node-name", name)
 
 
 async def connect_spread(ports: list[int], rooms: int, members: int, stats: Stats) -> list[Member]:
@@ -144,7 +122,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 async def _run() -> str:
     tmp = Path(tempfile.mkdtemp(prefix="ghostline-bench-cluster-"))
     nats, nats_port = start_nats(tmp)
-    sqlite, sqlite_port = start_relay(tmp / "relay.sqlite")
+    sqlite, sqlite_port = start_relay("--store", str(tmp / "relay.sqlite"))
     nodes = [start_node(nats_port, name) for name in ("a", "b")]
     rows = []
     try:

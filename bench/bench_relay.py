@@ -181,12 +181,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_relay(store: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_relay(*backend: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`ghostline relay` on free ports with its limits opened up for load; `backend` is
+    `--store PATH` or `--cluster URL --node-name NAME`. Returns the process and port."""
     proc = subprocess.Popen(
         [sys.executable, *PREFIX, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
-         "--store", str(store), "--publish-rate", "1e9", "--publish-burst", "1000000000",
+         *backend, "--publish-rate", "1e9", "--publish-burst", "1000000000",
          "--max-connections-per-address", "100000", "--send-buffer", str(64 * 2**20),
-         "--log-level", "warning", *extra],
+         "--log-level", "warning"],
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )  # fmt: skip
@@ -385,7 +387,7 @@ async def measure(port: int, nats: bool, rooms: int, n: int, size: int) -> Resul
 
 async def _run() -> str:
     tmp = Path(tempfile.mkdtemp(prefix="ghostline-bench-"))
-    relay, relay_port = start_relay(tmp / "relay.sqlite")
+    relay, relay_port = start_relay("--store", str(tmp / "relay.sqlite"))
     nats, nats_port = start_nats()
     servers = [("gl", relay_port, False), ("nats", nats_port, True)]
     rows = []
