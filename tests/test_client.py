@@ -291,6 +291,40 @@ async def test_a_genuine_message_with_a_forged_seq_far_ahead_cannot_move_the_cur
         await proxy.close()
 
 
+async def test_replayed_stored_messages_leave_no_room_for_a_forged_seq_ahead(
+    members: list[Member], relay: Relay
+) -> None:
+    # Bob resumes through 3 stored messages, then the first live one (seq 4) arrives
+    # rewritten to seq 6. Accepted, it would move his cursor to 6, and the genuine 5
+    # and 6 would be dropped as "already processed".
+    forged: list[int] = []
+
+    def push_live_seq_ahead(direction: str, frame: Frame) -> bytes | None:
+        live_4 = frame.type == FrameType.DELIVER and int.from_bytes(frame.body[:8], "big") == 4
+        if direction == "down" and live_4 and not forged:
+            forged.append(4)
+            return encode_frame(FrameType.DELIVER, (6).to_bytes(8, "big") + frame.body[8:])
+        return None
+
+    proxy = FrameProxy("127.0.0.1", relay.port, push_live_seq_ahead)
+    port = await proxy.start()
+    try:
+        alice = client_for(members[0], relay.address)
+        async with alice:
+            for i in range(3):
+                await alice.wait_accepted((await alice.send_text(f"stored {i}")).counter, 5)
+            bob = client_for(members[1], RelayAddress("127.0.0.1", port, relay.presence_port))
+            async with bob:
+                assert await texts(bob, 3) == ["stored 0", "stored 1", "stored 2"]
+                for i in range(3):
+                    await alice.wait_accepted((await alice.send_text(f"live {i}")).counter, 5)
+                assert await texts(bob, 3) == ["live 0", "live 1", "live 2"]
+        assert forged == [4]
+        assert members[1].relay_cursor == 6
+    finally:
+        await proxy.close()
+
+
 async def test_a_tampered_delivery_is_rejected_and_later_ones_arrive(
     members: list[Member], relay: Relay
 ) -> None:

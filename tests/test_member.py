@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.errors import PadExhaustedError, RejectedMessage, StateError
+from ghostline.envelope import sealed_length
+from ghostline.errors import PadExhaustedError, RejectedMessage, StateError, UsageError
 from ghostline.kit import Kit
 from ghostline.member import (
     RECOVERY_MARGIN,
@@ -22,6 +23,7 @@ from ghostline.member import (
     default_state_path,
     plan_recovery,
 )
+from ghostline.wire import DEFAULT_MAX_FRAME
 from helpers import make_kit_set
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -130,6 +132,48 @@ def test_running_out_of_pad_fails_cleanly_with_nothing_consumed(tmp_path: Path) 
     assert snapshot(a) == before
     assert [e.counter for e in a.pending()] == [0]
     assert a.seal(b"y" * 40).offset == 60
+    close_all([a, b])
+
+
+def test_the_last_member_can_reopen_its_kit_after_using_its_whole_slice(
+    tmp_path: Path,
+) -> None:
+    # Past the last member's slice lie its outbound keys: key 0 is erased by now, and
+    # must not read as "the pad at the next offset is erased" (a stale database).
+    kits = make_kit_set(tmp_path / "kits", 2, slice_len=64, auth_keys=8)
+    with Member.open(kits[1]) as last:
+        last.seal(b"x" * 64)
+    with Member.open(kits[1]) as last:
+        assert last.store.next_position() == (1, 64)
+        with pytest.raises(PadExhaustedError):
+            last.seal(b"y" * 20)
+
+
+def test_a_member_whose_slice_is_used_up_reopens_though_the_next_slice_is_erased(
+    tmp_path: Path,
+) -> None:
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2, slice_len=64, auth_keys=8))
+    a.seal(b"x" * 64)
+    assert a.receive(1, b.seal(b"z" * 40).sealed) is not None  # erases b's slice start
+    close_all([a, b])
+    # Exhausted, not "the database is older than the kit".
+    with Member.open(a.kit.path) as again, pytest.raises(PadExhaustedError):
+        again.seal(b"w" * 20)
+
+
+def test_a_message_too_large_for_a_relay_frame_is_refused_with_nothing_consumed(
+    tmp_path: Path,
+) -> None:
+    # Sealed, it would burn its pad and then block the outbox: the relay refuses the
+    # frame (ERROR 2) on every reconnect, and everything sealed after it waits behind it.
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2, slice_len=4 << 20, auth_keys=8))
+    largest = DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, 2)  # DELIVER: type, seq, sealed
+    before = snapshot(a)
+    with pytest.raises(UsageError, match="too large"):
+        a.seal_many([b"ok", b"x" * (largest + 1)])
+    assert snapshot(a) == before
+    entry = a.seal(b"x" * largest)
+    assert b.receive(1, entry.sealed) is not None
     close_all([a, b])
 
 

@@ -223,9 +223,11 @@ class _Connection:
         self.outq: deque[OutboxEntry] = deque()
         self.wake = asyncio.Event()
         self.last_rx = 0.0  # loop time of the last frame received
-        # The highest seq the relay can honestly send next. Seqs are not authenticated;
-        # this keeps a forged DELIVER from pushing the cursor far ahead (see _check_seq).
-        self.seq_ceiling = 0
+        # Seqs are not authenticated; these keep a forged DELIVER from pushing the cursor
+        # far ahead (see _check_seq): the highest seq the relay had assigned (or we had
+        # processed) at WELCOME, and how many frames since carried a seq above it.
+        self.seq_base = 0
+        self.fresh_seqs = 0
         # The highest counter queued from `Member.pending()` when this connection began:
         # a send_many that committed before then must not queue its entries twice.
         self.pending_upto = -1
@@ -520,7 +522,7 @@ class Client:
         try:
             cursor = self.member.relay_cursor if self.receive else _NOTHING_STORED
             head = await self._handshake(conn, Port.RELAY, cursor)
-            conn.seq_ceiling = max(head, cursor) if self.receive else head
+            conn.seq_base = max(head, cursor) if self.receive else head
             # From here on, everything sealed goes to conn.outq via send(); what was sealed
             # before is in pending(). Set both in one step so nothing is missed.
             pending = self.member.pending()
@@ -708,16 +710,22 @@ def _check_seq(conn: _Connection, seq: int) -> None:
     """Refuse a seq the relay cannot have assigned yet.
 
     Every message the room stores after WELCOME reaches each connection as exactly one
-    DELIVER or ACCEPTED, and a room's seqs have no gaps, so the n-th such frame carries
-    at most max(head at WELCOME, our resume point) + n. A frame beyond that was forged
-    or corrupted on the way: drop the connection rather than let it move the cursor.
+    DELIVER or ACCEPTED, and a room's seqs have no gaps, so the n-th frame with a seq
+    above base = max(head at WELCOME, our resume point) carries at most base + n. A
+    frame beyond that was forged or corrupted on the way: drop the connection rather
+    than let it move the cursor. Frames at or below the base (stored messages replayed,
+    ACCEPTED for a message stored earlier) are not counted: they must not widen the
+    room a forged seq has.
     """
-    conn.seq_ceiling += 1
-    if seq > conn.seq_ceiling:
+    if seq <= conn.seq_base:
+        return
+    conn.fresh_seqs += 1
+    ceiling = conn.seq_base + conn.fresh_seqs
+    if seq > ceiling:
         raise ProtocolError(
             ErrorCode.MALFORMED,
             f"the relay sent seq {seq}, beyond any it can have assigned "
-            f"({conn.seq_ceiling}): forged or corrupted in transit",
+            f"({ceiling}): forged or corrupted in transit",
         )
 
 

@@ -39,11 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
-from .envelope import HEADER_LEN, read_envelope
-from .errors import ErasedKeyError, StateError
+from .envelope import HEADER_LEN, read_envelope, sealed_length
+from .errors import ErasedKeyError, StateError, UsageError
 from .kit import KEY_LEN, Kit, KitHeader
 from .seal import open_sealed, seal_with_kit
 from .store import Binding, HistoryRow, SenderTotals, SkippedRange, Store
+from .wire import DEFAULT_MAX_FRAME
 
 RECOVER_HINT = "Run `ghostline pad recover KIT` to rebuild the state from the kit (see its --help)."
 
@@ -256,6 +257,14 @@ class Member:
             raise ValueError("a sealed message carries at least one byte")
         if not payloads:
             return []
+        largest = max(len(p) for p in payloads)
+        if largest > self.max_payload:
+            # Sealed, it would burn its pad and then block the outbox for good: the relay
+            # refuses the frame on every reconnect, and later messages wait behind it.
+            raise UsageError(
+                f"message too large: {largest} bytes, a relay carries at most "
+                f"{self.max_payload} in a group of {self.header.n}; nothing was sent"
+            )
         me = self.index
         with self._lock:
             entries: list[OutboxEntry] = []
@@ -289,8 +298,14 @@ class Member:
             self._pending.own.extend(e.counter for e in entries)
         return entries
 
+    @property
+    def max_payload(self) -> int:
+        """The largest payload whose DELIVER frame (type, seq, sealed message) fits the
+        protocol's default relay frame limit."""
+        return DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, self.header.n)
+
     def _refuse_erased_pad(self, offset: int, length: int) -> None:
-        probe = self.kit.key_stream(self.index, offset, min(length, _ERASED_RUN))
+        probe = _own_pad_probe(self.kit, offset, length)
         if len(probe) >= 16 and probe == bytes(len(probe)):
             raise StateError(
                 f"the kit has already erased the pad at offset {offset} of your slice, "
@@ -548,13 +563,21 @@ def staleness(kit: Kit, next_counter: int, next_offset: int) -> str | None:
             f"the state database is older than the kit: it would send message "
             f"{next_counter} next, but the kit has already erased the keys of message {top}"
         )
-    probe = kit.key_stream(kit.self_index, next_offset, _ERASED_RUN)
+    probe = _own_pad_probe(kit, next_offset, _ERASED_RUN)
     if len(probe) >= 16 and probe == bytes(len(probe)):
         return (
             f"the state database is older than the kit: it would send from offset "
             f"{next_offset} of your slice next, but the kit has already erased those bytes"
         )
     return None
+
+
+def _own_pad_probe(kit: Kit, offset: int, length: int) -> bytes:
+    """Up to _ERASED_RUN bytes of the owner's slice from `offset`, never past its end:
+    past it lie another member's slice or the key regions, whose erasures say nothing
+    about the owner's pad."""
+    size = max(0, min(length, _ERASED_RUN, kit.header.slice_len - offset))
+    return kit.key_stream(kit.self_index, offset, size)
 
 
 def zero_prefix(kit: Kit, sender: int) -> int:
