@@ -264,6 +264,37 @@ async def test_presence_failure_does_not_stop_messaging(
         await alice.wait_accepted((await alice.send_text("still works")).counter, 5)
 
 
+async def test_a_seq_past_what_any_room_can_reach_is_refused_without_a_crash(
+    members: list[Member], relay: Relay
+) -> None:
+    rewritten: list[str] = []
+
+    def lie_about_the_head(direction: str, frame: Frame) -> bytes | None:
+        if direction != "down":
+            return None
+        if frame.type == FrameType.WELCOME and "welcome" not in rewritten:
+            rewritten.append("welcome")
+            return encode_frame(FrameType.WELCOME, (2**64 - 1).to_bytes(8, "big"))
+        if frame.type == FrameType.DELIVER and "deliver" not in rewritten:
+            rewritten.append("deliver")
+            return encode_frame(FrameType.DELIVER, (2**63).to_bytes(8, "big") + frame.body[8:])
+        return None
+
+    proxy = FrameProxy("127.0.0.1", relay.port, lie_about_the_head)
+    port = await proxy.start()
+    try:
+        bob = client_for(members[1], RelayAddress("127.0.0.1", port, relay.presence_port))
+        alice = client_for(members[0], relay.address)
+        async with alice, bob:
+            await bob.wait_connected(5)
+            await alice.wait_accepted((await alice.send_text("still here")).counter, 5)
+            assert await texts(bob, 1) == ["still here"]
+        assert rewritten == ["welcome", "deliver"]
+        assert members[1].relay_cursor == 1
+    finally:
+        await proxy.close()
+
+
 async def test_a_genuine_message_with_a_forged_seq_far_ahead_cannot_move_the_cursor(
     members: list[Member], relay: Relay
 ) -> None:

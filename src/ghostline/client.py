@@ -706,6 +706,11 @@ class Client:
         self._emit(PresenceChanged(online, joined, left))
 
 
+# Seqs count messages: no room reaches 2^63, and the state database stores them as
+# SQLite's signed 64-bit integers. A relay claiming more is lying.
+_SEQ_LIMIT = 1 << 63
+
+
 def _check_seq(conn: _Connection, seq: int) -> None:
     """Refuse a seq the relay cannot have assigned yet.
 
@@ -717,6 +722,10 @@ def _check_seq(conn: _Connection, seq: int) -> None:
     ACCEPTED for a message stored earlier) are not counted: they must not widen the
     room a forged seq has.
     """
+    if seq >= _SEQ_LIMIT:
+        raise ProtocolError(
+            ErrorCode.MALFORMED, f"the relay sent seq {seq}, past any a room can reach"
+        )
     if seq <= conn.seq_base:
         return
     conn.fresh_seqs += 1
