@@ -160,12 +160,15 @@ async def _run() -> str:
         "",
         "Goal: two nodes at least as fast as one (the point of a cluster is surviving a",
         "node's loss and spreading connections; one shared JetStream stream bounds the",
-        "appends). Per room, each group commit is one atomic JetStream batch (see",
+        "appends). Each room has one writer, its owner node (rendezvous hashing); the",
+        "other node forwards its publishes for the room to the owner over NATS",
+        "request/reply, so the nodes never race for a room's seqs. On the owner, each run",
+        "of a room's appends is one atomic JetStream batch (see",
         "src/ghostline/relay/nats_backend.py); nats-server commits atomic batches one at a",
         "time at a few ms each, whatever the sync setting, which bounds one stream to a few",
-        "hundred commits per second. When a room's members sit on both nodes, the nodes",
-        "race for the room's next seq and the loser re-reads and retries, which is why",
-        "two nodes can be slower than one when every room spans both.",
+        "hundred commits per second. What two nodes still lose: a forwarded publish costs",
+        "one more NATS round trip, and the owner stores its own commit and the other",
+        "node's forward as separate batches unless one arrives while the other is stored.",
     ]
     return "\n".join(lines)
 

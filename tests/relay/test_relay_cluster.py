@@ -457,3 +457,69 @@ async def test_byte_retention_keeps_the_newest_within_the_limit_on_every_node(no
     assert members[0].accepted[max(members[0].outbox)] == total + 1
     for m in members:
         await m.close()
+
+
+async def test_the_owner_killed_while_another_node_forwards_loses_nothing(node, nats_server):
+    """One writer per room: the node that does not own the room forwards its appends to
+    the owner. SIGKILL the owner mid-traffic: the other node passes it over and stores
+    the room itself, its members never see an error, and nothing ACCEPTED is lost."""
+    from ghostline.relay.nats_backend import _score
+
+    group = Group(3)
+    names = sorted("ab", key=lambda n: _score(group.room, n))
+    other, owner = node(names[0]), node(names[1])  # the owner by rendezvous hashing
+    await asyncio.sleep(1.5)  # both nodes' presence snapshots are out: they agree
+    reader = Member(group, 2, [other.relay_port])
+    await reader.connect()
+    forwarded = Member(group, 1, [other.relay_port])
+    await forwarded.connect()
+    local = Member(group, 0, [owner.relay_port, other.relay_port])
+    await local.connect()
+
+    async def pump(m: Member, rounds: int) -> None:
+        for _ in range(rounds):
+            await m.publish(5)
+            await asyncio.sleep(0.01)
+
+    pumps = [asyncio.ensure_future(pump(forwarded, 120)), asyncio.ensure_future(pump(local, 60))]
+    await until(
+        lambda: len(forwarded.accepted) >= 100 and len(local.accepted) >= 50, what="traffic"
+    )
+    owner.kill()
+    await asyncio.gather(*pumps)
+    await until(lambda: not local.connected, what="disconnect seen")
+    await local.connect()  # fails over to the other node and resends its outbox
+    await until(lambda: forwarded.all_accepted() and local.all_accepted(), 20, "all accepted")
+    assert forwarded.connected and not forwarded.errors  # the failover was invisible to it
+    stored = await read_all(other.relay_port, group)
+    assert len(stored) == len(forwarded.outbox) + len(local.outbox)
+    assert_room_exact(stored, [forwarded, local])
+    await until(lambda: reader.cursor == len(stored), what="live reader caught up")
+    assert reader.delivered == stored
+    for m in (forwarded, local, reader):
+        await m.close()
+    # one writer at a time: the owner stored everything until it died, then the other node
+    writers = await _writers(nats_server.url, group.room)
+    assert len(writers) == len(stored)
+    assert [w for i, w in enumerate(writers) if i == 0 or writers[i - 1] != w] == names[::-1]
+
+
+async def _writers(url: str, room: bytes) -> list[str]:
+    """The node (`Gl-Node`) that stored each of the room's stream messages, in order."""
+    import nats  # the test's own NATS client, not the relay's
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    out, seq = [], 1
+    while True:
+        try:
+            msg = await js.get_msg(
+                "GHOSTLINE", seq=seq, subject=f"ghostline.room.{room.hex()}", next=True, direct=True
+            )
+        except NotFoundError:
+            break
+        out.append((msg.headers or {})["Gl-Node"])
+        seq = (msg.seq or seq) + 1
+    await nc.close()
+    return out

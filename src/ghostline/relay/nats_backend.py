@@ -17,17 +17,31 @@ Layout in NATS (every name starts with `ghostline`):
 - KV bucket `ghostline-rooms`: room hex -> roster (created once, never changed).
 - Core subjects `ghostline.presence.<node>` (each node's online members, as a full
   snapshot on every change and every `HEARTBEAT` seconds) and `ghostline.presence-sync`.
+- Core subject `ghostline.append.<node>`: appends forwarded to the node that owns a room.
 
-Appending: a room's share of a group commit is ONE atomic JetStream batch (ADR-50,
-`allow_atomic`; chunks of `BATCH_MAX`): per message the room message (`Gl-Seq` = head
-+ 1, + 2, ...) and its receipt. The first room message carries
+One writer per room: a room's owner is chosen by rendezvous hashing (room, node name)
+over the live nodes (this one and those whose presence snapshots arrive). A node
+forwards its share of a commit for a room it does not own to the owner (request/reply,
+`_ITEM` records); the owner stores it, together with whatever else waits for the room
+(its own commits, other forwards: one run at a time per room), and replies with each
+message's (seq, duplicate) once JetStream acknowledged. A node stores whatever is
+forwarded to it, without forwarding again, so nodes that briefly disagree about the
+owner (one just started or died) merely race, as below. An owner that does not answer
+(no responders, timeout) is passed over for `SUSPECT_FOR` seconds and the next one in
+line, perhaps the forwarder itself, stores the rest; what the old owner stored anyway
+comes back as a duplicate with its stored seq, by its receipt.
+
+Appending: each run of a room's appends on its owner is ONE atomic JetStream batch
+(ADR-50, `allow_atomic`; chunks of `BATCH_MAX`): per message the room message (`Gl-Seq`
+= head + 1, + 2, ...) and its receipt. The first room message carries
 `Nats-Expected-Last-Subject-Sequence` = the stream seq of the room's last message (so
 of two nodes racing for the same seqs exactly one batch is stored), and every receipt
 expects its subject to be empty (so a message the room already holds fails the batch).
-Either way the whole batch is refused; the node re-reads the room's head, looks the
-batch's receipts up (one direct get, `multi_last`), answers the ones found with their
-stored seqs (`duplicate=True`), and retries the rest. Dedupe is therefore exact for as
-long as the original is held, independent of JetStream's duplicate window (not used).
+Either way (a race is rare with one writer per room) the whole batch is refused; the
+node re-reads the room's head, looks the batch's receipts up (one direct get,
+`multi_last`), answers the ones found with their stored seqs (`duplicate=True`), and
+retries the rest. Dedupe is therefore exact for as long as the original is held,
+independent of JetStream's duplicate window (not used).
 
 Order of DELIVERs on a node: a per-room cursor (the highest seq this node's hub has
 fanned out). Republished messages are delivered when they are next in line; a gap
@@ -49,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -95,6 +110,7 @@ ROOMS_BUCKET = "ghostline-rooms"
 PRESENCE_SUBJECT = "ghostline.presence."
 SYNC_SUBJECT = "ghostline.presence-sync"
 SENT_SUBJECT = "ghostline.sent."
+APPEND_SUBJECT = "ghostline.append."
 
 H_SEQ = "Gl-Seq"
 H_NODE = "Gl-Node"
@@ -115,12 +131,19 @@ MAX_RACES = 1000  # lost optimistic-concurrency races in a row before an append 
 BATCH_MAX = 500  # messages per atomic batch (each with its receipt: JetStream allows 1000)
 BATCHES_IN_FLIGHT = 12  # per node (JetStream allows 50 per stream in flight)
 LOOKUP_MAX = 256  # receipts per lookup request
+SUSPECT_FOR = DEAD_AFTER  # seconds an owner that did not answer a forward is passed over
 
 _U16 = struct.Struct(">H")
+_ITEM = struct.Struct(">IQI")  # forwarded publish: sender, counter, length of the sealed bytes
+_RESULT = struct.Struct(">QB")  # forwarded result: seq, duplicate
 
 
 class StorageUnavailable(LocalError):
     """The cluster's storage (NATS JetStream) cannot be reached right now: retry later."""
+
+
+class _OwnerGone(Exception):
+    """The room's owner did not answer a forwarded append (dead, or cut off)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +179,15 @@ class _Node:
     rooms: dict[bytes, frozenset[int]]
 
 
+@dataclass(slots=True)
+class _Queue:
+    """Appends waiting for one room on its owner: each run stores them all as one."""
+
+    waiting: list[tuple[list[Publish], asyncio.Future[list[Appended]]]] = field(
+        default_factory=list
+    )
+
+
 def _subject(room: bytes) -> str:
     return ROOM_SUBJECT + room.hex()
 
@@ -179,6 +211,8 @@ class NatsBackend(Backend):
         self._receipts_from: dict[bytes, int] = {}  # per room: receipts purged below this
         self._local: dict[bytes, set[int]] = {}  # members online through this node
         self._nodes: dict[str, _Node] = {}  # other nodes' presence snapshots
+        self._queues: dict[bytes, _Queue] = {}  # rooms this node is storing for right now
+        self._suspect: dict[str, float] = {}  # node -> until when it is not chosen as owner
         self._tasks: set[asyncio.Task[Any]] = set()
         self._snapshot_due = False
         self._closing = False
@@ -224,6 +258,12 @@ class NatsBackend(Backend):
                 subject, cb=cb, pending_msgs_limit=1_000_000, pending_bytes_limit=1 << 30
             )
         await nc.subscribe(SYNC_SUBJECT, cb=self._on_sync)
+        await nc.subscribe(
+            APPEND_SUBJECT + self.node,
+            cb=self._on_append,
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=1 << 30,
+        )
         await nc.publish(SYNC_SUBJECT, self.node.encode())
         self._spawn(self._heartbeat())
         # Debug only: the first stderr lines belong to the port lines (docs/DEPLOYMENT.md),
@@ -354,7 +394,7 @@ class NatsBackend(Backend):
         try:
             outcomes = await asyncio.gather(
                 *(
-                    self._append_room(room, [batch[i] for i in idx])
+                    self._append_via_owner(room, [batch[i] for i in idx])
                     for room, idx in by_room.items()
                 ),
                 return_exceptions=True,
@@ -378,6 +418,143 @@ class NatsBackend(Backend):
                 # after the hub's dispatch of this batch (it runs right after we return)
                 loop.call_soon(self._drain, room)
         return [r for r in results if r is not None]
+
+    # --- one writer per room ---------------------------------------------------------------
+
+    def _owner(self, room: bytes) -> str:
+        """The node that stores `room`: rendezvous hashing over the live nodes (this one
+        and every node whose presence snapshots arrive), passing over any that recently
+        did not answer a forwarded append."""
+        now = time.monotonic()
+        best, best_score = self.node, _score(room, self.node)
+        for name in self._nodes:
+            until = self._suspect.get(name)
+            if until is not None:
+                if until > now:
+                    continue
+                del self._suspect[name]
+            score = _score(room, name)
+            if score > best_score:
+                best, best_score = name, score
+        return best
+
+    async def _append_via_owner(self, room: bytes, items: list[Publish]) -> list[Appended]:
+        """Store one room's share of a commit: here if this node owns the room, else by
+        the owner (request/reply; it answers once JetStream acknowledged). An owner that
+        does not answer is passed over and the next one (maybe this node) stores the
+        rest; what it stored anyway comes back as a duplicate, by its receipt."""
+        out: list[Appended] = []
+        while len(out) < len(items):
+            owner = self._owner(room)
+            if owner == self.node:
+                break
+            if room not in self._fans:
+                await self._fetch_head(room)  # start tracking the room's fan-out
+            chunk = self._chunk(items, len(out))
+            if not chunk:
+                break  # a message too big to forward: stored here
+            try:
+                out += await self._forward(owner, room, chunk)
+            except _OwnerGone as err:
+                self._suspect[owner] = time.monotonic() + SUSPECT_FOR
+                log_event(
+                    log, "cluster_owner_gone", level=logging.WARNING, node=owner,
+                    room=room.hex(), error=repr(err.__cause__),
+                )  # fmt: skip
+        if len(out) < len(items):
+            out += await self._append_owned(room, items[len(out) :])
+        return out
+
+    def _chunk(self, items: list[Publish], start: int) -> list[Publish]:
+        """As many of items[start:] as one forward request may carry."""
+        assert self._nc is not None
+        size, end = 16, start
+        while end < len(items):
+            size += _ITEM.size + len(items[end].sealed)
+            if size > self._nc.max_payload - 1024:
+                break
+            end += 1
+        return items[start:end]
+
+    async def _forward(self, owner: str, room: bytes, items: list[Publish]) -> list[Appended]:
+        nc, _ = self._connected()
+        body = [room]
+        for p in items:
+            body += (_ITEM.pack(p.sender, p.counter, len(p.sealed)), p.sealed)
+        try:
+            reply = await nc.request(
+                APPEND_SUBJECT + owner, b"".join(body), timeout=self.config.request_timeout
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
+            raise _OwnerGone(owner) from err
+        data = reply.data
+        if data[:1] == b"\x02":
+            raise _OwnerGone(owner)  # it is closing
+        if data[:1] != b"\x00" or len(data) != 1 + _RESULT.size * len(items):
+            raise StorageUnavailable(f"node {owner} could not store: {data[1:200]!r}")
+        return [Appended(seq, bool(dup)) for seq, dup in _RESULT.iter_unpack(data[1:])]
+
+    async def _on_append(self, msg: Msg) -> None:
+        self._spawn(self._serve_append(msg))  # NATS runs one callback at a time
+
+    async def _serve_append(self, msg: Msg) -> None:
+        """Store what another node forwarded (this node is the room's owner in its view,
+        which is enough: the head expectation and the receipts guard every append)."""
+        data = msg.data
+        room, pos, items = data[:16], 16, []
+        while pos < len(data):
+            sender, counter, length = _ITEM.unpack_from(data, pos)
+            pos += _ITEM.size
+            items.append(Publish(room, sender, counter, data[pos : pos + length]))
+            pos += length
+        try:
+            results = await self._append_owned(room, items)
+        except asyncio.CancelledError:  # closing: the forwarder asks the next owner
+            with contextlib.suppress(Exception):
+                await msg.respond(b"\x02")
+            raise
+        except Exception as err:
+            reply = b"\x02" if self._closing else b"\x01" + repr(err).encode()
+        else:
+            reply = b"\x00" + b"".join(_RESULT.pack(r.seq, r.duplicate) for r in results)
+        with contextlib.suppress(Exception):
+            await msg.respond(reply)
+
+    async def _append_owned(self, room: bytes, items: list[Publish]) -> list[Appended]:
+        """Store `items` here. Appends to the room that arrive (from this node or
+        forwarded) while one is being stored wait and are then stored together."""
+        future: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
+        queue = self._queues.get(room)
+        if queue is None:
+            queue = self._queues[room] = _Queue()
+            self._spawn(self._run_queue(room, queue))
+        queue.waiting.append((items, future))
+        return await future
+
+    async def _run_queue(self, room: bytes, queue: _Queue) -> None:
+        current: list[tuple[list[Publish], asyncio.Future[list[Appended]]]] = []
+        try:
+            while queue.waiting:
+                current, queue.waiting = queue.waiting, []
+                try:
+                    results = await self._append_room(room, [p for b, _ in current for p in b])
+                except Exception as err:
+                    for _, future in current:
+                        if not future.done():
+                            future.set_exception(err)
+                    continue
+                at = 0
+                for batch, future in current:
+                    if not future.done():
+                        future.set_result(results[at : at + len(batch)])
+                    at += len(batch)
+            current = []
+        finally:
+            if self._queues.get(room) is queue:
+                del self._queues[room]
+            for _, future in current + queue.waiting:
+                if not future.done():
+                    future.set_exception(StorageUnavailable("the relay is closing"))
 
     async def _append_room(self, room: bytes, items: list[Publish]) -> list[Appended]:
         """Store one room's share of a batch: atomic JetStream batches of up to
@@ -898,6 +1075,10 @@ def cluster_backend(
         raise UsageError("--cluster-replicas must be 1 to 5")
     config = ClusterConfig(servers, name, replicas=replicas)
     return NatsBackend(config, retention), f"cluster {','.join(servers)} node {name}"
+
+
+def _score(room: bytes, node: str) -> tuple[bytes, str]:
+    return hashlib.blake2b(room + node.encode(), digest_size=8).digest(), node
 
 
 def _split_roster(blob: bytes) -> Roster:
