@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from ghostline.client import (
     PresenceChanged,
     _Backoff,
 )
-from ghostline.demo import FrameProxy, Tamperer
+from ghostline.demo import FrameHook, FrameProxy, Tamperer
 from ghostline.errors import PadExhaustedError, RelayRefused
 from ghostline.member import Member
 from ghostline.payload import TextPayload
@@ -101,6 +102,25 @@ async def texts(client: Client, count: int, timeout: float = 5) -> list[str]:
     return got
 
 
+@contextlib.asynccontextmanager
+async def through_proxy(
+    relay: Relay, hook: FrameHook
+) -> AsyncIterator[tuple[RelayAddress, FrameProxy]]:
+    """A loopback proxy in front of the relay whose `hook` may rewrite frames; yields the
+    address to give a client, and the proxy."""
+    proxy = FrameProxy("127.0.0.1", relay.port, hook)
+    port = await proxy.start()
+    try:
+        yield RelayAddress("127.0.0.1", port, relay.presence_port), proxy
+    finally:
+        await proxy.close()
+
+
+async def send_accepted(client: Client, text: str) -> int:
+    """Send `text` and wait until the relay has accepted it; returns its seq."""
+    return await client.wait_accepted((await client.send_text(text)).counter, 5)
+
+
 def no_messages_waiting(client: Client) -> bool:
     events = []
     while not client.events.empty():
@@ -158,10 +178,10 @@ async def test_a_member_resumes_after_its_cursor_and_sees_each_message_once(
         bob = client_for(members[1], relay.address)
         async with bob:
             await bob.wait_connected(5)
-            await alice.wait_accepted((await alice.send_text("one")).counter, 5)
+            await send_accepted(alice, "one")
             assert await texts(bob, 1) == ["one"]
         for text in ("two", "three"):
-            await alice.wait_accepted((await alice.send_text(text)).counter, 5)
+            await send_accepted(alice, text)
         bob = client_for(members[1], relay.address)
         async with bob:
             assert await texts(bob, 2) == ["two", "three"]
@@ -176,7 +196,7 @@ async def test_own_messages_echoed_on_resume_are_neither_shown_nor_rejected(
     alice = client_for(members[0], relay.address, receive=False)
     async with alice:
         for text in ("a", "b"):
-            await alice.wait_accepted((await alice.send_text(text)).counter, 5)
+            await send_accepted(alice, text)
     assert members[0].relay_cursor == 0
     alice = client_for(members[0], relay.address)
     async with alice:
@@ -192,7 +212,7 @@ async def test_it_fails_over_to_the_next_relay(members: list[Member], relay: Rel
     async with alice:
         ev = await expect(alice, ConnectionChanged, lambda e: e.state == "connected")
         assert ev.relay == str(relay.address)
-        await alice.wait_accepted((await alice.send_text("via the second relay")).counter, 5)
+        await send_accepted(alice, "via the second relay")
 
 
 async def test_it_reconnects_after_a_relay_restart_and_loses_nothing(
@@ -201,7 +221,7 @@ async def test_it_reconnects_after_a_relay_restart_and_loses_nothing(
     alice, bob = client_for(members[0], relay.address), client_for(members[1], relay.address)
     async with alice, bob:
         await asyncio.gather(alice.wait_connected(5), bob.wait_connected(5))
-        await alice.wait_accepted((await alice.send_text("before")).counter, 5)
+        await send_accepted(alice, "before")
         assert await texts(bob, 1) == ["before"]
         await relay.stop()
         await expect(bob, ConnectionChanged, lambda e: e.state == "reconnecting")
@@ -261,7 +281,7 @@ async def test_presence_failure_does_not_stop_messaging(
     async with alice:
         ev = await expect(alice, ConnectionChanged, lambda e: e.channel == "presence")
         assert "presence unavailable" in ev.detail
-        await alice.wait_accepted((await alice.send_text("still works")).counter, 5)
+        await send_accepted(alice, "still works")
 
 
 async def test_a_seq_past_what_any_room_can_reach_is_refused_without_a_crash(
@@ -280,19 +300,15 @@ async def test_a_seq_past_what_any_room_can_reach_is_refused_without_a_crash(
             return encode_frame(FrameType.DELIVER, (2**63).to_bytes(8, "big") + frame.body[8:])
         return None
 
-    proxy = FrameProxy("127.0.0.1", relay.port, lie_about_the_head)
-    port = await proxy.start()
-    try:
-        bob = client_for(members[1], RelayAddress("127.0.0.1", port, relay.presence_port))
+    async with through_proxy(relay, lie_about_the_head) as (via, _):
+        bob = client_for(members[1], via)
         alice = client_for(members[0], relay.address)
         async with alice, bob:
             await bob.wait_connected(5)
-            await alice.wait_accepted((await alice.send_text("still here")).counter, 5)
+            await send_accepted(alice, "still here")
             assert await texts(bob, 1) == ["still here"]
         assert rewritten == ["welcome", "deliver"]
         assert members[1].relay_cursor == 1
-    finally:
-        await proxy.close()
 
 
 async def test_a_genuine_message_with_a_forged_seq_far_ahead_cannot_move_the_cursor(
@@ -306,20 +322,16 @@ async def test_a_genuine_message_with_a_forged_seq_far_ahead_cannot_move_the_cur
             return encode_frame(FrameType.DELIVER, (2**40).to_bytes(8, "big") + frame.body[8:])
         return None
 
-    proxy = FrameProxy("127.0.0.1", relay.port, push_seq_ahead)
-    port = await proxy.start()
-    try:
-        bob = client_for(members[1], RelayAddress("127.0.0.1", port, relay.presence_port))
+    async with through_proxy(relay, push_seq_ahead) as (via, _):
+        bob = client_for(members[1], via)
         alice = client_for(members[0], relay.address)
         async with alice, bob:
             await bob.wait_connected(5)
-            await alice.wait_accepted((await alice.send_text("where am I?")).counter, 5)
+            await send_accepted(alice, "where am I?")
             # bob drops the connection with the forged frame, resumes, and gets seq 1
             assert await texts(bob, 1) == ["where am I?"]
         assert forged == [1]
         assert members[1].relay_cursor == 1
-    finally:
-        await proxy.close()
 
 
 async def test_replayed_stored_messages_leave_no_room_for_a_forged_seq_ahead(
@@ -337,23 +349,19 @@ async def test_replayed_stored_messages_leave_no_room_for_a_forged_seq_ahead(
             return encode_frame(FrameType.DELIVER, (6).to_bytes(8, "big") + frame.body[8:])
         return None
 
-    proxy = FrameProxy("127.0.0.1", relay.port, push_live_seq_ahead)
-    port = await proxy.start()
-    try:
+    async with through_proxy(relay, push_live_seq_ahead) as (via, _):
         alice = client_for(members[0], relay.address)
         async with alice:
             for i in range(3):
-                await alice.wait_accepted((await alice.send_text(f"stored {i}")).counter, 5)
-            bob = client_for(members[1], RelayAddress("127.0.0.1", port, relay.presence_port))
+                await send_accepted(alice, f"stored {i}")
+            bob = client_for(members[1], via)
             async with bob:
                 assert await texts(bob, 3) == ["stored 0", "stored 1", "stored 2"]
                 for i in range(3):
-                    await alice.wait_accepted((await alice.send_text(f"live {i}")).counter, 5)
+                    await send_accepted(alice, f"live {i}")
                 assert await texts(bob, 3) == ["live 0", "live 1", "live 2"]
         assert forged == [4]
         assert members[1].relay_cursor == 6
-    finally:
-        await proxy.close()
 
 
 async def test_a_tampered_delivery_is_rejected_and_later_ones_arrive(
@@ -361,21 +369,17 @@ async def test_a_tampered_delivery_is_rejected_and_later_ones_arrive(
 ) -> None:
     tamperer = Tamperer()
     tamperer.armed = 1
-    proxy = FrameProxy("127.0.0.1", relay.port, tamperer)
-    port = await proxy.start()
-    try:
-        bob = client_for(members[1], RelayAddress("127.0.0.1", port, relay.presence_port))
+    async with through_proxy(relay, tamperer) as (via, _):
+        bob = client_for(members[1], via)
         alice = client_for(members[0], relay.address)
         async with alice, bob:
             await bob.wait_connected(5)
             for text in ("forged on the way", "intact"):
-                await alice.wait_accepted((await alice.send_text(text)).counter, 5)
+                await send_accepted(alice, text)
             rejected = await expect(bob, MessageRejected)
             assert (rejected.seq, rejected.rule) == (1, "bad_tag")
             assert await texts(bob, 1) == ["intact"]
         assert members[1].relay_cursor == 2
-    finally:
-        await proxy.close()
 
 
 async def test_a_dropped_connection_is_noticed_and_the_outbox_resent(
@@ -389,10 +393,8 @@ async def test_a_dropped_connection_is_noticed_and_the_outbox_resent(
             return b""
         return None
 
-    proxy = FrameProxy("127.0.0.1", relay.port, hold_publish)
-    port = await proxy.start()
-    try:
-        alice = client_for(members[0], RelayAddress("127.0.0.1", port, relay.presence_port))
+    async with through_proxy(relay, hold_publish) as (via, proxy):
+        alice = client_for(members[0], via)
         async with alice:
             await alice.wait_connected(5)
             entry = await alice.send_text("held once")
@@ -401,8 +403,6 @@ async def test_a_dropped_connection_is_noticed_and_the_outbox_resent(
             assert held == [entry.sealed]
             proxy.drop_connections()
             assert await alice.wait_accepted(entry.counter, 5) == 1
-    finally:
-        await proxy.close()
 
 
 async def test_pad_low_and_exhausted_are_reported(tmp_path: Path, relay: Relay) -> None:
