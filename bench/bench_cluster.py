@@ -22,20 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from bench.bench_relay import (
-    GhostlinePeer,
-    Member,
     Stats,
+    connect_spread,
     free_port,
     light,
     load,
     pct,
     start_relay,
 )
-from ghostline.wire import FrameType, Hello, Port, encode_frame, join_statement
 
 TITLE = "Cluster throughput: two relay nodes vs one (NATS JetStream)"
 
@@ -70,27 +65,6 @@ def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]:
     return start_relay("--cluster", f"nats://127.0.0.1:{nats_port}", "--node-name", name)
-
-
-async def connect_spread(ports: list[int], rooms: int, members: int, stats: Stats) -> list[Member]:
-    loop = asyncio.get_running_loop()
-    out: list[Member] = []
-    for _ in range(rooms):
-        room = os.urandom(16)
-        keys = [Ed25519PrivateKey.generate() for _ in range(members)]
-        roster = tuple(k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) for k in keys)
-        for index in range(members):
-            port = ports[index % len(ports)]
-            _, peer = await loop.create_connection(lambda: GhostlinePeer(stats), "127.0.0.1", port)
-            peer.write(encode_frame(FrameType.HELLO, Hello(room, index, roster, 0).encode()))
-            kind, nonce = await peer.control.get()
-            assert kind == FrameType.CHALLENGE, kind
-            statement = join_statement(Port.RELAY, room, index, nonce)
-            peer.write(encode_frame(FrameType.PROVE, keys[index].sign(statement)))
-            kind, _ = await peer.control.get()
-            assert kind == FrameType.WELCOME, kind
-            out.append(Member(peer, room, index, members))
-    return out
 
 
 async def measure(ports: list[int], rooms: int, n: int, size: int) -> tuple[float, float, float]:
