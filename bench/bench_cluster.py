@@ -15,11 +15,9 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench.bench_relay import (
@@ -30,6 +28,7 @@ from bench.bench_relay import (
     load,
     pct,
     start_relay,
+    wait_for_port,
 )
 
 TITLE = "Cluster throughput: two relay nodes vs one (NATS JetStream)"
@@ -52,15 +51,7 @@ def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
         [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("nats-server did not start")
+    return wait_for_port(proc, port, "nats-server with JetStream")
 
 
 def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]:

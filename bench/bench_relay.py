@@ -213,6 +213,13 @@ def start_nats() -> tuple[subprocess.Popen[bytes], int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return wait_for_port(proc, port, "nats-server")
+
+
+def wait_for_port(
+    proc: subprocess.Popen[bytes], port: int, what: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Wait (10 s at most) until `proc` accepts connections on `port`."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -221,7 +228,7 @@ def start_nats() -> tuple[subprocess.Popen[bytes], int]:
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("nats-server did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 # --- connecting -------------------------------------------------------------------------

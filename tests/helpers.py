@@ -6,7 +6,9 @@ Imported as `helpers` (pytest puts tests/ on sys.path) and by tests/vectors/gene
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import ipaddress
 import os
 import re
 import signal
@@ -19,7 +21,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.poly1305 import Poly1305
+from cryptography.x509.oid import NameOID
 
 from ghostline.envelope import Envelope
 from ghostline.kit import Kit, create_kit_set
@@ -296,3 +302,38 @@ class RelayProcess:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+def self_signed_certificate(tmp: Path) -> tuple[Path, Path, bytes]:
+    """A self-signed certificate for localhost and 127.0.0.1 written to `tmp`: the PEM
+    certificate and key paths, and the certificate's DER bytes (for pinning)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, cert.public_bytes(serialization.Encoding.DER)

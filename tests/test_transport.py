@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import ssl
 import struct
@@ -11,10 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ghostline.errors import UsageError
 from ghostline.transport import (
@@ -26,11 +21,14 @@ from ghostline.transport import (
     certificate_fingerprint,
     open_stream,
 )
+from helpers import self_signed_certificate
 
 # --- helpers ---------------------------------------------------------------------
 
 
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy everything from `reader` to `writer` until EOF (an echo when both are one
+    connection's)."""
     try:
         while data := await reader.read(4096):
             writer.write(data)
@@ -40,7 +38,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _start_echo(ssl_ctx: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
-    server = await asyncio.start_server(_echo, "127.0.0.1", 0, ssl=ssl_ctx)
+    server = await asyncio.start_server(_pipe, "127.0.0.1", 0, ssl=ssl_ctx)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -100,51 +98,9 @@ class Socks5Server:
             writer.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
-
-
-def _self_signed(tmp: Path) -> tuple[Path, Path, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path, cert.public_bytes(serialization.Encoding.DER)
-
-
 @pytest.fixture
 async def tls_echo(tmp_path: Path) -> AsyncIterator[tuple[int, Path, bytes]]:
-    cert, key, der = _self_signed(tmp_path)
+    cert, key, der = self_signed_certificate(tmp_path)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     server, port = await _start_echo(ctx)
