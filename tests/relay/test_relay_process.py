@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 
+import pytest
 from relaytest_client import Group, RawClient, joined
 
 
@@ -87,3 +90,15 @@ async def test_sigterm_answers_what_was_accepted_and_closes_connections(relay_pr
     text = "".join(proc.stderr_lines)
     assert "event=connect" in text and "event=disconnect" in text
     assert "hello" not in text  # never payload bytes
+
+
+@pytest.mark.parametrize("flag", ["--port", "--presence-port"])
+def test_a_port_out_of_range_is_a_usage_error_not_a_traceback(flag, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ghostline", "relay", flag, "99999",
+         "--store", str(tmp_path / "relay.sqlite")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"Invalid value for '{flag}'" in done.stderr

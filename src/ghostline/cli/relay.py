@@ -33,10 +33,17 @@ class _Formatter(logging.Formatter):
         return f"ts={stamp}.{int(record.msecs):03d} level={level} {record.getMessage()}"
 
 
+_PORT = click.IntRange(0, 65535)
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, help="Relay port (0: any free port).")
-@click.option("--presence-port", default=8081, show_default=True, help="Presence port (0: any).")
+@click.option(
+    "--port", type=_PORT, default=8080, show_default=True, help="Relay port (0: any free port)."
+)
+@click.option(
+    "--presence-port", type=_PORT, default=8081, show_default=True, help="Presence port (0: any)."
+)
 @click.option(
     "--store",
     type=click.Path(dir_okay=False, path_type=Path),
