@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from ..display import one_line
 from ..errors import GhostlineError
 
 # (module, attribute) of every sub-command, imported lazily so that `ghostline relay`
@@ -46,10 +47,11 @@ def cli() -> None:
 
 
 def report(err: GhostlineError) -> None:
-    """Print an error as `ghostline: error: ...` and its hint, on stderr."""
-    click.echo(f"ghostline: error: {err.message}", err=True)
+    """Print an error as `ghostline: error: ...` and its hint, on stderr. An error can
+    quote what a relay or another member sent: it is shown, never interpreted."""
+    click.echo(f"ghostline: error: {one_line(err.message)}", err=True)
     if err.hint:
-        click.echo(f"ghostline: hint: {err.hint}", err=True)
+        click.echo(f"ghostline: hint: {one_line(err.hint)}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,10 @@
 """`ghostline send`, `listen` and `history`: chat from the command line.
 
-Messages go to stdout (one per line; `--json` for one JSON object per line); status,
-presence and rejected messages go to stderr, prefixed `ghostline:`. Every failure is a
+Messages go to stdout (`--json` for one JSON object per line); status, presence and
+rejected messages go to stderr, prefixed `ghostline:`. In text output a message starts
+with `[time] name: ` and each further line of its text starts with
+`display.CONTINUATION`, so no message can print a line that passes for another's;
+everything another member or the relay wrote goes through `ghostline.display`. Every failure is a
 `GhostlineError`, which `cli.main` prints as one line (and a hint) with a non-zero exit.
 """
 
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..display import message_lines, one_line
 from ..errors import RelayUnreachable, UsageError
 
 if TYPE_CHECKING:
@@ -135,12 +139,14 @@ def _connection_line(ev: ConnectionChanged) -> str | None:
     if ev.channel == "presence":
         # Presence is optional: only worth a line while messaging itself works.
         if ev.retry_in is not None and ev.state == "connected":
-            return f"{ev.detail} (retrying in {ev.retry_in:.1f} s)"
+            return f"{one_line(ev.detail)} (retrying in {ev.retry_in:.1f} s)"
         return None
+    # The detail can quote the relay (an ERROR reason): shown, never interpreted.
+    detail = one_line(ev.detail)
     if ev.state == "connected":
-        return f"connected to {ev.relay}: {ev.detail}"
+        return f"connected to {ev.relay}: {detail}"
     if ev.state == "reconnecting" and ev.retry_in is not None:
-        return f"{ev.detail}; reconnecting to {ev.relay} in {ev.retry_in:.1f} s"
+        return f"{detail}; reconnecting to {ev.relay} in {ev.retry_in:.1f} s"
     return None
 
 
@@ -352,7 +358,10 @@ async def _listen(
                 shown += 1
                 _print_message(event, names, as_json)
             elif isinstance(event, MessageRejected):
-                _status(f"rejected message seq {event.seq} ({event.rule}): {event.reason}")
+                _status(
+                    f"rejected message seq {event.seq} ({one_line(event.rule)}): "
+                    f"{one_line(event.reason)}"
+                )
             elif isinstance(event, PresenceChanged):
                 if not quiet:
                     _print_presence(event, names)
@@ -385,7 +394,8 @@ def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
         return {"kind": "text", "text": obj.text}, obj.text
     if isinstance(obj, FileHeader):
         fields = {"kind": "file", "text": None, "file": obj.safe_name, "size": obj.total_size}
-        human = f"[file {obj.safe_name!r}, {obj.total_size} bytes, {obj.chunk_count} chunks]"
+        shown = repr(one_line(obj.safe_name))
+        human = f"[file {shown}, {obj.total_size} bytes, {obj.chunk_count} chunks]"
         return fields, human
     if isinstance(obj, FileChunk):
         return {"kind": "file_chunk", "text": None, "chunk": obj.index}, (
@@ -407,17 +417,17 @@ def _print_message(event: Any, names: list[str], as_json: bool) -> None:
         **fields,
     }
     if as_json:
-        line = json.dumps(record, ensure_ascii=False)
+        click.echo(json.dumps(record, ensure_ascii=False))
     else:
         when = datetime.fromtimestamp(record["sent_at"] or time.time()).strftime("%H:%M:%S")
-        line = f"[{when}] {rec.sender_name}: {human}"
-    click.echo(line)
+        for line in message_lines(f"[{when}] {one_line(rec.sender_name)}: ", human):
+            click.echo(line)
     sys.stdout.flush()
 
 
 def _print_presence(event: Any, names: list[str]) -> None:
     def who(indexes: frozenset[int]) -> str:
-        return ", ".join(names[i] if i < len(names) else f"#{i}" for i in sorted(indexes))
+        return ", ".join(one_line(names[i]) if i < len(names) else f"#{i}" for i in sorted(indexes))
 
     if event.joined and not event.left and len(event.joined) < len(event.online):
         _status(f"{who(event.joined)} came online")
@@ -462,4 +472,5 @@ def history(kit: Path, as_json: bool, limit: int | None) -> None:
             continue
         when = datetime.fromtimestamp(sent_at or entry.recorded_at).strftime("%Y-%m-%d %H:%M:%S")
         mark = {"sealed": " (not yet sent)"}.get(entry.state, "")
-        click.echo(f"[{when}] {entry.sender_name}: {shown}{mark}")
+        for line in message_lines(f"[{when}] {one_line(entry.sender_name)}: ", shown, mark):
+            click.echo(line)

@@ -10,8 +10,11 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from ..display import one_line
 from ..errors import StateError
 from ..kit import Kit
 from ..member import (
@@ -121,9 +124,12 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
 def _print_info(r: dict[str, Any]) -> None:
     console = Console(highlight=False)
     me = r["self"]
-    console.print(f"[bold]Group[/bold] {r['group'] or '(unnamed)'}   pad {r['pad_id']}")
+    # Names and the group were typed by whoever made the kit: shown, never interpreted.
+    group = escape(one_line(r["group"])) if r["group"] else "(unnamed)"
+    console.print(f"[bold]Group[/bold] {group}   pad {r['pad_id']}")
     console.print(
-        f"You are [bold]{me['name']}[/bold] (member {me['index']} of {r['n']}); "
+        f"You are [bold]{escape(one_line(me['name']))}[/bold] "
+        f"(member {me['index']} of {r['n']}); "
         f"each slice {format_size(r['slice_len'])}, {r['auth_keys']:,} keys per pair"
     )
     table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -133,7 +139,7 @@ def _print_info(r: dict[str, Any]) -> None:
     table.add_column("msgs\nleft", justify="right", no_wrap=True, style="bold")
     for m in r["members"]:
         table.add_row(
-            f"{m['name']} (you)" if m["self"] else m["name"],
+            Text(one_line(m["name"]) + (" (you)" if m["self"] else "")),
             format_size(m["bytes_used"]),
             format_size(m["bytes_left"]),
             f"{m['keys_used']:,}",

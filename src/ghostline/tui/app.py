@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from rich.table import Table
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -38,6 +39,7 @@ from ..client import (
     PresenceChanged,
     RelayError,
 )
+from ..display import one_line
 from ..errors import GhostlineError, PadExhaustedError, PayloadError
 from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
 from ..units import format_size
@@ -149,7 +151,7 @@ class ChatApp(App[None]):
 
     def compose(self) -> ComposeResult:
         width = min(14, max(len(n) for n in self.names + ["you"]))
-        yield Static(self._title_text(), id="title")
+        yield Static(Text(self._title_text()), id="title")
         with Horizontal(id="main"):
             yield MessageLog(name_width=width, tz=self.tz, id="log")
             with VerticalScroll(id="side"):
@@ -165,7 +167,9 @@ class ChatApp(App[None]):
         yield Footer()
 
     def _title_text(self) -> str:
-        return f"GhostLine · {self.header.group} · you are {self.names[self.me]}"
+        # The group and names were typed by whoever made the kit.
+        group, me = one_line(self.header.group), one_line(self.names[self.me])
+        return f"GhostLine · {group} · you are {me}"
 
     def on_mount(self) -> None:
         self.query_one("#members-title", Label).tooltip = self.query_one(MemberList).tooltip

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
+from ..display import one_line
 from ..units import format_size
 from .view import PadLeft, percent
 
@@ -35,10 +37,11 @@ def pad_table(member: Any, online: frozenset[int]) -> Table:
     """The `/info` table: the group's pad, member by member."""
     usage = member.usage()
     header = member.header
+    # Names and the group come from the kit: Text, so Rich reads no markup in them.
     table = Table(
-        title=(
-            f"{header.group} · {header.n} members · slice {format_size(usage.slice_len)}, "
-            f"{usage.auth_keys:,} messages each"
+        title=Text(
+            f"{one_line(header.group)} · {header.n} members · "
+            f"slice {format_size(usage.slice_len)}, {usage.auth_keys:,} messages each"
         ),
         caption=(
             f"{percent(usage.erased_fraction)} of this kit's secret bytes are erased. "
@@ -56,7 +59,7 @@ def pad_table(member: Any, online: frozenset[int]) -> Table:
     for m in usage.members:
         pad = PadLeft(m.bytes_left, usage.slice_len, m.keys_left, usage.auth_keys)
         table.add_row(
-            f"{m.name} (you)" if m.is_self else m.name,
+            Text(f"{one_line(m.name)} (you)" if m.is_self else one_line(m.name)),
             "you" if m.is_self else ("yes" if m.index in online else "no"),
             f"{m.messages:,}",
             format_size(m.bytes_left),

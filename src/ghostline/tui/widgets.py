@@ -1,4 +1,11 @@
-"""The chat screen's widgets. They display what they are given and hold no protocol state."""
+"""The chat screen's widgets. They display what they are given and hold no protocol state.
+
+Every text another person could have written (message text, names, file names, reasons
+quoted from the relay) is made safe by `ghostline.display` here, where it is drawn, and
+is handed to Textual as a `Text`, never as a string Textual would read as markup: so
+`[bold]` or `[link=...]` in a message is shown as typed, and no control character or
+escape sequence reaches the terminal.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Static, TextArea
 
+from ..display import body_lines, one_line
 from ..units import format_size
 from .view import (
     OWN_COLOUR,
@@ -94,19 +102,21 @@ class MessageLine(Static):
         if line.kind == "message":
             colour = OWN_COLOUR if line.own else sender_colour(line.sender)
             grid.add_column(width=self._name_width, no_wrap=True, overflow="ellipsis")
-            who = Text(line.sender_name, style=f"bold {colour}")
-            body.append(line.text)
+            who = Text(one_line(line.sender_name), style=f"bold {colour}")
+            # Each line of the text stays in this column (the grid below), so a line of
+            # text can never sit where a time and a name would.
+            body.append("\n".join(body_lines(line.text)))
             if line.own and line.state:
                 label, style = _STATE_STYLE[line.state]
                 body.append(f"  {label}", style=f"italic {style}")
         elif line.kind == "warning":
             grid.add_column(width=1, no_wrap=True)
             who = Text("⚠", style="bold red")
-            body.append(line.text, style="bold")
+            body.append(one_line(line.text), style="bold")
         else:
             grid.add_column(width=1, no_wrap=True)
             who = Text("·", style="dim")
-            body.append(line.text, style="italic")
+            body.append(one_line(line.text), style="italic")
         grid.add_column(ratio=1)
         grid.add_row(Text(clock_label(line.timestamp, self._tz), style="dim"), who, body)
         return grid
@@ -279,7 +289,7 @@ class MemberList(Static):
                 text.append("● ", style="green")
             else:
                 text.append("○ ", style="dim")
-            name = f"{row.name} (you)" if row.is_self else row.name
+            name = f"{one_line(row.name)} (you)" if row.is_self else one_line(row.name)
             colour = OWN_COLOUR if row.is_self else sender_colour(row.index)
             text.append(name, style=f"bold {colour}")
             if row.pad is not None:
@@ -339,7 +349,7 @@ class Banner(Static):
         self.set_class(bool(text), "-shown")
         if text:
             self.add_class(f"-{level}")
-        self.update(text)
+        self.update(Text(one_line(text)))
 
 
 class TransferRow(Vertical):
@@ -356,10 +366,10 @@ class TransferRow(Vertical):
 
     def __init__(self, title: str, total: int, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._title = title
+        self._title = one_line(title)  # it names a file and its sender
         self._total = max(1, total)
         # Built here, not in compose, so progress can be set before the row is mounted.
-        self._label = Label(title, classes="transfer-title")
+        self._label = Label(Text(self._title), classes="transfer-title")
         self._bar = ProgressBar(total=self._total, show_eta=False, classes="transfer-bar")
 
     def compose(self):  # type: ignore[no-untyped-def]
@@ -369,14 +379,14 @@ class TransferRow(Vertical):
     def advance_to(self, done: int, note: str | None = None) -> None:
         self._bar.update(progress=done)
         if note is not None:
-            self._label.update(f"{self._title}\n{note}")
+            self._label.update(Text(f"{self._title}\n{one_line(note)}"))
 
     def finish(self, note: str, *, ok: bool) -> None:
         self.set_class(ok, "-done")
         self.set_class(not ok, "-failed")
         if ok:
             self._bar.update(progress=self._total)
-        self._label.update(f"{self._title}\n{note}")
+        self._label.update(Text(f"{self._title}\n{one_line(note)}"))
 
 
 class StatusBar(Static):
@@ -428,14 +438,15 @@ class StatusBar(Static):
         if self.state == "reconnecting" and self.retry_in is not None:
             text.append(f" (next try in {countdown(self.retry_in)})", style="yellow")
         text.append("  relay ", style="dim")
-        text.append(self.relay)
+        text.append(one_line(self.relay))
         text.append("  ", style="dim")
         text.append(self.transport)
         if self.presence_problem is not None and self.state == "connected":
             # Only worth saying when messaging works: else the relay's state says it all.
             text.append("  ○ presence down: who is online is unknown", style="yellow")
         if self.detail and self.state != "connected":
-            text.append(f"  {self.detail}", style="dim italic")
+            # The detail can quote the relay (an ERROR reason).
+            text.append(f"  {one_line(self.detail)}", style="dim italic")
         self.update(text)
 
 
