@@ -63,13 +63,15 @@ def test_three_members_exchange_messages_and_keep_history(tmp_path: Path) -> Non
         ("m0", b"hello from a", "received"),
         ("m1", b"hi a", "received"),
     ]
+    # In relay order: an own message the relay has not yet confirmed comes last...
     assert [(h.sender_name, h.counter, h.state) for h in a.history()] == [
-        ("m0", 0, "sealed"),
         ("m1", 0, "received"),
+        ("m0", 0, "sealed"),
     ]
     assert [e.counter for e in a.pending()] == [0]
     a.mark_accepted(0, 1)
     assert a.pending() == []
+    # ...and once it has, takes its place by seq.
     assert [(h.seq, h.state) for h in a.history(limit=1)] == [(2, "received")]
     assert a.history()[0].state == "stored" and a.history()[0].seq == 1
     assert (a.relay_cursor, b.relay_cursor, c.relay_cursor) == (2, 1, 2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ghostline.errors import StateError
-from ghostline.store import _SCHEMA, Binding, Store
+from ghostline.store import _SCHEMA, SCHEMA_VERSION, Binding, Store
 
 BINDING = Binding(pad_id=bytes(range(16)), self_index=1, n=3, slice_len=4096, auth_keys=64)
 
@@ -237,7 +237,8 @@ def test_a_schema_1_database_is_migrated_on_open(tmp_path: Path) -> None:
     assert store.history()[-1].id > store.saves_tracked_after()
     store.close()
     again = Store.open(path, BINDING)  # migrated once: the record stays
-    assert again._c.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert again._c.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert again.history_keep() is None and again.chat_seen() is None  # as before: kept
     assert again.saves_tracked_after() == 3
     assert [(r.sender, r.transfer_id, r.path) for r in again.saved_files()] == [
         (0, b"T" * 8, "/d/a.txt")

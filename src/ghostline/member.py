@@ -42,8 +42,9 @@ from . import paths
 from .envelope import HEADER_LEN, read_envelope, sealed_length
 from .errors import ErasedKeyError, StateError, UsageError
 from .kit import KEY_LEN, Kit, KitHeader
+from .payload import PREFIX_LEN, TRANSFER_ID_LEN, Kind
 from .seal import open_sealed, seal_with_kit
-from .store import Binding, HistoryRow, SenderTotals, SkippedRange, Store
+from .store import Binding, HeldParts, HistoryRow, SenderTotals, SkippedRange, Store
 from .wire import DEFAULT_MAX_FRAME
 
 RECOVER_HINT = "Run `ghostline pad recover KIT` to rebuild the state from the kit (see its --help)."
@@ -59,6 +60,9 @@ CRASH_HOOK_EXIT = 86
 DEFAULT_AVERAGE_SIZE = 64
 # The largest message the relay carries: the safety margin `pad recover` skips.
 RECOVERY_MARGIN = 1 << 20
+# Parts of received files are kept until the file is saved, whatever the history setting.
+HISTORY_HELD = HeldParts(bytes([Kind.FILE_HEADER, Kind.FILE_CHUNK]), PREFIX_LEN, TRANSFER_ID_LEN)
+DAY = 86400.0
 # A stretch of this many zero bytes in a random pad means "erased" (chance 2^-256).
 _ERASED_RUN = 32
 _KEY_CHUNK = 1 << 16  # keys scanned per numpy step (2 MiB)
@@ -107,6 +111,15 @@ class SavedFiles:
     # Entries with a history_id up to this were recorded before saves were (an upgraded
     # database): whether their files were saved is unknown. 0: every entry is tracked.
     untracked_until: int = 0
+
+
+@dataclass(frozen=True)
+class HistoryDeleted:
+    """What deleting history did (`Member.set_history_keep`, `clear_history`)."""
+
+    count: int  # history entries deleted
+    left: int  # entries still kept (after a clear: parts of files not yet saved)
+    checkpointed: bool  # False: another process had the database open (see Store.checkpoint)
 
 
 @dataclass(frozen=True)
@@ -218,6 +231,7 @@ class Member:
             try:
                 member = cls(kit, store)
                 member._check_and_sweep()
+                member._keep_history()
             except BaseException:
                 store.close()
                 raise
@@ -269,6 +283,7 @@ class Member:
         with self._lock:
             entries: list[OutboxEntry] = []
             now = time.time()
+            expired = 0
             with self.store.transaction():
                 counter, offset = self.store.next_position()
                 for payload in payloads:
@@ -283,12 +298,15 @@ class Member:
                             hint=recover_hint(self.kit.path),
                         ) from None
                     self.store.add_outbox(counter, offset, len(payload), sealed, now)
-                    self.store.add_history(me, counter, None, payload, now, "sealed")
+                    self._record_history(me, counter, None, payload, now, "sealed")
                     entries.append(OutboxEntry(counter, offset, len(payload), sealed, None))
                     counter += 1
                     offset += len(payload)
                 self.store.set_next_position(counter, offset)
                 self._record_pending()
+                expired = self._expire_history(now, saved=False)
+            if expired:
+                self.store.checkpoint()
             if self._crash_after_commit:
                 os._exit(CRASH_HOOK_EXIT)
             for e in entries:
@@ -359,11 +377,14 @@ class Member:
                 env = opened.envelope
                 now = time.time()
                 self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
-                self.store.add_history(
+                self._record_history(
                     env.sender, env.counter, seq, opened.plaintext, now, "received"
                 )
                 self.store.raise_cursor(seq)
                 self._record_pending()
+                expired = self._expire_history(now, saved=False)
+            if expired:
+                self.store.checkpoint()
             self.kit.erase_inbound_key(env.sender, env.counter)
             self.kit.erase_key_stream(env.sender, env.offset, env.length)
             self.kit.flush()
@@ -400,8 +421,13 @@ class Member:
 
     # -- reading ------------------------------------------------------------------
 
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
-        return self._entries(self.store.history(limit))
+    def history(
+        self, limit: int | None = None, *, before: HistoryEntry | None = None
+    ) -> list[HistoryEntry]:
+        """In relay order, oldest first (see `Store.history`); with `limit`, the newest
+        `limit` entries, and with `before`, those that come before that entry."""
+        key = None if before is None else (before.seq, before.history_id or 0)
+        return self._entries(self.store.history(limit, before=key))
 
     def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
         """Every history entry (the whole history, not a page) whose payload is of
@@ -437,9 +463,97 @@ class Member:
         """Durably record that `sender`'s transfer was saved at `path`. Call only after
         the file is fsynced and linked into place: a transfer recorded here is never
         saved again."""
+        now = time.time()
+        with self._lock:
+            with self.store.transaction():
+                self.store.add_saved_file(sender, transfer_id, os.fspath(path), sha256, now)
+                self._record_pending()
+                # Its parts were kept only until now, if history is off or they expired.
+                expired = self._expire_history(now, saved=True)
+            if expired:
+                self.store.checkpoint()
+
+    # -- keeping history ----------------------------------------------------------
+
+    @property
+    def history_keep(self) -> int | None:
+        """Days history is kept: None for ever (the default), 0 not at all."""
+        return self.store.history_keep()
+
+    def history_to_delete(self, days: int | None) -> int:
+        """How many entries keeping history `days` days would delete now."""
+        if days is None:
+            return 0
+        return self.store.count_history(HISTORY_HELD, before=time.time() - days * DAY)
+
+    def set_history_keep(self, days: int | None) -> HistoryDeleted:
+        """Keep history `days` days from now on (None: for ever, 0: not at all), and
+        delete at once what that setting no longer keeps."""
+        with self._lock:
+            with self.store.transaction():
+                self.store.set_history_keep(days)
+                count = self._expire_history(time.time(), saved=True)
+            return self._deleted(count)
+
+    def clear_history(self) -> HistoryDeleted:
+        """Delete the whole history, except parts of received files not yet saved."""
+        with self._lock:
+            with self.store.transaction():
+                count = self.store.delete_history(HISTORY_HELD)
+            return self._deleted(count)
+
+    def _deleted(self, count: int) -> HistoryDeleted:
+        checkpointed = self.store.checkpoint()
+        return HistoryDeleted(count, self.store.history_rows(), checkpointed)
+
+    def _record_history(
+        self, sender: int, counter: int, seq: int | None, payload: bytes, now: float, state: str
+    ) -> None:
+        """Inside a transaction: a history row, unless history is off. With history off
+        a part of a received file is still kept, until the file is saved."""
+        held = sender != self.index and payload[:1] in (bytes([k]) for k in HISTORY_HELD.kinds)
+        if self.store.history_keep() == 0 and not held:
+            return
+        self.store.add_history(sender, counter, seq, payload, now, state)
+
+    def _expire_history(self, now: float, *, saved: bool) -> int:
+        """Inside a transaction: delete what the history setting no longer keeps.
+
+        With history off nothing new is recorded but held file parts, and those go only
+        once their file is saved: so with `saved=False` (a message came or went) there
+        is nothing to look for, and the held parts are not scanned on every message."""
+        days = self.store.history_keep()
+        if days is None or (days == 0 and not saved):
+            return 0
+        return self.store.delete_history(HISTORY_HELD, before=now - days * DAY)
+
+    def _keep_history(self) -> None:
+        """On opening: delete what expired while the kit was closed."""
+        if self.store.history_keep() is None:
+            return
+        with self._lock:
+            with self.store.transaction():
+                expired = self._expire_history(time.time(), saved=True)
+            if expired:
+                self.store.checkpoint()
+
+    # -- the chat app's "new since you left" --------------------------------------
+
+    def first_unseen(self) -> int | None:
+        """The history id of the first entry from another member recorded since the chat
+        app last closed; None when there is none, or when it never closed."""
+        seen = self.store.chat_seen()
+        return None if seen is None else self.store.first_received_after(seen)
+
+    def mark_chat_seen(self) -> None:
+        """The chat app closes: everything in the history now has been seen."""
         with self._lock, self.store.transaction():
-            self.store.add_saved_file(sender, transfer_id, os.fspath(path), sha256, time.time())
-            self._record_pending()
+            self.store.set_chat_seen(self.store.history_head())
+
+    def accepted_seq(self, counter: int) -> int | None:
+        """The seq the relay gave own message `counter`, once it was accepted."""
+        row = self.store.outbox_row(counter)
+        return None if row is None else row.seq
 
     def usage(self, *, scan_kit: bool = True) -> KitUsage:
         """Usage figures. `keys_erased` is an exact count of zeroed keys in the kit

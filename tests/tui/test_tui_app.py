@@ -655,7 +655,9 @@ def test_files_finished_before_an_upgrade_are_not_saved_again(tmp_path: Path) ->
         state = alice.state_path
     conn = sqlite3.connect(state)  # back to schema 1: no record of saved files
     conn.executescript(
-        "DROP TABLE saved_file; DROP TABLE saves_tracked; UPDATE schema_version SET version = 1;"
+        "DROP TABLE saved_file; DROP TABLE saves_tracked; DROP TABLE history_keep; "
+        "DROP TABLE chat_seen; DROP INDEX history_recorded; DROP INDEX history_relay_order; "
+        "UPDATE schema_version SET version = 1;"
     )
     conn.close()
     with Member.open(kits[0]) as alice:  # migrated

@@ -263,3 +263,35 @@ async def test_an_own_file_cut_short_is_reported_when_the_app_opens_again(group:
             "file q.bin: sent 3 of 10 parts before the app closed; send it again with /file"
         )
         assert not any(t.startswith("sent a file") for t in texts(app))
+
+
+async def test_with_history_off_a_file_cut_short_by_closing_finishes_and_then_goes(
+    group: Group,
+) -> None:
+    alice = group.members[0]
+    alice.set_history_keep(0)
+    data = os.urandom(90_000)
+    header, chunks = split_file(data, 40_000, transfer_id=b"H" * 8, sent_at=1, name="h.bin")
+    parts = [header.encode(), *(c.encode() for c in chunks)]  # header + 3 chunks
+    bob = group.client(1)
+    async with bob:
+        await bob.send_many(parts[:2])
+        said = await bob.send_text("a secret word")
+        await bob.wait_accepted(said.counter, WAIT)
+    app = group.app(group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "a secret word" in texts(app))
+        assert [t.name for t in app.incoming.unfinished()] == ["h.bin"]
+    assert [h.counter for h in alice.history()] == [0, 1]  # only the file's parts
+    again = group.app(group.client(0))
+    async with again.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: again.files_ready)
+        assert texts(again) == ["sends a file: h.bin (87.89 KiB)"]  # the text was not kept
+        assert [t.name for t in again.incoming.unfinished()] == ["h.bin"]
+        async with bob:
+            await bob.send_many(parts[2:])
+            saved = group.home / "downloads" / "h.bin"
+            await until(pilot, lambda: saved.exists() and bool(alice.saved_files().records))
+        assert saved.read_bytes() == data
+    assert alice.history() == []
+    assert list(alice.saved_files().records) == [(1, b"H" * 8)]

@@ -66,6 +66,7 @@ class FakeMember:
     history_calls: list[int | None] = field(default_factory=list)
     saved: dict[tuple[int, bytes], Path] = field(default_factory=dict)  # recorded saves
     record_calls: list[tuple[int, bytes, Path, bytes]] = field(default_factory=list)
+    history_keep: int | None = None  # days; None for ever, 0 off
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         self.history_calls.append(limit)

@@ -21,7 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "relay": ("ghostline.cli.relay", "relay"),
     "send": ("ghostline.cli.chatops", "send"),
     "listen": ("ghostline.cli.chatops", "listen"),
-    "history": ("ghostline.cli.chatops", "history"),
+    "history": ("ghostline.cli.history", "history"),
     "chat": ("ghostline.cli.chat", "chat"),
     "demo": ("ghostline.cli.demo", "demo"),
 }

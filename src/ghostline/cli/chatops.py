@@ -1,4 +1,5 @@
-"""`ghostline send`, `listen` and `history`: chat from the command line.
+"""`ghostline send` and `listen`: chat from the command line (`history` is in
+`cli/history.py`).
 
 Messages go to stdout (`--json` for one JSON object per line); status, presence and
 rejected messages go to stderr, prefixed `ghostline:`. In text output a message starts
@@ -250,11 +251,7 @@ async def _accepted(client: Client, counter: int, deadline: float) -> int | None
             return await client.wait_accepted(counter, min(remaining, 0.5))
         except TimeoutError:
             if counter not in client.pending_counters():
-                return next(
-                    (h.seq or 0 for h in reversed(client.member.history())
-                     if h.sender == client.member.index and h.counter == counter),
-                    0,
-                )  # fmt: skip
+                return client.member.accepted_seq(counter) or 0
     return None
 
 
@@ -435,42 +432,3 @@ def _print_presence(event: Any, names: list[str]) -> None:
         _status(f"{who(event.left)} went offline")
     else:
         _status(f"online now: {who(event.online) or 'nobody'}")
-
-
-# --- history ---------------------------------------------------------------------
-
-
-@click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N.")
-def history(kit: Path, as_json: bool, limit: int | None) -> None:
-    """Print KIT's local message history: what it received and what it sent."""
-    from ..errors import PayloadError
-    from ..payload import decode
-
-    with open_member(kit) as member:
-        entries = member.history(limit)
-    for entry in entries:
-        try:
-            obj: Any = decode(entry.payload)
-        except PayloadError:
-            obj = None
-        fields, shown = describe_payload(obj)
-        sent_at = getattr(obj, "sent_at", None)
-        if as_json:
-            record = {
-                "sender": entry.sender_name,
-                "sender_index": entry.sender,
-                "counter": entry.counter,
-                "seq": entry.seq,
-                "sent_at": sent_at,
-                "state": entry.state,
-                **fields,
-            }
-            click.echo(json.dumps(record, ensure_ascii=False))
-            continue
-        when = datetime.fromtimestamp(sent_at or entry.recorded_at).strftime("%Y-%m-%d %H:%M:%S")
-        mark = {"sealed": " (not yet sent)"}.get(entry.state, "")
-        for line in message_lines(f"[{when}] {one_line(entry.sender_name)}: ", shown, mark):
-            click.echo(line)

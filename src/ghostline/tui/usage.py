@@ -12,6 +12,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from ..cli.history import describe_keep
 from ..display import one_line
 from ..units import format_size
 from .view import PadLeft, percent
@@ -45,7 +46,9 @@ def pad_table(member: Any, online: frozenset[int]) -> Table:
         ),
         caption=(
             f"{percent(usage.erased_fraction)} of this kit's secret bytes are erased. "
-            "Online status is reported by the relay and not authenticated."
+            "Online status is reported by the relay and not authenticated.\n"
+            f"History on this device: {describe_keep(member.history_keep)} "
+            "(ghostline history KIT --keep forever|30d|off, or --clear)."
         ),
         expand=True,
     )
