@@ -539,9 +539,9 @@ class Member:
 
     # -- the chat app's "new since you left" --------------------------------------
 
-    def first_unseen(self) -> int | None:
-        """The history id of the first entry from another member recorded since the chat
-        app last closed; None when there is none, or when it never closed."""
+    def first_unseen(self) -> tuple[int | None, int] | None:
+        """(seq, history id) of the first entry from another member recorded since the
+        chat app last closed; None when there is none, or when it never closed."""
         seen = self.store.chat_seen()
         return None if seen is None else self.store.first_received_after(seen)
 

@@ -714,14 +714,15 @@ class Store:
             (history_id, history_id),
         )
 
-    def first_received_after(self, history_id: int) -> int | None:
-        """The id of the oldest row from another member recorded after `history_id`."""
+    def first_received_after(self, history_id: int) -> tuple[int | None, int] | None:
+        """(seq, id) of the first row from another member recorded after `history_id`.
+        (Received in seq order, so the first recorded is also the first by seq.)"""
         with self._lock:
             row = self._c.execute(
-                "SELECT MIN(id) FROM history WHERE id > ? AND sender != ?",
+                "SELECT seq, id FROM history WHERE id > ? AND sender != ? ORDER BY id LIMIT 1",
                 (history_id, self.binding.self_index),
             ).fetchone()
-        return None if row[0] is None else int(row[0])
+        return None if row is None else (row[0], int(row[1]))
 
     # -- saved files --------------------------------------------------------------
 

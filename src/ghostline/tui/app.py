@@ -142,9 +142,11 @@ class ChatApp(App[None]):
         self.presence_down = False
         self._presence_resync = False
         self.transfer_log: list[tuple[str, int, int]] = []  # (key, done, total), for tests
-        self._history_loaded = 0
+        self._oldest: Any = None  # the oldest history entry loaded: older pages go before it
         self._loading_older = False
-        self._history_total_seen = 0
+        # Where "new since you left" goes: the relay-order key (seq, history id) of the
+        # first message received since the app last closed; None once placed, or if none.
+        self._unseen: tuple[int, int] | None = None
         self._stopped = False
 
     # -- layout --------------------------------------------------------------------
@@ -174,6 +176,9 @@ class ChatApp(App[None]):
     def on_mount(self) -> None:
         self.query_one("#members-title", Label).tooltip = self.query_one(MemberList).tooltip
         self.query_one("#files-title").display = False
+        unseen = self.member.first_unseen()
+        if unseen is not None:
+            self._unseen = (_relay_key(unseen[0]), unseen[1])
         self._load_history()
         self._refresh_pads(read_pads(self.member))
         self.query_one(StatusBar).show("connecting")
@@ -208,6 +213,9 @@ class ChatApp(App[None]):
         if self._stopped:
             return
         self._stopped = True
+        # What is in the history now has been seen: the next opening marks what is new.
+        with contextlib.suppress(GhostlineError):
+            self.member.mark_chat_seen()
         if self.start_client:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.stop(), 5.0)
@@ -219,7 +227,7 @@ class ChatApp(App[None]):
 
     def _load_history(self) -> None:
         entries = self.member.history(limit=self.history_page)
-        self._history_loaded = len(entries)
+        self._oldest = entries[0] if entries else None
         log = self.query_one(MessageLog)
         log.append(self._history_lines(entries))
         log.more_above = len(entries) >= self.history_page
@@ -287,23 +295,39 @@ class ChatApp(App[None]):
         return text + ("; sent again in full later" if send.sent_again else "")
 
     def _history_lines(self, entries: Sequence[Any]) -> list[ChatLine]:
+        """The lines of a page of history (in relay order), with "new since you left"
+        before the first message received since the app last closed, if it is here."""
         lines: list[ChatLine] = []
+        unseen = self._unseen
+        if unseen is not None and entries and unseen < _entry_key(entries[0]):
+            unseen = None  # on an older page: placed when that page loads
         for entry in entries:
-            own = entry.sender == self.me
-            try:
-                obj: Payload | None = decode(entry.payload)
-            except PayloadError:
-                obj = None
-            line = self._line_for(
-                entry.sender,
-                obj,
-                timestamp=entry.recorded_at,
-                counter=entry.counter if own else None,
-                state="stored" if entry.state == "stored" else "sealed",
-            )
-            if line is not None:
-                lines.append(line)
+            line = self._history_line(entry)
+            if line is None:
+                continue  # a file part: a marker due here goes before the next line
+            if unseen is not None and _entry_key(entry) >= unseen:
+                lines.append(ChatLine("new", line.timestamp, ""))
+                self._unseen = unseen = None
+            lines.append(line)
+        if unseen is not None and lines:
+            lines.append(ChatLine("new", lines[-1].timestamp, ""))  # just below this page
+            self._unseen = None
         return lines
+
+    def _history_line(self, entry: Any) -> ChatLine | None:
+        own = entry.sender == self.me
+        try:
+            obj: Payload | None = decode(entry.payload)
+        except PayloadError:
+            obj = None
+        return self._line_for(
+            entry.sender,
+            obj,
+            timestamp=entry.recorded_at,
+            counter=entry.counter if own else None,
+            state="stored" if entry.state == "stored" else "sealed",
+            seq=entry.seq,
+        )
 
     def _line_for(
         self,
@@ -313,6 +337,7 @@ class ChatApp(App[None]):
         timestamp: float,
         counter: int | None = None,
         state: str = "sealed",
+        seq: int | None = None,
     ) -> ChatLine | None:
         own = sender == self.me
         name = "you" if own else self.names[sender]
@@ -342,6 +367,7 @@ class ChatApp(App[None]):
             own=own,
             counter=counter if own else None,
             state=(state if own and counter is not None else None),  # type: ignore[arg-type]
+            seq=seq,
         )
 
     def on_message_log_need_older(self, _: MessageLog.NeedOlder) -> None:
@@ -353,14 +379,17 @@ class ChatApp(App[None]):
             return
         self._loading_older = True
         try:
-            want = self._history_loaded + self.history_page
-            entries = await asyncio.to_thread(self.member.history, want)
+            # The page before the oldest loaded entry (not "the newest N", which moves
+            # as messages arrive while the app is open).
+            older = await asyncio.to_thread(
+                self.member.history, self.history_page, before=self._oldest
+            )
             if not self.is_running:
                 return
-            older = entries[: len(entries) - self._history_loaded]
-            self._history_loaded = len(entries)
+            if older:
+                self._oldest = older[0]
             log = self.query_one(MessageLog)
-            log.more_above = len(entries) >= want
+            log.more_above = len(older) >= self.history_page
             log.prepend(self._history_lines(older))
         finally:
             self._loading_older = False
@@ -405,9 +434,9 @@ class ChatApp(App[None]):
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
         obj = event.payload_obj
-        line = self._line_for(received.sender, obj, timestamp=self.clock())
+        line = self._line_for(received.sender, obj, timestamp=self.clock(), seq=received.seq)
         if line is not None:
-            self.query_one(MessageLog).append([line])
+            self.query_one(MessageLog).add_received(line)
         if isinstance(obj, FileHeader | FileChunk):
             update = self.incoming.add(received.sender, self.names[received.sender], obj)
             self._show_incoming(update)
@@ -415,7 +444,7 @@ class ChatApp(App[None]):
 
     def _on_accepted(self, event: MessageAccepted) -> None:
         log = self.query_one(MessageLog)
-        log.set_state(event.counter, "stored")
+        log.set_state(event.counter, "stored", event.seq)
         outgoing = self.outgoing.pop(event.counter, None)
         if outgoing is None and self._files_sealing:
             self._accepted_early.add(event.counter)
@@ -746,3 +775,12 @@ class ChatApp(App[None]):
             with contextlib.suppress(NoMatches):
                 row = self.query_one(f"#{transfer.key}", TransferRow)
                 row.finish("sent again in full: saved from that copy", ok=True)
+
+
+def _relay_key(seq: int | None) -> int:
+    """An entry's place in relay order: its seq; not yet stored, after every seq."""
+    return seq if seq is not None else 1 << 63
+
+
+def _entry_key(entry: Any) -> tuple[int, int]:
+    return (_relay_key(entry.seq), entry.history_id or 0)

@@ -50,7 +50,7 @@ PRESENCE_TOOLTIP = (
 class ChatLine:
     """One entry of the message pane, as the app describes it to the pane."""
 
-    kind: Literal["message", "notice", "warning"]
+    kind: Literal["message", "notice", "warning", "new"]  # "new": new since you left
     timestamp: float
     text: str
     sender: int = -1
@@ -58,6 +58,7 @@ class ChatLine:
     own: bool = False
     counter: int | None = None
     state: OwnState | None = None
+    seq: int | None = None  # the relay's, once known: messages are shown in its order
 
 
 _STATE_STYLE: dict[str, tuple[str, str]] = {
@@ -82,10 +83,10 @@ class MessageLine(Static):
         self._tz = tz
         super().__init__(self._render_line(), classes=f"-{line.kind}")
 
-    def set_state(self, state: OwnState) -> None:
+    def set_state(self, state: OwnState, seq: int | None = None) -> None:
         if self.line.state == "stored":
             return  # stored at the relay is final: a later "sending" must not undo it
-        self.line = replace(self.line, state=state)
+        self.line = replace(self.line, state=state, seq=seq if seq is not None else self.line.seq)
         self.update(self._render_line())
 
     def set_text(self, text: str, *, show_state: bool = True) -> None:
@@ -129,6 +130,18 @@ class DaySeparator(Static):
     """
 
 
+class NewSinceMarker(Static):
+    """Where the messages received since the app was last closed begin."""
+
+    DEFAULT_CSS = """
+    NewSinceMarker { height: 1; content-align: center middle; color: $accent;
+                     text-style: bold; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("── new since you left ──")
+
+
 class MessageLog(VerticalScroll):
     """The message pane: newest at the bottom, older history loaded on scroll-up."""
 
@@ -154,6 +167,9 @@ class MessageLog(VerticalScroll):
         widgets: list[Widget] = []
         day = previous_day
         for line in lines:
+            if line.kind == "new":
+                widgets.append(NewSinceMarker())
+                continue
             key = day_key(line.timestamp, self._tz)
             if key != day:
                 widgets.append(DaySeparator(f"── {day_label(line.timestamp, self._tz)} ──"))
@@ -164,11 +180,16 @@ class MessageLog(VerticalScroll):
             widgets.append(widget)
         return widgets
 
+    def on_mount(self) -> None:
+        # Pinned to the newest line, through every line added and every line that finds
+        # its height late, until the user scrolls up; back at the bottom, pinned again
+        # (Textual's anchor). So the app always opens at the newest message.
+        self.anchor()
+
     def append(self, lines: list[ChatLine]) -> None:
-        """Add lines at the bottom, keeping the view pinned there if it was."""
+        """Add lines at the bottom (the view follows if it is at the bottom)."""
         if not lines:
             return
-        at_bottom = self.is_vertical_scroll_end or self.max_scroll_y == 0
         widgets = self._widgets_for(lines, self._last_day)
         if self._first_day is None:
             self._first_day = day_key(lines[0].timestamp, self._tz)
@@ -176,8 +197,6 @@ class MessageLog(VerticalScroll):
             self._first_separator = first if isinstance(first, DaySeparator) else None
         self._last_day = day_key(lines[-1].timestamp, self._tz)
         self.mount_all(widgets)
-        if at_bottom:
-            self.call_after_refresh(self.scroll_end, animate=False)
 
     def prepend(self, lines: list[ChatLine]) -> None:
         """Add older lines at the top without moving what the user is reading."""
@@ -206,11 +225,62 @@ class MessageLog(VerticalScroll):
 
         self.call_after_refresh(keep_place)
 
-    def set_state(self, counter: int, state: OwnState) -> bool:
+    def add_received(self, line: ChatLine) -> None:
+        """Show a received message in relay order: at the bottom, but above any own
+        message at the bottom that the relay stored after it (or has not confirmed yet),
+        so that catching up never shows an older message below a newer own one."""
+        later = self._own_after(line.seq)
+        if later is None:
+            self.append([line])
+            return
+        widget = MessageLine(line, name_width=self._name_width, tz=self._tz)
+        self.mount(widget, before=later)
+        self._redo_days(widget)
+
+    def _own_after(self, seq: int | None) -> MessageLine | None:
+        """The first of the own messages at the bottom (notices between them aside)
+        that come after relay seq `seq`."""
+        if seq is None:
+            return None
+        first: MessageLine | None = None
+        for widget in reversed(list(self.children)):
+            if not isinstance(widget, MessageLine) or widget.line.kind != "message":
+                continue
+            own = widget.line
+            if not own.own or (own.seq is not None and own.seq < seq):
+                break
+            first = widget
+        return first
+
+    def _redo_days(self, start: Widget) -> None:
+        """Day separators from `start` to the bottom, after a line was put in there."""
+        children = list(self.children)
+        at = children.index(start)
+        day: str | None = None
+        for widget in reversed(children[:at]):
+            if isinstance(widget, MessageLine):
+                day = day_key(widget.line.timestamp, self._tz)
+                break
+        for widget in children[at:]:
+            if isinstance(widget, DaySeparator):
+                widget.remove()
+            elif isinstance(widget, MessageLine):
+                key = day_key(widget.line.timestamp, self._tz)
+                if key != day:
+                    label = day_label(widget.line.timestamp, self._tz)
+                    separator = DaySeparator(f"── {label} ──")
+                    self.mount(separator, before=widget)
+                    if day is None:  # the very first line: prepend must know its separator
+                        self._first_separator = separator
+                        self._first_day = key
+                    day = key
+        self._last_day = day
+
+    def set_state(self, counter: int, state: OwnState, seq: int | None = None) -> bool:
         line = self.own_lines.get(counter)
         if line is None:
             return False
-        line.set_state(state)
+        line.set_state(state, seq)
         return True
 
     def set_text(self, counter: int, text: str, *, show_state: bool = True) -> bool:
