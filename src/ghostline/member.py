@@ -545,6 +545,11 @@ class Member:
         seen = self.store.chat_seen()
         return None if seen is None else self.store.first_received_after(seen)
 
+    @property
+    def chat_seen(self) -> int | None:
+        """The newest history id when the chat app last closed; None if it never did."""
+        return self.store.chat_seen()
+
     def mark_chat_seen(self) -> None:
         """The chat app closes: everything in the history now has been seen."""
         with self._lock, self.store.transaction():

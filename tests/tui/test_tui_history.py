@@ -4,6 +4,7 @@ and a real relay is in test_tui_relay.py."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
@@ -56,12 +57,17 @@ async def test_reopening_shows_the_newest_message_while_catch_up_arrives() -> No
         member.add_history(1 + i % 2, text, T0 - 1000 + i)
     app, client = make_app(member)
     async with app.run_test(size=SIZE) as pilot:
-        for i in range(30):  # catching up: messages arrive one after another
+        for i in range(30):
             text = f"caught up {i}\nmore\nmore " + "x " * i * 5
             client.events.put_nowait(client.receive(1, encode_text(text, int(T0))))
-            await pilot.pause()
+            # Not a wait for anything: catch-up messages come spaced out, as over a
+            # network, so that the pane lays out between them (the case that left the
+            # app short of the newest message).
+            await asyncio.sleep(0.02)
         await until(lambda: pane(app)[-1].startswith("caught up 29"), what="catch-up shown")
-        await until(lambda: at_newest(app), what="the newest message in view")
+        for _ in range(3):  # let every layout and scroll that is due happen
+            await pilot.pause()
+        assert at_newest(app)
 
 
 async def test_scrolling_up_is_not_undone_by_a_new_message() -> None:
@@ -101,7 +107,7 @@ async def test_new_since_you_left_marks_the_first_message_received_since_the_app
             "second new",
         ]
         await pilot.press("ctrl+q")
-    assert member.seen == member.entries[-1].history_id  # what "last seen" is now
+    assert member.chat_seen == member.entries[-1].history_id  # what "last seen" is now
 
 
 async def test_no_marker_when_nothing_is_new_or_the_app_never_closed() -> None:
@@ -115,6 +121,19 @@ async def test_no_marker_when_nothing_is_new_or_the_app_never_closed() -> None:
     async with again.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert pane(again) == ["hello"]
+
+
+async def test_what_arrives_as_the_app_catches_up_is_marked_new() -> None:
+    member = FakeMember(header())
+    member.add_history(1, "hello", T0 - 100)
+    member.mark_chat_seen()
+    app, client = make_app(member)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*"mine, not yet stored", "enter")
+        client.events.put_nowait(client.receive(2, encode_text("sent while away", int(T0))))
+        client.events.put_nowait(client.receive(1, encode_text("and more", int(T0))))
+        await until(lambda: len(pane(app)) == 5)
+        assert pane(app) == ["hello", "NEW", "sent while away", "and more", "mine, not yet stored"]
 
 
 async def test_the_marker_far_back_appears_when_its_page_loads() -> None:

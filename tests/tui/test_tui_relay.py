@@ -23,7 +23,14 @@ from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
 from ghostline.transport import RelayAddress
 from ghostline.tui.app import ChatApp
 from ghostline.tui.screens import ConfirmScreen
-from ghostline.tui.widgets import ChatInput, MemberList, MessageLine, MessageLog, PadGauge
+from ghostline.tui.widgets import (
+    ChatInput,
+    MemberList,
+    MessageLine,
+    MessageLog,
+    NewSinceMarker,
+    PadGauge,
+)
 from helpers import make_kit_set
 
 SIZE = (110, 32)
@@ -295,3 +302,44 @@ async def test_with_history_off_a_file_cut_short_by_closing_finishes_and_then_go
         assert saved.read_bytes() == data
     assert alice.history() == []
     assert list(alice.saved_files().records) == [(1, b"H" * 8)]
+
+
+async def test_new_since_you_left_is_where_the_app_last_closed(group: Group) -> None:
+    bob = group.client(1)
+    async with bob:
+        entry = await bob.send_text("before")
+        await bob.wait_accepted(entry.counter, WAIT)
+    first = group.app(group.client(0))
+    async with first.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: texts(first) == ["before"])
+    async with bob:  # while alice's app is closed
+        for text in ("while you were away", "and this"):
+            entry = await bob.send_text(text)
+        await bob.wait_accepted(entry.counter, WAIT)
+    again = group.app(group.client(0))
+    async with again.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: len(texts(again)) == 3)
+        shown = [
+            "NEW" if isinstance(w, NewSinceMarker) else w.line.text
+            for w in again.query_one(MessageLog).children
+            if isinstance(w, NewSinceMarker | MessageLine)
+        ]
+        assert shown == ["before", "NEW", "while you were away", "and this"]
+
+
+async def test_catching_up_puts_older_messages_above_an_own_one_sealed_offline(
+    group: Group,
+) -> None:
+    bob = group.client(1)
+    async with bob:
+        for text in ("bob one", "bob two"):
+            entry = await bob.send_text(text)
+        await bob.wait_accepted(entry.counter, WAIT)
+    # Written while alice was offline: sealed, in her history, not yet at the relay.
+    group.members[0].seal(TextPayload("alice, written offline", 1).encode())
+    app = group.app(group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        own = app.query_one(MessageLog).own_lines[0]
+        await until(pilot, lambda: own.line.state == "stored" and len(texts(app)) == 3)
+        assert texts(app) == ["bob one", "bob two", "alice, written offline"]
+    assert [h.seq for h in group.members[0].history()] == [1, 2, 3]

@@ -68,7 +68,7 @@ class FakeMember:
     record_calls: list[tuple[int, bytes, Path, bytes]] = field(default_factory=list)
     history_keep: int | None = None  # days; None for ever, 0 off
 
-    seen: int | None = None  # the newest history id when the chat app last closed
+    chat_seen: int | None = None  # the newest history id when the chat app last closed
 
     def history(
         self, limit: int | None = None, *, before: HistoryEntry | None = None
@@ -81,14 +81,14 @@ class FakeMember:
         return ordered if limit is None else ordered[-limit:] if limit else []
 
     def first_unseen(self) -> tuple[int | None, int] | None:
-        if self.seen is None:
+        if self.chat_seen is None:
             return None
         me = self.header.self_index
-        new = [e for e in self.entries if (e.history_id or 0) > self.seen and e.sender != me]
+        new = [e for e in self.entries if (e.history_id or 0) > self.chat_seen and e.sender != me]
         return (new[0].seq, new[0].history_id or 0) if new else None
 
     def mark_chat_seen(self) -> None:
-        self.seen = max((e.history_id or 0 for e in self.entries), default=0)
+        self.chat_seen = max((e.history_id or 0 for e in self.entries), default=0)
 
     def add_entry(self, sender: int, payload: bytes, at: float, state: str) -> HistoryEntry:
         """A history entry as a real member records it: the next id, and the next relay

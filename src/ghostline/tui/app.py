@@ -147,6 +147,7 @@ class ChatApp(App[None]):
         # Where "new since you left" goes: the relay-order key (seq, history id) of the
         # first message received since the app last closed; None once placed, or if none.
         self._unseen: tuple[int, int] | None = None
+        self._new_since_live = False
         self._stopped = False
 
     # -- layout --------------------------------------------------------------------
@@ -179,6 +180,9 @@ class ChatApp(App[None]):
         unseen = self.member.first_unseen()
         if unseen is not None:
             self._unseen = (_relay_key(unseen[0]), unseen[1])
+        # Nothing new in the history yet: what is new arrives as the client catches up,
+        # and the first message received is the first since the app last closed.
+        self._new_since_live = unseen is None and self.member.chat_seen is not None
         self._load_history()
         self._refresh_pads(read_pads(self.member))
         self.query_one(StatusBar).show("connecting")
@@ -436,7 +440,8 @@ class ChatApp(App[None]):
         obj = event.payload_obj
         line = self._line_for(received.sender, obj, timestamp=self.clock(), seq=received.seq)
         if line is not None:
-            self.query_one(MessageLog).add_received(line)
+            self.query_one(MessageLog).add_received(line, new_since=self._new_since_live)
+            self._new_since_live = False
         if isinstance(obj, FileHeader | FileChunk):
             update = self.incoming.add(received.sender, self.names[received.sender], obj)
             self._show_incoming(update)

@@ -225,16 +225,20 @@ class MessageLog(VerticalScroll):
 
         self.call_after_refresh(keep_place)
 
-    def add_received(self, line: ChatLine) -> None:
+    def add_received(self, line: ChatLine, *, new_since: bool = False) -> None:
         """Show a received message in relay order: at the bottom, but above any own
         message at the bottom that the relay stored after it (or has not confirmed yet),
-        so that catching up never shows an older message below a newer own one."""
+        so that catching up never shows an older message below a newer own one. With
+        `new_since`, the "new since you left" marker goes right above it."""
         later = self._own_after(line.seq)
+        marker = [ChatLine("new", line.timestamp, "")] if new_since else []
         if later is None:
-            self.append([line])
+            self.append([*marker, line])
             return
         widget = MessageLine(line, name_width=self._name_width, tz=self._tz)
         self.mount(widget, before=later)
+        if new_since:
+            self.mount(NewSinceMarker(), before=widget)
         self._redo_days(widget)
 
     def _own_after(self, seq: int | None) -> MessageLine | None:
