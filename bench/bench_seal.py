@@ -17,7 +17,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from ghostline.kit import Kit, create_kit_set
+from ghostline.kit import Kit
+from ghostline.kitset import create_kit_set
 from ghostline.seal import open_sealed, seal_with_kit
 
 TITLE = "Seal and open (pure, n = 3)"
