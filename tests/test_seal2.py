@@ -17,6 +17,7 @@ from ghostline.grants import GrantRange
 from ghostline.kit import Kit
 from ghostline.seal import Rule, open_sealed, seal_with_kit, tag_index, xor_bytes
 from ghostline.seal2 import (
+    largest_payload,
     next_range,
     open_sealed2,
     pad_payload,
@@ -111,6 +112,13 @@ def test_padding_is_0x80_then_the_fewest_zeros_to_a_multiple_of_the_step(
     out = pad_payload(payload, step)
     assert out == payload + b"\x80" + bytes(padded - size - 1)
     assert payload_length(out, step) == size
+
+
+@pytest.mark.parametrize(("room", "step"), [(100, 24), (96, 24), (95, 1), (23, 24), (1, 1)])
+def test_the_largest_payload_is_the_longest_whose_padding_still_fits(room: int, step: int) -> None:
+    most = largest_payload(room, step)
+    assert padded_length(most, step) <= room if most >= 0 else room < step
+    assert padded_length(most + 1, step) > room
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,12 @@ def padded_length(payload_len: int, step: int) -> int:
     return (payload_len // step + 1) * step
 
 
+def largest_payload(max_padded: int, step: int) -> int:
+    """The longest payload whose padded length is at most `max_padded` (the room a frame
+    leaves for L); -1 when not even an empty payload fits."""
+    return max_padded // step * step - 1
+
+
 def pad_payload(payload: bytes, step: int) -> bytes:
     """payload || 0x80 || the fewest zeros that make the length a multiple of `step`."""
     return payload + _PAD_MARK + bytes(padded_length(len(payload), step) - len(payload) - 1)
