@@ -216,8 +216,11 @@ def test_a_file_appearing_during_creation_is_not_overwritten(
     assert (tmp_path / "carol.ghostkit").read_bytes() == b"precious"
 
 
+@pytest.mark.parametrize("fmt", [1, 2])
 @pytest.mark.parametrize("failure", [EntropyError("source broke"), KeyboardInterrupt()])
-def test_a_failure_midway_leaves_no_kit_file_behind(tmp_path: Path, failure: BaseException) -> None:
+def test_a_failure_midway_leaves_no_kit_file_behind(
+    tmp_path: Path, failure: BaseException, fmt: int
+) -> None:
     drawn = 0
 
     def failing(k: int) -> bytes:
@@ -237,6 +240,7 @@ def test_a_failure_midway_leaves_no_kit_file_behind(tmp_path: Path, failure: Bas
             random_bytes=failing,
             entropy="",
             chunk_size=512,
+            format=fmt,
         )
     assert list(tmp_path.iterdir()) == []
 

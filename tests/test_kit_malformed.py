@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ghostline.cli import main
 from ghostline.errors import KitError
 from ghostline.kit import Kit
 from ghostline.kitformat import encode_prefix
@@ -239,3 +240,22 @@ def test_any_bytes_as_a_header_are_refused_with_a_kit_error(
 ) -> None:
     path = write_kit(tmp_path_factory.mktemp("fuzz") / "k.ghostkit", fmt, raw, valid[fmt][1])
     opens_or_refuses(path)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("command", [("pad", "info"), ("history",)])
+def test_a_malformed_kit_is_one_line_and_exit_1_at_the_command_line(
+    tmp_path: Path,
+    valid: dict[int, tuple[dict[str, Any], bytes]],
+    capsys: pytest.CaptureFixture[str],
+    fmt: int,
+    command: tuple[str, ...],
+) -> None:
+    path = write_kit(tmp_path / "k.ghostkit", fmt, DEEP, valid[fmt][1])
+    with pytest.raises(SystemExit) as exited:
+        main([*command, str(path)])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 1 and out == ""
+    assert err.splitlines() == [
+        f"ghostline: error: {path}: the header is not valid UTF-8 JSON (nested too deeply)"
+    ]
