@@ -121,3 +121,19 @@ def test_commands_that_keep_state_refuse_a_format_2_kit_in_one_line(
         "ghostline: hint: Make a format-1 kit set with `ghostline pad new --format 1`."
     ]
     assert v2_kit.read_bytes() == before
+
+
+def test_a_damaged_format_2_header_is_one_line_naming_the_kit_as_damaged(
+    ghostline: Run, v2_kit: Path
+) -> None:
+    raw = bytearray(v2_kit.read_bytes())
+    raw[raw.index(b'"group":"') + 3] ^= 0x01  # one bit of a key name
+    v2_kit.write_bytes(raw)
+    code, stdout, stderr = ghostline("pad", "info", str(v2_kit))
+    assert code == 1 and stdout == ""
+    assert stderr.splitlines() == [
+        f"ghostline: error: {v2_kit}: this kit is damaged: its header checksum does not "
+        "match, so no field of it (pad id, roster, sizes) can be trusted",
+        "ghostline: hint: Use an undamaged copy of your kit; without one, the group needs a "
+        "new kit set.",
+    ]

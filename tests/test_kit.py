@@ -355,6 +355,7 @@ def test_a_kit_header_missing_a_key_is_refused(kit_path: Path, key: str) -> None
         ("pad_id", "AB" * 16, "pad_id must be 32 lowercase hex"),
         ("format", 2, "the header says format 2 but the file is a format-1 kit"),
         ("format", True, "the header says format True but the file is a format-1 kit"),
+        ("format", 1.0, "the header says format 1.0 but the file is a format-1 kit"),
         ("suite", "rot13", "suite 'rot13' is not supported"),
         ("self", 3, "not a member index"),
         ("slice_len", -1, "slice_len must be a non-negative integer"),

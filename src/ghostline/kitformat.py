@@ -149,7 +149,7 @@ class KitHeader:
         missing = [k for k in HEADER_KEYS[format] if k not in obj]
         if missing:
             raise KitError(f"{where}: the header lacks {', '.join(missing)}")
-        if obj["format"] != format or isinstance(obj["format"], bool):
+        if type(obj["format"]) is not int or obj["format"] != format:
             raise KitError(
                 f"{where}: the header says format {_short(obj['format'])} but the file "
                 f"is a format-{format} kit"
