@@ -173,6 +173,8 @@
       }
     }
     if (marker) markUnreadBefore(marker);
+    // The last message seen is further back: the marker moves up as older pages load.
+    state.markerPending = Boolean(marker) && !seenInPage;
     $("older").hidden = !state.more;
     relayout();
     showConnection(snap.connection);
@@ -207,10 +209,22 @@
     state.more = answer.more;
     state.loaded = answer.loaded;
     const before = log.scrollHeight - log.scrollTop;
-    for (let i = answer.lines.length - 1; i >= 0; i--) upsert(answer.lines[i], "top");
+    const nodes = [];
+    for (let i = answer.lines.length - 1; i >= 0; i--) nodes[i] = upsert(answer.lines[i], "top");
+    if (state.markerPending) moveUnreadUp(answer.lines, nodes);
     $("older").hidden = !state.more;
     relayout();
     log.scrollTop = log.scrollHeight - before; // keep the same messages in view
+  }
+
+  function moveUnreadUp(lines, nodes) {
+    const seenAt = lines.findIndex((line) => line.id === state.seen);
+    let target = null;
+    for (let i = seenAt + 1; i < lines.length; i++) {
+      if (nodes[i] && lines[i].kind === "message" && !lines[i].own) { target = nodes[i]; break; }
+    }
+    if (seenAt >= 0 || !state.more) state.markerPending = false;
+    if (target) log.insertBefore($("unread"), target);
   }
 
   function loadOlder() {
