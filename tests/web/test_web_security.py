@@ -56,9 +56,7 @@ def test_a_remote_address_answers_only_to_its_own_name() -> None:
 
 
 @pytest.fixture
-def web(
-    relay: RelayProcess, kits: dict[str, Path], start_web: object
-) -> WebProcess:
+def web(relay: RelayProcess, kits: dict[str, Path], start_web: object) -> WebProcess:
     return start_web(kits["alice"], relay.relay_args(), "alice")  # type: ignore[operator, no-any-return]
 
 
@@ -137,9 +135,7 @@ def test_the_token_never_reaches_a_log(web: WebProcess) -> None:
     assert [line for line in web.stdout if web.token in line] == [web.url_line]
 
 
-def test_a_non_loopback_host_needs_the_explicit_flag(
-    kits: dict[str, Path], tmp_path: Path
-) -> None:
+def test_a_non_loopback_host_needs_the_explicit_flag(kits: dict[str, Path], tmp_path: Path) -> None:
     import subprocess
     import sys
 

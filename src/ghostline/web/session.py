@@ -432,7 +432,10 @@ class WebSession:
         if update.error:
             self.warn(f"file {transfer.name} from {transfer.sender_name}: {update.error}")
         elif update.saved_to is not None:
-            self.notice(f"saved {transfer.name} from {transfer.sender_name} to {update.saved_to}")
+            self.notice(
+                f"saved {transfer.name} from {transfer.sender_name} in your downloads folder"
+                + ("" if update.saved_to.name == transfer.name else f" as {update.saved_to.name}")
+            )
             if update.warning:
                 self.warn(update.warning)
 
