@@ -93,7 +93,8 @@ def test_two_members_chat_and_a_file_arrives_whole(
     alice.wait(lambda: alice.js("return document.getElementById('offer').open"), "the offer")
     cost = alice.texts("#offer-cost")[0]
     assert "of your pad in 5 messages" in cost  # a header and four 64 KiB chunks
-    alice.find("#offer-send").click()
+    assert alice.driver.switch_to.active_element.get_attribute("id") == "offer-send"
+    alice.driver.switch_to.active_element.send_keys(Keys.ENTER)  # the keyboard will do
 
     bob.wait(lambda: bob.all("#transfers a"), "bob's save link", timeout=60)
     link = bob.find("#transfers a").get_attribute("href")
@@ -207,6 +208,19 @@ def test_new_since_you_left_and_scrollback_through_the_whole_history(
     )
     assert alice.js(after) == "old message 1"
     assert alice.texts("#unread") == ["New since you left"]
+
+    # Scrolled up, the page stays put when a message arrives, and offers a way down.
+    alice.js("document.getElementById('log').scrollTop = 0")
+    cli_send(kits["bob"], relay, bob_home, "one more")
+    alice.wait(lambda: ["one more"] in bubbles(alice), "the new message")
+    assert alice.js("return document.getElementById('log').scrollTop") == 0
+    assert alice.find("#jump").is_displayed()
+    alice.find("#jump").click()
+    at_end = (
+        "const log = document.getElementById('log');"
+        "return log.scrollHeight - log.scrollTop - log.clientHeight"
+    )
+    alice.wait(lambda: alice.js(at_end) < 40, "the newest message in view")
 
 
 def _send_lines(kit: Path, relay: RelayProcess, home: Path, lines: list[str]) -> None:

@@ -77,9 +77,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     session.attach(queue.put_nowait)  # before the snapshot: a duplicate, never a gap
 
     async def write() -> None:
-        await ws.send_json(await session.snapshot())
-        while True:
-            await ws.send_json(await queue.get())
+        try:
+            await ws.send_json(await session.snapshot())
+            while True:
+                await ws.send_json(await queue.get())
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception as err:  # the page must not wait on a dead writer: close it
+            log.error("ghostline web: could not update the page", exc_info=err)
+            await ws.close()
 
     writer = asyncio.create_task(write(), name="ghostline-web-page")
     try:

@@ -103,6 +103,7 @@ class WebSession:
         self.files_ready = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pump: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()
         self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -170,8 +171,7 @@ class WebSession:
         """Everything a page shows when it opens: the newest page of history merged with
         the notices since the start, members and pads, connection, transfers."""
         entries = await asyncio.to_thread(self.member.history, self.history_page)
-        shown = self.history_lines(entries) + list(self.notices)
-        shown.sort(key=lambda item: item["time"])
+        shown = _merge(entries, self.history_lines(entries), list(self.notices))
         return {
             "type": "snapshot",
             "group": self.group,
@@ -197,7 +197,7 @@ class WebSession:
         older = entries[: max(0, len(entries) - loaded)]
         return {
             "type": "older",
-            "lines": self.history_lines(older),
+            "lines": [item for item in self.history_lines(older) if item is not None],
             "more": len(entries) >= want,
             "loaded": len(entries),
         }
@@ -209,8 +209,9 @@ class WebSession:
 
     # -- lines -------------------------------------------------------------------------
 
-    def history_lines(self, entries: list[Any]) -> list[dict[str, Any]]:
-        out = []
+    def history_lines(self, entries: list[Any]) -> list[dict[str, Any] | None]:
+        """The line of each entry (None for one not shown: a file chunk), in order."""
+        out: list[dict[str, Any] | None] = []
         for entry in entries:
             try:
                 obj: Payload | None = decode(entry.payload)
@@ -220,9 +221,7 @@ class WebSession:
                 state = "stored" if entry.state == "stored" else self._unstored()
             else:
                 state = None
-            item = self.line_for(entry.sender, entry.counter, obj, entry.recorded_at, state)
-            if item is not None:
-                out.append(item)
+            out.append(self.line_for(entry.sender, entry.counter, obj, entry.recorded_at, state))
         return out
 
     def _unstored(self) -> view.OwnState:
@@ -387,13 +386,14 @@ class WebSession:
         """Seal and queue `text`; None when sent, else why not (for the composer)."""
         if not text.strip():
             return "nothing to send: the message is empty"
-        now = self.clock()
-        try:
-            # send_many seals in a worker thread: the commit and fsync stay off the loop.
-            (entry,) = await self.client.send_many([encode_text(text, int(now))])
-        except GhostlineError as err:
-            self.spawn(self.reread_pads())
-            return f"not sent: {err}"
+        async with self._sending:  # in the order the person pressed enter
+            now = self.clock()
+            try:
+                # send_many seals in a worker thread: the commit and fsync stay off the loop.
+                (entry,) = await self.client.send_many([encode_text(text, int(now))])
+            except GhostlineError as err:
+                self.spawn(self.reread_pads())
+                return f"not sent: {err}"
         item = view.line(
             "message", now, text, ident=view.message_id(self.me, entry.counter),
             sender=self.me, name="you", own=True, state=self._unstored(),
@@ -472,6 +472,26 @@ class SeenMarker:
             os.replace(tmp, self.path)
 
         await asyncio.to_thread(write)
+
+
+def _merge(
+    entries: list[Any], lines: list[dict[str, Any] | None], notices: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """History lines in history order, each notice before the first entry recorded
+    after it. (Sorting by shown time would let a sender's clock reorder the history.)"""
+    out: list[dict[str, Any]] = []
+    pending = iter(notices)
+    notice = next(pending, None)
+    for entry, item in zip(entries, lines, strict=True):
+        while notice is not None and notice["time"] <= entry.recorded_at:
+            out.append(notice)
+            notice = next(pending, None)
+        if item is not None:
+            out.append(item)
+    if notice is not None:
+        out.append(notice)
+    out.extend(pending)
+    return out
 
 
 _MESSAGE_ID = re.compile(r"m[0-9]{1,3}-[0-9]{1,20}")
