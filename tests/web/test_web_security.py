@@ -4,6 +4,10 @@ foreign Origin, a cross-site fetch, and a non-loopback address without the flag.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -56,8 +60,10 @@ def test_a_remote_address_answers_only_to_its_own_name() -> None:
 
 
 @pytest.fixture
-def web(relay: RelayProcess, kits: dict[str, Path], start_web: object) -> WebProcess:
-    return start_web(kits["alice"], relay.relay_args(), "alice")  # type: ignore[operator, no-any-return]
+def web(
+    relay: RelayProcess, kits: dict[str, Path], start_web: Callable[..., WebProcess]
+) -> WebProcess:
+    return start_web(kits["alice"], relay.relay_args(), "alice")
 
 
 def test_every_request_needs_the_token_the_right_host_and_origin(web: WebProcess) -> None:
@@ -105,20 +111,15 @@ async def _websocket_status(web: WebProcess, origin: str | None, token: str) -> 
 
 def test_a_websocket_from_a_foreign_origin_is_refused(web: WebProcess) -> None:
     own = f"http://127.0.0.1:{web.port}"
-    statuses = asyncio.run(
-        _all(
-            _websocket_status(web, own, web.token),
-            _websocket_status(web, "http://evil.example", web.token),
-            _websocket_status(web, f"http://localhost:{web.port + 1}", web.token),
-            _websocket_status(web, None, web.token),
-            _websocket_status(web, own, "wrong"),
-        )
-    )
+    tries = [
+        (own, web.token),
+        ("http://evil.example", web.token),
+        (f"http://localhost:{web.port + 1}", web.token),
+        (None, web.token),
+        (own, "wrong"),
+    ]
+    statuses = [asyncio.run(_websocket_status(web, origin, token)) for origin, token in tries]
     assert statuses == [101, 403, 403, 403, 403]
-
-
-async def _all(*coros: object) -> list[int]:
-    return list(await asyncio.gather(*coros))  # type: ignore[call-overload]
 
 
 def test_the_token_never_reaches_a_log(web: WebProcess) -> None:
@@ -136,20 +137,13 @@ def test_the_token_never_reaches_a_log(web: WebProcess) -> None:
 
 
 def test_a_non_loopback_host_needs_the_explicit_flag(kits: dict[str, Path], tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+    home = tmp_path / "home-remote"
     done = subprocess.run(
         [sys.executable, "-m", "ghostline", "web", str(kits["alice"]), "--relay",
          "127.0.0.1:9", "--host", "0.0.0.0", "--no-browser"],
-        capture_output=True, text=True, timeout=60, env={**_env(tmp_path)},
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "GHOSTLINE_HOME": str(home)},
     )  # fmt: skip
     assert done.returncode == 2
     assert "--allow-remote" in done.stderr
-    assert not (tmp_path / "home-x" / "data").exists()  # the kit was never opened
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    import os
-
-    return {**os.environ, "GHOSTLINE_HOME": str(tmp_path / "home-x")}
+    assert not (home / "data").exists()  # refused before the kit was opened
