@@ -57,7 +57,15 @@ from ..units import format_size
 from .files import typed_path
 from .screens import HELP_TEXT, ConfirmScreen, TextScreen
 from .usage import after_message, pad_table, read_pads
-from .view import PadLeft, pad_summary, pad_warning, percent
+from .view import (
+    PadLeft,
+    file_text,
+    pad_summary,
+    pad_warning,
+    percent,
+    refused_text,
+    rejected_text,
+)
 from .widgets import (
     Banner,
     ChatInput,
@@ -260,15 +268,9 @@ class ChatApp(App[None]):
         self.files_ready = True
 
     def _own_file_text(self, header: FileHeader) -> str:
-        size = format_size(header.total_size)
         send = self.unfinished_sends.get(header.transfer_id)
-        if send is None:
-            return f"sent a file: {header.safe_name} ({size})"
-        text = (
-            f"did not finish sending a file: {header.safe_name} ({size}), "
-            f"{send.chunks_sealed} of {header.chunk_count} parts"
-        )
-        return text + ("; sent again in full later" if send.sent_again else "")
+        unfinished = None if send is None else (send.chunks_sealed, send.sent_again)
+        return file_text(header, own=True, unfinished=unfinished)
 
     def _history_lines(self, entries: Sequence[Any]) -> list[ChatLine]:
         lines: list[ChatLine] = []
@@ -316,7 +318,7 @@ class ChatApp(App[None]):
             if obj.transfer_id in self.unfinished_sends:
                 counter = None  # no delivery state: the file as a whole was not sent
         else:
-            text = f"sends a file: {obj.safe_name} ({format_size(obj.total_size)})"
+            text = file_text(obj, own=False)
         return ChatLine(
             "message",
             when,
@@ -373,10 +375,7 @@ class ChatApp(App[None]):
         elif isinstance(event, MessageAccepted):
             self._on_accepted(event)
         elif isinstance(event, MessageRejected):
-            self._warn(
-                f"rejected a message (relay seq {event.seq}): {event.reason} "
-                f"[rule: {event.rule}]. It was not shown and used none of your pad."
-            )
+            self._warn(rejected_text(event.seq, event.rule, event.reason))
         elif isinstance(event, PresenceChanged):
             self._on_presence(event)
         elif isinstance(event, ConnectionChanged):
@@ -384,7 +383,7 @@ class ChatApp(App[None]):
         elif isinstance(event, PadLow | PadExhausted):
             self._refresh_pads(read_pads(self.member))
         elif isinstance(event, RelayError):
-            self._warn(f"the relay refused: {event.reason} (code {event.code})")
+            self._warn(refused_text(event.reason, event.code))
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received

@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from ..display import body_lines, one_line
 from ..payload import FileChunk, FileHeader, Payload, TextPayload
-from ..tui.view import PadLeft, pad_summary, pad_warning, percent
-from ..units import format_size
+from ..tui.view import PadLeft, file_text, pad_summary, pad_warning, percent
 
 LineKind = Literal["message", "notice", "warning"]
 OwnState = Literal["sealed", "sending", "stored"]
@@ -58,10 +57,7 @@ def payload_text(obj: Payload, *, own: bool, unfinished: str | None = None) -> s
     if isinstance(obj, FileChunk):
         return None
     if isinstance(obj, FileHeader):
-        size = format_size(obj.total_size)
-        if own:
-            return unfinished or f"sent a file: {obj.safe_name} ({size})"
-        return f"sends a file: {obj.safe_name} ({size})"
+        return unfinished or file_text(obj, own=own)
     return "a message of a kind this version cannot show"
 
 

@@ -49,8 +49,7 @@ from ..files import (
 )
 from ..payload import FileChunk, FileHeader, Payload, decode, encode_text
 from ..tui.usage import after_message, read_pads
-from ..tui.view import PadLeft
-from ..units import format_size
+from ..tui.view import PadLeft, file_text, refused_text, rejected_text
 from . import lines as view
 from .transfers import Transfers
 
@@ -263,12 +262,7 @@ class WebSession:
         send = self.unfinished_sends.get(header.transfer_id)
         if send is None:
             return None
-        text = (
-            f"did not finish sending a file: {header.safe_name} "
-            f"({format_size(header.total_size)}), {send.chunks_sealed} of "
-            f"{header.chunk_count} parts"
-        )
-        return text + ("; sent again in full later" if send.sent_again else "")
+        return file_text(header, own=True, unfinished=(send.chunks_sealed, send.sent_again))
 
     def add_line(self, item: dict[str, Any]) -> None:
         self.broadcast({"type": "line", "line": item})
@@ -296,10 +290,7 @@ class WebSession:
             if outgoing is not None:
                 self.transfers.outgoing_progress(outgoing)
         elif isinstance(event, MessageRejected):
-            self.warn(
-                f"rejected a message (relay seq {event.seq}): {event.reason} "
-                f"[rule: {event.rule}]. It was not shown and used none of your pad."
-            )
+            self.warn(rejected_text(event.seq, event.rule, event.reason))
         elif isinstance(event, PresenceChanged):
             self._on_presence(event)
         elif isinstance(event, ConnectionChanged):
@@ -307,7 +298,7 @@ class WebSession:
         elif isinstance(event, PadLow | PadExhausted):
             self.spawn(self.reread_pads())
         elif isinstance(event, RelayError):
-            self.warn(f"the relay refused: {event.reason} (code {event.code})")
+            self.warn(refused_text(event.reason, event.code))
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
