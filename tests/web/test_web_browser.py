@@ -126,9 +126,20 @@ def test_hostile_text_is_shown_as_the_characters_it_is(
 ) -> None:  # fmt: skip
     alice_web = start_web(kits["alice"], relay.relay_args(), "alice")
     alice = open_page(browser, alice_web)
+    # The tab is in the background and notifications are allowed: record what they say.
+    alice.js(
+        "window.shown = [];"
+        "Object.defineProperty(document, 'hidden', {get: () => true});"
+        "window.Notification = class { static permission = 'granted';"
+        " constructor(title, options) { window.shown.push([title, options.body]); } };"
+    )
     cli_send(kits["bob"], relay, tmp_path / "home-bob", *HOSTILE)
     alice.wait(lambda: len(alice.all(".msg")) == len(HOSTILE), "every hostile message")
     assert bubbles(alice) == [body_lines(text) for text in HOSTILE]
+    assert alice.js("return window.shown") == [
+        ["bob · GhostLine · Newsroom", "\n↳ ".join(body_lines(text))] for text in HOSTILE
+    ]
+    assert alice.js("return document.title").startswith(f"({len(HOSTILE)}) ")
     assert bubbles(alice)[2][0].startswith("\\x1b[2J\\x1b]0;new title\\x07red")
     assert "\\u202e" in bubbles(alice)[2][0]
     assert alice.all("#log img") == [] and alice.all("#log script") == []

@@ -58,6 +58,8 @@ def payload_text(obj: Payload, *, own: bool, unfinished: str | None = None) -> s
         return None
     if isinstance(obj, FileHeader):
         return unfinished or file_text(obj, own=own)
+    # Protocol v2 grants ("alice gave bob 96 KiB of pad") get their sentence here, and
+    # the member list its new extents from `members_view`, once v2 payloads exist.
     return "a message of a kind this version cannot show"
 
 

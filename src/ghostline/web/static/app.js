@@ -463,7 +463,9 @@
   function notify(line) {
     if (!("Notification" in window) || Notification.permission !== "granted") return;
     const n = new Notification(line.name + " · " + state.titleBase, {
-      body: line.lines.join("\n").slice(0, 200), tag: "ghostline", silent: false,
+      // Continuation lines marked, as on the page: none can pass for another message.
+      body: line.lines.map((text, i) => (i ? "↳ " + text : text)).join("\n").slice(0, 200),
+      tag: "ghostline",
     });
     n.onclick = () => { window.focus(); n.close(); };
   }
