@@ -60,8 +60,9 @@ def cli_send(kit: Path, relay: RelayProcess, home: Path, *texts: str) -> None:
         assert done.returncode == 0, done.stderr
 
 
-def status(page: Browser) -> str:
-    return str(page.find("#status").get_attribute("class"))
+def status(page: Browser) -> list[str]:
+    """The connection state classes of the page's status pill."""
+    return str(page.find("#status").get_attribute("class")).split()
 
 
 def test_two_members_chat_and_a_file_arrives_whole(
@@ -183,7 +184,7 @@ def test_the_page_keeps_working_across_a_relay_restart(
             lambda: ["while the relay is down"] in bubbles(bob), "the queued message", timeout=60
         )
         alice.wait(lambda: alice.texts(".msg.own .state")[1] == "stored ✓", "stored after all")
-        assert any("reconnecting" in c for c in alice.js("return window.seen"))
+        assert any("reconnecting" in c.split() for c in alice.js("return window.seen"))
         type_message(bob, "after the restart")
         alice.wait(lambda: ["after the restart"] in bubbles(alice), "a message after the restart")
     finally:

@@ -78,6 +78,7 @@ def test_the_page_fits_a_phone_and_a_desktop_and_is_photographed(
     alice.screenshot(out / "web-phone.png")
     alice.find("#panel-toggle").click()
     alice.wait(lambda: alice.find("#side").is_displayed(), "the side panel on request")
+    assert alice.js("return document.documentElement.scrollWidth") <= PHONE[0]
 
     assert png_size(out / "web-desktop.png") == DESKTOP
     assert png_size(out / "web-phone.png") == PHONE
