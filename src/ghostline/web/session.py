@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import logging
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,13 +43,12 @@ from ..files import (
     OutgoingFiles,
     UnfinishedSend,
     record_in,
-    replay_incoming,
-    scan_file_history,
 )
 from ..payload import FileChunk, FileHeader, Payload, decode, encode_text
 from ..tui.usage import after_message, read_pads
 from ..tui.view import PadLeft, file_text, refused_text, rejected_text
 from . import lines as view
+from .seen import SeenMarker
 from .transfers import Transfers
 
 log = logging.getLogger("ghostline.web")
@@ -112,7 +110,7 @@ class WebSession:
         a live part never meets a transfer history has not filled in), then connect."""
         self.pads = await asyncio.to_thread(read_pads, self.member)
         await self.seen.load()
-        await self._resume_files()
+        await self.transfers.resume()
         await self.transfers.load_saved()
         if connect:
             await self.client.start()
@@ -395,29 +393,6 @@ class WebSession:
 
     # -- files -------------------------------------------------------------------------
 
-    async def _resume_files(self) -> None:
-        """Rebuild unfinished transfers from the whole history, save complete ones that
-        were never saved, and say which own files were not sent in full."""
-        try:
-            found = await asyncio.to_thread(scan_file_history, self.member, self.me)
-        except GhostlineError as err:
-            self.warn(f"could not look for unfinished file transfers: {err}")
-            self.files_ready = True
-            return
-        for update in replay_incoming(found, self.incoming, self.names):
-            self.transfers.incoming_update(update)
-        for transfer in self.incoming.unfinished():
-            self.transfers.interrupted(transfer)
-        for send in found.unfinished_sends:
-            header = send.header
-            self.unfinished_sends[header.transfer_id] = send
-            if not send.sent_again:
-                self.warn(
-                    f"file {header.safe_name}: sent {send.chunks_sealed} of "
-                    f"{header.chunk_count} parts before the app closed; send it again"
-                )
-        self.files_ready = True
-
     def show_saved(self, update: IncomingUpdate) -> None:
         transfer = update.transfer
         if update.error:
@@ -429,40 +404,6 @@ class WebSession:
             )
             if update.warning:
                 self.warn(update.warning)
-
-
-class SeenMarker:
-    """The last message the person saw on the page, kept beside the state database so
-    that the page can mark what is "new since you left". A display preference: not
-    fsynced, and a lost or damaged file only loses the marker."""
-
-    def __init__(self, state_path: Path) -> None:
-        self.path = state_path.with_name(state_path.stem + ".web-seen")
-        self.key: str | None = None
-
-    async def load(self) -> None:
-        def read() -> str | None:
-            try:
-                text = self.path.read_text("ascii").strip()
-            except (OSError, UnicodeDecodeError):
-                return None
-            return text if _is_message_id(text) else None
-
-        self.key = await asyncio.to_thread(read)
-
-    async def save(self, key: str) -> None:
-        if not _is_message_id(key) or key == self.key:
-            return
-        self.key = key
-
-        def write() -> None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(key)
-            os.replace(tmp, self.path)
-
-        await asyncio.to_thread(write)
 
 
 def _merge(
@@ -483,10 +424,3 @@ def _merge(
         out.append(notice)
     out.extend(pending)
     return out
-
-
-_MESSAGE_ID = re.compile(r"m[0-9]{1,3}-[0-9]{1,20}")
-
-
-def _is_message_id(text: str) -> bool:
-    return _MESSAGE_ID.fullmatch(text) is not None

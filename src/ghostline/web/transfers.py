@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..display import one_line
 from ..errors import GhostlineError
-from ..files import IncomingFile, IncomingUpdate, OutgoingFile, prepare_file
+from ..files import (
+    IncomingFile,
+    IncomingUpdate,
+    OutgoingFile,
+    prepare_file,
+    replay_incoming,
+    scan_file_history,
+)
 from ..tui.view import pad_summary, percent
 from ..units import format_size
 
@@ -131,6 +138,32 @@ class Transfers:
                 "type": "transfer", "key": key, "title": f"from {session.names[sender]}: {name}",
                 "done": 1, "total": 1, "status": f"saved as {name}", "ok": True, "download": key,
             }  # fmt: skip
+
+    # -- after a restart -----------------------------------------------------------
+
+    async def resume(self) -> None:
+        """Rebuild unfinished transfers from the whole history, save complete ones that
+        were never saved, and say which own files were not sent in full."""
+        session = self.session
+        try:
+            found = await asyncio.to_thread(scan_file_history, session.member, session.me)
+        except GhostlineError as err:
+            session.warn(f"could not look for unfinished file transfers: {err}")
+            session.files_ready = True
+            return
+        for update in replay_incoming(found, session.incoming, session.names):
+            self.incoming_update(update)
+        for transfer in session.incoming.unfinished():
+            self.interrupted(transfer)
+        for send in found.unfinished_sends:
+            header = send.header
+            session.unfinished_sends[header.transfer_id] = send
+            if not send.sent_again:
+                session.warn(
+                    f"file {header.safe_name}: sent {send.chunks_sealed} of "
+                    f"{header.chunk_count} parts before the app closed; send it again"
+                )
+        session.files_ready = True
 
     # -- outgoing --------------------------------------------------------------------
 

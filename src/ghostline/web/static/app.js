@@ -2,6 +2,8 @@
 // and sends back what the person does. Every string from the server is put in the
 // page with textContent, never as HTML: the server has already made other people's
 // text safe to show (ghostline.display), and this keeps it text.
+// One file (about 600 lines, in sections) rather than modules: every script the page
+// loads must carry the run's token in its address, which index.html gives this one.
 "use strict";
 
 (function () {
