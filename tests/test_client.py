@@ -453,6 +453,7 @@ async def test_send_many_seals_a_group_in_one_commit_and_delivers_it_in_order(
     async with alice, bob:
         await asyncio.gather(alice.wait_connected(5), bob.wait_connected(5))
         payloads = [TextPayload(f"part {i}", 1).encode() for i in range(6)]
+        commits = 0  # connecting commits too: the relay store the cursor belongs to
         entries = await alice.send_many(payloads)
         assert commits == 1
         assert [e.counter for e in entries] == list(range(6))
