@@ -289,14 +289,18 @@ class RelayProcess:
         self._reader.join(5)  # every line the relay printed is in stderr_lines
         return code
 
-    def restart(self) -> RelayProcess:
-        """SIGKILL this relay and start a new one on the same store, ports and options."""
+    def restart(self, store: Path | None = None) -> RelayProcess:
+        """SIGKILL this relay and start a new one on the same ports and options, and the
+        same store unless `store` names another."""
         self.kill()
         deadline = time.monotonic() + 10
         while True:
             try:
                 return RelayProcess(
-                    self.store, *self.args, port=self.relay_port, presence_port=self.presence_port
+                    store or self.store,
+                    *self.args,
+                    port=self.relay_port,
+                    presence_port=self.presence_port,
                 )
             except AssertionError:  # the old ports are not free yet
                 if time.monotonic() > deadline:
