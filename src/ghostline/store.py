@@ -746,7 +746,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(
                     "INSERT INTO saves_tracked SELECT 1, COALESCE(MAX(id), 0) FROM history"
                 )
-            if version < 3:
+            relay_columns = {row[1] for row in conn.execute("PRAGMA table_info(relay)")}
+            if version < 3 and "store_id" not in relay_columns:
                 _execute_script(conn, _SCHEMA_3)
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     except sqlite3.DatabaseError as exc:
