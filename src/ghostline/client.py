@@ -21,8 +21,9 @@ What it does, in the order that keeps it safe (protocol-v1 sections 5, 6 and 8):
 - Follows the presence port when it can; messaging works without it.
 
 Everything it observes comes out of `events`, an `asyncio.Queue` of the frozen
-dataclasses below. Fatal refusals (a roster mismatch, a bad signature) stop the client
-and are kept in `failure`.
+dataclasses below. What retrying cannot fix (a roster mismatch, a bad signature, a TLS
+certificate that does not match, a proxy that wants a password, a broken state
+database) stops the client and is kept in `failure`.
 """
 
 from __future__ import annotations
