@@ -40,8 +40,9 @@ import numpy as np
 
 from . import paths
 from .envelope import HEADER_LEN, read_envelope, sealed_length
-from .errors import ErasedKeyError, RejectedMessage, StateError, UsageError
-from .kit import KEY_LEN, Kit, KitHeader
+from .errors import ErasedKeyError, RejectedMessage, StateError, UnsupportedKitError, UsageError
+from .kit import Kit
+from .kitformat import FORMAT_1, KEY_LEN, KitHeader
 from .relaycursor import SEQ_LIMIT, RelayCursor
 from .seal import open_sealed, seal_with_kit
 from .store import Binding, HistoryRow, SenderTotals, SkippedRange, Store
@@ -166,6 +167,16 @@ def default_state_path(header: KitHeader) -> Path:
     return paths.state_dir() / f"{header.pad_id.hex()}-{header.self_index}.sqlite"
 
 
+def require_format_1(kit: Kit) -> None:
+    """Refuse a format-2 kit: the durable state suite 2 needs (extents, grants, failed
+    verification counts) does not exist yet. The one place that says so."""
+    if kit.format != FORMAT_1:
+        raise UnsupportedKitError(
+            f"{kit.path}: v2 kits are not supported by this command yet",
+            hint="Make a format-1 kit set with `ghostline pad new --format 1`.",
+        )
+
+
 def binding_of(header: KitHeader) -> Binding:
     return Binding(header.pad_id, header.self_index, header.n, header.slice_len, header.auth_keys)
 
@@ -202,6 +213,7 @@ class Member:
     ) -> Member:
         kit = Kit.open(kit_path)
         try:
+            require_format_1(kit)
             path = Path(state_path) if state_path is not None else default_state_path(kit.header)
             binding = binding_of(kit.header)
             if path.exists():
@@ -379,19 +391,21 @@ class Member:
                     self._pending.seqs.append((store_id, seq))
                 return None
             try:
-                opened = open_sealed(self.kit, sealed, self.store)
+                # Checked under the write lock, so that another process of this member
+                # cannot accept the same counter between the check and the commit.
+                with self.store.transaction():
+                    opened = open_sealed(self.kit, sealed, self.store)
+                    env = opened.envelope
+                    now = time.time()
+                    self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
+                    self.store.add_history(
+                        env.sender, env.counter, seq, opened.plaintext, now, "received"
+                    )
+                    self._settle(store_id, [seq])
+                    self._record_pending()
             except RejectedMessage:
                 self._pending.seqs.append((store_id, seq))
                 raise
-            with self.store.transaction():
-                env = opened.envelope
-                now = time.time()
-                self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
-                self.store.add_history(
-                    env.sender, env.counter, seq, opened.plaintext, now, "received"
-                )
-                self._settle(store_id, [seq])
-                self._record_pending()
             self.kit.erase_inbound_key(env.sender, env.counter)
             self.kit.erase_key_stream(env.sender, env.offset, env.length)
             self.kit.flush()
@@ -787,6 +801,7 @@ class StateStatus:
 
 def inspect_state(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> StateStatus:
     """Read-only: does the kit have a usable state database?"""
+    require_format_1(kit)
     path = Path(state_path) if state_path is not None else default_state_path(kit.header)
     if not path.exists():
         erased = first_erasure(kit)
@@ -872,6 +887,7 @@ def plan_recovery(kit: Kit, state_path: str | os.PathLike[str] | None = None) ->
       message the relay carries), capped at the slice end;
     - accepted counters = every erased inbound key, so replays are still refused.
     """
+    require_format_1(kit)
     h = kit.header
     state = inspect_state(kit, state_path)
     top = highest_erased_outbound(kit)

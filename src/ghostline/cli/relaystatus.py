@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..display import one_line
 from ..errors import GhostlineError
 from ..transport import (
     ProxyAuthError,
@@ -97,7 +98,7 @@ def relay_failing_line(event: RelayFailing) -> str:
     else:
         what = f"the relay refused {event.times} times in a row"
     return (
-        f"warning: {what} ({event.reason}): it has a problem its operator must fix. "
+        f"warning: {what} ({one_line(event.reason)}): it has a problem its operator must fix. "
         "Your messages stay in the outbox; GhostLine keeps trying."
     )
 
