@@ -673,9 +673,9 @@ class Client:
             asked = self.member.relay_state().upto if self.receive else _NOTHING_STORED
             welcome = await self._handshake(conn, Port.RELAY, asked)
             if self.receive:
-                cursor = self._enter_store(addr, welcome, asked)
+                self._enter_store(addr, welcome, asked)
                 conn.store_id = welcome.store_id
-                conn.guard = SeqGuard(max(welcome.head, cursor))
+                conn.guard = SeqGuard(max(welcome.head, asked))
                 conn.gaps = GapWatch(self.gap_wait, welcome.head, self.member.relay_state())
             else:
                 conn.guard = SeqGuard(welcome.head)
@@ -709,16 +709,15 @@ class Client:
                 self._connected.clear()
             await conn.close()
 
-    def _enter_store(self, addr: RelayAddress, welcome: Welcome, asked: int) -> int:
-        """Take the cursor of the store WELCOME names (protocol-v2 section 8); returns
-        where this connection resumes. A store other than the cursor's restarts from 0:
-        if we asked for more, the relay skips seqs 1..asked, so connect again."""
+    def _enter_store(self, addr: RelayAddress, welcome: Welcome, asked: int) -> None:
+        """Take the cursor of the store WELCOME names (protocol-v2 section 8). A store
+        other than the cursor's restarts from 0: if we asked for more, the relay skips
+        seqs 1..asked, so connect again."""
         before = self.member.enter_relay_store(welcome.store_id)
         if before.store_id not in (None, welcome.store_id):
             self._emit(StoreChanged(str(addr), before.upto))
             if asked > 0:
                 raise _Resume("the relay's store changed: catching up from its first message")
-        return asked
 
     async def _handshake(self, conn: _Connection, port: Port, resume_after: int) -> Welcome:
         header = self.member.header
