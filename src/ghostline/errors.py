@@ -88,6 +88,10 @@ class StateError(LocalError):
     """The local state database is missing, damaged, or does not match the kit."""
 
 
+class InternalError(LocalError):
+    """GhostLine hit an error it did not expect (a bug): please report it."""
+
+
 # --- remote faults ------------------------------------------------------------------
 
 
