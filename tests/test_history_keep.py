@@ -14,7 +14,7 @@ import pytest
 
 from ghostline.member import DAY, Member
 from ghostline.payload import encode_text, split_file
-from ghostline.tui.files import scan_file_history
+from ghostline.files import scan_file_history
 from helpers import make_kit_set
 
 SECRET = "meet at the north gate"
