@@ -189,3 +189,24 @@ def test_a_negative_number_of_days_is_refused(tmp_path: Path) -> None:
     alice, bob = pair(tmp_path)
     with alice, bob, pytest.raises(ValueError):
         alice.set_history_keep(-1)
+
+
+def test_history_is_in_relay_order_and_a_new_relay_store_comes_after_the_old_one(
+    tmp_path: Path,
+) -> None:
+    alice, bob = pair(tmp_path)
+    with alice, bob:
+        alice.enter_relay_store(b"A" * 16)
+        mine = alice.seal(encode_text("mine, sealed offline", 1))
+        exchange(bob, alice, ["older, caught up"], 7)  # stored before mine
+        assert [h.payload[5:] for h in alice.history()] == [
+            b"older, caught up",
+            b"mine, sealed offline",  # no seq yet: last
+        ]
+        alice.mark_accepted(mine.counter, 8)
+        alice.enter_relay_store(b"B" * 16)  # a new store: its seqs start again from 1
+        exchange(bob, alice, ["on the new store"], 1)
+        texts = [h.payload[5:] for h in alice.history()]
+        assert texts == [b"older, caught up", b"mine, sealed offline", b"on the new store"]
+        newest = alice.history(limit=1)
+        assert [h.payload[5:] for h in alice.history(2, before=newest[0])] == texts[:2]

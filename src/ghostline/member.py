@@ -479,6 +479,8 @@ class Member:
             if after != before:
                 with self.store.transaction():
                     self.store.set_relay_cursor(after)
+                    if before.store_id is not None and before.store_id != store_id:
+                        self.store.next_relay_epoch()  # its seqs start again from 1
                     self._pending.seqs = []
                     self._record_pending()
             return before
@@ -520,7 +522,7 @@ class Member:
     ) -> list[HistoryEntry]:
         """In relay order, oldest first (see `Store.history`); with `limit`, the newest
         `limit` entries, and with `before`, those that come before that entry."""
-        key = None if before is None else (before.seq, before.history_id or 0)
+        key = None if before is None else before.history_id
         return self._entries(self.store.history(limit, before=key))
 
     def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
@@ -633,9 +635,9 @@ class Member:
 
     # -- the chat app's "new since you left" --------------------------------------
 
-    def first_unseen(self) -> tuple[int | None, int] | None:
-        """(seq, history id) of the first entry from another member recorded since the
-        chat app last closed; None when there is none, or when it never closed."""
+    def first_unseen(self) -> int | None:
+        """The history id of the first entry from another member recorded since the chat
+        app last closed; None when there is none, or when it never closed."""
         seen = self.store.chat_seen()
         return None if seen is None else self.store.first_received_after(seen)
 

@@ -156,11 +156,20 @@ CREATE TABLE chat_seen (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     history_id INTEGER NOT NULL          -- the newest history row when the chat last closed
 );
+CREATE TABLE relay_epoch (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL               -- one more each time the relay store changes
+);
+INSERT INTO relay_epoch VALUES (1, 0);
+ALTER TABLE history ADD COLUMN relay_epoch INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX history_recorded ON history (recorded_at);
-CREATE INDEX history_relay_order ON history (COALESCE(seq, 9223372036854775807), id)
+CREATE INDEX history_relay_order ON history
+    (relay_epoch, COALESCE(seq, 9223372036854775807), id)
 """
-# Own messages not yet stored at the relay have no seq: they come after every stored one.
-_RELAY_ORDER = "COALESCE(seq, 9223372036854775807)"
+# Relay order: seqs of a new relay store start again from 1, so the store's epoch comes
+# first; own messages not yet stored have no seq and come after every stored one.
+_RELAY_ORDER = "relay_epoch, COALESCE(seq, 9223372036854775807), id"
+_EPOCH = "(SELECT epoch FROM relay_epoch WHERE id = 1)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +455,8 @@ class Store:
         )
         if cur.rowcount:
             c.execute(
-                "UPDATE history SET seq = ?, state = 'stored' WHERE sender = ? AND counter = ?",
+                f"UPDATE history SET seq = ?, state = 'stored', relay_epoch = {_EPOCH} "
+                "WHERE sender = ? AND counter = ?",
                 (seq, self.binding.self_index, counter),
             )
         return cur.rowcount > 0
@@ -588,33 +598,37 @@ class Store:
         self, sender: int, counter: int, seq: int | None, payload: bytes, now: float, state: str
     ) -> None:
         self._c.execute(
-            "INSERT INTO history (sender, counter, seq, payload, recorded_at, state) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO history (sender, counter, seq, payload, recorded_at, state, "
+            f"relay_epoch) VALUES (?, ?, ?, ?, ?, ?, {_EPOCH})",
             (sender, counter, seq, payload, now, state),
         )
 
-    def history(
-        self, limit: int | None = None, *, before: tuple[int | None, int] | None = None
-    ) -> list[HistoryRow]:
-        """In relay order (by seq; own messages not yet stored last; then as recorded),
-        oldest first. With `limit`, the newest `limit` entries; with `before` (the seq
-        and id of a row), only those that come before that row: a page further back."""
+    def next_relay_epoch(self) -> None:
+        """Inside a transaction: the relay store changed; what comes now is shown after
+        everything before, whatever its seqs."""
+        self._c.execute("UPDATE relay_epoch SET epoch = epoch + 1 WHERE id = 1")
+
+    def history(self, limit: int | None = None, *, before: int | None = None) -> list[HistoryRow]:
+        """In relay order (the relay store's epoch, then seq, own messages not yet stored
+        last, then as recorded), oldest first. With `limit`, the newest `limit` entries;
+        with `before` (a row's id), only those that come before that row: a page further
+        back."""
         where, args = "", []
         if before is not None:
-            seq, row_id = before
-            where = f"WHERE ({_RELAY_ORDER}, id) < (?, ?)"
-            args = [seq if seq is not None else (1 << 63) - 1, row_id]
+            where = f"WHERE ({_RELAY_ORDER}) < (SELECT {_RELAY_ORDER} FROM history WHERE id = ?)"
+            args = [before]
+        desc = "relay_epoch DESC, COALESCE(seq, 9223372036854775807) DESC, id DESC"
         with self._lock:
             if limit is None:
                 rows = self._c.execute(
                     "SELECT sender, counter, seq, payload, recorded_at, state, id FROM history "
-                    f"{where} ORDER BY {_RELAY_ORDER}, id",
+                    f"{where} ORDER BY {_RELAY_ORDER}",
                     args,
                 ).fetchall()
             else:
                 rows = self._c.execute(
                     "SELECT sender, counter, seq, payload, recorded_at, state, id FROM history "
-                    f"{where} ORDER BY {_RELAY_ORDER} DESC, id DESC LIMIT ?",
+                    f"{where} ORDER BY {desc} LIMIT ?",
                     [*args, max(0, limit)],
                 ).fetchall()
                 rows.reverse()
@@ -725,15 +739,15 @@ class Store:
             (history_id, history_id),
         )
 
-    def first_received_after(self, history_id: int) -> tuple[int | None, int] | None:
-        """(seq, id) of the first row from another member recorded after `history_id`.
-        (Received in seq order, so the first recorded is also the first by seq.)"""
+    def first_received_after(self, history_id: int) -> int | None:
+        """The id of the first row from another member recorded after `history_id`.
+        (Received in relay order, so the first recorded is also the first shown.)"""
         with self._lock:
             row = self._c.execute(
-                "SELECT seq, id FROM history WHERE id > ? AND sender != ? ORDER BY id LIMIT 1",
+                "SELECT MIN(id) FROM history WHERE id > ? AND sender != ?",
                 (history_id, self.binding.self_index),
             ).fetchone()
-        return None if row is None else (row[0], int(row[1]))
+        return None if row[0] is None else int(row[0])
 
     # -- saved files --------------------------------------------------------------
 

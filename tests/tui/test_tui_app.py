@@ -656,6 +656,7 @@ def test_files_finished_before_an_upgrade_are_not_saved_again(tmp_path: Path) ->
     conn.executescript(
         "DROP TABLE saved_file; DROP TABLE saves_tracked; DROP TABLE history_keep; "
         "DROP TABLE chat_seen; DROP INDEX history_recorded; DROP INDEX history_relay_order; "
+        "DROP TABLE relay_epoch; ALTER TABLE history DROP COLUMN relay_epoch; "
         "UPDATE schema_version SET version = 1;"
     )
     conn.close()

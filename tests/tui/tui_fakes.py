@@ -80,12 +80,12 @@ class FakeMember:
             ordered = [e for e in ordered if relay_key(e) < relay_key(before)]
         return ordered if limit is None else ordered[-limit:] if limit else []
 
-    def first_unseen(self) -> tuple[int | None, int] | None:
+    def first_unseen(self) -> int | None:
         if self.chat_seen is None:
             return None
         me = self.header.self_index
         new = [e for e in self.entries if (e.history_id or 0) > self.chat_seen and e.sender != me]
-        return (new[0].seq, new[0].history_id or 0) if new else None
+        return new[0].history_id if new else None
 
     def mark_chat_seen(self) -> None:
         self.chat_seen = max((e.history_id or 0 for e in self.entries), default=0)

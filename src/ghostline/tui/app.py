@@ -161,9 +161,9 @@ class ChatApp(App[None]):
         self.transfer_log: list[tuple[str, int, int]] = []  # (key, done, total), for tests
         self._oldest: Any = None  # the oldest history entry loaded: older pages go before it
         self._loading_older = False
-        # Where "new since you left" goes: the relay-order key (seq, history id) of the
-        # first message received since the app last closed; None once placed, or if none.
-        self._unseen: tuple[int, int] | None = None
+        # Where "new since you left" goes: the history id of the first message received
+        # since the app last closed; None once placed, or if there is none.
+        self._unseen: int | None = None
         self._new_since_live = False
         self._stopped = False
 
@@ -195,8 +195,7 @@ class ChatApp(App[None]):
         self.query_one("#members-title", Label).tooltip = self.query_one(MemberList).tooltip
         self.query_one("#files-title").display = False
         unseen = self.member.first_unseen()
-        if unseen is not None:
-            self._unseen = (_relay_key(unseen[0]), unseen[1])
+        self._unseen = unseen
         # Nothing new in the history yet: what is new arrives as the client catches up,
         # and the first message received is the first since the app last closed.
         self._new_since_live = unseen is None and self.member.chat_seen is not None
@@ -301,20 +300,19 @@ class ChatApp(App[None]):
         """The lines of a page of history (in relay order), with "new since you left"
         before the first message received since the app last closed, if it is here."""
         lines: list[ChatLine] = []
-        unseen = self._unseen
-        if unseen is not None and entries and unseen < _entry_key(entries[0]):
-            unseen = None  # on an older page: placed when that page loads
+        due = False  # the first unseen entry was on this page: the marker is due
         for entry in entries:
+            if self._unseen is not None and entry.history_id == self._unseen:
+                due, self._unseen = True, None
             line = self._history_line(entry)
             if line is None:
                 continue  # a file part: a marker due here goes before the next line
-            if unseen is not None and _entry_key(entry) >= unseen:
+            if due:
                 lines.append(ChatLine("new", line.timestamp, ""))
-                self._unseen = unseen = None
+                due = False
             lines.append(line)
-        if unseen is not None and lines:
+        if due and lines:
             lines.append(ChatLine("new", lines[-1].timestamp, ""))  # just below this page
-            self._unseen = None
         return lines
 
     def _history_line(self, entry: Any) -> ChatLine | None:
@@ -762,12 +760,3 @@ class ChatApp(App[None]):
             with contextlib.suppress(NoMatches):
                 row = self.query_one(f"#{transfer.key}", TransferRow)
                 row.finish("sent again in full: saved from that copy", ok=True)
-
-
-def _relay_key(seq: int | None) -> int:
-    """An entry's place in relay order: its seq; not yet stored, after every seq."""
-    return seq if seq is not None else 1 << 63
-
-
-def _entry_key(entry: Any) -> tuple[int, int]:
-    return (_relay_key(entry.seq), entry.history_id or 0)
