@@ -213,6 +213,9 @@ class MessageLog(VerticalScroll):
         self._first_separator = first if isinstance(first, DaySeparator) else None
         before_height = self.virtual_size.height
         before_y = self.scroll_y
+        # Pinned to the newest line (the pane not full yet, or never scrolled up): the
+        # anchor keeps it there; moving it would only unpin it.
+        pinned = self.max_scroll_y <= 0 or self.is_vertical_scroll_end
         children = list(self.children)
         if children:
             self.mount_all(widgets, before=children[0])
@@ -223,7 +226,8 @@ class MessageLog(VerticalScroll):
             grown = self.virtual_size.height - before_height
             self.scroll_to(y=before_y + grown, animate=False)
 
-        self.call_after_refresh(keep_place)
+        if not pinned:
+            self.call_after_refresh(keep_place)
 
     def add_received(self, line: ChatLine, *, new_since: bool = False) -> None:
         """Show a received message in relay order: at the bottom, but above any own
