@@ -39,6 +39,7 @@ from ..client import (
     RelayError,
 )
 from ..errors import GhostlineError, PadExhaustedError, PayloadError
+from ..padlevel import PadLeft
 from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
 from ..units import format_size
 from .files import (
@@ -54,7 +55,7 @@ from .files import (
 )
 from .screens import HELP_TEXT, ConfirmScreen, TextScreen
 from .usage import after_message, pad_table, read_pads
-from .view import PadLeft, pad_summary, pad_warning, percent
+from .view import pad_summary, pad_warning, percent
 from .widgets import (
     Banner,
     ChatInput,

@@ -12,7 +12,8 @@ from typing import Any
 from rich.table import Table
 
 from ..units import format_size
-from .view import PadLeft, percent
+from ..padlevel import PadLeft
+from .view import percent
 
 
 def read_pads(member: Any) -> dict[int, PadLeft]:
