@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from ghostline.cli import cli, main
 from ghostline.errors import StateError
-from ghostline.member import RECOVERY_MARGIN, Member
+from ghostline.member import MAX_SEAL_GROUP, Member, recovery_margin
 from helpers import make_kit_set
 
 
@@ -100,6 +100,13 @@ def test_pad_info_reports_a_missing_state_and_names_the_recovery(tmp_path: Path)
     code, out, _ = invoke("info", str(kits[0]))
     assert code == 0
     assert "State missing" in out and "ghostline pad recover" in out
+    # What recovering would cost is said before anyone runs it: m0 sent 2 messages
+    # (400 bytes) of 100 keys and 10,000 bytes; the margin takes every key it can and
+    # the rest of the slice.
+    said = " ".join(out.split())
+    assert f"it skips {MAX_SEAL_GROUP} of your 98 unused keys" in said
+    assert "9.38 KiB of the 9.38 KiB left in your slice (100.00%)" in said
+    assert "can no longer send" in said
     report = json.loads(invoke("info", str(kits[0]), "--json")[1])
     assert report["state"]["status"] == "missing"
     assert report["members"][0]["keys_used"] == 2  # from the kit's erased keys
@@ -134,17 +141,18 @@ def test_pad_recover_asks_then_rebuilds_a_state_that_can_send(tmp_path: Path) ->
 
     code, out, exc = invoke("recover", str(kits[0]), input="y\n")
     assert code == 0, exc
-    assert "skipping 1 key(s)" in out
+    assert f"skipping {MAX_SEAL_GROUP} key(s)" in out
     assert f"skipping {10_000 - 400} byte(s)" in out  # margin capped at the slice end
     assert "history" in out and "lost" in out
-    assert "next message 3, next offset 10000" in out
+    assert f"next message {2 + MAX_SEAL_GROUP}, next offset 10000" in out
     with Member.open(kits[0]) as a:
-        assert a.store.next_position() == (3, 10_000)
+        assert a.store.next_position() == (2 + MAX_SEAL_GROUP, 10_000)
         assert a.usage().me.messages_left == 0
 
 
 def test_pad_recover_with_room_left_seals_beyond_the_margin(tmp_path: Path) -> None:
-    kits = make_kit_set(tmp_path / "kits", 2, slice_len=RECOVERY_MARGIN * 2, auth_keys=10)
+    keys, margin = recovery_margin(2)
+    kits = make_kit_set(tmp_path / "kits", 2, slice_len=margin + 4096, auth_keys=2 * keys)
     with Member.open(kits[0]) as a:
         a.seal(b"z" * 500)
         a.state_path.unlink()
@@ -152,7 +160,7 @@ def test_pad_recover_with_room_left_seals_beyond_the_margin(tmp_path: Path) -> N
     assert code == 0, exc
     with Member.open(kits[0]) as a:
         e = a.seal(b"fresh")
-        assert (e.counter, e.offset) == (2, 500 + RECOVERY_MARGIN)
+        assert (e.counter, e.offset) == (1 + keys, 500 + margin)
 
 
 def test_pad_recover_leaves_a_consistent_state_alone(tmp_path: Path) -> None:
@@ -164,4 +172,5 @@ def test_pad_recover_leaves_a_consistent_state_alone(tmp_path: Path) -> None:
 def test_pad_recover_help_explains_the_procedure(tmp_path: Path) -> None:
     code, out, _ = invoke("recover", "--help")
     assert code == 0
-    assert "highest erased outbound key + 2" in out and "1 MiB" in out
+    assert f"highest erased outbound key + 1 + {MAX_SEAL_GROUP}" in out
+    assert f"about {MAX_SEAL_GROUP} MiB" in out

@@ -56,6 +56,30 @@ class KitExistsError(KitError):
     """A kit file already exists at that path; GhostLine never overwrites a kit."""
 
 
+class KitReadOnlyError(KitError):
+    """The kit file can be read but not written, and GhostLine erases used pad in it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: the kit file is read-only")
+        self.path = path
+
+
+class KitDamagedError(KitError):
+    """The kit's header differs from the header this machine recorded when the kit was
+    first used here: the file is damaged (`kitrecord.py`). `fields` name what differs,
+    `recorded` and `found` hold those fields' values (as in the kit's JSON)."""
+
+    def __init__(
+        self, path: str, fields: tuple[str, ...], recorded: dict[str, object],
+        found: dict[str, object],
+    ) -> None:  # fmt: skip
+        super().__init__(f"{path}: the kit header differs from the one recorded ({fields})")
+        self.path = path
+        self.fields = fields
+        self.recorded = recorded
+        self.found = found
+
+
 class EntropyError(LocalError):
     """A randomness source failed its health test; no kit was written."""
 
@@ -72,6 +96,15 @@ class ErasedKeyError(LocalError):
 
 class StateError(LocalError):
     """The local state database is missing, damaged, or does not match the kit."""
+
+
+class RecoveryNeeded(StateError):
+    """The state database is missing or older than the kit's erasures: sending now
+    could reuse pad. `ghostline pad recover` can rebuild it from the kit (`kit_path`)."""
+
+    def __init__(self, message: str, *, kit_path: str) -> None:
+        super().__init__(message)
+        self.kit_path = kit_path
 
 
 # --- remote faults ------------------------------------------------------------------

@@ -14,14 +14,17 @@ copying the whole file and erasing writes zeros in place.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import mmap
 import os
 import queue
 import re
+import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
-from .errors import ErasedKeyError, KitError, KitExistsError
+from .errors import ErasedKeyError, KitError, KitExistsError, KitReadOnlyError
 from .fsutil import fsync_dir
 
 MAGIC = b"GHSTKIT1"
@@ -267,9 +270,16 @@ class Kit:
             raise KitError(f"{where}: no such kit file") from None
         except IsADirectoryError:
             raise KitError(f"{where}: is a directory, not a kit file") from None
-        except PermissionError:
-            raise KitError(f"{where}: permission denied") from None
+        except OSError as exc:
+            denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            if denied and writable and os.access(path, os.R_OK):
+                raise KitReadOnlyError(where) from None
+            if denied:
+                raise KitError(f"{where}: permission denied") from None
+            raise KitError(f"{where}: cannot open it ({exc.strerror})") from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise KitError(f"{where}: is a directory or device, not a kit file")
             header, layout = _read_header(fd, where)
             size = os.fstat(fd).st_size
             if size != layout.file_len:
@@ -379,6 +389,22 @@ class Kit:
     def flush(self) -> None:
         """Make erasures durable (msync)."""
         self._mm.flush()
+
+    @contextmanager
+    def seal_lock(self) -> Iterator[None]:
+        """Hold the kit file's exclusive lock (flock), across processes: a sealer holds
+        it from its commit until its erasure is flushed (member.py relies on it)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            yield  # no locks on this file system: the margin then holds for one sealer
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def _read_header(fd: int, where: str) -> tuple[KitHeader, KitLayout]:

@@ -239,7 +239,10 @@ class Store:
             fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise StateError(f"{path}: cannot create the state database ({exc.strerror})") from None
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask; SQLite gives -wal and -shm this mode
+        finally:
+            os.close(fd)
         try:
             conn = _connect(building)
             try:

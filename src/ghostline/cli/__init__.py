@@ -47,9 +47,12 @@ def cli() -> None:
 
 def report(err: GhostlineError) -> None:
     """Print an error as `ghostline: error: ...` and its hint, on stderr."""
-    click.echo(f"ghostline: error: {err.message}", err=True)
-    if err.hint:
-        click.echo(f"ghostline: hint: {err.hint}", err=True)
+    from .kits import explain
+
+    message, hint = explain(err)
+    click.echo(f"ghostline: error: {message}", err=True)
+    if hint:
+        click.echo(f"ghostline: hint: {hint}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,120 +11,24 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import RelayUnreachable, UsageError
+from ..errors import LocalError, RelayUnreachable, UsageError
+from .connect import ConnectionSettings, connection_options, connection_settings, make_client
+from .kits import KIT_ARGUMENT, open_member
 
 if TYPE_CHECKING:
     from ..client import Client, ConnectionChanged, Event
     from ..member import Member
-    from ..transport import RelayAddress, TlsOptions
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 _OUTBOX_HINT = (
     "Check the --relay address and that the relay is running. The message is sealed and "
     "kept in the outbox: the next `ghostline send` or `listen` sends it."
 )
-
-
-def connection_options(fn: F) -> F:
-    """--relay (repeatable), --presence-port, TLS and proxy options."""
-    options = [
-        click.option(
-            "--relay",
-            "relays",
-            metavar="HOST:PORT",
-            multiple=True,
-            required=True,
-            help="Relay address; repeat it to fail over among several relays.",
-        ),
-        click.option(
-            "--presence-port",
-            type=click.IntRange(1, 65535),
-            default=None,
-            metavar="P",
-            help="Presence port of the relay(s) (default: the relay port + 1).",
-        ),
-        click.option("--tls", is_flag=True, help="Connect with TLS (both ports)."),
-        click.option(
-            "--tls-ca",
-            type=click.Path(exists=True, dir_okay=False),
-            default=None,
-            metavar="FILE",
-            help="Verify the relay against this CA file (implies --tls).",
-        ),
-        click.option(
-            "--tls-pin",
-            default=None,
-            metavar="SHA256",
-            help="Accept only the certificate with this SHA-256 fingerprint (implies --tls).",
-        ),
-        click.option(
-            "--proxy",
-            default=None,
-            metavar="socks5://HOST:PORT",
-            help="Connect through a SOCKS5 proxy, e.g. Tor at socks5://127.0.0.1:9050.",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _relays(relays: tuple[str, ...], presence_port: int | None) -> list[RelayAddress]:
-    from ..transport import RelayAddress
-
-    return [RelayAddress.parse(r, presence_port=presence_port) for r in relays]
-
-
-def _tls(tls: bool, tls_ca: str | None, tls_pin: str | None) -> TlsOptions | None:
-    from ..transport import TlsOptions
-
-    if not (tls or tls_ca or tls_pin):
-        return None
-    options = TlsOptions(ca_file=tls_ca, pin=tls_pin)
-    options.pin_bytes()  # refuse a malformed pin before connecting
-    return options
-
-
-def make_client(
-    member: Member,
-    opts: dict[str, Any],
-    *,
-    presence: bool,
-    receive: bool = True,
-    receive_limit: int | None = None,
-) -> Client:
-    """A Client for `member` from the `connection_options` values; a malformed proxy URL
-    or TLS pin is refused here, before any connection is tried."""
-    from ..client import Client
-    from ..transport import ProxyAddress
-
-    if opts["proxy"]:
-        ProxyAddress.parse(opts["proxy"])  # a bad URL is a usage error, not a retry loop
-    return Client(
-        member,
-        _relays(opts["relays"], opts["presence_port"]),
-        presence_port=opts["presence_port"],
-        tls=_tls(opts["tls"], opts["tls_ca"], opts["tls_pin"]),
-        proxy=opts["proxy"],
-        presence=presence,
-        receive=receive,
-        receive_limit=receive_limit,
-    )
-
-
-def open_member(kit: Path) -> Member:
-    """The member KIT belongs to, with its durable state (use it in a `with` block)."""
-    from ..member import Member
-
-    return Member.open(kit)
 
 
 def _status(text: str) -> None:
@@ -148,7 +52,7 @@ def _connection_line(ev: ConnectionChanged) -> str | None:
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @click.argument("text", nargs=-1)
 @connection_options
 @click.option(
@@ -180,7 +84,8 @@ def send(
 
     TEXT `-` reads the message from stdin. The message is sealed and stored durably
     before anything is sent; if the relay cannot be reached it stays in the outbox and
-    goes out with the next `send` or `listen`, byte for byte the same.
+    goes out with the next `send` or `listen`, byte for byte the same. Text must be
+    UTF-8. Exit status 2 (a usage error) means nothing was sealed.
     """
     if flush and text:
         raise UsageError("--flush sends the outbox only: give no TEXT")
@@ -188,14 +93,58 @@ def send(
         raise UsageError("nothing to send: give TEXT, or - to read it from stdin")
     if lines and text != ("-",):
         raise UsageError("--lines reads stdin: give TEXT as -")
+    # Everything that can be wrong with the command line is found before the kit opens.
+    settings = connection_settings(opts)
+    message = _message(text) if text and not lines else None
     with open_member(kit) as member:
-        asyncio.run(_send(member, opts, text, timeout, lines, quiet))
+        asyncio.run(_send(member, settings, message, timeout, lines, quiet))
+
+
+def _message(text: tuple[str, ...]) -> str:
+    """The one message to send: TEXT's words, or all of stdin for `-` (less one final
+    newline). UsageError for text that is empty or not UTF-8."""
+    if text == ("-",):
+        message = _utf8(sys.stdin.buffer.read(), "the message on stdin")
+        if message.endswith("\n"):
+            message = message[:-1]
+    else:
+        message = " ".join(text)
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # Python hands undecodable argument bytes over as U+DC80..U+DCFF.
+            byte = ord(message[exc.start]) - 0xDC00
+            raise UsageError(
+                f"the message is not UTF-8 text (byte 0x{byte & 0xFF:02x} at character "
+                f"{exc.start + 1}); nothing was sealed",
+                hint=_NOT_TEXT_HINT,
+            ) from None
+    if not message:
+        raise UsageError("nothing to send: the message is empty")
+    return message
+
+
+_NOT_TEXT_HINT = (
+    "GhostLine sends text as UTF-8: convert it first (e.g. `iconv -f LATIN1 -t UTF-8`), "
+    "or send the bytes as a file with /file in `ghostline chat`."
+)
+
+
+def _utf8(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "nothing was sealed",
+            hint=_NOT_TEXT_HINT,
+        ) from None
 
 
 async def _send(
     member: Member,
-    opts: dict[str, Any],
-    text: tuple[str, ...],
+    settings: ConnectionSettings,
+    message: str | None,
     timeout: float,
     lines: bool,
     quiet: bool,
@@ -204,21 +153,16 @@ async def _send(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    if text and not lines:
-        message = sys.stdin.read() if text == ("-",) else " ".join(text)
-        if text == ("-",) and message.endswith("\n"):
-            message = message[:-1]
-        if not message:
-            raise UsageError("nothing to send: the message is empty")
+    if message is not None:
         # Sealed (and the pad checked) before any connection: exhaustion consumes nothing.
         member.seal(encode_text(message, int(time.time())))
-    client = make_client(member, opts, presence=False, receive=False)
+    client = make_client(member, settings, presence=False, receive=False)
     await client.start()
-    exhausted: BaseException | None = None
+    stopped_by: BaseException | None = None
     sent = 0
     try:
         if lines:
-            sent, exhausted = await _send_lines(client)
+            sent, stopped_by = await _send_lines(client)
             deadline = loop.time() + timeout
         counters = client.pending_counters()
         for counter in counters:
@@ -231,8 +175,8 @@ async def _send(
             _status(f"sent: {_plural(sent, 'message')} accepted by the relay")
     finally:
         await client.stop()
-    if exhausted is not None:
-        raise exhausted
+    if stopped_by is not None:
+        raise stopped_by
 
 
 async def _accepted(client: Client, counter: int, deadline: float) -> int | None:
@@ -254,16 +198,26 @@ async def _accepted(client: Client, counter: int, deadline: float) -> int | None
 
 async def _send_lines(client: Client) -> tuple[int, BaseException | None]:
     """Seal and queue each stdin line as it comes. Returns how many were sealed, and the
-    PadExhaustedError that stopped it, if one did."""
+    error that stopped it early, if one did: PadExhaustedError, or a line that is not
+    UTF-8 (never sent altered; it and what follows stay unsent)."""
     from ..errors import PadExhaustedError
 
     loop = asyncio.get_running_loop()
     sealed = 0
+    number = 0
     while True:
         raw = await loop.run_in_executor(None, sys.stdin.buffer.readline)
         if not raw:
             return sealed, None
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        number += 1
+        try:
+            line = _utf8(raw, f"line {number} of stdin").rstrip("\r\n")
+        except UsageError as err:
+            if sealed:  # exit 2 would say that nothing was sealed
+                return sealed, LocalError(
+                    f"{err.message} after {_plural(sealed, 'line')}", hint=err.hint
+                )
+            return sealed, err
         if not line:
             continue
         try:
@@ -295,7 +249,7 @@ def _send_timeout(client: Client, timeout: float, count: int) -> Exception:
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message on stdout.")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
@@ -311,13 +265,14 @@ def listen(
     Rejected messages are reported on stderr with the rule they broke, and listening
     goes on. Messages still in the outbox are sent too.
     """
+    settings = connection_settings(opts)
     with open_member(kit) as member:
-        asyncio.run(_listen(member, opts, as_json, count, timeout, quiet))
+        asyncio.run(_listen(member, settings, as_json, count, timeout, quiet))
 
 
 async def _listen(
     member: Member,
-    opts: dict[str, Any],
+    settings: ConnectionSettings,
     as_json: bool,
     count: int | None,
     timeout: float | None,
@@ -336,7 +291,7 @@ async def _listen(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout is not None else None
     names = [m.name for m in member.header.members]
-    client = make_client(member, opts, presence=True, receive_limit=count)
+    client = make_client(member, settings, presence=True, receive_limit=count)
     shown = 0
     await client.start()
     try:
@@ -431,7 +386,7 @@ def _print_presence(event: Any, names: list[str]) -> None:
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N.")
 def history(kit: Path, as_json: bool, limit: int | None) -> None:

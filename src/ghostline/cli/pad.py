@@ -24,6 +24,7 @@ import click
 
 from ..entropy import DEFAULT_ENTROPY_RATE, MixedRandom
 from ..errors import KitError, KitExistsError, UsageError
+from ..fsutil import make_private_dirs
 from ..kit import KIT_SUFFIX, KitLayout, base_offset, create_kit_set, kit_set_random_len
 from ..units import format_size, parse_size
 
@@ -207,20 +208,10 @@ def _file_len(n: int, slice_len: int, keys: int) -> int:
 
 def _make_dirs(path: Path) -> list[Path]:
     """mkdir -p with mode 0700; returns the directories it made, outermost first."""
-    missing: list[Path] = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    missing.reverse()
     try:
-        for made in missing:
-            made.mkdir(mode=0o700)
+        return make_private_dirs(path)
     except OSError as exc:
         raise KitError(f"cannot create {path}: {exc.strerror}") from None
-    return missing
 
 
 def _check_free_space(path: Path, needed: int) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 from rich.table import Table
 
-from ..units import format_size
 from ..padlevel import PadLeft
+from ..units import format_size
 from .view import percent
 
 
