@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..display import one_line
 from ..errors import GhostlineError, KitDamagedError, KitReadOnlyError, RecoveryNeeded
 from ..units import format_size
 
@@ -42,12 +43,13 @@ def explain(err: GhostlineError) -> tuple[str, str | None]:
         )
     if isinstance(err, KitDamagedError):
         changes = "; ".join(
-            f"{field} was {_shown(err.recorded.get(field))}, now {_shown(err.found.get(field))}"
+            change
             for field in err.fields
+            for change in _changes(field, err.recorded.get(field), err.found.get(field))
         )
         return (
             f"{err.path}: this kit looks damaged: its header is not the one this machine "
-            f"recorded when the kit was first used here ({changes}); nothing was sent",
+            f"recorded when the kit was first used here ({changes}); it was not used",
             "Do not use this file, and do not run `pad recover` on it: restore the kit "
             "from a copy you trust, or meet the group to make a new kit set.",
         )
@@ -56,9 +58,23 @@ def explain(err: GhostlineError) -> tuple[str, str | None]:
     return err.message, err.hint
 
 
+def _changes(field: str, was: object, now: object) -> list[str]:
+    """What differs in one header field, as `FIELD was X, now Y` clauses; the roster
+    member by member."""
+    if isinstance(was, list) and isinstance(now, list) and len(was) == len(now):
+        return [
+            f"{field}[{i}].{key} was {_shown(a.get(key))}, now {_shown(b.get(key))}"
+            for i, (a, b) in enumerate(zip(was, now, strict=True))
+            if isinstance(a, dict) and isinstance(b, dict)
+            for key in sorted(a.keys() | b.keys())
+            if a.get(key) != b.get(key)
+        ] or [f"{field} differs"]
+    return [f"{field} was {_shown(was)}, now {_shown(now)}"]
+
+
 def _shown(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."
+    text = one_line(str(value))  # a damaged header may hold anything
+    return text if len(text) <= 64 else f"{text[:61]}..."
 
 
 def recover_hint(kit_path: str | os.PathLike[str], plan: RecoveryPlan | None = None) -> str:
