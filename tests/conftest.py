@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from ghostline.cli.connect import RELAY_ENV
 from ghostline.member import CRASH_HOOK_ENV
 from helpers import make_kit_set
 
@@ -27,7 +26,7 @@ def ghostline_home(
     home = tmp_path_factory.mktemp("ghostline-home")
     monkeypatch.setenv("GHOSTLINE_HOME", str(home))
     monkeypatch.delenv(CRASH_HOOK_ENV, raising=False)
-    monkeypatch.delenv(RELAY_ENV, raising=False)
+    monkeypatch.delenv("GHOSTLINE_RELAY", raising=False)
     return home
 
 
