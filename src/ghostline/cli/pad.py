@@ -26,6 +26,7 @@ from ..entropy import DEFAULT_ENTROPY_RATE, MixedRandom
 from ..errors import KitError, KitExistsError, UsageError
 from ..fsutil import make_private_dirs
 from ..kit import KIT_SUFFIX, KitLayout, base_offset, create_kit_set, kit_set_random_len
+from ..padlevel import MIN_MESSAGE_BYTES
 from ..units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -132,8 +133,12 @@ def new(
     n = len(names)
     size = parse_size(size_text, what="--size")
     slice_len = size // n
-    if slice_len < 1:
-        raise UsageError(f"--size {size_text} is too small for {n} members (at least {n} B)")
+    if slice_len < MIN_MESSAGE_BYTES:
+        least = n * MIN_MESSAGE_BYTES
+        raise UsageError(
+            f"--size {size_text} is too small for {n} members to send even one short message: "
+            f"each needs at least {MIN_MESSAGE_BYTES} B, so at least {least} B in all"
+        )
     keys = default_auth_keys(slice_len) if auth_keys is None else auth_keys
     if keys < 1:
         raise UsageError(f"--auth-keys must be at least 1, not {keys}")
