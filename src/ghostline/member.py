@@ -48,6 +48,7 @@ from .envelope import HEADER_LEN, read_envelope, sealed_length
 from .errors import ErasedKeyError, RecoveryNeeded, StateError, UsageError
 from .kit import KEY_LEN, Kit, KitHeader
 from .kitrecord import check_kit, remember_kit
+from .payload import Kind
 from .seal import open_sealed, seal_with_kit
 from .store import Binding, HistoryRow, SenderTotals, SkippedRange, Store
 from .wire import DEFAULT_MAX_FRAME
@@ -56,6 +57,7 @@ CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
 CRASH_HOOK_STOP = "stop-mid-erase"
 DEFAULT_AVERAGE_SIZE = 64
+RECENT_TEXTS = 100  # text messages the "messages left" estimate averages over
 # The most messages one commit seals: `seal_many` refuses more, and the file sender
 # seals in groups of this many. It bounds what a dead sealer can leave committed (and
 # perhaps sent) but not erased, and so the margin `pad recover` skips.
@@ -128,9 +130,13 @@ class MemberUsage:
     keys_left: int
     messages: int  # sent (owner) or accepted (others)
     average_size: float  # bytes per message; DEFAULT_AVERAGE_SIZE when none yet
-    messages_left: int  # min(keys left, bytes left // average size)
+    messages_left: int  # min(keys left, bytes left // text size)
     slice_len: int
     auth_keys: int
+    # Bytes per text message, over the last RECENT_TEXTS in the history (file chunks,
+    # 64 KiB each, would make "messages left" mean "file chunks left");
+    # DEFAULT_AVERAGE_SIZE when there are none.
+    text_size: float = float(DEFAULT_AVERAGE_SIZE)
 
     @property
     def fraction_left(self) -> float:
@@ -680,6 +686,8 @@ def compute_usage(kit: Kit, store: Store | None, *, scan_kit: bool = True) -> Ki
         if i == h.self_index:
             sized = messages
         avg = sent_bytes / sized if sized and sent_bytes else float(DEFAULT_AVERAGE_SIZE)
+        texts = store.recent_sizes(i, Kind.TEXT, RECENT_TEXTS) if store is not None else []
+        text_size = sum(texts) / len(texts) if texts else float(DEFAULT_AVERAGE_SIZE)
         keys_left = max(0, k - keys_used)
         bytes_left = max(0, e - bytes_used)
         members.append(
@@ -693,9 +701,10 @@ def compute_usage(kit: Kit, store: Store | None, *, scan_kit: bool = True) -> Ki
                 keys_left=keys_left,
                 messages=messages,
                 average_size=avg,
-                messages_left=min(keys_left, math.floor(bytes_left / avg)),
+                messages_left=min(keys_left, math.floor(bytes_left / text_size)),
                 slice_len=e,
                 auth_keys=k,
+                text_size=text_size,
             )
         )
     pad_erased = (

@@ -575,6 +575,17 @@ class Store:
             ).fetchall()
         return [_history_row(r) for r in rows]
 
+    def recent_sizes(self, sender: int, first: int, limit: int) -> list[int]:
+        """Payload lengths of `sender`'s last `limit` rows whose payload's first byte is
+        `first`, newest first. Read-only."""
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT length(payload) FROM history WHERE sender = ? "
+                "AND substr(payload, 1, 1) = ? ORDER BY id DESC LIMIT ?",
+                (sender, bytes([first]), limit),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryRow]:
         """The rows of these (sender, counter) pairs that exist, oldest first. Read-only."""
         found: list[HistoryRow] = []

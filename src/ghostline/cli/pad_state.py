@@ -12,6 +12,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..display import one_line
 from ..errors import StateError
 from ..kit import Kit
 from ..member import (
@@ -29,7 +30,7 @@ from ..store import Store
 from ..units import format_size
 from .kits import KIT_ARGUMENT, recover_hint, recovery_cost
 
-INFO_SCHEMA = 1
+INFO_SCHEMA = 2
 
 _KIT = KIT_ARGUMENT
 _STATE = click.option(
@@ -50,16 +51,16 @@ def info(kit: Path, state: Path | None, as_json: bool) -> None:
 
     Read-only: changes neither the kit nor the state database. For the kit's owner the
     figures are exact; for other members they count what you have accepted from them.
-    "Messages left" assumes the average size of the messages sent so far (64 bytes
-    when there are none).
+    "Messages left" assumes text messages of the size of the member's last 100 (64
+    bytes when there are none); files take more.
 
     \b
-    --json prints one object (schema 1, documented in docs/CLI.md):
+    --json prints one object (schema 2, documented in docs/CLI.md):
       schema, kit, group, pad_id, created, entropy, n, slice_len, auth_keys,
       self {index, name},
       state {path, status: ok|new|missing|stale, detail},
       members [{index, name, self, bytes_used, bytes_left, keys_used, keys_left,
-                messages, average_size, messages_left}],
+                messages, average_size, text_size, messages_left}],
       erased {keys, keys_total, pad_bytes, pad_bytes_total, fraction}
     """
     with Kit.open(kit, writable=False) as k:
@@ -108,6 +109,7 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
                 "keys_left": m.keys_left,
                 "messages": m.messages,
                 "average_size": round(m.average_size, 2),
+                "text_size": round(m.text_size, 2),
                 "messages_left": m.messages_left,
             }
             for m in usage.members
@@ -122,40 +124,50 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
     }
 
 
-def _print_info(r: dict[str, Any], plan: RecoveryPlan | None) -> None:
-    console = Console(highlight=False)
+def _print_info(
+    r: dict[str, Any], plan: RecoveryPlan | None, console: Console | None = None
+) -> None:
+    """The report for a person. Fits 80 columns: no number is ever cut (names wrap)."""
+    console = console or Console(highlight=False)
     me = r["self"]
-    console.print(f"[bold]Group[/bold] {r['group'] or '(unnamed)'}   pad {r['pad_id']}")
+    group = one_line(r["group"]) if r["group"] else "(unnamed)"
+    console.print(f"Group {group}   pad {r['pad_id']}", markup=False)
     console.print(
-        f"You are [bold]{me['name']}[/bold] (member {me['index']} of {r['n']}); "
-        f"each slice {format_size(r['slice_len'])}, {r['auth_keys']:,} keys per pair"
+        f"You are {one_line(me['name'])} (member {me['index']} of {r['n']}); each slice "
+        f"{format_size(r['slice_len'])}, {r['auth_keys']:,} keys per pair",
+        markup=False,
     )
-    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("member", no_wrap=True)
-    for col in ("pad\nused", "pad\nleft", "keys\nused", "keys\nleft", "sent/\nread", "avg\nsize"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("msgs\nleft", justify="right", no_wrap=True, style="bold")
-    for m in r["members"]:
-        table.add_row(
-            f"{m['name']} (you)" if m["self"] else m["name"],
-            format_size(m["bytes_used"]),
+    rows = [
+        (
+            one_line(m["name"]) + (" (you)" if m["self"] else ""),
             format_size(m["bytes_left"]),
-            f"{m['keys_used']:,}",
             f"{m['keys_left']:,}",
             f"{m['messages']:,}",
-            format_size(round(m["average_size"])),
+            format_size(round(m["text_size"])),
             f"{m['messages_left']:,}",
         )
+        for m in r["members"]
+    ]
+    headers = ("member", "pad\nleft", "keys\nleft", "sent/\nread", "text\nsize", "≈ msgs\nleft")
+    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(headers[0], overflow="fold", min_width=6)
+    for i, header in enumerate(headers[1:], start=1):
+        widest = max(len(row[i]) for row in rows)
+        table.add_column(header, justify="right", no_wrap=True, min_width=widest)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     e = r["erased"]
     console.print(
         f"Erased: {e['keys']:,} of {e['keys_total']:,} keys, "
         f"{format_size(e['pad_bytes'])} of {format_size(e['pad_bytes_total'])} of pad "
-        f"({e['fraction']:.2%} of the kit's secret bytes)"
+        f"({e['fraction']:.2%} of the kit's secret bytes)",
+        markup=False,
     )
     st = r["state"]
     if st["status"] in ("missing", "stale"):
-        console.print(f"[bold red]State {st['status']}:[/bold red] {st['detail']}")
+        console.print(f"[bold red]State {st['status']}:[/bold red] ", end="")
+        console.print(st["detail"], markup=False)
         console.print(recover_hint(r["kit"], plan), markup=False)
 
 
