@@ -20,6 +20,7 @@ import click
 from ..errors import LocalError, RelayUnreachable, UsageError
 from .connect import ConnectionSettings, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
+from .padwarn import PadWarnings, own_pad
 
 if TYPE_CHECKING:
     from ..client import Client, ConnectionChanged, Event
@@ -153,16 +154,18 @@ async def _send(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    warnings = PadWarnings(own_pad(member).level)
     if message is not None:
         # Sealed (and the pad checked) before any connection: exhaustion consumes nothing.
         member.seal(encode_text(message, int(time.time())))
+        warnings.check(own_pad(member))
     client = make_client(member, settings, presence=False, receive=False)
     await client.start()
     stopped_by: BaseException | None = None
     sent = 0
     try:
         if lines:
-            sent, stopped_by = await _send_lines(client)
+            sent, stopped_by = await _send_lines(client, warnings)
             deadline = loop.time() + timeout
         counters = client.pending_counters()
         for counter in counters:
@@ -196,7 +199,7 @@ async def _accepted(client: Client, counter: int, deadline: float) -> int | None
     return None
 
 
-async def _send_lines(client: Client) -> tuple[int, BaseException | None]:
+async def _send_lines(client: Client, warnings: PadWarnings) -> tuple[int, BaseException | None]:
     """Seal and queue each stdin line as it comes. Returns how many were sealed, and the
     error that stopped it early, if one did: PadExhaustedError, or a line that is not
     UTF-8 (never sent altered; it and what follows stay unsent)."""
@@ -225,6 +228,7 @@ async def _send_lines(client: Client) -> tuple[int, BaseException | None]:
         except PadExhaustedError as err:
             return sealed, err
         sealed += 1
+        warnings.check(own_pad(client.member))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -291,6 +295,8 @@ async def _listen(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout is not None else None
     names = [m.name for m in member.header.members]
+    warnings = PadWarnings()
+    warnings.check(own_pad(member))  # listening is when a person looks: say it at once
     client = make_client(member, settings, presence=True, receive_limit=count)
     shown = 0
     await client.start()
@@ -320,10 +326,8 @@ async def _listen(
             elif isinstance(event, MessageAccepted):
                 if not quiet:
                     _status(f"sent: message {event.counter} accepted as seq {event.seq}")
-            elif isinstance(event, PadLow):
-                _status(f"warning: only {event.fraction_left:.1%} of your pad is left")
-            elif isinstance(event, PadExhausted):
-                _status("warning: your pad is used up; you can still read messages")
+            elif isinstance(event, PadLow | PadExhausted):
+                warnings.check(own_pad(member))
     finally:
         await client.stop()
     if not client.ever_connected:
