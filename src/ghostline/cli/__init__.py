@@ -42,7 +42,13 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ghostline")
 def cli() -> None:
-    """GhostLine: one-time-pad group chat over a blind relay."""
+    """GhostLine: one-time-pad group chat over a blind relay.
+
+    \b
+    Environment:
+      GHOSTLINE_RELAY  default for --relay (HOST[:PORT], several separated by spaces)
+      GHOSTLINE_HOME   keep all state and downloads under this folder
+    """
 
 
 def report(err: GhostlineError) -> None:
