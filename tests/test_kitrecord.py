@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ghostline.cli import main
 from ghostline.errors import KitDamagedError, RecoveryNeeded
 from ghostline.kit import Kit
 from ghostline.kitrecord import record_path
@@ -47,3 +48,20 @@ def test_a_kit_is_recorded_once_and_a_fresh_machine_has_nothing_to_compare(
     monkeypatch.setenv("GHOSTLINE_HOME", str(tmp_path / "elsewhere"))
     with pytest.raises(RecoveryNeeded):  # no record and no state here: the kit's erasures speak
         Member.open(kits[0])
+
+
+def test_a_damaged_record_is_one_line_saying_it_can_be_removed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kits = make_kit_set(tmp_path / "kits", NAMES)
+    with Member.open(kits[0]) as alice:
+        record = record_path(alice.header)
+    record.write_text("[" * 100_000)  # not a record, and deep enough to break a parser
+    with pytest.raises(SystemExit) as exited:
+        main(["history", str(kits[0])])
+    assert exited.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and str(record) in lines[0] and "Remove that file" in lines[1]
+    record.unlink()
+    Member.open(kits[0]).close()
+    assert json.loads(record.read_text())["pad_id"] == alice.header.pad_id.hex()

@@ -98,6 +98,15 @@ class StateError(LocalError):
     """The local state database is missing, damaged, or does not match the kit."""
 
 
+class KitRecordError(StateError):
+    """This machine's record of a kit's header (kitrecord.py) cannot be read."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class RecoveryNeeded(StateError):
     """The state database is missing or older than the kit's erasures: sending now
     could reuse pad. `ghostline pad recover` can rebuild it from the kit (`kit_path`)."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .errors import KitDamagedError, StateError
+from .errors import KitDamagedError, KitRecordError
 from .fsutil import fsync_dir, make_private_dirs
 from .kit import KitHeader, verify_key_of
 
@@ -94,14 +94,11 @@ def _read(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StateError(f"{path}: cannot read this kit record ({exc.strerror})") from None
+        raise KitRecordError(os.fspath(path), exc.strerror or "unreadable") from None
     try:
         recorded = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         recorded = None
     if not isinstance(recorded, dict):
-        raise StateError(
-            f"{path}: this kit record is damaged",
-            hint="Remove it: it is rewritten from the kit the next time the kit is used.",
-        )
+        raise KitRecordError(os.fspath(path), "not a JSON object")
     return recorded

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 import click
 
 from ..display import one_line
-from ..errors import GhostlineError, KitDamagedError, KitReadOnlyError, RecoveryNeeded
+from ..errors import (
+    GhostlineError,
+    KitDamagedError,
+    KitReadOnlyError,
+    KitRecordError,
+    RecoveryNeeded,
+)
 from ..units import format_size
 
 if TYPE_CHECKING:
@@ -52,6 +58,12 @@ def explain(err: GhostlineError) -> tuple[str, str | None]:
             f"recorded when the kit was first used here ({changes}); it was not used",
             "Do not use this file, and do not run `pad recover` on it: restore the kit "
             "from a copy you trust, or meet the group to make a new kit set.",
+        )
+    if isinstance(err, KitRecordError):
+        return (
+            f"{err.path}: this machine's record of the kit's header cannot be read ({err.reason})",
+            "Remove that file: it only guards against a damaged kit, and the kit is "
+            "recorded again the next time it is used.",
         )
     if isinstance(err, RecoveryNeeded):
         return err.message, recover_hint(err.kit_path)
