@@ -29,6 +29,7 @@ from ghostline.member import (
     plan_recovery,
     recovery_margin,
 )
+from ghostline.payload import encode_text
 from ghostline.wire import DEFAULT_MAX_FRAME
 from helpers import make_kit_set
 
@@ -275,7 +276,8 @@ def test_an_own_message_echoed_by_the_relay_returns_none(tmp_path: Path) -> None
 
 def test_usage_counts_what_was_sent_and_accepted(tmp_path: Path) -> None:
     a, b, c = open_all(make_kit_set(tmp_path / "kits", slice_len=10_000, auth_keys=100))
-    for i, e in enumerate(a.seal_many([b"x" * 100, b"y" * 300])):
+    texts = [encode_text("x" * 95, 1), encode_text("y" * 295, 1)]  # 100 and 300 bytes
+    for i, e in enumerate(a.seal_many(texts)):
         b.receive(i + 1, e.sealed)
     ua, ub = a.usage(), b.usage()
     me = ua.me
