@@ -118,7 +118,7 @@ def test_send_lines_stops_at_a_line_that_is_not_utf8_and_sends_what_came_before(
         status = [line for line in done.stderr.splitlines() if line.startswith("ghostline: sent")]
         assert status == ["ghostline: sent: 1 message accepted by the relay"]
         rest = "\n".join(line for line in done.stderr.splitlines() if line not in status)
-        one_line_error(rest, "line 2 of stdin is not UTF-8", "after 1 line")
+        one_line_error(rest, "line 2 of stdin is not UTF-8", "the lines after it were not sealed")
         assert listen_texts(kits["bob"], relay, home, 1) == ["good"]
     finally:
         relay.kill()

@@ -21,6 +21,7 @@ from ..errors import LocalError, RelayUnreachable, UsageError
 from .connect import ConnectionSettings, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
 from .padwarn import PadWarnings, own_pad
+from .textin import NOT_TEXT_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
     from ..client import Client, ConnectionChanged, Event
@@ -96,50 +97,9 @@ def send(
         raise UsageError("--lines reads stdin: give TEXT as -")
     # Everything that can be wrong with the command line is found before the kit opens.
     settings = connection_settings(opts)
-    message = _message(text) if text and not lines else None
+    message = message_text(text) if text and not lines else None
     with open_member(kit) as member:
         asyncio.run(_send(member, settings, message, timeout, lines, quiet))
-
-
-def _message(text: tuple[str, ...]) -> str:
-    """The one message to send: TEXT's words, or all of stdin for `-` (less one final
-    newline). UsageError for text that is empty or not UTF-8."""
-    if text == ("-",):
-        message = _utf8(sys.stdin.buffer.read(), "the message on stdin")
-        if message.endswith("\n"):
-            message = message[:-1]
-    else:
-        message = " ".join(text)
-        try:
-            message.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            # Python hands undecodable argument bytes over as U+DC80..U+DCFF.
-            byte = ord(message[exc.start]) - 0xDC00
-            raise UsageError(
-                f"the message is not UTF-8 text (byte 0x{byte & 0xFF:02x} at character "
-                f"{exc.start + 1}); nothing was sealed",
-                hint=_NOT_TEXT_HINT,
-            ) from None
-    if not message:
-        raise UsageError("nothing to send: the message is empty")
-    return message
-
-
-_NOT_TEXT_HINT = (
-    "GhostLine sends text as UTF-8: convert it first (e.g. `iconv -f LATIN1 -t UTF-8`), "
-    "or send the bytes as a file with /file in `ghostline chat`."
-)
-
-
-def _utf8(raw: bytes, what: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"{what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "nothing was sealed",
-            hint=_NOT_TEXT_HINT,
-        ) from None
 
 
 async def _send(
@@ -214,13 +174,14 @@ async def _send_lines(client: Client, warnings: PadWarnings) -> tuple[int, BaseE
             return sealed, None
         number += 1
         try:
-            line = _utf8(raw, f"line {number} of stdin").rstrip("\r\n")
-        except UsageError as err:
-            if sealed:  # exit 2 would say that nothing was sealed
-                return sealed, LocalError(
-                    f"{err.message} after {_plural(sealed, 'line')}", hint=err.hint
-                )
-            return sealed, err
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            problem = not_utf8(
+                raw, f"line {number} of stdin", "it and the lines after it were not sealed"
+            )
+            # Exit status 2 says that nothing was sealed: true only for the first line.
+            error = LocalError if sealed else UsageError
+            return sealed, error(problem, hint=NOT_TEXT_HINT)
         if not line:
             continue
         try:
