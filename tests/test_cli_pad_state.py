@@ -154,7 +154,7 @@ def test_pad_info_reports_a_missing_state_and_names_the_recovery(tmp_path: Path)
     # (400 bytes) of 100 keys and 10,000 bytes; the margin takes every key it can and
     # the rest of the slice.
     said = " ".join(out.split())
-    assert f"it skips {MAX_SEAL_GROUP} of your 98 unused keys" in said
+    assert f"it would skip {MAX_SEAL_GROUP} of your 98 unused keys" in said
     assert "9.38 KiB of the 9.38 KiB left in your slice (100.00%)" in said
     assert "can no longer send" in said
     report = json.loads(invoke("info", str(kits[0]), "--json")[1])

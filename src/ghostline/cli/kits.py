@@ -97,16 +97,16 @@ def recover_hint(kit_path: str | os.PathLike[str], plan: RecoveryPlan | None = N
         plan = _plan(kit_path)
     if plan is None:
         return f"{command} to rebuild the state from the kit (see its --help)."
-    return f"{command} to rebuild the state from the kit: {recovery_cost(plan)}."
+    return f"{command} to rebuild the state from the kit: it would skip {recovery_cost(plan)}."
 
 
 def recovery_cost(plan: RecoveryPlan) -> str:
-    """What recovering costs, in one clause: the keys and pad it skips."""
+    """What recovering costs: the keys and pad it skips (the object of "skips")."""
     keys_left = plan.auth_keys - (plan.highest_erased_counter + 1)
     bytes_left = plan.slice_len - plan.erased_extent
     share = plan.skipped_bytes / bytes_left if bytes_left else 1.0
     cost = (
-        f"it skips {plan.skipped_keys:,} of your {keys_left:,} unused keys and "
+        f"{plan.skipped_keys:,} of your {keys_left:,} unused keys and "
         f"{format_size(plan.skipped_bytes)} of the {format_size(bytes_left)} left in your "
         f"slice ({share:.2%})"
     )

@@ -237,7 +237,7 @@ def describe_plan(plan: RecoveryPlan) -> list[str]:
         f"byte(s) ({plan.skipped_bytes / max(1, plan.slice_len):.2%} of your slice) for "
         "the same reason."
     )
-    lines.append(f"In all, {recovery_cost(plan)}.")
+    lines.append(f"In all, it skips {recovery_cost(plan)}.")
     total_acc = sum(len(v) for v in plan.accepted.values())
     lines.append(
         f"Received: {total_acc} accepted message number(s) are rebuilt from erased "
