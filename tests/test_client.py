@@ -294,7 +294,7 @@ async def test_a_seq_past_what_any_room_can_reach_is_refused_without_a_crash(
             return None
         if frame.type == FrameType.WELCOME and "welcome" not in rewritten:
             rewritten.append("welcome")
-            return encode_frame(FrameType.WELCOME, (2**64 - 1).to_bytes(8, "big"))
+            return encode_frame(FrameType.WELCOME, (2**64 - 1).to_bytes(8, "big") + frame.body[8:])
         if frame.type == FrameType.DELIVER and "deliver" not in rewritten:
             rewritten.append("deliver")
             return encode_frame(FrameType.DELIVER, (2**63).to_bytes(8, "big") + frame.body[8:])

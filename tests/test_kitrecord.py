@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ghostline.cli import main
-from ghostline.errors import KitDamagedError, RecoveryNeeded
+from ghostline.errors import KitHeaderChangedError, RecoveryNeeded
 from ghostline.kit import Kit
 from ghostline.kitrecord import record_path
 from ghostline.member import Member
@@ -24,7 +24,7 @@ def test_every_other_header_field_is_compared_too(tmp_path: Path) -> None:
     kits = make_kit_set(tmp_path / "kits", NAMES)
     Member.open(kits[0]).close()
     flip_hex_digit(kits[0], "verify_key", nth=1)  # bob's key, in alice's roster
-    with pytest.raises(KitDamagedError) as err:
+    with pytest.raises(KitHeaderChangedError) as err:
         Member.open(kits[0])
     assert err.value.fields == ("members",)
     with Kit.open(kits[0], writable=False) as kit:

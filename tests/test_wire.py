@@ -15,6 +15,7 @@ from ghostline.wire import (
     FrameType,
     Hello,
     Port,
+    Welcome,
     decode_accepted,
     decode_deliver,
     decode_error,
@@ -224,3 +225,17 @@ def test_frame_type_and_error_code_numbers_match_the_protocol() -> None:
     }  # fmt: skip
     assert [c.value for c in ErrorCode] == list(range(1, 10))
     assert DEFAULT_MAX_FRAME == 1024 * 1024 + 256
+
+
+def test_welcome_carries_the_head_and_the_store_id() -> None:
+    store_id = bytes(range(16))
+    frame = Welcome(7, store_id).encode()
+    assert frame == b"\x00\x00\x00\x19\x82" + (7).to_bytes(8, "big") + store_id
+    assert Welcome.decode(frame[5:]) == Welcome(7, store_id)
+
+
+def test_a_welcome_of_the_wrong_length_is_a_bad_handshake() -> None:
+    for body in (bytes(8), bytes(23), bytes(25)):
+        with pytest.raises(ProtocolError) as caught:
+            Welcome.decode(body)
+        assert caught.value.code == ErrorCode.BAD_HANDSHAKE

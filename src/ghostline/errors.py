@@ -65,9 +65,16 @@ class KitReadOnlyError(KitError):
 
 
 class KitDamagedError(KitError):
+    """The kit file is damaged: its header checksum does not match."""
+
+    hint = "Use an undamaged copy of your kit; without one, the group needs a new kit set."
+
+
+class KitHeaderChangedError(KitDamagedError):
     """The kit's header differs from the header this machine recorded when the kit was
-    first used here: the file is damaged (`kitrecord.py`). `fields` name what differs,
-    `recorded` and `found` hold those fields' values (as in the kit's JSON)."""
+    first used here (a v1 kit has no checksum; `kitrecord.py`): the file is damaged.
+    `fields` name what differs, `recorded` and `found` hold those fields' values (as in
+    the kit's JSON)."""
 
     def __init__(
         self, path: str, fields: tuple[str, ...], recorded: dict[str, object],
@@ -78,6 +85,14 @@ class KitDamagedError(KitError):
         self.fields = fields
         self.recorded = recorded
         self.found = found
+
+
+class UnsupportedKitError(KitError):
+    """This kit's format is not supported by this command."""
+
+
+class JournalFullError(KitError):
+    """The kit's grant journal is full: this member can make no more grants."""
 
 
 class EntropyError(LocalError):
@@ -141,6 +156,15 @@ class ProtocolError(RemoteError):
 
 class PayloadError(RemoteError):
     """A message opened correctly, but what it carries is malformed or of an unknown kind."""
+
+
+class InvalidGrant(PayloadError):
+    """A grant (payload kind 0x10) broke a rule of docs/PROTOCOL.md section 15; it moves
+    nothing. `rule` is the rule's stable name, as for RejectedMessage."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class RelayRefused(RemoteError):

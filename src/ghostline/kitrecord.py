@@ -12,7 +12,7 @@ public header (everything but the signing key) is recorded under its owner's ver
 
 and every later use compares. `Kit.open` has already checked that the signing key in the
 kit matches that verify key, and an Ed25519 key pair belongs to one kit for good, so a
-difference means the header is damaged: `KitDamagedError` names the fields that differ.
+difference means the header is damaged: `KitHeaderChangedError` names the fields that differ.
 What this cannot notice: damage before the kit's first use on this machine, and damage
 on a machine that lost its state directory.
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .errors import KitDamagedError, KitRecordError
+from .errors import KitHeaderChangedError, KitRecordError
 from .fsutil import fsync_dir, make_private_dirs
-from .kit import KitHeader, verify_key_of
+from .kitformat import KitHeader, verify_key_of
 
 # The header fields that identify a kit: all but the signing key, a secret.
 _SECRET = "signing_key"
@@ -45,7 +45,7 @@ def record_path(header: KitHeader) -> Path:
 
 
 def check_kit(header: KitHeader, kit_path: str | os.PathLike[str]) -> None:
-    """Raise KitDamagedError if this machine recorded another header for this kit.
+    """Raise KitHeaderChangedError if this machine recorded another header for this kit.
     Read-only."""
     recorded = _read(record_path(header))
     if recorded is None:
@@ -55,7 +55,7 @@ def check_kit(header: KitHeader, kit_path: str | os.PathLike[str]) -> None:
         k for k in sorted(recorded.keys() | found.keys()) if recorded.get(k) != found.get(k)
     )
     if differ:
-        raise KitDamagedError(
+        raise KitHeaderChangedError(
             os.fspath(kit_path),
             differ,
             {k: recorded.get(k) for k in differ},

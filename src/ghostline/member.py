@@ -45,8 +45,9 @@ import numpy as np
 
 from . import paths
 from .envelope import HEADER_LEN, read_envelope, sealed_length
-from .errors import ErasedKeyError, RecoveryNeeded, StateError, UsageError
-from .kit import KEY_LEN, Kit, KitHeader
+from .errors import ErasedKeyError, RecoveryNeeded, StateError, UnsupportedKitError, UsageError
+from .kit import Kit
+from .kitformat import FORMAT_1, KEY_LEN, KitHeader
 from .kitrecord import check_kit, remember_kit
 from .payload import Kind
 from .seal import open_sealed, seal_with_kit
@@ -172,6 +173,16 @@ def default_state_path(header: KitHeader) -> Path:
     return paths.state_dir() / f"{header.pad_id.hex()}-{header.self_index}.sqlite"
 
 
+def require_format_1(kit: Kit) -> None:
+    """Refuse a format-2 kit: the durable state suite 2 needs (extents, grants, failed
+    verification counts) does not exist yet. The one place that says so."""
+    if kit.format != FORMAT_1:
+        raise UnsupportedKitError(
+            f"{kit.path}: v2 kits are not supported by this command yet",
+            hint="Make a format-1 kit set with `ghostline pad new --format 1`.",
+        )
+
+
 def binding_of(header: KitHeader) -> Binding:
     return Binding(header.pad_id, header.self_index, header.n, header.slice_len, header.auth_keys)
 
@@ -218,6 +229,7 @@ class Member:
     ) -> Member:
         kit = Kit.open(kit_path)
         try:
+            require_format_1(kit)
             # Before the state is looked up by pad_id: a damaged pad_id must not look like
             # a new kit (or like a used kit whose state is lost).
             check_kit(kit.header, kit_path)
@@ -738,8 +750,9 @@ class StateStatus:
 
 
 def inspect_state(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> StateStatus:
-    """Read-only: does the kit have a usable state database? Raises KitDamagedError
+    """Read-only: does the kit have a usable state database? Raises KitHeaderChangedError
     for a kit whose header is not the one recorded when it was first used here."""
+    require_format_1(kit)
     check_kit(kit.header, kit.path)
     path = Path(state_path) if state_path is not None else default_state_path(kit.header)
     if not path.exists():
@@ -800,6 +813,7 @@ def plan_recovery(kit: Kit, state_path: str | os.PathLike[str] | None = None) ->
     - both capped at the end of the keys and of the slice;
     - accepted counters = every erased inbound key, so replays are still refused.
     """
+    require_format_1(kit)
     h = kit.header
     state = inspect_state(kit, state_path)
     top = highest_erased_outbound(kit)

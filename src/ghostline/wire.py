@@ -21,12 +21,14 @@ NONCE_LEN = 32
 SIGNATURE_LEN = 64
 VERIFY_KEY_LEN = 32
 MAX_PING = 64
+STORE_ID_LEN = 16
 
 _LEN = struct.Struct(">I")
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 _SEQ_COUNTER = struct.Struct(">QQ")
 _HELLO_HEAD = struct.Struct(">16sHH")
+_WELCOME = struct.Struct(">Q16s")
 
 
 class FrameType(IntEnum):
@@ -155,6 +157,30 @@ def decode_u64(body: bytes, what: str) -> int:
     if len(body) != 8:
         raise ProtocolError(ErrorCode.MALFORMED, f"{what} body must be 8 bytes")
     return int(_U64.unpack(body)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """WELCOME: the room's newest seq, and the identity of the store that numbered it.
+
+    `store_id` is 16 random bytes made when the relay's store was created (the same on
+    every node of a cluster): seqs are comparable only under the same store_id.
+    """
+
+    head: int
+    store_id: bytes
+
+    def encode(self) -> bytes:
+        return encode_frame(FrameType.WELCOME, _WELCOME.pack(self.head, self.store_id))
+
+    @classmethod
+    def decode(cls, body: bytes) -> Welcome:
+        if len(body) != _WELCOME.size:
+            raise ProtocolError(
+                ErrorCode.BAD_HANDSHAKE, f"WELCOME must carry {_WELCOME.size} bytes"
+            )
+        head, store_id = _WELCOME.unpack(body)
+        return cls(int(head), bytes(store_id))
 
 
 def encode_deliver(seq: int, sealed: bytes) -> bytes:

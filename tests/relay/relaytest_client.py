@@ -24,6 +24,7 @@ from ghostline.wire import (
     FrameType,
     Hello,
     Port,
+    Welcome,
     decode_accepted,
     decode_deliver,
     decode_error,
@@ -73,6 +74,7 @@ class RawClient:
         self.writer = writer
         self.decoder = FrameDecoder(1 << 24)
         self.frames: list[Frame] = []
+        self.store_id = b""  # from the last WELCOME
 
     @classmethod
     async def connect(cls, port: int, *, tls: ssl.SSLContext | None = None) -> RawClient:
@@ -128,11 +130,13 @@ class RawClient:
     async def join(
         self, group: Group, member: int, *, port: Port = Port.RELAY, resume_after: int = 0
     ) -> int:
-        """Full handshake; returns WELCOME's head."""
+        """Full handshake; returns WELCOME's head (its store id is kept in `store_id`)."""
         nonce = await self.hello(group, member, resume_after)
         statement = join_statement(port, group.room, member, nonce)
         await self.send(FrameType.PROVE, group.keys[member].sign(statement))
-        return int.from_bytes(await self.expect(FrameType.WELCOME), "big")
+        welcome = Welcome.decode(await self.expect(FrameType.WELCOME))
+        self.store_id = welcome.store_id
+        return welcome.head
 
     async def publish(self, sealed: bytes) -> None:
         await self.send(FrameType.PUBLISH, sealed)

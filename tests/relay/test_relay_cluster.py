@@ -243,6 +243,15 @@ async def test_a_roster_registered_on_one_node_binds_on_every_node(node):
     await client.close()
 
 
+async def test_every_node_of_a_cluster_names_the_same_store(node):
+    a, b = node("a"), node("b")
+    group = Group(2)
+    on_a, on_b = await joined(a.relay_port, group, 0), await joined(b.relay_port, group, 1)
+    assert len(on_a.store_id) == 16 and on_a.store_id == on_b.store_id
+    await on_a.close()
+    await on_b.close()
+
+
 async def test_a_resend_to_another_node_gets_the_original_seqs(node):
     a, b, c = node("a"), node("b"), node("c")
     group = Group(3)

@@ -10,6 +10,8 @@ import sys
 import pytest
 from relaytest_client import Group, RawClient, joined
 
+from ghostline.wire import Port
+
 
 async def test_a_restarted_relay_still_has_its_rooms_and_messages(relay_process, tmp_path):
     store = tmp_path / "relay.sqlite"
@@ -102,3 +104,25 @@ def test_a_port_out_of_range_is_a_usage_error_not_a_traceback(flag, tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert f"Invalid value for '{flag}'" in done.stderr
+
+
+async def test_welcome_names_the_store_and_keeps_its_id_across_restarts(relay_process, tmp_path):
+    group = Group(2)
+    first = relay_process(tmp_path / "relay.sqlite")
+    a = await joined(first.relay_port, group, 0)
+    p = await RawClient.connect(first.presence_port)
+    await p.join(group, 1, port=Port.PRESENCE)
+    assert len(a.store_id) == 16 and p.store_id == a.store_id
+    await a.close()
+    await p.close()
+    first.kill()
+
+    again = relay_process(tmp_path / "relay.sqlite")
+    b = await joined(again.relay_port, group, 0)
+    assert b.store_id == a.store_id
+    await b.close()
+
+    other = relay_process(tmp_path / "another.sqlite")
+    c = await joined(other.relay_port, group, 0)
+    assert c.store_id != a.store_id
+    await c.close()

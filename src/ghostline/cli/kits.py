@@ -18,7 +18,7 @@ import click
 from ..display import one_line
 from ..errors import (
     GhostlineError,
-    KitDamagedError,
+    KitHeaderChangedError,
     KitReadOnlyError,
     KitRecordError,
     RecoveryNeeded,
@@ -47,7 +47,7 @@ def explain(err: GhostlineError) -> tuple[str, str | None]:
             f"Make it writable (chmod u+w {shlex.quote(err.path)}) or mount its medium "
             "read-write. Do not work on a copy: used pad would stay in the original.",
         )
-    if isinstance(err, KitDamagedError):
+    if isinstance(err, KitHeaderChangedError):
         changes = "; ".join(
             change
             for field in err.fields

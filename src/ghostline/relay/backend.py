@@ -80,6 +80,10 @@ class Backend(ABC):
     #: results of the previous one (their fan-out still happens in commit order).
     pipelined_appends: ClassVar[bool] = False
 
+    #: 16 random bytes made when the store was created and kept for its life (the same
+    #: on every node of a cluster); WELCOME carries it. Set by `open`.
+    store_id: bytes = b""
+
     async def open(self, hub: RelayHub) -> None:  # noqa: B027 - optional hook
         """Start; `hub` receives messages and presence from other nodes (cluster only)."""
 

@@ -15,6 +15,9 @@ Layout in NATS (every name starts with `ghostline`):
   empties, so the room's numbering survives). Receipts go with their messages (a
   purge below the same stream seq; for the count limit, in the next `expire`).
 - KV bucket `ghostline-rooms`: room hex -> roster (created once, never changed).
+- KV bucket `ghostline-cluster`: `store-id` -> the 16 random bytes WELCOME carries,
+  made by the first node that finds none (created once, never changed), so every node
+  of the cluster names the same store.
 - Core subjects `ghostline.presence.<node>` (each node's online members, as a full
   snapshot on every change and every `HEARTBEAT` seconds) and `ghostline.presence-sync`.
 - Core subject `ghostline.append.<node>`: appends forwarded to the node that owns a room.
@@ -97,6 +100,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from ..errors import LocalError, UsageError
+from ..wire import STORE_ID_LEN
 from .backend import Appended, Backend, Publish, RelayHub, RoomLimitReached, Roster, StoredMessage
 from .config import Retention
 from .logfmt import log_event
@@ -107,6 +111,8 @@ STREAM = "GHOSTLINE"
 ROOM_SUBJECT = "ghostline.room."
 LIVE_SUBJECT = "ghostline.live."
 ROOMS_BUCKET = "ghostline-rooms"
+CLUSTER_BUCKET = "ghostline-cluster"  # facts about the cluster itself: its store id
+STORE_ID_KEY = "store-id"
 PRESENCE_SUBJECT = "ghostline.presence."
 SYNC_SUBJECT = "ghostline.presence-sync"
 SENT_SUBJECT = "ghostline.sent."
@@ -250,6 +256,7 @@ class NatsBackend(Backend):
                 replicas=self.config.replicas,
             )
         )
+        self.store_id = await self._store_identity()
         for subject, cb in (
             (LIVE_SUBJECT + "*", self._on_live),
             (PRESENCE_SUBJECT + "*", self._on_presence),
@@ -275,6 +282,24 @@ class NatsBackend(Backend):
             node=self.node,
             servers=",".join(self.config.servers),
         )
+
+    async def _store_identity(self) -> bytes:
+        """The cluster's store id: read it, or make it when this is a new cluster."""
+        assert self._js is not None
+        kv = await self._js.create_key_value(
+            KeyValueConfig(
+                bucket=CLUSTER_BUCKET,
+                history=1,
+                storage=StorageType.FILE,
+                replicas=self.config.replicas,
+            )
+        )
+        with contextlib.suppress(KeyWrongLastSequenceError):  # another node made it first
+            await kv.create(STORE_ID_KEY, os.urandom(STORE_ID_LEN))
+        value = (await kv.get(STORE_ID_KEY)).value or b""
+        if len(value) != STORE_ID_LEN:
+            raise StorageUnavailable(f"the cluster's store id in NATS is damaged ({value!r})")
+        return bytes(value)
 
     async def _ensure_stream(self) -> None:
         assert self._js is not None

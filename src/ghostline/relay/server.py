@@ -33,11 +33,11 @@ from ..wire import (
     FrameType,
     Hello,
     Port,
+    Welcome,
     encode_deliver,
     encode_error,
     encode_frame,
     encode_presence,
-    encode_u64,
 )
 from .backend import Backend, Publish, RoomLimitReached
 from .checks import (
@@ -313,7 +313,7 @@ class RelayConnection(_Connection):
         self.open = True
         self.hub.join_relay(self)
         head = await backend.head(self.room)
-        self.send(encode_frame(FrameType.WELCOME, encode_u64(head)))
+        self.send(Welcome(head, backend.store_id).encode())
         # resume_after is any u64 (a send-only client asks for nothing stored with
         # 2^63-1); past the head there is nothing to replay.
         after = min(hello.resume_after, head)
@@ -448,12 +448,11 @@ class PresenceConnection(_Connection):
     port_name = "presence"
 
     async def welcome(self, hello: Hello) -> None:
-        head = await self.server.backend.head(self.room)
+        backend = self.server.backend
+        head = await backend.head(self.room)
         self.open = True
         online = self.hub.join_presence(self)
-        self.send(
-            encode_frame(FrameType.WELCOME, encode_u64(head)) + encode_presence(sorted(online))
-        )
+        self.send(Welcome(head, backend.store_id).encode() + encode_presence(sorted(online)))
 
     def left(self, was_open: bool) -> None:
         if self.member >= 0:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import StateError
+from ..wire import STORE_ID_LEN
 from .backend import (
     Appended,
     Backend,
@@ -196,6 +197,7 @@ class SqliteBackend(Backend):
                 self._migrate(db, version)
             elif version > _SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"written by a newer relay (layout {version})")
+            self.store_id = self._store_identity(db)
         except sqlite3.DatabaseError as err:
             raise StateError(f"cannot open the relay store {self.path}: {err}") from err
         with contextlib.suppress(OSError):
@@ -203,6 +205,16 @@ class SqliteBackend(Backend):
         self._wdb = db
         for room_id, room, head in db.execute("SELECT id, room, head FROM rooms").fetchall():
             self._rooms[bytes(room)] = self._load_room(db, room_id, head)
+
+    @staticmethod
+    def _store_identity(db: sqlite3.Connection) -> bytes:
+        """This store's id (protocol section 8): made once, when the store is new."""
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (os.urandom(STORE_ID_LEN),))
+        (value,) = db.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+        if not isinstance(value, bytes) or len(value) != STORE_ID_LEN:
+            raise sqlite3.DatabaseError("its store id is damaged")
+        return value
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, version: int) -> None:
