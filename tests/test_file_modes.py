@@ -1,7 +1,7 @@
 """Every file GhostLine makes for a member is 0600 and every folder 0700, whatever the
 umask: state databases with their -wal and -shm files, kit records, the data, state and
-downloads folders (and GHOSTLINE_HOME itself when it is made), and `pad new`'s kits and
-output folder."""
+downloads folders (and GHOSTLINE_HOME itself when it is made), received files, and
+`pad new`'s kits and output folder."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from ghostline import paths
 from ghostline.cli import cli
+from ghostline.files.publish import save_new_file
 from ghostline.member import Member
 
 
@@ -49,7 +50,7 @@ def test_every_file_and_folder_made_for_a_member_is_private_with_umask_022(
         alice.seal(b"\x01\x00\x00\x00\x01hello")
         state = alice.state_path
         assert Path(f"{state}-wal").exists() and Path(f"{state}-shm").exists()
-        paths.downloads_dir()
+        save_new_file(paths.downloads_dir() / "sub", "received.txt", b"a file")
         made = modes(tmp_path / "made")
     usb = modes(tmp_path / "usb")
     assert {name for name in made if name.endswith(("-wal", "-shm"))}, made

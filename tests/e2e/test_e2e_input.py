@@ -81,7 +81,7 @@ def test_bad_options_are_found_before_the_kit_and_its_state(tmp_path: Path, home
     finally:
         relay.kill()
     shutil.rmtree(home / "data" / "state")  # opening the kit now fails: state missing
-    for command in (["send", alice, "x"], ["listen", alice], ["chat", alice]):
+    for command in (["send", alice, "x"], ["listen", alice], ["chat", alice], ["web", alice]):
         done = ghostline(*command, "--relay", "127.0.0.1:notaport", home=home)
         assert done.returncode == 2, (command, done.stderr)
         one_line_error(done.stderr, "notaport")
