@@ -377,14 +377,18 @@ class RelayProcess:
         self._reader.join(5)  # every line the relay printed is in stderr_lines
         return code
 
-    def restart(self) -> RelayProcess:
-        """SIGKILL this relay and start a new one on the same store, ports and options."""
+    def restart(self, store: Path | None = None) -> RelayProcess:
+        """SIGKILL this relay and start a new one on the same ports and options, and the
+        same store unless `store` names another."""
         self.kill()
         deadline = time.monotonic() + 10
         while True:
             try:
                 return RelayProcess(
-                    self.store, *self.args, port=self.relay_port, presence_port=self.presence_port
+                    store or self.store,
+                    *self.args,
+                    port=self.relay_port,
+                    presence_port=self.presence_port,
                 )
             except AssertionError:  # the old ports are not free yet
                 if time.monotonic() > deadline:
@@ -392,9 +396,10 @@ class RelayProcess:
                 time.sleep(0.1)
 
 
-def self_signed_certificate(tmp: Path) -> tuple[Path, Path, bytes]:
+def self_signed_certificate(tmp: Path, *, expired: bool = False) -> tuple[Path, Path, bytes]:
     """A self-signed certificate for localhost and 127.0.0.1 written to `tmp`: the PEM
-    certificate and key paths, and the certificate's DER bytes (for pinning)."""
+    certificate and key paths, and the certificate's DER bytes (for pinning). With
+    `expired`, it stopped being valid a day ago."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
     now = datetime.datetime.now(datetime.UTC)
@@ -404,8 +409,8 @@ def self_signed_certificate(tmp: Path) -> tuple[Path, Path, bytes]:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(days=2 if expired else 0, minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=-1 if expired else 1))
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]

@@ -131,6 +131,10 @@ class RecoveryNeeded(StateError):
         self.kit_path = kit_path
 
 
+class InternalError(LocalError):
+    """GhostLine hit an error it did not expect (a bug): please report it."""
+
+
 # --- remote faults ------------------------------------------------------------------
 
 

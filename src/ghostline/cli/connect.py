@@ -37,7 +37,7 @@ def connection_options(fn: F) -> F:
             envvar=RELAY_ENV,
             show_envvar=True,
             help="Relay address (port 8080 when left out); repeat it to fail over among "
-            f"several relays ({RELAY_ENV}: separate them by spaces).",
+            f"the nodes of one relay cluster ({RELAY_ENV}: separate them by spaces).",
         ),
         click.option(
             "--presence-port",

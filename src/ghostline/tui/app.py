@@ -28,15 +28,24 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Label, Static
 
 from .. import paths
+from ..cli.relaystatus import (
+    failure_hint,
+    messages_missing_line,
+    relay_failing_line,
+    store_changed_line,
+)
 from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
     MessageRejected,
+    MessagesMissing,
     PadExhausted,
     PadLow,
     PresenceChanged,
     RelayError,
+    RelayFailing,
+    StoreChanged,
 )
 from ..errors import GhostlineError, PadExhaustedError, PayloadError
 from ..files import (
@@ -384,6 +393,12 @@ class ChatApp(App[None]):
             self._refresh_pads(read_pads(self.member))
         elif isinstance(event, RelayError):
             self._warn(refused_text(event.reason, event.code))
+        elif isinstance(event, StoreChanged):
+            self._notice(store_changed_line(event))
+        elif isinstance(event, MessagesMissing):
+            self._warn(messages_missing_line(event))
+        elif isinstance(event, RelayFailing):
+            self._warn(relay_failing_line(event))
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
@@ -443,8 +458,11 @@ class ChatApp(App[None]):
         self.connected = event.state == "connected"
         self.query_one(MessageLog).mark_unstored("sending" if self.connected else "sealed")
         if event.state == "stopped" and not self._stopped and event.detail != "stopped":
-            # A fatal refusal (wrong kit set, bad signature): retrying would not help.
-            self._warn(f"disconnected for good: {event.detail}")
+            # A fatal refusal (wrong kit set, bad signature, a certificate that does not
+            # match): retrying would not help.
+            failure = getattr(self.client, "failure", None)
+            hint = failure_hint(failure) if isinstance(failure, GhostlineError) else None
+            self._warn(f"disconnected for good: {event.detail}" + (f". {hint}" if hint else ""))
 
     _retry_at: float | None = None
 

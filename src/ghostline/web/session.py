@@ -25,15 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from ..cli.relaystatus import messages_missing_line, relay_failing_line, store_changed_line
 from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
     MessageRejected,
+    MessagesMissing,
     PadExhausted,
     PadLow,
     PresenceChanged,
     RelayError,
+    RelayFailing,
+    StoreChanged,
 )
 from ..display import one_line
 from ..errors import GhostlineError, PayloadError
@@ -298,6 +302,12 @@ class WebSession:
             self.spawn(self.reread_pads())
         elif isinstance(event, RelayError):
             self.warn(refused_text(event.reason, event.code))
+        elif isinstance(event, StoreChanged):
+            self.notice(store_changed_line(event))
+        elif isinstance(event, MessagesMissing):
+            self.warn(messages_missing_line(event))
+        elif isinstance(event, RelayFailing):
+            self.warn(relay_failing_line(event))
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
