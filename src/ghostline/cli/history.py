@@ -17,7 +17,8 @@ import click
 
 from ..display import message_lines, one_line
 from ..errors import UsageError
-from .chatops import describe_payload, open_member
+from .chatops import describe_payload
+from .kits import KIT_ARGUMENT, open_member
 
 _DAYS = re.compile(r"([1-9][0-9]{0,4})d")
 MAX_DAYS = 36500
@@ -53,7 +54,7 @@ def _status(text: str) -> None:
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N.")
 @click.option(

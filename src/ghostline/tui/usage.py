@@ -14,8 +14,9 @@ from rich.text import Text
 
 from ..cli.history import describe_keep
 from ..display import one_line
+from ..padlevel import PadLeft
 from ..units import format_size
-from .view import PadLeft, percent
+from .view import percent
 
 
 def read_pads(member: Any) -> dict[int, PadLeft]:

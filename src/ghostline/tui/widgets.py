@@ -24,10 +24,10 @@ from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Static, TextArea
 
 from ..display import body_lines, one_line
+from ..padlevel import PadLeft
 from ..units import format_size
 from .view import (
     OWN_COLOUR,
-    PadLeft,
     clock_label,
     countdown,
     day_key,
