@@ -7,10 +7,10 @@ import ssl
 import struct
 
 import pytest
-from relaytest_client import Group, RawClient, joined, wait_for
+from relaytest_client import Group, RawClient, RelayError, joined, wait_for
 
 from ghostline.relay import Retention
-from ghostline.wire import ErrorCode, FrameType
+from ghostline.wire import REASON_TLS_ONLY, ErrorCode, FrameType
 from helpers import self_signed_certificate
 
 
@@ -339,5 +339,6 @@ async def test_tls_on_both_ports(make_relay, tmp_path):
 
     await p.join(group, 1, port=Port.PRESENCE)
     plain = await RawClient.connect(relay.relay_port)
-    with pytest.raises((EOFError, ConnectionError, TimeoutError)):
+    with pytest.raises(RelayError) as refused:  # told so, in plain
         await plain.join(group, 0)
+    assert refused.value.reason == REASON_TLS_ONLY
