@@ -158,7 +158,9 @@ async def test_new_rooms_from_one_address_are_limited_to_a_burst(make_relay):
     with pytest.raises(RelayError) as refused:
         await late.join(groups[3], 0)
     assert refused.value.code == ErrorCode.RELAY_FULL
-    assert refused.value.reason == "relay full: too many new rooms from your address; try again later"
+    assert (
+        refused.value.reason == "relay full: too many new rooms from your address; try again later"
+    )
     assert await relay.backend.roster(groups[3].room) is None
     # rooms it already has are not new: their members keep joining
     again = [await joined(relay.relay_port, g, 1) for g in groups[:3]]

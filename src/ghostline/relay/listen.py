@@ -177,4 +177,6 @@ def _why(err: BaseException) -> str:
         return str(err.reason)  # e.g. TLSV1_ALERT_UNKNOWN_CA: the client rejected us
     if isinstance(err, TimeoutError):
         return "timed out"
+    if isinstance(err, ConnectionError):  # as clients do that reject the certificate
+        return "the client closed the connection (does it trust this certificate?)"
     return str(err) or type(err).__name__

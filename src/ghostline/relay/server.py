@@ -371,10 +371,13 @@ class RelayConnection(_Connection):
         head = await backend.head(self.room)
         self.send(Welcome(head, backend.store_id).encode())
         # resume_after is any u64 (a send-only client asks for nothing stored with
-        # 2^63-1); past the head there is nothing to replay.
+        # 2^63-1); past the head there is nothing to replay. The replay stops at the
+        # head: what is stored later comes live, so this member's own publishes are
+        # answered by ACCEPTED alone, never also replayed to it.
         after = min(hello.resume_after, head)
-        while not self.closing:
+        while not self.closing and after < head:
             page = await backend.read_after(self.room, after)
+            page = [m for m in page if m.seq <= head]
             if not page or self.closing:
                 break
             self.send(b"".join([encode_deliver(m.seq, m.sealed) for m in page]))
