@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import logging
 import os
-import re
 import ssl
 import struct
 import time
@@ -42,6 +41,7 @@ from ..wire import (
     encode_frame,
     encode_presence,
 )
+from .admission import Admission, cause
 from .backend import Backend, Publish, RoomLimitReached
 from .checks import (
     TokenBucket,
@@ -53,7 +53,7 @@ from .checks import (
 )
 from .config import RelayLimits
 from .listen import TlsListener
-from .logfmt import LogLimiter, log_event
+from .logfmt import log_event
 from .rooms import RoomHub
 
 log = logging.getLogger("ghostline.relay")
@@ -66,7 +66,6 @@ _PUBLISH = int(FrameType.PUBLISH)
 _PREFIX_LEN = 22  # version, suite, pad_id, sender, n: the same in every PUBLISH of a member
 _COUNTER_LENGTH = struct.Struct(">Q8xI")  # counter, (offset), length: the rest of the header
 _TLS_START = b"\x16\x03"  # a TLS handshake record: never a HELLO's length (369 MB)
-_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
 
 
 class _Connection(asyncio.Protocol):
@@ -112,8 +111,8 @@ class _Connection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=_HIGH_WATER)
         loop = asyncio.get_running_loop()
         self.last_rx = loop.time()
-        refusal = self.server.admit(self)
-        self.server.log_limited(
+        refusal = self.server.admission.admit(self)
+        self.server.admission.log(
             "connect", "connect", conn=self.id, port=self.port_name, peer=self.peer
         )
         if refusal is not None:
@@ -175,9 +174,9 @@ class _Connection(asyncio.Protocol):
         self.left(was_open)
         self._lost = True
         self.release_room()
-        self.server.forget(self)
+        self.server.admission.forget(self)
         # a member's every disconnect is logged; others within the log's limits
-        self.server.log_limited(
+        self.server.admission.log(
             None if self.member >= 0 else "disconnect", "disconnect", conn=self.id,
             port=self.port_name, peer=self.peer, room=self.room.hex() or None,
             member=self.member if self.member >= 0 else None, error=exc,
@@ -229,8 +228,8 @@ class _Connection(asyncio.Protocol):
         """Answer with ERROR `code`, then close (forcibly if it cannot be read in time)."""
         if self.closing or self.transport is None:
             return
-        self.server.log_limited(
-            f"refused code={int(code)} reason={_NUMBERS.sub('N', reason)}", "refused",
+        self.server.admission.log(
+            f"refused code={int(code)} reason={cause(reason)}", "refused",
             level=logging.WARNING,
             conn=self.id, port=self.port_name, peer=self.peer, room=self.room.hex() or None,
             member=self.member if self.member >= 0 else None, code=int(code), reason=reason,
@@ -282,7 +281,7 @@ class _Connection(asyncio.Protocol):
             if self.closing:
                 return
             # Only now, with a key of the roster proven, may a new room be registered.
-            if known is None and not self.server.take_room_token(self.address):
+            if known is None and not self.server.admission.take_room_token(self.address):
                 raise ProtocolError(
                     ErrorCode.RELAY_FULL,
                     "relay full: too many new rooms from your address; try again later",
@@ -537,12 +536,7 @@ class RelayServer:
         self.limits = limits or RelayLimits()
         self.ssl_context = ssl_context
         self.hub = RoomHub(backend)
-        self.connections: set[_Connection] = set()
-        self._per_address: dict[str, int] = {}
-        self._early = 0  # TLS-port connections before their handshake (listen.py)
-        self._early_per_address: dict[str, int] = {}
-        self._room_buckets: dict[str, TokenBucket] = {}  # new rooms, per client address
-        self._log_limiter = LogLimiter()
+        self.admission: Admission[_Connection] = Admission(self.limits, lambda: self.now())
         self._servers: list[asyncio.Server] = []
         self._tls: list[TlsListener] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -575,7 +569,7 @@ class RelayServer:
                     (PresenceConnection, presence_port),
                 ):
                     listener = TlsListener(
-                        self, kind.port_name, self.ssl_context,
+                        self.admission, kind.port_name, self.ssl_context,
                         lambda plain, kind=kind: kind(self, plain_on_tls=plain),  # type: ignore[misc]
                         self.limits.handshake_timeout,
                     )  # fmt: skip
@@ -591,81 +585,9 @@ class RelayServer:
         self._sweeper = asyncio.ensure_future(self._sweep())
         return self.relay_port, self.presence_port
 
-    def log_limited(
-        self, key: str | None, event: str, *, level: int = logging.INFO, **fields: object
-    ) -> None:
-        """Log a line of a kind anyone can cause at will (connects, refusals) within the
-        limits of `LogLimiter` for `key`: the lines held back are counted in the next
-        one. `key` None: no limit."""
-        held = 0 if key is None else self._log_limiter.allow(key, self.now())
-        if held is not None:
-            log_event(log, event, level=level, **fields, suppressed=held or None)
-
-    def _log_held_back(self) -> None:
-        for key, count in self._log_limiter.overdue(self.now()):
-            log_event(log, "suppressed", level=logging.WARNING, lines=key, count=count)
-
-    def take_room_token(self, address: str) -> bool:
-        """Whether `address` may register one more new room now (and count it)."""
-        now = self.now()
-        bucket = self._room_buckets.get(address)
-        if bucket is None:
-            limits = self.limits
-            bucket = TokenBucket(limits.new_room_rate, limits.new_room_burst, now)
-            self._room_buckets[address] = bucket
-        return bucket.take(now)
-
-    def _forget_full_room_buckets(self, now: float) -> None:
-        for address, bucket in list(self._room_buckets.items()):
-            if bucket.tokens + (now - bucket.stamp) * bucket.rate >= bucket.burst:
-                del self._room_buckets[address]
-
-    # --- TLS ports (listen.TlsGate) ---
-
-    def admit_early(self, address: str) -> str | None:
-        limits = self.limits
-        if len(self.connections) + self._early >= limits.max_connections:
-            return "relay full: too many connections"
-        per = self._per_address.get(address, 0) + self._early_per_address.get(address, 0)
-        if per >= limits.max_connections_per_address:
-            return "relay full: too many connections from your address"
-        self._early += 1
-        self._early_per_address[address] = self._early_per_address.get(address, 0) + 1
-        return None
-
-    def forget_early(self, address: str) -> None:
-        self._early -= 1
-        count = self._early_per_address.get(address, 1) - 1
-        if count:
-            self._early_per_address[address] = count
-        else:
-            self._early_per_address.pop(address, None)
-
-    def refused_early(self, port_name: str, peer: str, reason: str) -> None:
-        self.log_limited(
-            f"refused reason={_NUMBERS.sub('N', reason)}", "refused", level=logging.WARNING,
-            port=port_name, peer=peer, reason=reason,
-        )  # fmt: skip
-
-    def admit(self, conn: _Connection) -> str | None:
-        """Count a new connection; returns why it is refused, or None."""
-        self.connections.add(conn)
-        count = self._per_address.get(conn.address, 0) + 1
-        self._per_address[conn.address] = count
-        if len(self.connections) > self.limits.max_connections:
-            return "relay full: too many connections"
-        if count > self.limits.max_connections_per_address:
-            return "relay full: too many connections from your address"
-        return None
-
-    def forget(self, conn: _Connection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
-            count = self._per_address.get(conn.address, 1) - 1
-            if count:
-                self._per_address[conn.address] = count
-            else:
-                self._per_address.pop(conn.address, None)
+    @property
+    def connections(self) -> set[_Connection]:
+        return self.admission.connections
 
     async def _sweep(self) -> None:
         limits = self.limits
@@ -676,8 +598,7 @@ class RelayServer:
             now = self.now()
             for conn in list(self.connections):
                 conn.check_idle(now)
-            self._log_held_back()
-            self._forget_full_room_buckets(now)
+            self.admission.sweep()
             if now >= next_expiry:
                 next_expiry = now + min(60.0, max(1.0, limits.retention.max_age / 10))
                 try:
