@@ -24,9 +24,9 @@ messages are a contiguous range ending at its head: retention removes only the o
 
 Rooms are held: `bind_roster` holds a room for its connection until `release`. A room
 nobody holds and with nothing stored is removed from `rooms` (the table `max_rooms`
-counts); one that ever stored a message keeps its roster and head in `retired`, so that
-when its group comes back its numbering goes on where it stopped (a client's cursor
-stays right) and nobody else can claim its room id.
+counts) and memory; its roster and head stay in `retired`, so that when its group comes
+back its numbering goes on where it stopped (a client's cursor stays right) and nobody
+else can claim its room id with another roster.
 
 A message whose checksum fails is never served: `read_after` skips its seq, and the
 log says once which seqs of which room were dropped (docs/DEPLOYMENT.md).
@@ -84,7 +84,7 @@ CREATE TABLE rooms (
     head INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 );
-CREATE TABLE retired (        -- rooms removed while empty, that once stored messages
+CREATE TABLE retired (        -- rooms removed while nobody held them and nothing was stored
     room BLOB PRIMARY KEY,
     roster BLOB NOT NULL,
     head INTEGER NOT NULL     -- numbering goes on from here if the room comes back
@@ -399,7 +399,7 @@ class SqliteBackend(Backend):
                 base = state.id << SEQ_BITS
                 db.execute(
                     "INSERT OR REPLACE INTO retired (room, roster, head)"
-                    " SELECT room, roster, head FROM rooms WHERE id = ? AND head > 0",
+                    " SELECT room, roster, head FROM rooms WHERE id = ?",
                     (state.id,),
                 )
                 db.execute("DELETE FROM rooms WHERE id = ?", (state.id,))
