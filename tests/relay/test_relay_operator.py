@@ -102,3 +102,27 @@ def test_every_store_file_is_private_whatever_the_umask(relay_process, tmp_path)
     assert {f.name: oct(mode(f)) for f in files} == {f.name: "0o600" for f in files}
     assert oct(mode(store.parent)) == oct(mode(store.parent.parent)) == "0o700"
     relay.kill()
+
+
+def test_a_store_of_an_older_layout_is_refused_in_one_line(tmp_path):
+    store = tmp_path / "relay.sqlite"
+    db = sqlite3.connect(store)
+    db.executescript("CREATE TABLE rooms (id INTEGER PRIMARY KEY); PRAGMA user_version=3;")
+    db.close()
+    done = run_relay(store)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"ghostline: error: the relay store {store} has layout 3, from an earlier development"
+        " version; this relay reads only layout 4: move it aside to start an empty store"
+    ]
+
+
+def test_a_store_that_cannot_be_created_is_a_one_line_error_not_a_listen_error(tmp_path):
+    (tmp_path / "a file").write_text("not a directory")
+    store = tmp_path / "a file" / "relay.sqlite"
+    done = run_relay(store)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"ghostline: error: cannot open the relay store {store}: Not a directory"
+    ), done.stderr

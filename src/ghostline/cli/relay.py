@@ -22,7 +22,9 @@ from ..relay.backend import Backend
 from ..relay.config import DAY, RelayLimits, Retention
 from ..relay.server import RelayServer
 from ..relay.sqlite_store import SqliteBackend
-from ..relay.storefile import StoreDamaged, StoreLayoutError, StoreLocked
+from ..relay.storefile import StoreDamaged, StoreLayoutError, StoreLocked, StoreUnavailable
+
+StoreRefusal = StoreLocked | StoreDamaged | StoreLayoutError | StoreUnavailable
 
 _D = RelayLimits()
 _R = Retention()
@@ -179,8 +181,13 @@ def _certificate_pin(cert: Path) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def _store_refusal(err: StoreLocked | StoreDamaged | StoreLayoutError) -> LocalError:
+def _store_refusal(err: StoreRefusal) -> LocalError:
     """One line: which store, what is wrong with it, what to do."""
+    if isinstance(err, StoreUnavailable):
+        return LocalError(
+            f"cannot open the relay store {err.path}: {err.detail}; check that its directory"
+            " can be created and written by this user, or give --store another file"
+        )
     if isinstance(err, StoreLocked):
         holder = f"relay process {err.pid}" if err.pid else "another relay process"
         return LocalError(
@@ -221,7 +228,7 @@ async def _serve(
     server = RelayServer(backend, limits, ssl_context=ssl_context)
     try:
         relay_port, presence_bound = await server.start(host, port, presence_port)
-    except (StoreLocked, StoreDamaged, StoreLayoutError) as err:
+    except (StoreLocked, StoreDamaged, StoreLayoutError, StoreUnavailable) as err:
         raise _store_refusal(err) from err
     except OSError as err:
         with contextlib.suppress(Exception):

@@ -65,6 +65,7 @@ from .logfmt import log_event
 from .storefile import (
     StoreDamaged,
     StoreLayoutError,
+    StoreUnavailable,
     check_integrity,
     lock_store,
     make_private,
@@ -167,24 +168,27 @@ class SqliteBackend(Backend):
 
     async def open(self, hub: RelayHub) -> None:
         """Lock, check and open (creating if needed) the store. A single node needs
-        nothing from `hub`. Raises StoreLocked, StoreDamaged or StoreLayoutError."""
-        self._lockfd = lock_store(self.path)
+        nothing from `hub`. Raises StoreLocked, StoreDamaged, StoreLayoutError or
+        StoreUnavailable."""
         try:
-            await self._write(self._open_sync)
-            await self._read(self._open_reader_sync)
-            await asyncio.get_running_loop().run_in_executor(
-                self._checkpointer, self._open_checkpointer_sync
-            )
-        except BaseException:
-            await self._close_connections()
-            raise
+            self._lockfd = lock_store(self.path)
+            try:
+                await self._write(self._open_sync)
+                await self._read(self._open_reader_sync)
+                await asyncio.get_running_loop().run_in_executor(
+                    self._checkpointer, self._open_checkpointer_sync
+                )
+            except BaseException:
+                await self._close_connections()
+                raise
+        except OSError as err:
+            raise StoreUnavailable(self.path, err.strerror or str(err)) from err
+        except sqlite3.OperationalError as err:  # e.g. disk I/O error, unable to open
+            raise StoreUnavailable(self.path, str(err)) from err
 
     def _open_sync(self) -> None:
         make_private(self.path)
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.DatabaseError as err:
-            raise StoreDamaged(self.path, str(err)) from err
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._wdb = db
         check_integrity(db, self.path)
         try:
@@ -216,7 +220,9 @@ class SqliteBackend(Backend):
                 del self._rooms[room], self._rosters[room]
             if empty:
                 self._remove_sync([s for _, s in empty])
-        except sqlite3.DatabaseError as err:
+        except sqlite3.OperationalError:  # not the file's fault (busy, I/O): see open()
+            raise
+        except sqlite3.DatabaseError as err:  # corrupt, not a database
             raise StoreDamaged(self.path, str(err)) from err
         for suffix in ("-wal", "-shm"):  # made by the WAL switch, with the file's mode
             with contextlib.suppress(FileNotFoundError):

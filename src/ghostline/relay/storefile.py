@@ -41,6 +41,15 @@ class StoreLocked(LocalError):
         self.pid = pid
 
 
+class StoreUnavailable(LocalError):
+    """The store's file or directory cannot be created or opened (permissions, a disk)."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"cannot open {path}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
 class StoreDamaged(LocalError):
     """The store fails SQLite's integrity check or cannot be read as a database."""
 
@@ -131,7 +140,9 @@ def check_integrity(db: sqlite3.Connection, store: Path) -> None:
     """SQLite's full integrity check (every page, every index); raises StoreDamaged."""
     try:
         rows = db.execute("PRAGMA integrity_check(5)").fetchall()
-    except sqlite3.DatabaseError as err:
+    except sqlite3.OperationalError:  # cannot read it (I/O, busy): not known to be damaged
+        raise
+    except sqlite3.DatabaseError as err:  # corrupt, or not a database at all
         raise StoreDamaged(store, str(err)) from err
     problems = [str(row[0]) for row in rows]
     if problems != ["ok"]:
