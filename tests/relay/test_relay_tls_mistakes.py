@@ -13,7 +13,7 @@ from relaytest_client import Group, RawClient, RelayError, joined
 
 from ghostline.wire import REASON_NOT_TLS, REASON_TLS_ONLY, ErrorCode, decode_error
 from helpers import self_signed_certificate
-from waiting import wait_until
+from waiting import until, wait_until
 
 PIN_LINE = "ghostline relay: TLS certificate pin (for --tls-pin): "
 
@@ -107,3 +107,22 @@ def test_a_tls_client_on_a_plain_port_is_answered_and_logged_not_read_as_a_frame
     assert asyncio.run(client_hello_bytes()) == (ErrorCode.BAD_HANDSHAKE, REASON_NOT_TLS)
     wait_until(lambda: logged(relay, f'reason="{REASON_NOT_TLS}"'), what="the refusal logged")
     assert not logged(relay, "exceeds")  # no "frame of 369098752 bytes"
+
+
+async def test_silent_connections_to_a_tls_port_count_against_the_limits(make_relay, tmp_path):
+    cert, key, _ = self_signed_certificate(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    relay = await make_relay(ssl_context=server_ctx, max_connections_per_address=3)
+    silent = [await asyncio.open_connection("127.0.0.1", relay.relay_port) for _ in range(3)]
+    # Nothing sent yet, no handshake: still they hold the address's three places.
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.relay_port)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once
+    writer.close()
+    for _, w in silent:
+        w.close()
+    await until(lambda: relay.admission._early == 0, what="the silent ones forgotten")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    client = await joined(relay.relay_port, Group(2), 0, tls=ctx)  # room again
+    await client.close()
