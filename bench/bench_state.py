@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ghostline.kit import create_kit_set
+from ghostline.kitset import create_kit_set
 from ghostline.member import Member
 
 TITLE = "Durable state: sends and receives per second"

@@ -187,7 +187,7 @@ async def _story(console: Console, root: Path) -> None:
         MessageRejected,
         PresenceChanged,
     )
-    from .kit import create_kit_set
+    from .kitset import create_kit_set
     from .member import Member
     from .payload import TextPayload
     from .relay import RelayLimits, RelayServer, SqliteBackend

@@ -56,6 +56,20 @@ class KitExistsError(KitError):
     """A kit file already exists at that path; GhostLine never overwrites a kit."""
 
 
+class KitDamagedError(KitError):
+    """The kit file is damaged: its header checksum does not match."""
+
+    hint = "Use an undamaged copy of your kit; without one, the group needs a new kit set."
+
+
+class UnsupportedKitError(KitError):
+    """This kit's format is not supported by this command."""
+
+
+class JournalFullError(KitError):
+    """The kit's grant journal is full: this member can make no more grants."""
+
+
 class EntropyError(LocalError):
     """A randomness source failed its health test; no kit was written."""
 
@@ -72,6 +86,10 @@ class ErasedKeyError(LocalError):
 
 class StateError(LocalError):
     """The local state database is missing, damaged, or does not match the kit."""
+
+
+class InternalError(LocalError):
+    """GhostLine hit an error it did not expect (a bug): please report it."""
 
 
 # --- remote faults ------------------------------------------------------------------
@@ -99,6 +117,15 @@ class ProtocolError(RemoteError):
 
 class PayloadError(RemoteError):
     """A message opened correctly, but what it carries is malformed or of an unknown kind."""
+
+
+class InvalidGrant(PayloadError):
+    """A grant (payload kind 0x10) broke a rule of docs/PROTOCOL.md section 15; it moves
+    nothing. `rule` is the rule's stable name, as for RejectedMessage."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class RelayRefused(RemoteError):

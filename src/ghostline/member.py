@@ -9,8 +9,8 @@ database (`store.py`), in the order that keeps pad bytes from ever being used tw
 - opening: check every reject rule against the accepted log, then one transaction
   commits the accepted (sender, counter, range), the history row and the relay cursor,
   then the inbound key and the sender's pad bytes are zeroed and flushed, and only then
-  is the message returned (section 6). A rejected message changes nothing but the relay
-  cursor;
+  is the message returned (section 6). A rejected message writes nothing: its seq is
+  settled in memory only, and reaches the relay cursor with the next commit;
 - start-up: a sweep zeroes whatever was committed but not yet erased (a crash between
   commit and erase), and the database is checked against the kit's erasures: a missing
   or older database is refused, because guessing the next offset could reuse pad.
@@ -40,8 +40,10 @@ import numpy as np
 
 from . import paths
 from .envelope import HEADER_LEN, read_envelope, sealed_length
-from .errors import ErasedKeyError, StateError, UsageError
-from .kit import KEY_LEN, Kit, KitHeader
+from .errors import ErasedKeyError, RejectedMessage, StateError, UnsupportedKitError, UsageError
+from .kit import Kit
+from .kitformat import FORMAT_1, KEY_LEN, KitHeader
+from .relaycursor import SEQ_LIMIT, RelayCursor
 from .seal import open_sealed, seal_with_kit
 from .store import Binding, HistoryRow, SenderTotals, SkippedRange, Store
 from .wire import DEFAULT_MAX_FRAME
@@ -165,6 +167,16 @@ def default_state_path(header: KitHeader) -> Path:
     return paths.state_dir() / f"{header.pad_id.hex()}-{header.self_index}.sqlite"
 
 
+def require_format_1(kit: Kit) -> None:
+    """Refuse a format-2 kit: the durable state suite 2 needs (extents, grants, failed
+    verification counts) does not exist yet. The one place that says so."""
+    if kit.format != FORMAT_1:
+        raise UnsupportedKitError(
+            f"{kit.path}: v2 kits are not supported by this command yet",
+            hint="Make a format-1 kit set with `ghostline pad new --format 1`.",
+        )
+
+
 def binding_of(header: KitHeader) -> Binding:
     return Binding(header.pad_id, header.self_index, header.n, header.slice_len, header.auth_keys)
 
@@ -175,6 +187,9 @@ class _Pending:
 
     own: list[int] = field(default_factory=list)
     received: list[tuple[int, int]] = field(default_factory=list)
+    # Seqs of rejected frames, with the relay store they came from: settled with the
+    # next commit (a forged frame must not cause a write of its own).
+    seqs: list[tuple[bytes | None, int]] = field(default_factory=list)
 
 
 class Member:
@@ -190,6 +205,7 @@ class Member:
         self._lock = threading.RLock()
         self._pending = _Pending()
         self._crash_after_commit = os.environ.get(CRASH_HOOK_ENV) == "1"
+        self._lost: list[tuple[int, int]] = []
 
     @classmethod
     def open(
@@ -197,6 +213,7 @@ class Member:
     ) -> Member:
         kit = Kit.open(kit_path)
         try:
+            require_format_1(kit)
             path = Path(state_path) if state_path is not None else default_state_path(kit.header)
             binding = binding_of(kit.header)
             if path.exists():
@@ -319,27 +336,43 @@ class Member:
             for r in self.store.pending()
         ]
 
-    def mark_accepted(self, counter: int, seq: int) -> None:
+    def mark_accepted(
+        self, counter: int, seq: int, *, store_id: bytes | None = None, settle: bool = True
+    ) -> None:
         """The relay stored own message `counter` as `seq`. Unknown or already
-        accepted counters are ignored (ACCEPTED may repeat after a reconnect)."""
+        accepted counters are ignored (ACCEPTED may repeat after a reconnect).
+
+        With `settle`, `seq` counts as seen in the relay cursor of `store_id` (None:
+        the store the cursor belongs to) when it names a message of ours: a pending
+        one, or one already accepted at that very seq."""
+        if not (0 <= counter < self.header.auth_keys and 0 < seq < SEQ_LIMIT):
+            return  # no message of ours (and out of SQLite's range)
         with self._lock, self.store.transaction():
-            self.store.mark_accepted(counter, seq)
+            ours = self.store.mark_accepted(counter, seq)
+            if not ours:
+                row = self.store.outbox_row(counter)
+                ours = row is not None and row.seq == seq
+            if ours and settle:
+                self._settle(store_id, [seq])
             self._record_pending()
 
     # -- receiving ----------------------------------------------------------------
 
-    def receive(self, seq: int, sealed: bytes) -> Received | None:
-        """Open a message the relay delivered as `seq`.
+    def receive(self, seq: int, sealed: bytes, *, store_id: bytes | None = None) -> Received | None:
+        """Open a message the relay delivered as `seq` (of relay store `store_id`; None:
+        the store the relay cursor belongs to).
 
-        Returns None for an own message echoed back. Raises RejectedMessage, changing
+        Returns None for an own message echoed back. Raises RejectedMessage, writing
         nothing at all, for anything section 6 refuses.
 
-        The relay cursor moves only for what is authenticated: an accepted message, an
-        echo byte-identical to a message in our outbox, or an echo at the very seq the
-        relay's ACCEPTED gave that message. A forged frame (or a forged "echo" naming us
-        as sender) must not move it: the seq is not authenticated, and a forged seq far
-        ahead would make every later resume skip real messages.
+        The relay cursor settles `seq` durably only for what is authenticated: an
+        accepted message, an echo byte-identical to a message in our outbox, or an echo
+        at the very seq the relay's ACCEPTED gave that message. Any other frame (a
+        forged one, a replay) settles it in memory, written with the next commit: the
+        seq is not authenticated, and forged frames must not make us write.
         """
+        if not 0 < seq < SEQ_LIMIT:
+            raise ValueError(f"seq {seq} is out of range")
         with self._lock:
             if self._is_own_echo(sealed):
                 env = read_envelope(sealed)
@@ -347,23 +380,32 @@ class Member:
                 if row is not None and row.seq is None and row.sealed == sealed:
                     with self.store.transaction():
                         self.store.mark_accepted(env.counter, seq)
-                        self.store.raise_cursor(seq)
+                        self._settle(store_id, [seq])
                         self._record_pending()
                 elif row is not None and row.seq == seq:
-                    # Where the relay's ACCEPTED put it: moving there reveals nothing new.
+                    # Where the relay's ACCEPTED put it: settling it reveals nothing new.
                     with self.store.transaction():
-                        self.store.raise_cursor(seq)
+                        self._settle(store_id, [seq])
+                        self._record_pending()
+                else:
+                    self._pending.seqs.append((store_id, seq))
                 return None
-            with self.store.transaction():
-                opened = open_sealed(self.kit, sealed, self.store)
-                env = opened.envelope
-                now = time.time()
-                self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
-                self.store.add_history(
-                    env.sender, env.counter, seq, opened.plaintext, now, "received"
-                )
-                self.store.raise_cursor(seq)
-                self._record_pending()
+            try:
+                # Checked under the write lock, so that another process of this member
+                # cannot accept the same counter between the check and the commit.
+                with self.store.transaction():
+                    opened = open_sealed(self.kit, sealed, self.store)
+                    env = opened.envelope
+                    now = time.time()
+                    self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
+                    self.store.add_history(
+                        env.sender, env.counter, seq, opened.plaintext, now, "received"
+                    )
+                    self._settle(store_id, [seq])
+                    self._record_pending()
+            except RejectedMessage:
+                self._pending.seqs.append((store_id, seq))
+                raise
             self.kit.erase_inbound_key(env.sender, env.counter)
             self.kit.erase_key_stream(env.sender, env.offset, env.length)
             self.kit.flush()
@@ -383,20 +425,72 @@ class Member:
         env = read_envelope(sealed)
         if env.pad_id != self.header.pad_id or env.n != self.header.n or env.sender != self.index:
             return False
+        if env.counter >= self.header.auth_keys:
+            return False  # no counter of ours (and past what SQLite can compare)
         # Ours if we sealed that counter: in the outbox, or below the next counter
         # (counters a recovered database stepped over were ours too).
         if self.store.outbox_row(env.counter) is not None:
             return True
         return env.counter < self.store.next_position()[0]
 
-    def advance_cursor(self, seq: int) -> None:
-        with self._lock, self.store.transaction():
-            self.store.raise_cursor(seq)
-            self._record_pending()
+    # -- the relay cursor -----------------------------------------------------------
 
     @property
     def relay_cursor(self) -> int:
-        return self.store.relay_cursor()
+        """Every relay seq up to this one is settled (see `relay_state`)."""
+        return self.relay_state().upto
+
+    def relay_state(self) -> RelayCursor:
+        """The relay cursor as committed, with the seqs of rejected frames that wait
+        for the next commit settled on top."""
+        with self._lock:
+            cursor = self.store.relay_cursor()
+            waiting = [s for store, s in self._pending.seqs if store in (None, cursor.store_id)]
+            return cursor.settle(waiting)[0] if waiting else cursor
+
+    def enter_relay_store(self, store_id: bytes) -> RelayCursor:
+        """A relay named its store: from now on the cursor is that store's (protocol-v2
+        section 8). Returns the cursor as it was, which belongs to another store when
+        its `store_id` differs (then the new one starts from 0)."""
+        with self._lock:
+            before = self.relay_state()
+            after = before.for_store(store_id)
+            if after != before:
+                with self.store.transaction():
+                    self.store.set_relay_cursor(after)
+                    self._pending.seqs = []
+                    self._record_pending()
+            return before
+
+    def advance_cursor(self, seq: int, *, store_id: bytes | None = None) -> None:
+        """Step the relay cursor over every seq up to `seq`: whatever is missing up to
+        there is given up (the member was told it is lost)."""
+        with self._lock, self.store.transaction():
+            cursor = self.store.relay_cursor()
+            if store_id is None or cursor.store_id in (None, store_id):
+                self.store.set_relay_cursor(cursor.give_up_to(seq))
+            self._record_pending()
+
+    def take_lost(self) -> list[tuple[int, int]]:
+        """Relay seqs given up since the last call because too many seqs were settled
+        above a hole (see relaycursor.MAX_SEEN): (first, last) of each."""
+        with self._lock:
+            lost, self._lost = self._lost, []
+            return lost
+
+    def _settle(self, store_id: bytes | None, seqs: list[int]) -> None:
+        """Inside a transaction: settle `seqs` of relay store `store_id`, with the
+        seqs of rejected frames waiting for a commit. Seqs of another store than the
+        cursor's are dropped: that store's cursor is not kept."""
+        cursor = self.store.relay_cursor()
+        waiting, self._pending.seqs = self._pending.seqs, []
+        mine = [s for store, s in waiting if store in (None, cursor.store_id)]
+        if store_id in (None, cursor.store_id):
+            mine.extend(seqs)
+        if mine:
+            settled, lost = cursor.settle(mine)
+            self.store.set_relay_cursor(settled)
+            self._lost.extend(lost)
 
     # -- reading ------------------------------------------------------------------
 
@@ -456,6 +550,8 @@ class Member:
     def _record_pending(self) -> None:
         """Inside a transaction: write the erasure record of earlier messages."""
         pending = self._pending
+        if pending.seqs:
+            self._settle(None, [])
         if pending.own or pending.received:
             self.store.record_erased(pending.own, pending.received)
             # Cleared now: if this transaction rolls back, the sweep on the next start
@@ -705,6 +801,7 @@ class StateStatus:
 
 def inspect_state(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> StateStatus:
     """Read-only: does the kit have a usable state database?"""
+    require_format_1(kit)
     path = Path(state_path) if state_path is not None else default_state_path(kit.header)
     if not path.exists():
         erased = first_erasure(kit)
@@ -790,6 +887,7 @@ def plan_recovery(kit: Kit, state_path: str | os.PathLike[str] | None = None) ->
       message the relay carries), capped at the slice end;
     - accepted counters = every erased inbound key, so replays are still refused.
     """
+    require_format_1(kit)
     h = kit.header
     state = inspect_state(kit, state_path)
     top = highest_erased_outbound(kit)

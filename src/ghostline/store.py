@@ -9,7 +9,10 @@ What a member must never forget, because forgetting it reuses pad or accepts rep
   [offset, offset_end) and the relay seq; counters recovered by `pad recover` have no
   range;
 - `history`: own and received payloads, for display;
-- `relay`: the relay cursor (highest seq processed);
+- `relay`: the relay cursor (`relaycursor.RelayCursor`): the relay store it belongs to
+  (`store_id`, NULL for a cursor kept before relays named their store), the seq up to
+  which every seq is settled (`cursor`), and the settled seqs above a hole (`seen`,
+  8 bytes each);
 - `saved_file`: every received file written to the downloads folder, by (sender,
   transfer id), recorded only after the file is fsynced and linked into place, so a
   complete transfer with no row here was never saved (the chat app saves it on
@@ -23,8 +26,9 @@ A database is bound to one (pad_id, member index) and refuses any other kit. Eve
 write is one explicit `BEGIN IMMEDIATE ... COMMIT`, so two processes of the same member
 serialise on SQLite's write lock and re-read `sending` inside the transaction.
 
-Schema versions: 1 had no `saved_file`/`saves_tracked`; `Store.open` migrates a
-version 1 database to 2 in one transaction (a read-only open reads it as it is).
+Schema versions: 1 had no `saved_file`/`saves_tracked`, 2 no `relay.store_id`/`seen`;
+`Store.open` migrates an older database in one transaction (a read-only open reads it
+as it is).
 
 This module knows nothing about kits or sealing: `member.py` drives it.
 """
@@ -44,8 +48,9 @@ from typing import Any
 
 from .errors import StateError
 from .fsutil import fsync_dir
+from .relaycursor import RelayCursor
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
@@ -125,6 +130,13 @@ CREATE TABLE saves_tracked (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     history_id INTEGER NOT NULL          -- history rows up to this id predate saved_file
 );
+"""
+
+# Added by schema 3 (and by the migration from 1 or 2): the relay store the cursor
+# belongs to (protocol-v2 section 8), and the seqs settled above a hole.
+_SCHEMA_3 = """
+ALTER TABLE relay ADD COLUMN store_id BLOB;
+ALTER TABLE relay ADD COLUMN seen BLOB NOT NULL DEFAULT X''
 """
 
 
@@ -244,7 +256,7 @@ class Store:
             conn = _connect(building)
             try:
                 with _raw_tx(conn):
-                    _execute_script(conn, _SCHEMA + _SCHEMA_2)
+                    _execute_script(conn, _SCHEMA + _SCHEMA_2 + ";" + _SCHEMA_3)
                     conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                     conn.execute("INSERT INTO saves_tracked VALUES (1, 0)")
                     conn.execute(
@@ -262,7 +274,7 @@ class Store:
                     conn.execute(
                         "INSERT INTO sending VALUES (1, ?, ?)", (next_counter, next_offset)
                     )
-                    conn.execute("INSERT INTO relay VALUES (1, 0)")
+                    conn.execute("INSERT INTO relay (id, cursor) VALUES (1, 0)")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()  # the last connection to close removes -wal and -shm
@@ -619,13 +631,28 @@ class Store:
             row = self._c.execute("SELECT history_id FROM saves_tracked WHERE id = 1").fetchone()
         return int(row[0])
 
-    def relay_cursor(self) -> int:
+    def relay_cursor(self) -> RelayCursor:
+        """The relay cursor as committed (a database older than schema 3, read-only,
+        has no store id and nothing seen above its cursor)."""
         with self._lock:
-            return int(self._c.execute("SELECT cursor FROM relay WHERE id = 1").fetchone()[0])
+            c = self._c
+            try:
+                row = c.execute("SELECT cursor, store_id, seen FROM relay WHERE id = 1").fetchone()
+            except sqlite3.OperationalError:  # schema 1 or 2, opened read-only
+                row = (*c.execute("SELECT cursor FROM relay WHERE id = 1").fetchone(), None, b"")
+        try:
+            return RelayCursor.from_row(
+                bytes(row[1]) if row[1] is not None else None, int(row[0]), bytes(row[2])
+            )
+        except ValueError:
+            raise StateError(f"{self.path}: the relay cursor is damaged") from None
 
-    def raise_cursor(self, seq: int) -> None:
-        """Inside a transaction: cursor = max(cursor, seq)."""
-        self._c.execute("UPDATE relay SET cursor = MAX(cursor, ?) WHERE id = 1", (seq,))
+    def set_relay_cursor(self, cursor: RelayCursor) -> None:
+        """Inside a transaction: record the relay cursor."""
+        self._c.execute(
+            "UPDATE relay SET cursor = ?, store_id = ?, seen = ? WHERE id = 1",
+            (cursor.upto, cursor.store_id, cursor.seen_blob()),
+        )
 
     def dump(self) -> list[str]:
         """Every row of every table, as SQL text (tests compare states with it)."""
@@ -708,6 +735,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     1 -> 2: add `saved_file` and `saves_tracked`. Files in the history so far were
     saved (or not) when schema 1 kept no record; they are marked untracked rather than
     all saved again as duplicates.
+    2 -> 3: add `relay.store_id` (NULL: the old cursor goes with the first store a
+    relay names) and `relay.seen` (empty).
     """
     try:
         with _raw_tx(conn):
@@ -717,6 +746,9 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(
                     "INSERT INTO saves_tracked SELECT 1, COALESCE(MAX(id), 0) FROM history"
                 )
+            relay_columns = {row[1] for row in conn.execute("PRAGMA table_info(relay)")}
+            if version < 3 and "store_id" not in relay_columns:
+                _execute_script(conn, _SCHEMA_3)
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     except sqlite3.DatabaseError as exc:
         raise StateError(f"{path}: could not upgrade the state database ({exc})") from None

@@ -16,6 +16,7 @@ from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
+from ghostline import files
 from ghostline.client import (
     ConnectionChanged,
     MessageAccepted,
@@ -23,11 +24,11 @@ from ghostline.client import (
     PadExhausted,
     PresenceChanged,
 )
+from ghostline.files import SEAL_GROUP, publish, save_new_file
 from ghostline.member import HistoryEntry, Member
 from ghostline.payload import FileChunk, FileHeader, TextPayload, decode, encode_text, split_file
-from ghostline.tui import files
 from ghostline.tui.app import ChatApp
-from ghostline.tui.files import SEAL_GROUP, save_new_file
+from ghostline.tui.files import typed_path
 from ghostline.tui.screens import ConfirmScreen
 from ghostline.tui.widgets import (
     Banner,
@@ -302,7 +303,8 @@ async def test_received_file_is_saved_once_complete_never_overwriting(tmp_path: 
         await until(pilot, lambda: saved.exists())
         assert saved.read_bytes() == data
         assert (tmp_path / "downloads" / "photo.jpg").read_bytes() == b"already here"
-        assert [p.name for p in (tmp_path / "downloads").iterdir() if p.name.startswith(".")] == []
+        # the save runs in a worker thread: its temporary file goes right after the link
+        await until(pilot, lambda: not any(p.name.startswith(".") for p in saved.parent.iterdir()))
 
 
 async def test_corrupted_file_is_reported_and_not_saved(tmp_path: Path) -> None:
@@ -530,13 +532,13 @@ async def test_a_received_file_is_saved_off_the_ui_thread(
 ) -> None:
     data = os.urandom(70_000)
     threads: list[threading.Thread] = []
-    real_save = files.save_new_file
+    real_save = publish.save_new_file
 
     def recording_save(directory: Path, name: str, payload: bytes) -> Path:
         threads.append(threading.current_thread())
         return real_save(directory, name, payload)
 
-    monkeypatch.setattr(files, "save_new_file", recording_save)
+    monkeypatch.setattr(publish, "save_new_file", recording_save)
     app, client = make_app(tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         for payload in file_parts(data, b"X" * 8, "x.bin", chunk=65536):
@@ -637,10 +639,10 @@ def test_save_new_file_picks_a_free_name(tmp_path: Path) -> None:
 def test_a_dropped_or_quoted_path_is_read_as_the_file_it_names(tmp_path: Path) -> None:
     target = tmp_path / "my notes.txt"
     target.write_text("x")
-    assert files.typed_path(str(target)) == target
-    assert files.typed_path(f"'{target}'") == target
-    assert files.typed_path(f'"{target}"') == target
-    assert files.typed_path(str(target).replace(" ", "\\ ")) == target
+    assert typed_path(str(target)) == target
+    assert typed_path(f"'{target}'") == target
+    assert typed_path(f'"{target}"') == target
+    assert typed_path(str(target).replace(" ", "\\ ")) == target
 
 
 def test_files_finished_before_an_upgrade_are_not_saved_again(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 
 from ghostline.client import ConnectionChanged, MessageAccepted, MessageReceived, PresenceChanged
 from ghostline.errors import PadExhaustedError
-from ghostline.kit import KitHeader, KitMember
+from ghostline.kitformat import KitHeader, KitMember
 from ghostline.member import (
     HistoryEntry,
     KitUsage,

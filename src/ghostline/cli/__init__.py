@@ -22,6 +22,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "listen": ("ghostline.cli.chatops", "listen"),
     "history": ("ghostline.cli.chatops", "history"),
     "chat": ("ghostline.cli.chat", "chat"),
+    "web": ("ghostline.cli.web", "web"),
     "demo": ("ghostline.cli.demo", "demo"),
 }
 

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import RelayUnreachable, UsageError
+from ..errors import GhostlineError, RelayUnreachable, UsageError
+from .relaystatus import (
+    failure_hint,
+    messages_missing_line,
+    relay_failing_line,
+    retry_line,
+    store_changed_line,
+    with_hint,
+)
 
 if TYPE_CHECKING:
     from ..client import Client, ConnectionChanged, Event
@@ -31,6 +39,10 @@ _OUTBOX_HINT = (
     "Check the --relay address and that the relay is running. The message is sealed and "
     "kept in the outbox: the next `ghostline send` or `listen` sends it."
 )
+_OUTBOX_NOTE = "The message is sealed and kept in the outbox: the next `send` or `listen` sends it."
+# `send` says it is retrying only when the relay has not taken the message this long
+# after a failed attempt: a quick success prints nothing.
+RETRY_NOTICE_DELAY = 2.0
 
 
 def connection_options(fn: F) -> F:
@@ -214,6 +226,7 @@ async def _send(
         member.seal(encode_text(message, int(time.time())))
     client = make_client(member, opts, presence=False, receive=False)
     await client.start()
+    watch = asyncio.ensure_future(_watch_send(client, timeout))
     exhausted: BaseException | None = None
     sent = 0
     try:
@@ -229,10 +242,42 @@ async def _send(
                 _status(f"sent: message {counter} accepted by the relay as seq {seq}")
         if not quiet and lines:
             _status(f"sent: {_plural(sent, 'message')} accepted by the relay")
+    except GhostlineError as err:
+        raise with_hint(err) from None
     finally:
+        watch.cancel()
         await client.stop()
     if exhausted is not None:
         raise exhausted
+
+
+async def _watch_send(client: Client, timeout: float) -> None:
+    """While `send` waits: once a connection attempt has failed and the message is still
+    not accepted RETRY_NOTICE_DELAY seconds after the start, say so (once), and say when
+    the relay keeps failing."""
+    from ..client import ConnectionChanged, RelayFailing
+
+    loop = asyncio.get_running_loop()
+    notice_at = loop.time() + RETRY_NOTICE_DELAY
+    failed: str | None = None
+    while True:
+        wait = None if failed is None else max(0.0, notice_at - loop.time())
+        try:
+            event = await asyncio.wait_for(client.events.get(), wait)
+        except TimeoutError:
+            _status(retry_line(failed or "", timeout))
+            notice_at = float("inf")
+            failed = None
+            continue
+        if isinstance(event, RelayFailing):
+            _status(relay_failing_line(event))
+        elif (
+            isinstance(event, ConnectionChanged)
+            and event.channel == "relay"
+            and event.retry_in is not None
+            and notice_at != float("inf")
+        ):
+            failed = event.detail
 
 
 async def _accepted(client: Client, counter: int, deadline: float) -> int | None:
@@ -282,8 +327,10 @@ def _send_timeout(client: Client, timeout: float, count: int) -> Exception:
         return client.failure
     if not client.ever_connected:
         detail = f": {client.last_error.message}" if client.last_error else ""
+        hint = failure_hint(client.last_error) if client.last_error else None
         return RelayUnreachable(
-            f"could not reach the relay within {timeout:g} s{detail}", hint=_OUTBOX_HINT
+            f"could not reach the relay within {timeout:g} s{detail}",
+            hint=f"{hint} {_OUTBOX_NOTE}" if hint else _OUTBOX_HINT,
         )
     what = "the message" if count == 1 else f"{count} messages"
     return RelayUnreachable(
@@ -328,9 +375,12 @@ async def _listen(
         MessageAccepted,
         MessageReceived,
         MessageRejected,
+        MessagesMissing,
         PadExhausted,
         PadLow,
         PresenceChanged,
+        RelayFailing,
+        StoreChanged,
     )
 
     loop = asyncio.get_running_loop()
@@ -356,9 +406,16 @@ async def _listen(
             elif isinstance(event, PresenceChanged):
                 if not quiet:
                     _print_presence(event, names)
+            elif isinstance(event, MessagesMissing):
+                _status(messages_missing_line(event))
+            elif isinstance(event, StoreChanged):
+                if not quiet:
+                    _status(store_changed_line(event))
+            elif isinstance(event, RelayFailing):
+                _status(relay_failing_line(event))
             elif isinstance(event, ConnectionChanged):
                 if event.state == "stopped" and client.failure is not None:
-                    raise client.failure
+                    raise with_hint(client.failure)
                 line = _connection_line(event)
                 if line and not quiet:
                     _status(line)
@@ -373,7 +430,8 @@ async def _listen(
         await client.stop()
     if not client.ever_connected:
         detail = f": {client.last_error.message}" if client.last_error else ""
-        raise RelayUnreachable(f"could not reach the relay{detail}")
+        hint = failure_hint(client.last_error) if client.last_error else None
+        raise RelayUnreachable(f"could not reach the relay{detail}", hint=hint)
 
 
 def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:

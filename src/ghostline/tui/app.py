@@ -28,33 +28,53 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Label, Static
 
 from .. import paths
+from ..cli.relaystatus import (
+    failure_hint,
+    messages_missing_line,
+    relay_failing_line,
+    store_changed_line,
+)
 from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
     MessageRejected,
+    MessagesMissing,
     PadExhausted,
     PadLow,
     PresenceChanged,
     RelayError,
+    RelayFailing,
+    StoreChanged,
 )
 from ..errors import GhostlineError, PadExhaustedError, PayloadError
-from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
-from ..units import format_size
-from .files import (
+from ..files import (
     FileHistory,
     IncomingFile,
     IncomingFiles,
     IncomingUpdate,
     OutgoingFile,
+    OutgoingFiles,
     UnfinishedSend,
     prepare_file,
+    record_in,
+    replay_incoming,
     scan_file_history,
-    send_file,
 )
+from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
+from ..units import format_size
+from .files import typed_path
 from .screens import HELP_TEXT, ConfirmScreen, TextScreen
 from .usage import after_message, pad_table, read_pads
-from .view import PadLeft, pad_summary, pad_warning, percent
+from .view import (
+    PadLeft,
+    file_text,
+    pad_summary,
+    pad_warning,
+    percent,
+    refused_text,
+    rejected_text,
+)
 from .widgets import (
     Banner,
     ChatInput,
@@ -130,11 +150,8 @@ class ChatApp(App[None]):
         self.online: frozenset[int] = frozenset()
         self.connected = False
         self.pads: dict[int, PadLeft] = {}
-        self.incoming = IncomingFiles(downloads, record=self._record_saved)
-        self.outgoing: dict[int, OutgoingFile] = {}  # counter -> the file it belongs to
-        # ACCEPTED can (rarely) beat send_many's return: kept while files are sealing.
-        self._accepted_early: set[int] = set()
-        self._files_sealing = 0
+        self.incoming = IncomingFiles(downloads, record=record_in(self.member))
+        self.outgoing = OutgoingFiles()
         self.unfinished_sends: dict[bytes, UnfinishedSend] = {}  # transfer id -> what
         self.files_ready = False  # the history scan for unfinished transfers is done
         self.presence_down = False
@@ -232,20 +249,8 @@ class ChatApp(App[None]):
             return
         if not self.is_running:
             return
-        for entry in found.incoming:
-            try:
-                part = decode(entry.payload)
-            except PayloadError:
-                continue
-            if not isinstance(part, FileHeader | FileChunk):
-                continue
-            unsaved = (entry.sender, part.transfer_id) in found.unsaved
-            update = self.incoming.add(
-                entry.sender, self.names[entry.sender], part, replay=not unsaved
-            )
-            # A failed check was reported when the last part arrived: only save here.
-            if update.complete is not None:
-                self._show_incoming(update)
+        for update in replay_incoming(found, self.incoming, self.names):
+            self._show_incoming(update)
         for transfer in self.incoming.unfinished():
             if transfer.assembly.header is not None:
                 row = self._transfer_row(
@@ -272,15 +277,9 @@ class ChatApp(App[None]):
         self.files_ready = True
 
     def _own_file_text(self, header: FileHeader) -> str:
-        size = format_size(header.total_size)
         send = self.unfinished_sends.get(header.transfer_id)
-        if send is None:
-            return f"sent a file: {header.safe_name} ({size})"
-        text = (
-            f"did not finish sending a file: {header.safe_name} ({size}), "
-            f"{send.chunks_sealed} of {header.chunk_count} parts"
-        )
-        return text + ("; sent again in full later" if send.sent_again else "")
+        unfinished = None if send is None else (send.chunks_sealed, send.sent_again)
+        return file_text(header, own=True, unfinished=unfinished)
 
     def _history_lines(self, entries: Sequence[Any]) -> list[ChatLine]:
         lines: list[ChatLine] = []
@@ -328,7 +327,7 @@ class ChatApp(App[None]):
             if obj.transfer_id in self.unfinished_sends:
                 counter = None  # no delivery state: the file as a whole was not sent
         else:
-            text = f"sends a file: {obj.safe_name} ({format_size(obj.total_size)})"
+            text = file_text(obj, own=False)
         return ChatLine(
             "message",
             when,
@@ -385,10 +384,7 @@ class ChatApp(App[None]):
         elif isinstance(event, MessageAccepted):
             self._on_accepted(event)
         elif isinstance(event, MessageRejected):
-            self._warn(
-                f"rejected a message (relay seq {event.seq}): {event.reason} "
-                f"[rule: {event.rule}]. It was not shown and used none of your pad."
-            )
+            self._warn(rejected_text(event.seq, event.rule, event.reason))
         elif isinstance(event, PresenceChanged):
             self._on_presence(event)
         elif isinstance(event, ConnectionChanged):
@@ -396,7 +392,13 @@ class ChatApp(App[None]):
         elif isinstance(event, PadLow | PadExhausted):
             self._refresh_pads(read_pads(self.member))
         elif isinstance(event, RelayError):
-            self._warn(f"the relay refused: {event.reason} (code {event.code})")
+            self._warn(refused_text(event.reason, event.code))
+        elif isinstance(event, StoreChanged):
+            self._notice(store_changed_line(event))
+        elif isinstance(event, MessagesMissing):
+            self._warn(messages_missing_line(event))
+        elif isinstance(event, RelayFailing):
+            self._warn(relay_failing_line(event))
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
@@ -412,11 +414,8 @@ class ChatApp(App[None]):
     def _on_accepted(self, event: MessageAccepted) -> None:
         log = self.query_one(MessageLog)
         log.set_state(event.counter, "stored")
-        outgoing = self.outgoing.pop(event.counter, None)
-        if outgoing is None and self._files_sealing:
-            self._accepted_early.add(event.counter)
+        outgoing = self.outgoing.accepted(event.counter)
         if outgoing is not None:
-            outgoing.accepted += 1
             self._outgoing_progress(outgoing)
 
     def _on_presence(self, event: PresenceChanged) -> None:
@@ -459,8 +458,11 @@ class ChatApp(App[None]):
         self.connected = event.state == "connected"
         self.query_one(MessageLog).mark_unstored("sending" if self.connected else "sealed")
         if event.state == "stopped" and not self._stopped and event.detail != "stopped":
-            # A fatal refusal (wrong kit set, bad signature): retrying would not help.
-            self._warn(f"disconnected for good: {event.detail}")
+            # A fatal refusal (wrong kit set, bad signature, a certificate that does not
+            # match): retrying would not help.
+            failure = getattr(self.client, "failure", None)
+            hint = failure_hint(failure) if isinstance(failure, GhostlineError) else None
+            self._warn(f"disconnected for good: {event.detail}" + (f". {hint}" if hint else ""))
 
     _retry_at: float | None = None
 
@@ -581,7 +583,7 @@ class ChatApp(App[None]):
         try:
             outgoing = await asyncio.to_thread(
                 prepare_file,
-                path,
+                typed_path(path),
                 transfer_id=self.random_bytes(8),
                 sent_at=int(self.clock()),
             )
@@ -622,21 +624,14 @@ class ChatApp(App[None]):
         def on_sealed(entries: list[Any]) -> None:
             nonlocal sealed
             sealed += len(entries)
-            for entry in entries:
-                if entry.counter in self._accepted_early:
-                    self._accepted_early.discard(entry.counter)
-                    outgoing.accepted += 1
-                else:
-                    self.outgoing[entry.counter] = outgoing
             if not self.is_running:
                 return
             last = entries[-1]
             self._used(self.me, last.counter, last.offset + last.length)
             row.advance_to(outgoing.accepted, f"sealed {sealed}/{total}")
 
-        self._files_sealing += 1
         try:
-            await send_file(self.client, outgoing, on_sealed)
+            await self.outgoing.send(self.client, outgoing, on_sealed)
         except GhostlineError as err:
             if not self.is_running:
                 return
@@ -644,10 +639,6 @@ class ChatApp(App[None]):
             self._warn(f"/file {name}: stopped after {sealed} of {total} parts: {err}")
             self._refresh_pads(read_pads(self.member))
             return
-        finally:
-            self._files_sealing -= 1
-            if not self._files_sealing:
-                self._accepted_early.clear()
         if not self.is_running:
             return
         # The line follows the last part: "stored ✓" once the whole file is at the relay.
@@ -702,15 +693,6 @@ class ChatApp(App[None]):
                 assembly.received,
                 f"{format_size(assembly.received)} of {format_size(total)}",
             )
-
-    def _record_saved(self, transfer: IncomingFile, path: Path) -> None:
-        """Durably record a saved file (blocking: `IncomingFiles.save` calls it off the
-        UI thread, after the file is fsynced and linked into place)."""
-        header = transfer.assembly.header
-        assert header is not None  # only a complete, verified file is saved
-        self.member.record_saved_file(
-            transfer.sender, transfer.assembly.transfer_id, path, header.sha256
-        )
 
     @work(group="save")
     async def _save_file(self, transfer: IncomingFile, data: bytes, row: TransferRow) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Literal
 
+from ..payload import FileHeader
 from ..units import format_size
 
 LOW_FRACTION = 0.10
@@ -123,3 +124,33 @@ def day_key(timestamp: float, tz: tzinfo | None) -> str:
 def countdown(seconds: float) -> str:
     whole = max(0, round(seconds))
     return f"{whole}s" if whole < 60 else f"{whole // 60}m{whole % 60:02d}s"
+
+
+# -- sentences both chat apps (terminal and web) show ------------------------------------
+
+
+def rejected_text(seq: int, rule: str, reason: str) -> str:
+    return (
+        f"rejected a message (relay seq {seq}): {reason} [rule: {rule}]. "
+        "It was not shown and used none of your pad."
+    )
+
+
+def refused_text(reason: str, code: int) -> str:
+    return f"the relay refused: {reason} (code {code})"
+
+
+def file_text(header: FileHeader, *, own: bool, unfinished: tuple[int, bool] | None = None) -> str:
+    """The line for a file in the conversation. `unfinished`: (parts sealed, sent again
+    in full later) for an own file whose parts were not all sealed."""
+    size = format_size(header.total_size)
+    if not own:
+        return f"sends a file: {header.safe_name} ({size})"
+    if unfinished is None:
+        return f"sent a file: {header.safe_name} ({size})"
+    sealed, sent_again = unfinished
+    text = (
+        f"did not finish sending a file: {header.safe_name} ({size}), "
+        f"{sealed} of {header.chunk_count} parts"
+    )
+    return text + ("; sent again in full later" if sent_again else "")
