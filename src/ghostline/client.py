@@ -67,8 +67,6 @@ from .transport import (
 from .wire import (
     MAX_PING,
     NONCE_LEN,
-    REASON_PRESENCE_PORT,
-    REASON_RELAY_PORT,
     REASON_TLS_ONLY,
     ErrorCode,
     Frame,
@@ -135,17 +133,6 @@ _HINTS = {
     ErrorCode.RELAY_FULL: "the relay is at its limit; try again later or another relay.",
     ErrorCode.RATE_LIMITED: "too many messages too fast; GhostLine will retry.",
 }
-# Refusals whose reason names the mistake (wire.REASON_*): a hint for each, not the code's.
-_REASON_HINTS = {
-    REASON_PRESENCE_PORT: (
-        "--relay names the relay's presence port: give it the relay port (by default the"
-        " presence port minus 1)."
-    ),
-    REASON_RELAY_PORT: (
-        "--presence-port names the relay port: give the presence port (by default the relay"
-        " port plus 1), or leave it out."
-    ),
-}
 PAD_LOW_FRACTION = 0.10
 # A text message needs at least kind (1) + sent_at (4) + one byte of text.
 _MIN_MESSAGE = 6
@@ -157,10 +144,10 @@ REPEATED_REFUSALS = 3
 
 def refusal(code: int, reason: str) -> RelayRefused:
     """The RelayRefused error for an ERROR frame, with the hint a person needs."""
-    hint = _REASON_HINTS.get(reason)
-    if hint is None:
-        with contextlib.suppress(ValueError):  # a code this client does not know
-            hint = _HINTS.get(ErrorCode(code))
+    try:
+        hint = _HINTS.get(ErrorCode(code))
+    except ValueError:
+        hint = None
     return RelayRefused(code, reason, hint=hint)
 
 
