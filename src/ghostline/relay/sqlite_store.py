@@ -187,7 +187,7 @@ class SqliteBackend(Backend):
             raise StoreUnavailable(self.path, str(err)) from err
 
     def _open_sync(self) -> None:
-        make_private(self.path)
+        make_private(self.path)  # before SQLite, which gives -wal and -shm the file's mode
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._wdb = db
         check_integrity(db, self.path)
@@ -224,9 +224,6 @@ class SqliteBackend(Backend):
             raise
         except sqlite3.DatabaseError as err:  # corrupt, not a database
             raise StoreDamaged(self.path, str(err)) from err
-        for suffix in ("-wal", "-shm"):  # made by the WAL switch, with the file's mode
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(self.path.with_name(self.path.name + suffix), 0o600)
 
     def _open_reader_sync(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
