@@ -278,6 +278,22 @@ def flip(data: bytes, at: int, mask: int = 0x01) -> bytes:
     return bytes(out)
 
 
+def flip_hex_digit(kit: Path, field: str, nth: int = 0) -> tuple[str, str]:
+    """Change one hex digit of the `nth` occurrence of header string `field` in the kit
+    file, in place, as a bad sector or a careless edit would. Returns (old, new) value."""
+    data = bytearray(kit.read_bytes())
+    key = f'"{field}":"'.encode()
+    at = -1
+    for _ in range(nth + 1):
+        at = data.index(key, at + 1)
+    start = at + len(key)
+    end = data.index(b'"', start)
+    old = data[start:end].decode()
+    data[start + 5] = ord("1") if data[start + 5] == ord("0") else ord("0")
+    kit.write_bytes(bytes(data))
+    return old, data[start:end].decode()
+
+
 def file_bytes(path: Path) -> bytes:
     return path.read_bytes()
 

@@ -53,6 +53,7 @@ from .errors import (
     RelayUnreachable,
     RemoteError,
 )
+from .padlevel import PadLeft
 from .relaycursor import SEQ_LIMIT, GapWatch, Lost, Refetch, SeqGuard
 from .seal import Rule
 from .transport import (
@@ -133,9 +134,6 @@ _HINTS = {
     ErrorCode.RELAY_FULL: "the relay is at its limit; try again later or another relay.",
     ErrorCode.RATE_LIMITED: "too many messages too fast; GhostLine will retry.",
 }
-PAD_LOW_FRACTION = 0.10
-# A text message needs at least kind (1) + sent_at (4) + one byte of text.
-_MIN_MESSAGE = 6
 # resume_after for a send-only client: past any seq (and within SQLite's signed 64 bits).
 _NOTHING_STORED = SEQ_LIMIT - 1
 # Refusals in a row (with no progress between) after which RelayFailing is emitted.
@@ -204,7 +202,7 @@ class ConnectionChanged:
 
 @dataclass(frozen=True, slots=True)
 class PadLow:
-    """Less than PAD_LOW_FRACTION of this member's pad (bytes or keys) is left."""
+    """At most padlevel.LOW_FRACTION of this member's pad (bytes or keys) is left."""
 
     fraction_left: float
 
@@ -565,12 +563,12 @@ class Client:
         header = self.member.header
         keys_left = header.auth_keys - (entry.counter + 1)
         bytes_left = header.slice_len - (entry.offset + entry.length)
-        fraction = min(keys_left / header.auth_keys, bytes_left / header.slice_len)
-        if keys_left <= 0 or bytes_left < _MIN_MESSAGE:
+        pad = PadLeft(max(0, bytes_left), header.slice_len, max(0, keys_left), header.auth_keys)
+        if pad.level == "exhausted":
             self._emit(PadExhausted())
-        elif fraction < PAD_LOW_FRACTION and not self._pad_low_reported:
+        elif pad.level != "ok" and not self._pad_low_reported:
             self._pad_low_reported = True
-            self._emit(PadLow(fraction))
+            self._emit(PadLow(pad.fraction_left))
 
     async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a background loop; whatever escapes it stops the client visibly."""

@@ -56,10 +56,35 @@ class KitExistsError(KitError):
     """A kit file already exists at that path; GhostLine never overwrites a kit."""
 
 
+class KitReadOnlyError(KitError):
+    """The kit file can be read but not written, and GhostLine erases used pad in it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: the kit file is read-only")
+        self.path = path
+
+
 class KitDamagedError(KitError):
     """The kit file is damaged: its header checksum does not match."""
 
     hint = "Use an undamaged copy of your kit; without one, the group needs a new kit set."
+
+
+class KitHeaderChangedError(KitDamagedError):
+    """The kit's header differs from the header this machine recorded when the kit was
+    first used here (a v1 kit has no checksum; `kitrecord.py`): the file is damaged.
+    `fields` name what differs, `recorded` and `found` hold those fields' values (as in
+    the kit's JSON)."""
+
+    def __init__(
+        self, path: str, fields: tuple[str, ...], recorded: dict[str, object],
+        found: dict[str, object],
+    ) -> None:  # fmt: skip
+        super().__init__(f"{path}: the kit header differs from the one recorded ({fields})")
+        self.path = path
+        self.fields = fields
+        self.recorded = recorded
+        self.found = found
 
 
 class UnsupportedKitError(KitError):
@@ -86,6 +111,24 @@ class ErasedKeyError(LocalError):
 
 class StateError(LocalError):
     """The local state database is missing, damaged, or does not match the kit."""
+
+
+class KitRecordError(StateError):
+    """This machine's record of a kit's header (kitrecord.py) cannot be read."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class RecoveryNeeded(StateError):
+    """The state database is missing or older than the kit's erasures: sending now
+    could reuse pad. `ghostline pad recover` can rebuild it from the kit (`kit_path`)."""
+
+    def __init__(self, message: str, *, kit_path: str) -> None:
+        super().__init__(message)
+        self.kit_path = kit_path
 
 
 class InternalError(LocalError):

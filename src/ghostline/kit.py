@@ -13,11 +13,16 @@ Poly1305 key from the pair's hash key R and a fresh 16-byte mask S_j.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import mmap
 import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ErasedKeyError, JournalFullError, KitDamagedError, KitError
+from .errors import ErasedKeyError, JournalFullError, KitDamagedError, KitError, KitReadOnlyError
 from .grants import RECORD_LEN, GrantRange, JournalError, decode_journal, free_slot
 from .kitformat import (
     FORMAT_1,
@@ -69,9 +74,16 @@ class Kit:
             raise KitError(f"{where}: no such kit file") from None
         except IsADirectoryError:
             raise KitError(f"{where}: is a directory, not a kit file") from None
-        except PermissionError:
-            raise KitError(f"{where}: permission denied") from None
+        except OSError as exc:
+            denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            if denied and writable and os.access(path, os.R_OK):
+                raise KitReadOnlyError(where) from None
+            if denied:
+                raise KitError(f"{where}: permission denied") from None
+            raise KitError(f"{where}: cannot open it ({exc.strerror})") from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise KitError(f"{where}: is a directory or device, not a kit file")
             size = prefix_size(os.pread(fd, PREFIX_LEN, 0), where)
             header, layout = parse_prefix(os.pread(fd, size, 0), where)
             size = os.fstat(fd).st_size
@@ -139,6 +151,22 @@ class Kit:
     def flush(self) -> None:
         """Make erasures durable (msync)."""
         self._mm.flush()
+
+    @contextmanager
+    def seal_lock(self) -> Iterator[None]:
+        """Hold the kit file's exclusive lock (flock), across processes: a sealer holds
+        it from its commit until its erasure is flushed (member.py relies on it)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            yield  # no locks on this file system: the margin then holds for one sealer
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _require(self, format: int) -> None:
         if self.header.format != format:

@@ -15,21 +15,26 @@ database (`store.py`), in the order that keeps pad bytes from ever being used tw
   commit and erase), and the database is checked against the kit's erasures: a missing
   or older database is refused, because guessing the next offset could reuse pad.
 
-Consequence used by recovery: every sealed message that ever left this process has its
-outbound keys and pad bytes zeroed (and flushed) in the kit. So the kit alone bounds
-what was sent, and `pad recover` can rebuild a database that is safe
-(see `plan_recovery`).
+Consequence used by recovery: a sealer commits and then erases (and flushes) under the
+kit's seal lock, so at any moment at most one commit of own messages, MAX_SEAL_GROUP
+messages at most, is committed but not yet erased in the kit; another process of the
+same member may already have sent those from the outbox. Every other message ever
+sealed has its keys and pad zeroed in the kit. So the kit alone bounds what was sent,
+give or take one commit, and `pad recover` can rebuild a database that is safe by
+skipping one commit's worth past the erasures (see `recovery_margin`).
 
-Test hook (the only one): with GHOSTLINE_TEST_CRASH_AFTER_COMMIT=1 in the environment,
-`seal`/`seal_many` call `os._exit(86)` right after the commit and before erasing, so
-tests can check that the start-up sweep erases what a crash left behind.
+Test hook (the only one): with GHOSTLINE_TEST_CRASH_AFTER_COMMIT in the environment,
+`seal`/`seal_many` stop right after the commit: `1` calls `os._exit(86)` before
+erasing (tests check that the start-up sweep erases what a crash left behind);
+`stop-mid-erase` erases the first half of the group, flushes, and stops the process
+with SIGSTOP, so a test can SIGKILL it in the middle of a group.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shlex
+import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -40,27 +45,32 @@ import numpy as np
 
 from . import paths
 from .envelope import HEADER_LEN, read_envelope, sealed_length
-from .errors import ErasedKeyError, RejectedMessage, StateError, UnsupportedKitError, UsageError
+from .errors import (
+    ErasedKeyError,
+    RecoveryNeeded,
+    RejectedMessage,
+    StateError,
+    UnsupportedKitError,
+    UsageError,
+)
 from .kit import Kit
 from .kitformat import FORMAT_1, KEY_LEN, KitHeader
+from .kitrecord import check_kit, remember_kit
+from .payload import Kind
 from .relaycursor import SEQ_LIMIT, RelayCursor
 from .seal import open_sealed, seal_with_kit
 from .store import Binding, HistoryRow, SenderTotals, SkippedRange, Store
 from .wire import DEFAULT_MAX_FRAME
 
-RECOVER_HINT = "Run `ghostline pad recover KIT` to rebuild the state from the kit (see its --help)."
-
-
-def recover_hint(kit_path: str | os.PathLike[str]) -> str:
-    """RECOVER_HINT naming the actual kit file."""
-    return RECOVER_HINT.replace("KIT", shlex.quote(str(kit_path)))
-
-
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
+CRASH_HOOK_STOP = "stop-mid-erase"
 DEFAULT_AVERAGE_SIZE = 64
-# The largest message the relay carries: the safety margin `pad recover` skips.
-RECOVERY_MARGIN = 1 << 20
+RECENT_TEXTS = 100  # text messages the "messages left" estimate averages over
+# The most messages one commit seals: `seal_many` refuses more, and the file sender
+# seals in groups of this many. It bounds what a dead sealer can leave committed (and
+# perhaps sent) but not erased, and so the margin `pad recover` skips.
+MAX_SEAL_GROUP = 32
 # A stretch of this many zero bytes in a random pad means "erased" (chance 2^-256).
 _ERASED_RUN = 32
 _KEY_CHUNK = 1 << 16  # keys scanned per numpy step (2 MiB)
@@ -129,9 +139,13 @@ class MemberUsage:
     keys_left: int
     messages: int  # sent (owner) or accepted (others)
     average_size: float  # bytes per message; DEFAULT_AVERAGE_SIZE when none yet
-    messages_left: int  # min(keys left, bytes left // average size)
+    messages_left: int  # min(keys left, bytes left // text size)
     slice_len: int
     auth_keys: int
+    # Bytes per text message, over the last RECENT_TEXTS in the history (file chunks,
+    # 64 KiB each, would make "messages left" mean "file chunks left");
+    # DEFAULT_AVERAGE_SIZE when there are none.
+    text_size: float = float(DEFAULT_AVERAGE_SIZE)
 
     @property
     def fraction_left(self) -> float:
@@ -181,6 +195,20 @@ def binding_of(header: KitHeader) -> Binding:
     return Binding(header.pad_id, header.self_index, header.n, header.slice_len, header.auth_keys)
 
 
+def max_payload(n: int) -> int:
+    """The largest payload a member of a group of `n` can seal: its DELIVER frame (type,
+    seq, sealed message) must fit the protocol's default relay frame limit."""
+    return DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, n)
+
+
+def recovery_margin(n: int) -> tuple[int, int]:
+    """(keys, pad bytes) `pad recover` skips past what the kit shows erased: one whole
+    commit of the largest messages (MAX_SEAL_GROUP of max_payload bytes), which a dead
+    sealer may have left committed and sent but not erased, plus 2 * 32 bytes: an
+    erased stretch shorter than that past a gap cannot be told from random bytes."""
+    return MAX_SEAL_GROUP, MAX_SEAL_GROUP * max_payload(n) + 2 * _ERASED_RUN
+
+
 @dataclass
 class _Pending:
     """Erasures done in the kit but not yet recorded: written with the next commit."""
@@ -204,7 +232,7 @@ class Member:
         self.state_path = store.path
         self._lock = threading.RLock()
         self._pending = _Pending()
-        self._crash_after_commit = os.environ.get(CRASH_HOOK_ENV) == "1"
+        self._crash_hook = os.environ.get(CRASH_HOOK_ENV)
         self._lost: list[tuple[int, int]] = []
 
     @classmethod
@@ -214,6 +242,9 @@ class Member:
         kit = Kit.open(kit_path)
         try:
             require_format_1(kit)
+            # Before the state is looked up by pad_id: a damaged pad_id must not look like
+            # a new kit (or like a used kit whose state is lost).
+            check_kit(kit.header, kit_path)
             path = Path(state_path) if state_path is not None else default_state_path(kit.header)
             binding = binding_of(kit.header)
             if path.exists():
@@ -221,10 +252,10 @@ class Member:
             else:
                 erased = first_erasure(kit)
                 if erased is not None:
-                    raise StateError(
+                    raise RecoveryNeeded(
                         f"no state database at {path}, but this kit has already erased "
                         f"{erased}: it was used before, and sending now could reuse pad",
-                        hint=recover_hint(kit_path),
+                        kit_path=os.fspath(kit_path),
                     )
                 try:
                     store = Store.create(path, binding)
@@ -235,6 +266,7 @@ class Member:
             try:
                 member = cls(kit, store)
                 member._check_and_sweep()
+                remember_kit(kit.header)
             except BaseException:
                 store.close()
                 raise
@@ -272,6 +304,8 @@ class Member:
         If any of them does not fit (PadExhaustedError), none is sealed."""
         if any(not p for p in payloads):
             raise ValueError("a sealed message carries at least one byte")
+        if len(payloads) > MAX_SEAL_GROUP:
+            raise ValueError(f"one commit seals at most {MAX_SEAL_GROUP} messages")
         if not payloads:
             return []
         largest = max(len(p) for p in payloads)
@@ -283,7 +317,9 @@ class Member:
                 f"{self.max_payload} in a group of {self.header.n}; nothing was sent"
             )
         me = self.index
-        with self._lock:
+        # The seal lock is held from before the commit until the erasure is flushed, so
+        # no other process commits while this one's commit is not yet erased.
+        with self._lock, self.kit.seal_lock():
             entries: list[OutboxEntry] = []
             now = time.time()
             with self.store.transaction():
@@ -293,11 +329,11 @@ class Member:
                     try:
                         sealed = seal_with_kit(self.kit, counter, offset, payload)
                     except ErasedKeyError:
-                        raise StateError(
+                        raise RecoveryNeeded(
                             f"the kit has already erased the keys of message {counter}, "
                             "which the state database says is unused: the database is older "
                             "than the kit",
-                            hint=recover_hint(self.kit.path),
+                            kit_path=os.fspath(self.kit.path),
                         ) from None
                     self.store.add_outbox(counter, offset, len(payload), sealed, now)
                     self.store.add_history(me, counter, None, payload, now, "sealed")
@@ -306,9 +342,12 @@ class Member:
                     offset += len(payload)
                 self.store.set_next_position(counter, offset)
                 self._record_pending()
-            if self._crash_after_commit:
+            if self._crash_hook == "1":
                 os._exit(CRASH_HOOK_EXIT)
-            for e in entries:
+            for i, e in enumerate(entries):
+                if self._crash_hook == CRASH_HOOK_STOP and i == len(entries) // 2:
+                    self.kit.flush()
+                    os.kill(os.getpid(), signal.SIGSTOP)
                 self.kit.erase_key_stream(me, e.offset, e.length)
                 self.kit.erase_outbound_keys(e.counter)
             self.kit.flush()
@@ -317,17 +356,16 @@ class Member:
 
     @property
     def max_payload(self) -> int:
-        """The largest payload whose DELIVER frame (type, seq, sealed message) fits the
-        protocol's default relay frame limit."""
-        return DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, self.header.n)
+        """The largest payload this member can seal (see `max_payload`)."""
+        return max_payload(self.header.n)
 
     def _refuse_erased_pad(self, offset: int, length: int) -> None:
         probe = _own_pad_probe(self.kit, offset, length)
         if len(probe) >= 16 and probe == bytes(len(probe)):
-            raise StateError(
+            raise RecoveryNeeded(
                 f"the kit has already erased the pad at offset {offset} of your slice, "
                 "which the state database says is unused: the database is older than the kit",
-                hint=recover_hint(self.kit.path),
+                kit_path=os.fspath(self.kit.path),
             )
 
     def pending(self) -> list[OutboxEntry]:
@@ -568,7 +606,7 @@ class Member:
             counter, offset = self.store.next_position()
             problem = staleness(kit, counter, offset)
             if problem is not None:
-                raise StateError(problem, hint=recover_hint(kit.path))
+                raise RecoveryNeeded(problem, kit_path=os.fspath(kit.path))
             own = self.store.unerased_outbox()
             received = self.store.unerased_accepted()
             for o in own:
@@ -751,6 +789,8 @@ def compute_usage(kit: Kit, store: Store | None, *, scan_kit: bool = True) -> Ki
         if i == h.self_index:
             sized = messages
         avg = sent_bytes / sized if sized and sent_bytes else float(DEFAULT_AVERAGE_SIZE)
+        texts = store.recent_sizes(i, Kind.TEXT, RECENT_TEXTS) if store is not None else []
+        text_size = sum(texts) / len(texts) if texts else float(DEFAULT_AVERAGE_SIZE)
         keys_left = max(0, k - keys_used)
         bytes_left = max(0, e - bytes_used)
         members.append(
@@ -764,9 +804,10 @@ def compute_usage(kit: Kit, store: Store | None, *, scan_kit: bool = True) -> Ki
                 keys_left=keys_left,
                 messages=messages,
                 average_size=avg,
-                messages_left=min(keys_left, math.floor(bytes_left / avg)),
+                messages_left=min(keys_left, math.floor(bytes_left / text_size)),
                 slice_len=e,
                 auth_keys=k,
+                text_size=text_size,
             )
         )
     pad_erased = (
@@ -800,8 +841,10 @@ class StateStatus:
 
 
 def inspect_state(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> StateStatus:
-    """Read-only: does the kit have a usable state database?"""
+    """Read-only: does the kit have a usable state database? Raises KitHeaderChangedError
+    for a kit whose header is not the one recorded when it was first used here."""
     require_format_1(kit)
+    check_kit(kit.header, kit.path)
     path = Path(state_path) if state_path is not None else default_state_path(kit.header)
     if not path.exists():
         erased = first_erasure(kit)
@@ -841,37 +884,10 @@ class RecoveryPlan:
     def skipped_bytes(self) -> int:
         return self.next_offset - self.erased_extent
 
-    def describe(self) -> list[str]:
-        """The plan in sentences, for a person to confirm."""
-        lines = []
-        if self.state.status in ("stale", "missing"):
-            lines.append(f"State: {self.state.detail}.")
-        if self.state.path.exists():
-            lines.append(f"The old database will be kept as {self.aside_path()}.")
-        used = self.highest_erased_counter + 1
-        lines.append(
-            f"Keys: the kit shows {used} message(s) sent (highest erased key "
-            f"{self.highest_erased_counter}); the next message will be number "
-            f"{self.next_counter}, skipping {self.skipped_keys} key(s) in case one was sealed "
-            "whose keys were not yet erased."
-        )
-        lines.append(
-            f"Pad: the erased part of your slice ends at byte {self.erased_extent}; the next "
-            f"message will start at byte {self.next_offset}, skipping {self.skipped_bytes} "
-            f"byte(s) ({self.skipped_bytes / max(1, self.slice_len):.2%} of your slice) as a "
-            "safety margin of one largest relay message."
-        )
-        total_acc = sum(len(v) for v in self.accepted.values())
-        lines.append(
-            f"Received: {total_acc} accepted message number(s) are rebuilt from erased "
-            "inbound keys, so replays of them are still refused. The history of received "
-            "and sent messages is lost, and the relay cursor restarts at 0 (messages "
-            "already read will be refused as replays when the relay sends them again)."
-        )
-        if self.next_counter >= self.auth_keys or self.next_offset >= self.slice_len:
-            lines.append("After recovery this kit can send no more messages.")
-        lines.append("The skipped keys and pad bytes are erased in the kit.")
-        return lines
+    @property
+    def can_send_after(self) -> bool:
+        """Whether the kit can still send once the margin is skipped."""
+        return self.next_counter < self.auth_keys and self.next_offset < self.slice_len
 
     def aside_path(self) -> Path:
         return self.state.path.with_name(f"{self.state.path.name}.stale-{int(time.time())}")
@@ -880,11 +896,12 @@ class RecoveryPlan:
 def plan_recovery(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> RecoveryPlan:
     """Plan a conservative state database from the kit alone.
 
-    - next counter = highest erased outbound key + 2: every message that left this
-      device had its keys erased first; one more key is skipped in case the erasure
-      reached only part of the disk;
-    - next offset = end of the erased part of the own slice + 1 MiB (the largest
-      message the relay carries), capped at the slice end;
+    Every message that may have left this device is erased in the kit, except at most
+    one commit (see the module docstring), so, with `recovery_margin`:
+
+    - next counter = highest erased outbound key + 1 + MAX_SEAL_GROUP keys;
+    - next offset = end of the erased part of the own slice + the margin's bytes;
+    - both capped at the end of the keys and of the slice;
     - accepted counters = every erased inbound key, so replays are still refused.
     """
     require_format_1(kit)
@@ -893,13 +910,14 @@ def plan_recovery(kit: Kit, state_path: str | os.PathLike[str] | None = None) ->
     top = highest_erased_outbound(kit)
     extent = erased_extent(kit, h.self_index)
     accepted = {s: erased_inbound_counters(kit, s) for s in kit.layout.others()}
+    margin_keys, margin_bytes = recovery_margin(h.n)
     return RecoveryPlan(
         kit_path=kit.path,
         state=state,
         highest_erased_counter=top,
-        next_counter=min(h.auth_keys, top + 2),
+        next_counter=min(h.auth_keys, top + 1 + margin_keys),
         erased_extent=extent,
-        next_offset=min(h.slice_len, extent + RECOVERY_MARGIN),
+        next_offset=min(h.slice_len, extent + margin_bytes),
         accepted=accepted,
         auth_keys=h.auth_keys,
         slice_len=h.slice_len,
@@ -959,4 +977,5 @@ def apply_recovery(kit: Kit, plan: RecoveryPlan) -> Path:
         kit.flush()
     finally:
         store.close()
+    remember_kit(kit.header)
     return path

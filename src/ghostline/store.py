@@ -251,7 +251,10 @@ class Store:
             fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise StateError(f"{path}: cannot create the state database ({exc.strerror})") from None
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask; SQLite gives -wal and -shm this mode
+        finally:
+            os.close(fd)
         try:
             conn = _connect(building)
             try:
@@ -583,6 +586,17 @@ class Store:
                 (bytes([first]),),
             ).fetchall()
         return [_history_row(r) for r in rows]
+
+    def recent_sizes(self, sender: int, first: int, limit: int) -> list[int]:
+        """Payload lengths of `sender`'s last `limit` rows whose payload's first byte is
+        `first`, newest first. Read-only."""
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT length(payload) FROM history WHERE sender = ? "
+                "AND substr(payload, 1, 1) = ? ORDER BY id DESC LIMIT ?",
+                (sender, bytes([first]), limit),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
 
     def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryRow]:
         """The rows of these (sender, counter) pairs that exist, oldest first. Read-only."""

@@ -17,7 +17,7 @@ import pytest
 from textual.pilot import Pilot
 
 from ghostline.client import Client, Event, MessageReceived
-from ghostline.member import Member
+from ghostline.member import MAX_SEAL_GROUP, Member
 from ghostline.payload import FileAssembly, FileChunk, FileHeader, TextPayload, split_file
 from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
 from ghostline.transport import RelayAddress
@@ -228,7 +228,10 @@ async def test_a_file_resumes_across_reopens_from_far_back_and_is_saved_once(
     bob = group.client(1)
     async with bob:
         first = await bob.send_many(parts[:2])
-        chatter = await bob.send_many([TextPayload(f"c{i}", 1).encode() for i in range(70)])
+        texts_ = [TextPayload(f"c{i}", 1).encode() for i in range(70)]
+        chatter = []
+        for start in range(0, len(texts_), MAX_SEAL_GROUP):  # one commit holds at most that
+            chatter += await bob.send_many(texts_[start : start + MAX_SEAL_GROUP])
         await bob.wait_accepted(chatter[-1].counter, WAIT)
     assert [e.counter for e in first] == [0, 1]
     app = group.app(group.client(0))

@@ -43,14 +43,23 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ghostline")
 def cli() -> None:
-    """GhostLine: one-time-pad group chat over a blind relay."""
+    """GhostLine: one-time-pad group chat over a blind relay.
+
+    \b
+    Environment:
+      GHOSTLINE_RELAY  default for --relay (HOST[:PORT], several separated by spaces)
+      GHOSTLINE_HOME   keep all state and downloads under this folder
+    """
 
 
 def report(err: GhostlineError) -> None:
     """Print an error as `ghostline: error: ...` and its hint, on stderr."""
-    click.echo(f"ghostline: error: {err.message}", err=True)
-    if err.hint:
-        click.echo(f"ghostline: hint: {err.hint}", err=True)
+    from .kits import explain
+
+    message, hint = explain(err)
+    click.echo(f"ghostline: error: {message}", err=True)
+    if hint:
+        click.echo(f"ghostline: hint: {hint}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

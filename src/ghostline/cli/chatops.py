@@ -11,14 +11,16 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import GhostlineError, RelayUnreachable, UsageError
+from ..errors import GhostlineError, LocalError, RelayUnreachable, UsageError
+from .connect import ConnectionSettings, connection_options, connection_settings, make_client
+from .kits import KIT_ARGUMENT, open_member
+from .padwarn import PadWarnings, own_pad
 from .relaystatus import (
     failure_hint,
     messages_missing_line,
@@ -27,13 +29,11 @@ from .relaystatus import (
     store_changed_line,
     with_hint,
 )
+from .textin import NOT_TEXT_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
     from ..client import Client, ConnectionChanged, Event
     from ..member import Member
-    from ..transport import RelayAddress, TlsOptions
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 _OUTBOX_HINT = (
     "Check the --relay address and that the relay is running. The message is sealed and "
@@ -43,100 +43,6 @@ _OUTBOX_NOTE = "The message is sealed and kept in the outbox: the next `send` or
 # `send` says it is retrying only when the relay has not taken the message this long
 # after a failed attempt: a quick success prints nothing.
 RETRY_NOTICE_DELAY = 2.0
-
-
-def connection_options(fn: F) -> F:
-    """--relay (repeatable), --presence-port, TLS and proxy options."""
-    options = [
-        click.option(
-            "--relay",
-            "relays",
-            metavar="HOST:PORT",
-            multiple=True,
-            required=True,
-            help="Relay address; repeat it to fail over among several relays.",
-        ),
-        click.option(
-            "--presence-port",
-            type=click.IntRange(1, 65535),
-            default=None,
-            metavar="P",
-            help="Presence port of the relay(s) (default: the relay port + 1).",
-        ),
-        click.option("--tls", is_flag=True, help="Connect with TLS (both ports)."),
-        click.option(
-            "--tls-ca",
-            type=click.Path(exists=True, dir_okay=False),
-            default=None,
-            metavar="FILE",
-            help="Verify the relay against this CA file (implies --tls).",
-        ),
-        click.option(
-            "--tls-pin",
-            default=None,
-            metavar="SHA256",
-            help="Accept only the certificate with this SHA-256 fingerprint (implies --tls).",
-        ),
-        click.option(
-            "--proxy",
-            default=None,
-            metavar="socks5://HOST:PORT",
-            help="Connect through a SOCKS5 proxy, e.g. Tor at socks5://127.0.0.1:9050.",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _relays(relays: tuple[str, ...], presence_port: int | None) -> list[RelayAddress]:
-    from ..transport import RelayAddress
-
-    return [RelayAddress.parse(r, presence_port=presence_port) for r in relays]
-
-
-def _tls(tls: bool, tls_ca: str | None, tls_pin: str | None) -> TlsOptions | None:
-    from ..transport import TlsOptions
-
-    if not (tls or tls_ca or tls_pin):
-        return None
-    options = TlsOptions(ca_file=tls_ca, pin=tls_pin)
-    options.pin_bytes()  # refuse a malformed pin before connecting
-    return options
-
-
-def make_client(
-    member: Member,
-    opts: dict[str, Any],
-    *,
-    presence: bool,
-    receive: bool = True,
-    receive_limit: int | None = None,
-) -> Client:
-    """A Client for `member` from the `connection_options` values; a malformed proxy URL
-    or TLS pin is refused here, before any connection is tried."""
-    from ..client import Client
-    from ..transport import ProxyAddress
-
-    if opts["proxy"]:
-        ProxyAddress.parse(opts["proxy"])  # a bad URL is a usage error, not a retry loop
-    return Client(
-        member,
-        _relays(opts["relays"], opts["presence_port"]),
-        presence_port=opts["presence_port"],
-        tls=_tls(opts["tls"], opts["tls_ca"], opts["tls_pin"]),
-        proxy=opts["proxy"],
-        presence=presence,
-        receive=receive,
-        receive_limit=receive_limit,
-    )
-
-
-def open_member(kit: Path) -> Member:
-    """The member KIT belongs to, with its durable state (use it in a `with` block)."""
-    from ..member import Member
-
-    return Member.open(kit)
 
 
 def _status(text: str) -> None:
@@ -160,7 +66,7 @@ def _connection_line(ev: ConnectionChanged) -> str | None:
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @click.argument("text", nargs=-1)
 @connection_options
 @click.option(
@@ -192,7 +98,8 @@ def send(
 
     TEXT `-` reads the message from stdin. The message is sealed and stored durably
     before anything is sent; if the relay cannot be reached it stays in the outbox and
-    goes out with the next `send` or `listen`, byte for byte the same.
+    goes out with the next `send` or `listen`, byte for byte the same. Text must be
+    UTF-8. Exit status 2 (a usage error) means nothing was sealed.
     """
     if flush and text:
         raise UsageError("--flush sends the outbox only: give no TEXT")
@@ -200,14 +107,17 @@ def send(
         raise UsageError("nothing to send: give TEXT, or - to read it from stdin")
     if lines and text != ("-",):
         raise UsageError("--lines reads stdin: give TEXT as -")
+    # Everything that can be wrong with the command line is found before the kit opens.
+    settings = connection_settings(opts)
+    message = message_text(text) if text and not lines else None
     with open_member(kit) as member:
-        asyncio.run(_send(member, opts, text, timeout, lines, quiet))
+        asyncio.run(_send(member, settings, message, timeout, lines, quiet))
 
 
 async def _send(
     member: Member,
-    opts: dict[str, Any],
-    text: tuple[str, ...],
+    settings: ConnectionSettings,
+    message: str | None,
     timeout: float,
     lines: bool,
     quiet: bool,
@@ -216,22 +126,19 @@ async def _send(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    if text and not lines:
-        message = sys.stdin.read() if text == ("-",) else " ".join(text)
-        if text == ("-",) and message.endswith("\n"):
-            message = message[:-1]
-        if not message:
-            raise UsageError("nothing to send: the message is empty")
+    warnings = PadWarnings(own_pad(member).level)
+    if message is not None:
         # Sealed (and the pad checked) before any connection: exhaustion consumes nothing.
         member.seal(encode_text(message, int(time.time())))
-    client = make_client(member, opts, presence=False, receive=False)
+        warnings.check(own_pad(member))
+    client = make_client(member, settings, presence=False, receive=False)
     await client.start()
     watch = asyncio.ensure_future(_watch_send(client, timeout))
-    exhausted: BaseException | None = None
+    stopped_by: BaseException | None = None
     sent = 0
     try:
         if lines:
-            sent, exhausted = await _send_lines(client)
+            sent, stopped_by = await _send_lines(client, warnings)
             deadline = loop.time() + timeout
         counters = client.pending_counters()
         for counter in counters:
@@ -247,8 +154,8 @@ async def _send(
     finally:
         watch.cancel()
         await client.stop()
-    if exhausted is not None:
-        raise exhausted
+    if stopped_by is not None:
+        raise stopped_by
 
 
 async def _watch_send(client: Client, timeout: float) -> None:
@@ -297,18 +204,29 @@ async def _accepted(client: Client, counter: int, deadline: float) -> int | None
     return None
 
 
-async def _send_lines(client: Client) -> tuple[int, BaseException | None]:
+async def _send_lines(client: Client, warnings: PadWarnings) -> tuple[int, BaseException | None]:
     """Seal and queue each stdin line as it comes. Returns how many were sealed, and the
-    PadExhaustedError that stopped it, if one did."""
+    error that stopped it early, if one did: PadExhaustedError, or a line that is not
+    UTF-8 (never sent altered; it and what follows stay unsent)."""
     from ..errors import PadExhaustedError
 
     loop = asyncio.get_running_loop()
     sealed = 0
+    number = 0
     while True:
         raw = await loop.run_in_executor(None, sys.stdin.buffer.readline)
         if not raw:
             return sealed, None
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        number += 1
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            problem = not_utf8(
+                raw, f"line {number} of stdin", "it and the lines after it were not sealed"
+            )
+            # Exit status 2 says that nothing was sealed: true only for the first line.
+            error = LocalError if sealed else UsageError
+            return sealed, error(problem, hint=NOT_TEXT_HINT)
         if not line:
             continue
         try:
@@ -316,6 +234,7 @@ async def _send_lines(client: Client) -> tuple[int, BaseException | None]:
         except PadExhaustedError as err:
             return sealed, err
         sealed += 1
+        warnings.check(own_pad(client.member))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -342,7 +261,7 @@ def _send_timeout(client: Client, timeout: float, count: int) -> Exception:
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message on stdout.")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
@@ -358,13 +277,14 @@ def listen(
     Rejected messages are reported on stderr with the rule they broke, and listening
     goes on. Messages still in the outbox are sent too.
     """
+    settings = connection_settings(opts)
     with open_member(kit) as member:
-        asyncio.run(_listen(member, opts, as_json, count, timeout, quiet))
+        asyncio.run(_listen(member, settings, as_json, count, timeout, quiet))
 
 
 async def _listen(
     member: Member,
-    opts: dict[str, Any],
+    settings: ConnectionSettings,
     as_json: bool,
     count: int | None,
     timeout: float | None,
@@ -386,7 +306,9 @@ async def _listen(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout is not None else None
     names = [m.name for m in member.header.members]
-    client = make_client(member, opts, presence=True, receive_limit=count)
+    warnings = PadWarnings()
+    warnings.check(own_pad(member))  # listening is when a person looks: say it at once
+    client = make_client(member, settings, presence=True, receive_limit=count)
     shown = 0
     await client.start()
     try:
@@ -422,10 +344,8 @@ async def _listen(
             elif isinstance(event, MessageAccepted):
                 if not quiet:
                     _status(f"sent: message {event.counter} accepted as seq {event.seq}")
-            elif isinstance(event, PadLow):
-                _status(f"warning: only {event.fraction_left:.1%} of your pad is left")
-            elif isinstance(event, PadExhausted):
-                _status("warning: your pad is used up; you can still read messages")
+            elif isinstance(event, PadLow | PadExhausted):
+                warnings.check(own_pad(member))
     finally:
         await client.stop()
     if not client.ever_connected:
@@ -489,7 +409,7 @@ def _print_presence(event: Any, names: list[str]) -> None:
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N.")
 def history(kit: Path, as_json: bool, limit: int | None) -> None:

@@ -24,6 +24,7 @@ import click
 
 from ..entropy import DEFAULT_ENTROPY_RATE, MixedRandom
 from ..errors import KitError, KitExistsError, UsageError
+from ..fsutil import make_private_dirs
 from ..kitformat import (
     DEFAULT_LENGTH_STEP,
     FORMAT_1,
@@ -33,6 +34,7 @@ from ..kitformat import (
     base_offset,
 )
 from ..kitset import KIT_SUFFIX, create_kit_set, kit_set_random_len
+from ..padlevel import MIN_MESSAGE_BYTES
 from ..units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -159,13 +161,17 @@ def new(
     n = len(names)
     size = parse_size(size_text, what="--size")
     slice_len = size // n
-    if slice_len < 1:
-        raise UsageError(f"--size {size_text} is too small for {n} members (at least {n} B)")
+    fmt = int(kit_format)
+    step = _length_step(fmt, length_step)
+    smallest = _smallest_message(step)
+    if slice_len < smallest:
+        raise UsageError(
+            f"--size {size_text} is too small for {n} members to send even one short message: "
+            f"each needs at least {smallest} B, so at least {n * smallest} B in all"
+        )
     keys = default_auth_keys(slice_len) if auth_keys is None else auth_keys
     if keys < 1:
         raise UsageError(f"--auth-keys must be at least 1, not {keys}")
-    fmt = int(kit_format)
-    step = _length_step(fmt, length_step)
     paths = [out_dir / f"{name}{KIT_SUFFIX}" for name in names]
     for path in paths:
         if os.path.lexists(path):
@@ -245,6 +251,16 @@ def _length_step(fmt: int, length_step: int | None) -> int | None:
     return step
 
 
+def _smallest_message(step: int | None) -> int:
+    """Pad bytes the shortest text message takes (format 2 pads it to a multiple of
+    `step`)."""
+    if step is None:
+        return MIN_MESSAGE_BYTES
+    from ..seal2 import padded_length
+
+    return padded_length(MIN_MESSAGE_BYTES, step)
+
+
 def _file_len(n: int, slice_len: int, keys: int, fmt: int) -> int:
     """A kit's length, for the free-space check: exact but for the header, which is
     bounded generously (each member's entry is at most about 400 bytes)."""
@@ -254,20 +270,10 @@ def _file_len(n: int, slice_len: int, keys: int, fmt: int) -> int:
 
 def _make_dirs(path: Path) -> list[Path]:
     """mkdir -p with mode 0700; returns the directories it made, outermost first."""
-    missing: list[Path] = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    missing.reverse()
     try:
-        for made in missing:
-            made.mkdir(mode=0o700)
+        return make_private_dirs(path)
     except OSError as exc:
         raise KitError(f"cannot create {path}: {exc.strerror}") from None
-    return missing
 
 
 def _check_free_space(path: Path, needed: int) -> None:

@@ -15,11 +15,12 @@ import click
 
 from ..errors import UsageError
 from .chat import transport_label
-from .chatops import connection_options, make_client, open_member
+from .connect import connection_options, connection_settings, make_client
+from .kits import KIT_ARGUMENT, open_member
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @connection_options
 @click.option(
     "--port",
@@ -54,6 +55,7 @@ def web(kit: Path, port: int, host: str, allow_remote: bool, no_browser: bool, *
     """
     from ..web import security
 
+    settings = connection_settings(opts)  # bad options are usage errors before the kit opens
     if not security.is_loopback(host) and not allow_remote:
         raise UsageError(
             f"--host {host} is not a loopback address: other machines could reach the page",
@@ -67,7 +69,7 @@ def web(kit: Path, port: int, host: str, allow_remote: bool, no_browser: bool, *
     except OSError as err:
         raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     with sock, open_member(kit) as member:
-        client = make_client(member, opts, presence=True)
+        client = make_client(member, settings, presence=True)
         relays = ", ".join(opts["relays"])
         asyncio.run(_run(client, sock, relays, transport_label(opts), not no_browser))
 

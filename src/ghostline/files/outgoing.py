@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import UsageError
+from ..member import MAX_SEAL_GROUP
 from ..payload import FileHeader, split_file
 
 # Parts sealed per commit: one fsync per group instead of one per chunk, yet a 64 KiB
-# chunk size keeps a group near 2 MiB in memory and the progress bar moving.
-SEAL_GROUP = 32
+# chunk size keeps a group near 2 MiB in memory and the progress bar moving. The most
+# one commit may seal, because `pad recover` skips that much (member.MAX_SEAL_GROUP).
+SEAL_GROUP = MAX_SEAL_GROUP
 
 
 class Sender(Protocol):

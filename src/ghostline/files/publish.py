@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, make_private_dirs
 from ..payload import safe_file_name
 
 
@@ -31,7 +31,7 @@ def save_new_file(directory: Path, name: str, data: bytes) -> Path:
     the first free "name (k).ext". The directory is fsynced before returning, so the
     returned name is durable (and may be recorded as saved). Blocking."""
     name = safe_file_name(name)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(directory)
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".ghostline-", suffix=".part")
     tmp = Path(tmp_name)
     try:

@@ -61,13 +61,13 @@ from ..files import (
     replay_incoming,
     scan_file_history,
 )
+from ..padlevel import PadLeft
 from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
 from ..units import format_size
 from .files import typed_path
 from .screens import HELP_TEXT, ConfirmScreen, TextScreen
 from .usage import after_message, pad_table, read_pads
 from .view import (
-    PadLeft,
     file_text,
     pad_summary,
     pad_warning,

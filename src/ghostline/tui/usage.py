@@ -11,8 +11,9 @@ from typing import Any
 
 from rich.table import Table
 
+from ..padlevel import PadLeft
 from ..units import format_size
-from .view import PadLeft, percent
+from .view import percent
 
 
 def read_pads(member: Any) -> dict[int, PadLeft]:

@@ -16,10 +16,10 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Static, TextArea
 
+from ..padlevel import PadLeft
 from ..units import format_size
 from .view import (
     OWN_COLOUR,
-    PadLeft,
     clock_label,
     countdown,
     day_key,

@@ -48,9 +48,10 @@ from ..files import (
     UnfinishedSend,
     record_in,
 )
+from ..padlevel import PadLeft
 from ..payload import FileChunk, FileHeader, Payload, decode, encode_text
 from ..tui.usage import after_message, read_pads
-from ..tui.view import PadLeft, file_text, refused_text, rejected_text
+from ..tui.view import file_text, refused_text, rejected_text
 from . import lines as view
 from .seen import SeenMarker
 from .transfers import Transfers
