@@ -68,6 +68,7 @@ from .transport import (
 from .wire import (
     MAX_PING,
     NONCE_LEN,
+    REASON_TLS_ONLY,
     ErrorCode,
     Frame,
     FrameDecoder,
@@ -605,6 +606,9 @@ class Client:
             except _Resume as err:
                 detail, failover = str(err), False
             except RelayRefused as err:
+                if err.reason == REASON_TLS_ONLY and self.tls is None:  # it said so in plain
+                    self._stop_on(TlsExpected(f"{addr} speaks TLS"), addr)
+                    return
                 self.last_error = err
                 self._emit(RelayError(err.code, err.reason))
                 if err.code in FATAL_CODES:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..display import one_line
-from ..errors import GhostlineError
+from ..errors import GhostlineError, RelayRefused
 from ..transport import (
     ProxyAuthError,
     ProxyError,
@@ -18,7 +18,7 @@ from ..transport import (
     TlsNotSpoken,
     TlsPinMismatch,
 )
-from ..wire import ErrorCode
+from ..wire import REASON_PRESENCE_PORT, REASON_RELAY_PORT, ErrorCode
 
 if TYPE_CHECKING:
     from ..client import MessagesMissing, RelayFailing, StoreChanged
@@ -62,6 +62,16 @@ def failure_hint(err: GhostlineError) -> str | None:
         return "--proxy must name a SOCKS5 proxy (Tor's is socks5://127.0.0.1:9050)."
     if isinstance(err, ProxyError):
         return "Check --proxy and that the proxy is running."
+    if isinstance(err, RelayRefused) and err.reason == REASON_PRESENCE_PORT:
+        return (
+            "--relay names the relay's presence port: give it the relay port (by default "
+            "the presence port minus 1)."
+        )
+    if isinstance(err, RelayRefused) and err.reason == REASON_RELAY_PORT:
+        return (
+            "--presence-port names the relay port: give the relay's presence port (by "
+            "default the relay port plus 1), or leave it out."
+        )
     return None
 
 
