@@ -12,6 +12,7 @@ everything another member or the relay wrote goes through `ghostline.display`. E
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -160,6 +161,8 @@ async def _send(
         raise with_hint(err) from None
     finally:
         watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
         await client.stop()
     if stopped_by is not None:
         raise stopped_by
@@ -176,8 +179,11 @@ async def _watch_send(client: Client, timeout: float) -> None:
     failed: str | None = None
     while True:
         wait = None if failed is None else max(0.0, notice_at - loop.time())
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+        # races with a queued event, and then `send` never exits.
         try:
-            event = await asyncio.wait_for(client.events.get(), wait)
+            async with asyncio.timeout(wait):
+                event = await client.events.get()
         except TimeoutError:
             _status(retry_line(failed or "", timeout))
             notice_at = float("inf")
@@ -320,7 +326,8 @@ async def _listen(
             if remaining is not None and remaining <= 0:
                 break
             try:
-                event: Event = await asyncio.wait_for(client.events.get(), remaining)
+                async with asyncio.timeout(remaining):
+                    event: Event = await client.events.get()
             except TimeoutError:
                 break
             if isinstance(event, MessageReceived):
