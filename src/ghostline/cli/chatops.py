@@ -38,8 +38,8 @@ from .relaystatus import (
 from .textin import NOT_TEXT_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
-    from ..client import Client, ConnectionChanged, Event
-    from ..member import Member
+    from ..client.client import Client, ConnectionChanged, Event
+    from ..state.member import Member
 
 _OUTBOX_HINT = (
     "Check the --relay address and that the relay is running. The message is sealed and "
@@ -130,7 +130,7 @@ async def _send(
     lines: bool,
     quiet: bool,
 ) -> None:
-    from ..payload import encode_text
+    from ..protocol.payload import encode_text
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -172,7 +172,7 @@ async def _watch_send(client: Client, timeout: float) -> None:
     """While `send` waits: once a connection attempt has failed and the message is still
     not accepted RETRY_NOTICE_DELAY seconds after the start, say so (once), and say when
     the relay keeps failing."""
-    from ..client import ConnectionChanged, RelayFailing
+    from ..client.client import ConnectionChanged, RelayFailing
 
     loop = asyncio.get_running_loop()
     notice_at = loop.time() + RETRY_NOTICE_DELAY
@@ -299,7 +299,7 @@ async def _listen(
     timeout: float | None,
     quiet: bool,
 ) -> None:
-    from ..client import (
+    from ..client.client import (
         ConnectionChanged,
         MessageAccepted,
         MessageReceived,
@@ -370,7 +370,7 @@ async def _listen(
 def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
     """The JSON fields (kind, text, file details) and the one-line human form of a
     decoded payload; `obj` is None for one this version cannot decode."""
-    from ..payload import FileChunk, FileHeader, TextPayload
+    from ..protocol.payload import FileChunk, FileHeader, TextPayload
 
     if isinstance(obj, TextPayload):
         return {"kind": "text", "text": obj.text}, obj.text

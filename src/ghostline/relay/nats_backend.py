@@ -100,7 +100,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from ..errors import LocalError, UsageError
-from ..wire import STORE_ID_LEN
+from ..protocol.frames import STORE_ID_LEN
 from .backend import Appended, Backend, Publish, RelayHub, RoomLimitReached, Roster, StoredMessage
 from .config import Retention
 from .logfmt import log_event

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import StateError
-from ..wire import STORE_ID_LEN
+from ..protocol.frames import STORE_ID_LEN
 from . import chunks
 from .backend import (
     Appended,
