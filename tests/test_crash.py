@@ -22,12 +22,11 @@ from pathlib import Path
 import pytest
 
 from ghostline.pad.kit import Kit
-from ghostline.protocol.payload import DEFAULT_CHUNK_SIZE, FILE_CHUNK_HEAD_LEN
+from ghostline.state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP
 from ghostline.state.member import (
     CRASH_HOOK_ENV,
     CRASH_HOOK_EXIT,
     CRASH_HOOK_STOP,
-    MAX_SEAL_GROUP,
     Member,
     recovery_margin,
 )
@@ -152,15 +151,18 @@ def wait_stopped(proc: subprocess.Popen[bytes], timeout: float) -> int:
     return seen[-1]
 
 
-def test_recovery_after_a_sigkill_in_the_middle_of_a_group_never_seals_anything_twice(
-    tmp_path: Path,
+@pytest.mark.parametrize("crash", [CRASH_HOOK_STOP, "1"], ids=["mid-erase", "before-erase"])
+def test_recovery_after_a_crash_in_the_middle_of_a_full_group_never_seals_anything_twice(
+    tmp_path: Path, crash: str
 ) -> None:
-    """A sealer is SIGKILLed after committing a group of MAX_SEAL_GROUP file-chunk-sized
-    messages and erasing only half of them; the committed group may already have gone
-    out (another process of the member sends outbox rows). The state database is then
-    lost and rebuilt by `ghostline pad recover`: what is sealed after it shares no
-    counter and no pad byte with anything sealed before."""
+    """A sealer commits one group as large as a commit may be (MAX_SEAL_GROUP messages
+    and MAX_SEAL_BYTES of pad together) and dies: SIGKILLed after erasing half of it,
+    or gone before erasing any. The committed group may already have gone out (another
+    process of the member sends outbox rows). The state database is then lost and
+    rebuilt by `ghostline pad recover`: what is sealed after it shares no counter and
+    no pad byte with anything sealed before."""
     margin_keys, margin_bytes = recovery_margin(2)
+    assert (margin_keys, margin_bytes) == (MAX_SEAL_GROUP, MAX_SEAL_BYTES + 64)
     kits = make_kit_set(
         tmp_path / "kits", 2, slice_len=margin_bytes + (4 << 20), auth_keys=4 * MAX_SEAL_GROUP
     )
@@ -170,29 +172,34 @@ def test_recovery_after_a_sigkill_in_the_middle_of_a_group_never_seals_anything_
     before = start(kits[0], state, "--count", "5", "--seed", str(seed))
     assert before.wait(30) == 0  # a few messages, sealed and erased
 
-    chunk = FILE_CHUNK_HEAD_LEN + DEFAULT_CHUNK_SIZE  # one file chunk's payload
-    size = ["--min-size", str(chunk), "--max-size", str(chunk)]
+    size = MAX_SEAL_BYTES // MAX_SEAL_GROUP  # the group fills both caps exactly
+    sizes = ["--min-size", str(size), "--max-size", str(size)]
     group = ["--count", str(MAX_SEAL_GROUP), "--batch", str(MAX_SEAL_GROUP)]
-    env = {**os.environ, CRASH_HOOK_ENV: CRASH_HOOK_STOP}
-    sealer = start(kits[0], state, *group, *size, env=env)
-    assert os.WIFSTOPPED(wait_stopped(sealer, 60)), "the sealer did not stop mid-group"
-    with open(kits[0], "rb") as probe:  # no other sealer can commit until it erased
-        with pytest.raises(BlockingIOError):
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        sealer.send_signal(signal.SIGKILL)
-        sealer.wait(20)
-        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its death released the lock
+    env = {**os.environ, CRASH_HOOK_ENV: crash}
+    sealer = start(kits[0], state, *group, *sizes, env=env)
+    if crash == CRASH_HOOK_STOP:
+        assert os.WIFSTOPPED(wait_stopped(sealer, 60)), "the sealer did not stop mid-group"
+        with open(kits[0], "rb") as probe:  # no other sealer can commit until it erased
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            sealer.send_signal(signal.SIGKILL)
+            sealer.wait(20)
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its death released the lock
+        erased_first = MAX_SEAL_GROUP // 2
+    else:
+        assert sealer.wait(60) == CRASH_HOOK_EXIT
+        erased_first = 0
 
     with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
         committed = db.execute("SELECT counter, offset, length FROM outbox").fetchall()
     killed = committed[5:]
     assert [c for c, _, _ in killed] == list(range(5, 5 + MAX_SEAL_GROUP))
+    assert sum(n for _, _, n in killed) == MAX_SEAL_BYTES
     with Kit.open(kits[0], writable=False) as kit:
         erased = [kit.is_outbound_key_erased(1, c) for c, _, _ in killed]
-    half = MAX_SEAL_GROUP // 2
-    assert erased == [True] * half + [False] * (MAX_SEAL_GROUP - half)
+    assert erased == [True] * erased_first + [False] * (MAX_SEAL_GROUP - erased_first)
     # More than the old margin (one key, 1 MiB) was committed past the erasures.
-    assert sum(n for _, _, n in killed[half:]) > 1 << 20
+    assert sum(n for _, _, n in killed[erased_first:]) > 1 << 20
 
     for suffix in ("", "-wal", "-shm"):  # the database is lost
         Path(f"{state}{suffix}").unlink(missing_ok=True)
@@ -204,7 +211,7 @@ def test_recovery_after_a_sigkill_in_the_middle_of_a_group_never_seals_anything_
     assert done.returncode == 0, done.stderr
 
     with Member.open(kits[0], state_path=state) as a:
-        new = a.seal_many([os.urandom(chunk) for _ in range(MAX_SEAL_GROUP)])
+        new = a.seal_many([os.urandom(size) for _ in range(MAX_SEAL_GROUP)])
         new.append(a.seal(b"and a short one"))
     used_counters = {c for c, _, _ in committed}
     assert not used_counters & {e.counter for e in new}

@@ -24,6 +24,7 @@ from ghostline.pad.kit import Kit
 from ghostline.protocol.envelope import sealed_length
 from ghostline.protocol.frames import DEFAULT_MAX_FRAME
 from ghostline.protocol.payload import encode_text
+from ghostline.state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, seal_groups
 from ghostline.state.member import (
     Member,
     apply_recovery,
@@ -184,6 +185,37 @@ def test_a_message_too_large_for_a_relay_frame_is_refused_with_nothing_consumed(
     entry = a.seal(b"x" * largest)
     assert b.receive(1, entry.sealed) is not None
     close_all([a, b])
+
+
+def test_one_commit_holds_at_most_the_byte_cap_and_a_group_over_it_consumes_nothing(
+    tmp_path: Path,
+) -> None:
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2, slice_len=8 << 20, auth_keys=80))
+    share = MAX_SEAL_BYTES // MAX_SEAL_GROUP
+    over = [b"x" * share] * (MAX_SEAL_GROUP - 1) + [b"x" * (share + 1)]
+    before = snapshot(a)
+    with pytest.raises(ValueError, match="bytes of pad"):
+        a.seal_many(over)
+    assert snapshot(a) == before
+    full = a.seal_many([b"y" * share] * MAX_SEAL_GROUP)  # both caps exactly
+    assert sum(e.length for e in full) == MAX_SEAL_BYTES
+    assert [e.counter for e in full] == list(range(MAX_SEAL_GROUP))
+    # The largest message a relay carries fits one commit alone, in any group size.
+    assert all(max_payload(n) <= MAX_SEAL_BYTES for n in range(2, 256))
+    close_all([a, b])
+
+
+def test_seal_groups_cut_by_messages_and_by_bytes() -> None:
+    share = MAX_SEAL_BYTES // MAX_SEAL_GROUP
+    assert list(seal_groups([1] * 70)) == [slice(0, 32), slice(32, 64), slice(64, 70)]
+    assert list(seal_groups([1] * 5, most=2)) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    # 32 parts of `share` bytes fill the byte cap exactly; one byte more starts a group.
+    assert list(seal_groups([share] * 32)) == [slice(0, 32)]
+    assert list(seal_groups([share + 1] * 32)) == [slice(0, 31), slice(31, 32)]
+    # The largest messages go one or two to a commit.
+    big = max_payload(2)
+    assert list(seal_groups([big, big, big])) == [slice(0, 2), slice(2, 3)]
+    assert list(seal_groups([])) == []
 
 
 def test_a_rejected_message_changes_no_state(tmp_path: Path) -> None:

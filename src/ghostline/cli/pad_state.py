@@ -16,8 +16,8 @@ from rich.text import Text
 from ..display import one_line
 from ..errors import StateError
 from ..pad.kit import Kit
+from ..state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP
 from ..state.member import (
-    MAX_SEAL_GROUP,
     KitUsage,
     RecoveryPlan,
     StateStatus,
@@ -182,9 +182,9 @@ _RECOVER_HELP = f"""Rebuild a lost or outdated state database from the kit alone
     - next message number = highest erased outbound key + 1 + {MAX_SEAL_GROUP} (the most
       messages one commit seals: a sender that stopped between sealing and erasing
       may have left that many sealed, perhaps sent, but not yet erased);
-    - next pad offset = end of the erased part of your slice + {MAX_SEAL_GROUP} of the
-      largest messages a relay carries (about {MAX_SEAL_GROUP} MiB), capped at the end
-      of your slice;
+    - next pad offset = end of the erased part of your slice + {format_size(MAX_SEAL_BYTES)}
+      (the most pad one commit uses: {MAX_SEAL_GROUP} file parts, or one message of the
+      largest size a relay carries) + 64 bytes, capped at the end of your slice;
     - accepted message numbers are rebuilt from erased inbound keys, so replays are
       still refused;
     - the skipped keys and pad bytes are erased; the old database is kept aside.

@@ -1,8 +1,9 @@
 """Sending a file: split it, seal the parts in groups, follow the relay's answers.
 
 `send_file` seals one FILE_HEADER and then every FILE_CHUNK through `Client.send_many`,
-in groups of SEAL_GROUP: one durable commit per group, not per chunk, while a progress
-bar still moves. `OutgoingFiles` maps each sealed counter to its file, so that the
+in groups cut by `limits.seal_groups` (at most MAX_SEAL_GROUP parts and MAX_SEAL_BYTES
+of pad each): one durable commit per group, not per chunk, while a progress bar still
+moves. `OutgoingFiles` maps each sealed counter to its file, so that the
 relay's ACCEPTED answers drive the progress of the right file.
 """
 
@@ -16,11 +17,10 @@ from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..protocol.payload import FileHeader, split_file
-from ..state.member import MAX_SEAL_GROUP
+from ..state.limits import MAX_SEAL_GROUP, seal_groups
 
-# Parts sealed per commit: one fsync per group instead of one per chunk, yet a 64 KiB
-# chunk size keeps a group near 2 MiB in memory and the progress bar moving. The most
-# one commit may seal, because `pad recover` skips that much (member.MAX_SEAL_GROUP).
+# Parts sealed per commit: one fsync per group instead of one per chunk. The most one
+# commit may seal, because `pad recover` skips that much (state/limits.py).
 SEAL_GROUP = MAX_SEAL_GROUP
 
 
@@ -77,10 +77,12 @@ async def send_file(
     *,
     group: int = SEAL_GROUP,
 ) -> None:
-    """Seal and queue every part in order, `group` per commit; `on_sealed(entries)` after
-    each commit. Nothing of a group leaves before its commit (`send_many` returns after)."""
-    for start in range(0, outgoing.messages, group):
-        entries = await client.send_many(outgoing.payloads[start : start + group])
+    """Seal and queue every part in order, at most `group` per commit and never more
+    pad than one commit may hold; `on_sealed(entries)` after each commit. Nothing of a
+    group leaves before its commit (`send_many` returns after)."""
+    sizes = [len(p) for p in outgoing.payloads]
+    for cut in seal_groups(sizes, most=group):
+        entries = await client.send_many(outgoing.payloads[cut])
         outgoing.counters.update(e.counter for e in entries)
         if on_sealed is not None:
             on_sealed(entries)

@@ -54,12 +54,12 @@ from ..errors import (
 )
 from ..pad.kit import Kit
 from ..pad.seal import open_sealed, seal_with_kit
-from ..protocol.envelope import HEADER_LEN, read_envelope, sealed_length
-from ..protocol.frames import DEFAULT_MAX_FRAME
+from ..protocol.envelope import HEADER_LEN, read_envelope
 from ..protocol.kitformat import FORMAT_1, KEY_LEN, KitHeader
 from ..protocol.payload import PREFIX_LEN, TRANSFER_ID_LEN, Kind
 from ..protocol.relaycursor import SEQ_LIMIT, RelayCursor
 from .kitrecord import check_kit, remember_kit
+from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload
 from .store import Binding, HeldParts, HistoryRow, SenderTotals, SkippedRange, Store
 
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
@@ -67,10 +67,6 @@ CRASH_HOOK_EXIT = 86
 CRASH_HOOK_STOP = "stop-mid-erase"
 DEFAULT_AVERAGE_SIZE = 64
 RECENT_TEXTS = 100  # text messages the "messages left" estimate averages over
-# The most messages one commit seals: `seal_many` refuses more, and the file sender
-# seals in groups of this many. It bounds what a dead sealer can leave committed (and
-# perhaps sent) but not erased, and so the margin `pad recover` skips.
-MAX_SEAL_GROUP = 32
 # Parts of received files are kept until the file is saved, whatever the history setting.
 HISTORY_HELD = HeldParts(bytes([Kind.FILE_HEADER, Kind.FILE_CHUNK]), PREFIX_LEN, TRANSFER_ID_LEN)
 DAY = 86400.0
@@ -207,18 +203,13 @@ def binding_of(header: KitHeader) -> Binding:
     return Binding(header.pad_id, header.self_index, header.n, header.slice_len, header.auth_keys)
 
 
-def max_payload(n: int) -> int:
-    """The largest payload a member of a group of `n` can seal: its DELIVER frame (type,
-    seq, sealed message) must fit the protocol's default relay frame limit."""
-    return DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, n)
-
-
 def recovery_margin(n: int) -> tuple[int, int]:
     """(keys, pad bytes) `pad recover` skips past what the kit shows erased: one whole
-    commit of the largest messages (MAX_SEAL_GROUP of max_payload bytes), which a dead
-    sealer may have left committed and sent but not erased, plus 2 * 32 bytes: an
-    erased stretch shorter than that past a gap cannot be told from random bytes."""
-    return MAX_SEAL_GROUP, MAX_SEAL_GROUP * max_payload(n) + 2 * _ERASED_RUN
+    commit (limits.py: MAX_SEAL_GROUP keys, MAX_SEAL_BYTES of pad, which holds a
+    message of max_payload(n) bytes), which a dead sealer may have left committed and
+    sent but not erased, plus 2 * 32 bytes: an erased stretch shorter than that past a
+    gap cannot be told from random bytes."""
+    return MAX_SEAL_GROUP, max(MAX_SEAL_BYTES, max_payload(n)) + 2 * _ERASED_RUN
 
 
 @dataclass
@@ -329,6 +320,8 @@ class Member:
                 f"message too large: {largest} bytes, a relay carries at most "
                 f"{self.max_payload} in a group of {self.header.n}; nothing was sent"
             )
+        if sum(len(p) for p in payloads) > MAX_SEAL_BYTES:
+            raise ValueError(f"one commit seals at most {MAX_SEAL_BYTES} bytes of pad")
         me = self.index
         # The seal lock is held from before the commit until the erasure is flushed, so
         # no other process commits while this one's commit is not yet erased.
