@@ -407,7 +407,7 @@ def test_a_kit_appears_under_its_name_only_when_complete(tmp_path: Path) -> None
     assert kit_names(tmp_path) == ["a.ghostkit", "b.ghostkit"]
 
 
-def test_kits_are_copied_into_place_where_hard_links_are_not_supported(
+def test_kits_are_moved_into_place_where_hard_links_are_not_supported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_links(src: object, dst: object) -> None:

@@ -1,10 +1,6 @@
-"""Publish a file under a name that does not exist yet, never over another, never half.
-
-The bytes go to a temporary file that is fsynced, then hard-linked to the final name
-(which fails rather than replacing an existing file); a half-written file never
-carries the final name. On file systems without hard links (some network and FAT
-ones) the name is claimed with O_EXCL and the complete file moved over that empty
-placeholder.
+"""Save a received file under a name that does not exist yet, never over another,
+never half: its bytes go to a temporary file that is fsynced, then `fsutil.publish_new`
+gives it the first free name ("report.pdf", "report (1).pdf", ...).
 """
 
 from __future__ import annotations
@@ -13,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..fsutil import fsync_dir, make_private_dirs
+from ..fsutil import make_private_dirs, publish_new
 from ..protocol.payload import safe_file_name
 
 
@@ -39,34 +35,17 @@ def save_new_file(directory: Path, name: str, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        target = _link_free_name(tmp, directory, name)
+        return _publish_free_name(tmp, directory, name)
     finally:
         tmp.unlink(missing_ok=True)
-    try:
-        fsync_dir(directory)
-    except OSError:
-        target.unlink(missing_ok=True)  # not known to be durable: not saved
-        raise
-    return target
 
 
-def _link_free_name(source: Path, directory: Path, name: str) -> Path:
+def _publish_free_name(source: Path, directory: Path, name: str) -> Path:
     for candidate in candidate_names(name):
         target = directory / candidate
         try:
-            _link_exclusive(source, target)
+            publish_new(source, target)
         except FileExistsError:
             continue
         return target
     raise FileExistsError(f"too many files named like {name} in {directory}")
-
-
-def _link_exclusive(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        raise
-    except OSError:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        os.replace(source, target)

@@ -9,7 +9,6 @@ journal, which a new kit holds as zeros.
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import threading
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import KitError, KitExistsError
-from ..fsutil import fsync_dir
+from ..fsutil import publish_new
 from ..protocol.envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
 from ..protocol.kitformat import (
     DEFAULT_LENGTH_STEP,
@@ -143,8 +142,8 @@ def create_kit_set(
     layouts = [KitLayout.for_header(h, len(j)) for h, j in zip(headers, header_json, strict=True)]
 
     # Each kit is written under a hidden temporary name and appears under its real name
-    # only once complete and durable (hard link, which never replaces a file), so a kit
-    # file that exists is never half-written, even after a crash or a power cut.
+    # only once complete and durable (fsutil.publish_new, which never replaces a file),
+    # so a kit file that exists is never half-written, even after a crash or a power cut.
     tmps = [out / f".{path.name}.partial-{os.urandom(8).hex()}" for path in paths]
     fds: list[int] = []
     opened: list[Path] = []
@@ -178,10 +177,13 @@ def create_kit_set(
         for fd in fds:
             os.fsync(fd)
         for tmp, path in zip(tmps, paths, strict=True):
-            _publish(tmp, path)
+            try:
+                publish_new(tmp, path)
+            except FileExistsError:
+                raise KitExistsError(
+                    f"{path} already exists; GhostLine never overwrites a kit"
+                ) from None
             published.append(path)
-            tmp.unlink()
-        fsync_dir(out)
     except BaseException:
         try:
             if writer is not None:
@@ -200,33 +202,6 @@ def create_kit_set(
         for fd in fds:
             os.close(fd)
     return paths
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Give the finished kit `tmp` its real name `path`, never replacing a file there."""
-    try:
-        os.link(tmp, path)
-        return
-    except FileExistsError:
-        raise KitExistsError(f"{path} already exists; GhostLine never overwrites a kit") from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
-            raise
-    # No hard links here (FAT and exFAT USB sticks): copy into a new O_EXCL file instead.
-    try:
-        dst = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KitExistsError(f"{path} already exists; GhostLine never overwrites a kit") from None
-    try:
-        with open(tmp, "rb") as src:
-            while block := src.read(CHUNK):
-                _pwrite_all(dst, block, src.tell() - len(block))
-        os.fsync(dst)
-    except BaseException:
-        os.close(dst)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(dst)
 
 
 def _same_file(a: Path, b: Path) -> bool:

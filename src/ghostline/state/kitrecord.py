@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import paths
 from ..errors import KitHeaderChangedError, KitRecordError
-from ..fsutil import fsync_dir, make_private_dirs
+from ..fsutil import make_private_dirs, publish_new
 from ..protocol.kitformat import KitHeader, verify_key_of
 
 # The header fields that identify a kit: all but the signing key, a secret.
@@ -80,12 +80,11 @@ def remember_kit(header: KitHeader) -> None:
     finally:
         os.close(fd)
     try:
-        os.link(building, path)  # never replaces a record another process wrote first
+        publish_new(building, path)  # never replaces a record another process wrote first
     except FileExistsError:
         pass
     finally:
         building.unlink(missing_ok=True)
-    fsync_dir(path.parent)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
