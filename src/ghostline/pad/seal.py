@@ -221,8 +221,11 @@ def tag_index(sender: int, recipient: int) -> int:
     return recipient if recipient < sender else recipient - 1
 
 
-def open_sealed(kit: Kit, data: bytes, accepted: AcceptedLog) -> Opened:
+def open_sealed(
+    kit: Kit, data: bytes, accepted: AcceptedLog, *, envelope: Envelope | None = None
+) -> Opened:
     """Check `data` against every reject rule, in the order of section 6, and decrypt.
+    `envelope`: its header, when the caller has read it already (it is not read again).
 
     Changes no state. The caller records (sender, counter) and the range durably and
     erases the used key and pad bytes before showing the message.
@@ -234,7 +237,8 @@ def open_sealed(kit: Kit, data: bytes, accepted: AcceptedLog) -> Opened:
         raise RejectedMessage(
             Rule.TOO_SHORT, f"message is {len(data)} bytes, shorter than the 42-byte header"
         )
-    version, suite, pad_id, sender, n, counter, offset, length = unpack_header(data)
+    fields = unpack_header(data) if envelope is None else envelope
+    version, suite, pad_id, sender, n, counter, offset, length = fields
     if version == VERSION_2 and suite == SUITE_2:
         raise format_mismatch(FORMAT_1)
     if version != VERSION:
@@ -291,5 +295,4 @@ def open_sealed(kit: Kit, data: bytes, accepted: AcceptedLog) -> Opened:
             Rule.BAD_TAG, "authentication tag does not verify: forged or damaged"
         ) from None
     plaintext = xor_bytes(view[HEADER_LEN:end], kit.key_stream(sender, offset, length))
-    env = Envelope(version, suite, pad_id, sender, n, counter, offset, length)
-    return Opened(env, plaintext)
+    return Opened(envelope or Envelope(*fields), plaintext)
