@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from ghostline.pad.kitset import create_kit_set
-from ghostline.state.member import MAX_SEAL_GROUP, Member
+from ghostline.state.limits import MAX_SEAL_GROUP
+from ghostline.state.member import Member
 
 TITLE = "Durable state: sends and receives per second"
 

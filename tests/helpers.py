@@ -294,6 +294,19 @@ def flip_hex_digit(kit: Path, field: str, nth: int = 0) -> tuple[str, str]:
     return old, data[start:end].decode()
 
 
+def state_rows(path: Path) -> list[str]:
+    """Every committed row of a state database, as SQL text, read through a connection
+    of its own (tests compare states with it)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)  # not mode=ro: that would leave -wal and -shm behind
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
 def file_bytes(path: Path) -> bytes:
     return path.read_bytes()
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import io
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from ghostline.cli import cli, main
+from ghostline.cli import cli, main, report
 from ghostline.cli.pad_state import _print_info
-from ghostline.errors import StateError
+from ghostline.errors import OldStateLayout, StateError
 from ghostline.protocol.payload import encode_text, split_file
-from ghostline.state.member import MAX_SEAL_GROUP, Member, recovery_margin
+from ghostline.state.limits import MAX_SEAL_GROUP
+from ghostline.state.member import Member
+from ghostline.state.recovery import recovery_margin
 from helpers import make_kit_set
 
 
@@ -160,6 +163,31 @@ def test_pad_info_reports_a_missing_state_and_names_the_recovery(tmp_path: Path)
     report = json.loads(invoke("info", str(kits[0]), "--json")[1])
     assert report["state"]["status"] == "missing"
     assert report["members"][0]["keys_used"] == 2  # from the kit's erased keys
+
+
+def test_a_state_database_of_an_older_layout_is_refused_with_recovery_and_its_cost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kits = used_kits(tmp_path)
+    with Member.open(kits[0]) as a:
+        state = a.state_path
+    with sqlite3.connect(state) as db:  # as an older GhostLine wrote it
+        db.execute("UPDATE schema_version SET version = 4")
+    db.close()
+    with pytest.raises(OldStateLayout) as err:
+        Member.open(kits[0])
+    assert err.value.kit_path == str(kits[0]) and err.value.version == 4
+    report(err.value)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "has layout 4, written by an older GhostLine" in said
+    assert f"ghostline: hint: Run `ghostline pad recover {kits[0]}`" in said
+    assert f"it would skip {MAX_SEAL_GROUP} of your 98 unused keys" in said
+    info = json.loads(invoke("info", str(kits[0]), "--json")[1])
+    assert info["state"]["status"] == "stale" and "layout 4" in info["state"]["detail"]
+    code, out, exc = invoke("recover", str(kits[0]), "--yes")
+    assert code == 0, exc
+    with Member.open(kits[0]) as a:  # a database of the current layout, past the margin
+        assert a.store.next_position() == (2 + MAX_SEAL_GROUP, 10_000)
 
 
 def test_a_declined_recovery_is_a_one_line_error_and_changes_nothing(

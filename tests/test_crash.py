@@ -23,13 +23,8 @@ import pytest
 
 from ghostline.pad.kit import Kit
 from ghostline.state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP
-from ghostline.state.member import (
-    CRASH_HOOK_ENV,
-    CRASH_HOOK_EXIT,
-    CRASH_HOOK_STOP,
-    Member,
-    recovery_margin,
-)
+from ghostline.state.member import CRASH_HOOK_ENV, CRASH_HOOK_EXIT, CRASH_HOOK_STOP, Member
+from ghostline.state.recovery import recovery_margin
 from helpers import make_kit_set
 from waiting import wait_until
 

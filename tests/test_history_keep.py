@@ -14,7 +14,8 @@ import pytest
 
 from ghostline.files import scan_file_history
 from ghostline.protocol.payload import encode_text, split_file
-from ghostline.state.member import DAY, Member
+from ghostline.state.history import DAY
+from ghostline.state.member import Member
 from helpers import make_kit_set
 
 SECRET = "meet at the north gate"
@@ -176,12 +177,12 @@ def test_a_clear_while_another_process_reads_says_the_log_is_not_yet_truncated(
         reader = sqlite3.connect(alice.state_path)
         reader.execute("BEGIN")
         reader.execute("SELECT COUNT(*) FROM history").fetchone()  # holds a snapshot
-        alice.store._c.execute("PRAGMA busy_timeout = 50")  # do not wait 30 s for it
+        alice.store.db.one("PRAGMA busy_timeout = 50")  # do not wait 30 s for it
         done = alice.clear_history()
         assert done.count == 1 and not done.checkpointed
         reader.rollback()
         reader.close()
-        assert alice.store.checkpoint()
+        assert alice.store.db.checkpoint()
         assert SECRET.encode() not in state_bytes(alice)
 
 

@@ -24,15 +24,11 @@ from ghostline.pad.kit import Kit
 from ghostline.protocol.envelope import sealed_length
 from ghostline.protocol.frames import DEFAULT_MAX_FRAME
 from ghostline.protocol.payload import encode_text
+from ghostline.state.database import default_state_path
 from ghostline.state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, seal_groups
-from ghostline.state.member import (
-    Member,
-    apply_recovery,
-    default_state_path,
-    plan_recovery,
-    recovery_margin,
-)
-from helpers import make_kit_set
+from ghostline.state.member import Member
+from ghostline.state.recovery import apply_recovery, plan_recovery, recovery_margin
+from helpers import make_kit_set, state_rows
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -48,7 +44,7 @@ def close_all(members: list[Member]) -> None:
 
 def snapshot(member: Member) -> tuple[list[str], bytes]:
     """Every row of the state database and every byte of the kit."""
-    return member.store.dump(), member.kit.path.read_bytes()
+    return state_rows(member.state_path), member.kit.path.read_bytes()
 
 
 def test_three_members_exchange_messages_and_keep_history(tmp_path: Path) -> None:

@@ -48,6 +48,20 @@ class UsageError(LocalError):
     exit_code = 2
 
 
+class MessageTooLarge(UsageError):
+    """A message is larger than a relay carries in this group (`limit`, for `n`
+    members): sealed, it would burn its pad and then block the outbox for good."""
+
+    def __init__(self, size: int, limit: int, n: int) -> None:
+        super().__init__(
+            f"message too large: {size} bytes, a relay carries at most {limit} in a "
+            f"group of {n}; nothing was sent"
+        )
+        self.size = size
+        self.limit = limit
+        self.n = n
+
+
 class KitError(LocalError):
     """The kit file is missing, corrupt or does not belong here."""
 
@@ -88,7 +102,12 @@ class KitHeaderChangedError(KitDamagedError):
 
 
 class UnsupportedKitError(KitError):
-    """This kit's format is not supported by this command."""
+    """This kit's format is not supported by this command (`format`: the kit's)."""
+
+    def __init__(self, path: str, format: int) -> None:
+        super().__init__(f"{path}: v{format} kits are not supported by this command yet")
+        self.path = path
+        self.format = format
 
 
 class JournalFullError(KitError):
@@ -122,13 +141,98 @@ class KitRecordError(StateError):
         self.reason = reason
 
 
-class RecoveryNeeded(StateError):
-    """The state database is missing or older than the kit's erasures: sending now
-    could reuse pad. `ghostline pad recover` can rebuild it from the kit (`kit_path`)."""
+class StateOfAnotherKit(StateError):
+    """The state database belongs to another kit: `found` and `wanted` are (pad_id,
+    member index)."""
 
-    def __init__(self, message: str, *, kit_path: str) -> None:
+    def __init__(self, path: str, *, found: tuple[bytes, int], wanted: tuple[bytes, int]) -> None:
+        super().__init__(
+            f"{path}: this state database belongs to another kit (pad {found[0].hex()}, "
+            f"member {found[1]}), not pad {wanted[0].hex()}, member {wanted[1]}"
+        )
+        self.path = path
+        self.found = found
+        self.wanted = wanted
+
+
+class RecoveryNeeded(StateError):
+    """The state database cannot say which pad is unused, so sending now could reuse
+    pad. `ghostline pad recover` can rebuild it from the kit (`kit_path`, None when
+    the layer that noticed does not know the kit). The subclasses say why."""
+
+    def __init__(self, message: str, *, kit_path: str | None) -> None:
         super().__init__(message)
         self.kit_path = kit_path
+
+
+class StateMissing(RecoveryNeeded):
+    """There is no state database, but the kit has erased keys: it was used before.
+    `erased_counter` is one erased key: an outbound one when `erased_from` is None,
+    else one received from member `erased_from`."""
+
+    def __init__(
+        self, state_path: str, *, erased_counter: int, erased_from: int | None, kit_path: str
+    ) -> None:
+        which = (
+            f"outbound key {erased_counter}"
+            if erased_from is None
+            else f"inbound key {erased_counter} from member {erased_from}"
+        )
+        super().__init__(
+            f"no state database at {state_path}, but this kit has already erased {which}: "
+            "it was used before, and sending now could reuse pad",
+            kit_path=kit_path,
+        )
+        self.state_path = state_path
+        self.erased_counter = erased_counter
+        self.erased_from = erased_from
+
+
+class StateBehindKit(RecoveryNeeded):
+    """The state database is older than the kit (a restored backup, a copy): the kit
+    has erased what the database calls unused. Either the keys of message
+    `erased_counter` while the database would send `next_counter` next, or the pad at
+    `next_offset` of the owner's slice, where the database would send from."""
+
+    def __init__(
+        self,
+        *,
+        kit_path: str,
+        next_counter: int | None = None,
+        erased_counter: int | None = None,
+        next_offset: int | None = None,
+    ) -> None:
+        if next_offset is not None:
+            what = (
+                f"it would send from offset {next_offset} of your slice next, but the kit "
+                "has already erased those bytes"
+            )
+        else:
+            what = (
+                f"it would send message {next_counter} next, but the kit has already "
+                f"erased the keys of message {erased_counter}"
+            )
+        super().__init__(f"the state database is older than the kit: {what}", kit_path=kit_path)
+        self.next_counter = next_counter
+        self.erased_counter = erased_counter
+        self.next_offset = next_offset
+
+
+class OldStateLayout(RecoveryNeeded):
+    """The state database was written by an older GhostLine, in a layout (`version`)
+    this one no longer reads (it reads `current`)."""
+
+    def __init__(
+        self, state_path: str, version: int, current: int, *, kit_path: str | None = None
+    ) -> None:
+        super().__init__(
+            f"{state_path}: the state database has layout {version}, written by an older "
+            f"GhostLine; this one reads only layout {current}",
+            kit_path=kit_path,
+        )
+        self.state_path = state_path
+        self.version = version
+        self.current = current
 
 
 class InternalError(LocalError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC
@@ -16,7 +15,6 @@ from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
-from ghostline import files
 from ghostline.client.client import (
     ConnectionChanged,
     MessageAccepted,
@@ -33,7 +31,8 @@ from ghostline.protocol.payload import (
     encode_text,
     split_file,
 )
-from ghostline.state.member import HistoryEntry, Member
+from ghostline.state.history import HistoryEntry
+from ghostline.state.member import Member
 from ghostline.tui.app import ChatApp
 from ghostline.tui.files import typed_path
 from ghostline.tui.screens import ConfirmScreen
@@ -465,9 +464,9 @@ async def test_a_file_received_by_a_real_member_but_not_saved_is_saved_on_reopen
         assert [p.name for p in downloads.iterdir()] == ["report.pdf"]
         assert (downloads / "report.pdf").read_bytes() == data
     with Member.open(kits[0]) as alice:
-        [row] = alice.store.saved_files()
-    assert (row.sender, row.transfer_id, row.path) == (1, b"R" * 8, str(downloads / "report.pdf"))
-    assert row.sha256 == hashlib.sha256(data).digest()
+        rows = alice.store.db.all("SELECT sender, transfer_id, path, sha256 FROM saved_file")
+    path = str(downloads / "report.pdf")
+    assert rows == [(1, b"R" * 8, path, hashlib.sha256(data).digest())]
 
 
 async def test_an_own_file_cut_short_by_quitting_is_reported_on_reopen(tmp_path: Path) -> None:
@@ -647,32 +646,3 @@ def test_a_dropped_or_quoted_path_is_read_as_the_file_it_names(tmp_path: Path) -
     assert typed_path(f"'{target}'") == target
     assert typed_path(f'"{target}"') == target
     assert typed_path(str(target).replace(" ", "\\ ")) == target
-
-
-def test_files_finished_before_an_upgrade_are_not_saved_again(tmp_path: Path) -> None:
-    """A database from before saved files were recorded (schema 1): its finished files
-    were saved on arrival, so after the upgrade only later ones can be unsaved."""
-    kits = make_kit_set(tmp_path / "kits", ["alice", "bob"], slice_len=1 << 16, auth_keys=64)
-    with Member.open(kits[1]) as bob, Member.open(kits[0]) as alice:
-        old = bob.seal_many(file_parts(b"o" * 300, b"O" * 8, "old.txt"))
-        cut = bob.seal_many(file_parts(b"c" * 300, b"C" * 8, "cut.txt"))  # 2 parts before
-        for seq, entry in enumerate(old + cut[:2], start=1):
-            alice.receive(seq, entry.sealed)
-        state = alice.state_path
-    conn = sqlite3.connect(state)  # back to schema 1: no record of saved files
-    conn.executescript(
-        "DROP TABLE saved_file; DROP TABLE saves_tracked; DROP TABLE history_keep; "
-        "DROP TABLE chat_seen; DROP INDEX history_recorded; DROP INDEX history_relay_order; "
-        "DROP TABLE relay_epoch; ALTER TABLE history DROP COLUMN relay_epoch; "
-        "UPDATE schema_version SET version = 1;"
-    )
-    conn.close()
-    with Member.open(kits[0]) as alice:  # migrated
-        found = files.scan_file_history(alice, 0)
-        assert found.complete == {(1, b"O" * 8)}
-        assert found.unsaved == frozenset()
-        for seq, entry in enumerate(cut[2:], start=10):  # the rest after the upgrade
-            alice.receive(seq, entry.sealed)
-        found = files.scan_file_history(alice, 0)
-        assert found.unsaved == {(1, b"C" * 8)}
-        assert len(found.incoming) == len(cut)

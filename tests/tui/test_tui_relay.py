@@ -20,7 +20,8 @@ from ghostline.client.client import Client, Event, MessageReceived
 from ghostline.client.transport import RelayAddress
 from ghostline.protocol.payload import FileAssembly, FileChunk, FileHeader, TextPayload, split_file
 from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
-from ghostline.state.member import MAX_SEAL_GROUP, Member
+from ghostline.state.limits import MAX_SEAL_GROUP
+from ghostline.state.member import Member
 from ghostline.tui.app import ChatApp
 from ghostline.tui.screens import ConfirmScreen
 from ghostline.tui.widgets import (

@@ -24,14 +24,9 @@ from ghostline.client.client import (
 from ghostline.errors import PadExhaustedError
 from ghostline.protocol.kitformat import KitHeader, KitMember
 from ghostline.protocol.payload import decode, encode_text, split_file
-from ghostline.state.member import (
-    HistoryEntry,
-    KitUsage,
-    MemberUsage,
-    OutboxEntry,
-    Received,
-    SavedFiles,
-)
+from ghostline.state.history import HistoryEntry, SavedFiles
+from ghostline.state.member import OutboxEntry, Received
+from ghostline.state.usage import KitUsage, MemberUsage
 from ghostline.tui.app import ChatApp
 
 # Monday 27 January 2025, 09:30 UTC: every time in the snapshots derives from this.

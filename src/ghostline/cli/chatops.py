@@ -26,7 +26,7 @@ from ..display import message_lines, one_line
 from ..errors import GhostlineError, LocalError, RelayUnreachable, UsageError
 from .connect import ConnectionSettings, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
-from .padwarn import PadWarnings, own_pad
+from .padwarn import PadWarnings
 from .relaystatus import (
     failure_hint,
     messages_missing_line,
@@ -134,11 +134,11 @@ async def _send(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    warnings = PadWarnings(own_pad(member).level)
+    warnings = PadWarnings(member.own_pad().level)
     if message is not None:
         # Sealed (and the pad checked) before any connection: exhaustion consumes nothing.
         member.seal(encode_text(message, int(time.time())))
-        warnings.check(own_pad(member))
+        warnings.check(member.own_pad())
     client = make_client(member, settings, presence=False, receive=False)
     await client.start()
     watch = asyncio.ensure_future(_watch_send(client, timeout))
@@ -243,7 +243,7 @@ async def _send_lines(client: Client, warnings: PadWarnings) -> tuple[int, BaseE
         except PadExhaustedError as err:
             return sealed, err
         sealed += 1
-        warnings.check(own_pad(client.member))
+        warnings.check(client.member.own_pad())
 
 
 def _plural(count: int, noun: str) -> str:
@@ -316,7 +316,7 @@ async def _listen(
     deadline = loop.time() + timeout if timeout is not None else None
     names = [m.name for m in member.header.members]
     warnings = PadWarnings()
-    warnings.check(own_pad(member))  # listening is when a person looks: say it at once
+    warnings.check(member.own_pad())  # listening is when a person looks: say it at once
     client = make_client(member, settings, presence=True, receive_limit=count)
     shown = 0
     await client.start()
@@ -358,7 +358,7 @@ async def _listen(
                 if not quiet:
                     _status(f"sent: message {event.counter} accepted as seq {event.seq}")
             elif isinstance(event, PadLow | PadExhausted):
-                warnings.check(own_pad(member))
+                warnings.check(member.own_pad())
     finally:
         await client.stop()
     if not client.ever_connected:

@@ -22,11 +22,14 @@ from ..errors import (
     KitReadOnlyError,
     KitRecordError,
     RecoveryNeeded,
+    StateOfAnotherKit,
+    UnsupportedKitError,
 )
 from ..units import format_size
 
 if TYPE_CHECKING:
-    from ..state.member import Member, RecoveryPlan
+    from ..state.member import Member
+    from ..state.recovery import RecoveryPlan
 
 KIT_ARGUMENT = click.argument("kit", type=click.Path(path_type=Path, readable=False))
 
@@ -66,7 +69,13 @@ def explain(err: GhostlineError) -> tuple[str, str | None]:
             "recorded again the next time it is used.",
         )
     if isinstance(err, RecoveryNeeded):
+        if err.kit_path is None:
+            return err.message, "Run `ghostline pad recover KIT` on its kit (see its --help)."
         return err.message, recover_hint(err.kit_path)
+    if isinstance(err, UnsupportedKitError):
+        return err.message, "Make a format-1 kit set with `ghostline pad new --format 1`."
+    if isinstance(err, StateOfAnotherKit):
+        return err.message, "Pass the state file that belongs to this kit, or leave --state out."
     return err.message, err.hint
 
 
@@ -102,12 +111,10 @@ def recover_hint(kit_path: str | os.PathLike[str], plan: RecoveryPlan | None = N
 
 def recovery_cost(plan: RecoveryPlan) -> str:
     """What recovering costs: the keys and pad it skips (the object of "skips")."""
-    keys_left = plan.auth_keys - (plan.highest_erased_counter + 1)
-    bytes_left = plan.slice_len - plan.erased_extent
-    share = plan.skipped_bytes / bytes_left if bytes_left else 1.0
+    share = plan.skipped_bytes / plan.bytes_left if plan.bytes_left else 1.0
     cost = (
-        f"{plan.skipped_keys:,} of your {keys_left:,} unused keys and "
-        f"{format_size(plan.skipped_bytes)} of the {format_size(bytes_left)} left in your "
+        f"{plan.skipped_keys:,} of your {plan.keys_left:,} unused keys and "
+        f"{format_size(plan.skipped_bytes)} of the {format_size(plan.bytes_left)} left in your "
         f"slice ({share:.2%})"
     )
     if not plan.can_send_after:
@@ -117,7 +124,7 @@ def recovery_cost(plan: RecoveryPlan) -> str:
 
 def _plan(kit_path: str | os.PathLike[str]) -> RecoveryPlan | None:
     from ..pad.kit import Kit
-    from ..state.member import plan_recovery
+    from ..state.recovery import plan_recovery
 
     try:
         with Kit.open(kit_path, writable=False) as kit:

@@ -34,7 +34,7 @@ from ..protocol.kitformat import (
     KitLayout,
     base_offset,
 )
-from ..state.padlevel import MIN_MESSAGE_BYTES
+from ..state.usage import MIN_MESSAGE_BYTES
 from ..units import format_size, parse_size
 
 if TYPE_CHECKING:

@@ -16,20 +16,12 @@ from rich.text import Text
 from ..display import one_line
 from ..errors import StateError
 from ..pad.kit import Kit
+from ..state.inspect import StateStatus, inspect_state, read_usage
 from ..state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP
-from ..state.member import (
-    KitUsage,
-    RecoveryPlan,
-    StateStatus,
-    apply_recovery,
-    binding_of,
-    compute_usage,
-    inspect_state,
-    plan_recovery,
-)
-from ..state.store import Store
+from ..state.recovery import RecoveryPlan, apply_recovery, plan_recovery
+from ..state.usage import KitUsage
 from ..units import format_size
-from .kits import KIT_ARGUMENT, recover_hint, recovery_cost
+from .kits import KIT_ARGUMENT, explain, recover_hint, recovery_cost
 
 INFO_SCHEMA = 2
 
@@ -66,17 +58,7 @@ def info(kit: Path, state: Path | None, as_json: bool) -> None:
     """
     with Kit.open(kit, writable=False) as k:
         status = inspect_state(k, state)
-        store = (
-            Store.open(status.path, binding_of(k.header), read_only=True)
-            if status.status == "ok"
-            else None
-        )
-        try:
-            usage = compute_usage(k, store)
-        finally:
-            if store is not None:
-                store.close()
-        report = info_json(k, status, usage)
+        report = info_json(k, status, read_usage(k, status))
         needs_recovery = status.status in ("missing", "stale")
         plan = plan_recovery(k, state) if needs_recovery and not as_json else None
     if as_json:
@@ -98,7 +80,11 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
         "slice_len": h.slice_len,
         "auth_keys": h.auth_keys,
         "self": {"index": h.self_index, "name": h.self_name},
-        "state": {"path": str(status.path), "status": status.status, "detail": status.detail},
+        "state": {
+            "path": str(status.path),
+            "status": status.status,
+            "detail": state_detail(status),
+        },
         "members": [
             {
                 "index": m.index,
@@ -123,6 +109,11 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
             "fraction": round(usage.erased_fraction, 6),
         },
     }
+
+
+def state_detail(status: StateStatus) -> str | None:
+    """Why the state cannot be used as it is, in a sentence; None when it can."""
+    return None if status.problem is None else explain(status.problem)[0]
 
 
 def _print_info(
@@ -223,7 +214,7 @@ def describe_plan(plan: RecoveryPlan) -> list[str]:
     """The plan in sentences, for a person to confirm."""
     lines = []
     if plan.state.status in ("stale", "missing"):
-        lines.append(f"State: {plan.state.detail}.")
+        lines.append(f"State: {state_detail(plan.state)}.")
     if plan.state.path.exists():
         lines.append(f"The old database will be kept as {plan.aside_path()}.")
     used = plan.highest_erased_counter + 1

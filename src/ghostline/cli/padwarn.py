@@ -1,26 +1,12 @@
 """Warnings on stderr when the own pad runs low: once when 10% is left, once at 1%,
-once when it is used up (the thresholds: padlevel.py)."""
+once when it is used up (the figures and thresholds: state/usage.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
-from ..state.padlevel import PadLeft, PadLevel, worse
+from ..state.usage import PadLeft, PadLevel, worse
 from ..units import format_size
-
-if TYPE_CHECKING:
-    from ..state.member import Member
-
-
-def own_pad(member: Member) -> PadLeft:
-    """What is left of the member's own slice and keys (exact, from the state)."""
-    counter, offset = member.store.next_position()
-    h = member.header
-    return PadLeft(
-        max(0, h.slice_len - offset), h.slice_len, max(0, h.auth_keys - counter), h.auth_keys
-    )
 
 
 class PadWarnings:

@@ -74,7 +74,7 @@ from ..protocol.frames import (
     join_statement,
 )
 from ..protocol.relaycursor import SEQ_LIMIT, GapWatch, Lost, Refetch, SeqGuard
-from ..state.padlevel import PadLeft
+from ..state.usage import own_pad_left
 from .transport import (
     RelayAddress,
     TlsExpected,
@@ -202,7 +202,7 @@ class ConnectionChanged:
 
 @dataclass(frozen=True, slots=True)
 class PadLow:
-    """At most padlevel.LOW_FRACTION of this member's pad (bytes or keys) is left."""
+    """At most usage.LOW_FRACTION of this member's pad (bytes or keys) is left."""
 
     fraction_left: float
 
@@ -560,10 +560,7 @@ class Client:
         self._emit(ConnectionChanged(state, relay, retry_in, detail))
 
     def _check_pad(self, entry: OutboxEntry) -> None:
-        header = self.member.header
-        keys_left = header.auth_keys - (entry.counter + 1)
-        bytes_left = header.slice_len - (entry.offset + entry.length)
-        pad = PadLeft(max(0, bytes_left), header.slice_len, max(0, keys_left), header.auth_keys)
+        pad = own_pad_left(self.member.header, entry.counter + 1, entry.offset + entry.length)
         if pad.level == "exhausted":
             self._emit(PadExhausted())
         elif pad.level != "ok" and not self._pad_low_reported:

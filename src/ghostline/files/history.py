@@ -48,14 +48,12 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
     files are never read again; then the full parts of unfinished incoming transfers,
     to resume them, and of finished incoming ones that `member.saved_files()` has no
     record of, to save them. A transfer is finished when its header and all its chunks
-    are there. A finished transfer recorded entirely before saves were tracked (an
-    upgraded database) counts as saved: schema 1 saved on arrival and kept no record.
+    are there.
     """
     saves = member.saved_files()
     headers: dict[tuple[int, bytes], tuple[FileHeader, int]] = {}
     indexes: dict[tuple[int, bytes], set[int]] = {}
     parts: dict[tuple[int, bytes], list[tuple[int, int]]] = {}
-    tracked: set[tuple[int, bytes]] = set()  # some part recorded after saves were tracked
     for entry in member.history_of_kind(Kind.FILE_HEADER):
         try:
             header = decode(entry.payload)
@@ -66,8 +64,6 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
         key = (entry.sender, header.transfer_id)
         headers.setdefault(key, (header, entry.counter))
         parts.setdefault(key, []).append((entry.sender, entry.counter))
-        if _tracked(entry, saves.untracked_until):
-            tracked.add(key)
     for entry in member.history_of_kind(Kind.FILE_CHUNK, head=FILE_CHUNK_HEAD_LEN):
         try:
             transfer_id, index = chunk_head(entry.payload)
@@ -76,8 +72,6 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
         key = (entry.sender, transfer_id)
         indexes.setdefault(key, set()).add(index)
         parts.setdefault(key, []).append((entry.sender, entry.counter))
-        if _tracked(entry, saves.untracked_until):
-            tracked.add(key)
     complete: set[tuple[int, bytes]] = set()
     # (sender, SHA-256) -> counter of the latest finished transfer of those bytes
     finished_later: dict[tuple[int, bytes], int] = {}
@@ -93,7 +87,7 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
     unsaved: set[tuple[int, bytes]] = set()
     for key, keys in parts.items():
         if key in complete:
-            if key[0] != me and key in tracked and key not in saves.records:
+            if key[0] != me and key not in saves.records:
                 unsaved.add(key)
                 resume.extend(keys)
             continue
@@ -108,11 +102,6 @@ def scan_file_history(member: Any, me: int) -> FileHistory:
             unfinished_sends.append(UnfinishedSend(found[0], found[1], sealed[key], sent_again))
     incoming = member.history_of(resume) if resume else []
     return FileHistory(incoming, unfinished_sends, frozenset(complete), frozenset(unsaved))
-
-
-def _tracked(entry: Any, untracked_until: int) -> bool:
-    """Whether `entry` was recorded after saved files were tracked."""
-    return entry.history_id is None or entry.history_id > untracked_until
 
 
 def replay_incoming(

@@ -64,11 +64,11 @@ from ..files import (
     scan_file_history,
 )
 from ..protocol.payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
-from ..state.padlevel import PadLeft
+from ..state.usage import PadLeft, after_message
 from ..units import format_size
 from .files import typed_path
 from .screens import HELP_TEXT, ConfirmScreen, TextScreen
-from .usage import after_message, pad_table, read_pads
+from .usage import pad_table
 from .view import (
     file_text,
     pad_summary,
@@ -200,7 +200,7 @@ class ChatApp(App[None]):
         # and the first message received is the first since the app last closed.
         self._new_since_live = unseen is None and self.member.chat_seen is not None
         self._load_history()
-        self._refresh_pads(read_pads(self.member))
+        self._refresh_pads(self.member.usage().pads())
         self.query_one(StatusBar).show("connecting")
         self.set_interval(1.0, self._tick)
         self.query_one(ChatInput).focus()
@@ -425,7 +425,7 @@ class ChatApp(App[None]):
         elif isinstance(event, ConnectionChanged):
             self._on_connection(event)
         elif isinstance(event, PadLow | PadExhausted):
-            self._refresh_pads(read_pads(self.member))
+            self._refresh_pads(self.member.usage().pads())
         elif isinstance(event, RelayError):
             self._warn(refused_text(event.reason, event.code))
         elif isinstance(event, StoreChanged):
@@ -565,7 +565,7 @@ class ChatApp(App[None]):
             entry = await self.client.send(encode_text(text, int(now)))
         except PadExhaustedError as err:
             self._warn(f"not sent: {err}")
-            self._refresh_pads(read_pads(self.member))
+            self._refresh_pads(self.member.usage().pads())
             return
         except GhostlineError as err:
             self._warn(f"not sent: {err}")
@@ -673,7 +673,7 @@ class ChatApp(App[None]):
                 return
             row.finish(f"stopped: {err}", ok=False)
             self._warn(f"/file {name}: stopped after {sealed} of {total} parts: {err}")
-            self._refresh_pads(read_pads(self.member))
+            self._refresh_pads(self.member.usage().pads())
             return
         if not self.is_running:
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 
 from ..protocol.payload import FileHeader
-from ..state.padlevel import PadLeft, PadLevel
+from ..state.usage import PadLeft, PadLevel
 from ..units import format_size
 
 # Distinct on dark and light themes; a member keeps its colour because it is chosen by

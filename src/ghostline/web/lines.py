@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from ..display import body_lines, one_line
 from ..protocol.payload import FileChunk, FileHeader, Payload, TextPayload
-from ..state.padlevel import PadLeft
+from ..state.usage import PadLeft
 from ..tui.view import file_text, pad_summary, pad_warning, percent
 
 LineKind = Literal["message", "notice", "warning"]

@@ -49,8 +49,7 @@ from ..files import (
     record_in,
 )
 from ..protocol.payload import FileChunk, FileHeader, Payload, decode, encode_text
-from ..state.padlevel import PadLeft
-from ..tui.usage import after_message, read_pads
+from ..state.usage import PadLeft, after_message
 from ..tui.view import file_text, refused_text, rejected_text
 from . import lines as view
 from .seen import SeenMarker
@@ -113,7 +112,7 @@ class WebSession:
     async def start(self, *, connect: bool = True) -> None:
         """Read the pads and rebuild unfinished transfers (before any event is read, so
         a live part never meets a transfer history has not filled in), then connect."""
-        self.pads = await asyncio.to_thread(read_pads, self.member)
+        self.pads = (await asyncio.to_thread(self.member.usage)).pads()
         await self.seen.load()
         await self.transfers.resume()
         await self.transfers.load_saved()
@@ -377,7 +376,7 @@ class WebSession:
         self.broadcast(self.members())
 
     async def reread_pads(self) -> None:
-        self.pads = await asyncio.to_thread(read_pads, self.member)
+        self.pads = (await asyncio.to_thread(self.member.usage)).pads()
         self.broadcast(self.members())
 
     # -- sending -----------------------------------------------------------------------
