@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.errors import EntropyError, UsageError
+from ghostline.cli.kits import explain
+from ghostline.errors import EntropyError, EntropySourceShort, UsageError
 from ghostline.pad.entropy import (
     HealthTestFailure,
     HealthTests,
@@ -271,3 +272,15 @@ def test_when_both_tests_fail_in_one_chunk_the_earlier_failure_is_reported() -> 
     with pytest.raises(HealthTestFailure) as caught:
         HealthTests("s", 8).check(bytes(data))
     assert (caught.value.test, caught.value.position) == ("adaptive proportion", 180)
+
+
+def test_the_cli_words_what_to_do_about_an_entropy_failure() -> None:
+    """The pad code raises data; which option to change is the CLI's to say."""
+    stuck = HealthTestFailure("repetition count", "device:/dev/x", 12, "40 equal bytes")
+    short = EntropySourceShort("file:/s", 100, 101)
+    assert explain(stuck)[1] is not None and "--entropy-rate" in explain(stuck)[1]
+    assert explain(short) == (
+        "file:/s holds 100 bytes but the kit set needs 101",
+        "Use a larger sample file or a smaller --size / --auth-keys.",
+    )
+    assert stuck.hint is None and short.hint is None  # no CLI words in the errors

@@ -118,6 +118,34 @@ class EntropyError(LocalError):
     """A randomness source failed its health test; no kit was written."""
 
 
+class HealthTestFailure(EntropyError):
+    """A raw randomness source failed an SP 800-90B health test; no kit was written."""
+
+    def __init__(self, test: str, source: str, position: int, detail: str) -> None:
+        super().__init__(
+            f"{source} failed the SP 800-90B {test} test at byte {position}: {detail}; "
+            "no kit was written"
+        )
+        self.test = test  # "repetition count" or "adaptive proportion"
+        self.source = source
+        self.position = position
+
+
+class EntropySourceShort(EntropyError):
+    """A sample file or device gave fewer bytes (`have`) than the kit set needs
+    (`need`; None when a device ran dry in the middle); no kit was written."""
+
+    def __init__(self, source: str, have: int, need: int | None) -> None:
+        super().__init__(
+            f"{source} ran out after {have} bytes; the kit set needs more. No kit was written."
+            if need is None
+            else f"{source} holds {have} bytes but the kit set needs {need}"
+        )
+        self.source = source
+        self.have = have
+        self.need = need
+
+
 class PadExhaustedError(LocalError):
     """Your pad is used up: you cannot send more messages with this kit."""
 

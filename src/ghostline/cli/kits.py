@@ -17,7 +17,9 @@ import click
 
 from ..display import one_line
 from ..errors import (
+    EntropySourceShort,
     GhostlineError,
+    HealthTestFailure,
     KitHeaderChangedError,
     KitReadOnlyError,
     KitRecordError,
@@ -74,6 +76,13 @@ def explain(err: GhostlineError) -> tuple[str, str | None]:
         return err.message, recover_hint(err.kit_path)
     if isinstance(err, UnsupportedKitError):
         return err.message, "Make a format-1 kit set with `ghostline pad new --format 1`."
+    if isinstance(err, HealthTestFailure):
+        return err.message, (
+            "The source looks stuck or biased. Check the device, or assert a lower "
+            "--entropy-rate only if you have measured it."
+        )
+    if isinstance(err, EntropySourceShort):
+        return err.message, "Use a larger sample file or a smaller --size / --auth-keys."
     if isinstance(err, StateOfAnotherKit):
         return err.message, "Pass the state file that belongs to this kit, or leave --state out."
     return err.message, err.hint

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EntropyError, UsageError
+from ..errors import EntropySourceShort, HealthTestFailure, UsageError
 
 ALPHA_LOG2 = 40  # alpha = 2^-40: the false-alarm probability per test per sample
 APT_WINDOW = 512  # SP 800-90B 4.4.2: W = 512 for non-binary samples
@@ -73,24 +73,6 @@ def apt_cutoff(
 def _check_rate(entropy_rate: float) -> None:
     if not 0 < entropy_rate <= 8:
         raise UsageError(f"entropy rate {entropy_rate} must be above 0 and at most 8 bits/byte")
-
-
-class HealthTestFailure(EntropyError):
-    """A raw randomness source failed an SP 800-90B health test; no kit was written."""
-
-    hint = (
-        "The source looks stuck or biased. Check the device, or assert a lower "
-        "--entropy-rate only if you have measured it."
-    )
-
-    def __init__(self, test: str, source: str, position: int, detail: str) -> None:
-        super().__init__(
-            f"{source} failed the SP 800-90B {test} test at byte {position}: {detail}; "
-            "no kit was written"
-        )
-        self.test = test  # "repetition count" or "adaptive proportion"
-        self.source = source
-        self.position = position
 
 
 class HealthTests:
@@ -218,11 +200,7 @@ class _RawSource:
         while got < k:
             n = self._file.readinto(view[got:])
             if not n:
-                raise EntropyError(
-                    f"{self.name} ran out after {self.tests.position + got} bytes; "
-                    "the kit set needs more. No kit was written.",
-                    hint="Use a larger sample file or a smaller --size / --auth-keys.",
-                )
+                raise EntropySourceShort(self.name, self.tests.position + got, None)
             got += n
         self.tests.check(buf)
         return buf
@@ -265,10 +243,7 @@ class MixedRandom:
         """Fail early if a sample file is shorter than the `total` bytes needed."""
         for source in self._sources:
             if source.size is not None and source.size < total:
-                raise EntropyError(
-                    f"{source.name} holds {source.size} bytes but the kit set needs {total}",
-                    hint="Use a larger sample file or a smaller --size / --auth-keys.",
-                )
+                raise EntropySourceShort(source.name, source.size, total)
 
     def __call__(self, k: int) -> bytes:
         # Looked up on each call (not bound at import) so tests can substitute it.
