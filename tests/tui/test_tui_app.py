@@ -35,18 +35,9 @@ from ghostline.state.history import HistoryEntry
 from ghostline.state.member import Member
 from ghostline.tui.app import ChatApp
 from ghostline.tui.files import typed_path
+from ghostline.tui.messagelog import DaySeparator, MessageLine, MessageLog
 from ghostline.tui.screens import ConfirmScreen
-from ghostline.tui.widgets import (
-    Banner,
-    ChatInput,
-    DaySeparator,
-    MemberList,
-    MessageLine,
-    MessageLog,
-    PadGauge,
-    StatusBar,
-    TransferRow,
-)
+from ghostline.tui.widgets import Banner, ChatInput, MemberList, PadGauge, StatusBar, TransferRow
 from helpers import make_kit_set
 
 SIZE = (110, 32)
@@ -200,11 +191,11 @@ async def test_pad_gauge_moves_by_the_message_size() -> None:
         assert before.bytes_left - gauge.pad.bytes_left == len(client.sent[0]) == 5 + 12
         assert before.msgs_left - gauge.pad.msgs_left == 1
         # Others' slices move when their messages arrive.
-        bob_before = app.pads[1]
+        bob_before = app.panel.pads[1]
         client.events.put_nowait(client.receive(1, encode_text("abc", int(T0))))
-        await until(pilot, lambda: app.pads[1] != bob_before)
-        assert bob_before.bytes_left - app.pads[1].bytes_left == 8
-        assert bob_before.msgs_left - app.pads[1].msgs_left == 1
+        await until(pilot, lambda: app.panel.pads[1] != bob_before)
+        assert bob_before.bytes_left - app.panel.pads[1].bytes_left == 8
+        assert bob_before.msgs_left - app.panel.pads[1].msgs_left == 1
 
 
 async def test_pad_warnings_at_ten_and_one_percent() -> None:
@@ -254,8 +245,8 @@ async def test_file_command_asks_then_sends_with_progress(tmp_path: Path) -> Non
         for counter in range(4):
             client.events.put_nowait(MessageAccepted(counter, 100 + counter))
         key = "out-" + bytes(range(8)).hex()
-        await until(pilot, lambda: (key, 4, 4) in app.transfer_log)
-        assert [done for k, done, _ in app.transfer_log if k == key] == [0, 1, 2, 3, 4]
+        await until(pilot, lambda: (key, 4, 4) in app.files.log)
+        assert [done for k, done, _ in app.files.log if k == key] == [0, 1, 2, 3, 4]
         row = app.query_one(f"#{key}", TransferRow)
         assert row.has_class("-done")
         assert client.groups == [4]  # header and 3 chunks: one commit
@@ -268,7 +259,7 @@ async def test_a_large_file_is_sealed_in_groups_not_one_message_at_a_time(
     source.write_bytes(bytes(range(256)) * 256 * 40)  # 40 chunks of 64 KiB
     app, client = make_app(FakeMember(header(slice_len=8 << 20)), tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        app.offer_file(str(source))
+        app.files.offer(str(source))
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         await until(pilot, lambda: len(client.sent) == 41)
@@ -304,7 +295,7 @@ async def test_received_file_is_saved_once_complete_never_overwriting(tmp_path: 
         for payload in reversed(parts):  # any order
             client.events.put_nowait(client.receive(2, payload))
         key = f"in-2-{(b'T' * 8).hex()}"
-        await until(pilot, lambda: any(k == key and d == len(data) for k, d, _ in app.transfer_log))
+        await until(pilot, lambda: any(k == key and d == len(data) for k, d, _ in app.files.log))
         saved = tmp_path / "downloads" / "photo (1).jpg"
         await until(pilot, lambda: saved.exists())
         assert saved.read_bytes() == data
@@ -337,7 +328,7 @@ async def test_interrupted_transfer_in_history_resumes_when_the_rest_arrives(
     member.used[1] = (2, sum(len(p) for p in parts[:2]))
     app, client = make_app(member, tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(pilot, lambda: app.files.ready)
         row = app.query_one(f"#in-1-{(b'V' * 8).hex()}", TransferRow)
         assert "interrupted" in str(row.query_one("Label").render())
         for payload in parts[2:]:
@@ -368,7 +359,7 @@ async def test_an_interrupted_incoming_file_far_back_in_history_still_resumes(
         member.add_history(1, f"chatter {i}", T0 - 50 + i)
     app, client = make_app(member, tmp_path=tmp_path, history_page=10)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(pilot, lambda: app.files.ready)
         row = app.query_one(f"#in-2-{(b'W' * 8).hex()}", TransferRow)
         assert "interrupted" in str(row.query_one("Label").render())
         for payload in parts[3:]:
@@ -389,18 +380,18 @@ async def test_a_finished_file_in_history_is_not_saved_again_on_reopen(tmp_path:
     member.saved[(2, b"F" * 8)] = Path("/elsewhere/again.txt")
     app, _ = make_app(member, tmp_path=tmp_path, history_page=3)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(pilot, lambda: app.files.ready)
         await pilot.pause(0.1)
         assert not (tmp_path / "downloads").exists()
         assert len(app.query(TransferRow)) == 0
-        assert app.incoming.unfinished() == []
+        assert app.files.incoming.unfinished() == []
         assert member.record_calls == []
 
 
 async def open_and_settle(app: ChatApp) -> None:
     """Run `app` until its history scan and every save it started are done."""
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)  # saves are started before this
+        await until(pilot, lambda: app.files.ready)  # saves are started before this
         await until(pilot, lambda: all(w.is_finished for w in app.workers if w.group == "save"))
         await pilot.pause(0.1)
 
@@ -476,7 +467,7 @@ async def test_an_own_file_cut_short_by_quitting_is_reported_on_reopen(tmp_path:
     member.add_history(1, "did you get it?", T0 - 10)
     app, _ = make_app(member, tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(pilot, lambda: app.files.ready)
         lines = texts(app)
         warning = (
             "file draft.pdf: sent 3 of 10 parts before the app closed; send it again with /file"
@@ -495,14 +486,14 @@ async def test_a_file_sent_again_in_full_closes_the_interrupted_row(tmp_path: Pa
     add_parts(member, 1, file_parts(data, b"G" * 8, "v.txt")[:2], "received")
     app, client = make_app(member, tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(pilot, lambda: app.files.ready)
         old = app.query_one(f"#in-1-{(b'G' * 8).hex()}", TransferRow)
         assert not old.has_class("-done")
         for payload in file_parts(data, b"H" * 8, "v.txt"):
             client.events.put_nowait(client.receive(1, payload))
         await until(pilot, lambda: old.has_class("-done"))
         assert "sent again in full" in str(old.query_one("Label").render())
-        assert app.incoming.unfinished() == []
+        assert app.files.incoming.unfinished() == []
         assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["v.txt"]
 
 
@@ -518,14 +509,14 @@ async def test_an_own_file_cut_short_is_reported_even_beyond_the_first_page(
         member.add_history(1, f"chatter {i}", T0 - 50 + i)
     app, _ = make_app(member, tmp_path=tmp_path, history_page=5)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(pilot, lambda: app.files.ready)
         warnings = [t for t in texts(app) if t.startswith("file ")]
         assert warnings == [
             "file a.bin: sent 1 of 10 parts before the app closed; send it again with /file"
         ]
-        again = [s for s in app.unfinished_sends.values() if s.header.safe_name == "w.bin"]
+        again = [s for s in app.files.unfinished_sends.values() if s.header.safe_name == "w.bin"]
         assert [s.sent_again for s in again] == [True]
-        assert app._own_file_text(again[0].header) == (
+        assert app.conversation.own_file_text(again[0].header) == (
             "did not finish sending a file: w.bin (640 B), 2 of 10 parts; sent again in full later"
         )
 

@@ -17,7 +17,8 @@ from ghostline.client.client import ConnectionChanged, MessageRejected, RelayErr
 from ghostline.pad.kit import KitHeader
 from ghostline.protocol.payload import encode_text, split_file
 from ghostline.tui.app import ChatApp
-from ghostline.tui.widgets import MessageLine, TransferRow
+from ghostline.tui.messagelog import MessageLine
+from ghostline.tui.widgets import TransferRow
 from waiting import until
 
 SIZE = (120, 40)

@@ -12,7 +12,7 @@ from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 from ghostline.client.client import ConnectionChanged, MessageAccepted
 from ghostline.protocol.payload import encode_text
 from ghostline.tui.app import ChatApp
-from ghostline.tui.widgets import MessageLine, MessageLog, NewSinceMarker
+from ghostline.tui.messagelog import MessageLine, MessageLog, NewSinceMarker
 from waiting import until
 
 SIZE = (110, 32)

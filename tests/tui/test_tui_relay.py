@@ -23,15 +23,9 @@ from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
 from ghostline.state.limits import MAX_SEAL_GROUP
 from ghostline.state.member import Member
 from ghostline.tui.app import ChatApp
+from ghostline.tui.messagelog import MessageLine, MessageLog, NewSinceMarker
 from ghostline.tui.screens import ConfirmScreen
-from ghostline.tui.widgets import (
-    ChatInput,
-    MemberList,
-    MessageLine,
-    MessageLog,
-    NewSinceMarker,
-    PadGauge,
-)
+from ghostline.tui.widgets import ChatInput, MemberList, PadGauge
 from helpers import make_kit_set
 
 SIZE = (110, 32)
@@ -110,7 +104,7 @@ async def test_send_receive_and_presence_over_a_real_relay(group: Group) -> None
     app = group.app(group.client(0))
     bob = group.client(1)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.connected and 0 in app.online)
+        await until(pilot, lambda: app.connected and 0 in app.panel.online)
         members = app.query_one(MemberList)
         assert not any(r.online for r in members.rows if r.index == 1)
         assert not any("came online" in t for t in texts(app))  # who was there already
@@ -218,13 +212,13 @@ async def test_file_round_trip_both_ways(group: Group, tmp_path: Path) -> None:
         await until(pilot, lambda: saved.exists())
         assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(data).digest()
         key = f"in-1-{(b'B' * 8).hex()}"
-        progress = [done for k, done, _ in app.transfer_log if k == key]
+        progress = [done for k, done, _ in app.files.log if k == key]
         assert progress == [0, 50_000, 100_000, 150_000]
         await bob.stop()
 
 
 def sent_progress(app: ChatApp) -> list[tuple[str, int, int]]:
-    return [entry for entry in app.transfer_log if entry[0].startswith("out-")]
+    return [entry for entry in app.files.log if entry[0].startswith("out-")]
 
 
 async def test_a_file_resumes_across_reopens_from_far_back_and_is_saved_once(
@@ -248,8 +242,8 @@ async def test_a_file_resumes_across_reopens_from_far_back_and_is_saved_once(
     # Reopened: the header is 71 messages back, past the first page of history.
     again = group.app(group.client(0))
     async with again.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: again.files_ready)
-        assert [t.name for t in again.incoming.unfinished()] == ["r.bin"]
+        await until(pilot, lambda: again.files.ready)
+        assert [t.name for t in again.files.incoming.unfinished()] == ["r.bin"]
         async with bob:
             await bob.send_many(parts[2:])
             saved = group.home / "downloads" / "r.bin"
@@ -257,9 +251,9 @@ async def test_a_file_resumes_across_reopens_from_far_back_and_is_saved_once(
         assert saved.read_bytes() == data
     third = group.app(group.client(0))
     async with third.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: third.files_ready)
+        await until(pilot, lambda: third.files.ready)
         await pilot.pause(0.2)
-        assert third.incoming.unfinished() == []
+        assert third.files.incoming.unfinished() == []
     assert sorted(p.name for p in (group.home / "downloads").iterdir()) == ["r.bin"]
 
 
@@ -269,7 +263,7 @@ async def test_an_own_file_cut_short_is_reported_when_the_app_opens_again(group:
     group.members[0].seal_many([header.encode(), *(next(chunks).encode() for _ in range(3))])
     app = group.app(group.client(0))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(pilot, lambda: app.files.ready)
         assert texts(app)[-1] == (
             "file q.bin: sent 3 of 10 parts before the app closed; send it again with /file"
         )
@@ -292,13 +286,13 @@ async def test_with_history_off_a_file_cut_short_by_closing_finishes_and_then_go
     app = group.app(group.client(0))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "a secret word" in texts(app))
-        assert [t.name for t in app.incoming.unfinished()] == ["h.bin"]
+        assert [t.name for t in app.files.incoming.unfinished()] == ["h.bin"]
     assert [h.counter for h in alice.history()] == [0, 1]  # only the file's parts
     again = group.app(group.client(0))
     async with again.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: again.files_ready)
+        await until(pilot, lambda: again.files.ready)
         assert texts(again) == ["sends a file: h.bin (87.89 KiB)"]  # the text was not kept
-        assert [t.name for t in again.incoming.unfinished()] == ["h.bin"]
+        assert [t.name for t in again.files.incoming.unfinished()] == ["h.bin"]
         async with bob:
             await bob.send_many(parts[2:])
             saved = group.home / "downloads" / "h.bin"

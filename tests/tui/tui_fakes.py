@@ -26,7 +26,7 @@ from ghostline.protocol.kitformat import KitHeader, KitMember
 from ghostline.protocol.payload import decode, encode_text, split_file
 from ghostline.state.history import HistoryEntry, SavedFiles
 from ghostline.state.member import OutboxEntry, Received
-from ghostline.state.usage import KitUsage, MemberUsage
+from ghostline.state.usage import KitUsage, MemberUsage, PadLeft
 from ghostline.tui.app import ChatApp
 
 # Monday 27 January 2025, 09:30 UTC: every time in the snapshots derives from this.
@@ -120,7 +120,7 @@ class FakeMember:
         self.record_calls.append((sender, transfer_id, path, sha256))
         self.saved.setdefault((sender, transfer_id), path)
 
-    def usage(self) -> KitUsage:
+    def usage(self, *, scan_kit: bool = True) -> KitUsage:
         h = self.header
         members = []
         for i, m in enumerate(h.members):
@@ -150,6 +150,9 @@ class FakeMember:
             pad_bytes_total=h.n * h.slice_len,
             pad_bytes_erased=0,
         )
+
+    def pads(self) -> dict[int, PadLeft]:
+        return self.usage().pads()
 
     def add_history(self, sender: int, text: str, at: float, *, state: str = "received") -> None:
         self.add_entry(sender, encode_text(text, int(at)), at, state)

@@ -42,4 +42,7 @@ def chat(kit: Path, **opts: Any) -> None:
     with open_member(kit) as member:
         client = make_client(member, settings, presence=True)
         relays = ", ".join(opts["relays"])
-        ChatApp(client, relay=relays, transport=transport_label(opts)).run()
+        app = ChatApp(client, relay=relays, transport=transport_label(opts))
+        app.run()
+    for problem in app.closing_problems:
+        click.echo(f"ghostline: warning: {problem}", err=True)

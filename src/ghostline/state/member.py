@@ -455,6 +455,12 @@ class Member:
                     self._record_pending()
             return compute_usage(self.kit, (self.store, self._history), scan_kit=scan_kit)
 
+    def pads(self) -> dict[int, PadLeft]:
+        """Every member's slice and keys left, by index. Reads only: it never commits
+        (the erasure record waiting for a commit changes no figure here)."""
+        with self._lock:
+            return compute_usage(self.kit, (self.store, self._history), scan_kit=False).pads()
+
     def own_pad(self) -> PadLeft:
         """What is left of this member's own slice and keys (exact, from the state)."""
         return own_pad_left(self.header, *self.store.next_position())

@@ -112,7 +112,7 @@ class WebSession:
     async def start(self, *, connect: bool = True) -> None:
         """Read the pads and rebuild unfinished transfers (before any event is read, so
         a live part never meets a transfer history has not filled in), then connect."""
-        self.pads = (await asyncio.to_thread(self.member.usage)).pads()
+        self.pads = await asyncio.to_thread(self.member.pads)
         await self.seen.load()
         await self.transfers.resume()
         await self.transfers.load_saved()
@@ -376,7 +376,7 @@ class WebSession:
         self.broadcast(self.members())
 
     async def reread_pads(self) -> None:
-        self.pads = (await asyncio.to_thread(self.member.usage)).pads()
+        self.pads = await asyncio.to_thread(self.member.pads)
         self.broadcast(self.members())
 
     # -- sending -----------------------------------------------------------------------

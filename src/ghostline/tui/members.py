@@ -1,0 +1,122 @@
+"""The side panel's members and pads: who is online, how much pad each member has left,
+your gauge and warning banner, and the input locked once your pad is used up.
+
+Figures come from the member (`Member.pads`, read in a worker thread) and move with
+every message seen live (`usage.after_message`); presence comes from the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ..client.client import ConnectionChanged, PresenceChanged
+from ..state.usage import PadLeft, after_message
+from .messagelog import ChatLine
+from .view import pad_warning
+from .widgets import Banner, ChatInput, MemberList, MemberRow, PadGauge, StatusBar
+
+if TYPE_CHECKING:
+    from .app import ChatApp
+
+
+class MemberPanel:
+    """The members and pads of one chat app (`app.panel`)."""
+
+    def __init__(self, app: ChatApp) -> None:
+        self.app = app
+        self.pads: dict[int, PadLeft] = {}
+        self.online: frozenset[int] = frozenset()
+        self.presence_down = False
+        self._presence_resync = False
+
+    # -- pads ------------------------------------------------------------------------
+
+    def used(self, sender: int, counter: int, end: int) -> None:
+        """A message of `sender` used key `counter` and pad up to `end`."""
+        pads = dict(self.pads)
+        pads[sender] = after_message(pads[sender], counter=counter, end=end)
+        self.show_pads(pads)
+
+    def reread(self) -> None:
+        """Read every member's figures from the state again, in a worker thread (the
+        member's lock may be held by a commit in another thread)."""
+        self.app.run_worker(self._reread(), group="pads")
+
+    async def _reread(self) -> None:
+        read = await asyncio.to_thread(self.app.member.pads)
+        if not self.app.is_running:
+            return
+        # Pad is only ever used up: what was seen live while reading stays counted.
+        self.show_pads({i: _lower(self.pads.get(i), pad) for i, pad in read.items()})
+
+    def show_pads(self, pads: dict[int, PadLeft]) -> None:
+        app = self.app
+        self.pads = pads
+        own = pads[app.me]
+        app.query_one(PadGauge).show(own)
+        app.query_one(Banner).show(pad_warning(own), own.level)
+        chat_input = app.query_one(ChatInput)
+        exhausted = own.level == "exhausted"
+        if exhausted != chat_input.disabled:
+            chat_input.disabled = exhausted
+            if exhausted:
+                chat_input.load_text("")
+                chat_input.border_title = "pad used up: sending is disabled"
+            else:
+                chat_input.border_title = None
+        self.show_members()
+
+    # -- presence ----------------------------------------------------------------------
+
+    def presence_changed(self, event: PresenceChanged) -> None:
+        app = self.app
+        self.online = event.online
+        quiet = self.presence_down or self._presence_resync
+        self._presence_resync = False
+        if not quiet:
+            # Else presence dropped (nobody is known to be online) or has just come back
+            # (everyone it lists "joins"): neither is someone coming or going.
+            now = app.clock()
+            names = app.names
+            notes = [
+                ChatLine("notice", now, f"{names[i]} came online")
+                for i in sorted(event.joined)
+                if i != app.me and i < len(names)
+            ] + [
+                ChatLine("notice", now, f"{names[i]} went offline")
+                for i in sorted(event.left)
+                if i != app.me and i < len(names)
+            ]
+            app.message_log.append(notes)
+        self.show_members()
+
+    def presence_connection(self, event: ConnectionChanged) -> None:
+        """The presence channel went down or came back."""
+        down = event.retry_in is not None
+        # The first list after (re)connecting says who is online already; nobody in it
+        # has just arrived.
+        self._presence_resync = not down
+        self.presence_down = down
+        self.app.query_one(StatusBar).show_presence(None if not down else event.detail)
+        self.show_members()
+
+    def show_members(self) -> None:
+        app = self.app
+        rows = [
+            MemberRow(i, name, i in self.online, self.pads.get(i), i == app.me)
+            for i, name in enumerate(app.names)
+        ]
+        app.query_one(MemberList).show(rows, presence_known=not self.presence_down)
+
+
+def _lower(seen: PadLeft | None, read: PadLeft) -> PadLeft:
+    """The lower of two figures of one member's pad."""
+    if seen is None:
+        return read
+    return PadLeft(
+        min(seen.bytes_left, read.bytes_left),
+        read.bytes_total,
+        min(seen.msgs_left, read.msgs_left),
+        read.msgs_total,
+    )
