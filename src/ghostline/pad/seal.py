@@ -29,7 +29,7 @@ from ..protocol.envelope import (
     pack_header,
     unpack_header,
 )
-from ..protocol.kitformat import FORMAT_1
+from ..protocol.kitformat import FORMAT_1, KitHeader
 from .kit import Kit
 
 # Below this size Python's big integers XOR faster than a round trip through numpy.
@@ -221,6 +221,44 @@ def tag_index(sender: int, recipient: int) -> int:
     return recipient if recipient < sender else recipient - 1
 
 
+def check_addressing(
+    header: KitHeader,
+    size: int,
+    pad_id: bytes,
+    sender: int,
+    n: int,
+    counter: int,
+    length: int,
+    *,
+    per_message: str,
+) -> None:
+    """The reject rules both suites check alike, in this order, after version and suite
+    (docs/PROTOCOL.md sections 6 and 14): pad, group size, sender, own message, total
+    length (`size`), empty ciphertext, counter. `per_message` names what a counter
+    indexes in the kit ("keys" or "masks")."""
+    if pad_id != header.pad_id:
+        raise RejectedMessage(Rule.WRONG_PAD, "message is for another pad (pad_id differs)")
+    if n != header.n:
+        raise RejectedMessage(
+            Rule.WRONG_GROUP_SIZE, f"message names a group of {n}, this kit has {header.n}"
+        )
+    if sender >= n:
+        raise RejectedMessage(Rule.UNKNOWN_SENDER, f"sender {sender} is not a member")
+    if sender == header.self_index:
+        raise RejectedMessage(Rule.OWN_MESSAGE, "message claims to be from this kit's owner")
+    implied = HEADER_LEN + length + TAG_LEN * (n - 1)
+    if size != implied:
+        raise RejectedMessage(
+            Rule.BAD_LENGTH, f"message is {size} bytes, its header implies {implied}"
+        )
+    if length == 0:
+        raise RejectedMessage(Rule.EMPTY, "message has an empty ciphertext")
+    if counter >= header.auth_keys:
+        raise RejectedMessage(
+            Rule.COUNTER_OUT_OF_RANGE, f"counter {counter} is past the kit's {per_message}"
+        )
+
+
 def open_sealed(
     kit: Kit, data: bytes, accepted: AcceptedLog, *, envelope: Envelope | None = None
 ) -> Opened:
@@ -245,29 +283,9 @@ def open_sealed(
         raise RejectedMessage(Rule.UNKNOWN_VERSION, f"unknown version {version}")
     if suite != SUITE:
         raise RejectedMessage(Rule.UNKNOWN_SUITE, f"unknown suite {suite}")
-    if pad_id != header.pad_id:
-        raise RejectedMessage(Rule.WRONG_PAD, "message is for another pad (pad_id differs)")
-    if n != header.n:
-        raise RejectedMessage(
-            Rule.WRONG_GROUP_SIZE, f"message names a group of {n}, this kit has {header.n}"
-        )
-    if sender >= n:
-        raise RejectedMessage(Rule.UNKNOWN_SENDER, f"sender {sender} is not a member")
+    check_addressing(header, len(data), pad_id, sender, n, counter, length, per_message="keys")
     me = header.self_index
-    if sender == me:
-        raise RejectedMessage(Rule.OWN_MESSAGE, "message claims to be from this kit's owner")
     end = HEADER_LEN + length
-    if len(data) != end + TAG_LEN * (n - 1):
-        raise RejectedMessage(
-            Rule.BAD_LENGTH,
-            f"message is {len(data)} bytes, its header implies {end + TAG_LEN * (n - 1)}",
-        )
-    if length == 0:
-        raise RejectedMessage(Rule.EMPTY, "message has an empty ciphertext")
-    if counter >= header.auth_keys:
-        raise RejectedMessage(
-            Rule.COUNTER_OUT_OF_RANGE, f"counter {counter} is past the kit's keys"
-        )
     if offset + length > header.slice_len:
         raise RejectedMessage(
             Rule.OFFSET_OUT_OF_RANGE, "message's pad range runs past the sender's slice"

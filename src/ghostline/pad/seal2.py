@@ -37,7 +37,7 @@ from ..protocol.extents import Extents
 from ..protocol.grants import GrantView
 from ..protocol.kitformat import FORMAT_2
 from .kit import Kit
-from .seal import Opened, Rule, format_mismatch
+from .seal import Opened, Rule, check_addressing, format_mismatch
 
 # Below this size Python's big integers XOR faster than a round trip through numpy.
 _NUMPY_FROM = 2048
@@ -221,29 +221,9 @@ def open_sealed2(kit: Kit, data: bytes, state: ReceiverView) -> Opened:
         raise RejectedMessage(Rule.UNKNOWN_VERSION, f"unknown version {version}")
     if suite != SUITE_2:
         raise RejectedMessage(Rule.UNKNOWN_SUITE, f"unknown suite {suite}")
-    if pad_id != header.pad_id:
-        raise RejectedMessage(Rule.WRONG_PAD, "message is for another pad (pad_id differs)")
-    if n != header.n:
-        raise RejectedMessage(
-            Rule.WRONG_GROUP_SIZE, f"message names a group of {n}, this kit has {header.n}"
-        )
-    if sender >= n:
-        raise RejectedMessage(Rule.UNKNOWN_SENDER, f"sender {sender} is not a member")
+    check_addressing(header, len(data), pad_id, sender, n, counter, length, per_message="masks")
     me = header.self_index
-    if sender == me:
-        raise RejectedMessage(Rule.OWN_MESSAGE, "message claims to be from this kit's owner")
     end = HEADER_LEN + length
-    if len(data) != end + TAG_LEN * (n - 1):
-        raise RejectedMessage(
-            Rule.BAD_LENGTH,
-            f"message is {len(data)} bytes, its header implies {end + TAG_LEN * (n - 1)}",
-        )
-    if length == 0:
-        raise RejectedMessage(Rule.EMPTY, "message has an empty ciphertext")
-    if counter >= header.auth_keys:
-        raise RejectedMessage(
-            Rule.COUNTER_OUT_OF_RANGE, f"counter {counter} is past the kit's masks"
-        )
     stop = offset + length
     if stop > n * header.slice_len or not state.holds(sender, offset, stop):
         raise RejectedMessage(
