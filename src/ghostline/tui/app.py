@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from rich.text import Text
 from textual import work
@@ -34,22 +34,14 @@ from textual.widgets import Footer, Label, Static
 from .. import paths
 from ..cli.relaystatus import (
     failure_hint,
-    messages_missing_line,
-    relay_failing_line,
-    store_changed_line,
 )
 from ..client.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
-    MessageRejected,
-    MessagesMissing,
     PadExhausted,
     PadLow,
     PresenceChanged,
-    RelayError,
-    RelayFailing,
-    StoreChanged,
 )
 from ..display import one_line
 from ..errors import GhostlineError, PadExhaustedError
@@ -60,7 +52,7 @@ from .members import MemberPanel
 from .messagelog import ChatLine, MessageLog
 from .screens import HELP_TEXT, TextScreen
 from .usage import pad_table
-from .view import refused_text, rejected_text
+from .view import event_sentence
 from .widgets import Banner, ChatInput, MemberList, PadGauge, StatusBar
 
 # Each message is a widget (about 3 ms to mount): one screenful and some, so the app
@@ -274,22 +266,14 @@ class ChatApp(App[None]):
         elif isinstance(event, MessageAccepted):
             self.message_log.set_state(event.counter, "stored", event.seq)
             self.files.accepted(event.counter)
-        elif isinstance(event, MessageRejected):
-            self.warn(rejected_text(event.seq, event.rule, event.reason))
         elif isinstance(event, PresenceChanged):
             self.panel.presence_changed(event)
         elif isinstance(event, ConnectionChanged):
             self._on_connection(event)
         elif isinstance(event, PadLow | PadExhausted):
             self.panel.reread()
-        elif isinstance(event, RelayError):
-            self.warn(refused_text(event.reason, event.code))
-        elif isinstance(event, StoreChanged):
-            self.notice(store_changed_line(event))
-        elif isinstance(event, MessagesMissing):
-            self.warn(messages_missing_line(event))
-        elif isinstance(event, RelayFailing):
-            self.warn(relay_failing_line(event))
+        elif (said := event_sentence(event)) is not None:
+            self.say(*said)
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
@@ -328,11 +312,14 @@ class ChatApp(App[None]):
             status.retry_in = max(0.0, self._retry_at - self.clock())
             status.refresh_text()
 
+    def say(self, kind: Literal["warning", "notice"], text: str) -> None:
+        self.message_log.append([ChatLine(kind, self.clock(), text)])
+
     def warn(self, text: str) -> None:
-        self.message_log.append([ChatLine("warning", self.clock(), text)])
+        self.say("warning", text)
 
     def notice(self, text: str) -> None:
-        self.message_log.append([ChatLine("notice", self.clock(), text)])
+        self.say("notice", text)
 
     # -- input ---------------------------------------------------------------------
 

@@ -7,7 +7,10 @@ without a terminal.
 from __future__ import annotations
 
 from datetime import datetime, tzinfo
+from typing import Literal
 
+from ..cli.relaystatus import messages_missing_line, relay_failing_line, store_changed_line
+from ..client.client import MessageRejected, MessagesMissing, RelayError, RelayFailing, StoreChanged
 from ..protocol.payload import FileHeader
 from ..state.usage import PadLeft, PadLevel
 from ..units import format_size
@@ -82,6 +85,23 @@ def countdown(seconds: float) -> str:
 
 
 # -- sentences both chat apps (terminal and web) show ------------------------------------
+
+
+def event_sentence(event: object) -> tuple[Literal["warning", "notice"], str] | None:
+    """What both chat apps add to the conversation for a client event that is only a
+    sentence (a rejected message, a refusal, a relay store that changed, relay seqs
+    missing or refused again and again); None for every other event."""
+    if isinstance(event, MessageRejected):
+        return "warning", rejected_text(event.seq, event.rule, event.reason)
+    if isinstance(event, RelayError):
+        return "warning", refused_text(event.reason, event.code)
+    if isinstance(event, StoreChanged):
+        return "notice", store_changed_line(event)
+    if isinstance(event, MessagesMissing):
+        return "warning", messages_missing_line(event)
+    if isinstance(event, RelayFailing):
+        return "warning", relay_failing_line(event)
+    return None
 
 
 def rejected_text(seq: int, rule: str, reason: str) -> str:

@@ -25,19 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..cli.relaystatus import messages_missing_line, relay_failing_line, store_changed_line
 from ..client.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
-    MessageRejected,
-    MessagesMissing,
     PadExhausted,
     PadLow,
     PresenceChanged,
-    RelayError,
-    RelayFailing,
-    StoreChanged,
 )
 from ..display import one_line
 from ..errors import GhostlineError, PayloadError
@@ -50,7 +44,7 @@ from ..files import (
 )
 from ..protocol.payload import FileChunk, FileHeader, Payload, decode, encode_text
 from ..state.usage import PadLeft, after_message
-from ..tui.view import file_text, refused_text, rejected_text
+from ..tui.view import event_sentence, file_text
 from . import lines as view
 from .seen import SeenMarker
 from .transfers import Transfers
@@ -291,22 +285,14 @@ class WebSession:
             outgoing = self.outgoing.accepted(event.counter)
             if outgoing is not None:
                 self.transfers.outgoing_progress(outgoing)
-        elif isinstance(event, MessageRejected):
-            self.warn(rejected_text(event.seq, event.rule, event.reason))
         elif isinstance(event, PresenceChanged):
             self._on_presence(event)
         elif isinstance(event, ConnectionChanged):
             self._on_connection(event)
         elif isinstance(event, PadLow | PadExhausted):
             self.spawn(self.reread_pads())
-        elif isinstance(event, RelayError):
-            self.warn(refused_text(event.reason, event.code))
-        elif isinstance(event, StoreChanged):
-            self.notice(store_changed_line(event))
-        elif isinstance(event, MessagesMissing):
-            self.warn(messages_missing_line(event))
-        elif isinstance(event, RelayFailing):
-            self.warn(relay_failing_line(event))
+        elif (said := event_sentence(event)) is not None:
+            self._note(*said)
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
