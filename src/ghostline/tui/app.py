@@ -116,9 +116,30 @@ class ChatApp(App[None]):
         self.random_bytes = random_bytes
         self.history_page = history_page
         self.start_client = start_client
-        self.files = ChatFiles(self, downloads)
-        self.conversation = Conversation(self.names, self.me, self.files.unfinished_sends)
-        self.panel = MemberPanel(self)
+        self.conversation = Conversation(self.names, self.me)
+        self.panel = MemberPanel(
+            self,
+            self.member,
+            self.names,
+            self.me,
+            clock,
+            lambda lines: self.message_log.append(lines),
+        )
+        self.files = ChatFiles(
+            self,
+            member=self.member,
+            client=client,
+            names=self.names,
+            me=self.me,
+            clock=clock,
+            random_bytes=random_bytes,
+            downloads=downloads,
+            panel=self.panel,
+            conversation=self.conversation,
+            message_log=lambda: self.message_log,
+            warn=self.warn,
+            notice=self.notice,
+        )
         self.connected = False
         self._retry_at: float | None = None
         self._loading_older = False

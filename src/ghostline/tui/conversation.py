@@ -10,7 +10,7 @@ that arrives live.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import PayloadError
@@ -23,12 +23,11 @@ from .view import file_text
 class Conversation:
     """Turns history entries and payloads into chat lines for one member's view."""
 
-    def __init__(
-        self, names: list[str], me: int, unfinished_sends: Mapping[bytes, UnfinishedSend]
-    ) -> None:
+    def __init__(self, names: list[str], me: int) -> None:
         self.names = names
         self.me = me
-        self.unfinished_sends = unfinished_sends  # transfer id -> own file not all sent
+        # transfer id -> own file not all sent (the file transfers fill it in)
+        self.unfinished_sends: dict[bytes, UnfinishedSend] = {}
         self.oldest: Any = None  # the oldest history entry shown: older pages go before it
         # The history id of the first message received since the app last closed; None
         # once its marker is placed, or if there is none.

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from textual.app import App
 from textual.css.query import NoMatches
 
 from ..errors import GhostlineError
@@ -30,12 +31,12 @@ from ..files import (
 )
 from ..protocol.payload import FileChunk, FileHeader
 from ..units import format_size
+from .conversation import Conversation
+from .members import MemberPanel
+from .messagelog import MessageLog
 from .screens import ConfirmScreen
 from .view import pad_summary, percent
 from .widgets import TransferRow
-
-if TYPE_CHECKING:
-    from .app import ChatApp
 
 
 def typed_path(text: str) -> Path:
@@ -51,13 +52,43 @@ def typed_path(text: str) -> Path:
 
 
 class ChatFiles:
-    """The file transfers of one chat app (`app.files`)."""
+    """The file transfers of one chat app (`app.files`). It shows rows in the side
+    panel, lines through `conversation` and `message_log`, pad costs through `panel`,
+    and what goes wrong through `warn` and `notice`."""
 
-    def __init__(self, app: ChatApp, downloads: Callable[[], Path]) -> None:
+    def __init__(
+        self,
+        app: App[Any],
+        *,
+        member: Any,
+        client: Any,
+        names: list[str],
+        me: int,
+        clock: Callable[[], float],
+        random_bytes: Callable[[int], bytes],
+        downloads: Callable[[], Path],
+        panel: MemberPanel,
+        conversation: Conversation,
+        message_log: Callable[[], MessageLog],
+        warn: Callable[[str], None],
+        notice: Callable[[str], None],
+    ) -> None:
         self.app = app
-        self.incoming = IncomingFiles(downloads, record=record_in(app.member))
+        self.member = member
+        self.client = client
+        self.names = names
+        self.me = me
+        self.clock = clock
+        self.random_bytes = random_bytes
+        self.panel = panel
+        self.conversation = conversation
+        self.message_log = message_log
+        self.warn = warn
+        self.notice = notice
+        self.incoming = IncomingFiles(downloads, record=record_in(member))
         self.outgoing = OutgoingFiles()
-        self.unfinished_sends: dict[bytes, UnfinishedSend] = {}  # transfer id -> what
+        # transfer id -> own file not all sent (shared with the conversation)
+        self.unfinished_sends: dict[bytes, UnfinishedSend] = conversation.unfinished_sends
         self.ready = False  # the history scan for unfinished transfers is done
         self.log: list[tuple[str, int, int]] = []  # (key, done, total), for tests
 
@@ -68,14 +99,14 @@ class ChatFiles:
         save complete ones that were never saved (the app stopped before it could)."""
         app = self.app
         try:
-            found: FileHistory = await asyncio.to_thread(scan_file_history, app.member, app.me)
+            found: FileHistory = await asyncio.to_thread(scan_file_history, self.member, self.me)
         except GhostlineError as err:
-            app.warn(f"could not look for unfinished file transfers: {err}")
+            self.warn(f"could not look for unfinished file transfers: {err}")
             self.ready = True
             return
         if not app.is_running:
             return
-        for update in replay_incoming(found, self.incoming, app.names):
+        for update in replay_incoming(found, self.incoming, self.names):
             self.show_incoming(update)
         for transfer in self.incoming.unfinished():
             if transfer.assembly.header is not None:
@@ -90,11 +121,11 @@ class ChatFiles:
             header = send.header
             self.unfinished_sends[header.transfer_id] = send
             # Its "stored ✓" would be the header's alone: say nothing rather than that.
-            text = app.conversation.own_file_text(header)
-            app.message_log.set_text(send.counter, text, show_state=False)
+            text = self.conversation.own_file_text(header)
+            self.message_log().set_text(send.counter, text, show_state=False)
             if send.sent_again:
                 continue
-            app.warn(
+            self.warn(
                 f"file {header.safe_name}: sent {send.chunks_sealed} of {header.chunk_count} "
                 "parts before the app closed; send it again with /file"
             )
@@ -113,19 +144,19 @@ class ChatFiles:
             outgoing = await asyncio.to_thread(
                 prepare_file,
                 typed_path(path),
-                transfer_id=app.random_bytes(8),
-                sent_at=int(app.clock()),
+                transfer_id=self.random_bytes(8),
+                sent_at=int(self.clock()),
             )
         except GhostlineError as err:
-            app.warn(f"/file: {err}")
+            self.warn(f"/file: {err}")
             return
         if not app.is_running:
             return
-        own = app.panel.pads[app.me]
+        own = self.panel.pads[self.me]
         name = outgoing.header.safe_name
         size = format_size(outgoing.header.total_size)
         if outgoing.pad_bytes > own.bytes_left or outgoing.messages > own.msgs_left:
-            app.warn(
+            self.warn(
                 f"/file: {name} ({size}) needs {format_size(outgoing.pad_bytes)} of pad in "
                 f"{outgoing.messages} messages; you have {pad_summary(own)} left."
             )
@@ -138,7 +169,7 @@ class ChatFiles:
             f"Left afterwards: {pad_summary(after)} ({percent(after.fraction_left)})."
         )
         if not await app.push_screen_wait(ConfirmScreen(question)):
-            app.notice(f"did not send {name}")
+            self.notice(f"did not send {name}")
             return
         await self.send(outgoing)
 
@@ -157,27 +188,27 @@ class ChatFiles:
             if not app.is_running:
                 return
             last = entries[-1]
-            app.panel.used(app.me, last.counter, last.offset + last.length)
+            self.panel.used(self.me, last.counter, last.offset + last.length)
             row.advance_to(outgoing.accepted, f"sealed {sealed}/{total}")
 
         try:
-            await self.outgoing.send(app.client, outgoing, on_sealed)
+            await self.outgoing.send(self.client, outgoing, on_sealed)
         except GhostlineError as err:
             if not app.is_running:
                 return
             row.finish(f"stopped: {err}", ok=False)
-            app.warn(f"/file {name}: stopped after {sealed} of {total} parts: {err}")
-            app.panel.reread()
+            self.warn(f"/file {name}: stopped after {sealed} of {total} parts: {err}")
+            self.panel.reread()
             return
         if not app.is_running:
             return
         # The line follows the last part: "stored ✓" once the whole file is at the relay.
         last = max(outgoing.counters)
-        line = app.conversation.line_for(
-            app.me, outgoing.header, timestamp=app.clock(), counter=last
+        line = self.conversation.line_for(
+            self.me, outgoing.header, timestamp=self.clock(), counter=last
         )
         if line is not None:
-            app.message_log.append([line])
+            self.message_log().append([line])
         self._progress(outgoing)
 
     def accepted(self, counter: int) -> None:
@@ -202,7 +233,7 @@ class ChatFiles:
 
     def received(self, sender: int, part: FileHeader | FileChunk) -> None:
         """A part of `sender`'s file arrived live."""
-        self.show_incoming(self.incoming.add(sender, self.app.names[sender], part))
+        self.show_incoming(self.incoming.add(sender, self.names[sender], part))
 
     def show_incoming(self, update: IncomingUpdate) -> None:
         transfer = update.transfer
@@ -231,16 +262,15 @@ class ChatFiles:
         self._show_result(update, row)
 
     def _show_result(self, update: IncomingUpdate, row: TransferRow) -> None:
-        app = self.app
         transfer = update.transfer
         if update.error:
             row.finish(f"failed: {update.error}", ok=False)
-            app.warn(f"file {transfer.name} from {transfer.sender_name}: {update.error}")
+            self.warn(f"file {transfer.name} from {transfer.sender_name}: {update.error}")
         elif update.saved_to is not None:
             row.finish(f"saved as {update.saved_to.name}", ok=True)
-            app.notice(f"saved {transfer.name} from {transfer.sender_name} to {update.saved_to}")
+            self.notice(f"saved {transfer.name} from {transfer.sender_name} to {update.saved_to}")
             if update.warning:
-                app.warn(update.warning)
+                self.warn(update.warning)
             self._close_superseded(transfer)
 
     def _close_superseded(self, saved: IncomingFile) -> None:

@@ -8,7 +8,10 @@ every message seen live (`usage.after_message`); presence comes from the relay.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
+
+from textual.app import App
 
 from ..client.client import ConnectionChanged, PresenceChanged
 from ..state.usage import PadLeft, after_message
@@ -16,15 +19,26 @@ from .messagelog import ChatLine
 from .view import pad_warning
 from .widgets import Banner, ChatInput, MemberList, MemberRow, PadGauge, StatusBar
 
-if TYPE_CHECKING:
-    from .app import ChatApp
-
 
 class MemberPanel:
-    """The members and pads of one chat app (`app.panel`)."""
+    """The members and pads of one chat app (`app.panel`). `say` adds lines to the
+    conversation."""
 
-    def __init__(self, app: ChatApp) -> None:
+    def __init__(
+        self,
+        app: App[Any],
+        member: Any,
+        names: list[str],
+        me: int,
+        clock: Callable[[], float],
+        say: Callable[[list[ChatLine]], None],
+    ) -> None:
         self.app = app
+        self.member = member
+        self.names = names
+        self.me = me
+        self.clock = clock
+        self.say = say
         self.pads: dict[int, PadLeft] = {}
         self.online: frozenset[int] = frozenset()
         self.presence_down = False
@@ -44,7 +58,7 @@ class MemberPanel:
         self.app.run_worker(self._reread(), group="pads")
 
     async def _reread(self) -> None:
-        read = await asyncio.to_thread(self.app.member.pads)
+        read = await asyncio.to_thread(self.member.pads)
         if not self.app.is_running:
             return
         # Pad is only ever used up: what was seen live while reading stays counted.
@@ -53,7 +67,7 @@ class MemberPanel:
     def show_pads(self, pads: dict[int, PadLeft]) -> None:
         app = self.app
         self.pads = pads
-        own = pads[app.me]
+        own = pads[self.me]
         app.query_one(PadGauge).show(own)
         app.query_one(Banner).show(pad_warning(own), own.level)
         chat_input = app.query_one(ChatInput)
@@ -70,25 +84,24 @@ class MemberPanel:
     # -- presence ----------------------------------------------------------------------
 
     def presence_changed(self, event: PresenceChanged) -> None:
-        app = self.app
         self.online = event.online
         quiet = self.presence_down or self._presence_resync
         self._presence_resync = False
         if not quiet:
             # Else presence dropped (nobody is known to be online) or has just come back
             # (everyone it lists "joins"): neither is someone coming or going.
-            now = app.clock()
-            names = app.names
+            now = self.clock()
+            names = self.names
             notes = [
                 ChatLine("notice", now, f"{names[i]} came online")
                 for i in sorted(event.joined)
-                if i != app.me and i < len(names)
+                if i != self.me and i < len(names)
             ] + [
                 ChatLine("notice", now, f"{names[i]} went offline")
                 for i in sorted(event.left)
-                if i != app.me and i < len(names)
+                if i != self.me and i < len(names)
             ]
-            app.message_log.append(notes)
+            self.say(notes)
         self.show_members()
 
     def presence_connection(self, event: ConnectionChanged) -> None:
@@ -102,12 +115,11 @@ class MemberPanel:
         self.show_members()
 
     def show_members(self) -> None:
-        app = self.app
         rows = [
-            MemberRow(i, name, i in self.online, self.pads.get(i), i == app.me)
-            for i, name in enumerate(app.names)
+            MemberRow(i, name, i in self.online, self.pads.get(i), i == self.me)
+            for i, name in enumerate(self.names)
         ]
-        app.query_one(MemberList).show(rows, presence_known=not self.presence_down)
+        self.app.query_one(MemberList).show(rows, presence_known=not self.presence_down)
 
 
 def _lower(seen: PadLeft | None, read: PadLeft) -> PadLeft:
