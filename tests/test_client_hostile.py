@@ -25,7 +25,7 @@ from ghostline.client.client import (
     RelayFailing,
 )
 from ghostline.errors import InternalError, StateError
-from ghostline.protocol.envelope import Envelope
+from ghostline.protocol.envelope import pack_header
 from ghostline.protocol.frames import (
     ErrorCode,
     FrameType,
@@ -82,8 +82,7 @@ async def expect(client: Client, kind: type[E], test: Callable[[E], bool] = lamb
 def forged_from(member: Member, sender: int, counter: int, offset: int = 0) -> bytes:
     """A sealed message's shape naming `sender` and `counter`, with junk for the rest."""
     h = member.header
-    env = Envelope(1, 1, h.pad_id, sender, h.n, counter, offset, 8)
-    return env.pack() + b"x" * 8 + bytes(16 * (h.n - 1))
+    return pack_header(h.pad_id, sender, h.n, counter, offset, 8) + b"x" * 8 + bytes(16 * (h.n - 1))
 
 
 def once_then_behave(*frames: bytes) -> Callable[[FakeSession], object]:
@@ -251,7 +250,7 @@ PAD_ID, N, K, BOB = derived("hostile", "pad_id", 16), 3, 64, 1
 
 
 def _envelope(sender: int, counter: int, offset: int, length: int, tail: bytes) -> bytes:
-    return Envelope(1, 1, PAD_ID, sender, N, counter, offset, length % 2**32).pack() + tail
+    return pack_header(PAD_ID, sender, N, counter, offset, length % 2**32) + tail
 
 
 envelopes = st.builds(

@@ -31,6 +31,7 @@ from ..protocol.envelope import (
     VERSION_2,
     Envelope,
     pack_header,
+    sealed_length,
     unpack_header,
 )
 from ..protocol.extents import Extents
@@ -233,10 +234,10 @@ def open_sealed2(kit: Kit, data: bytes, state: ReceiverView) -> Opened:
     if sender == me:
         raise RejectedMessage(Rule.OWN_MESSAGE, "message claims to be from this kit's owner")
     end = HEADER_LEN + length
-    if len(data) != end + TAG_LEN * (n - 1):
+    implied = sealed_length(length, n)
+    if len(data) != implied:
         raise RejectedMessage(
-            Rule.BAD_LENGTH,
-            f"message is {len(data)} bytes, its header implies {end + TAG_LEN * (n - 1)}",
+            Rule.BAD_LENGTH, f"message is {len(data)} bytes, its header implies {implied}"
         )
     if length == 0:
         raise RejectedMessage(Rule.EMPTY, "message has an empty ciphertext")

@@ -6,13 +6,17 @@ No I/O, no clock, no randomness: callers pass them in. Each check raises a
 
 from __future__ import annotations
 
-import struct
-
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import ProtocolError
-from ..protocol.envelope import HEADER_LEN, SUITE, VERSION, sealed_length
+from ..protocol.envelope import (
+    HEADER_LEN,
+    VERSION_SUITES,
+    pack_identity,
+    sealed_length,
+    unpack_header,
+)
 from ..protocol.frames import (
     REASON_PRESENCE_PORT,
     REASON_RELAY_PORT,
@@ -23,9 +27,6 @@ from ..protocol.frames import (
     join_statement,
 )
 from .backend import Publish, Roster
-
-_HEADER = struct.Struct(">BB16sHHQQI")  # envelope.py's header (protocol-v1 section 4)
-_PREFIX = struct.Struct(">BB16sHH")  # its first five fields
 
 
 def check_roster(hello: Hello, bound: Roster) -> None:
@@ -76,8 +77,8 @@ def check_publish_at(
     (the relay's hot path reads the header in its receive buffer); returns the counter."""
     if size < HEADER_LEN:
         raise ProtocolError(ErrorCode.BAD_PUBLISH, "sealed message shorter than its header")
-    version, suite, pad_id, sender, env_n, counter, _, length = _HEADER.unpack_from(data, start)
-    if version != VERSION or suite != SUITE:
+    version, suite, pad_id, sender, env_n, counter, _, length = unpack_header(data, start)
+    if (version, suite) not in VERSION_SUITES:
         raise ProtocolError(ErrorCode.BAD_PUBLISH, "unknown version or suite")
     if pad_id != room:
         raise ProtocolError(ErrorCode.BAD_PUBLISH, "pad_id is not this room")
@@ -90,10 +91,11 @@ def check_publish_at(
     return int(counter)
 
 
-def publish_prefix(room: bytes, member: int, n: int) -> bytes:
-    """The first 22 header bytes (version, suite, pad_id, sender, n) that every PUBLISH of
-    `member` in `room` must start with: the relay's hot path compares them at once."""
-    return _PREFIX.pack(VERSION, SUITE, room, member, n)
+def publish_prefixes(room: bytes, member: int, n: int) -> tuple[bytes, ...]:
+    """The identities (version, suite, pad_id, sender, n) a PUBLISH of `member` in `room`
+    may start with, one per (version, suite) the relay accepts: its hot path compares
+    the first `envelope.IDENTITY_LEN` bytes with these at once."""
+    return tuple(pack_identity(room, member, n, v, s) for v, s in VERSION_SUITES)
 
 
 class TokenBucket:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import cast
 
 from ..errors import ProtocolError
-from ..protocol.envelope import HEADER_LEN, sealed_length
+from ..protocol.envelope import HEADER_LEN, IDENTITY_LEN, sealed_length, unpack_position
 from ..protocol.frames import (
     MAX_PING,
     NONCE_LEN,
@@ -48,7 +48,7 @@ from .checks import (
     check_publish,
     check_publish_at,
     check_roster,
-    publish_prefix,
+    publish_prefixes,
     verify_prove,
 )
 from .config import RelayLimits
@@ -63,8 +63,6 @@ _HIGH_WATER = 256 * 1024
 _LEN = struct.Struct(">I")
 _CLOSE_GRACE = 2.0  # seconds a refused connection gets to read its ERROR frame
 _PUBLISH = int(FrameType.PUBLISH)
-_PREFIX_LEN = 22  # version, suite, pad_id, sender, n: the same in every PUBLISH of a member
-_COUNTER_LENGTH = struct.Struct(">Q8xI")  # counter, (offset), length: the rest of the header
 _TLS_START = b"\x16\x03"  # a TLS handshake record: never a HELLO's length (369 MB)
 
 
@@ -87,7 +85,7 @@ class _Connection(asyncio.Protocol):
         self.member = -1
         self.n = 0
         self.last_rx = 0.0
-        self._prefix = b""  # what every PUBLISH header of this member starts with
+        self._prefixes: tuple[bytes, ...] = ()  # what a PUBLISH of this member starts with
         self._overhead = 0  # sealed length minus ciphertext length
         self._backlog: list[Frame] = []
         self._wakeup: asyncio.Future[None] | None = None
@@ -298,7 +296,7 @@ class _Connection(asyncio.Protocol):
             if self.closing:
                 return
             self.room, self.member, self.n = hello.room, hello.member, len(hello.roster)
-            self._prefix = publish_prefix(self.room, self.member, self.n)
+            self._prefixes = publish_prefixes(self.room, self.member, self.n)
             self._overhead = sealed_length(0, self.n)
             if self._timer is not None:
                 self._timer.cancel()
@@ -427,13 +425,12 @@ class RelayConnection(_Connection):
                 self._wakeup.set_result(None)
             return
         room, member, n = self.room, self.member, self.n
-        # A header that starts with this connection's prefix (version, suite, room,
-        # member, n) and whose length matches passes every check of check_publish_at;
-        # anything else goes through it for the exact refusal.
-        prefix, overhead = self._prefix, self._overhead
+        # A header that starts with one of this connection's identities (version, suite,
+        # room, member, n) and whose length matches passes every check of
+        # check_publish_at; anything else goes through it for the exact refusal.
+        prefixes, overhead = self._prefixes, self._overhead
         take = self._bucket.take
         unpack_len = _LEN.unpack_from
-        unpack_tail = _COUNTER_LENGTH.unpack_from
         publishes: list[Publish] = []
         pos = 0
         try:
@@ -444,8 +441,8 @@ class RelayConnection(_Connection):
                         self.fail(ErrorCode.RATE_LIMITED, "publish rate limit exceeded")
                         return
                     body = pos + 5
-                    if size > HEADER_LEN and buf.startswith(prefix, body):
-                        counter, length = unpack_tail(buf, body + _PREFIX_LEN)
+                    if size > HEADER_LEN and buf.startswith(prefixes, body):
+                        counter, _, length = unpack_position(buf, body + IDENTITY_LEN)
                         if not length or length + overhead != size - 1:
                             check_publish_at(buf, body, size - 1, room, member, n)  # raises
                     else:
