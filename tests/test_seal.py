@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from ghostline.errors import ErasedKeyError, PadExhaustedError, RejectedMessage
 from ghostline.pad import seal as seal_module
 from ghostline.pad.kit import Kit
-from ghostline.pad.seal import Rule, open_sealed, seal, seal_with_kit, tag_index, xor_bytes
+from ghostline.pad.seal import open_sealed, seal, seal_with_kit, tag_index, xor_bytes
 from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN, Envelope, pack_header
+from ghostline.protocol.rules import Rule
 from helpers import (
     MemoryAcceptedLog,
     RecordingAcceptedLog,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ghostline.errors import ErasedKeyError, PadExhaustedError, RejectedMessage
 from ghostline.pad.kit import Kit
-from ghostline.pad.seal import Rule, open_sealed, seal_with_kit, tag_index, xor_bytes
+from ghostline.pad.seal import open_sealed, seal_with_kit, tag_index, xor_bytes
 from ghostline.pad.seal2 import (
     largest_payload,
     next_range,
@@ -26,6 +26,7 @@ from ghostline.pad.seal2 import (
 from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN, pack_header
 from ghostline.protocol.extents import Extents
 from ghostline.protocol.grants import GrantRange
+from ghostline.protocol.rules import Rule
 from helpers import (
     MemoryAcceptedLog,
     MemoryReceiverView,

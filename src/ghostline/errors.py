@@ -151,11 +151,19 @@ class RejectedMessage(RemoteError):
 
 
 class ProtocolError(RemoteError):
-    """The peer broke the wire protocol (protocol-v1 section 8)."""
+    """The peer broke the wire protocol (protocol-v1 section 8).
 
-    def __init__(self, code: int, message: str) -> None:
+    `code` is the ERROR code that answers it; `rule`, when set, the stable name of the
+    broken rule (`protocol.rules`)."""
+
+    def __init__(self, code: int, message: str, *, rule: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.rule = rule
+
+
+class LocalProtocolError(InternalError):
+    """This side used a protocol state machine out of turn (a bug in GhostLine)."""
 
 
 class PayloadError(RemoteError):

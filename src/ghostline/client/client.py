@@ -52,7 +52,6 @@ from ..errors import (
     RelayUnreachable,
     RemoteError,
 )
-from ..pad.seal import Rule
 from ..protocol import payload as payload_mod
 from ..protocol.frames import (
     MAX_PING,
@@ -74,6 +73,7 @@ from ..protocol.frames import (
     join_statement,
 )
 from ..protocol.relaycursor import SEQ_LIMIT, GapWatch, Lost, Refetch, SeqGuard
+from ..protocol.rules import Rule
 from ..state.padlevel import PadLeft
 from .transport import (
     RelayAddress,
