@@ -22,8 +22,9 @@ from ghostline.client.client import (
     PresenceChanged,
 )
 from ghostline.errors import PadExhaustedError
+from ghostline.files import split_file
 from ghostline.protocol.kitformat import KitHeader, KitMember
-from ghostline.protocol.payload import decode, encode_text, split_file
+from ghostline.protocol.payload import decode, encode_text
 from ghostline.state.member import (
     HistoryEntry,
     KitUsage,

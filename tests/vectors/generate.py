@@ -25,10 +25,11 @@ sys.path.insert(0, str(HERE))
 import generate_v2  # noqa: E402
 from cryptography.hazmat.primitives.poly1305 import Poly1305  # noqa: E402
 
+from ghostline.files.split import split_file  # noqa: E402
 from ghostline.pad.kit import Kit  # noqa: E402
 from ghostline.pad.seal import seal_with_kit, xor_bytes  # noqa: E402
 from ghostline.protocol.envelope import pack_header  # noqa: E402
-from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload, split_file  # noqa: E402
+from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload  # noqa: E402
 from ghostline.protocol.rules import Rule  # noqa: E402
 from helpers import build_message, derived, flip, make_kit_set  # noqa: E402
 

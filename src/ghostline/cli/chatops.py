@@ -370,13 +370,15 @@ async def _listen(
 def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
     """The JSON fields (kind, text, file details) and the one-line human form of a
     decoded payload; `obj` is None for one this version cannot decode."""
+    from ..files.names import safe_file_name
     from ..protocol.payload import FileChunk, FileHeader, TextPayload
 
     if isinstance(obj, TextPayload):
         return {"kind": "text", "text": obj.text}, obj.text
     if isinstance(obj, FileHeader):
-        fields = {"kind": "file", "text": None, "file": obj.safe_name, "size": obj.total_size}
-        shown = repr(one_line(obj.safe_name))
+        name = safe_file_name(obj.name)
+        fields = {"kind": "file", "text": None, "file": name, "size": obj.total_size}
+        shown = repr(one_line(name))
         human = f"[file {shown}, {obj.total_size} bytes, {obj.chunk_count} chunks]"
         return fields, human
     if isinstance(obj, FileChunk):

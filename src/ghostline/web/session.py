@@ -220,13 +220,13 @@ class WebSession:
             except PayloadError:
                 obj = None
             if entry.sender == self.me:
-                state = "stored" if entry.state == "stored" else self._unstored()
+                state = "stored" if entry.state == "stored" else self.unstored()
             else:
                 state = None
             out.append(self.line_for(entry.sender, entry.counter, obj, entry.recorded_at, state))
         return out
 
-    def _unstored(self) -> view.OwnState:
+    def unstored(self) -> view.OwnState:
         return "sending" if self.connection.get("state") == "connected" else "sealed"
 
     def line_for(
@@ -363,7 +363,7 @@ class WebSession:
             self.warn(f"disconnected for good: {event.detail}")
         self.broadcast(self.connection)
         if (was == "connected") != (event.state == "connected"):
-            self.broadcast({"type": "unstored", "state": self._unstored()})
+            self.broadcast({"type": "unstored", "state": self.unstored()})
 
     # -- pads --------------------------------------------------------------------------
 
@@ -396,7 +396,7 @@ class WebSession:
                 return f"not sent: {err}"
         item = view.line(
             "message", now, text, ident=view.message_id(self.me, entry.counter),
-            sender=self.me, name="you", own=True, state=self._unstored(),
+            sender=self.me, name="you", own=True, state=self.unstored(),
         )  # fmt: skip
         self.add_line(item)
         self.used(self.me, entry.counter, entry.offset + entry.length)
