@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from fake_relay import FakeRelay, FakeSession
-from ghostline.client.client import (
+from ghostline.client import (
     Client,
+    ClientState,
     ConnectionChanged,
     Event,
     MessageReceived,
@@ -111,7 +112,7 @@ async def test_a_forged_deliver_naming_us_with_a_huge_counter_is_refused_and_lat
                 assert rejected.rule == "own_message"
             got = await expect(client, MessageReceived)
             assert got.received.payload.endswith(b"still here")
-            assert client.state == "connected" and client.failure is None
+            assert client.state is ClientState.CONNECTED and client.failure is None
     assert bob.relay_state().seen == {3}  # 1 was settled in memory only, as a rejection
     assert bob.pending() == []
 
@@ -325,7 +326,7 @@ async def _survives(bob: Member, relay_frames: list[bytes], presence_frames: lis
         async with client:
 
             def visible() -> bool:
-                stopped = client.state == "stopped" and client.failure is not None
+                stopped = client.state is ClientState.FAILED and client.failure is not None
                 return stopped or relay.connections(Port.RELAY) >= 2
 
             await until(visible, what="a reconnect, or a stop with the error")

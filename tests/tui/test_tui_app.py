@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
 from ghostline import files
-from ghostline.client.client import (
+from ghostline.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageRejected,

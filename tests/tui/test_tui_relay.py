@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from ghostline.client.client import Client, Event, MessageReceived
+from ghostline.client import Client, Event, MessageReceived
 from ghostline.client.transport import RelayAddress
 from ghostline.files import FileAssembly, split_file
 from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload

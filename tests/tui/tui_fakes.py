@@ -15,7 +15,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from ghostline.client.client import (
+from ghostline.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,

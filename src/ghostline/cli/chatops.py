@@ -38,7 +38,7 @@ from .relaystatus import (
 from .textin import NOT_TEXT_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
-    from ..client.client import Client, ConnectionChanged, Event
+    from ..client import Client, ConnectionChanged, Event
     from ..state.member import Member
 
 _OUTBOX_HINT = (
@@ -148,7 +148,7 @@ async def _send(
         if lines:
             sent, stopped_by = await _send_lines(client, warnings)
             deadline = loop.time() + timeout
-        counters = client.pending_counters()
+        counters = await client.pending_counters()
         for counter in counters:
             seq = await _accepted(client, counter, deadline)
             if seq is None:
@@ -172,7 +172,7 @@ async def _watch_send(client: Client, timeout: float) -> None:
     """While `send` waits: once a connection attempt has failed and the message is still
     not accepted RETRY_NOTICE_DELAY seconds after the start, say so (once), and say when
     the relay keeps failing."""
-    from ..client.client import ConnectionChanged, RelayFailing
+    from ..client import ConnectionChanged, RelayFailing
 
     loop = asyncio.get_running_loop()
     notice_at = loop.time() + RETRY_NOTICE_DELAY
@@ -208,8 +208,8 @@ async def _accepted(client: Client, counter: int, deadline: float) -> int | None
         try:
             return await client.wait_accepted(counter, min(remaining, 0.5))
         except TimeoutError:
-            if counter not in client.pending_counters():
-                return client.member.accepted_seq(counter) or 0
+            if counter not in await client.pending_counters():
+                return await client.accepted_seq(counter) or 0
     return None
 
 
@@ -299,7 +299,7 @@ async def _listen(
     timeout: float | None,
     quiet: bool,
 ) -> None:
-    from ..client.client import (
+    from ..client import (
         ConnectionChanged,
         MessageAccepted,
         MessageReceived,

@@ -35,7 +35,7 @@ from ..cli.relaystatus import (
     relay_failing_line,
     store_changed_line,
 )
-from ..client.client import (
+from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,

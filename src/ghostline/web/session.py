@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import paths
 from ..cli.relaystatus import messages_missing_line, relay_failing_line, store_changed_line
-from ..client.client import (
+from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
@@ -130,7 +130,8 @@ class WebSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.stop(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self.client.stop()
         for task in list(self._tasks):
             task.cancel()
         self.transfers.discard_offers()
