@@ -160,7 +160,8 @@ async def _first_byte(conn: socket.socket, timeout: float) -> int | None:
         ready: asyncio.Future[None] = loop.create_future()
         loop.add_reader(conn.fileno(), _wake, ready)
         try:
-            await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                await ready
         except TimeoutError:
             return None
         finally:

@@ -138,5 +138,6 @@ class RelayServer:
                 conn.transport.abort()
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await server.wait_closed()
         await self.backend.close()
