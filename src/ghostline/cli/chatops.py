@@ -35,7 +35,7 @@ from .relaystatus import (
     store_changed_line,
     with_hint,
 )
-from .textin import NOT_TEXT_HINT, message_text, not_utf8
+from .textin import NOT_TEXT_HINT, TOO_LARGE_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
     from ..client.client import Client, ConnectionChanged, Event
@@ -242,6 +242,13 @@ async def _send_lines(client: Client, warnings: PadWarnings) -> tuple[int, BaseE
             await client.send_text(line)
         except PadExhaustedError as err:
             return sealed, err
+        except UsageError:  # a line too large for any relay message: it was not sealed
+            problem = (
+                f"line {number} of stdin is too large for one message; it and the lines "
+                "after it were not sealed"
+            )
+            error = LocalError if sealed else UsageError  # 2 only when nothing was sealed
+            return sealed, error(problem, hint=TOO_LARGE_HINT)
         sealed += 1
         warnings.check(own_pad(client.member))
 
