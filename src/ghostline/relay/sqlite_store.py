@@ -65,9 +65,9 @@ from .logfmt import log_event
 from .storefile import (
     StoreDamaged,
     StoreLayoutError,
+    StoreLock,
     StoreUnavailable,
     check_integrity,
-    StoreLock,
     lock_store,
     make_private,
     unlock_store,
