@@ -1,0 +1,288 @@
+"""Storing on a room's owner: one chunk per room per round, all of a stream's rooms at once.
+
+Appends for the rooms this node owns (its own commits and those other nodes forward)
+wait in a queue per stream. One round per stream at a time takes everything waiting:
+per room, the new messages become ONE chunk (chunks.py) chained to the room's last
+chunk by `Nats-Expected-Last-Subject-Sequence`, and every room's chunk goes out at once
+(pipelined on the one connection; streams run their rounds in parallel). Whatever
+arrives meanwhile waits for the next round, so a busy stream carries more per chunk
+instead of more chunks.
+
+Seqs are gap-free: a chunk's messages take head + 1, + 2, ... and JetStream stores it
+only if the room's last chunk is still the one the seqs were counted from. A round that
+loses that race (ownership just changed hands) re-reads the room's last chunk from the
+leader and counts again; what the other writer stored of the same messages is then
+found by the look-up (dedupe.py) and answered with its stored seq. While NATS or a
+stream's leader is away, a round waits and tries again (link.retry) for up to
+`STALL_LIMIT` seconds; an unanswered write is tried again with the same expectation, so
+it is stored once (its write id tells a late acknowledgement of our own write from a
+race lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nats.js.errors import APIError
+
+from ..backend import Appended, Publish, StoredMessage
+from ..config import Retention
+from . import chunks
+from .dedupe import Key, Lookup, encode_receipt
+from .layout import Layout, stream_name
+from .link import ACK_TIMEOUT, STALL_LIMIT, Link, StorageUnavailable, transient
+from .paging import Reader, Stored
+
+log = logging.getLogger("ghostline.relay")
+
+H_EXPECT = "Nats-Expected-Last-Subject-Sequence"
+WRONG_LAST_SEQUENCE = 10071  # JetStream err_code: another write came first
+MAX_RACES = 100  # lost races in a row for one room before its appends fail
+CHUNK_MARGIN = 64 * 1024  # room left in a NATS message for the chunk's own index
+
+OnStored = Callable[[bytes, list[StoredMessage]], None]
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """One caller's messages for one room, stored in order over one or more rounds."""
+
+    items: list[Publish]
+    future: asyncio.Future[list[Appended]]
+    deadline: float
+    results: list[Appended] = field(default_factory=list)
+
+    @property
+    def rest(self) -> list[Publish]:
+        return self.items[len(self.results) :]
+
+
+class Journal:
+    def __init__(
+        self, link: Link, layout: Layout, reader: Reader, retention: Retention,
+        on_stored: OnStored, after_store: Callable[[bytes, Stored], None],
+    ) -> None:  # fmt: skip
+        self.link = link
+        self.layout = layout
+        self.reader = reader
+        self.retention = retention
+        self._on_stored = on_stored
+        self._after_store = after_store
+        self._heads: dict[bytes, Stored] = {}  # per room: its last chunk, as last known here
+        self._unsure: dict[bytes, bytes] = {}  # per room: write id of an unanswered write
+        self._races: dict[bytes, int] = {}
+        self._queues: dict[int, dict[bytes, list[_Waiter]]] = {}
+        self._runners: dict[int, asyncio.Task[None]] = {}
+
+    def forget(self, room: bytes | None = None) -> None:
+        """Drop what this node knows of a room's head (all rooms: None); the next write
+        reads it from the leader."""
+        if room is None:
+            self._heads.clear()
+        else:
+            self._heads.pop(room, None)
+
+    async def append(self, room: bytes, items: list[Publish]) -> list[Appended]:
+        """Store `items` (all for `room`, which this node owns) in the next round."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(items, loop.create_future(), time.monotonic() + STALL_LIMIT)
+        k = self.layout.stream_of(room)
+        self._queues.setdefault(k, {}).setdefault(room, []).append(waiter)
+        if k not in self._runners:
+            self._runners[k] = asyncio.ensure_future(self._run(k))
+        return await waiter.future
+
+    async def close(self) -> None:
+        for task in list(self._runners.values()):
+            task.cancel()
+        for task in list(self._runners.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for queue in self._queues.values():
+            for waiters in queue.values():
+                for w in waiters:
+                    if not w.future.done():
+                        w.future.set_exception(StorageUnavailable("the relay is closing"))
+        self._queues.clear()
+
+    async def _run(self, k: int) -> None:
+        what = f"stream {stream_name(k)}"
+        try:
+            while self._queues.get(k):
+                batch, self._queues[k] = self._queues[k], {}
+                rooms = list(batch)
+                outcomes = await asyncio.gather(
+                    *(self._store_room(room, batch[room]) for room in rooms),
+                    return_exceptions=True,
+                )
+                waiting = False
+                for room, outcome in zip(rooms, outcomes, strict=True):
+                    left = self._settle(room, batch[room], outcome)
+                    if left:
+                        waiting = waiting or outcome is not None
+                        queue = self._queues.setdefault(k, {})
+                        queue[room] = left + queue.get(room, [])
+                if waiting:  # NATS or the stream's leader is away: wait before trying again
+                    await asyncio.sleep(0.1)
+            self.link.resumed(what)
+        finally:
+            del self._runners[k]  # (cancelled with work left: close() fails it)
+
+    def _settle(
+        self, room: bytes, waiters: list[_Waiter], outcome: BaseException | None
+    ) -> list[_Waiter]:
+        """Finish the waiters of a round that are done; returns those left for the next."""
+        left = []
+        now = time.monotonic()
+        for w in waiters:
+            if w.future.done():
+                continue
+            if len(w.results) == len(w.items):
+                w.future.set_result(w.results)
+            elif outcome is not None and not _worth_waiting(outcome, now, w.deadline):
+                w.future.set_exception(
+                    outcome
+                    if isinstance(outcome, Exception) and not transient(outcome)
+                    else StorageUnavailable(f"storage unavailable: {outcome!r}")
+                )
+            else:
+                left.append(w)
+        if outcome is not None and left and transient(outcome):
+            self.link.stalled(f"stream {self.layout.stream(room)}", outcome)
+        return left
+
+    async def _head(self, room: bytes) -> Stored | None:
+        head = self._heads.get(room)
+        if head is None:
+            head = await self.reader.get(room, leader=True)
+            if head is not None:
+                self._heads[room] = head
+        return head
+
+    async def _store_room(self, room: bytes, waiters: list[_Waiter]) -> None:
+        """One round for one room: at most one chunk. Raises what stopped it (the
+        waiters keep what was stored)."""
+        head = await self._head(room)
+        last = head.chunk.last if head is not None else 0
+        tops = dict(head.chunk.tops) if head is not None else {}
+        pending = [(w, i) for w in waiters for i in range(len(w.results), len(w.items))]
+        if not pending:
+            return
+        keys = [(w.items[i].sender, w.items[i].counter) for w, i in pending]
+        # look up what the room may hold already (counters at or below their top)
+        doubtful = sorted({k for k in keys if k[1] <= tops.get(k[0], -1)})
+        held: dict[Key, int] = {}
+        if doubtful and head is not None:
+            held = await Lookup(self.reader, room).held(head, doubtful, self.retention)
+        mine = self._unsure.pop(room, None)
+        ours = head is not None and mine is not None and head.chunk.write_id == mine
+        # assign seqs in order, up to one chunk's worth
+        limit = self._chunk_bytes()
+        new: list[Publish] = []
+        late: list[tuple[Key, int]] = []
+        seq_of: dict[Key, int] = {}
+        outcomes: list[Appended] = []
+        size = 0
+        for (w, i), key in zip(pending, keys, strict=True):
+            item = w.items[i]
+            if key in held:
+                in_head = head is not None and head.chunk.first <= held[key]
+                outcomes.append(Appended(held[key], not (ours and in_head)))
+            elif key in seq_of:
+                outcomes.append(Appended(seq_of[key], True))
+            else:
+                if new and size + len(item.sealed) > limit:
+                    break
+                if len(item.sealed) > limit:
+                    raise StorageUnavailable("a message is larger than NATS carries (max_payload)")
+                seq = last + len(new) + 1
+                if key[1] <= tops.get(key[0], -1):
+                    late.append((key, seq))
+                new.append(item)
+                seq_of[key] = seq
+                size += len(item.sealed)
+                outcomes.append(Appended(seq, False))
+        if new:
+            stored = await self._write(room, head, new, tops, late)
+            if stored is None:
+                return  # lost a race: the next round counts again
+            self._on_stored(room, stored.chunk.messages())
+            self._after_store(room, stored)
+        for (w, _), result in zip(pending, outcomes, strict=False):
+            w.results.append(result)
+
+    def _chunk_bytes(self) -> int:
+        return max(self.link.max_payload - CHUNK_MARGIN, 1024)
+
+    async def _write(
+        self,
+        room: bytes,
+        head: Stored | None,
+        new: list[Publish],
+        tops: dict[int, int],
+        late: list[tuple[Key, int]],
+    ) -> Stored | None:
+        """Store one chunk; None if another write came first (the head is re-read)."""
+        nc, _ = self.link.connected()
+        last = head.chunk.last if head is not None else 0
+        total = (head.chunk.total if head is not None else 0) + sum(len(p.sealed) for p in new)
+        for p in new:
+            if p.counter > tops.get(p.sender, -1):
+                tops[p.sender] = p.counter
+        write_id = os.urandom(chunks.WRITE_ID_LEN)
+        body, chunk = chunks.build(last + len(new), total, tops, new, write_id, self.link.node)
+        if late:  # receipts first: a receipt without its chunk is harmless, not the reverse
+            prefix = self.layout.late_prefix(room)
+            replies = await asyncio.gather(
+                *(
+                    nc.request(f"{prefix}{s}.{c}", encode_receipt(seq), timeout=ACK_TIMEOUT)
+                    for (s, c), seq in late
+                )
+            )
+            for reply in replies:
+                _ack(reply.data)
+        expect = str(head.sseq if head is not None else 0)
+        self._unsure[room] = write_id
+        try:
+            reply = await nc.request(
+                self.layout.room_subject(room), body, ACK_TIMEOUT, headers={H_EXPECT: expect}
+            )
+        except Exception:
+            self._heads.pop(room, None)  # unanswered: the next round reads the head
+            raise
+        try:
+            sseq = _ack(reply.data)
+        except APIError as err:
+            self._unsure.pop(room, None)
+            self._heads.pop(room, None)
+            if err.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            races = self._races[room] = self._races.get(room, 0) + 1
+            if races > MAX_RACES:
+                self._races.pop(room, None)
+                raise StorageUnavailable("the room is too contended, retry later") from err
+            return None
+        self._unsure.pop(room, None)
+        self._races.pop(room, None)
+        stored = Stored(sseq, chunk, time.time())
+        self._heads[room] = stored
+        return stored
+
+
+def _ack(data: bytes) -> int:
+    """The stream seq of a JetStream publish acknowledgement; raises its APIError."""
+    resp = json.loads(data)
+    if "error" in resp:
+        raise APIError.from_error(resp["error"])
+    return int(resp["seq"])
+
+
+def _worth_waiting(err: BaseException, now: float, deadline: float) -> bool:
+    return transient(err) and now < deadline

@@ -1,0 +1,157 @@
+"""Reading a room's chunks from its stream: one chunk, the last, a page, a seq's place.
+
+Two ways to read: `direct` (JetStream direct get, answered by any replica: fast, but a
+replica may lag the leader by a few writes) for fan-out and resume, where a stale page
+only delays what the live fan-out brings anyway; and `leader` (the stream API, answered
+by the stream's leader) wherever a decision is made on what is stored: the head an
+append chains to, and duplicate look-ups.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from nats.js.errors import NotFoundError
+
+from ..backend import StoredMessage
+from ..config import Retention
+from ..logfmt import log_event
+from .chunks import Chunk, ChunkError, Floor, decode
+from .layout import Layout
+from .link import Link
+
+log = logging.getLogger("ghostline.relay")
+
+PAGE_CHUNKS = 64  # chunks per direct-get batch
+PAGE_BYTES = 4 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    sseq: int  # stream seq
+    chunk: Chunk
+    stamp: float  # when it was stored (POSIX time)
+
+
+class Reader:
+    def __init__(self, link: Link, layout: Layout, retention: Retention) -> None:
+        self.link = link
+        self.layout = layout
+        self.retention = retention
+
+    async def get(
+        self, room: bytes, *, seq: int | None = None, leader: bool = False
+    ) -> Stored | None:
+        """The room's last chunk, or (seq given) its first chunk at or after stream seq
+        `seq`; None if there is none."""
+        stream, subject = self.layout.stream(room), self.layout.room_subject(room)
+        request: dict[str, Any] = (
+            {"last_by_subj": subject} if seq is None else {"seq": seq, "next_by_subj": subject}
+        )
+        while True:
+            if leader:
+                found = await self.leader_get(stream, request)
+            else:
+                raws = await self.link.direct(stream, request)
+                found = None
+                if raws:
+                    sseq, headers, body = raws[0]
+                    found = (sseq, body, _stamp(headers.get("Nats-Time-Stamp", "")))
+            if found is None:
+                return None
+            stored = self._decode(room, *found)
+            if stored is not None or seq is None:
+                return stored
+            request["seq"] = found[0] + 1  # skip a damaged chunk (logged)
+
+    async def leader_get(
+        self, stream: str, request: dict[str, Any]
+    ) -> tuple[int, bytes, float] | None:
+        """(stream seq, body, store time) of the message a STREAM.MSG.GET request names,
+        answered by the stream's leader; None if there is none."""
+        try:
+            resp = await self.link.api(f"STREAM.MSG.GET.{stream}", request)
+        except NotFoundError:
+            return None
+        msg = resp["message"]
+        return int(msg["seq"]), base64.b64decode(msg.get("data") or ""), _stamp(msg["time"])
+
+    def _decode(self, room: bytes, sseq: int, body: bytes, stamp: float) -> Stored | None:
+        try:
+            return Stored(sseq, decode(body), stamp)
+        except ChunkError as err:
+            log_event(
+                log, "cluster_chunk_damaged", level=logging.ERROR, room=room.hex(), sseq=sseq,
+                error=str(err),
+            )  # fmt: skip
+            return None
+
+    async def page(
+        self, room: bytes, start: int, count: int = PAGE_CHUNKS, max_bytes: int = PAGE_BYTES
+    ) -> list[Stored]:
+        """Up to `count` of the room's chunks from stream seq `start` (one direct get)."""
+        stream, subject = self.layout.stream(room), self.layout.room_subject(room)
+        request = {"seq": start, "next_by_subj": subject, "batch": count, "max_bytes": max_bytes}
+        out = []
+        for sseq, headers, body in await self.link.direct(stream, request):
+            stored = self._decode(room, sseq, body, _stamp(headers.get("Nats-Time-Stamp", "")))
+            if stored is not None:
+                out.append(stored)
+        return out
+
+    async def locate(self, room: bytes, after: int, last: Stored, *, leader: bool = False) -> int:
+        """The stream seq of the room's first chunk holding a seq > after (binary search:
+        a room's seqs only grow with the stream seq); `last` is its last chunk."""
+        first = await self.get(room, seq=1, leader=leader)
+        if first is None or first.chunk.last > after:
+            return first.sseq if first is not None else last.sseq
+        lo, hi = first.sseq, last.sseq  # lo's chunk ends at or before `after`, hi's beyond
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            probe = await self.get(room, seq=mid, leader=leader)
+            if probe is None or probe.sseq >= hi:
+                hi = mid  # no chunk in [mid, hi): keep looking below
+                continue
+            if probe.chunk.last > after:
+                hi = probe.sseq
+            else:
+                lo = probe.sseq
+        found = await self.get(room, seq=lo + 1, leader=leader)
+        return found.sseq if found is not None else last.sseq
+
+    async def read(
+        self, room: bytes, after: int, limit: int = 256, max_bytes: int = PAGE_BYTES
+    ) -> list[StoredMessage]:
+        """The room's held messages after `after`: at most `limit`, stopping once
+        `max_bytes` are reached (always at least one)."""
+        last = await self.get(room)
+        if last is None or last.chunk.last <= after:
+            return []
+        floor = Floor.of(last.chunk.last, last.chunk.total, self.retention)
+        start = await self.locate(room, max(after, floor.seq - 1), last)
+        out: list[StoredMessage] = []
+        total = 0
+        while len(out) < limit and total < max_bytes and start <= last.sseq:
+            chunks = await self.page(room, start, max_bytes=max(max_bytes - total, 1))
+            if not chunks:
+                break
+            for stored in chunks:
+                start = stored.sseq + 1
+                for m in floor.held(stored.chunk, after):
+                    out.append(m)
+                    total += len(m.sealed)
+                    if len(out) >= limit or total >= max_bytes:
+                        return out
+        return out
+
+
+def _stamp(text: str) -> float:
+    """A JetStream store time (RFC 3339, nanoseconds, UTC) as a POSIX time."""
+    if not text:
+        return 0.0
+    head, _, frac = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
