@@ -355,9 +355,7 @@ async def test_a_node_killed_mid_traffic_loses_nothing_and_its_members_go_offlin
     await watcher.close()
 
 
-async def test_a_short_nats_outage_pauses_publishes_and_a_long_one_refuses_them(
-    node, nats_server
-):
+async def test_a_short_nats_outage_pauses_publishes_and_a_long_one_refuses_them(node, nats_server):
     """Appends wait for NATS for up to STALL_LIMIT seconds: a restart within that goes
     unnoticed by members; a longer outage ends in ERROR 9, and nothing ACCEPTED is lost
     either way."""
