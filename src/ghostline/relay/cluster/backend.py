@@ -32,6 +32,7 @@ from ..backend import Appended, Backend, Publish, RelayHub, RoomLimitReached, Ro
 from ..config import Retention
 from ..logfmt import log_event
 from .fanout import Fanout
+from .items import Items
 from .journal import Journal
 from .layout import (
     APPEND_SUBJECT,
@@ -43,6 +44,7 @@ from .layout import (
     leaders,
     log_placement,
     open_layout,
+    spread_leaders,
 )
 from .link import STALL_LIMIT, ClusterConfig, Link
 from .ownership import Ownership
@@ -156,6 +158,10 @@ class NatsBackend(Backend):
         """Log where each stream's leader is: once serving, and whenever it changed."""
         assert self.layout is not None
         await asyncio.sleep(1.0)  # after the port lines (docs/DEPLOYMENT.md)
+        try:
+            await spread_leaders(self.link, self.layout)
+        except Exception as err:  # not now: JetStream is busy; the streams still work
+            log_event(log, "cluster_leader_move_failed", level=logging.WARNING, error=repr(err))
         while True:
             if self.link.up:
                 try:
@@ -212,7 +218,7 @@ class NatsBackend(Backend):
                     await self.link.retry("a room's head", _fetching(fanout, room), deadline)
             outcomes = await asyncio.gather(
                 *(
-                    self.ownership.append(room, [batch[i] for i in idx])
+                    self.ownership.append(room, Items.of([batch[i] for i in idx]))
                     for room, idx in by_room.items()
                 ),
                 return_exceptions=True,

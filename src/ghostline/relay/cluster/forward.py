@@ -5,14 +5,16 @@ on `ghostline.append.<owner>` (NATS request/reply). Request body, big-endian:
 
     u8  version (1)
     16s room
-    repeated: u16 sender, u64 counter, u32 length, then the sealed bytes
+    the messages, as columns (items.py)
 
-The owner answers with one `Reply` and its body:
+The owner answers with one `Reply` kind (u8) and its body, sent only once JetStream
+acknowledged what it stored:
 
-- STORED: per forwarded message, in order, u64 seq and u8 duplicate (0 or 1); sent only
-  once JetStream acknowledged them.
-- FAILED: the owner could not store them (its JetStream error, as text): the forwarder
-  fails its commit like a local store failure.
+- STORED_RUN: u64 first: every message was new and they hold seqs first, first + 1, ...
+  (the usual answer: one number for the whole share).
+- STORED: per message, in order, u64 seq and u8 duplicate (0 or 1).
+- FAILED: the owner could not store them (its error, as text): the forwarder fails its
+  commit like a local store failure.
 - CLOSING: the owner is shutting down: the forwarder asks the next node in line.
 
 Both ends check every length (the bytes come over the network).
@@ -25,55 +27,47 @@ import struct
 from collections.abc import Sequence
 
 from ...errors import LocalError
-from ..backend import Appended, Publish
+from ..backend import Appended
+from . import items as items_codec
+from .items import Items, ItemsError
 
 VERSION = 1
 ROOM_LEN = 16
-_ITEM = struct.Struct(">HQI")
+REQUEST_OVERHEAD = 1 + ROOM_LEN + 4
 _RESULT = struct.Struct(">QB")
-REQUEST_OVERHEAD = 1 + ROOM_LEN
+_FIRST = struct.Struct(">Q")
 MAX_REASON = 200
+MAX_SEQ = 2**63 - 1
 
 
 class Reply(enum.IntEnum):
     STORED = 0
     FAILED = 1
     CLOSING = 2
+    STORED_RUN = 3
 
 
 class ForwardError(LocalError):
     """A forwarded append or its reply does not decode."""
 
 
-def item_size(p: Publish) -> int:
-    return _ITEM.size + len(p.sealed)
+def encode_request(room: bytes, items: Items) -> bytes:
+    return bytes([VERSION]) + room + items_codec.encode(items)
 
 
-def encode_request(room: bytes, items: Sequence[Publish]) -> bytes:
-    parts = [bytes([VERSION]), room]
-    for p in items:
-        parts += (_ITEM.pack(p.sender, p.counter, len(p.sealed)), p.sealed)
-    return b"".join(parts)
-
-
-def decode_request(data: bytes) -> tuple[bytes, list[Publish]]:
+def decode_request(data: bytes) -> tuple[bytes, Items]:
     if len(data) < REQUEST_OVERHEAD or data[0] != VERSION:
         raise ForwardError("a forwarded append has no room or an unknown version")
-    room = data[1:REQUEST_OVERHEAD]
-    pos, items = REQUEST_OVERHEAD, []
-    while pos < len(data):
-        if pos + _ITEM.size > len(data):
-            raise ForwardError("a forwarded append ends inside an item header")
-        sender, counter, length = _ITEM.unpack_from(data, pos)
-        pos += _ITEM.size
-        if pos + length > len(data):
-            raise ForwardError("a forwarded append ends inside a message")
-        items.append(Publish(room, sender, counter, data[pos : pos + length]))
-        pos += length
-    return room, items
+    try:
+        return data[1 : 1 + ROOM_LEN], items_codec.decode(data, 1 + ROOM_LEN)
+    except ItemsError as err:
+        raise ForwardError(f"a forwarded append does not decode: {err}") from err
 
 
 def encode_stored(results: Sequence[Appended]) -> bytes:
+    first = results[0].seq if results else 0
+    if all(r.seq == first + i and not r.duplicate for i, r in enumerate(results)):
+        return bytes([Reply.STORED_RUN]) + _FIRST.pack(first)
     return bytes([Reply.STORED]) + b"".join(_RESULT.pack(r.seq, r.duplicate) for r in results)
 
 
@@ -86,19 +80,27 @@ def encode_closing() -> bytes:
 
 
 def decode_reply(data: bytes, expected: int) -> tuple[Reply, list[Appended], str]:
-    """(kind, results for STORED, reason for FAILED) of an owner's reply to a forward of
+    """(kind, results if stored, reason if failed) of an owner's reply to a forward of
     `expected` messages."""
     try:
         kind = Reply(data[0])
     except (IndexError, ValueError) as err:
         raise ForwardError("an owner's reply has an unknown kind") from err
     body = data[1:]
+    if kind is Reply.STORED_RUN:
+        if len(body) != _FIRST.size:
+            raise ForwardError(f"an owner answered a run in {len(body)} bytes")
+        (first,) = _FIRST.unpack(body)
+        if not 1 <= first <= MAX_SEQ - expected:
+            raise ForwardError("an owner answered a seq out of range")
+        new = tuple.__new__  # an Appended per message, without its constructor's frame
+        return kind, [new(Appended, (s, False, ())) for s in range(first, first + expected)], ""
     if kind is Reply.STORED:
         if len(body) != _RESULT.size * expected:
             raise ForwardError(f"an owner answered {len(body)} bytes for {expected} messages")
         results = []
         for seq, duplicate in _RESULT.iter_unpack(body):
-            if seq < 1 or duplicate > 1:
+            if not 1 <= seq <= MAX_SEQ or duplicate > 1:
                 raise ForwardError("an owner answered a seq or flag out of range")
             results.append(Appended(seq, bool(duplicate)))
         return kind, results, ""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -32,10 +33,11 @@ from dataclasses import dataclass, field
 
 from nats.js.errors import APIError
 
-from ..backend import Appended, Publish, StoredMessage
+from ..backend import Appended, StoredMessage
 from ..config import Retention
 from . import chunks
 from .dedupe import Key, Lookup, encode_receipt
+from .items import Items, join
 from .layout import Layout, stream_name
 from .link import ACK_TIMEOUT, STALL_LIMIT, Link, StorageUnavailable, transient
 from .paging import Reader, Stored
@@ -48,20 +50,22 @@ MAX_RACES = 100  # lost races in a row for one room before its appends fail
 CHUNK_MARGIN = 64 * 1024  # room left in a NATS message for the chunk's own index
 
 OnStored = Callable[[bytes, list[StoredMessage]], None]
+_NEW = tuple.__new__  # an Appended per message, without its constructor's frame
 
 
 @dataclass(slots=True)
 class _Waiter:
     """One caller's messages for one room, stored in order over one or more rounds."""
 
-    items: list[Publish]
+    items: Items
+    local: bool  # from this node's hub (which fans them out itself), not forwarded
     future: asyncio.Future[list[Appended]]
     deadline: float
     results: list[Appended] = field(default_factory=list)
 
     @property
-    def rest(self) -> list[Publish]:
-        return self.items[len(self.results) :]
+    def done(self) -> bool:
+        return len(self.results) == len(self.items)
 
 
 class Journal:
@@ -80,6 +84,8 @@ class Journal:
         self._races: dict[bytes, int] = {}
         self._queues: dict[int, dict[bytes, list[_Waiter]]] = {}
         self._runners: dict[int, asyncio.Task[None]] = {}
+        self._write_ids = itertools.count(1)
+        self._write_prefix = os.urandom(4)
 
     def forget(self, room: bytes | None = None) -> None:
         """Drop what this node knows of a room's head (all rooms: None); the next write
@@ -89,10 +95,10 @@ class Journal:
         else:
             self._heads.pop(room, None)
 
-    async def append(self, room: bytes, items: list[Publish]) -> list[Appended]:
+    async def append(self, room: bytes, items: Items, *, local: bool) -> list[Appended]:
         """Store `items` (all for `room`, which this node owns) in the next round."""
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(items, loop.create_future(), time.monotonic() + STALL_LIMIT)
+        waiter = _Waiter(items, local, loop.create_future(), time.monotonic() + STALL_LIMIT)
         k = self.layout.stream_of(room)
         self._queues.setdefault(k, {}).setdefault(room, []).append(waiter)
         if k not in self._runners:
@@ -170,53 +176,84 @@ class Journal:
         """One round for one room: at most one chunk. Raises what stopped it (the
         waiters keep what was stored)."""
         head = await self._head(room)
-        last = head.chunk.last if head is not None else 0
         tops = dict(head.chunk.tops) if head is not None else {}
-        pending = [(w, i) for w in waiters for i in range(len(w.results), len(w.items))]
-        if not pending:
+        parts = [w.items.part(len(w.results), len(w.items)) for w in waiters if not w.done]
+        if not parts:
             return
-        keys = [(w.items[i].sender, w.items[i].counter) for w, i in pending]
-        # look up what the room may hold already (counters at or below their top)
+        whole = join(parts)
+        late: list[tuple[Key, int]] = []
+        outcomes: list[Appended] | None = None
+        if _in_order(whole, tops) and len(whole.data) <= self._chunk_bytes():
+            new = whole  # the usual round: all new, in order, one chunk
+        else:
+            new, late, outcomes = await self._sort(room, head, whole, tops)
+        if len(new):
+            stored = await self._write(room, head, new, tops, late)
+            if stored is None:
+                return  # lost a race: the next round counts again
+            self._hand_over(room, waiters, stored)
+            self._after_store(room, stored)
+            if outcomes is None:
+                first = stored.chunk.first
+                outcomes = [_NEW(Appended, (s, False, ())) for s in range(first, first + len(new))]
+        assert outcomes is not None
+        at = 0
+        for w in waiters:
+            if at >= len(outcomes):
+                break
+            take = outcomes[at : at + len(w.items) - len(w.results)]
+            w.results += take
+            at += len(take)
+
+    async def _sort(
+        self, room: bytes, head: Stored | None, whole: Items, tops: dict[int, int]
+    ) -> tuple[Items, list[tuple[Key, int]], list[Appended]]:
+        """The slow round: look up what the room may hold already (counters at or below
+        their sender's top), answer duplicates with their stored seqs, and take the rest
+        in order, up to one chunk's worth. Returns (new items, late ones with their
+        seqs, one outcome per item decided)."""
+        keys = [whole.key(i) for i in range(len(whole))]
         doubtful = sorted({k for k in keys if k[1] <= tops.get(k[0], -1)})
         held: dict[Key, int] = {}
         if doubtful and head is not None:
             held = await Lookup(self.reader, room).held(head, doubtful, self.retention)
         mine = self._unsure.pop(room, None)
         ours = head is not None and mine is not None and head.chunk.write_id == mine
-        # assign seqs in order, up to one chunk's worth
+        last = head.chunk.last if head is not None else 0
         limit = self._chunk_bytes()
-        new: list[Publish] = []
+        take: list[int] = []
         late: list[tuple[Key, int]] = []
         seq_of: dict[Key, int] = {}
         outcomes: list[Appended] = []
         size = 0
-        for (w, i), key in zip(pending, keys, strict=True):
-            item = w.items[i]
+        for i, key in enumerate(keys):
             if key in held:
                 in_head = head is not None and head.chunk.first <= held[key]
                 outcomes.append(Appended(held[key], not (ours and in_head)))
             elif key in seq_of:
                 outcomes.append(Appended(seq_of[key], True))
             else:
-                if new and size + len(item.sealed) > limit:
+                n = whole.sizes[i]
+                if take and size + n > limit:
                     break
-                if len(item.sealed) > limit:
+                if n > limit:
                     raise StorageUnavailable("a message is larger than NATS carries (max_payload)")
-                seq = last + len(new) + 1
+                seq = last + len(take) + 1
                 if key[1] <= tops.get(key[0], -1):
                     late.append((key, seq))
-                new.append(item)
+                take.append(i)
                 seq_of[key] = seq
-                size += len(item.sealed)
+                size += n
                 outcomes.append(Appended(seq, False))
-        if new:
-            stored = await self._write(room, head, new, tops, late)
-            if stored is None:
-                return  # lost a race: the next round counts again
-            self._on_stored(room, stored.chunk.messages())
-            self._after_store(room, stored)
-        for (w, _), result in zip(pending, outcomes, strict=False):
-            w.results.append(result)
+        new = join([whole.part(i, i + 1) for i in take]) if take else chunks.EMPTY
+        return new, late, outcomes
+
+    def _hand_over(self, room: bytes, waiters: list[_Waiter], stored: Stored) -> None:
+        """Give this node's fan-out what it stored for other nodes (its own hub fans
+        out its own messages when `append` returns)."""
+        if all(w.local for w in waiters):
+            return
+        self._on_stored(room, stored.chunk.messages())
 
     def _chunk_bytes(self) -> int:
         return max(self.link.max_payload - CHUNK_MARGIN, 1024)
@@ -225,18 +262,18 @@ class Journal:
         self,
         room: bytes,
         head: Stored | None,
-        new: list[Publish],
+        new: Items,
         tops: dict[int, int],
         late: list[tuple[Key, int]],
     ) -> Stored | None:
         """Store one chunk; None if another write came first (the head is re-read)."""
         nc, _ = self.link.connected()
         last = head.chunk.last if head is not None else 0
-        total = (head.chunk.total if head is not None else 0) + sum(len(p.sealed) for p in new)
-        for p in new:
-            if p.counter > tops.get(p.sender, -1):
-                tops[p.sender] = p.counter
-        write_id = os.urandom(chunks.WRITE_ID_LEN)
+        total = (head.chunk.total if head is not None else 0) + len(new.data)
+        for s, c in zip(new.senders, new.counters, strict=True):
+            if c > tops.get(s, -1):
+                tops[s] = c
+        write_id = self._write_prefix + (next(self._write_ids) & 0xFFFFFFFF).to_bytes(4, "big")
         body, chunk = chunks.build(last + len(new), total, tops, new, write_id, self.link.node)
         if late:  # receipts first: a receipt without its chunk is harmless, not the reverse
             prefix = self.layout.late_prefix(room)
@@ -274,6 +311,17 @@ class Journal:
         stored = Stored(sseq, chunk, time.time())
         self._heads[room] = stored
         return stored
+
+
+def _in_order(items: Items, tops: dict[int, int]) -> bool:
+    """Whether every message is above its sender's top (in order, so new), counting the
+    ones before it: then a round needs no look-up."""
+    running = dict(tops)
+    for s, c in zip(items.senders, items.counters, strict=True):
+        if c <= running.get(s, -1):
+            return False
+        running[s] = c
+    return True
 
 
 def _ack(data: bytes) -> int:

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, StorageType, StreamConfig
@@ -36,7 +37,7 @@ from ...errors import LocalError
 from ...wire import STORE_ID_LEN
 from ..config import Retention
 from ..logfmt import log_event
-from .link import ClusterConfig, Link, StorageUnavailable
+from .link import STALL_LIMIT, ClusterConfig, Link, StorageUnavailable
 
 log = logging.getLogger("ghostline.relay")
 
@@ -101,7 +102,14 @@ def room_of(live_subject: str) -> bytes | None:
 
 
 async def open_layout(link: Link, retention: Retention) -> tuple[Layout, KeyValue]:
-    """Find the cluster's layout in NATS, or make it; returns it and the rosters bucket."""
+    """Find the cluster's layout in NATS, or make it; returns it and the rosters bucket.
+    Waits (up to STALL_LIMIT) while JetStream is not ready yet (a NATS cluster electing
+    its leaders)."""
+    deadline = time.monotonic() + STALL_LIMIT
+    return await link.retry("JetStream", lambda: _open(link, retention), deadline)
+
+
+async def _open(link: Link, retention: Retention) -> tuple[Layout, KeyValue]:
     _, js = link.connected()
     config = link.config
     try:
@@ -207,6 +215,39 @@ async def leaders(link: Link, layout: Layout) -> dict[str, str]:
         cluster = info.cluster
         out[name] = (cluster.leader if cluster is not None else None) or "?"
     return out
+
+
+async def spread_leaders(link: Link, layout: Layout) -> None:
+    """Ask JetStream to move stream leaders off any server that leads more than its
+    share (ceil(streams / servers)), to the server leading the fewest: JetStream elects
+    leaders without regard to each other, and a server that came back leads nothing."""
+    if link.config.replicas < 2:
+        return
+    _, js = link.connected()
+    placement: dict[str, str] = {}
+    servers: set[str] = set()
+    for name in layout.names():
+        cluster = (await js.stream_info(name)).cluster
+        if cluster is None or not cluster.leader:
+            return  # an election is on: leave it be
+        placement[name] = cluster.leader
+        servers |= {cluster.leader, *(p.name for p in cluster.replicas or [] if p.name)}
+    share = -(-layout.streams // len(servers))
+    led = {server: 0 for server in sorted(servers)}
+    for leader in placement.values():
+        led[leader] += 1
+    for name, leader in placement.items():
+        target = min(led, key=lambda s: led[s])
+        if led[leader] <= share or led[target] >= share:
+            continue
+        try:
+            await link.api(f"STREAM.LEADER.STEPDOWN.{name}", {"placement": {"preferred": target}})
+        except Exception as err:  # placement is an optimisation: the stream still works
+            log_event(log, "cluster_leader_move_failed", level=logging.WARNING, stream=name,
+                      error=repr(err))  # fmt: skip
+            continue
+        led[leader] -= 1
+        led[target] += 1
 
 
 def log_placement(node: str, layout: Layout, placement: dict[str, str]) -> None:

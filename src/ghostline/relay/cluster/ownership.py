@@ -26,10 +26,11 @@ from typing import Any
 import nats
 from nats.aio.msg import Msg
 
-from ..backend import Appended, Publish
+from ..backend import Appended
 from ..logfmt import log_event
 from . import forward
 from .forward import ForwardError, Reply
+from .items import ENTRY_SIZE, Items
 from .journal import Journal
 from .layout import APPEND_SUBJECT
 from .link import RETRY_WAIT, STALL_LIMIT, Link, StorageUnavailable, transient
@@ -84,7 +85,7 @@ class Ownership:
     def owns(self, room: bytes) -> bool:
         return self.owner(room) == self.node
 
-    async def append(self, room: bytes, items: list[Publish]) -> list[Appended]:
+    async def append(self, room: bytes, items: Items) -> list[Appended]:
         """Store one room's share of a commit: here if this node owns the room, else by
         its owner (waiting out a NATS hiccup like the journal does)."""
         out: list[Appended] = []
@@ -94,7 +95,7 @@ class Ownership:
             if owner == self.node:
                 break
             part = self._part(items, len(out))
-            if not part:
+            if not len(part):
                 break  # a message too big to forward: stored here
             try:
                 out += await self._forward(owner, room, part)
@@ -111,20 +112,20 @@ class Ownership:
                 await asyncio.sleep(RETRY_WAIT)
         self.link.resumed("forwarding")
         if len(out) < len(items):
-            out += await self.journal.append(room, items[len(out) :])
+            out += await self.journal.append(room, items.part(len(out), len(items)), local=True)
         return out
 
-    def _part(self, items: list[Publish], start: int) -> list[Publish]:
-        """As many of items[start:] as one forward request may carry."""
+    def _part(self, items: Items, start: int) -> Items:
+        """As many of the items from `start` on as one forward request may carry."""
         size, end = forward.REQUEST_OVERHEAD, start
         while end < len(items):
-            size += forward.item_size(items[end])
+            size += ENTRY_SIZE + items.sizes[end]
             if size > self.link.max_payload - 1024:
                 break
             end += 1
-        return items[start:end]
+        return items.part(start, end)
 
-    async def _forward(self, owner: str, room: bytes, items: list[Publish]) -> list[Appended]:
+    async def _forward(self, owner: str, room: bytes, items: Items) -> list[Appended]:
         nc, _ = self.link.connected()
         try:
             reply = await nc.request(
@@ -158,7 +159,7 @@ class Ownership:
             reply = forward.encode_failed(str(err))
         else:
             try:
-                results = await self.journal.append(room, items)
+                results = await self.journal.append(room, items, local=False)
             except asyncio.CancelledError:  # closing: the forwarder asks the next owner
                 await self._respond(msg, forward.encode_closing())
                 raise

@@ -72,7 +72,7 @@ class Keeper:
     def _over(self, first: Stored, head: Stored) -> bool:
         r = self.retention
         count = head.chunk.last - first.chunk.first + 1
-        held = head.chunk.total - (first.chunk.total - len(first.chunk.data))
+        held = head.chunk.total - (first.chunk.total - len(first.chunk.items.data))
         return count > r.max_messages + r.max_messages // SLACK or (
             held > r.max_bytes + r.max_bytes // SLACK
         )
@@ -163,7 +163,7 @@ class Keeper:
         """Store a marker after the room's last chunk (None if another write came first)."""
         chunk = last.chunk
         body, marker = chunks.build(
-            chunk.last, chunk.total, chunk.tops, [], os.urandom(chunks.WRITE_ID_LEN),
+            chunk.last, chunk.total, chunk.tops, chunks.EMPTY, os.urandom(chunks.WRITE_ID_LEN),
             self.link.node,
         )  # fmt: skip
         _, js = self.link.connected()
