@@ -241,8 +241,10 @@ def report(
     fwd: tuple[float, float, float],
     faults: FaultReport | None,
 ) -> str:
-    sync = "`sync_interval: always`: fsync before every acknowledgement" if SYNC == "always" else (
-        f"`sync_interval: {SYNC}`"
+    sync = (
+        "`sync_interval: always`: fsync before every acknowledgement"
+        if SYNC == "always"
+        else (f"`sync_interval: {SYNC}`")
     )
     lines = [
         "Fan-out deliveries per second (as in the relay benchmark), CPU-seconds of the",

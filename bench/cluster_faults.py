@@ -170,8 +170,10 @@ class Node:
         start = self._from
         try:
             await _wait(
-                lambda: sum(bool(_LISTENING.match(x)) for x in self.lines[start:]) >= 2
-                or (self.proc is not None and self.proc.poll() is not None),
+                lambda: (
+                    sum(bool(_LISTENING.match(x)) for x in self.lines[start:]) >= 2
+                    or (self.proc is not None and self.proc.poll() is not None)
+                ),
                 timeout,
                 f"relay {self.name} serving",
             )
@@ -370,6 +372,9 @@ async def run_faults(root: Path) -> FaultReport:
             m.start()
         pump = asyncio.ensure_future(_pump(members))
         await _wait(lambda: nodes[0].placement(), 30, "the stream leaders logged")
+        # (the node spreads the leaders over the servers once it serves: wait for that,
+        # but report what it logged if they do not settle)
+        await _settle(lambda: "servers=3" in nodes[0].placement(), 15)
         placement = nodes[0].placement()
         recovery: dict[str, float] = {}
         await _recovered(rooms, time.monotonic(), RECOVERY_LIMIT)  # everyone under way
@@ -402,8 +407,9 @@ async def run_faults(root: Path) -> FaultReport:
         cluster.stop()
 
 
-async def _settle(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + SETTLE_LIMIT
+async def _settle(check: Callable[[], bool], limit: float = SETTLE_LIMIT) -> None:
+    """Wait until `check()` holds or `limit` seconds passed (without failing)."""
+    deadline = time.monotonic() + limit
     while not check() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
 

@@ -20,6 +20,7 @@ docs/DEPLOYMENT.md ("Cluster") says what an operator sees and what is guaranteed
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -155,25 +156,27 @@ class NatsBackend(Backend):
                 self._spawn(self.fanout.catch_up(room))
 
     async def _watch_placement(self) -> None:
-        """Log where each stream's leader is: once serving, and whenever it changed."""
+        """Log where each stream's leader is: once serving, and whenever it changed
+        (looked at every second at first, while leaders settle, then every
+        PLACEMENT_EVERY seconds)."""
         assert self.layout is not None
         await asyncio.sleep(1.0)  # after the port lines (docs/DEPLOYMENT.md)
         try:
             await spread_leaders(self.link, self.layout)
         except Exception as err:  # not now: JetStream is busy; the streams still work
             log_event(log, "cluster_leader_move_failed", level=logging.WARNING, error=repr(err))
-        while True:
-            if self.link.up:
-                try:
-                    placement = await leaders(self.link, self.layout)
-                except Exception as err:  # a leader election in progress: look again later
-                    log_event(log, "cluster_streams_unknown", level=logging.DEBUG,
-                              error=repr(err))  # fmt: skip
-                else:
-                    if placement != self._placement:
-                        log_placement(self.node, self.layout, placement)
-                        self._placement = placement
-            await asyncio.sleep(PLACEMENT_EVERY if self._placement else 1.0)
+        for looks in itertools.count():
+            await asyncio.sleep(1.0 if looks < 5 else PLACEMENT_EVERY)
+            if not self.link.up:
+                continue
+            try:
+                placement = await leaders(self.link, self.layout)
+            except Exception as err:  # a leader election in progress: look again later
+                log_event(log, "cluster_streams_unknown", level=logging.DEBUG, error=repr(err))
+                continue
+            if placement != self._placement:
+                log_placement(self.node, self.layout, placement)
+                self._placement = placement
 
     # --- rosters -------------------------------------------------------------------------
 
