@@ -177,10 +177,8 @@ async def _store_id(kv: KeyValue) -> bytes:
 
 def _old_layout() -> ClusterLayoutError:
     return ClusterLayoutError(
-        f"NATS holds a one-stream GhostLine cluster (stream {OLD_STREAM}) from an earlier "
-        "version, which this relay cannot use",
-        hint=f"remove it (nats stream rm {OLD_STREAM}; nats kv del {CLUSTER_BUCKET}; "
-        f"nats kv del {ROOMS_BUCKET}) or point --cluster at another NATS",
+        f"NATS holds a one-stream cluster of an earlier GhostLine (stream {OLD_STREAM}), "
+        "which this relay cannot use: remove it (docs/DEPLOYMENT.md) or use another NATS"
     )
 
 

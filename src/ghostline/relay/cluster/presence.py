@@ -122,8 +122,11 @@ class Presence:
             return
         before = self._nodes.get(node)
         if rooms is None:  # goodbye
-            self._nodes.pop(node, None)
+            if self._nodes.pop(node, None) is not None:
+                log_event(log, "cluster_node_left", node=node)
         else:
+            if before is None:
+                log_event(log, "cluster_node_joined", node=node)
             self._nodes[node] = _Node(time.monotonic(), rooms)
         old = before.rooms if before is not None else {}
         new = rooms or {}
