@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ PERIOD = 0.05  # seconds between one member's messages
 RECOVERY_LIMIT = 30.0  # seconds a fault may take to heal before the scenario gives up
 SETTLE_LIMIT = 60.0  # seconds for every outbox to drain and every member to catch up
 ROOT = Path(__file__).resolve().parent.parent
+_LEVEL = re.compile(r"level=(\w+) event=(\w+)")
 _LISTENING = re.compile(r"ghostline relay: (relay|presence) listening on \S+:(\d+)")
 
 
@@ -333,6 +335,7 @@ class FaultReport:
     duplicates: int
     recovery: dict[str, float]  # fault -> seconds until every member delivered again
     placement: str  # where each stream's leader was before the faults
+    logged: dict[str, int]  # "level event" -> how many such lines both nodes logged
 
     def markdown(self) -> list[str]:
         worst = max(self.recovery.values())
@@ -348,6 +351,10 @@ class FaultReport:
             f"ACCEPTED messages: {self.accepted:,}; lost: **{self.lost}** (goal 0); duplicates "
             f"shown to members: **{self.duplicates}** (goal 0); slowest recovery: "
             f"**{worst:.1f} s** (goal under 10 s).",
+            "",
+            "Warning and error lines both relay nodes logged meanwhile: "
+            + (", ".join(f"`{k}` x{n}" for k, n in sorted(self.logged.items())) or "none")
+            + ".",
             "",
             f"Stream leaders before the faults (the relay's log line): `{self.placement}`",
         ]
@@ -398,7 +405,13 @@ async def run_faults(root: Path) -> FaultReport:
         lost = sum(_lost(room) for room in rooms)
         duplicates = sum(_duplicates(m) for m in members)
         accepted = sum(len(m.accepted) for m in members)
-        return FaultReport(accepted, lost, duplicates, recovery, placement)
+        logged = Counter(
+            f"{m.group(1)} {m.group(2)}"
+            for node in nodes
+            for line in node.lines
+            if (m := _LEVEL.search(line)) and m.group(1) in ("warning", "error")
+        )
+        return FaultReport(accepted, lost, duplicates, recovery, placement, dict(logged))
     finally:
         for m in [m for room in rooms for m in room]:
             await m.stop()

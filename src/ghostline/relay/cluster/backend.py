@@ -164,7 +164,7 @@ class NatsBackend(Backend):
         try:
             await spread_leaders(self.link, self.layout)
         except Exception as err:  # not now: JetStream is busy; the streams still work
-            log_event(log, "cluster_leader_move_failed", level=logging.WARNING, error=repr(err))
+            log_event(log, "cluster_leader_not_moved", error=repr(err))
         for looks in itertools.count():
             await asyncio.sleep(1.0 if looks < 5 else PLACEMENT_EVERY)
             if not self.link.up:

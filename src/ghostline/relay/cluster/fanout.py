@@ -37,7 +37,7 @@ FILL_PAGE = 256
 class _Fan:
     cursor: int
     known: int = 0  # the highest seq of the room seen stored (head, live chunk)
-    pending: dict[int, bytes] = field(default_factory=dict)
+    pending: dict[int, StoredMessage] = field(default_factory=dict)
     filling: bool = False
 
 
@@ -86,7 +86,7 @@ class Fanout:
             return
         for m in messages:
             if m.seq > fan.cursor:
-                fan.pending[m.seq] = m.sealed
+                fan.pending[m.seq] = m
         fan.known = max(fan.known, messages[-1].seq)
         if room not in self.busy:
             self.drain(room)
@@ -109,7 +109,7 @@ class Fanout:
             fan = self._fans[room] = _Fan(chunk.first - 1)
         fan.known = max(fan.known, chunk.last)
         for m in chunk.messages(fan.cursor):
-            fan.pending[m.seq] = m.sealed
+            fan.pending[m.seq] = m
         if room not in self.busy:
             self.drain(room)
 
@@ -119,9 +119,10 @@ class Fanout:
         if fan is None or room in self.busy:
             return
         ready: list[StoredMessage] = []
-        while fan.cursor + 1 in fan.pending:
+        pending = fan.pending
+        while fan.cursor + 1 in pending:
             fan.cursor += 1
-            ready.append(StoredMessage(fan.cursor, fan.pending.pop(fan.cursor)))
+            ready.append(pending.pop(fan.cursor))
         for seq in [s for s in fan.pending if s <= fan.cursor]:
             del fan.pending[seq]
         if ready and self.hub is not None:
@@ -140,7 +141,7 @@ class Fanout:
             page = await self.reader.read(room, fan.cursor, min(FILL_PAGE, target - fan.cursor))
             for m in page:
                 if m.seq > fan.cursor:
-                    fan.pending.setdefault(m.seq, m.sealed)
+                    fan.pending.setdefault(m.seq, m)
             if room not in self.busy and (not page or page[0].seq > fan.cursor + 1):
                 # retention removed the missing ones: go on with what is stored
                 fan.cursor = max(fan.cursor, (page[0].seq if page else target) - 1)
@@ -193,6 +194,6 @@ class Fanout:
                     break
                 for m in page:
                     if m.seq < upto:
-                        fan.pending.setdefault(m.seq, m.sealed)
+                        fan.pending.setdefault(m.seq, m)
                 after = page[-1].seq
-        return [StoredMessage(s, fan.pending.pop(s)) for s in want if s in fan.pending]
+        return [fan.pending.pop(s) for s in want if s in fan.pending]

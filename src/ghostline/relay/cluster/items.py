@@ -78,8 +78,9 @@ class Items:
             return []
         data, out = self.data, []
         pos, seq = self.offset(skip), first + skip
+        new = tuple.__new__  # a StoredMessage per message, without its constructor's frame
         for size in self.sizes[skip:]:
-            out.append(StoredMessage(seq, data[pos : pos + size]))
+            out.append(new(StoredMessage, (seq, data[pos : pos + size])))
             pos += size
             seq += 1
         return out

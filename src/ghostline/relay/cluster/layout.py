@@ -241,8 +241,7 @@ async def spread_leaders(link: Link, layout: Layout) -> None:
         try:
             await link.api(f"STREAM.LEADER.STEPDOWN.{name}", {"placement": {"preferred": target}})
         except Exception as err:  # placement is an optimisation: the stream still works
-            log_event(log, "cluster_leader_move_failed", level=logging.WARNING, stream=name,
-                      error=repr(err))  # fmt: skip
+            log_event(log, "cluster_leader_not_moved", stream=name, error=repr(err))
             continue
         led[leader] -= 1
         led[target] += 1

@@ -27,7 +27,7 @@ from ..logfmt import log_event
 from . import chunks
 from .chunks import Floor
 from .layout import ROOM_SUBJECT, Layout, stream_name
-from .link import Link
+from .link import Link, transient
 from .paging import Reader, Stored
 
 log = logging.getLogger("ghostline.relay")
@@ -126,18 +126,29 @@ class Keeper:
 
     async def expire(self, now: float) -> int:
         """Apply the age limit to the rooms this node owns; returns how many messages
-        went."""
+        went. While NATS or a stream's leader is away, the rest waits for the next sweep."""
         if not self.link.up:
             return 0
         cutoff = now - self.retention.max_age
         removed = 0
         for k in range(self.layout.streams):
-            _, js = self.link.connected()
-            info = await js.stream_info(stream_name(k), subjects_filter=f"{ROOM_SUBJECT}{k}.*")
-            for subject in info.state.subjects or {}:
-                room = bytes.fromhex(subject.rsplit(".", 1)[1])
-                if self._owns(room):
-                    removed += await self._expire_room(room, cutoff)
+            try:
+                removed += await self._expire_stream(k, cutoff)
+            except Exception as err:
+                if not transient(err):
+                    raise
+                log_event(log, "cluster_expire_postponed", stream=stream_name(k),
+                          error=type(err).__name__)  # fmt: skip
+        return removed
+
+    async def _expire_stream(self, k: int, cutoff: float) -> int:
+        _, js = self.link.connected()
+        removed = 0
+        info = await js.stream_info(stream_name(k), subjects_filter=f"{ROOM_SUBJECT}{k}.*")
+        for subject in info.state.subjects or {}:
+            room = bytes.fromhex(subject.rsplit(".", 1)[1])
+            if self._owns(room):
+                removed += await self._expire_room(room, cutoff)
         return removed
 
     async def _expire_room(self, room: bytes, cutoff: float) -> int:
