@@ -50,7 +50,7 @@ class Lookup:
 
     async def _chunk_at(self, sseq: int) -> Stored | None:
         if sseq not in self._at:
-            self._at[sseq] = await self.reader.get(self.room, seq=sseq, leader=True)
+            self._at[sseq] = await self.reader.get(self.room, seq=sseq)
         return self._at[sseq]
 
     async def held(self, head: Stored, keys: list[Key], retention: Retention) -> dict[Key, int]:

@@ -72,7 +72,7 @@ class Fanout:
 
     async def fetch_head(self, room: bytes) -> int:
         """The room's newest seq, read from the stream (any replica)."""
-        last = await self.reader.get(room)
+        last = await self.reader.get(room, direct=True)
         head = last.chunk.last if last is not None else 0
         self.seen_head(room, head)
         return head

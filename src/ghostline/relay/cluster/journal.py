@@ -167,7 +167,7 @@ class Journal:
     async def _head(self, room: bytes) -> Stored | None:
         head = self._heads.get(room)
         if head is None:
-            head = await self.reader.get(room, leader=True)
+            head = await self.reader.get(room)
             if head is not None:
                 self._heads[room] = head
         return head

@@ -172,36 +172,13 @@ class Link:
 
     # --- JetStream reads -----------------------------------------------------------------
 
-    async def direct(self, stream: str, request: dict[str, Any]) -> list[Raw]:
-        """The messages one JetStream direct-get request answers with: one at most, or
-        with `batch` or `multi_last` several. Any replica answers, so use it where a
-        slightly stale answer is safe."""
+    async def direct(self, stream: str, request: dict[str, Any]) -> Raw | None:
+        """The message one JetStream direct-get request names (None: there is none). Any
+        replica answers, so use it only where a slightly stale answer is safe."""
         nc, _ = self.connected()
         subject = f"$JS.API.DIRECT.GET.{stream}"
-        if "batch" not in request and "multi_last" not in request:
-            msg = await nc.request(subject, json.dumps(request).encode(), timeout=ACK_TIMEOUT)
-            raw = _raw(msg.headers, msg.data)
-            return [] if raw is None else [raw]
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        out: list[Raw] = []
-        try:
-            await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
-            while True:
-                msg = await sub.next_msg(ACK_TIMEOUT)
-                raw = _raw(msg.headers, msg.data)
-                if raw is None:
-                    break
-                out.append(raw)
-        finally:
-            await self._unsubscribe(sub)
-        return out
-
-    async def _unsubscribe(self, sub: Any) -> None:
-        try:
-            await sub.unsubscribe()
-        except Exception as err:  # the connection dropped: the subscription went with it
-            log_event(log, "nats_unsubscribe_failed", level=logging.DEBUG, error=repr(err))
+        msg = await nc.request(subject, json.dumps(request).encode(), timeout=ACK_TIMEOUT)
+        return _raw(msg.headers, msg.data)
 
     async def api(self, subject: str, request: dict[str, Any]) -> dict[str, Any]:
         """One JetStream API request (`$JS.API.` + subject); raises its APIError."""
@@ -239,8 +216,8 @@ class Link:
 
 
 def _raw(headers: dict[str, str] | None, data: bytes) -> Raw | None:
-    """A direct-get answer as (stream seq, headers, body); None at the end of a batch or
-    when nothing matched; StorageUnavailable for any other status."""
+    """A direct-get answer as (stream seq, headers, body); None when nothing matched;
+    StorageUnavailable for any other status."""
     fields = {str(k): v for k, v in (headers or {}).items()}
     status = fields.get("Status")
     if status is not None and not data:

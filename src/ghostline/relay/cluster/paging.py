@@ -1,10 +1,11 @@
 """Reading a room's chunks from its stream: one chunk, the last, a page, a seq's place.
 
-Two ways to read: `direct` (JetStream direct get, answered by any replica: fast, but a
-replica may lag the leader by a few writes) for fan-out and resume, where a stale page
-only delays what the live fan-out brings anyway; and `leader` (the stream API, answered
-by the stream's leader) wherever a decision is made on what is stored: the head an
-append chains to, and duplicate look-ups.
+Reads go to the stream's leader (the JetStream stream API), which holds every chunk it
+acknowledged: a replica may lag it by a few writes, and a page missing its newest
+chunks would look like a gap retention made (fan-out would skip it, trimming would
+purge too much). Only a room's head for WELCOME and for starting this node's fan-out
+is read with a direct get (`direct=True`, answered by any replica): a stale head there
+only means the fan-out fills in the rest.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .link import Link
 
 log = logging.getLogger("ghostline.relay")
 
-PAGE_CHUNKS = 64  # chunks per direct-get batch
+PAGE_CHUNKS = 64  # chunks per page at most
 PAGE_BYTES = 4 * 2**20
 
 
@@ -44,7 +45,7 @@ class Reader:
         self.retention = retention
 
     async def get(
-        self, room: bytes, *, seq: int | None = None, leader: bool = False
+        self, room: bytes, *, seq: int | None = None, direct: bool = False
     ) -> Stored | None:
         """The room's last chunk, or (seq given) its first chunk at or after stream seq
         `seq`; None if there is none."""
@@ -53,13 +54,13 @@ class Reader:
             {"last_by_subj": subject} if seq is None else {"seq": seq, "next_by_subj": subject}
         )
         while True:
-            if leader:
+            if not direct:
                 found = await self.leader_get(stream, request)
             else:
-                raws = await self.link.direct(stream, request)
+                raw = await self.link.direct(stream, request)
                 found = None
-                if raws:
-                    sseq, headers, body = raws[0]
+                if raw is not None:
+                    sseq, headers, body = raw
                     found = (sseq, body, _stamp(headers.get("Nats-Time-Stamp", "")))
             if found is None:
                 return None
@@ -93,26 +94,29 @@ class Reader:
     async def page(
         self, room: bytes, start: int, count: int = PAGE_CHUNKS, max_bytes: int = PAGE_BYTES
     ) -> list[Stored]:
-        """Up to `count` of the room's chunks from stream seq `start` (one direct get)."""
-        stream, subject = self.layout.stream(room), self.layout.room_subject(room)
-        request = {"seq": start, "next_by_subj": subject, "batch": count, "max_bytes": max_bytes}
-        out = []
-        for sseq, headers, body in await self.link.direct(stream, request):
-            stored = self._decode(room, sseq, body, _stamp(headers.get("Nats-Time-Stamp", "")))
-            if stored is not None:
-                out.append(stored)
+        """Up to `count` of the room's chunks from stream seq `start`, stopping once
+        `max_bytes` are reached (always at least one)."""
+        out: list[Stored] = []
+        size = 0
+        while len(out) < count and size < max_bytes:
+            stored = await self.get(room, seq=start)
+            if stored is None:
+                break
+            out.append(stored)
+            size += len(stored.chunk.items.data)
+            start = stored.sseq + 1
         return out
 
-    async def locate(self, room: bytes, after: int, last: Stored, *, leader: bool = False) -> int:
+    async def locate(self, room: bytes, after: int, last: Stored) -> int:
         """The stream seq of the room's first chunk holding a seq > after (binary search:
         a room's seqs only grow with the stream seq); `last` is its last chunk."""
-        first = await self.get(room, seq=1, leader=leader)
+        first = await self.get(room, seq=1)
         if first is None or first.chunk.last > after:
             return first.sseq if first is not None else last.sseq
         lo, hi = first.sseq, last.sseq  # lo's chunk ends at or before `after`, hi's beyond
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            probe = await self.get(room, seq=mid, leader=leader)
+            probe = await self.get(room, seq=mid)
             if probe is None or probe.sseq >= hi:
                 hi = mid  # no chunk in [mid, hi): keep looking below
                 continue
@@ -120,7 +124,7 @@ class Reader:
                 hi = probe.sseq
             else:
                 lo = probe.sseq
-        found = await self.get(room, seq=lo + 1, leader=leader)
+        found = await self.get(room, seq=lo + 1)
         return found.sseq if found is not None else last.sseq
 
     async def read(

@@ -155,7 +155,7 @@ class Keeper:
         first = await self.reader.get(room, seq=1)
         if first is None or first.stamp >= cutoff:
             return 0
-        last = await self.reader.get(room, leader=True)
+        last = await self.reader.get(room)
         if last is None:
             return 0
         if last.stamp < cutoff:
