@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+# The browser tests drive Debian's Chromium through its chromedriver (never a
+# downloaded one): installed here when missing. Needs root, as on CI.
+CHROMEDRIVER := /usr/bin/chromedriver
+
+.PHONY: demo test bench lint clean screenshots
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +19,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ghostline demo
 
-test: $(STAMP)
+$(CHROMEDRIVER):
+	apt-get update && apt-get install -y chromium chromium-driver
+
+test: $(STAMP) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -q
+
+# Rewrites docs/web-phone.png and docs/web-desktop.png (make test writes them to a
+# temporary folder only).
+screenshots: $(STAMP) $(CHROMEDRIVER)
+	GHOSTLINE_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/web/test_web_screenshots.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -187,7 +187,8 @@ def start_relay(*backend: str) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
         [sys.executable, *PREFIX, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
          *backend, "--publish-rate", "1e9", "--publish-burst", "1000000000",
-         "--max-connections-per-address", "100000", "--send-buffer", str(64 * 2**20),
+         "--max-connections-per-address", "100000", "--new-room-burst", "1000000",
+         "--send-buffer", str(64 * 2**20),
          "--log-level", "warning"],
         stderr=subprocess.PIPE,
         cwd=ROOT,

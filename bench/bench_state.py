@@ -13,15 +13,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from ghostline.kit import create_kit_set
-from ghostline.member import Member
+from ghostline.kitset import create_kit_set
+from ghostline.member import MAX_SEAL_GROUP, Member
 
 TITLE = "Durable state: sends and receives per second"
 
 SIZE = 64
 SINGLE = 2000
-GROUP = 64
-GROUPS = 64  # 4096 messages
+GROUP = MAX_SEAL_GROUP  # the most one commit holds (32)
+GROUPS = 128  # 4096 messages
 
 
 def _rate(count: int, seconds: float) -> tuple[str, str]:

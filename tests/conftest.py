@@ -19,13 +19,14 @@ def ghostline_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """GHOSTLINE_HOME set to a fresh folder, so no test touches the user's real files,
-    and no crash hook inherited from the environment.
+    and no crash hook or default relay inherited from the environment.
 
     Autouse: every test gets one; ask for it by name to know where it is.
     """
     home = tmp_path_factory.mktemp("ghostline-home")
     monkeypatch.setenv("GHOSTLINE_HOME", str(home))
     monkeypatch.delenv(CRASH_HOOK_ENV, raising=False)
+    monkeypatch.delenv("GHOSTLINE_RELAY", raising=False)
     return home
 
 

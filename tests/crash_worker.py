@@ -1,9 +1,10 @@
 """A sender process for tests/test_crash.py and the multi-process tests.
 
-    python tests/crash_worker.py KIT STATE [--count N] [--max-size S] [--seed X] [--batch B]
+    python tests/crash_worker.py KIT STATE [--count N] [--min-size M] [--max-size S]
+                                           [--seed X] [--batch B]
 
 Opens the member (which runs the erase sweep), prints `ready`, then seals messages of
-random length 1..S (N of them, or until the pad runs out) and writes one line per
+random length M..S (N of them, or until the pad runs out) and writes one line per
 sealed message to stdout ONLY after `seal` (or `seal_many`) has returned:
 
     counter offset length sealed_hex
@@ -28,6 +29,7 @@ def main() -> int:
     parser.add_argument("kit")
     parser.add_argument("state")
     parser.add_argument("--count", type=int, default=0, help="0: until the pad runs out")
+    parser.add_argument("--min-size", type=int, default=1)
     parser.add_argument("--max-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--batch", type=int, default=1, help="seal_many groups of this size")
@@ -40,7 +42,7 @@ def main() -> int:
     try:
         while args.count == 0 or sent < args.count:
             group = min(args.batch, args.count - sent) if args.count else args.batch
-            payloads = [os.urandom(rng.randint(1, args.max_size)) for _ in range(group)]
+            payloads = [os.urandom(rng.randint(args.min_size, args.max_size)) for _ in range(group)]
             entries = member.seal_many(payloads)
             for e in entries:
                 os.write(out, f"{e.counter} {e.offset} {e.length} {e.sealed.hex()}\n".encode())

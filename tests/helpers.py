@@ -28,7 +28,9 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 from cryptography.x509.oid import NameOID
 
 from ghostline.envelope import Envelope
-from ghostline.kit import Kit, create_kit_set
+from ghostline.grants import GrantRange, initial_extents, move_range
+from ghostline.kit import Kit
+from ghostline.kitset import create_kit_set
 from ghostline.seal import xor_bytes
 
 VECTOR_CREATED = "2025-01-01T00:00:00Z"
@@ -199,11 +201,97 @@ def build_message(
     return authenticated + tags
 
 
+class MemoryReceiverView:
+    """A seal2.ReceiverView held in memory: every member's extents (the initial slices
+    with `grants` applied, each `(giver, GrantRange)`) and the accepted messages,
+    `(sender, counter, start, end)`."""
+
+    def __init__(
+        self,
+        n: int,
+        slice_len: int,
+        *,
+        grants: Iterable[tuple[int, GrantRange]] = (),
+        accepted: Iterable[tuple[int, int, int, int]] = (),
+    ) -> None:
+        self.extents = initial_extents(n, slice_len)
+        for giver, grant in grants:
+            self.extents = move_range(self.extents, giver, grant)
+        self.accepted = list(accepted)
+
+    def has_counter(self, sender: int, counter: int) -> bool:
+        return any(s == sender and c == counter for s, c, _, _ in self.accepted)
+
+    def holds(self, sender: int, start: int, end: int) -> bool:
+        return self.extents[sender].contains(start, end)
+
+    def overlaps_accepted(self, start: int, end: int) -> bool:
+        return any(a < end and start < b for _, _, a, b in self.accepted)
+
+
+def build_message2(
+    kits: list[Kit],
+    sender: int,
+    counter: int,
+    offset: int,
+    padded: bytes,
+    *,
+    version: int = 2,
+    suite: int = 2,
+    pad_id: bytes | None = None,
+    n_field: int | None = None,
+    length_field: int | None = None,
+) -> bytes:
+    """A suite-2 message built by hand from an already padded plaintext (which may be
+    padded wrongly on purpose), to break exactly one rule of section 14.
+
+    The ciphertext uses the real group pad and the tags the real R || S_j keys (over
+    the header as written and `padded`) wherever those exist, filler where they do not.
+    """
+    kit = kits[sender]
+    n = n_field if n_field is not None else kit.n
+    length = len(padded) if length_field is None else length_field
+    header = Envelope(
+        version, suite, pad_id if pad_id is not None else kit.pad_id,
+        sender, n, counter, offset, length,
+    ).pack()  # fmt: skip
+    if offset + len(padded) <= kit.layout.pad_len:
+        ciphertext = xor_bytes(padded, kit.pad_bytes(offset, len(padded)))
+    else:
+        ciphertext = derived("filler", f"ciphertext2/{offset}", len(padded))
+    tags = b""
+    for r in range(n):
+        if r == sender:
+            continue
+        if counter < kit.header.auth_keys and r < kit.n:
+            key = kits[r].inbound_tag_key(sender, counter)
+            tags += Poly1305.generate_tag(key, header + padded)
+        else:
+            tags += derived("filler", f"tag2/{counter}/{r}", 16)
+    return header + ciphertext + tags
+
+
 def flip(data: bytes, at: int, mask: int = 0x01) -> bytes:
     """`data` with byte `at` XORed with `mask`."""
     out = bytearray(data)
     out[at] ^= mask
     return bytes(out)
+
+
+def flip_hex_digit(kit: Path, field: str, nth: int = 0) -> tuple[str, str]:
+    """Change one hex digit of the `nth` occurrence of header string `field` in the kit
+    file, in place, as a bad sector or a careless edit would. Returns (old, new) value."""
+    data = bytearray(kit.read_bytes())
+    key = f'"{field}":"'.encode()
+    at = -1
+    for _ in range(nth + 1):
+        at = data.index(key, at + 1)
+    start = at + len(key)
+    end = data.index(b'"', start)
+    old = data[start:end].decode()
+    data[start + 5] = ord("1") if data[start + 5] == ord("0") else ord("0")
+    kit.write_bytes(bytes(data))
+    return old, data[start:end].decode()
 
 
 def file_bytes(path: Path) -> bytes:
@@ -289,14 +377,18 @@ class RelayProcess:
         self._reader.join(5)  # every line the relay printed is in stderr_lines
         return code
 
-    def restart(self) -> RelayProcess:
-        """SIGKILL this relay and start a new one on the same store, ports and options."""
+    def restart(self, store: Path | None = None) -> RelayProcess:
+        """SIGKILL this relay and start a new one on the same ports and options, and the
+        same store unless `store` names another."""
         self.kill()
         deadline = time.monotonic() + 10
         while True:
             try:
                 return RelayProcess(
-                    self.store, *self.args, port=self.relay_port, presence_port=self.presence_port
+                    store or self.store,
+                    *self.args,
+                    port=self.relay_port,
+                    presence_port=self.presence_port,
                 )
             except AssertionError:  # the old ports are not free yet
                 if time.monotonic() > deadline:
@@ -304,9 +396,10 @@ class RelayProcess:
                 time.sleep(0.1)
 
 
-def self_signed_certificate(tmp: Path) -> tuple[Path, Path, bytes]:
+def self_signed_certificate(tmp: Path, *, expired: bool = False) -> tuple[Path, Path, bytes]:
     """A self-signed certificate for localhost and 127.0.0.1 written to `tmp`: the PEM
-    certificate and key paths, and the certificate's DER bytes (for pinning)."""
+    certificate and key paths, and the certificate's DER bytes (for pinning). With
+    `expired`, it stopped being valid a day ago."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
     now = datetime.datetime.now(datetime.UTC)
@@ -316,8 +409,8 @@ def self_signed_certificate(tmp: Path) -> tuple[Path, Path, bytes]:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(days=2 if expired else 0, minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=-1 if expired else 1))
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]

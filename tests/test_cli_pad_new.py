@@ -19,6 +19,8 @@ from ghostline.cli import main
 from ghostline.cli.pad import _Progress, default_auth_keys, pad, parse_members
 from ghostline.errors import UsageError
 from ghostline.kit import Kit
+from ghostline.member import Member
+from ghostline.payload import encode_text
 from ghostline.units import format_size, parse_size
 
 Run = Callable[..., tuple[int, str, str]]
@@ -164,6 +166,24 @@ def test_a_size_too_small_for_the_group_is_refused(ghostline: Run, tmp_path: Pat
     )
     assert code == 2
     assert "too small for 3 members" in stderr
+
+
+def test_a_size_too_small_for_one_short_message_each_is_refused_with_the_minimum(
+    ghostline: Run, tmp_path: Path
+) -> None:
+    out = tmp_path / "k"
+    code, _, stderr = ghostline(
+        "pad", "new", "--members", "a,b", "--size", "10B", "--out", str(out)
+    )
+    assert code == 2
+    assert "at least 12 B in all" in stderr and "one short message" in stderr
+    assert not out.exists()
+    code, _, stderr = ghostline(
+        "pad", "new", "--members", "a,b", "--size", "12B", "--out", str(out)
+    )
+    assert code == 0, stderr
+    with Member.open(out / "a.ghostkit") as a:  # the smallest kit sends one short message
+        a.seal(encode_text("x", 0))
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from ghostline.cli import cli, main
+from ghostline.cli.pad_state import _print_info
 from ghostline.errors import StateError
-from ghostline.member import RECOVERY_MARGIN, Member
+from ghostline.member import MAX_SEAL_GROUP, Member, recovery_margin
+from ghostline.payload import encode_text, split_file
 from helpers import make_kit_set
 
 
@@ -39,7 +43,8 @@ def test_pad_info_prints_a_table_of_every_member(tmp_path: Path) -> None:
     assert "m0 (you)" in out and "m1" in out and "m2" in out
     row = next(line for line in out.splitlines() if "m0 (you)" in line)
     cells = [c.strip() for c in row.split("  ") if c.strip()]
-    assert cells == ["m0 (you)", "400 B", "9.38 KiB", "2", "98", "2", "200 B", "48"]
+    # pad left, keys left, sent, text size (none sent: 64 B assumed), messages left
+    assert cells == ["m0 (you)", "9.38 KiB", "98", "2", "64 B", "98"]
     assert "Erased: 4 of 400 keys, 400 B of 29.3 KiB of pad" in out
 
 
@@ -51,7 +56,7 @@ def test_pad_info_json_matches_member_usage(tmp_path: Path) -> None:
     with Member.open(kits[1]) as b:
         usage = b.usage()
         pad_id = b.header.pad_id.hex()
-    assert report["schema"] == 1
+    assert report["schema"] == 2
     assert (report["pad_id"], report["n"], report["self"]) == (
         pad_id,
         3,
@@ -69,10 +74,11 @@ def test_pad_info_json_matches_member_usage(tmp_path: Path) -> None:
             "keys_left": m.keys_left,
             "messages": m.messages,
             "average_size": m.average_size,
+            "text_size": m.text_size,
             "messages_left": m.messages_left,
         }
     assert report["members"][0]["bytes_used"] == 400
-    assert report["members"][0]["messages_left"] == 48
+    assert report["members"][0]["messages_left"] == 98
     assert report["erased"] == {
         "keys": 2,
         "keys_total": 400,
@@ -80,6 +86,50 @@ def test_pad_info_json_matches_member_usage(tmp_path: Path) -> None:
         "pad_bytes_total": 30_000,
         "fraction": round(usage.erased_fraction, 6),
     }
+
+
+def test_messages_left_assumes_recent_text_sizes_not_file_chunks(tmp_path: Path) -> None:
+    kits = make_kit_set(tmp_path / "kits", 2, slice_len=300_000, auth_keys=20_000)
+    with Member.open(kits[0]) as a:
+        header, chunks = split_file(
+            os.urandom(150_000), transfer_id=b"T" * 8, sent_at=1, name="f.bin"
+        )
+        a.seal_many([header.encode(), *(c.encode() for c in chunks)])  # three 64 KiB chunks
+        texts = [encode_text(t, 1) for t in ("see you at eight", "ok", "bring the keys")]
+        a.seal_many(texts)
+        me = a.usage().me
+    text_size = sum(map(len, texts)) / len(texts)
+    assert me.text_size == text_size
+    assert me.messages_left == me.bytes_left // text_size  # thousands, not one or two
+    assert me.messages_left > 100 * me.bytes_left // me.average_size
+    code, out, exc = invoke("info", str(kits[0]), "--json")
+    assert json.loads(out)["members"][0]["messages_left"] == me.messages_left
+
+
+def test_pad_info_fits_80_columns_without_cutting_a_number() -> None:
+    big = 17_179_869_184
+    member = {
+        "index": 0, "self": True, "bytes_used": 0, "bytes_left": (1 << 40) - 1,
+        "keys_used": 0, "keys_left": big, "messages": big, "average_size": 64.0,
+        "text_size": 1000.0, "messages_left": big,
+    }  # fmt: skip
+    report = {
+        "kit": "k", "group": "g" * 70, "pad_id": "ab" * 16, "n": 2, "slice_len": 1 << 40,
+        "auth_keys": big, "self": {"index": 0, "name": "n" * 64},
+        "members": [member | {"name": "n" * 64}, member | {"index": 1, "self": False,
+                                                          "name": "bob"}],
+        "erased": {"keys": big, "keys_total": 4 * big, "pad_bytes": 1 << 40,
+                   "pad_bytes_total": 1 << 41, "fraction": 0.25},
+        "state": {"path": "p", "status": "ok", "detail": None},
+    }  # fmt: skip
+    screen = io.StringIO()
+    _print_info(report, None, Console(file=screen, width=80, highlight=False))
+    lines = screen.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if "1024 GiB" in line]  # pad left: one row each
+    assert len(rows) == 2
+    for row in rows:  # keys left, sent/read, text size and messages left, whole
+        assert row.count(f"{big:,}") == 3 and "1000 B" in row
 
 
 def test_pad_info_changes_neither_the_kit_nor_the_state(tmp_path: Path) -> None:
@@ -100,6 +150,13 @@ def test_pad_info_reports_a_missing_state_and_names_the_recovery(tmp_path: Path)
     code, out, _ = invoke("info", str(kits[0]))
     assert code == 0
     assert "State missing" in out and "ghostline pad recover" in out
+    # What recovering would cost is said before anyone runs it: m0 sent 2 messages
+    # (400 bytes) of 100 keys and 10,000 bytes; the margin takes every key it can and
+    # the rest of the slice.
+    said = " ".join(out.split())
+    assert f"it would skip {MAX_SEAL_GROUP} of your 98 unused keys" in said
+    assert "9.38 KiB of the 9.38 KiB left in your slice (100.00%)" in said
+    assert "can no longer send" in said
     report = json.loads(invoke("info", str(kits[0]), "--json")[1])
     assert report["state"]["status"] == "missing"
     assert report["members"][0]["keys_used"] == 2  # from the kit's erased keys
@@ -134,17 +191,18 @@ def test_pad_recover_asks_then_rebuilds_a_state_that_can_send(tmp_path: Path) ->
 
     code, out, exc = invoke("recover", str(kits[0]), input="y\n")
     assert code == 0, exc
-    assert "skipping 1 key(s)" in out
+    assert f"skipping {MAX_SEAL_GROUP} key(s)" in out
     assert f"skipping {10_000 - 400} byte(s)" in out  # margin capped at the slice end
     assert "history" in out and "lost" in out
-    assert "next message 3, next offset 10000" in out
+    assert f"next message {2 + MAX_SEAL_GROUP}, next offset 10000" in out
     with Member.open(kits[0]) as a:
-        assert a.store.next_position() == (3, 10_000)
+        assert a.store.next_position() == (2 + MAX_SEAL_GROUP, 10_000)
         assert a.usage().me.messages_left == 0
 
 
 def test_pad_recover_with_room_left_seals_beyond_the_margin(tmp_path: Path) -> None:
-    kits = make_kit_set(tmp_path / "kits", 2, slice_len=RECOVERY_MARGIN * 2, auth_keys=10)
+    keys, margin = recovery_margin(2)
+    kits = make_kit_set(tmp_path / "kits", 2, slice_len=margin + 4096, auth_keys=2 * keys)
     with Member.open(kits[0]) as a:
         a.seal(b"z" * 500)
         a.state_path.unlink()
@@ -152,7 +210,7 @@ def test_pad_recover_with_room_left_seals_beyond_the_margin(tmp_path: Path) -> N
     assert code == 0, exc
     with Member.open(kits[0]) as a:
         e = a.seal(b"fresh")
-        assert (e.counter, e.offset) == (2, 500 + RECOVERY_MARGIN)
+        assert (e.counter, e.offset) == (1 + keys, 500 + margin)
 
 
 def test_pad_recover_leaves_a_consistent_state_alone(tmp_path: Path) -> None:
@@ -164,4 +222,5 @@ def test_pad_recover_leaves_a_consistent_state_alone(tmp_path: Path) -> None:
 def test_pad_recover_help_explains_the_procedure(tmp_path: Path) -> None:
     code, out, _ = invoke("recover", "--help")
     assert code == 0
-    assert "highest erased outbound key + 2" in out and "1 MiB" in out
+    assert f"highest erased outbound key + 1 + {MAX_SEAL_GROUP}" in out
+    assert f"about {MAX_SEAL_GROUP} MiB" in out

@@ -19,6 +19,7 @@ from ghostline.client import (
     MessageAccepted,
     MessageReceived,
     MessageRejected,
+    MessagesMissing,
     PadExhausted,
     PadLow,
     PresenceChanged,
@@ -31,8 +32,9 @@ from ghostline.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
 from ghostline.store import Store
 from ghostline.transport import RelayAddress
-from ghostline.wire import Frame, FrameType, encode_frame
+from ghostline.wire import Frame, FrameType, encode_deliver, encode_frame
 from helpers import free_port, make_kit_set
+from waiting import until
 
 E = TypeVar("E")
 
@@ -119,6 +121,26 @@ async def through_proxy(
 async def send_accepted(client: Client, text: str) -> int:
     """Send `text` and wait until the relay has accepted it; returns its seq."""
     return await client.wait_accepted((await client.send_text(text)).counter, 5)
+
+
+async def events_until(
+    client: Client, done: Callable[[list[Event]], bool], timeout: float = 10
+) -> list[Event]:
+    """Every event, in order, until `done(events so far)` holds."""
+    seen: list[Event] = []
+    async with asyncio.timeout(timeout):
+        while not done(seen):
+            seen.append(await client.events.get())
+    return seen
+
+
+def shown(events: list[Event]) -> list[str]:
+    """The texts of the messages received among `events`."""
+    return [
+        e.payload_obj.text
+        for e in events
+        if isinstance(e, MessageReceived) and isinstance(e.payload_obj, TextPayload)
+    ]
 
 
 def no_messages_waiting(client: Client) -> bool:
@@ -364,6 +386,82 @@ async def test_replayed_stored_messages_leave_no_room_for_a_forged_seq_ahead(
         assert members[1].relay_cursor == 6
 
 
+async def test_junk_frames_and_a_reordered_message_cannot_make_a_member_skip_the_held_ones(
+    members: list[Member], relay: Relay
+) -> None:
+    # With TLS off, a hop holds back live seqs 1 and 2, injects two junk frames claiming
+    # those seqs, passes seq 3, then the held two. Counting frames, seq 3 looked
+    # plausible and the cursor jumped to 3: the genuine 1 and 2 were dropped as
+    # "already processed". Now the junk is rejected, and every genuine one is shown.
+    held: list[bytes] = []
+
+    def hold_and_inject(direction: str, frame: Frame) -> bytes | None:
+        if direction != "down" or frame.type != FrameType.DELIVER:
+            return None
+        seq = int.from_bytes(frame.body[:8], "big")
+        if seq in (1, 2):
+            held.append(encode_frame(frame.type, frame.body))
+            return b""
+        if seq == 3:
+            junk = encode_deliver(1, b"junk") + encode_deliver(2, b"more junk")
+            return junk + encode_frame(frame.type, frame.body) + b"".join(held)
+        return None
+
+    async with through_proxy(relay, hold_and_inject) as (via, _):
+        bob = client_for(members[1], via)
+        alice = client_for(members[0], relay.address)
+        async with alice, bob:
+            await bob.wait_connected(5)
+            for text in ("one", "two", "three"):
+                await send_accepted(alice, text)
+            events = await events_until(bob, lambda seen: len(shown(seen)) == 3)
+            assert shown(events) == ["three", "one", "two"]
+            rejected = [(e.seq, e.rule) for e in events if isinstance(e, MessageRejected)]
+            assert rejected == [(1, "too_short"), (2, "too_short")]
+        assert len(held) == 2
+        assert members[1].relay_cursor == 3
+
+
+async def test_a_message_the_network_keeps_dropping_is_asked_for_again_then_reported(
+    members: list[Member], relay: Relay
+) -> None:
+    dropped: list[int] = []
+
+    def drop_seq_2(direction: str, frame: Frame) -> bytes | None:
+        deliver = direction == "down" and frame.type == FrameType.DELIVER
+        if deliver and int.from_bytes(frame.body[:8], "big") == 2:
+            dropped.append(2)
+            return b""
+        return None
+
+    async with through_proxy(relay, drop_seq_2) as (via, _):
+        bob = client_for(members[1], via, gap_wait=0.2)
+        alice = client_for(members[0], relay.address)
+        async with alice, bob:
+            await bob.wait_connected(5)
+            for text in ("one", "two", "three"):
+                await send_accepted(alice, text)
+            events = await events_until(
+                bob, lambda seen: bool(seen) and isinstance(seen[-1], MessagesMissing)
+            )
+            assert shown(events) == ["one", "three"]
+            # Seq 3 came after a dropped frame: more than the relay can have assigned,
+            # so bob asked again from his cursor; the hop dropped 2 again.
+            missing = events[-1]
+            assert isinstance(missing, MessagesMissing) and (missing.first, missing.last) == (2, 2)
+            assert not any(isinstance(e, MessageRejected) for e in events)
+            assert any(
+                isinstance(e, ConnectionChanged)
+                and e.state == "connected"
+                and "after seq 1" in e.detail
+                for e in events
+            )
+            await until(lambda: members[1].relay_cursor == 3, what="the cursor past the hole")
+            await send_accepted(alice, "four")
+            assert await texts(bob, 1) == ["four"]
+        assert dropped == [2, 2]  # once live, once in the replay it asked for
+
+
 async def test_a_tampered_delivery_is_rejected_and_later_ones_arrive(
     members: list[Member], relay: Relay
 ) -> None:
@@ -453,6 +551,7 @@ async def test_send_many_seals_a_group_in_one_commit_and_delivers_it_in_order(
     async with alice, bob:
         await asyncio.gather(alice.wait_connected(5), bob.wait_connected(5))
         payloads = [TextPayload(f"part {i}", 1).encode() for i in range(6)]
+        commits = 0  # connecting commits too: the relay store the cursor belongs to
         entries = await alice.send_many(payloads)
         assert commits == 1
         assert [e.counter for e in entries] == list(range(6))

@@ -8,18 +8,31 @@ and that the start-up sweep erased every printed message's keys and pad.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ghostline.kit import Kit
-from ghostline.member import CRASH_HOOK_ENV, CRASH_HOOK_EXIT, Member
+from ghostline.member import (
+    CRASH_HOOK_ENV,
+    CRASH_HOOK_EXIT,
+    CRASH_HOOK_STOP,
+    MAX_SEAL_GROUP,
+    Member,
+    recovery_margin,
+)
+from ghostline.payload import DEFAULT_CHUNK_SIZE, FILE_CHUNK_HEAD_LEN
 from helpers import make_kit_set
+from waiting import wait_until
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 KILLS = 15
@@ -124,3 +137,77 @@ def test_a_crash_between_commit_and_erase_is_swept_on_restart(tmp_path: Path) ->
     with Member.open(kits[1]) as b:
         for seq, e in enumerate(pending, start=1):
             assert b.receive(seq, e.sealed) is not None
+
+
+def wait_stopped(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait until `proc` stops (SIGSTOP) or exits; its wait status (reaped here)."""
+    seen: list[int] = []
+
+    def changed() -> bool:
+        pid, status = os.waitpid(proc.pid, os.WNOHANG | os.WUNTRACED)
+        seen.append(status)
+        return pid != 0
+
+    wait_until(changed, timeout, "the process stopping or exiting")
+    return seen[-1]
+
+
+def test_recovery_after_a_sigkill_in_the_middle_of_a_group_never_seals_anything_twice(
+    tmp_path: Path,
+) -> None:
+    """A sealer is SIGKILLed after committing a group of MAX_SEAL_GROUP file-chunk-sized
+    messages and erasing only half of them; the committed group may already have gone
+    out (another process of the member sends outbox rows). The state database is then
+    lost and rebuilt by `ghostline pad recover`: what is sealed after it shares no
+    counter and no pad byte with anything sealed before."""
+    margin_keys, margin_bytes = recovery_margin(2)
+    kits = make_kit_set(
+        tmp_path / "kits", 2, slice_len=margin_bytes + (4 << 20), auth_keys=4 * MAX_SEAL_GROUP
+    )
+    state = tmp_path / "state.sqlite"
+    seed = int.from_bytes(os.urandom(4), "big")
+    print(f"seed {seed}")
+    before = start(kits[0], state, "--count", "5", "--seed", str(seed))
+    assert before.wait(30) == 0  # a few messages, sealed and erased
+
+    chunk = FILE_CHUNK_HEAD_LEN + DEFAULT_CHUNK_SIZE  # one file chunk's payload
+    size = ["--min-size", str(chunk), "--max-size", str(chunk)]
+    group = ["--count", str(MAX_SEAL_GROUP), "--batch", str(MAX_SEAL_GROUP)]
+    env = {**os.environ, CRASH_HOOK_ENV: CRASH_HOOK_STOP}
+    sealer = start(kits[0], state, *group, *size, env=env)
+    assert os.WIFSTOPPED(wait_stopped(sealer, 60)), "the sealer did not stop mid-group"
+    with open(kits[0], "rb") as probe:  # no other sealer can commit until it erased
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        sealer.send_signal(signal.SIGKILL)
+        sealer.wait(20)
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its death released the lock
+
+    with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+        committed = db.execute("SELECT counter, offset, length FROM outbox").fetchall()
+    killed = committed[5:]
+    assert [c for c, _, _ in killed] == list(range(5, 5 + MAX_SEAL_GROUP))
+    with Kit.open(kits[0], writable=False) as kit:
+        erased = [kit.is_outbound_key_erased(1, c) for c, _, _ in killed]
+    half = MAX_SEAL_GROUP // 2
+    assert erased == [True] * half + [False] * (MAX_SEAL_GROUP - half)
+    # More than the old margin (one key, 1 MiB) was committed past the erasures.
+    assert sum(n for _, _, n in killed[half:]) > 1 << 20
+
+    for suffix in ("", "-wal", "-shm"):  # the database is lost
+        Path(f"{state}{suffix}").unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ghostline", "pad", "recover", str(kits[0]), "--state",
+         str(state), "--yes"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    with Member.open(kits[0], state_path=state) as a:
+        new = a.seal_many([os.urandom(chunk) for _ in range(MAX_SEAL_GROUP)])
+        new.append(a.seal(b"and a short one"))
+    used_counters = {c for c, _, _ in committed}
+    assert not used_counters & {e.counter for e in new}
+    for e in new:
+        for _, offset, length in committed:
+            assert e.offset + e.length <= offset or offset + length <= e.offset, (e, offset)

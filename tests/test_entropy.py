@@ -11,7 +11,8 @@ import pytest
 
 from ghostline.entropy import HealthTestFailure, HealthTests, MixedRandom, apt_cutoff, rct_cutoff
 from ghostline.errors import EntropyError, UsageError
-from ghostline.kit import Kit, create_kit_set
+from ghostline.kit import Kit
+from ghostline.kitset import create_kit_set
 
 # A stream with no repeated neighbours and every value equally often in any window.
 CYCLE = bytes(range(256))

@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
-from ghostline import kit as kit_module
-from ghostline.errors import EntropyError, KitError, KitExistsError
-from ghostline.kit import Kit, create_kit_set, verify_key_of
+from ghostline import kitformat
+from ghostline import kitset as kitset_module
+from ghostline.errors import EntropyError, KitDamagedError, KitError, KitExistsError
+from ghostline.kit import Kit
+from ghostline.kitformat import verify_key_of
+from ghostline.kitset import create_kit_set
 
 NAMES = ["alice", "bob", "carol"]
 PAD_ID = bytes(range(16))
@@ -203,7 +206,7 @@ def test_a_file_appearing_during_creation_is_not_overwritten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Defeat the early existence check so that O_EXCL is what refuses the file.
-    monkeypatch.setattr(kit_module.os.path, "lexists", lambda _path: False)
+    monkeypatch.setattr(kitset_module.os.path, "lexists", lambda _path: False)
     (tmp_path / "carol.ghostkit").write_bytes(b"precious")
     with pytest.raises(KitExistsError, match="carol.ghostkit"):
         create_kit_set(
@@ -213,8 +216,11 @@ def test_a_file_appearing_during_creation_is_not_overwritten(
     assert (tmp_path / "carol.ghostkit").read_bytes() == b"precious"
 
 
+@pytest.mark.parametrize("fmt", [1, 2])
 @pytest.mark.parametrize("failure", [EntropyError("source broke"), KeyboardInterrupt()])
-def test_a_failure_midway_leaves_no_kit_file_behind(tmp_path: Path, failure: BaseException) -> None:
+def test_a_failure_midway_leaves_no_kit_file_behind(
+    tmp_path: Path, failure: BaseException, fmt: int
+) -> None:
     drawn = 0
 
     def failing(k: int) -> bytes:
@@ -234,6 +240,7 @@ def test_a_failure_midway_leaves_no_kit_file_behind(tmp_path: Path, failure: Bas
             random_bytes=failing,
             entropy="",
             chunk_size=512,
+            format=fmt,
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -241,7 +248,7 @@ def test_a_failure_midway_leaves_no_kit_file_behind(tmp_path: Path, failure: Bas
 def test_a_write_error_is_raised_and_leaves_no_kit_file_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = kit_module._pwrite_all
+    real = kitset_module._pwrite_all
     calls = 0
 
     def disk_fills(fd: int, data: bytes, at: int) -> None:
@@ -251,7 +258,7 @@ def test_a_write_error_is_raised_and_leaves_no_kit_file_behind(
             raise OSError(28, "No space left on device")
         real(fd, data, at)
 
-    monkeypatch.setattr(kit_module, "_pwrite_all", disk_fills)
+    monkeypatch.setattr(kitset_module, "_pwrite_all", disk_fills)
     with pytest.raises(OSError, match="No space left"):
         create_kit_set(
             tmp_path,
@@ -292,7 +299,7 @@ def rewrite_header(path: Path, new_header: bytes) -> None:
     """Replace the header with `new_header`, keeping the pad regions after it."""
     header_len, _, base = read_prefix(path)
     body = path.read_bytes()[base:]
-    path.write_bytes(kit_module.encode_prefix(new_header) + body)
+    path.write_bytes(kitformat.encode_prefix(new_header) + body)
 
 
 def edit_header(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -301,11 +308,21 @@ def edit_header(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     rewrite_header(path, json.dumps(header).encode())
 
 
-def test_a_kit_with_bad_magic_is_refused(kit_path: Path) -> None:
+@pytest.mark.parametrize("magic", [b"GHSTKIT3", b"GHSTKIT0", b"\x00" * 8, b"PK\x03\x04abcd"])
+def test_a_kit_with_bad_magic_is_refused(kit_path: Path, magic: bytes) -> None:
+    raw = bytearray(kit_path.read_bytes())
+    raw[:8] = magic
+    kit_path.write_bytes(raw)
+    with pytest.raises(KitError, match="bad magic"):
+        Kit.open(kit_path)
+
+
+def test_a_format_1_kit_given_the_format_2_magic_is_refused_as_damaged(kit_path: Path) -> None:
+    # Its header bytes then stand where format 2 expects the checksum to cover them.
     raw = bytearray(kit_path.read_bytes())
     raw[:8] = b"GHSTKIT2"
     kit_path.write_bytes(raw)
-    with pytest.raises(KitError, match="bad magic"):
+    with pytest.raises(KitDamagedError, match="damaged"):
         Kit.open(kit_path)
 
 
@@ -336,7 +353,9 @@ def test_a_kit_header_missing_a_key_is_refused(kit_path: Path, key: str) -> None
     [
         ("pad_id", "zz" * 16, "pad_id must be 32 lowercase hex"),
         ("pad_id", "AB" * 16, "pad_id must be 32 lowercase hex"),
-        ("format", 2, "format 2 is not supported"),
+        ("format", 2, "the header says format 2 but the file is a format-1 kit"),
+        ("format", True, "the header says format True but the file is a format-1 kit"),
+        ("format", 1.0, "the header says format 1.0 but the file is a format-1 kit"),
         ("suite", "rot13", "suite 'rot13' is not supported"),
         ("self", 3, "not a member index"),
         ("slice_len", -1, "slice_len must be a non-negative integer"),
@@ -394,7 +413,7 @@ def test_kits_are_copied_into_place_where_hard_links_are_not_supported(
     def no_links(src: object, dst: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(kit_module.os, "link", no_links)
+    monkeypatch.setattr(kitset_module.os, "link", no_links)
     paths = create_kit_set(
         tmp_path, NAMES, slice_len=3000, auth_keys=7, group="", random_bytes=os.urandom,
         entropy="", chunk_size=1000,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ghostline.errors import StateError
-from ghostline.store import _SCHEMA, Binding, Store
+from ghostline.relaycursor import RelayCursor
+from ghostline.store import _SCHEMA, _SCHEMA_2, SCHEMA_VERSION, Binding, Store
 
 BINDING = Binding(pad_id=bytes(range(16)), self_index=1, n=3, slice_len=4096, auth_keys=64)
 
@@ -27,7 +28,7 @@ def test_a_new_database_is_private_uses_wal_and_full_sync(tmp_path: Path) -> Non
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert store.next_position() == (0, 0)
-    assert store.relay_cursor() == 0
+    assert store.relay_cursor() == RelayCursor(None, 0)
     store.close()
 
 
@@ -151,12 +152,25 @@ def test_history_with_a_limit_returns_the_newest_oldest_first(tmp_path: Path) ->
     store.close()
 
 
-def test_the_relay_cursor_never_moves_backwards(tmp_path: Path) -> None:
+def test_the_relay_cursor_keeps_its_store_and_the_seqs_seen_above_a_hole(
+    tmp_path: Path,
+) -> None:
     store = new_store(tmp_path)
+    cursor, _ = RelayCursor(b"s" * 16, 10).settle([12, 15, 2**63 - 1])
     with store.transaction():
-        store.raise_cursor(10)
-        store.raise_cursor(4)
-    assert store.relay_cursor() == 10
+        store.set_relay_cursor(cursor)
+    store.close()
+    store = Store.open(tmp_path / "state.sqlite", BINDING)
+    assert store.relay_cursor() == RelayCursor(b"s" * 16, 10, frozenset({12, 15, 2**63 - 1}))
+    store.close()
+
+
+def test_a_damaged_relay_cursor_is_a_state_error(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    with store.transaction() as conn:
+        conn.execute("UPDATE relay SET cursor = 5, seen = ?", ((3).to_bytes(8, "big"),))
+    with pytest.raises(StateError, match="relay cursor is damaged"):
+        store.relay_cursor()
     store.close()
 
 
@@ -226,7 +240,7 @@ def test_a_schema_1_database_is_migrated_on_open(tmp_path: Path) -> None:
     make_schema_1_database(path)
     store = Store.open(path, BINDING)
     assert store.next_position() == (2, 40)
-    assert store.relay_cursor() == 3
+    assert store.relay_cursor() == RelayCursor(None, 3)  # kept for the first store named
     assert [h.counter for h in store.history()] == [0, 1, 2]
     assert store.saved_files() == []
     # the rows already there predate the record of saved files
@@ -237,7 +251,8 @@ def test_a_schema_1_database_is_migrated_on_open(tmp_path: Path) -> None:
     assert store.history()[-1].id > store.saves_tracked_after()
     store.close()
     again = Store.open(path, BINDING)  # migrated once: the record stays
-    assert again._c.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert again._c.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert again.history_keep() is None and again.chat_seen() is None  # as before: kept
     assert again.saves_tracked_after() == 3
     assert [(r.sender, r.transfer_id, r.path) for r in again.saved_files()] == [
         (0, b"T" * 8, "/d/a.txt")
@@ -245,11 +260,34 @@ def test_a_schema_1_database_is_migrated_on_open(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_schema_2_database_keeps_its_relay_cursor_for_the_first_store_named(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite"
+    make_schema_1_database(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in _SCHEMA_2.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO saves_tracked VALUES (1, 3)")
+    conn.execute("UPDATE schema_version SET version = 2")
+    conn.close()
+    read_only = Store.open(path, BINDING, read_only=True)
+    assert read_only.relay_cursor() == RelayCursor(None, 3)
+    read_only.close()
+    store = Store.open(path, BINDING)
+    assert store.relay_cursor() == RelayCursor(None, 3)
+    assert store.relay_cursor().for_store(b"A" * 16) == RelayCursor(b"A" * 16, 3)
+    assert store.saves_tracked_after() == 3
+    store.close()
+
+
 def test_a_read_only_open_leaves_a_schema_1_database_as_it_is(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     make_schema_1_database(path)
     store = Store.open(path, BINDING, read_only=True)
     assert store.next_position() == (2, 40)
+    assert store.relay_cursor() == RelayCursor(None, 3)
     store.close()
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]

@@ -14,14 +14,21 @@ import pytest
 from ghostline.errors import UsageError
 from ghostline.transport import (
     ProxyAddress,
+    ProxyAuthError,
+    ProxyNotSocks,
+    ProxyUnreachable,
     RelayAddress,
+    TlsCertificateError,
+    TlsNotSpoken,
     TlsOptions,
     TlsPinMismatch,
     TransportError,
     certificate_fingerprint,
+    looks_like_tls,
     open_stream,
+    speaks_tls,
 )
-from helpers import self_signed_certificate
+from helpers import free_port, self_signed_certificate
 
 # --- helpers ---------------------------------------------------------------------
 
@@ -217,8 +224,94 @@ async def test_tls_with_ca_file_verifies_the_server(tls_echo: tuple[int, Path, b
 
 async def test_tls_without_trust_fails_cleanly(tls_echo: tuple[int, Path, bytes]) -> None:
     port, _, _ = tls_echo
-    with pytest.raises(TransportError, match="TLS"):
+    with pytest.raises(TlsCertificateError, match="did not verify") as err:
         await open_stream("127.0.0.1", port, tls=TlsOptions())
+    assert err.value.problem == "untrusted" and err.value.fatal
+
+
+async def test_a_certificate_for_another_name_is_a_name_problem(
+    tls_echo: tuple[int, Path, bytes],
+) -> None:
+    port, cert, _ = tls_echo
+    tls = TlsOptions(ca_file=str(cert), server_name="relay.example")
+    with pytest.raises(TlsCertificateError, match="not issued for relay.example") as err:
+        await open_stream("127.0.0.1", port, tls=tls)
+    assert err.value.problem == "name"
+
+
+async def test_an_expired_certificate_is_an_expiry_problem(tmp_path: Path) -> None:
+    cert, key, _ = self_signed_certificate(tmp_path, expired=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server, port = await _start_echo(ctx)
+    try:
+        with pytest.raises(TlsCertificateError, match="expired") as err:
+            await open_stream("127.0.0.1", port, tls=TlsOptions(ca_file=str(cert)))
+        assert err.value.problem == "expired"
+    finally:
+        server.close()
+
+
+async def test_tls_against_a_plain_server_says_it_answered_without_tls() -> None:
+    async def plain_error(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"\x00\x00\x00\x05\x8f\x00\x02no")  # a GhostLine ERROR frame
+        writer.close()
+
+    server = await asyncio.start_server(plain_error, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TlsNotSpoken, match="answered without TLS"):
+            await open_stream("127.0.0.1", port, tls=TlsOptions(pin="ab" * 32))
+        assert not await speaks_tls("127.0.0.1", port)
+    finally:
+        server.close()
+
+
+async def test_a_tls_server_is_recognised_by_its_first_bytes_and_by_a_probe(
+    tls_echo: tuple[int, Path, bytes],
+) -> None:
+    port, _, _ = tls_echo
+    assert await speaks_tls("127.0.0.1", port)
+    assert not await speaks_tls("127.0.0.1", free_port())
+    assert looks_like_tls(b"\x15\x03\x03\x00\x02\x02\x46")  # an alert
+    assert looks_like_tls(b"\x16\x03\x01\x02\x00")  # a handshake
+    assert not looks_like_tls(b"\x00\x00\x00\x21\x81")  # a GhostLine CHALLENGE
+
+
+async def test_a_proxy_that_is_down_is_named_as_the_proxy() -> None:
+    port = free_port()
+    with pytest.raises(ProxyUnreachable, match=f"the proxy 127.0.0.1:{port}") as err:
+        await open_stream("127.0.0.1", 9, proxy=f"socks5://127.0.0.1:{port}")
+    assert not err.value.fatal
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"\x05\xff", ProxyAuthError),
+        (b"\x05\x02", ProxyAuthError),
+        (b"HTTP/1.1 400", ProxyNotSocks),
+    ],
+)
+async def test_a_proxy_wanting_a_password_or_not_socks5_is_a_fatal_proxy_error(
+    answer: bytes, error: type[TransportError]
+) -> None:
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(10)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read(10)
+        writer.close()
+
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(error) as err:
+            await open_stream("127.0.0.1", 9, proxy=f"socks5://127.0.0.1:{port}")
+        assert err.value.fatal
+    finally:
+        server.close()
 
 
 async def test_tls_pin_accepts_the_pinned_certificate(tls_echo: tuple[int, Path, bytes]) -> None:

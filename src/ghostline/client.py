@@ -6,15 +6,24 @@ What it does, in the order that keeps it safe (protocol-v1 sections 5, 6 and 8):
   has committed, and every (re)connection sends `Member.pending()` again, byte for byte,
   until each is ACCEPTED (`Member.mark_accepted`). Nothing is ever re-sealed; the relay
   answers a repeated (sender, counter) with the seq it already stored.
-- Resumes from `Member.relay_cursor`; every DELIVER goes through `Member.receive`, which
-  records the message (and the cursor) durably before the event is emitted.
+- Resumes after `Member.relay_state()`, the relay cursor of the relay's store (protocol-v2
+  section 8; `relaycursor`): a WELCOME naming another store restarts from seq 0, and
+  (sender, counter) refuses what was already accepted, quietly (`AlreadyReceived`).
+  Every DELIVER goes through `Member.receive`, which records the message (and the
+  cursor) durably before the event is emitted. The cursor moves only over a contiguous
+  run of seqs; a hole is asked for again, and reported (`MessagesMissing`) when it
+  never fills.
+- Checks every number a relay sends before it reaches SQLite or arithmetic; an
+  unexpected error ends in a visible state (a reconnect saying why, or a stop with
+  `failure` set), never in a silently dead task.
 - Reconnects with exponential backoff and full jitter, failing over among the relay
   addresses it was given; pings to stay alive and to notice a silent relay.
 - Follows the presence port when it can; messaging works without it.
 
 Everything it observes comes out of `events`, an `asyncio.Queue` of the frozen
-dataclasses below. Fatal refusals (a roster mismatch, a bad signature) stop the client
-and are kept in `failure`.
+dataclasses below. What retrying cannot fix (a roster mismatch, a bad signature, a TLS
+certificate that does not match, a proxy that wants a password, a broken state
+database) stops the client and is kept in `failure`.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import payload as payload_mod
 from .errors import (
     GhostlineError,
+    InternalError,
+    LocalError,
     PadExhaustedError,
     PayloadError,
     ProtocolError,
@@ -42,10 +53,22 @@ from .errors import (
     RelayUnreachable,
     RemoteError,
 )
-from .transport import RelayAddress, TlsOptions, TransportError, open_stream
+from .padlevel import PadLeft
+from .relaycursor import SEQ_LIMIT, GapWatch, Lost, Refetch, SeqGuard
+from .seal import Rule
+from .transport import (
+    RelayAddress,
+    TlsExpected,
+    TlsOptions,
+    TransportError,
+    looks_like_tls,
+    open_stream,
+    speaks_tls,
+)
 from .wire import (
     MAX_PING,
     NONCE_LEN,
+    REASON_TLS_ONLY,
     ErrorCode,
     Frame,
     FrameDecoder,
@@ -66,17 +89,21 @@ if TYPE_CHECKING:
     from .member import Member, OutboxEntry, Received
 
 __all__ = [
+    "AlreadyReceived",
     "Client",
     "ConnectionChanged",
     "Event",
     "MessageAccepted",
     "MessageReceived",
     "MessageRejected",
+    "MessagesMissing",
     "PadExhausted",
     "PadLow",
     "PresenceChanged",
     "RelayError",
+    "RelayFailing",
     "RelayAddress",
+    "StoreChanged",
     "TlsOptions",
     "refusal",
 ]
@@ -107,11 +134,10 @@ _HINTS = {
     ErrorCode.RELAY_FULL: "the relay is at its limit; try again later or another relay.",
     ErrorCode.RATE_LIMITED: "too many messages too fast; GhostLine will retry.",
 }
-PAD_LOW_FRACTION = 0.10
-# A text message needs at least kind (1) + sent_at (4) + one byte of text.
-_MIN_MESSAGE = 6
 # resume_after for a send-only client: past any seq (and within SQLite's signed 64 bits).
-_NOTHING_STORED = (1 << 63) - 1
+_NOTHING_STORED = SEQ_LIMIT - 1
+# Refusals in a row (with no progress between) after which RelayFailing is emitted.
+REPEATED_REFUSALS = 3
 
 
 def refusal(code: int, reason: str) -> RelayRefused:
@@ -176,7 +202,7 @@ class ConnectionChanged:
 
 @dataclass(frozen=True, slots=True)
 class PadLow:
-    """Less than PAD_LOW_FRACTION of this member's pad (bytes or keys) is left."""
+    """At most padlevel.LOW_FRACTION of this member's pad (bytes or keys) is left."""
 
     fraction_left: float
 
@@ -194,16 +220,64 @@ class RelayError:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class AlreadyReceived:
+    """A delivered message repeats one already accepted (same sender and counter): the
+    relay sent it again (its store changed, or it resent after a reconnect). Refused,
+    as section 6 says, but nothing to worry about: it was shown when it first came."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreChanged:
+    """The relay named another store than the one the cursor was for (a new or
+    replaced store, or another relay that shares nothing): the client catches up from
+    its first seq, and refuses quietly what it already has."""
+
+    relay: str
+    old_cursor: int  # where the cursor stood in the old store
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesMissing:
+    """Relay seqs `first`..`last` never came, though later ones did, even when asked
+    for again: the relay no longer has them (retention) or withheld them, or the
+    network dropped them. The cursor steps over them."""
+
+    first: int
+    last: int
+    relay: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayFailing:
+    """The relay refused `times` times in a row (same `code`) and the client is still
+    retrying: it has a problem of its own; sealed messages wait in the outbox."""
+
+    code: int
+    reason: str
+    times: int
+
+
 Event = (
     MessageReceived
     | MessageRejected
     | MessageAccepted
+    | AlreadyReceived
+    | MessagesMissing
+    | StoreChanged
     | PresenceChanged
     | ConnectionChanged
     | PadLow
     | PadExhausted
     | RelayError
+    | RelayFailing
 )
+
+
+class _Resume(Exception):
+    """End this connection and open another to the same relay (not a failover)."""
 
 
 # --- one connection ----------------------------------------------------------------
@@ -213,21 +287,28 @@ class _Connection:
     """Frames over one stream. Only this class and `transport` touch the socket."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, addr: RelayAddress
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        addr: RelayAddress,
+        *,
+        tls: bool,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.addr = addr
+        self.tls = tls
         self.decoder = FrameDecoder()
         self.frames: deque[Frame] = deque()
         self.outq: deque[OutboxEntry] = deque()
         self.wake = asyncio.Event()
         self.last_rx = 0.0  # loop time of the last frame received
-        # Seqs are not authenticated; these keep a forged DELIVER from pushing the cursor
-        # far ahead (see _check_seq): the highest seq the relay had assigned (or we had
-        # processed) at WELCOME, and how many frames since carried a seq above it.
-        self.seq_base = 0
-        self.fresh_seqs = 0
+        self.got_bytes = False
+        # Set at WELCOME: the store the seqs belong to, the guard against seqs the
+        # relay cannot have assigned, and the watch over holes in the seqs.
+        self.store_id: bytes | None = None
+        self.guard = SeqGuard(0)
+        self.gaps: GapWatch | None = None
         # The highest counter queued from `Member.pending()` when this connection began:
         # a send_many that committed before then must not queue its entries twice.
         self.pending_upto = -1
@@ -236,7 +317,12 @@ class _Connection:
         while not self.frames:
             data = await self.reader.read(1 << 16)
             if not data:
+                if not self.got_bytes:
+                    raise _ClosedAtOnce(f"{self.addr} closed the connection before answering")
                 raise ConnectionError("the relay closed the connection")
+            if not self.got_bytes and not self.tls and looks_like_tls(data):
+                raise TlsExpected(f"{self.addr} answered with TLS")
+            self.got_bytes = True
             self.frames.extend(self.decoder.feed(data))
         return self.frames.popleft()
 
@@ -247,6 +333,11 @@ class _Connection:
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+
+
+class _ClosedAtOnce(ConnectionError):
+    """The relay closed the connection before sending a byte (a TLS relay does that to
+    a plain client)."""
 
 
 @dataclass
@@ -294,6 +385,7 @@ class Client:
         backoff_base: float = 0.25,
         backoff_cap: float = 5.0,
         connect_timeout: float = 10.0,
+        gap_wait: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not relays:
@@ -311,6 +403,9 @@ class Client:
         self.receive_limit = receive_limit
         self._received_count = 0
         self.connect_timeout = connect_timeout
+        # How long a hole in the relay seqs may stay open before it is asked for again
+        # on a fresh connection, and then before it is reported as lost.
+        self.gap_wait = gap_wait
         self.clock = clock
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.failure: GhostlineError | None = None
@@ -329,6 +424,7 @@ class Client:
         self._accepted: dict[int, int] = {}
         self._pad_low_reported = False
         self._stopping = False
+        self._refusals: list[RelayRefused] = []  # in a row, with no progress between
 
     # -- public API ----------------------------------------------------------------
 
@@ -350,10 +446,12 @@ class Client:
         if self._tasks:
             return
         self._stopping = False
-        self._tasks.append(asyncio.create_task(self._relay_loop(), name="ghostline-relay"))
+        self._tasks.append(
+            asyncio.create_task(self._guarded(self._relay_loop), name="ghostline-relay")
+        )
         if self.follow_presence:
             self._tasks.append(
-                asyncio.create_task(self._presence_loop(), name="ghostline-presence")
+                asyncio.create_task(self._guarded(self._presence_loop), name="ghostline-presence")
             )
 
     async def stop(self) -> None:
@@ -465,12 +563,24 @@ class Client:
         header = self.member.header
         keys_left = header.auth_keys - (entry.counter + 1)
         bytes_left = header.slice_len - (entry.offset + entry.length)
-        fraction = min(keys_left / header.auth_keys, bytes_left / header.slice_len)
-        if keys_left <= 0 or bytes_left < _MIN_MESSAGE:
+        pad = PadLeft(max(0, bytes_left), header.slice_len, max(0, keys_left), header.auth_keys)
+        if pad.level == "exhausted":
             self._emit(PadExhausted())
-        elif fraction < PAD_LOW_FRACTION and not self._pad_low_reported:
+        elif pad.level != "ok" and not self._pad_low_reported:
             self._pad_low_reported = True
-            self._emit(PadLow(fraction))
+            self._emit(PadLow(pad.fraction_left))
+
+    async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop; whatever escapes it stops the client visibly."""
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the loops catch what they expect: this is a bug
+            err = exc if isinstance(exc, GhostlineError) else _internal(exc)
+            self.last_error = err
+            self._fail(err)
+            self._set_state("stopped", str(self.relay), None, str(err))
 
     def _fail(self, err: GhostlineError) -> None:
         self.failure = err
@@ -487,42 +597,90 @@ class Client:
             addr = self.relay
             self._set_state("connecting" if first else "reconnecting", str(addr), None, "")
             first = False
+            failover = True
             try:
                 await self._relay_session(addr)
                 detail = "the relay closed the connection"
             except asyncio.CancelledError:
                 raise
+            except _Resume as err:
+                detail, failover = str(err), False
             except RelayRefused as err:
+                if err.reason == REASON_TLS_ONLY and self.tls is None:  # it said so in plain
+                    self._stop_on(TlsExpected(f"{addr} speaks TLS"), addr)
+                    return
                 self.last_error = err
                 self._emit(RelayError(err.code, err.reason))
                 if err.code in FATAL_CODES:
-                    self._fail(err)
-                    self._set_state("stopped", str(addr), None, str(err))
+                    self._stop_on(err, addr)
+                    return
+                self._count_refusal(err)
+                detail = str(err)
+            except _ClosedAtOnce as err:
+                if self.tls is None and await speaks_tls(
+                    addr.host, addr.port, proxy=self.proxy, timeout=self.connect_timeout
+                ):
+                    self._stop_on(TlsExpected(f"{addr} speaks TLS"), addr)
                     return
                 detail = str(err)
-            except (TransportError, ProtocolError, ConnectionError, TimeoutError, OSError) as err:
+                self.last_error = RelayUnreachable(f"{addr}: {detail}")
+            except TransportError as err:
+                self.last_error = err
+                if err.fatal:
+                    self._stop_on(err, addr)
+                    return
+                detail = str(err)
+            except (ProtocolError, ConnectionError, TimeoutError, OSError) as err:
                 detail = str(err) or type(err).__name__
                 if isinstance(err, GhostlineError):
                     self.last_error = err
                 else:
                     self.last_error = RelayUnreachable(f"{addr}: {detail}")
+            except LocalError as err:  # the state database or the kit: retrying cannot help
+                self._stop_on(err, addr)
+                return
+            except Exception as exc:  # noqa: BLE001 - a reconnect that says why beats a dead task
+                self.last_error = _internal(exc)
+                detail = self.last_error.message
             if self._stopping:
                 return
-            if len(self.relays) > 1:
+            if failover and len(self.relays) > 1:
                 self._relay_index += 1  # fail over to the next relay
             delay = self._backoff.next_delay()
             self._set_state("reconnecting", str(self.relay), delay, detail)
             await asyncio.sleep(delay)
 
+    def _stop_on(self, err: GhostlineError, addr: RelayAddress) -> None:
+        self.last_error = err
+        self._fail(err)
+        self._set_state("stopped", str(addr), None, str(err))
+
+    def _count_refusal(self, err: RelayRefused) -> None:
+        if self._refusals and self._refusals[-1].code != err.code:
+            self._refusals = []
+        self._refusals.append(err)
+        if len(self._refusals) == REPEATED_REFUSALS:
+            self._emit(RelayFailing(err.code, err.reason, REPEATED_REFUSALS))
+
+    def _progress(self) -> None:
+        """The relay did its job once: a run of refusals is over."""
+        self._refusals = []
+
     async def _relay_session(self, addr: RelayAddress) -> None:
         reader, writer = await open_stream(
             addr.host, addr.port, tls=self.tls, proxy=self.proxy, timeout=self.connect_timeout
         )
-        conn = _Connection(reader, writer, addr)
+        conn = _Connection(reader, writer, addr, tls=self.tls is not None)
         try:
-            cursor = self.member.relay_cursor if self.receive else _NOTHING_STORED
-            head = await self._handshake(conn, Port.RELAY, cursor)
-            conn.seq_base = max(head, cursor) if self.receive else head
+            asked = self.member.relay_state().upto if self.receive else _NOTHING_STORED
+            welcome = await self._handshake(conn, Port.RELAY, asked)
+            if self.receive:
+                self._enter_store(addr, welcome, asked)
+                conn.store_id = welcome.store_id
+                conn.guard = SeqGuard(max(welcome.head, asked))
+                conn.gaps = GapWatch(self.gap_wait, welcome.head, self.member.relay_state())
+            else:
+                conn.guard = SeqGuard(welcome.head)
             # From here on, everything sealed goes to conn.outq via send(); what was sealed
             # before is in pending(). Set both in one step so nothing is missed.
             pending = self.member.pending()
@@ -536,23 +694,34 @@ class Client:
             self.last_error = None
             waiting = len(conn.outq)
             detail = (
-                f"resuming after seq {cursor} (relay head {head})"
+                f"resuming after seq {asked} (relay head {welcome.head})"
                 if self.receive
-                else f"relay head {head}"
+                else f"relay head {welcome.head}"
             )
             if waiting:
                 detail += f", sending {waiting} from the outbox"
             self._set_state("connected", str(addr), None, detail)
-            await _first_failure(
-                self._read_loop(conn), self._write_loop(conn), self._ping_loop(conn)
-            )
+            loops = [self._read_loop(conn), self._write_loop(conn), self._ping_loop(conn)]
+            if self.receive:
+                loops.append(self._gap_loop(conn))
+            await _first_failure(*loops)
         finally:
             if self._conn is conn:
                 self._conn = None
                 self._connected.clear()
             await conn.close()
 
-    async def _handshake(self, conn: _Connection, port: Port, resume_after: int) -> int:
+    def _enter_store(self, addr: RelayAddress, welcome: Welcome, asked: int) -> None:
+        """Take the cursor of the store WELCOME names (protocol-v2 section 8). A store
+        other than the cursor's restarts from 0: if we asked for more, the relay skips
+        seqs 1..asked, so connect again."""
+        before = self.member.enter_relay_store(welcome.store_id)
+        if before.store_id not in (None, welcome.store_id):
+            self._emit(StoreChanged(str(addr), before.upto))
+            if asked > 0:
+                raise _Resume("the relay's store changed: catching up from its first message")
+
+    async def _handshake(self, conn: _Connection, port: Port, resume_after: int) -> Welcome:
         header = self.member.header
         hello = Hello(
             header.pad_id,
@@ -568,8 +737,12 @@ class Client:
             statement = join_statement(port, header.pad_id, header.self_index, frame.body)
             conn.write(encode_frame(FrameType.PROVE, self._signer.sign(statement)))
             frame = await _expect(conn, FrameType.WELCOME)
-            # The store id (protocol section 8) is not acted on yet: see docs/SECURITY.md.
-            return Welcome.decode(frame.body).head
+            welcome = Welcome.decode(frame.body)
+            if welcome.head >= SEQ_LIMIT:
+                raise ProtocolError(
+                    ErrorCode.BAD_HANDSHAKE, f"WELCOME names head {welcome.head}, which no room has"
+                )
+            return welcome
 
     async def _read_loop(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
@@ -579,33 +752,44 @@ class Client:
             kind = frame.type
             if kind == FrameType.DELIVER:
                 seq, sealed = decode_deliver(frame.body)
-                _check_seq(conn, seq)
+                conn.guard.check(seq)
+                self._progress()
                 if self.receive:
-                    self._on_deliver(seq, sealed)
+                    self._on_deliver(conn, seq, sealed)
             elif kind == FrameType.ACCEPTED:
                 seq, counter = decode_accepted(frame.body)
-                _check_seq(conn, seq)
-                self._on_accepted(counter, seq)
+                conn.guard.check(seq)
+                if counter >= self.member.header.auth_keys:
+                    raise ProtocolError(
+                        ErrorCode.MALFORMED,
+                        f"the relay accepted message {counter}, which this kit cannot have sent",
+                    )
+                self._progress()
+                self._on_accepted(conn, counter, seq)
             elif kind == FrameType.PONG:
-                pass
+                self._progress()
             elif kind == FrameType.ERROR:
                 raise refusal(*decode_error(frame.body))
             else:
                 raise ProtocolError(ErrorCode.MALFORMED, f"unexpected frame type 0x{kind:02x}")
 
-    def _on_deliver(self, seq: int, sealed: bytes) -> None:
+    def _on_deliver(self, conn: _Connection, seq: int, sealed: bytes) -> None:
         member = self.member
-        if seq <= member.relay_cursor:
-            return  # already processed in an earlier connection
         if self.receive_limit is not None and self._received_count >= self.receive_limit:
             return
         # receive() commits the message and the cursor before we report anything; a
-        # rejected frame changes nothing, so a resume may show its rejection again.
+        # rejected frame writes nothing. Seqs already settled are opened all the same:
+        # a reordered frame must not be dropped as "already processed".
         try:
-            received = member.receive(seq, sealed)
+            received = member.receive(seq, sealed, store_id=conn.store_id)
         except RejectedMessage as err:
-            self._emit(MessageRejected(seq, err.rule, err.message))
+            if err.rule == Rule.REPLAYED_COUNTER:
+                self._emit(AlreadyReceived(seq))
+            else:
+                self._emit(MessageRejected(seq, err.rule, err.message))
             return
+        finally:
+            self._report_lost(conn, member.take_lost())
         if received is None:  # our own message, echoed on resume
             return
         try:
@@ -615,15 +799,37 @@ class Client:
         self._received_count += 1
         self._emit(MessageReceived(received, obj))
 
-    def _on_accepted(self, counter: int, seq: int) -> None:
+    def _on_accepted(self, conn: _Connection, counter: int, seq: int) -> None:
         if counter in self._accepted:
             return
-        self.member.mark_accepted(counter, seq)
+        self.member.mark_accepted(counter, seq, store_id=conn.store_id, settle=self.receive)
+        self._report_lost(conn, self.member.take_lost())
         self._accepted[counter] = seq
         for fut in self._waiters.pop(counter, []):
             if not fut.done():
                 fut.set_result(seq)
         self._emit(MessageAccepted(counter, seq))
+
+    def _report_lost(self, conn: _Connection, lost: list[tuple[int, int]]) -> None:
+        for first, last in lost:
+            self._emit(MessagesMissing(first, last, str(conn.addr)))
+
+    async def _gap_loop(self, conn: _Connection) -> None:
+        """Ask again for seqs that stay missing, then report and step over them."""
+        assert conn.gaps is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.01, self.gap_wait / 4))
+            if self.receive_limit is not None and self._received_count >= self.receive_limit:
+                continue  # what is left unprocessed on purpose is no hole
+            verdict = conn.gaps.check(self.member.relay_state(), loop.time())
+            if isinstance(verdict, Refetch):
+                raise _Resume(
+                    f"relay seqs {verdict.first}-{verdict.last} are missing: asking again"
+                )
+            if isinstance(verdict, Lost):
+                self.member.advance_cursor(verdict.last, store_id=conn.store_id)
+                self._report_lost(conn, [(verdict.first, verdict.last)])
 
     async def _write_loop(self, conn: _Connection) -> None:
         while True:
@@ -659,6 +865,8 @@ class Client:
                 raise
             except (RemoteError, ConnectionError, TimeoutError, OSError) as err:
                 detail = f"presence unavailable: {err}"
+            except Exception as exc:  # noqa: BLE001 - retried, and said, rather than a dead task
+                detail = f"presence unavailable: {_internal(exc)}"
             if self._stopping or self.failure is not None:
                 self._set_online(frozenset())
                 return
@@ -673,7 +881,7 @@ class Client:
         reader, writer = await open_stream(
             addr.host, port, tls=self.tls, proxy=self.proxy, timeout=self.connect_timeout
         )
-        conn = _Connection(reader, writer, addr)
+        conn = _Connection(reader, writer, addr, tls=self.tls is not None)
         try:
             await self._handshake(conn, Port.PRESENCE, 0)
             self._presence_backoff.reset()
@@ -685,11 +893,11 @@ class Client:
             while True:
                 frame = await conn.read()
                 if frame.type == FrameType.PRESENCE:
-                    self._set_online(frozenset(decode_presence(frame.body)))
+                    self._set_online(self._members(decode_presence(frame.body)))
                 elif frame.type == FrameType.ONLINE:
-                    self._set_online(self.online | {decode_member(frame.body)})
+                    self._set_online(self.online | self._members((decode_member(frame.body),)))
                 elif frame.type == FrameType.OFFLINE:
-                    self._set_online(self.online - {decode_member(frame.body)})
+                    self._set_online(self.online - self._members((decode_member(frame.body),)))
                 elif frame.type == FrameType.ERROR:
                     raise refusal(*decode_error(frame.body))
                 elif frame.type != FrameType.PONG:
@@ -699,6 +907,16 @@ class Client:
         finally:
             await conn.close()
 
+    def _members(self, indexes: Sequence[int]) -> frozenset[int]:
+        """Member indexes from the presence server, each checked against the roster."""
+        n = self.member.header.n
+        for i in indexes:
+            if i >= n:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED, f"presence names member {i} in a group of {n}"
+                )
+        return frozenset(indexes)
+
     def _set_online(self, online: frozenset[int]) -> None:
         if online == self.online:
             return
@@ -707,36 +925,9 @@ class Client:
         self._emit(PresenceChanged(online, joined, left))
 
 
-# Seqs count messages: no room reaches 2^63, and the state database stores them as
-# SQLite's signed 64-bit integers. A relay claiming more is lying.
-_SEQ_LIMIT = 1 << 63
-
-
-def _check_seq(conn: _Connection, seq: int) -> None:
-    """Refuse a seq the relay cannot have assigned yet.
-
-    Every message the room stores after WELCOME reaches each connection as exactly one
-    DELIVER or ACCEPTED, and a room's seqs have no gaps, so the n-th frame with a seq
-    above base = max(head at WELCOME, our resume point) carries at most base + n. A
-    frame beyond that was forged or corrupted on the way: drop the connection rather
-    than let it move the cursor. Frames at or below the base (stored messages replayed,
-    ACCEPTED for a message stored earlier) are not counted: they must not widen the
-    room a forged seq has.
-    """
-    if seq >= _SEQ_LIMIT:
-        raise ProtocolError(
-            ErrorCode.MALFORMED, f"the relay sent seq {seq}, past any a room can reach"
-        )
-    if seq <= conn.seq_base:
-        return
-    conn.fresh_seqs += 1
-    ceiling = conn.seq_base + conn.fresh_seqs
-    if seq > ceiling:
-        raise ProtocolError(
-            ErrorCode.MALFORMED,
-            f"the relay sent seq {seq}, beyond any it can have assigned "
-            f"({ceiling}): forged or corrupted in transit",
-        )
+def _internal(exc: BaseException) -> InternalError:
+    """An unexpected exception, as an error a person can read and report."""
+    return InternalError(f"unexpected error: {type(exc).__name__}: {exc}")
 
 
 async def _expect(conn: _Connection, kind: FrameType) -> Frame:

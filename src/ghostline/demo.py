@@ -187,7 +187,7 @@ async def _story(console: Console, root: Path) -> None:
         MessageRejected,
         PresenceChanged,
     )
-    from .kit import create_kit_set
+    from .kitset import create_kit_set
     from .member import Member
     from .payload import TextPayload
     from .relay import RelayLimits, RelayServer, SqliteBackend
@@ -201,7 +201,7 @@ async def _story(console: Console, root: Path) -> None:
     names = ["alice", "bob", "carol"]
     styles = {"alice": "magenta", "bob": "cyan", "carol": "green"}
     kits_dir = root / "kits"
-    kits_dir.mkdir()
+    kits_dir.mkdir(mode=0o700)
     slice_len, auth_keys = 64 * 1024, 512
     paths = create_kit_set(
         kits_dir,

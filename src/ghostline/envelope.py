@@ -1,11 +1,14 @@
-"""The public outside of a sealed message (protocol-v1 section 4): layout only, no keys.
+"""The public outside of a sealed message (docs/PROTOCOL.md sections 4 and 13): layout
+only, no keys.
 
-Both the pad code (`seal.py`) and the blind relay read this header, so it lives here,
-in a module that imports no pad, key or state code.
+Both the pad code (`seal.py`, `seal2.py`) and the blind relay read this header, so it
+lives here, in a module that imports no pad, key or state code. Suites 1 and 2 share
+the layout; suite 2's offset is absolute in the group pad and its L is the padded
+plaintext's length.
 
     offset size field
-    0      1    version = 0x01
-    1      1    suite = 0x01
+    0      1    version = 0x01 (suite 1) or 0x02 (suite 2)
+    1      1    suite = 0x01 or 0x02, equal to the version
     2      16   pad_id
     18     2    sender
     20     2    n
@@ -23,6 +26,10 @@ from typing import NamedTuple
 
 VERSION = 0x01
 SUITE = 0x01
+VERSION_2 = 0x02
+SUITE_2 = 0x02
+# The (version, suite) pairs that exist; a relay accepts these alike.
+VERSION_SUITES = ((VERSION, SUITE), (VERSION_2, SUITE_2))
 HEADER_LEN = 42
 TAG_LEN = 16
 PAD_ID_LEN = 16
@@ -68,10 +75,18 @@ class Envelope(NamedTuple):
 
 
 def pack_header(
-    pad_id: bytes, sender: int, n: int, counter: int, offset: int, length: int
+    pad_id: bytes,
+    sender: int,
+    n: int,
+    counter: int,
+    offset: int,
+    length: int,
+    version: int = VERSION,
+    suite: int = SUITE,
 ) -> bytes:
-    """The 42 header bytes of a version 1, suite 1 message (what `Envelope.pack` gives)."""
-    return _HEADER.pack(VERSION, SUITE, pad_id, sender, n, counter, offset, length)
+    """The 42 header bytes of a message (what `Envelope.pack` gives); version 1, suite 1
+    unless told."""
+    return _HEADER.pack(version, suite, pad_id, sender, n, counter, offset, length)
 
 
 def unpack_header(data: bytes | memoryview) -> tuple[int, int, bytes, int, int, int, int, int]:

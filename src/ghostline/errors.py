@@ -56,6 +56,45 @@ class KitExistsError(KitError):
     """A kit file already exists at that path; GhostLine never overwrites a kit."""
 
 
+class KitReadOnlyError(KitError):
+    """The kit file can be read but not written, and GhostLine erases used pad in it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: the kit file is read-only")
+        self.path = path
+
+
+class KitDamagedError(KitError):
+    """The kit file is damaged: its header checksum does not match."""
+
+    hint = "Use an undamaged copy of your kit; without one, the group needs a new kit set."
+
+
+class KitHeaderChangedError(KitDamagedError):
+    """The kit's header differs from the header this machine recorded when the kit was
+    first used here (a v1 kit has no checksum; `kitrecord.py`): the file is damaged.
+    `fields` name what differs, `recorded` and `found` hold those fields' values (as in
+    the kit's JSON)."""
+
+    def __init__(
+        self, path: str, fields: tuple[str, ...], recorded: dict[str, object],
+        found: dict[str, object],
+    ) -> None:  # fmt: skip
+        super().__init__(f"{path}: the kit header differs from the one recorded ({fields})")
+        self.path = path
+        self.fields = fields
+        self.recorded = recorded
+        self.found = found
+
+
+class UnsupportedKitError(KitError):
+    """This kit's format is not supported by this command."""
+
+
+class JournalFullError(KitError):
+    """The kit's grant journal is full: this member can make no more grants."""
+
+
 class EntropyError(LocalError):
     """A randomness source failed its health test; no kit was written."""
 
@@ -72,6 +111,28 @@ class ErasedKeyError(LocalError):
 
 class StateError(LocalError):
     """The local state database is missing, damaged, or does not match the kit."""
+
+
+class KitRecordError(StateError):
+    """This machine's record of a kit's header (kitrecord.py) cannot be read."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class RecoveryNeeded(StateError):
+    """The state database is missing or older than the kit's erasures: sending now
+    could reuse pad. `ghostline pad recover` can rebuild it from the kit (`kit_path`)."""
+
+    def __init__(self, message: str, *, kit_path: str) -> None:
+        super().__init__(message)
+        self.kit_path = kit_path
+
+
+class InternalError(LocalError):
+    """GhostLine hit an error it did not expect (a bug): please report it."""
 
 
 # --- remote faults ------------------------------------------------------------------
@@ -99,6 +160,15 @@ class ProtocolError(RemoteError):
 
 class PayloadError(RemoteError):
     """A message opened correctly, but what it carries is malformed or of an unknown kind."""
+
+
+class InvalidGrant(PayloadError):
+    """A grant (payload kind 0x10) broke a rule of docs/PROTOCOL.md section 15; it moves
+    nothing. `rule` is the rule's stable name, as for RejectedMessage."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class RelayRefused(RemoteError):

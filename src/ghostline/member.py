@@ -9,27 +9,32 @@ database (`store.py`), in the order that keeps pad bytes from ever being used tw
 - opening: check every reject rule against the accepted log, then one transaction
   commits the accepted (sender, counter, range), the history row and the relay cursor,
   then the inbound key and the sender's pad bytes are zeroed and flushed, and only then
-  is the message returned (section 6). A rejected message changes nothing but the relay
-  cursor;
+  is the message returned (section 6). A rejected message writes nothing: its seq is
+  settled in memory only, and reaches the relay cursor with the next commit;
 - start-up: a sweep zeroes whatever was committed but not yet erased (a crash between
   commit and erase), and the database is checked against the kit's erasures: a missing
   or older database is refused, because guessing the next offset could reuse pad.
 
-Consequence used by recovery: every sealed message that ever left this process has its
-outbound keys and pad bytes zeroed (and flushed) in the kit. So the kit alone bounds
-what was sent, and `pad recover` can rebuild a database that is safe
-(see `plan_recovery`).
+Consequence used by recovery: a sealer commits and then erases (and flushes) under the
+kit's seal lock, so at any moment at most one commit of own messages, MAX_SEAL_GROUP
+messages at most, is committed but not yet erased in the kit; another process of the
+same member may already have sent those from the outbox. Every other message ever
+sealed has its keys and pad zeroed in the kit. So the kit alone bounds what was sent,
+give or take one commit, and `pad recover` can rebuild a database that is safe by
+skipping one commit's worth past the erasures (see `recovery_margin`).
 
-Test hook (the only one): with GHOSTLINE_TEST_CRASH_AFTER_COMMIT=1 in the environment,
-`seal`/`seal_many` call `os._exit(86)` right after the commit and before erasing, so
-tests can check that the start-up sweep erases what a crash left behind.
+Test hook (the only one): with GHOSTLINE_TEST_CRASH_AFTER_COMMIT in the environment,
+`seal`/`seal_many` stop right after the commit: `1` calls `os._exit(86)` before
+erasing (tests check that the start-up sweep erases what a crash left behind);
+`stop-mid-erase` erases the first half of the group, flushes, and stops the process
+with SIGSTOP, so a test can SIGKILL it in the middle of a group.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shlex
+import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -40,25 +45,35 @@ import numpy as np
 
 from . import paths
 from .envelope import HEADER_LEN, read_envelope, sealed_length
-from .errors import ErasedKeyError, StateError, UsageError
-from .kit import KEY_LEN, Kit, KitHeader
+from .errors import (
+    ErasedKeyError,
+    RecoveryNeeded,
+    RejectedMessage,
+    StateError,
+    UnsupportedKitError,
+    UsageError,
+)
+from .kit import Kit
+from .kitformat import FORMAT_1, KEY_LEN, KitHeader
+from .kitrecord import check_kit, remember_kit
+from .payload import PREFIX_LEN, TRANSFER_ID_LEN, Kind
+from .relaycursor import SEQ_LIMIT, RelayCursor
 from .seal import open_sealed, seal_with_kit
-from .store import Binding, HistoryRow, SenderTotals, SkippedRange, Store
+from .store import Binding, HeldParts, HistoryRow, SenderTotals, SkippedRange, Store
 from .wire import DEFAULT_MAX_FRAME
-
-RECOVER_HINT = "Run `ghostline pad recover KIT` to rebuild the state from the kit (see its --help)."
-
-
-def recover_hint(kit_path: str | os.PathLike[str]) -> str:
-    """RECOVER_HINT naming the actual kit file."""
-    return RECOVER_HINT.replace("KIT", shlex.quote(str(kit_path)))
-
 
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
+CRASH_HOOK_STOP = "stop-mid-erase"
 DEFAULT_AVERAGE_SIZE = 64
-# The largest message the relay carries: the safety margin `pad recover` skips.
-RECOVERY_MARGIN = 1 << 20
+RECENT_TEXTS = 100  # text messages the "messages left" estimate averages over
+# The most messages one commit seals: `seal_many` refuses more, and the file sender
+# seals in groups of this many. It bounds what a dead sealer can leave committed (and
+# perhaps sent) but not erased, and so the margin `pad recover` skips.
+MAX_SEAL_GROUP = 32
+# Parts of received files are kept until the file is saved, whatever the history setting.
+HISTORY_HELD = HeldParts(bytes([Kind.FILE_HEADER, Kind.FILE_CHUNK]), PREFIX_LEN, TRANSFER_ID_LEN)
+DAY = 86400.0
 # A stretch of this many zero bytes in a random pad means "erased" (chance 2^-256).
 _ERASED_RUN = 32
 _KEY_CHUNK = 1 << 16  # keys scanned per numpy step (2 MiB)
@@ -110,6 +125,15 @@ class SavedFiles:
 
 
 @dataclass(frozen=True)
+class HistoryDeleted:
+    """What deleting history did (`Member.set_history_keep`, `clear_history`)."""
+
+    count: int  # history entries deleted
+    left: int  # entries still kept (after a clear: parts of files not yet saved)
+    checkpointed: bool  # False: another process had the database open (see Store.checkpoint)
+
+
+@dataclass(frozen=True)
 class MemberUsage:
     """One member's slice and keys as this kit's owner sees them.
 
@@ -127,9 +151,13 @@ class MemberUsage:
     keys_left: int
     messages: int  # sent (owner) or accepted (others)
     average_size: float  # bytes per message; DEFAULT_AVERAGE_SIZE when none yet
-    messages_left: int  # min(keys left, bytes left // average size)
+    messages_left: int  # min(keys left, bytes left // text size)
     slice_len: int
     auth_keys: int
+    # Bytes per text message, over the last RECENT_TEXTS in the history (file chunks,
+    # 64 KiB each, would make "messages left" mean "file chunks left");
+    # DEFAULT_AVERAGE_SIZE when there are none.
+    text_size: float = float(DEFAULT_AVERAGE_SIZE)
 
     @property
     def fraction_left(self) -> float:
@@ -165,8 +193,32 @@ def default_state_path(header: KitHeader) -> Path:
     return paths.state_dir() / f"{header.pad_id.hex()}-{header.self_index}.sqlite"
 
 
+def require_format_1(kit: Kit) -> None:
+    """Refuse a format-2 kit: the durable state suite 2 needs (extents, grants, failed
+    verification counts) does not exist yet. The one place that says so."""
+    if kit.format != FORMAT_1:
+        raise UnsupportedKitError(
+            f"{kit.path}: v2 kits are not supported by this command yet",
+            hint="Make a format-1 kit set with `ghostline pad new --format 1`.",
+        )
+
+
 def binding_of(header: KitHeader) -> Binding:
     return Binding(header.pad_id, header.self_index, header.n, header.slice_len, header.auth_keys)
+
+
+def max_payload(n: int) -> int:
+    """The largest payload a member of a group of `n` can seal: its DELIVER frame (type,
+    seq, sealed message) must fit the protocol's default relay frame limit."""
+    return DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, n)
+
+
+def recovery_margin(n: int) -> tuple[int, int]:
+    """(keys, pad bytes) `pad recover` skips past what the kit shows erased: one whole
+    commit of the largest messages (MAX_SEAL_GROUP of max_payload bytes), which a dead
+    sealer may have left committed and sent but not erased, plus 2 * 32 bytes: an
+    erased stretch shorter than that past a gap cannot be told from random bytes."""
+    return MAX_SEAL_GROUP, MAX_SEAL_GROUP * max_payload(n) + 2 * _ERASED_RUN
 
 
 @dataclass
@@ -175,6 +227,9 @@ class _Pending:
 
     own: list[int] = field(default_factory=list)
     received: list[tuple[int, int]] = field(default_factory=list)
+    # Seqs of rejected frames, with the relay store they came from: settled with the
+    # next commit (a forged frame must not cause a write of its own).
+    seqs: list[tuple[bytes | None, int]] = field(default_factory=list)
 
 
 class Member:
@@ -189,7 +244,8 @@ class Member:
         self.state_path = store.path
         self._lock = threading.RLock()
         self._pending = _Pending()
-        self._crash_after_commit = os.environ.get(CRASH_HOOK_ENV) == "1"
+        self._crash_hook = os.environ.get(CRASH_HOOK_ENV)
+        self._lost: list[tuple[int, int]] = []
 
     @classmethod
     def open(
@@ -197,6 +253,10 @@ class Member:
     ) -> Member:
         kit = Kit.open(kit_path)
         try:
+            require_format_1(kit)
+            # Before the state is looked up by pad_id: a damaged pad_id must not look like
+            # a new kit (or like a used kit whose state is lost).
+            check_kit(kit.header, kit_path)
             path = Path(state_path) if state_path is not None else default_state_path(kit.header)
             binding = binding_of(kit.header)
             if path.exists():
@@ -204,10 +264,10 @@ class Member:
             else:
                 erased = first_erasure(kit)
                 if erased is not None:
-                    raise StateError(
+                    raise RecoveryNeeded(
                         f"no state database at {path}, but this kit has already erased "
                         f"{erased}: it was used before, and sending now could reuse pad",
-                        hint=recover_hint(kit_path),
+                        kit_path=os.fspath(kit_path),
                     )
                 try:
                     store = Store.create(path, binding)
@@ -218,6 +278,8 @@ class Member:
             try:
                 member = cls(kit, store)
                 member._check_and_sweep()
+                remember_kit(kit.header)
+                member._keep_history()
             except BaseException:
                 store.close()
                 raise
@@ -255,6 +317,8 @@ class Member:
         If any of them does not fit (PadExhaustedError), none is sealed."""
         if any(not p for p in payloads):
             raise ValueError("a sealed message carries at least one byte")
+        if len(payloads) > MAX_SEAL_GROUP:
+            raise ValueError(f"one commit seals at most {MAX_SEAL_GROUP} messages")
         if not payloads:
             return []
         largest = max(len(p) for p in payloads)
@@ -266,9 +330,12 @@ class Member:
                 f"{self.max_payload} in a group of {self.header.n}; nothing was sent"
             )
         me = self.index
-        with self._lock:
+        # The seal lock is held from before the commit until the erasure is flushed, so
+        # no other process commits while this one's commit is not yet erased.
+        with self._lock, self.kit.seal_lock():
             entries: list[OutboxEntry] = []
             now = time.time()
+            expired = 0
             with self.store.transaction():
                 counter, offset = self.store.next_position()
                 for payload in payloads:
@@ -276,41 +343,46 @@ class Member:
                     try:
                         sealed = seal_with_kit(self.kit, counter, offset, payload)
                     except ErasedKeyError:
-                        raise StateError(
+                        raise RecoveryNeeded(
                             f"the kit has already erased the keys of message {counter}, "
                             "which the state database says is unused: the database is older "
                             "than the kit",
-                            hint=recover_hint(self.kit.path),
+                            kit_path=os.fspath(self.kit.path),
                         ) from None
                     self.store.add_outbox(counter, offset, len(payload), sealed, now)
-                    self.store.add_history(me, counter, None, payload, now, "sealed")
+                    self._record_history(me, counter, None, payload, now, "sealed")
                     entries.append(OutboxEntry(counter, offset, len(payload), sealed, None))
                     counter += 1
                     offset += len(payload)
                 self.store.set_next_position(counter, offset)
                 self._record_pending()
-            if self._crash_after_commit:
+                expired = self._expire_history(now, saved=False)
+            if self._crash_hook == "1":
                 os._exit(CRASH_HOOK_EXIT)
-            for e in entries:
+            for i, e in enumerate(entries):
+                if self._crash_hook == CRASH_HOOK_STOP and i == len(entries) // 2:
+                    self.kit.flush()
+                    os.kill(os.getpid(), signal.SIGSTOP)
                 self.kit.erase_key_stream(me, e.offset, e.length)
                 self.kit.erase_outbound_keys(e.counter)
             self.kit.flush()
             self._pending.own.extend(e.counter for e in entries)
+            if expired:
+                self.store.checkpoint()  # after the erasure: it must not wait on this
         return entries
 
     @property
     def max_payload(self) -> int:
-        """The largest payload whose DELIVER frame (type, seq, sealed message) fits the
-        protocol's default relay frame limit."""
-        return DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, self.header.n)
+        """The largest payload this member can seal (see `max_payload`)."""
+        return max_payload(self.header.n)
 
     def _refuse_erased_pad(self, offset: int, length: int) -> None:
         probe = _own_pad_probe(self.kit, offset, length)
         if len(probe) >= 16 and probe == bytes(len(probe)):
-            raise StateError(
+            raise RecoveryNeeded(
                 f"the kit has already erased the pad at offset {offset} of your slice, "
                 "which the state database says is unused: the database is older than the kit",
-                hint=recover_hint(self.kit.path),
+                kit_path=os.fspath(self.kit.path),
             )
 
     def pending(self) -> list[OutboxEntry]:
@@ -319,27 +391,43 @@ class Member:
             for r in self.store.pending()
         ]
 
-    def mark_accepted(self, counter: int, seq: int) -> None:
+    def mark_accepted(
+        self, counter: int, seq: int, *, store_id: bytes | None = None, settle: bool = True
+    ) -> None:
         """The relay stored own message `counter` as `seq`. Unknown or already
-        accepted counters are ignored (ACCEPTED may repeat after a reconnect)."""
+        accepted counters are ignored (ACCEPTED may repeat after a reconnect).
+
+        With `settle`, `seq` counts as seen in the relay cursor of `store_id` (None:
+        the store the cursor belongs to) when it names a message of ours: a pending
+        one, or one already accepted at that very seq."""
+        if not (0 <= counter < self.header.auth_keys and 0 < seq < SEQ_LIMIT):
+            return  # no message of ours (and out of SQLite's range)
         with self._lock, self.store.transaction():
-            self.store.mark_accepted(counter, seq)
+            ours = self.store.mark_accepted(counter, seq)
+            if not ours:
+                row = self.store.outbox_row(counter)
+                ours = row is not None and row.seq == seq
+            if ours and settle:
+                self._settle(store_id, [seq])
             self._record_pending()
 
     # -- receiving ----------------------------------------------------------------
 
-    def receive(self, seq: int, sealed: bytes) -> Received | None:
-        """Open a message the relay delivered as `seq`.
+    def receive(self, seq: int, sealed: bytes, *, store_id: bytes | None = None) -> Received | None:
+        """Open a message the relay delivered as `seq` (of relay store `store_id`; None:
+        the store the relay cursor belongs to).
 
-        Returns None for an own message echoed back. Raises RejectedMessage, changing
+        Returns None for an own message echoed back. Raises RejectedMessage, writing
         nothing at all, for anything section 6 refuses.
 
-        The relay cursor moves only for what is authenticated: an accepted message, an
-        echo byte-identical to a message in our outbox, or an echo at the very seq the
-        relay's ACCEPTED gave that message. A forged frame (or a forged "echo" naming us
-        as sender) must not move it: the seq is not authenticated, and a forged seq far
-        ahead would make every later resume skip real messages.
+        The relay cursor settles `seq` durably only for what is authenticated: an
+        accepted message, an echo byte-identical to a message in our outbox, or an echo
+        at the very seq the relay's ACCEPTED gave that message. Any other frame (a
+        forged one, a replay) settles it in memory, written with the next commit: the
+        seq is not authenticated, and forged frames must not make us write.
         """
+        if not 0 < seq < SEQ_LIMIT:
+            raise ValueError(f"seq {seq} is out of range")
         with self._lock:
             if self._is_own_echo(sealed):
                 env = read_envelope(sealed)
@@ -347,23 +435,35 @@ class Member:
                 if row is not None and row.seq is None and row.sealed == sealed:
                     with self.store.transaction():
                         self.store.mark_accepted(env.counter, seq)
-                        self.store.raise_cursor(seq)
+                        self._settle(store_id, [seq])
                         self._record_pending()
                 elif row is not None and row.seq == seq:
-                    # Where the relay's ACCEPTED put it: moving there reveals nothing new.
+                    # Where the relay's ACCEPTED put it: settling it reveals nothing new.
                     with self.store.transaction():
-                        self.store.raise_cursor(seq)
+                        self._settle(store_id, [seq])
+                        self._record_pending()
+                else:
+                    self._pending.seqs.append((store_id, seq))
                 return None
-            with self.store.transaction():
-                opened = open_sealed(self.kit, sealed, self.store)
-                env = opened.envelope
-                now = time.time()
-                self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
-                self.store.add_history(
-                    env.sender, env.counter, seq, opened.plaintext, now, "received"
-                )
-                self.store.raise_cursor(seq)
-                self._record_pending()
+            try:
+                # Checked under the write lock, so that another process of this member
+                # cannot accept the same counter between the check and the commit.
+                with self.store.transaction():
+                    opened = open_sealed(self.kit, sealed, self.store)
+                    env = opened.envelope
+                    now = time.time()
+                    self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
+                    self._record_history(
+                        env.sender, env.counter, seq, opened.plaintext, now, "received"
+                    )
+                    self._settle(store_id, [seq])
+                    self._record_pending()
+                    expired = self._expire_history(now, saved=False)
+            except RejectedMessage:
+                self._pending.seqs.append((store_id, seq))
+                raise
+            if expired:
+                self.store.checkpoint()
             self.kit.erase_inbound_key(env.sender, env.counter)
             self.kit.erase_key_stream(env.sender, env.offset, env.length)
             self.kit.flush()
@@ -383,25 +483,84 @@ class Member:
         env = read_envelope(sealed)
         if env.pad_id != self.header.pad_id or env.n != self.header.n or env.sender != self.index:
             return False
+        if env.counter >= self.header.auth_keys:
+            return False  # no counter of ours (and past what SQLite can compare)
         # Ours if we sealed that counter: in the outbox, or below the next counter
         # (counters a recovered database stepped over were ours too).
         if self.store.outbox_row(env.counter) is not None:
             return True
         return env.counter < self.store.next_position()[0]
 
-    def advance_cursor(self, seq: int) -> None:
-        with self._lock, self.store.transaction():
-            self.store.raise_cursor(seq)
-            self._record_pending()
+    # -- the relay cursor -----------------------------------------------------------
 
     @property
     def relay_cursor(self) -> int:
-        return self.store.relay_cursor()
+        """Every relay seq up to this one is settled (see `relay_state`)."""
+        return self.relay_state().upto
+
+    def relay_state(self) -> RelayCursor:
+        """The relay cursor as committed, with the seqs of rejected frames that wait
+        for the next commit settled on top."""
+        with self._lock:
+            cursor = self.store.relay_cursor()
+            waiting = [s for store, s in self._pending.seqs if store in (None, cursor.store_id)]
+            return cursor.settle(waiting)[0] if waiting else cursor
+
+    def enter_relay_store(self, store_id: bytes) -> RelayCursor:
+        """A relay named its store: from now on the cursor is that store's (protocol-v2
+        section 8). Returns the cursor as it was, which belongs to another store when
+        its `store_id` differs (then the new one starts from 0)."""
+        with self._lock:
+            before = self.relay_state()
+            after = before.for_store(store_id)
+            if after != before:
+                with self.store.transaction():
+                    self.store.set_relay_cursor(after)
+                    if before.store_id is not None and before.store_id != store_id:
+                        self.store.next_relay_epoch()  # its seqs start again from 1
+                    self._pending.seqs = []
+                    self._record_pending()
+            return before
+
+    def advance_cursor(self, seq: int, *, store_id: bytes | None = None) -> None:
+        """Step the relay cursor over every seq up to `seq`: whatever is missing up to
+        there is given up (the member was told it is lost)."""
+        with self._lock, self.store.transaction():
+            cursor = self.store.relay_cursor()
+            if store_id is None or cursor.store_id in (None, store_id):
+                self.store.set_relay_cursor(cursor.give_up_to(seq))
+            self._record_pending()
+
+    def take_lost(self) -> list[tuple[int, int]]:
+        """Relay seqs given up since the last call because too many seqs were settled
+        above a hole (see relaycursor.MAX_SEEN): (first, last) of each."""
+        with self._lock:
+            lost, self._lost = self._lost, []
+            return lost
+
+    def _settle(self, store_id: bytes | None, seqs: list[int]) -> None:
+        """Inside a transaction: settle `seqs` of relay store `store_id`, with the
+        seqs of rejected frames waiting for a commit. Seqs of another store than the
+        cursor's are dropped: that store's cursor is not kept."""
+        cursor = self.store.relay_cursor()
+        waiting, self._pending.seqs = self._pending.seqs, []
+        mine = [s for store, s in waiting if store in (None, cursor.store_id)]
+        if store_id in (None, cursor.store_id):
+            mine.extend(seqs)
+        if mine:
+            settled, lost = cursor.settle(mine)
+            self.store.set_relay_cursor(settled)
+            self._lost.extend(lost)
 
     # -- reading ------------------------------------------------------------------
 
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
-        return self._entries(self.store.history(limit))
+    def history(
+        self, limit: int | None = None, *, before: HistoryEntry | None = None
+    ) -> list[HistoryEntry]:
+        """In relay order, oldest first (see `Store.history`); with `limit`, the newest
+        `limit` entries, and with `before`, those that come before that entry."""
+        key = None if before is None else before.history_id
+        return self._entries(self.store.history(limit, before=key))
 
     def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
         """Every history entry (the whole history, not a page) whose payload is of
@@ -437,9 +596,102 @@ class Member:
         """Durably record that `sender`'s transfer was saved at `path`. Call only after
         the file is fsynced and linked into place: a transfer recorded here is never
         saved again."""
+        now = time.time()
+        with self._lock:
+            with self.store.transaction():
+                self.store.add_saved_file(sender, transfer_id, os.fspath(path), sha256, now)
+                self._record_pending()
+                # Its parts were kept only until now, if history is off or they expired.
+                expired = self._expire_history(now, saved=True)
+            if expired:
+                self.store.checkpoint()
+
+    # -- keeping history ----------------------------------------------------------
+
+    @property
+    def history_keep(self) -> int | None:
+        """Days history is kept: None for ever (the default), 0 not at all."""
+        return self.store.history_keep()
+
+    def history_to_delete(self, days: int | None) -> int:
+        """How many entries keeping history `days` days would delete now."""
+        if days is None:
+            return 0
+        return self.store.count_history(HISTORY_HELD, before=time.time() - days * DAY)
+
+    def set_history_keep(self, days: int | None) -> HistoryDeleted:
+        """Keep history `days` days from now on (None: for ever, 0: not at all), and
+        delete at once what that setting no longer keeps."""
+        with self._lock:
+            with self.store.transaction():
+                self.store.set_history_keep(days)
+                count = self._expire_history(time.time(), saved=True)
+            return self._deleted(count)
+
+    def clear_history(self) -> HistoryDeleted:
+        """Delete the whole history, except parts of received files not yet saved."""
+        with self._lock:
+            with self.store.transaction():
+                count = self.store.delete_history(HISTORY_HELD)
+            return self._deleted(count)
+
+    def _deleted(self, count: int) -> HistoryDeleted:
+        checkpointed = self.store.checkpoint()
+        return HistoryDeleted(count, self.store.history_rows(), checkpointed)
+
+    def _record_history(
+        self, sender: int, counter: int, seq: int | None, payload: bytes, now: float, state: str
+    ) -> None:
+        """Inside a transaction: a history row, unless history is off. With history off
+        a part of a received file is still kept, until the file is saved."""
+        held = sender != self.index and payload[:1] in (bytes([k]) for k in HISTORY_HELD.kinds)
+        if self.store.history_keep() == 0 and not held:
+            return
+        self.store.add_history(sender, counter, seq, payload, now, state)
+
+    def _expire_history(self, now: float, *, saved: bool) -> int:
+        """Inside a transaction: delete what the history setting no longer keeps.
+
+        With history off nothing new is recorded but held file parts, and those go only
+        once their file is saved: so with `saved=False` (a message came or went) there
+        is nothing to look for, and the held parts are not scanned on every message."""
+        days = self.store.history_keep()
+        if days is None or (days == 0 and not saved):
+            return 0
+        return self.store.delete_history(HISTORY_HELD, before=now - days * DAY)
+
+    def _keep_history(self) -> None:
+        """On opening: delete what expired while the kit was closed."""
+        if self.store.history_keep() is None:
+            return
+        with self._lock:
+            with self.store.transaction():
+                expired = self._expire_history(time.time(), saved=True)
+            if expired:
+                self.store.checkpoint()
+
+    # -- the chat app's "new since you left" --------------------------------------
+
+    def first_unseen(self) -> int | None:
+        """The history id of the first entry from another member recorded since the chat
+        app last closed; None when there is none, or when it never closed."""
+        seen = self.store.chat_seen()
+        return None if seen is None else self.store.first_received_after(seen)
+
+    @property
+    def chat_seen(self) -> int | None:
+        """The newest history id when the chat app last closed; None if it never did."""
+        return self.store.chat_seen()
+
+    def mark_chat_seen(self) -> None:
+        """The chat app closes: everything in the history now has been seen."""
         with self._lock, self.store.transaction():
-            self.store.add_saved_file(sender, transfer_id, os.fspath(path), sha256, time.time())
-            self._record_pending()
+            self.store.set_chat_seen(self.store.history_head())
+
+    def accepted_seq(self, counter: int) -> int | None:
+        """The seq the relay gave own message `counter`, once it was accepted."""
+        row = self.store.outbox_row(counter)
+        return None if row is None else row.seq
 
     def usage(self, *, scan_kit: bool = True) -> KitUsage:
         """Usage figures. `keys_erased` is an exact count of zeroed keys in the kit
@@ -456,6 +708,8 @@ class Member:
     def _record_pending(self) -> None:
         """Inside a transaction: write the erasure record of earlier messages."""
         pending = self._pending
+        if pending.seqs:
+            self._settle(None, [])
         if pending.own or pending.received:
             self.store.record_erased(pending.own, pending.received)
             # Cleared now: if this transaction rolls back, the sweep on the next start
@@ -472,7 +726,7 @@ class Member:
             counter, offset = self.store.next_position()
             problem = staleness(kit, counter, offset)
             if problem is not None:
-                raise StateError(problem, hint=recover_hint(kit.path))
+                raise RecoveryNeeded(problem, kit_path=os.fspath(kit.path))
             own = self.store.unerased_outbox()
             received = self.store.unerased_accepted()
             for o in own:
@@ -655,6 +909,8 @@ def compute_usage(kit: Kit, store: Store | None, *, scan_kit: bool = True) -> Ki
         if i == h.self_index:
             sized = messages
         avg = sent_bytes / sized if sized and sent_bytes else float(DEFAULT_AVERAGE_SIZE)
+        texts = store.recent_sizes(i, Kind.TEXT, RECENT_TEXTS) if store is not None else []
+        text_size = sum(texts) / len(texts) if texts else float(DEFAULT_AVERAGE_SIZE)
         keys_left = max(0, k - keys_used)
         bytes_left = max(0, e - bytes_used)
         members.append(
@@ -668,9 +924,10 @@ def compute_usage(kit: Kit, store: Store | None, *, scan_kit: bool = True) -> Ki
                 keys_left=keys_left,
                 messages=messages,
                 average_size=avg,
-                messages_left=min(keys_left, math.floor(bytes_left / avg)),
+                messages_left=min(keys_left, math.floor(bytes_left / text_size)),
                 slice_len=e,
                 auth_keys=k,
+                text_size=text_size,
             )
         )
     pad_erased = (
@@ -704,7 +961,10 @@ class StateStatus:
 
 
 def inspect_state(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> StateStatus:
-    """Read-only: does the kit have a usable state database?"""
+    """Read-only: does the kit have a usable state database? Raises KitHeaderChangedError
+    for a kit whose header is not the one recorded when it was first used here."""
+    require_format_1(kit)
+    check_kit(kit.header, kit.path)
     path = Path(state_path) if state_path is not None else default_state_path(kit.header)
     if not path.exists():
         erased = first_erasure(kit)
@@ -744,37 +1004,10 @@ class RecoveryPlan:
     def skipped_bytes(self) -> int:
         return self.next_offset - self.erased_extent
 
-    def describe(self) -> list[str]:
-        """The plan in sentences, for a person to confirm."""
-        lines = []
-        if self.state.status in ("stale", "missing"):
-            lines.append(f"State: {self.state.detail}.")
-        if self.state.path.exists():
-            lines.append(f"The old database will be kept as {self.aside_path()}.")
-        used = self.highest_erased_counter + 1
-        lines.append(
-            f"Keys: the kit shows {used} message(s) sent (highest erased key "
-            f"{self.highest_erased_counter}); the next message will be number "
-            f"{self.next_counter}, skipping {self.skipped_keys} key(s) in case one was sealed "
-            "whose keys were not yet erased."
-        )
-        lines.append(
-            f"Pad: the erased part of your slice ends at byte {self.erased_extent}; the next "
-            f"message will start at byte {self.next_offset}, skipping {self.skipped_bytes} "
-            f"byte(s) ({self.skipped_bytes / max(1, self.slice_len):.2%} of your slice) as a "
-            "safety margin of one largest relay message."
-        )
-        total_acc = sum(len(v) for v in self.accepted.values())
-        lines.append(
-            f"Received: {total_acc} accepted message number(s) are rebuilt from erased "
-            "inbound keys, so replays of them are still refused. The history of received "
-            "and sent messages is lost, and the relay cursor restarts at 0 (messages "
-            "already read will be refused as replays when the relay sends them again)."
-        )
-        if self.next_counter >= self.auth_keys or self.next_offset >= self.slice_len:
-            lines.append("After recovery this kit can send no more messages.")
-        lines.append("The skipped keys and pad bytes are erased in the kit.")
-        return lines
+    @property
+    def can_send_after(self) -> bool:
+        """Whether the kit can still send once the margin is skipped."""
+        return self.next_counter < self.auth_keys and self.next_offset < self.slice_len
 
     def aside_path(self) -> Path:
         return self.state.path.with_name(f"{self.state.path.name}.stale-{int(time.time())}")
@@ -783,25 +1016,28 @@ class RecoveryPlan:
 def plan_recovery(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> RecoveryPlan:
     """Plan a conservative state database from the kit alone.
 
-    - next counter = highest erased outbound key + 2: every message that left this
-      device had its keys erased first; one more key is skipped in case the erasure
-      reached only part of the disk;
-    - next offset = end of the erased part of the own slice + 1 MiB (the largest
-      message the relay carries), capped at the slice end;
+    Every message that may have left this device is erased in the kit, except at most
+    one commit (see the module docstring), so, with `recovery_margin`:
+
+    - next counter = highest erased outbound key + 1 + MAX_SEAL_GROUP keys;
+    - next offset = end of the erased part of the own slice + the margin's bytes;
+    - both capped at the end of the keys and of the slice;
     - accepted counters = every erased inbound key, so replays are still refused.
     """
+    require_format_1(kit)
     h = kit.header
     state = inspect_state(kit, state_path)
     top = highest_erased_outbound(kit)
     extent = erased_extent(kit, h.self_index)
     accepted = {s: erased_inbound_counters(kit, s) for s in kit.layout.others()}
+    margin_keys, margin_bytes = recovery_margin(h.n)
     return RecoveryPlan(
         kit_path=kit.path,
         state=state,
         highest_erased_counter=top,
-        next_counter=min(h.auth_keys, top + 2),
+        next_counter=min(h.auth_keys, top + 1 + margin_keys),
         erased_extent=extent,
-        next_offset=min(h.slice_len, extent + RECOVERY_MARGIN),
+        next_offset=min(h.slice_len, extent + margin_bytes),
         accepted=accepted,
         auth_keys=h.auth_keys,
         slice_len=h.slice_len,
@@ -861,4 +1097,5 @@ def apply_recovery(kit: Kit, plan: RecoveryPlan) -> Path:
         kit.flush()
     finally:
         store.close()
+    remember_kit(kit.header)
     return path

@@ -6,6 +6,7 @@ Every plaintext starts with `kind (1) || sent_at (4, Unix seconds)`, then a body
     0x02 FILE_HEADER  transfer_id (8) || total_size (8) || chunk_size (4) ||
                       chunk_count (4) || sha256 (32) || name (UTF-8, the rest)
     0x03 FILE_CHUNK   transfer_id (8) || index (4) || data (the rest, >= 1 byte)
+    0x10 GRANT        to (2) || start (8) || end (8)   (format-2 kits only; grants.py)
 
 A file travels as one FILE_HEADER and `chunk_count` FILE_CHUNKs, each its own sealed
 message, in any order. `FileAssembly` puts them back together and hands out the bytes
@@ -34,12 +35,14 @@ from enum import IntEnum
 from pathlib import Path
 
 from .errors import PayloadError
+from .grants import RECORD_LEN, GrantRange
 
 
 class Kind(IntEnum):
     TEXT = 0x01
     FILE_HEADER = 0x02
     FILE_CHUNK = 0x03
+    GRANT = 0x10
 
 
 PREFIX_LEN = 5
@@ -172,6 +175,49 @@ class FileChunk:
             + _FILE_CHUNK.pack(self.transfer_id, self.index)
             + self.data
         )
+
+
+@dataclass(frozen=True, slots=True)
+class GrantPayload:
+    """Member `sender` (the message's) gives [start, end) of the group pad to `to`.
+
+    The codec checks field widths only; `grants.check_grant` decides whether a receiver
+    accepts it.
+    """
+
+    to: int
+    start: int
+    end: int
+    sent_at: int
+
+    def __post_init__(self) -> None:
+        _check_sent_at(self.sent_at)
+        self.grant.encode()  # raises ValueError when a field does not fit
+
+    @property
+    def grant(self) -> GrantRange:
+        return GrantRange(self.to, self.start, self.end)
+
+    def encode(self) -> bytes:
+        return _PREFIX.pack(Kind.GRANT, self.sent_at) + self.grant.encode()
+
+
+def decode_grant(payload: bytes) -> GrantPayload:
+    """Parse a GRANT payload: kind 0x10, sent_at, then exactly 18 bytes. Raises
+    PayloadError for anything else.
+
+    Not part of `decode` yet: the displays (listen, history, chat) do not know grants,
+    and until the state layer applies them a grant is, to them, a kind they cannot
+    show (which is what `decode` reports).
+    """
+    if len(payload) < PREFIX_LEN or payload[0] != Kind.GRANT:
+        raise PayloadError("not a grant")
+    body = payload[PREFIX_LEN:]
+    if len(body) != RECORD_LEN:
+        raise PayloadError(f"grant body is {len(body)} bytes, not {RECORD_LEN}")
+    _, sent_at = _PREFIX.unpack_from(payload, 0)
+    to, start, end = GrantRange.decode(body)
+    return GrantPayload(to, start, end, sent_at)
 
 
 Payload = TextPayload | FileHeader | FileChunk

@@ -1,4 +1,6 @@
-"""Sealing and opening messages (protocol-v1 sections 4-6). Pure: no clock, no disk.
+"""Sealing and opening suite-1 messages (docs/PROTOCOL.md sections 4-6), for format-1
+kits. Pure: no clock, no disk. Suite 2 (format-2 kits) is seal2.py, which shares the
+rule names, `xor_bytes` and `Opened` defined here.
 
 `seal` turns a plaintext into sealed bytes given the key stream and MAC keys;
 `open_sealed` checks every reject rule of section 6 in order and returns the
@@ -18,23 +20,31 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 from .envelope import (
     HEADER_LEN,
     SUITE,
+    SUITE_2,
     TAG_LEN,
     VERSION,
+    VERSION_2,
     Envelope,
     pack_header,
     unpack_header,
 )
 from .errors import ErasedKeyError, PadExhaustedError, RejectedMessage
 from .kit import Kit
+from .kitformat import FORMAT_1
 
 # Below this size Python's big integers XOR faster than a round trip through numpy.
 _NUMPY_XOR_FROM = 2048
 
 
 class Rule:
-    """Stable names of the reject rules of protocol-v1 section 6, in checking order."""
+    """Stable names of the reject rules (docs/PROTOCOL.md sections 6 and 14).
+
+    `SUITE_1` and `SUITE_2` list the rules each opener checks, in checking order; a
+    rule's name means the same thing in both.
+    """
 
     TOO_SHORT = "too_short"
+    FORMAT_MISMATCH = "format_mismatch"
     UNKNOWN_VERSION = "unknown_version"
     UNKNOWN_SUITE = "unknown_suite"
     WRONG_PAD = "wrong_pad"
@@ -49,9 +59,11 @@ class Rule:
     OVERLAPPING_RANGE = "overlapping_range"
     ERASED_KEY = "erased_key"
     BAD_TAG = "bad_tag"
+    BAD_PADDING = "bad_padding"
 
-    ALL = (
+    SUITE_1 = (
         TOO_SHORT,
+        FORMAT_MISMATCH,
         UNKNOWN_VERSION,
         UNKNOWN_SUITE,
         WRONG_PAD,
@@ -66,6 +78,19 @@ class Rule:
         OVERLAPPING_RANGE,
         ERASED_KEY,
         BAD_TAG,
+    )
+    SUITE_2 = (*SUITE_1, BAD_PADDING)
+    ALL = SUITE_2
+
+
+def format_mismatch(kit_format: int) -> RejectedMessage:
+    """The rejection of a complete message of the other format: a version 2, suite 2
+    message for a format-1 kit, or a version 1, suite 1 message for a format-2 kit."""
+    other = 3 - kit_format
+    return RejectedMessage(
+        Rule.FORMAT_MISMATCH,
+        f"message is sealed for format-{other} kits (version {other}, suite {other}); "
+        f"this kit is format {kit_format}",
     )
 
 
@@ -154,6 +179,8 @@ def seal_with_kit(kit: Kit, counter: int, offset: int, plaintext: bytes) -> byte
     if counter < 0 or offset < 0:
         raise ValueError("counter and offset cannot be negative")
     header = kit.header
+    if header.format != FORMAT_1:
+        raise ValueError("suite 1 seals with format-1 kits only (seal2 is for format 2)")
     if counter >= header.auth_keys:
         raise PadExhaustedError(
             f"no one-time keys left: all {header.auth_keys} messages of this kit are used"
@@ -200,12 +227,16 @@ def open_sealed(kit: Kit, data: bytes, accepted: AcceptedLog) -> Opened:
     Changes no state. The caller records (sender, counter) and the range durably and
     erases the used key and pad bytes before showing the message.
     """
+    header = kit.header
+    if header.format != FORMAT_1:
+        raise ValueError("suite 1 opens with format-1 kits only (seal2 is for format 2)")
     if len(data) < HEADER_LEN:
         raise RejectedMessage(
             Rule.TOO_SHORT, f"message is {len(data)} bytes, shorter than the 42-byte header"
         )
     version, suite, pad_id, sender, n, counter, offset, length = unpack_header(data)
-    header = kit.header
+    if version == VERSION_2 and suite == SUITE_2:
+        raise format_mismatch(FORMAT_1)
     if version != VERSION:
         raise RejectedMessage(Rule.UNKNOWN_VERSION, f"unknown version {version}")
     if suite != SUITE:

@@ -8,8 +8,13 @@ What a member must never forget, because forgetting it reuses pad or accepts rep
 - `accepted`: every (sender, counter) it accepted, with the pad range
   [offset, offset_end) and the relay seq; counters recovered by `pad recover` have no
   range;
-- `history`: own and received payloads, for display;
-- `relay`: the relay cursor (highest seq processed);
+- `history`: own and received payloads, for display, kept as `history_keep` says
+  (for ever, N days, or off) except the parts of received files not yet saved (see
+  `HeldParts`); `chat_seen` is where the chat app's "new since you left" starts;
+- `relay`: the relay cursor (`relaycursor.RelayCursor`): the relay store it belongs to
+  (`store_id`, NULL for a cursor kept before relays named their store), the seq up to
+  which every seq is settled (`cursor`), and the settled seqs above a hole (`seen`,
+  8 bytes each);
 - `saved_file`: every received file written to the downloads folder, by (sender,
   transfer id), recorded only after the file is fsynced and linked into place, so a
   complete transfer with no row here was never saved (the chat app saves it on
@@ -23,8 +28,13 @@ A database is bound to one (pad_id, member index) and refuses any other kit. Eve
 write is one explicit `BEGIN IMMEDIATE ... COMMIT`, so two processes of the same member
 serialise on SQLite's write lock and re-read `sending` inside the transaction.
 
-Schema versions: 1 had no `saved_file`/`saves_tracked`; `Store.open` migrates a
-version 1 database to 2 in one transaction (a read-only open reads it as it is).
+Schema versions: 1 had no `saved_file`/`saves_tracked`, 2 no `relay.store_id`/`seen`,
+3 no `history_keep`, `chat_seen` or history indexes; `Store.open` migrates an older
+database in one transaction (a read-only open reads it as it is).
+
+Deleted history is overwritten, not just unlinked: every connection runs with
+`secure_delete`, and a delete is followed by a TRUNCATE checkpoint, so the text leaves
+both the database file and its write-ahead log (as far as the file system allows).
 
 This module knows nothing about kits or sealing: `member.py` drives it.
 """
@@ -44,8 +54,9 @@ from typing import Any
 
 from .errors import StateError
 from .fsutil import fsync_dir
+from .relaycursor import RelayCursor
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
@@ -127,6 +138,39 @@ CREATE TABLE saves_tracked (
 );
 """
 
+# Added by schema 3 (and by the migration from 1 or 2): the relay store the cursor
+# belongs to (protocol-v2 section 8), and the seqs settled above a hole.
+_SCHEMA_3 = """
+ALTER TABLE relay ADD COLUMN store_id BLOB;
+ALTER TABLE relay ADD COLUMN seen BLOB NOT NULL DEFAULT X''
+"""
+
+# Added by schema 4 (and by the migration from 1, 2 or 3).
+_SCHEMA_4 = """
+CREATE TABLE history_keep (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    days INTEGER CHECK (days IS NULL OR days >= 0)   -- NULL: for ever, 0: off
+);
+INSERT INTO history_keep VALUES (1, NULL);
+CREATE TABLE chat_seen (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    history_id INTEGER NOT NULL          -- the newest history row when the chat last closed
+);
+CREATE TABLE relay_epoch (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL               -- one more each time the relay store changes
+);
+INSERT INTO relay_epoch VALUES (1, 0);
+ALTER TABLE history ADD COLUMN relay_epoch INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX history_recorded ON history (recorded_at);
+CREATE INDEX history_relay_order ON history
+    (relay_epoch, COALESCE(seq, 9223372036854775807), id)
+"""
+# Relay order: seqs of a new relay store start again from 1, so the store's epoch comes
+# first; own messages not yet stored have no seq and come after every stored one.
+_RELAY_ORDER = "relay_epoch, COALESCE(seq, 9223372036854775807), id"
+_EPOCH = "(SELECT epoch FROM relay_epoch WHERE id = 1)"
+
 
 @dataclass(frozen=True, slots=True)
 class Binding:
@@ -168,6 +212,21 @@ class HistoryRow:
     recorded_at: float
     state: str
     id: int = 0  # the row's id: increases in the order rows were recorded
+
+
+@dataclass(frozen=True, slots=True)
+class HeldParts:
+    """Which history rows are parts of a file transfer, and where their transfer id is.
+
+    A part received from another member is kept whatever the history setting says
+    (off, expired, cleared) until `saved_file` records its transfer, so that an
+    interrupted transfer can still finish; then it goes like any other row. Parts
+    recorded before saves were tracked (`saves_tracked`) count as saved.
+    """
+
+    kinds: bytes  # the first payload byte of each kind of file part
+    id_start: int  # where the transfer id starts in the payload (0-based)
+    id_len: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,12 +298,15 @@ class Store:
             fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise StateError(f"{path}: cannot create the state database ({exc.strerror})") from None
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask; SQLite gives -wal and -shm this mode
+        finally:
+            os.close(fd)
         try:
             conn = _connect(building)
             try:
                 with _raw_tx(conn):
-                    _execute_script(conn, _SCHEMA + _SCHEMA_2)
+                    _execute_script(conn, ";".join((_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)))
                     conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                     conn.execute("INSERT INTO saves_tracked VALUES (1, 0)")
                     conn.execute(
@@ -262,7 +324,7 @@ class Store:
                     conn.execute(
                         "INSERT INTO sending VALUES (1, ?, ?)", (next_counter, next_offset)
                     )
-                    conn.execute("INSERT INTO relay VALUES (1, 0)")
+                    conn.execute("INSERT INTO relay (id, cursor) VALUES (1, 0)")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()  # the last connection to close removes -wal and -shm
@@ -396,7 +458,8 @@ class Store:
         )
         if cur.rowcount:
             c.execute(
-                "UPDATE history SET seq = ?, state = 'stored' WHERE sender = ? AND counter = ?",
+                f"UPDATE history SET seq = ?, state = 'stored', relay_epoch = {_EPOCH} "
+                "WHERE sender = ? AND counter = ?",
                 (seq, self.binding.self_index, counter),
             )
         return cur.rowcount > 0
@@ -538,25 +601,40 @@ class Store:
         self, sender: int, counter: int, seq: int | None, payload: bytes, now: float, state: str
     ) -> None:
         self._c.execute(
-            "INSERT INTO history (sender, counter, seq, payload, recorded_at, state) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO history (sender, counter, seq, payload, recorded_at, state, "
+            f"relay_epoch) VALUES (?, ?, ?, ?, ?, ?, {_EPOCH})",
             (sender, counter, seq, payload, now, state),
         )
 
-    def history(self, limit: int | None = None) -> list[HistoryRow]:
-        """Oldest first; with `limit`, the newest `limit` entries."""
+    def next_relay_epoch(self) -> None:
+        """Inside a transaction: the relay store changed; what comes now is shown after
+        everything before, whatever its seqs."""
+        self._c.execute("UPDATE relay_epoch SET epoch = epoch + 1 WHERE id = 1")
+
+    def history(self, limit: int | None = None, *, before: int | None = None) -> list[HistoryRow]:
+        """In relay order (the relay store's epoch, then seq, own messages not yet stored
+        last, then as recorded), oldest first. With `limit`, the newest `limit` entries;
+        with `before` (a row's id), only those that come before that row: a page further
+        back."""
+        where, args = "", []
+        if before is not None:
+            where = f"WHERE ({_RELAY_ORDER}) < (SELECT {_RELAY_ORDER} FROM history WHERE id = ?)"
+            args = [before]
+        desc = "relay_epoch DESC, COALESCE(seq, 9223372036854775807) DESC, id DESC"
         with self._lock:
             if limit is None:
                 rows = self._c.execute(
                     "SELECT sender, counter, seq, payload, recorded_at, state, id FROM history "
-                    "ORDER BY id"
+                    f"{where} ORDER BY {_RELAY_ORDER}",
+                    args,
                 ).fetchall()
             else:
                 rows = self._c.execute(
-                    "SELECT * FROM (SELECT sender, counter, seq, payload, recorded_at, state, id "
-                    "FROM history ORDER BY id DESC LIMIT ?) ORDER BY id",
-                    (max(0, limit),),
+                    "SELECT sender, counter, seq, payload, recorded_at, state, id FROM history "
+                    f"{where} ORDER BY {desc} LIMIT ?",
+                    [*args, max(0, limit)],
                 ).fetchall()
+                rows.reverse()
         return [_history_row(r) for r in rows]
 
     def history_starting_with(self, first: int, head: int | None = None) -> list[HistoryRow]:
@@ -572,6 +650,17 @@ class Store:
             ).fetchall()
         return [_history_row(r) for r in rows]
 
+    def recent_sizes(self, sender: int, first: int, limit: int) -> list[int]:
+        """Payload lengths of `sender`'s last `limit` rows whose payload's first byte is
+        `first`, newest first. Read-only."""
+        with self._lock:
+            rows = self._c.execute(
+                "SELECT length(payload) FROM history WHERE sender = ? "
+                "AND substr(payload, 1, 1) = ? ORDER BY id DESC LIMIT ?",
+                (sender, bytes([first]), limit),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryRow]:
         """The rows of these (sender, counter) pairs that exist, oldest first. Read-only."""
         found: list[HistoryRow] = []
@@ -586,6 +675,93 @@ class Store:
                     found.append(_history_row(r))
         found.sort(key=lambda row: row.id)
         return found
+
+    # -- keeping and deleting history ------------------------------------------------
+
+    def history_keep(self) -> int | None:
+        """Days history is kept: None for ever, 0 not at all."""
+        with self._lock:
+            row = self._c.execute("SELECT days FROM history_keep WHERE id = 1").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def set_history_keep(self, days: int | None) -> None:
+        """Inside a transaction."""
+        if days is not None and days < 0:
+            raise ValueError("days of history cannot be negative")
+        self._c.execute("UPDATE history_keep SET days = ? WHERE id = 1", (days,))
+
+    def count_history(self, held: HeldParts, *, before: float | None = None) -> int:
+        """How many rows `delete_history` with these arguments would delete."""
+        cond, args = self._deletable(held, before)
+        with self._lock:
+            return int(
+                self._c.execute(f"SELECT COUNT(*) FROM history WHERE {cond}", args).fetchone()[0]
+            )
+
+    def delete_history(self, held: HeldParts, *, before: float | None = None) -> int:
+        """Inside a transaction: delete every row recorded before `before` (every row when
+        None) except held file parts. Returns how many went. Call `checkpoint` after the
+        commit so that the deleted text leaves the write-ahead log too."""
+        cond, args = self._deletable(held, before)
+        return int(self._c.execute(f"DELETE FROM history WHERE {cond}", args).rowcount)
+
+    def _deletable(self, held: HeldParts, before: float | None) -> tuple[str, list[Any]]:
+        kinds = ", ".join("?" for _ in held.kinds)
+        cond = (
+            f"NOT (sender != ? AND substr(payload, 1, 1) IN ({kinds}) "
+            "AND id > (SELECT history_id FROM saves_tracked WHERE id = 1) "
+            "AND NOT EXISTS (SELECT 1 FROM saved_file AS s WHERE s.sender = history.sender "
+            "AND s.transfer_id = substr(history.payload, ?, ?)))"
+        )
+        args: list[Any] = [self.binding.self_index, *(bytes([k]) for k in held.kinds)]
+        args += [held.id_start + 1, held.id_len]
+        if before is not None:
+            cond = f"recorded_at < ? AND {cond}"
+            args.insert(0, before)
+        return cond, args
+
+    def history_rows(self) -> int:
+        with self._lock:
+            return int(self._c.execute("SELECT COUNT(*) FROM history").fetchone()[0])
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database and truncate it to nothing, so
+        that what was deleted is in neither file. False when another connection kept
+        it from finishing (then the last one to close truncates it)."""
+        with self._lock:
+            busy = self._c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return int(busy) == 0
+
+    # -- the chat app's "new since you left" ------------------------------------------
+
+    def history_head(self) -> int:
+        """The id of the newest history row (0 when there is none)."""
+        with self._lock:
+            row = self._c.execute("SELECT MAX(id) FROM history").fetchone()
+        return int(row[0] or 0)
+
+    def chat_seen(self) -> int | None:
+        """The newest history row when the chat app last closed; None if it never did."""
+        with self._lock:
+            row = self._c.execute("SELECT history_id FROM chat_seen WHERE id = 1").fetchone()
+        return None if row is None else int(row[0])
+
+    def set_chat_seen(self, history_id: int) -> None:
+        """Inside a transaction."""
+        self._c.execute(
+            "INSERT INTO chat_seen VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET history_id = ?",
+            (history_id, history_id),
+        )
+
+    def first_received_after(self, history_id: int) -> int | None:
+        """The id of the first row from another member recorded after `history_id`.
+        (Received in relay order, so the first recorded is also the first shown.)"""
+        with self._lock:
+            row = self._c.execute(
+                "SELECT MIN(id) FROM history WHERE id > ? AND sender != ?",
+                (history_id, self.binding.self_index),
+            ).fetchone()
+        return None if row[0] is None else int(row[0])
 
     # -- saved files --------------------------------------------------------------
 
@@ -619,13 +795,28 @@ class Store:
             row = self._c.execute("SELECT history_id FROM saves_tracked WHERE id = 1").fetchone()
         return int(row[0])
 
-    def relay_cursor(self) -> int:
+    def relay_cursor(self) -> RelayCursor:
+        """The relay cursor as committed (a database older than schema 3, read-only,
+        has no store id and nothing seen above its cursor)."""
         with self._lock:
-            return int(self._c.execute("SELECT cursor FROM relay WHERE id = 1").fetchone()[0])
+            c = self._c
+            try:
+                row = c.execute("SELECT cursor, store_id, seen FROM relay WHERE id = 1").fetchone()
+            except sqlite3.OperationalError:  # schema 1 or 2, opened read-only
+                row = (*c.execute("SELECT cursor FROM relay WHERE id = 1").fetchone(), None, b"")
+        try:
+            return RelayCursor.from_row(
+                bytes(row[1]) if row[1] is not None else None, int(row[0]), bytes(row[2])
+            )
+        except ValueError:
+            raise StateError(f"{self.path}: the relay cursor is damaged") from None
 
-    def raise_cursor(self, seq: int) -> None:
-        """Inside a transaction: cursor = max(cursor, seq)."""
-        self._c.execute("UPDATE relay SET cursor = MAX(cursor, ?) WHERE id = 1", (seq,))
+    def set_relay_cursor(self, cursor: RelayCursor) -> None:
+        """Inside a transaction: record the relay cursor."""
+        self._c.execute(
+            "UPDATE relay SET cursor = ?, store_id = ?, seen = ? WHERE id = 1",
+            (cursor.upto, cursor.store_id, cursor.seen_blob()),
+        )
 
     def dump(self) -> list[str]:
         """Every row of every table, as SQL text (tests compare states with it)."""
@@ -651,6 +842,9 @@ def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         else:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Deleted rows (history, sealed bytes) are overwritten with zeros, not left in
+        # free pages.
+        conn.execute("PRAGMA secure_delete = ON")
         if not read_only:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -708,6 +902,10 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     1 -> 2: add `saved_file` and `saves_tracked`. Files in the history so far were
     saved (or not) when schema 1 kept no record; they are marked untracked rather than
     all saved again as duplicates.
+    2 -> 3: add `relay.store_id` (NULL: the old cursor goes with the first store a
+    relay names) and `relay.seen` (empty).
+    3 -> 4: add `history_keep` (kept for ever, as before), `chat_seen` (none yet) and
+    the history indexes.
     """
     try:
         with _raw_tx(conn):
@@ -717,6 +915,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(
                     "INSERT INTO saves_tracked SELECT 1, COALESCE(MAX(id), 0) FROM history"
                 )
+            relay_columns = {row[1] for row in conn.execute("PRAGMA table_info(relay)")}
+            if version < 3 and "store_id" not in relay_columns:
+                _execute_script(conn, _SCHEMA_3)
+            if version < 4:
+                _execute_script(conn, _SCHEMA_4)
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     except sqlite3.DatabaseError as exc:
         raise StateError(f"{path}: could not upgrade the state database ({exc})") from None

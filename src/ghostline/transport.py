@@ -21,21 +21,72 @@ import socket
 import ssl
 import struct
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from .errors import LocalError, RemoteError, UsageError
+from .errors import GhostlineError, LocalError, RemoteError, UsageError
 
 DEFAULT_RELAY_PORT = 8080
 
 
 class TransportError(RemoteError):
-    """The connection to the relay could not be set up."""
+    """The connection to the relay could not be set up.
+
+    `fatal` errors would come back on every retry (a certificate that does not match,
+    a proxy that wants a password): a client stops on them at once."""
+
+    fatal = False
 
 
-class TlsPinMismatch(TransportError):
+class TlsError(TransportError):
+    """TLS with the relay cannot work as configured."""
+
+    fatal = True
+
+
+CertificateProblem = Literal["untrusted", "name", "expired", "other"]
+
+
+class TlsCertificateError(TlsError):
+    """The relay's TLS certificate did not verify. `problem` says what did not match:
+    "untrusted" (no trusted CA signed it), "name" (issued for another host name),
+    "expired" (or not valid yet), "other"."""
+
+    def __init__(self, message: str, problem: CertificateProblem) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+class TlsPinMismatch(TlsError):
     """The relay's TLS certificate does not match the pinned fingerprint."""
 
-    hint = "Check --tls-pin against the relay's certificate (sha256 of its DER bytes)."
+
+class TlsNotSpoken(TlsError):
+    """TLS was asked for, but the relay answered in plain text."""
+
+
+class TlsExpected(TlsError):
+    """The relay speaks TLS, but the client was not told to use it."""
+
+
+class ProxyError(TransportError):
+    """The SOCKS5 proxy (not the relay) failed."""
+
+
+class ProxyUnreachable(ProxyError):
+    """The SOCKS5 proxy cannot be reached (it may be starting: retried)."""
+
+
+class ProxyAuthError(ProxyError):
+    """The SOCKS5 proxy wants a user name and password we do not have right."""
+
+    fatal = True
+
+
+class ProxyNotSocks(ProxyError):
+    """What answers at the proxy address does not speak SOCKS5."""
+
+    fatal = True
 
 
 class TlsConfigError(LocalError):
@@ -152,13 +203,15 @@ async def open_stream(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to host:port, through a SOCKS5 proxy when given, then start TLS when asked.
 
-    Raises TransportError (or TlsPinMismatch) on failure; never leaves a socket open.
+    Raises TransportError (a TlsError, ProxyError, ...: see above) on failure; never
+    leaves a socket open.
     """
     ctx = tls.context() if tls else None
     pin = tls.pin_bytes() if tls else None
     server_name = (tls.server_name if tls else None) or host
     proxy_addr = ProxyAddress.parse(proxy) if isinstance(proxy, str) else proxy
     writer: asyncio.StreamWriter | None = None
+    where = f"{host}:{port}"
     try:
         async with asyncio.timeout(timeout):
             if proxy_addr is None:
@@ -166,7 +219,13 @@ async def open_stream(
                     host, port, ssl=ctx, server_hostname=server_name if ctx else None
                 )
             else:
-                reader, writer = await asyncio.open_connection(proxy_addr.host, proxy_addr.port)
+                try:
+                    reader, writer = await asyncio.open_connection(proxy_addr.host, proxy_addr.port)
+                except OSError as exc:
+                    raise ProxyUnreachable(
+                        f"cannot connect to the proxy {proxy_addr.host}:{proxy_addr.port}: "
+                        f"{_why(exc)}"
+                    ) from None
                 await socks5_connect(reader, writer, host, port, proxy_addr)
                 if ctx is not None:
                     await writer.start_tls(ctx, server_hostname=server_name)
@@ -177,15 +236,84 @@ async def open_stream(
         raise
     except TimeoutError:
         _close_quietly(writer)
-        raise TransportError(f"connecting to {host}:{port} timed out after {timeout:g} s") from None
+        raise TransportError(f"connecting to {where} timed out after {timeout:g} s") from None
+    except ssl.SSLCertVerificationError as exc:
+        _close_quietly(writer)
+        raise _certificate_error(exc, where, server_name) from None
     except ssl.SSLError as exc:
         _close_quietly(writer)
-        raise TransportError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from None
+        if exc.reason in _PLAIN_TEXT_REASONS:
+            raise TlsNotSpoken(f"{where} answered without TLS") from None
+        raise TransportError(f"TLS with {where} failed: {exc.reason or exc}") from None
     except OSError as exc:
         _close_quietly(writer)
         via = f" via proxy {proxy_addr.host}:{proxy_addr.port}" if proxy_addr else ""
-        raise TransportError(f"cannot connect to {host}:{port}{via}: {_why(exc)}") from None
+        raise TransportError(f"cannot connect to {where}{via}: {_why(exc)}") from None
     return reader, writer
+
+
+# What OpenSSL says when the bytes that come back are not a TLS record.
+_PLAIN_TEXT_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"}
+)
+# OpenSSL's X509_V_ERR_* codes, by what a person must check.
+_CERT_EXPIRED = frozenset({9, 10})  # not yet valid, expired
+_CERT_NAME = frozenset({62, 64})  # host name, IP address mismatch
+_CERT_UNTRUSTED = frozenset({2, 18, 19, 20, 21})  # no trusted issuer, self-signed
+
+
+def _certificate_error(
+    exc: ssl.SSLCertVerificationError, where: str, server_name: str
+) -> TlsCertificateError:
+    code = exc.verify_code
+    problem: CertificateProblem
+    if code in _CERT_EXPIRED:
+        problem = "expired"
+    elif code in _CERT_NAME:
+        problem = "name"
+    elif code in _CERT_UNTRUSTED:
+        problem = "untrusted"
+    else:
+        problem = "other"
+    detail = exc.verify_message or exc.reason or str(exc)
+    if problem == "name":
+        detail = f"it is not issued for {server_name}"
+    return TlsCertificateError(f"the TLS certificate of {where} did not verify: {detail}", problem)
+
+
+def looks_like_tls(data: bytes) -> bool:
+    """Whether `data`, the first bytes a relay sent, start a TLS record (a handshake or
+    an alert) rather than a GhostLine frame, whose first byte is 0 for any frame up to
+    16 MiB."""
+    return len(data) >= 3 and data[0] in (0x15, 0x16) and data[1] == 0x03 and data[2] <= 0x04
+
+
+async def speaks_tls(
+    host: str, port: int, *, proxy: str | ProxyAddress | None = None, timeout: float = 5.0
+) -> bool:
+    """Whether host:port completes a TLS handshake (any certificate): asked once when a
+    plain connection is closed before the relay answers, to tell a TLS relay from a
+    failing one. Never raises for a failed connection."""
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        proxy_addr = ProxyAddress.parse(proxy) if isinstance(proxy, str) else proxy
+        async with asyncio.timeout(timeout):
+            if proxy_addr is None:
+                _, writer = await asyncio.open_connection(host, port, ssl=probe)
+            else:
+                reader, writer = await asyncio.open_connection(proxy_addr.host, proxy_addr.port)
+                try:
+                    await socks5_connect(reader, writer, host, port, proxy_addr)
+                    await writer.start_tls(probe, server_hostname=host)
+                except BaseException:
+                    writer.close()
+                    raise
+    except (OSError, TimeoutError, GhostlineError):
+        return False
+    writer.close()
+    return True
 
 
 def _why(exc: OSError) -> str:
@@ -235,16 +363,18 @@ async def socks5_connect(
     writer.write(b"\x05" + bytes((len(methods),)) + methods)
     ver, method = await _read_exact(reader, 2)
     if ver != 5:
-        raise TransportError(f"{proxy.host}:{proxy.port} is not a SOCKS5 proxy")
+        raise ProxyNotSocks(f"{proxy.host}:{proxy.port} is not a SOCKS5 proxy")
     if method == 0x02 and proxy.username is not None:
         user = proxy.username.encode()
         password = (proxy.password or "").encode()
         writer.write(b"\x01" + bytes((len(user),)) + user + bytes((len(password),)) + password)
         _, status = await _read_exact(reader, 2)
         if status != 0:
-            raise TransportError("the SOCKS5 proxy refused the user name and password")
+            raise ProxyAuthError("the SOCKS5 proxy refused the user name and password")
+    elif method == 0x02:
+        raise ProxyAuthError("the SOCKS5 proxy wants a user name and password")
     elif method != 0x00:
-        raise TransportError("the SOCKS5 proxy accepts none of our authentication methods")
+        raise ProxyAuthError("the SOCKS5 proxy accepts none of our authentication methods")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -257,7 +387,7 @@ async def socks5_connect(
     writer.write(b"\x05\x01\x00" + addr + struct.pack(">H", port))
     ver, rep, _, atyp = await _read_exact(reader, 4)
     if ver != 5:
-        raise TransportError("the SOCKS5 proxy sent a malformed reply")
+        raise ProxyNotSocks("the SOCKS5 proxy sent a malformed reply")
     if rep != 0:
         reason = _SOCKS_REPLIES.get(rep, f"error {rep}")
         raise TransportError(f"the SOCKS5 proxy could not reach {host}:{port}: {reason}")
@@ -269,11 +399,11 @@ async def socks5_connect(
         (size,) = await _read_exact(reader, 1)
         await _read_exact(reader, size + 2)
     else:
-        raise TransportError("the SOCKS5 proxy sent a malformed reply")
+        raise ProxyNotSocks("the SOCKS5 proxy sent a malformed reply")
 
 
 async def _read_exact(reader: asyncio.StreamReader, size: int) -> bytes:
     try:
         return await reader.readexactly(size)
     except asyncio.IncompleteReadError:
-        raise TransportError("the SOCKS5 proxy closed the connection") from None
+        raise ProxyError("the SOCKS5 proxy closed the connection") from None

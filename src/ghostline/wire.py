@@ -66,6 +66,14 @@ class Port(IntEnum):
     PRESENCE = 0x02
 
 
+# ERROR reasons that name a mistake the client can fix; a client may recognise them by
+# their exact text (and show them as they are). Each comes with ERROR 3, bad handshake.
+REASON_PRESENCE_PORT = "this is the presence port: connect to the relay port"  # a relay PROVE
+REASON_RELAY_PORT = "this is the relay port: connect to the presence port"  # a presence PROVE
+REASON_NOT_TLS = "this port does not speak TLS: connect without --tls"  # a ClientHello came
+REASON_TLS_ONLY = "this port speaks only TLS: connect with --tls"  # plain bytes came
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     type: int

@@ -91,7 +91,8 @@ def test_a_missing_state_database_is_one_line_with_a_hint(tmp_path: Path, home: 
     for args in (["send", kit, "again", "--relay", "127.0.0.1:1"], ["history", kit]):
         done = ghostline(*args, home=home)
         assert done.returncode == 1
-        one_line_error(done.stderr, "state database", "ghostline pad recover")
+        # The hint says what recovering costs before anyone runs it.
+        one_line_error(done.stderr, "state database", "ghostline pad recover", "it would skip 32")
 
 
 def test_bad_command_line_input_is_a_usage_error(tmp_path: Path, home: Path) -> None:

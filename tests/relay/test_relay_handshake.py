@@ -5,9 +5,19 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from relaytest_client import Group, RawClient, joined, wait_for
+import pytest
+from relaytest_client import Group, RawClient, RelayError, joined, wait_for
 
-from ghostline.wire import ErrorCode, FrameType, Hello, Port, encode_frame, join_statement
+from ghostline.wire import (
+    REASON_PRESENCE_PORT,
+    REASON_RELAY_PORT,
+    ErrorCode,
+    FrameType,
+    Hello,
+    Port,
+    encode_frame,
+    join_statement,
+)
 
 
 async def test_a_member_of_a_new_room_is_welcomed_with_head_zero(relay):
@@ -79,13 +89,35 @@ async def test_a_signature_by_another_key_is_a_bad_signature(relay):
     await client.expect_error(ErrorCode.BAD_SIGNATURE)
 
 
-async def test_a_signature_made_for_the_other_port_is_a_bad_signature(relay):
+async def test_a_presence_prove_on_the_relay_port_is_told_which_port_it_reached(relay):
     group = Group(2)
     client = await RawClient.connect(relay.relay_port)
     nonce = await client.hello(group, 0)
     statement = join_statement(Port.PRESENCE, group.room, 0, nonce)
     await client.send(FrameType.PROVE, group.keys[0].sign(statement))
-    await client.expect_error(ErrorCode.BAD_SIGNATURE)
+    reason = await client.expect_error(ErrorCode.BAD_HANDSHAKE)
+    assert reason == REASON_RELAY_PORT == "this is the relay port: connect to the presence port"
+
+
+async def test_a_relay_prove_on_the_presence_port_is_told_which_port_it_reached(relay):
+    group = Group(2)
+    client = await RawClient.connect(relay.presence_port)
+    nonce = await client.hello(group, 0)
+    statement = join_statement(Port.RELAY, group.room, 0, nonce)
+    await client.send(FrameType.PROVE, group.keys[0].sign(statement))
+    reason = await client.expect_error(ErrorCode.BAD_HANDSHAKE)
+    assert reason == REASON_PRESENCE_PORT == "this is the presence port: connect to the relay port"
+    # and neither registered the room
+    assert await relay.backend.roster(group.room) is None
+
+
+async def test_a_signature_by_another_key_on_the_presence_port_is_still_a_bad_signature(relay):
+    group = Group(3)
+    client = await RawClient.connect(relay.presence_port)
+    nonce = await client.hello(group, 0)
+    statement = join_statement(Port.RELAY, group.room, 0, nonce)
+    await client.send(FrameType.PROVE, group.keys[1].sign(statement))
+    assert await client.expect_error(ErrorCode.BAD_SIGNATURE) == "signature does not verify"
 
 
 async def test_a_signature_over_an_old_nonce_is_a_bad_signature(relay):
@@ -158,9 +190,9 @@ async def test_a_new_room_past_the_room_limit_is_relay_full(make_relay):
     relay = await make_relay(max_rooms=1)
     a = await joined(relay.relay_port, Group(2), 0)
     client = await RawClient.connect(relay.relay_port)
-    group = Group(2)
-    await client.send(FrameType.HELLO, Hello(group.room, 0, group.roster, 0).encode())
-    assert "rooms" in await client.expect_error(ErrorCode.RELAY_FULL)
+    with pytest.raises(RelayError) as refused:
+        await client.join(Group(2), 0)
+    assert refused.value.code == ErrorCode.RELAY_FULL and "rooms" in refused.value.reason
     await a.close()
 
 

@@ -7,10 +7,10 @@ import ssl
 import struct
 
 import pytest
-from relaytest_client import Group, RawClient, joined, wait_for
+from relaytest_client import Group, RawClient, RelayError, joined, wait_for
 
 from ghostline.relay import Retention
-from ghostline.wire import ErrorCode, FrameType
+from ghostline.wire import REASON_TLS_ONLY, ErrorCode, FrameType
 from helpers import self_signed_certificate
 
 
@@ -176,6 +176,26 @@ async def publish_all(client: RawClient, group: Group, sender: int, counters: ra
     return [(await client.accepted())[0] for _ in counters]
 
 
+async def test_a_publish_during_its_own_replay_is_answered_by_accepted_alone(make_relay):
+    relay = await make_relay(publish_rate=1e6, publish_burst=10**6)
+    group = Group(2)
+    a = await joined(relay.relay_port, group, 0)
+    assert (await publish_all(a, group, 0, range(3000)))[-1] == 3000
+    b = await RawClient.connect(relay.relay_port)
+    assert await b.join(group, 1) == 3000  # replay pages follow, while b publishes
+    await b.publish(group.sealed(1, 0))
+    delivered, accepted = [], []
+    while len(delivered) < 3000 or not accepted:
+        frame = await b.recv()
+        if frame.type == FrameType.ACCEPTED:
+            accepted.append(int.from_bytes(frame.body[:8], "big"))
+        else:
+            assert frame.type == FrameType.DELIVER
+            delivered.append(int.from_bytes(frame.body[:8], "big"))
+    assert delivered == list(range(1, 3001)) and accepted == [3001]
+    await b.nothing()  # and never its own message as a DELIVER too
+
+
 async def test_resume_from_zero_replays_everything_in_order_then_live(relay):
     group = Group(3)
     a = await joined(relay.relay_port, group, 0)
@@ -339,5 +359,6 @@ async def test_tls_on_both_ports(make_relay, tmp_path):
 
     await p.join(group, 1, port=Port.PRESENCE)
     plain = await RawClient.connect(relay.relay_port)
-    with pytest.raises((EOFError, ConnectionError, TimeoutError)):
+    with pytest.raises(RelayError) as refused:  # told so, in plain
         await plain.join(group, 0)
+    assert refused.value.reason == REASON_TLS_ONLY

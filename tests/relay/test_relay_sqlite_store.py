@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import struct
 
 import pytest
 
 from ghostline.relay import Publish, Retention, RoomLimitReached, SqliteBackend
+from ghostline.relay.sqlite_store import LAYOUT
+from ghostline.relay.storefile import StoreLayoutError, StoreLocked, lock_store, unlock_store
 
 ROOM = b"r" * 16
 ROSTER = (b"a" * 32, b"b" * 32)
@@ -105,36 +108,37 @@ async def test_dedupe_is_exact_out_of_order_and_after_trimming(tmp_path):
     await store.close()
 
 
-async def test_a_layout_2_store_is_converted(tmp_path):
+@pytest.mark.parametrize("layout", [1, 2, 3, 5])
+async def test_a_store_of_another_layout_is_refused_and_left_as_it_was(tmp_path, layout):
     path = tmp_path / "s.sqlite"
     db = sqlite3.connect(path)
-    db.executescript(
-        """
-        CREATE TABLE rooms (id INTEGER PRIMARY KEY, room BLOB NOT NULL UNIQUE,
-            roster BLOB NOT NULL, head INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
-        CREATE TABLE messages (key INTEGER PRIMARY KEY, room INTEGER NOT NULL,
-            seq INTEGER NOT NULL, sender INTEGER NOT NULL, counter INTEGER NOT NULL,
-            sealed BLOB NOT NULL, stored_at REAL NOT NULL);
-        CREATE UNIQUE INDEX messages_dedupe ON messages (room, sender, counter);
-        PRAGMA user_version=2;
-        """
-    )
-    db.execute("INSERT INTO rooms VALUES (1, ?, ?, 4, 0)", (ROOM, b"".join(ROSTER)))
-    for seq, sender, counter, at in [(2, 0, 7, 1.0), (3, 1, 0, 1.0), (4, 0, 8, 2.0)]:
-        db.execute(
-            "INSERT INTO messages VALUES (?, 1, ?, ?, ?, ?, ?)",
-            (1 << 40 | seq, seq, sender, counter, bytes([seq]) * 3, at),
-        )
-    db.commit()
+    db.executescript(f"CREATE TABLE rooms (id INTEGER PRIMARY KEY); PRAGMA user_version={layout};")
     db.close()
-    store = await open_store(path)
-    assert await store.head(ROOM) == 4
-    assert [(m.seq, m.sealed) for m in await store.read_after(ROOM, 0)] == [
-        (2, b"\x02" * 3), (3, b"\x03" * 3), (4, b"\x04" * 3),
-    ]  # fmt: skip
-    got = await store.append([pub(0, 8), pub(1, 0), pub(0, 7), pub(0, 9)])
-    assert [(a.seq, a.duplicate) for a in got] == [(4, True), (3, True), (2, True), (5, False)]
-    assert stored(path)[:3] == (2, 5, 4)
-    assert await store.expire(1.5 + store.retention.max_age) == 2
-    assert [m.seq for m in await store.read_after(ROOM, 0)] == [4, 5]
-    await store.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreLayoutError) as refused:
+        await SqliteBackend(path).open(None)  # type: ignore[arg-type]
+    assert (refused.value.found, refused.value.expected) == (layout, LAYOUT)
+    assert path.read_bytes() == before
+    # and the refusal let go of the store: a relay of the right layout could take it
+    fd = lock_store(path)
+    unlock_store(fd)
+
+
+async def test_an_sqlite_file_that_is_not_a_relay_store_is_refused(tmp_path):
+    path = tmp_path / "other.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE notes (text TEXT);")
+    db.close()
+    with pytest.raises(StoreLayoutError) as refused:
+        await SqliteBackend(path).open(None)  # type: ignore[arg-type]
+    assert refused.value.found == 0
+
+
+async def test_a_second_backend_on_the_same_store_is_refused_with_the_holders_pid(tmp_path):
+    first = await open_store(tmp_path / "s.sqlite")
+    with pytest.raises(StoreLocked) as refused:
+        await SqliteBackend(tmp_path / "s.sqlite").open(None)  # type: ignore[arg-type]
+    assert refused.value.pid == os.getpid()
+    await first.close()
+    second = await open_store(tmp_path / "s.sqlite")  # closed: free again
+    await second.close()

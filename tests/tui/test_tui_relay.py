@@ -17,13 +17,20 @@ import pytest
 from textual.pilot import Pilot
 
 from ghostline.client import Client, Event, MessageReceived
-from ghostline.member import Member
+from ghostline.member import MAX_SEAL_GROUP, Member
 from ghostline.payload import FileAssembly, FileChunk, FileHeader, TextPayload, split_file
 from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
 from ghostline.transport import RelayAddress
 from ghostline.tui.app import ChatApp
 from ghostline.tui.screens import ConfirmScreen
-from ghostline.tui.widgets import ChatInput, MemberList, MessageLine, MessageLog, PadGauge
+from ghostline.tui.widgets import (
+    ChatInput,
+    MemberList,
+    MessageLine,
+    MessageLog,
+    NewSinceMarker,
+    PadGauge,
+)
 from helpers import make_kit_set
 
 SIZE = (110, 32)
@@ -228,7 +235,10 @@ async def test_a_file_resumes_across_reopens_from_far_back_and_is_saved_once(
     bob = group.client(1)
     async with bob:
         first = await bob.send_many(parts[:2])
-        chatter = await bob.send_many([TextPayload(f"c{i}", 1).encode() for i in range(70)])
+        texts_ = [TextPayload(f"c{i}", 1).encode() for i in range(70)]
+        chatter = []
+        for start in range(0, len(texts_), MAX_SEAL_GROUP):  # one commit holds at most that
+            chatter += await bob.send_many(texts_[start : start + MAX_SEAL_GROUP])
         await bob.wait_accepted(chatter[-1].counter, WAIT)
     assert [e.counter for e in first] == [0, 1]
     app = group.app(group.client(0))
@@ -263,3 +273,76 @@ async def test_an_own_file_cut_short_is_reported_when_the_app_opens_again(group:
             "file q.bin: sent 3 of 10 parts before the app closed; send it again with /file"
         )
         assert not any(t.startswith("sent a file") for t in texts(app))
+
+
+async def test_with_history_off_a_file_cut_short_by_closing_finishes_and_then_goes(
+    group: Group,
+) -> None:
+    alice = group.members[0]
+    alice.set_history_keep(0)
+    data = os.urandom(90_000)
+    header, chunks = split_file(data, 40_000, transfer_id=b"H" * 8, sent_at=1, name="h.bin")
+    parts = [header.encode(), *(c.encode() for c in chunks)]  # header + 3 chunks
+    bob = group.client(1)
+    async with bob:
+        await bob.send_many(parts[:2])
+        said = await bob.send_text("a secret word")
+        await bob.wait_accepted(said.counter, WAIT)
+    app = group.app(group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "a secret word" in texts(app))
+        assert [t.name for t in app.incoming.unfinished()] == ["h.bin"]
+    assert [h.counter for h in alice.history()] == [0, 1]  # only the file's parts
+    again = group.app(group.client(0))
+    async with again.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: again.files_ready)
+        assert texts(again) == ["sends a file: h.bin (87.89 KiB)"]  # the text was not kept
+        assert [t.name for t in again.incoming.unfinished()] == ["h.bin"]
+        async with bob:
+            await bob.send_many(parts[2:])
+            saved = group.home / "downloads" / "h.bin"
+            await until(pilot, lambda: saved.exists() and bool(alice.saved_files().records))
+        assert saved.read_bytes() == data
+    assert alice.history() == []
+    assert list(alice.saved_files().records) == [(1, b"H" * 8)]
+
+
+async def test_new_since_you_left_is_where_the_app_last_closed(group: Group) -> None:
+    bob = group.client(1)
+    async with bob:
+        entry = await bob.send_text("before")
+        await bob.wait_accepted(entry.counter, WAIT)
+    first = group.app(group.client(0))
+    async with first.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: texts(first) == ["before"])
+    async with bob:  # while alice's app is closed
+        for text in ("while you were away", "and this"):
+            entry = await bob.send_text(text)
+        await bob.wait_accepted(entry.counter, WAIT)
+    again = group.app(group.client(0))
+    async with again.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: len(texts(again)) == 3)
+        shown = [
+            "NEW" if isinstance(w, NewSinceMarker) else w.line.text
+            for w in again.query_one(MessageLog).children
+            if isinstance(w, NewSinceMarker | MessageLine)
+        ]
+        assert shown == ["before", "NEW", "while you were away", "and this"]
+
+
+async def test_catching_up_puts_older_messages_above_an_own_one_sealed_offline(
+    group: Group,
+) -> None:
+    bob = group.client(1)
+    async with bob:
+        for text in ("bob one", "bob two"):
+            entry = await bob.send_text(text)
+        await bob.wait_accepted(entry.counter, WAIT)
+    # Written while alice was offline: sealed, in her history, not yet at the relay.
+    group.members[0].seal(TextPayload("alice, written offline", 1).encode())
+    app = group.app(group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        own = app.query_one(MessageLog).own_lines[0]
+        await until(pilot, lambda: own.line.state == "stored" and len(texts(app)) == 3)
+        assert texts(app) == ["bob one", "bob two", "alice, written offline"]
+    assert [h.seq for h in group.members[0].history()] == [1, 2, 3]

@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 
 from ghostline.client import ConnectionChanged, MessageAccepted, MessageReceived, PresenceChanged
 from ghostline.errors import PadExhaustedError
-from ghostline.kit import KitHeader, KitMember
+from ghostline.kitformat import KitHeader, KitMember
 from ghostline.member import (
     HistoryEntry,
     KitUsage,
@@ -66,10 +66,41 @@ class FakeMember:
     history_calls: list[int | None] = field(default_factory=list)
     saved: dict[tuple[int, bytes], Path] = field(default_factory=dict)  # recorded saves
     record_calls: list[tuple[int, bytes, Path, bytes]] = field(default_factory=list)
+    history_keep: int | None = None  # days; None for ever, 0 off
 
-    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+    chat_seen: int | None = None  # the newest history id when the chat app last closed
+
+    def history(
+        self, limit: int | None = None, *, before: HistoryEntry | None = None
+    ) -> list[HistoryEntry]:
+        """In relay order, like `Member.history`."""
         self.history_calls.append(limit)
-        return list(self.entries if limit is None else self.entries[-limit:] if limit else [])
+        ordered = sorted(self.entries, key=relay_key)
+        if before is not None:
+            ordered = [e for e in ordered if relay_key(e) < relay_key(before)]
+        return ordered if limit is None else ordered[-limit:] if limit else []
+
+    def first_unseen(self) -> int | None:
+        if self.chat_seen is None:
+            return None
+        me = self.header.self_index
+        new = [e for e in self.entries if (e.history_id or 0) > self.chat_seen and e.sender != me]
+        return new[0].history_id if new else None
+
+    def mark_chat_seen(self) -> None:
+        self.chat_seen = max((e.history_id or 0 for e in self.entries), default=0)
+
+    def add_entry(self, sender: int, payload: bytes, at: float, state: str) -> HistoryEntry:
+        """A history entry as a real member records it: the next id, and the next relay
+        seq unless it is an own message not yet stored."""
+        keys, used = self.used.get(sender, (0, 0))
+        number = len(self.entries) + 1
+        seq = None if state == "sealed" else number
+        name = self.header.members[sender].name
+        entry = HistoryEntry(sender, name, keys, seq, payload, at, state, number)
+        self.entries.append(entry)
+        self.used[sender] = (keys + 1, used + len(payload))
+        return entry
 
     def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
         return [
@@ -121,14 +152,11 @@ class FakeMember:
         )
 
     def add_history(self, sender: int, text: str, at: float, *, state: str = "received") -> None:
-        keys, used = self.used.get(sender, (0, 0))
-        payload = encode_text(text, int(at))
-        self.entries.append(
-            HistoryEntry(
-                sender, self.header.members[sender].name, keys, keys + 100, payload, at, state
-            )
-        )
-        self.used[sender] = (keys + 1, used + len(payload))
+        self.add_entry(sender, encode_text(text, int(at)), at, state)
+
+
+def relay_key(entry: HistoryEntry) -> tuple[int, int]:
+    return (entry.seq if entry.seq is not None else 1 << 63, entry.history_id or 0)
 
 
 class FakeClient:
@@ -142,6 +170,12 @@ class FakeClient:
         self.started = False
         self.stopped = False
         self.exhausted = False
+        self.last_seq = max((e.seq or 0 for e in getattr(member, "entries", ())), default=0)
+
+    def next_seq(self) -> int:
+        """The seq a relay would give the next message stored."""
+        self.last_seq += 1
+        return self.last_seq
 
     async def start(self) -> None:
         self.started = True
@@ -169,8 +203,12 @@ class FakeClient:
         self.groups.append(len(payloads))
         return [await self.send(p) for p in payloads]
 
-    def receive(self, sender: int, payload: bytes, *, seq: int = 1) -> MessageReceived:
-        """A MessageReceived for `payload` from `sender`, with usage updated to match."""
+    def receive(self, sender: int, payload: bytes, *, seq: int | None = None) -> MessageReceived:
+        """A MessageReceived for `payload` from `sender`, with usage updated to match.
+        Without `seq`, the relay's next: after every seq given out so far."""
+        if seq is None:
+            seq = self.next_seq()
+        self.last_seq = max(self.last_seq, seq)
         keys, used = self.member.used.get(sender, (0, 0))
         self.member.used[sender] = (keys + 1, used + len(payload))
         name = self.member.header.members[sender].name
@@ -211,7 +249,7 @@ async def live(pilot: Pilot[Any], client: FakeClient) -> None:
     await pilot.pause()
     await pilot.press(*"Here. Sending the plan in a minute.", "enter")
     await pilot.pause()
-    client.events.put_nowait(MessageAccepted(1, 42))
+    client.events.put_nowait(MessageAccepted(1, client.next_seq()))
     # carol is halfway through sending a file
     head, chunks = split_file(
         bytes(200_000), 65536, transfer_id=b"C" * 8, sent_at=int(T0) - 10, name="route.pdf"

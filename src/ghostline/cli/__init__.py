@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from ..display import one_line
 from ..errors import GhostlineError
 
 # (module, attribute) of every sub-command, imported lazily so that `ghostline relay`
@@ -20,8 +21,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "relay": ("ghostline.cli.relay", "relay"),
     "send": ("ghostline.cli.chatops", "send"),
     "listen": ("ghostline.cli.chatops", "listen"),
-    "history": ("ghostline.cli.chatops", "history"),
+    "history": ("ghostline.cli.history", "history"),
     "chat": ("ghostline.cli.chat", "chat"),
+    "web": ("ghostline.cli.web", "web"),
     "demo": ("ghostline.cli.demo", "demo"),
 }
 
@@ -42,14 +44,24 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ghostline")
 def cli() -> None:
-    """GhostLine: one-time-pad group chat over a blind relay."""
+    """GhostLine: one-time-pad group chat over a blind relay.
+
+    \b
+    Environment:
+      GHOSTLINE_RELAY  default for --relay (HOST[:PORT], several separated by spaces)
+      GHOSTLINE_HOME   keep all state and downloads under this folder
+    """
 
 
 def report(err: GhostlineError) -> None:
-    """Print an error as `ghostline: error: ...` and its hint, on stderr."""
-    click.echo(f"ghostline: error: {err.message}", err=True)
-    if err.hint:
-        click.echo(f"ghostline: hint: {err.hint}", err=True)
+    """Print an error as `ghostline: error: ...` and its hint, on stderr. An error can
+    quote what a relay or another member sent: it is shown, never interpreted."""
+    from .kits import explain
+
+    message, hint = explain(err)
+    click.echo(f"ghostline: error: {one_line(message)}", err=True)
+    if hint:
+        click.echo(f"ghostline: hint: {one_line(hint)}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from .chatops import connection_options, make_client, open_member
+from .connect import connection_options, connection_settings, make_client
+from .kits import KIT_ARGUMENT, open_member
 
 
 def transport_label(opts: dict[str, Any]) -> str:
@@ -26,7 +27,7 @@ def transport_label(opts: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("kit", type=click.Path(path_type=Path))
+@KIT_ARGUMENT
 @connection_options
 def chat(kit: Path, **opts: Any) -> None:
     """Chat with KIT's group in a terminal window.
@@ -37,7 +38,8 @@ def chat(kit: Path, **opts: Any) -> None:
     """
     from ..tui.app import ChatApp
 
+    settings = connection_settings(opts)
     with open_member(kit) as member:
-        client = make_client(member, opts, presence=True)
+        client = make_client(member, settings, presence=True)
         relays = ", ".join(opts["relays"])
         ChatApp(client, relay=relays, transport=transport_label(opts)).run()

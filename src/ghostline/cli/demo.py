@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..errors import UsageError
+from ..fsutil import make_private_dirs
+
 
 @click.command()
 @click.option(
@@ -20,5 +23,7 @@ def demo(keep: Path | None) -> None:
     from ..demo import run_demo
 
     if keep is not None:
-        keep.mkdir(parents=True, exist_ok=False)
+        if keep.exists():
+            raise UsageError(f"--keep {keep} already exists: give a new directory")
+        make_private_dirs(keep)
     asyncio.run(run_demo(workdir=keep))

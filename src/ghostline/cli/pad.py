@@ -24,7 +24,17 @@ import click
 
 from ..entropy import DEFAULT_ENTROPY_RATE, MixedRandom
 from ..errors import KitError, KitExistsError, UsageError
-from ..kit import KIT_SUFFIX, KitLayout, base_offset, create_kit_set, kit_set_random_len
+from ..fsutil import make_private_dirs
+from ..kitformat import (
+    DEFAULT_LENGTH_STEP,
+    FORMAT_1,
+    MAX_LENGTH_STEP,
+    MIN_LENGTH_STEP,
+    KitLayout,
+    base_offset,
+)
+from ..kitset import KIT_SUFFIX, create_kit_set, kit_set_random_len
+from ..padlevel import MIN_MESSAGE_BYTES
 from ..units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -112,6 +122,24 @@ def pad() -> None:
     help="Min-entropy per byte you assert for the --entropy sources (0 < H <= 8); "
     "sets the health-test cutoffs.",
 )
+@click.option(
+    "--format",
+    "kit_format",
+    type=click.Choice(["1", "2"]),
+    default="1",
+    show_default=True,
+    help="Kit format. 2 adds a header checksum, spends 16 instead of 32 bytes per "
+    "recipient on authenticating a message, pads message lengths and lets members give "
+    "each other pad; send, listen and chat cannot use format-2 kits yet.",
+)
+@click.option(
+    "--length-step",
+    type=int,
+    default=None,
+    metavar="N",
+    help=f"Format 2: pad every message to a multiple of N bytes, 1 to {MAX_LENGTH_STEP} "
+    f"[default: {DEFAULT_LENGTH_STEP}].",
+)
 def new(
     members: str,
     size_text: str,
@@ -120,6 +148,8 @@ def new(
     group: str,
     entropy_paths: tuple[Path, ...],
     entropy_rate: float,
+    kit_format: str,
+    length_step: int | None,
 ) -> None:
     """Make a kit set: one kit file per member, written to OUT/NAME.ghostkit.
 
@@ -131,8 +161,14 @@ def new(
     n = len(names)
     size = parse_size(size_text, what="--size")
     slice_len = size // n
-    if slice_len < 1:
-        raise UsageError(f"--size {size_text} is too small for {n} members (at least {n} B)")
+    fmt = int(kit_format)
+    step = _length_step(fmt, length_step)
+    smallest = _smallest_message(step)
+    if slice_len < smallest:
+        raise UsageError(
+            f"--size {size_text} is too small for {n} members to send even one short message: "
+            f"each needs at least {smallest} B, so at least {n * smallest} B in all"
+        )
     keys = default_auth_keys(slice_len) if auth_keys is None else auth_keys
     if keys < 1:
         raise UsageError(f"--auth-keys must be at least 1, not {keys}")
@@ -143,12 +179,12 @@ def new(
                 f"{path} already exists; GhostLine never overwrites a kit",
                 hint="Choose another --out directory, or move the old kits away first.",
             )
-    random_len = kit_set_random_len(n, slice_len, keys)
+    random_len = kit_set_random_len(n, slice_len, keys, fmt)
     with MixedRandom(entropy_paths, entropy_rate=entropy_rate) as randomness:
         randomness.check_enough(random_len)
         made_dirs = _make_dirs(out_dir)
         try:
-            file_len = _file_len(n, slice_len, keys)
+            file_len = _file_len(n, slice_len, keys, fmt)
             _check_free_space(out_dir, n * file_len)
             with _Progress(random_len) as progress:
                 created = create_kit_set(
@@ -160,6 +196,8 @@ def new(
                     random_bytes=randomness,
                     entropy=randomness.description,
                     progress=progress,
+                    format=fmt,
+                    length_step=step,
                 )
         except BaseException:
             for made in reversed(made_dirs):  # leave nothing behind, not even the folder
@@ -168,7 +206,7 @@ def new(
                 except OSError:
                     break
             raise
-    _print_summary(names, created, group, slice_len, keys, randomness.description)
+    _print_summary(names, created, group, slice_len, keys, randomness.description, step)
 
 
 def parse_members(text: str) -> list[str]:
@@ -199,28 +237,43 @@ def default_auth_keys(slice_len: int) -> int:
     return math.ceil(slice_len / AVERAGE_MESSAGE)
 
 
-def _file_len(n: int, slice_len: int, keys: int) -> int:
+def _length_step(fmt: int, length_step: int | None) -> int | None:
+    """The length step a kit set of format `fmt` gets (None: format 1 does not pad)."""
+    if fmt == FORMAT_1:
+        if length_step is not None:
+            raise UsageError("--length-step needs --format 2 (format-1 kits do not pad)")
+        return None
+    step = DEFAULT_LENGTH_STEP if length_step is None else length_step
+    if not MIN_LENGTH_STEP <= step <= MAX_LENGTH_STEP:
+        raise UsageError(
+            f"--length-step must be {MIN_LENGTH_STEP} to {MAX_LENGTH_STEP}, not {step}"
+        )
+    return step
+
+
+def _smallest_message(step: int | None) -> int:
+    """Pad bytes the shortest text message takes (format 2 pads it to a multiple of
+    `step`)."""
+    if step is None:
+        return MIN_MESSAGE_BYTES
+    from ..seal2 import padded_length
+
+    return padded_length(MIN_MESSAGE_BYTES, step)
+
+
+def _file_len(n: int, slice_len: int, keys: int, fmt: int) -> int:
     """A kit's length, for the free-space check: exact but for the header, which is
     bounded generously (each member's entry is at most about 400 bytes)."""
-    return KitLayout(n, slice_len, keys, 0, base_offset(512 + 400 * n)).file_len
+    base = base_offset(512 + 400 * n, fmt)
+    return KitLayout(n, slice_len, keys, 0, base, fmt).file_len
 
 
 def _make_dirs(path: Path) -> list[Path]:
     """mkdir -p with mode 0700; returns the directories it made, outermost first."""
-    missing: list[Path] = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    missing.reverse()
     try:
-        for made in missing:
-            made.mkdir(mode=0o700)
+        return make_private_dirs(path)
     except OSError as exc:
         raise KitError(f"cannot create {path}: {exc.strerror}") from None
-    return missing
 
 
 def _check_free_space(path: Path, needed: int) -> None:
@@ -305,6 +358,7 @@ def _print_summary(
     slice_len: int,
     keys: int,
     entropy: str,
+    length_step: int | None,
 ) -> None:
     n = len(names)
     file_len = paths[0].stat().st_size
@@ -319,6 +373,8 @@ def _print_summary(
         f"to send with); {keys:,} one-time keys per pair: at most {keys:,} messages each."
     )
     echo(f"Each kit file: {format_size(file_len)} ({file_len:,} bytes). Randomness: {entropy}.")
+    if length_step is not None:
+        echo(f"Kit format 2: every message is padded to a multiple of {length_step} bytes.")
     echo(
         "Hand each member their own file only, in person or over a channel you trust as "
         "much as the pad: anyone who copies a kit can read the group and speak as its owner."

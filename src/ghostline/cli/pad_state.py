@@ -11,25 +11,29 @@ import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from ..display import one_line
 from ..errors import StateError
 from ..kit import Kit
 from ..member import (
+    MAX_SEAL_GROUP,
     KitUsage,
+    RecoveryPlan,
     StateStatus,
     apply_recovery,
     binding_of,
     compute_usage,
     inspect_state,
     plan_recovery,
-    recover_hint,
 )
 from ..store import Store
 from ..units import format_size
+from .kits import KIT_ARGUMENT, recover_hint, recovery_cost
 
-INFO_SCHEMA = 1
+INFO_SCHEMA = 2
 
-_KIT = click.argument("kit", type=click.Path(dir_okay=False, path_type=Path))
+_KIT = KIT_ARGUMENT
 _STATE = click.option(
     "--state",
     "state",
@@ -48,16 +52,16 @@ def info(kit: Path, state: Path | None, as_json: bool) -> None:
 
     Read-only: changes neither the kit nor the state database. For the kit's owner the
     figures are exact; for other members they count what you have accepted from them.
-    "Messages left" assumes the average size of the messages sent so far (64 bytes
-    when there are none).
+    "Messages left" assumes text messages of the size of the member's last 100 (64
+    bytes when there are none); files take more.
 
     \b
-    --json prints one object (schema 1, documented in docs/CLI.md):
+    --json prints one object (schema 2, documented in docs/CLI.md):
       schema, kit, group, pad_id, created, entropy, n, slice_len, auth_keys,
       self {index, name},
       state {path, status: ok|new|missing|stale, detail},
       members [{index, name, self, bytes_used, bytes_left, keys_used, keys_left,
-                messages, average_size, messages_left}],
+                messages, average_size, text_size, messages_left}],
       erased {keys, keys_total, pad_bytes, pad_bytes_total, fraction}
     """
     with Kit.open(kit, writable=False) as k:
@@ -73,10 +77,12 @@ def info(kit: Path, state: Path | None, as_json: bool) -> None:
             if store is not None:
                 store.close()
         report = info_json(k, status, usage)
+        needs_recovery = status.status in ("missing", "stale")
+        plan = plan_recovery(k, state) if needs_recovery and not as_json else None
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=False))
         return
-    _print_info(report)
+    _print_info(report, plan)
 
 
 def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
@@ -104,6 +110,7 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
                 "keys_left": m.keys_left,
                 "messages": m.messages,
                 "average_size": round(m.average_size, 2),
+                "text_size": round(m.text_size, 2),
                 "messages_left": m.messages_left,
             }
             for m in usage.members
@@ -118,59 +125,66 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
     }
 
 
-def _print_info(r: dict[str, Any]) -> None:
-    console = Console(highlight=False)
+def _print_info(
+    r: dict[str, Any], plan: RecoveryPlan | None, console: Console | None = None
+) -> None:
+    """The report for a person. Fits 80 columns: no number is ever cut (names wrap)."""
+    console = console or Console(highlight=False)
     me = r["self"]
-    console.print(f"[bold]Group[/bold] {r['group'] or '(unnamed)'}   pad {r['pad_id']}")
+    group = one_line(r["group"]) if r["group"] else "(unnamed)"
+    console.print(f"Group {group}   pad {r['pad_id']}", markup=False)
     console.print(
-        f"You are [bold]{me['name']}[/bold] (member {me['index']} of {r['n']}); "
-        f"each slice {format_size(r['slice_len'])}, {r['auth_keys']:,} keys per pair"
+        f"You are {one_line(me['name'])} (member {me['index']} of {r['n']}); each slice "
+        f"{format_size(r['slice_len'])}, {r['auth_keys']:,} keys per pair",
+        markup=False,
     )
-    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("member", no_wrap=True)
-    for col in ("pad\nused", "pad\nleft", "keys\nused", "keys\nleft", "sent/\nread", "avg\nsize"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("msgs\nleft", justify="right", no_wrap=True, style="bold")
-    for m in r["members"]:
-        table.add_row(
-            f"{m['name']} (you)" if m["self"] else m["name"],
-            format_size(m["bytes_used"]),
+    rows = [
+        (
+            one_line(m["name"]) + (" (you)" if m["self"] else ""),
             format_size(m["bytes_left"]),
-            f"{m['keys_used']:,}",
             f"{m['keys_left']:,}",
             f"{m['messages']:,}",
-            format_size(round(m["average_size"])),
+            format_size(round(m["text_size"])),
             f"{m['messages_left']:,}",
         )
+        for m in r["members"]
+    ]
+    headers = ("member", "pad\nleft", "keys\nleft", "sent/\nread", "text\nsize", "≈ msgs\nleft")
+    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(headers[0], overflow="fold", min_width=6)
+    for i, header in enumerate(headers[1:], start=1):
+        widest = max(len(row[i]) for row in rows)
+        table.add_column(header, justify="right", no_wrap=True, min_width=widest)
+    for row in rows:
+        # A name is Text, not a string Rich would read as markup ("[b]" in a name).
+        table.add_row(Text(row[0]), *row[1:])
     console.print(table)
     e = r["erased"]
     console.print(
         f"Erased: {e['keys']:,} of {e['keys_total']:,} keys, "
         f"{format_size(e['pad_bytes'])} of {format_size(e['pad_bytes_total'])} of pad "
-        f"({e['fraction']:.2%} of the kit's secret bytes)"
+        f"({e['fraction']:.2%} of the kit's secret bytes)",
+        markup=False,
     )
     st = r["state"]
     if st["status"] in ("missing", "stale"):
-        console.print(f"[bold red]State {st['status']}:[/bold red] {st['detail']}")
-        console.print(recover_hint(r["kit"]), markup=False)
+        console.print(f"[bold red]State {st['status']}:[/bold red] ", end="")
+        console.print(st["detail"], markup=False)
+        console.print(recover_hint(r["kit"], plan), markup=False)
 
 
-@click.command("recover")
-@_KIT
-@_STATE
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--force", is_flag=True, help="Rebuild even if the state database looks fine.")
-def recover(kit: Path, state: Path | None, yes: bool, force: bool) -> None:
-    """Rebuild a lost or outdated state database from the kit alone.
+_RECOVER_HELP = f"""Rebuild a lost or outdated state database from the kit alone.
 
     Use it when GhostLine says the state database is missing or older than the kit
     (after a disk restore, a copied kit, or a deleted data folder). It never guesses:
 
     \b
-    - next message number = highest erased outbound key + 2 (one spare key, in case a
-      message was sealed whose keys were not yet erased);
-    - next pad offset = end of the erased part of your slice + 1 MiB (the largest
-      message a relay carries), capped at the end of your slice;
+    - next message number = highest erased outbound key + 1 + {MAX_SEAL_GROUP} (the most
+      messages one commit seals: a sender that stopped between sealing and erasing
+      may have left that many sealed, perhaps sent, but not yet erased);
+    - next pad offset = end of the erased part of your slice + {MAX_SEAL_GROUP} of the
+      largest messages a relay carries (about {MAX_SEAL_GROUP} MiB), capped at the end
+      of your slice;
     - accepted message numbers are rebuilt from erased inbound keys, so replays are
       still refused;
     - the skipped keys and pad bytes are erased; the old database is kept aside.
@@ -178,8 +192,16 @@ def recover(kit: Path, state: Path | None, yes: bool, force: bool) -> None:
     What is lost: the history of sent and received messages, the outbox (messages
     sealed but never accepted by the relay are not resent), and the relay cursor.
     It prints what it skips and what that costs, and asks before writing (--yes skips
-    the question).
+    the question). `ghostline pad info` shows the same cost before you run it.
     """
+
+
+@click.command("recover", help=_RECOVER_HELP)
+@_KIT
+@_STATE
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Rebuild even if the state database looks fine.")
+def recover(kit: Path, state: Path | None, yes: bool, force: bool) -> None:
     with Kit.open(kit) as k:
         plan = plan_recovery(k, state)
         if plan.state.status in ("ok", "new") and not force:
@@ -189,9 +211,41 @@ def recover(kit: Path, state: Path | None, yes: bool, force: bool) -> None:
                 + "; nothing to recover (use --force to rebuild anyway)."
             )
             return
-        for line in plan.describe():
+        for line in describe_plan(plan):
             click.echo(line)
         if not yes and not click.confirm("Write the new state database?", default=False):
             raise StateError("recovery cancelled; nothing was changed")
         path = apply_recovery(k, plan)
     click.echo(f"Wrote {path}: next message {plan.next_counter}, next offset {plan.next_offset}.")
+
+
+def describe_plan(plan: RecoveryPlan) -> list[str]:
+    """The plan in sentences, for a person to confirm."""
+    lines = []
+    if plan.state.status in ("stale", "missing"):
+        lines.append(f"State: {plan.state.detail}.")
+    if plan.state.path.exists():
+        lines.append(f"The old database will be kept as {plan.aside_path()}.")
+    used = plan.highest_erased_counter + 1
+    lines.append(
+        f"Keys: the kit shows {used} message(s) sent (highest erased key "
+        f"{plan.highest_erased_counter}); the next message will be number "
+        f"{plan.next_counter}, skipping {plan.skipped_keys} key(s): a sender that stopped "
+        "between sealing and erasing may have left that many sealed but not erased."
+    )
+    lines.append(
+        f"Pad: the erased part of your slice ends at byte {plan.erased_extent}; the next "
+        f"message will start at byte {plan.next_offset}, skipping {plan.skipped_bytes} "
+        f"byte(s) ({plan.skipped_bytes / max(1, plan.slice_len):.2%} of your slice) for "
+        "the same reason."
+    )
+    lines.append(f"In all, it skips {recovery_cost(plan)}.")
+    total_acc = sum(len(v) for v in plan.accepted.values())
+    lines.append(
+        f"Received: {total_acc} accepted message number(s) are rebuilt from erased "
+        "inbound keys, so replays of them are still refused. The history of received "
+        "and sent messages is lost, and the relay cursor restarts at 0 (messages "
+        "already read will be refused as replays when the relay sends them again)."
+    )
+    lines.append("The skipped keys and pad bytes are erased in the kit.")
+    return lines

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 import ssl
@@ -15,12 +16,15 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError
+from ..errors import LocalError, UsageError
 from ..paths import default_relay_store
 from ..relay.backend import Backend
 from ..relay.config import DAY, RelayLimits, Retention
 from ..relay.server import RelayServer
 from ..relay.sqlite_store import SqliteBackend
+from ..relay.storefile import StoreDamaged, StoreLayoutError, StoreLocked, StoreUnavailable
+
+StoreRefusal = StoreLocked | StoreDamaged | StoreLayoutError | StoreUnavailable
 
 _D = RelayLimits()
 _R = Retention()
@@ -58,6 +62,16 @@ _PORT = click.IntRange(0, 65535)
     "--max-connections-per-address", default=_D.max_connections_per_address, show_default=True
 )
 @click.option("--max-rooms", default=_D.max_rooms, show_default=True)
+@click.option(
+    "--new-room-burst",
+    default=_D.new_room_burst,
+    show_default=True,
+    help="New rooms one address may register at once.",
+)
+@click.option(
+    "--new-rooms-per-hour", default=_D.new_room_rate * 3600, show_default=True,
+    help="New rooms one address may register per hour, after the burst.",
+)  # fmt: skip
 @click.option(
     "--publish-rate", default=_D.publish_rate, show_default=True, help="Per connection, /s."
 )
@@ -102,6 +116,8 @@ def relay(
     max_connections: int,
     max_connections_per_address: int,
     max_rooms: int,
+    new_room_burst: int,
+    new_rooms_per_hour: float,
     publish_rate: float,
     publish_burst: int,
     send_buffer: int,
@@ -122,17 +138,21 @@ def relay(
     if max_frame < 64 or send_buffer < max_frame:
         raise UsageError("--max-frame must be at least 64 and --send-buffer at least --max-frame")
     ssl_context = None
+    pin = None
     if tls_cert is not None and tls_key is not None:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             ssl_context.load_cert_chain(tls_cert, tls_key)
-        except (OSError, ssl.SSLError) as err:
+            pin = _certificate_pin(Path(tls_cert))
+        except (OSError, ssl.SSLError, ValueError) as err:
             raise UsageError(f"cannot load the TLS certificate or key: {err}") from err
     limits = RelayLimits(
         max_frame=max_frame,
         max_connections=max_connections,
         max_connections_per_address=max_connections_per_address,
         max_rooms=max_rooms,
+        new_room_burst=new_room_burst,
+        new_room_rate=new_rooms_per_hour / 3600,
         publish_rate=publish_rate,
         publish_burst=publish_burst,
         send_buffer=send_buffer,
@@ -156,7 +176,52 @@ def relay(
     else:
         path = store or default_relay_store()
         backend, where = SqliteBackend(path, limits.retention), f"store {path}"
-    asyncio.run(_serve(host, port, presence_port, backend, where, limits, ssl_context))
+    asyncio.run(_serve(host, port, presence_port, backend, where, limits, ssl_context, pin))
+
+
+def _certificate_pin(cert: Path) -> str:
+    """What clients give `--tls-pin`: the SHA-256 of the (first) certificate's DER bytes."""
+    text = cert.read_text("ascii", "replace")
+    end = "-----END CERTIFICATE-----"
+    start = text.find("-----BEGIN CERTIFICATE-----")
+    if start < 0 or end not in text[start:]:
+        raise ValueError(f"{cert} holds no PEM certificate")
+    der = ssl.PEM_cert_to_DER_cert(text[start : text.index(end, start) + len(end)])
+    return hashlib.sha256(der).hexdigest()
+
+
+def _store_refusal(err: StoreRefusal) -> LocalError:
+    """One line: which store, what is wrong with it, what to do."""
+    if isinstance(err, StoreUnavailable):
+        return LocalError(
+            f"cannot open the relay store {err.path}: {err.detail}; check that its directory"
+            " can be created and written by this user, or give --store another file"
+        )
+    if isinstance(err, StoreLocked):
+        holder = f"relay process {err.pid}" if err.pid else "another relay process"
+        return LocalError(
+            f"the relay store {err.path} is in use by {holder}: stop that relay first,"
+            " or give this one another --store"
+        )
+    if isinstance(err, StoreDamaged):
+        detail = " ".join(err.detail.split())[:200]
+        return LocalError(
+            f"the relay store {err.path} is damaged ({detail}): restore it from a backup,"
+            " or move it (with its -wal and -shm files) aside to start an empty store;"
+            " members notice the new store and resume from its start"
+        )
+    if err.found == 0:
+        return LocalError(f"{err.path} is not a GhostLine relay store: give --store another file")
+    if err.found > err.expected:
+        return LocalError(
+            f"the relay store {err.path} has layout {err.found}, written by a newer relay:"
+            " run that version, or give --store another file"
+        )
+    return LocalError(
+        f"the relay store {err.path} has layout {err.found}, from an earlier development"
+        f" version; this relay reads only layout {err.expected}: move it aside to start an"
+        " empty store"
+    )
 
 
 async def _serve(
@@ -167,10 +232,13 @@ async def _serve(
     where: str,
     limits: RelayLimits,
     ssl_context: ssl.SSLContext | None,
+    pin: str | None,
 ) -> None:
     server = RelayServer(backend, limits, ssl_context=ssl_context)
     try:
         relay_port, presence_bound = await server.start(host, port, presence_port)
+    except (StoreLocked, StoreDamaged, StoreLayoutError, StoreUnavailable) as err:
+        raise _store_refusal(err) from err
     except OSError as err:
         with contextlib.suppress(Exception):
             await server.backend.close()
@@ -183,6 +251,12 @@ async def _serve(
         f"ghostline relay: presence listening on {shown}:{presence_bound}{scheme}", file=sys.stderr
     )
     print(f"ghostline relay: {where}", file=sys.stderr, flush=True)
+    if pin is not None:
+        print(
+            f"ghostline relay: TLS certificate pin (for --tls-pin): {pin}",
+            file=sys.stderr,
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -92,12 +92,23 @@ class Backend(ABC):
         """Finish what was accepted for storing, then release everything."""
 
     @abstractmethod
+    async def roster(self, room: bytes) -> Roster | None:
+        """The roster `room` is registered with, or None when the relay does not know it.
+        Registers nothing (a HELLO is checked against it before its PROVE)."""
+
+    @abstractmethod
     async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
-        """Register `roster` for an unknown room, or return the room's bound roster.
+        """Register `roster` for an unknown room, or return the room's bound roster, and
+        hold the room for one connection until `release`. Called only once that
+        connection proved it holds a key of `roster` (its PROVE verified).
 
         The caller compares; raises RoomLimitReached when `room` is new and the relay
         already holds `max_rooms` rooms.
         """
+
+    def release(self, room: bytes) -> None:  # noqa: B027 - optional hook
+        """One connection that bound `room` is done with it (and with its publishes). A
+        backend may then remove a room that nobody holds and that has nothing stored."""
 
     @abstractmethod
     async def append(self, batch: Sequence[Publish]) -> list[Appended]:

@@ -13,7 +13,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..envelope import HEADER_LEN, SUITE, VERSION, sealed_length
 from ..errors import ProtocolError
-from ..wire import SIGNATURE_LEN, ErrorCode, Hello, Port, join_statement
+from ..wire import (
+    REASON_PRESENCE_PORT,
+    REASON_RELAY_PORT,
+    SIGNATURE_LEN,
+    ErrorCode,
+    Hello,
+    Port,
+    join_statement,
+)
 from .backend import Publish, Roster
 
 _HEADER = struct.Struct(">BB16sHHQQI")  # envelope.py's header (protocol-v1 section 4)
@@ -27,15 +35,32 @@ def check_roster(hello: Hello, bound: Roster) -> None:
 
 
 def verify_prove(port: Port, hello: Hello, nonce: bytes, signature: bytes) -> None:
-    """PROVE must be an Ed25519 signature by roster[member] over the join statement."""
+    """PROVE must be an Ed25519 signature by roster[member] over the join statement.
+
+    One made for the other port (a client pointed at the wrong one) is told so, rather
+    than blamed on its key: it is a bad handshake with a reason naming the port.
+    """
     if len(signature) != SIGNATURE_LEN:
         raise ProtocolError(ErrorCode.BAD_HANDSHAKE, "PROVE must be a 64-byte signature")
-    statement = join_statement(port, hello.room, hello.member, nonce)
     try:
         key = Ed25519PublicKey.from_public_bytes(hello.roster[hello.member])
-        key.verify(signature, statement)
-    except (InvalidSignature, ValueError) as err:
+    except ValueError as err:
         raise ProtocolError(ErrorCode.BAD_SIGNATURE, "signature does not verify") from err
+    if _verifies(key, signature, join_statement(port, hello.room, hello.member, nonce)):
+        return
+    other = Port.PRESENCE if port == Port.RELAY else Port.RELAY
+    if _verifies(key, signature, join_statement(other, hello.room, hello.member, nonce)):
+        reason = REASON_PRESENCE_PORT if port == Port.PRESENCE else REASON_RELAY_PORT
+        raise ProtocolError(ErrorCode.BAD_HANDSHAKE, reason)
+    raise ProtocolError(ErrorCode.BAD_SIGNATURE, "signature does not verify")
+
+
+def _verifies(key: Ed25519PublicKey, signature: bytes, statement: bytes) -> bool:
+    try:
+        key.verify(signature, statement)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def check_publish(sealed: bytes, room: bytes, member: int, n: int) -> Publish:

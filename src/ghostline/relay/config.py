@@ -29,6 +29,11 @@ class RelayLimits:
     max_connections: int = 4096  # in total, both ports; ERROR 8
     max_connections_per_address: int = 64  # per client IP; ERROR 8
     max_rooms: int = 10_000  # rooms registered in the store; ERROR 8
+    # New rooms one client address may register: a burst, then a steady rate; ERROR 8.
+    # With the defaults one address holds at most 20 + 10/h x 24 x 30 = 7,220 rooms
+    # within the 30 days a stored message keeps a room (docs/DEPLOYMENT.md).
+    new_room_burst: int = 20
+    new_room_rate: float = 10 / 3600  # per second
     publish_rate: float = 500.0  # sustained PUBLISH frames per second per connection; ERROR 7
     publish_burst: int = 2000  # PUBLISH frames a connection may send at once; ERROR 7
     send_buffer: int = 4 * 2**20  # bytes queued for one slow reader; past it ERROR 8

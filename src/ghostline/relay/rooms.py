@@ -166,8 +166,11 @@ class RoomHub:
             results = await self.backend.append(batch)
         except Exception as err:  # the store failed: nothing in this batch is ACCEPTED
             log_event(log, "store_failed", level=logging.ERROR, messages=len(batch), error=err)
+            for conn, count in senders:
+                conn.inflight -= count
             for conn in {c for c, _ in senders}:
                 conn.fail(ErrorCode.INTERNAL, "the relay could not store the message")
+                conn.after_commit()
             results = None
         finally:
             self._committing = False

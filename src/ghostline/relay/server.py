@@ -27,6 +27,8 @@ from ..errors import ProtocolError
 from ..wire import (
     MAX_PING,
     NONCE_LEN,
+    REASON_NOT_TLS,
+    REASON_TLS_ONLY,
     ErrorCode,
     Frame,
     FrameDecoder,
@@ -39,6 +41,7 @@ from ..wire import (
     encode_frame,
     encode_presence,
 )
+from .admission import Admission, cause
 from .backend import Backend, Publish, RoomLimitReached
 from .checks import (
     TokenBucket,
@@ -49,6 +52,7 @@ from .checks import (
     verify_prove,
 )
 from .config import RelayLimits
+from .listen import TlsListener
 from .logfmt import log_event
 from .rooms import RoomHub
 
@@ -61,13 +65,14 @@ _CLOSE_GRACE = 2.0  # seconds a refused connection gets to read its ERROR frame
 _PUBLISH = int(FrameType.PUBLISH)
 _PREFIX_LEN = 22  # version, suite, pad_id, sender, n: the same in every PUBLISH of a member
 _COUNTER_LENGTH = struct.Struct(">Q8xI")  # counter, (offset), length: the rest of the header
+_TLS_START = b"\x16\x03"  # a TLS handshake record: never a HELLO's length (369 MB)
 
 
 class _Connection(asyncio.Protocol):
     port: Port = Port.RELAY
     port_name = "relay"
 
-    def __init__(self, server: RelayServer) -> None:
+    def __init__(self, server: RelayServer, *, plain_on_tls: bool = False) -> None:
         self.server = server
         self.hub = server.hub
         self.limits = server.limits
@@ -90,6 +95,10 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future[None] | None = None
         self._writing_paused = False
+        self._plain_on_tls = plain_on_tls  # plain bytes came to a TLS port
+        self._sniff: bytes | None = None if server.ssl_context else b""  # first bytes
+        self._held = b""  # the room bound in the backend for this connection
+        self._lost = False
 
     # --- asyncio.Protocol ------------------------------------------------------------
 
@@ -102,15 +111,20 @@ class _Connection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=_HIGH_WATER)
         loop = asyncio.get_running_loop()
         self.last_rx = loop.time()
-        refusal = self.server.admit(self)
-        log_event(log, "connect", conn=self.id, port=self.port_name, peer=self.peer)
+        refusal = self.server.admission.admit(self)
+        self.server.admission.log(
+            "connect", "connect", conn=self.id, port=self.port_name, peer=self.peer
+        )
         if refusal is not None:
             self.fail(ErrorCode.RELAY_FULL, refusal)
+            return
+        if self._plain_on_tls:
+            self.fail(ErrorCode.BAD_HANDSHAKE, REASON_TLS_ONLY)
             return
         self._timer = loop.call_later(self.limits.handshake_timeout, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or (self._sniff is not None and self.tls_client(data)):
             return
         self.last_rx = self.server.now()
         try:
@@ -129,6 +143,19 @@ class _Connection(asyncio.Protocol):
         elif self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
 
+    def tls_client(self, data: bytes) -> bool:
+        """Whether a plain port's first bytes are a TLS ClientHello (refused, saying so)."""
+        assert self._sniff is not None
+        head = self._sniff + data[: 2 - len(self._sniff)]
+        if len(head) < 2:
+            self._sniff = head
+            return False
+        self._sniff = None
+        if head != _TLS_START:
+            return False
+        self.fail(ErrorCode.BAD_HANDSHAKE, REASON_NOT_TLS)
+        return True
+
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
@@ -145,12 +172,25 @@ class _Connection(asyncio.Protocol):
         if self._drained is not None and not self._drained.done():
             self._drained.cancel()
         self.left(was_open)
-        self.server.forget(self)
-        log_event(
-            log, "disconnect", conn=self.id, port=self.port_name, peer=self.peer,
-            room=self.room.hex() or None, member=self.member if self.member >= 0 else None,
-            error=exc,
+        self._lost = True
+        self.release_room()
+        self.server.admission.forget(self)
+        # a member's every disconnect is logged; others within the log's limits
+        self.server.admission.log(
+            None if self.member >= 0 else "disconnect", "disconnect", conn=self.id,
+            port=self.port_name, peer=self.peer, room=self.room.hex() or None,
+            member=self.member if self.member >= 0 else None, error=exc,
         )  # fmt: skip
+
+    def busy(self) -> bool:
+        """Whether publishes of this connection still wait for their commit."""
+        return False
+
+    def release_room(self) -> None:
+        """Once closed and done with its publishes, let go of the room it bound."""
+        if self._held and self._lost and not self.busy():
+            room, self._held = self._held, b""
+            self.server.backend.release(room)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -188,9 +228,10 @@ class _Connection(asyncio.Protocol):
         """Answer with ERROR `code`, then close (forcibly if it cannot be read in time)."""
         if self.closing or self.transport is None:
             return
-        log_event(
-            log, "refused", level=logging.WARNING, conn=self.id, port=self.port_name,
-            peer=self.peer, room=self.room.hex() or None,
+        self.server.admission.log(
+            f"refused code={int(code)} reason={cause(reason)}", "refused",
+            level=logging.WARNING,
+            conn=self.id, port=self.port_name, peer=self.peer, room=self.room.hex() or None,
             member=self.member if self.member >= 0 else None, code=int(code), reason=reason,
         )  # fmt: skip
         self.closing = True
@@ -227,19 +268,33 @@ class _Connection(asyncio.Protocol):
             if frame.type != FrameType.HELLO:
                 raise ProtocolError(ErrorCode.BAD_HANDSHAKE, "expected HELLO")
             hello = Hello.decode(frame.body)
-            try:
-                bound = await self.server.backend.bind_roster(
-                    hello.room, hello.roster, max_rooms=self.limits.max_rooms
-                )
-            except RoomLimitReached as err:
-                raise ProtocolError(ErrorCode.RELAY_FULL, "relay full: too many rooms") from err
-            check_roster(hello, bound)
+            backend = self.server.backend
+            known = await backend.roster(hello.room)
+            if known is not None:
+                check_roster(hello, known)
             nonce = os.urandom(NONCE_LEN)
             self.send(encode_frame(FrameType.CHALLENGE, nonce))
             frame = await self._next_frame()
             if frame.type != FrameType.PROVE:
                 raise ProtocolError(ErrorCode.BAD_HANDSHAKE, "expected PROVE")
             verify_prove(self.port, hello, nonce, frame.body)
+            if self.closing:
+                return
+            # Only now, with a key of the roster proven, may a new room be registered.
+            if known is None and not self.server.admission.take_room_token(self.address):
+                raise ProtocolError(
+                    ErrorCode.RELAY_FULL,
+                    "relay full: too many new rooms from your address; try again later",
+                )
+            try:
+                bound = await backend.bind_roster(
+                    hello.room, hello.roster, max_rooms=self.limits.max_rooms
+                )
+            except RoomLimitReached as err:
+                raise ProtocolError(ErrorCode.RELAY_FULL, "relay full: too many rooms") from err
+            self._held = hello.room
+            self.release_room()  # at once, if the connection was lost meanwhile
+            check_roster(hello, bound)
             if self.closing:
                 return
             self.room, self.member, self.n = hello.room, hello.member, len(hello.roster)
@@ -294,8 +349,8 @@ class RelayConnection(_Connection):
     port = Port.RELAY
     port_name = "relay"
 
-    def __init__(self, server: RelayServer) -> None:
-        super().__init__(server)
+    def __init__(self, server: RelayServer, *, plain_on_tls: bool = False) -> None:
+        super().__init__(server, plain_on_tls=plain_on_tls)
         self.inflight = 0
         self.replaying = False
         self._live: list[tuple[int, bytes]] = []
@@ -315,10 +370,13 @@ class RelayConnection(_Connection):
         head = await backend.head(self.room)
         self.send(Welcome(head, backend.store_id).encode())
         # resume_after is any u64 (a send-only client asks for nothing stored with
-        # 2^63-1); past the head there is nothing to replay.
+        # 2^63-1); past the head there is nothing to replay. The replay stops at the
+        # head: what is stored later comes live, so this member's own publishes are
+        # answered by ACCEPTED alone, never also replayed to it.
         after = min(hello.resume_after, head)
-        while not self.closing:
+        while not self.closing and after < head:
             page = await backend.read_after(self.room, after)
+            page = [m for m in page if m.seq <= head]
             if not page or self.closing:
                 break
             self.send(b"".join([encode_deliver(m.seq, m.sealed) for m in page]))
@@ -333,7 +391,7 @@ class RelayConnection(_Connection):
         # PUBLISH is checked in the receive buffer and copied once. Same refusals, in
         # the same order: a bad length anywhere in this read refuses before any of it
         # is handled.
-        if self.closing:
+        if self.closing or (self._sniff is not None and self.tls_client(data)):
             return
         now = self.last_rx = self.server.now()
         buf = self._rx
@@ -434,9 +492,14 @@ class RelayConnection(_Connection):
             self.transport.pause_reading()
 
     def after_commit(self) -> None:
-        """Called once per commit that held publishes of this connection."""
+        """Called once per commit that held publishes of this connection (stored or not)."""
         if self.inflight <= self.limits.max_inflight // 2:
             self.maybe_resume_reading()
+        if self._lost:
+            self.release_room()
+
+    def busy(self) -> bool:
+        return self.inflight > 0
 
     def left(self, was_open: bool) -> None:
         if self.member >= 0:
@@ -473,9 +536,9 @@ class RelayServer:
         self.limits = limits or RelayLimits()
         self.ssl_context = ssl_context
         self.hub = RoomHub(backend)
-        self.connections: set[_Connection] = set()
-        self._per_address: dict[str, int] = {}
+        self.admission: Admission[_Connection] = Admission(self.limits, lambda: self.now())
         self._servers: list[asyncio.Server] = []
+        self._tls: list[TlsListener] = []
         self._sweeper: asyncio.Task[None] | None = None
         self.relay_port = 0
         self.presence_port = 0
@@ -488,37 +551,43 @@ class RelayServer:
         await self.backend.open(self.hub)
         loop = asyncio.get_running_loop()
         self.now = loop.time
-        relay = await loop.create_server(
-            lambda: RelayConnection(self), host, relay_port, ssl=self.ssl_context, backlog=1024
-        )
-        presence = await loop.create_server(
-            lambda: PresenceConnection(self), host, presence_port, ssl=self.ssl_context
-        )
-        self._servers = [relay, presence]
-        self.relay_port = relay.sockets[0].getsockname()[1]
-        self.presence_port = presence.sockets[0].getsockname()[1]
+        try:
+            if self.ssl_context is None:
+                relay = await loop.create_server(
+                    lambda: RelayConnection(self), host, relay_port, backlog=1024
+                )
+                self._servers.append(relay)
+                presence = await loop.create_server(
+                    lambda: PresenceConnection(self), host, presence_port
+                )
+                self._servers.append(presence)
+                self.relay_port = relay.sockets[0].getsockname()[1]
+                self.presence_port = presence.sockets[0].getsockname()[1]
+            else:
+                for kind, port in (
+                    (RelayConnection, relay_port),
+                    (PresenceConnection, presence_port),
+                ):
+                    listener = TlsListener(
+                        self.admission, kind.port_name, self.ssl_context,
+                        lambda plain, kind=kind: kind(self, plain_on_tls=plain),  # type: ignore[misc]
+                        self.limits.handshake_timeout,
+                    )  # fmt: skip
+                    await listener.start(host, port)
+                    self._tls.append(listener)
+                self.relay_port, self.presence_port = self._tls[0].port, self._tls[1].port
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            for listener in self._tls:
+                listener.close()
+            raise
         self._sweeper = asyncio.ensure_future(self._sweep())
         return self.relay_port, self.presence_port
 
-    def admit(self, conn: _Connection) -> str | None:
-        """Count a new connection; returns why it is refused, or None."""
-        self.connections.add(conn)
-        count = self._per_address.get(conn.address, 0) + 1
-        self._per_address[conn.address] = count
-        if len(self.connections) > self.limits.max_connections:
-            return "relay full: too many connections"
-        if count > self.limits.max_connections_per_address:
-            return "relay full: too many connections from your address"
-        return None
-
-    def forget(self, conn: _Connection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
-            count = self._per_address.get(conn.address, 1) - 1
-            if count:
-                self._per_address[conn.address] = count
-            else:
-                self._per_address.pop(conn.address, None)
+    @property
+    def connections(self) -> set[_Connection]:
+        return self.admission.connections
 
     async def _sweep(self) -> None:
         limits = self.limits
@@ -529,6 +598,7 @@ class RelayServer:
             now = self.now()
             for conn in list(self.connections):
                 conn.check_idle(now)
+            self.admission.sweep()
             if now >= next_expiry:
                 next_expiry = now + min(60.0, max(1.0, limits.retention.max_age / 10))
                 try:
@@ -543,6 +613,8 @@ class RelayServer:
         """Stop accepting, store and answer what was accepted, close every connection."""
         for server in self._servers:
             server.close()
+        for listener in self._tls:
+            listener.close()
         for conn in list(self.connections):
             if conn.transport is not None and not conn.closing:
                 conn.transport.pause_reading()

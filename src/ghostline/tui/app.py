@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from rich.table import Table
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -28,33 +29,54 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Label, Static
 
 from .. import paths
+from ..cli.relaystatus import (
+    failure_hint,
+    messages_missing_line,
+    relay_failing_line,
+    store_changed_line,
+)
 from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
     MessageRejected,
+    MessagesMissing,
     PadExhausted,
     PadLow,
     PresenceChanged,
     RelayError,
+    RelayFailing,
+    StoreChanged,
 )
+from ..display import one_line
 from ..errors import GhostlineError, PadExhaustedError, PayloadError
-from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
-from ..units import format_size
-from .files import (
+from ..files import (
     FileHistory,
     IncomingFile,
     IncomingFiles,
     IncomingUpdate,
     OutgoingFile,
+    OutgoingFiles,
     UnfinishedSend,
     prepare_file,
+    record_in,
+    replay_incoming,
     scan_file_history,
-    send_file,
 )
+from ..padlevel import PadLeft
+from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
+from ..units import format_size
+from .files import typed_path
 from .screens import HELP_TEXT, ConfirmScreen, TextScreen
 from .usage import after_message, pad_table, read_pads
-from .view import PadLeft, pad_summary, pad_warning, percent
+from .view import (
+    file_text,
+    pad_summary,
+    pad_warning,
+    percent,
+    refused_text,
+    rejected_text,
+)
 from .widgets import (
     Banner,
     ChatInput,
@@ -130,26 +152,26 @@ class ChatApp(App[None]):
         self.online: frozenset[int] = frozenset()
         self.connected = False
         self.pads: dict[int, PadLeft] = {}
-        self.incoming = IncomingFiles(downloads, record=self._record_saved)
-        self.outgoing: dict[int, OutgoingFile] = {}  # counter -> the file it belongs to
-        # ACCEPTED can (rarely) beat send_many's return: kept while files are sealing.
-        self._accepted_early: set[int] = set()
-        self._files_sealing = 0
+        self.incoming = IncomingFiles(downloads, record=record_in(self.member))
+        self.outgoing = OutgoingFiles()
         self.unfinished_sends: dict[bytes, UnfinishedSend] = {}  # transfer id -> what
         self.files_ready = False  # the history scan for unfinished transfers is done
         self.presence_down = False
         self._presence_resync = False
         self.transfer_log: list[tuple[str, int, int]] = []  # (key, done, total), for tests
-        self._history_loaded = 0
+        self._oldest: Any = None  # the oldest history entry loaded: older pages go before it
         self._loading_older = False
-        self._history_total_seen = 0
+        # Where "new since you left" goes: the history id of the first message received
+        # since the app last closed; None once placed, or if there is none.
+        self._unseen: int | None = None
+        self._new_since_live = False
         self._stopped = False
 
     # -- layout --------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         width = min(14, max(len(n) for n in self.names + ["you"]))
-        yield Static(self._title_text(), id="title")
+        yield Static(Text(self._title_text()), id="title")
         with Horizontal(id="main"):
             yield MessageLog(name_width=width, tz=self.tz, id="log")
             with VerticalScroll(id="side"):
@@ -165,11 +187,18 @@ class ChatApp(App[None]):
         yield Footer()
 
     def _title_text(self) -> str:
-        return f"GhostLine · {self.header.group} · you are {self.names[self.me]}"
+        # The group and names were typed by whoever made the kit.
+        group, me = one_line(self.header.group), one_line(self.names[self.me])
+        return f"GhostLine · {group} · you are {me}"
 
     def on_mount(self) -> None:
         self.query_one("#members-title", Label).tooltip = self.query_one(MemberList).tooltip
         self.query_one("#files-title").display = False
+        unseen = self.member.first_unseen()
+        self._unseen = unseen
+        # Nothing new in the history yet: what is new arrives as the client catches up,
+        # and the first message received is the first since the app last closed.
+        self._new_since_live = unseen is None and self.member.chat_seen is not None
         self._load_history()
         self._refresh_pads(read_pads(self.member))
         self.query_one(StatusBar).show("connecting")
@@ -204,6 +233,9 @@ class ChatApp(App[None]):
         if self._stopped:
             return
         self._stopped = True
+        # What is in the history now has been seen: the next opening marks what is new.
+        with contextlib.suppress(GhostlineError):
+            self.member.mark_chat_seen()
         if self.start_client:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.stop(), 5.0)
@@ -215,7 +247,7 @@ class ChatApp(App[None]):
 
     def _load_history(self) -> None:
         entries = self.member.history(limit=self.history_page)
-        self._history_loaded = len(entries)
+        self._oldest = entries[0] if entries else None
         log = self.query_one(MessageLog)
         log.append(self._history_lines(entries))
         log.more_above = len(entries) >= self.history_page
@@ -232,20 +264,8 @@ class ChatApp(App[None]):
             return
         if not self.is_running:
             return
-        for entry in found.incoming:
-            try:
-                part = decode(entry.payload)
-            except PayloadError:
-                continue
-            if not isinstance(part, FileHeader | FileChunk):
-                continue
-            unsaved = (entry.sender, part.transfer_id) in found.unsaved
-            update = self.incoming.add(
-                entry.sender, self.names[entry.sender], part, replay=not unsaved
-            )
-            # A failed check was reported when the last part arrived: only save here.
-            if update.complete is not None:
-                self._show_incoming(update)
+        for update in replay_incoming(found, self.incoming, self.names):
+            self._show_incoming(update)
         for transfer in self.incoming.unfinished():
             if transfer.assembly.header is not None:
                 row = self._transfer_row(
@@ -272,34 +292,43 @@ class ChatApp(App[None]):
         self.files_ready = True
 
     def _own_file_text(self, header: FileHeader) -> str:
-        size = format_size(header.total_size)
         send = self.unfinished_sends.get(header.transfer_id)
-        if send is None:
-            return f"sent a file: {header.safe_name} ({size})"
-        text = (
-            f"did not finish sending a file: {header.safe_name} ({size}), "
-            f"{send.chunks_sealed} of {header.chunk_count} parts"
-        )
-        return text + ("; sent again in full later" if send.sent_again else "")
+        unfinished = None if send is None else (send.chunks_sealed, send.sent_again)
+        return file_text(header, own=True, unfinished=unfinished)
 
     def _history_lines(self, entries: Sequence[Any]) -> list[ChatLine]:
+        """The lines of a page of history (in relay order), with "new since you left"
+        before the first message received since the app last closed, if it is here."""
         lines: list[ChatLine] = []
+        due = False  # the first unseen entry was on this page: the marker is due
         for entry in entries:
-            own = entry.sender == self.me
-            try:
-                obj: Payload | None = decode(entry.payload)
-            except PayloadError:
-                obj = None
-            line = self._line_for(
-                entry.sender,
-                obj,
-                timestamp=entry.recorded_at,
-                counter=entry.counter if own else None,
-                state="stored" if entry.state == "stored" else "sealed",
-            )
-            if line is not None:
-                lines.append(line)
+            if self._unseen is not None and entry.history_id == self._unseen:
+                due, self._unseen = True, None
+            line = self._history_line(entry)
+            if line is None:
+                continue  # a file part: a marker due here goes before the next line
+            if due:
+                lines.append(ChatLine("new", line.timestamp, ""))
+                due = False
+            lines.append(line)
+        if due and lines:
+            lines.append(ChatLine("new", lines[-1].timestamp, ""))  # just below this page
         return lines
+
+    def _history_line(self, entry: Any) -> ChatLine | None:
+        own = entry.sender == self.me
+        try:
+            obj: Payload | None = decode(entry.payload)
+        except PayloadError:
+            obj = None
+        return self._line_for(
+            entry.sender,
+            obj,
+            timestamp=entry.recorded_at,
+            counter=entry.counter if own else None,
+            state="stored" if entry.state == "stored" else "sealed",
+            seq=entry.seq,
+        )
 
     def _line_for(
         self,
@@ -309,6 +338,7 @@ class ChatApp(App[None]):
         timestamp: float,
         counter: int | None = None,
         state: str = "sealed",
+        seq: int | None = None,
     ) -> ChatLine | None:
         own = sender == self.me
         name = "you" if own else self.names[sender]
@@ -328,7 +358,7 @@ class ChatApp(App[None]):
             if obj.transfer_id in self.unfinished_sends:
                 counter = None  # no delivery state: the file as a whole was not sent
         else:
-            text = f"sends a file: {obj.safe_name} ({format_size(obj.total_size)})"
+            text = file_text(obj, own=False)
         return ChatLine(
             "message",
             when,
@@ -338,6 +368,7 @@ class ChatApp(App[None]):
             own=own,
             counter=counter if own else None,
             state=(state if own and counter is not None else None),  # type: ignore[arg-type]
+            seq=seq,
         )
 
     def on_message_log_need_older(self, _: MessageLog.NeedOlder) -> None:
@@ -349,14 +380,17 @@ class ChatApp(App[None]):
             return
         self._loading_older = True
         try:
-            want = self._history_loaded + self.history_page
-            entries = await asyncio.to_thread(self.member.history, want)
+            # The page before the oldest loaded entry (not "the newest N", which moves
+            # as messages arrive while the app is open).
+            older = await asyncio.to_thread(
+                self.member.history, self.history_page, before=self._oldest
+            )
             if not self.is_running:
                 return
-            older = entries[: len(entries) - self._history_loaded]
-            self._history_loaded = len(entries)
+            if older:
+                self._oldest = older[0]
             log = self.query_one(MessageLog)
-            log.more_above = len(entries) >= want
+            log.more_above = len(older) >= self.history_page
             log.prepend(self._history_lines(older))
         finally:
             self._loading_older = False
@@ -385,10 +419,7 @@ class ChatApp(App[None]):
         elif isinstance(event, MessageAccepted):
             self._on_accepted(event)
         elif isinstance(event, MessageRejected):
-            self._warn(
-                f"rejected a message (relay seq {event.seq}): {event.reason} "
-                f"[rule: {event.rule}]. It was not shown and used none of your pad."
-            )
+            self._warn(rejected_text(event.seq, event.rule, event.reason))
         elif isinstance(event, PresenceChanged):
             self._on_presence(event)
         elif isinstance(event, ConnectionChanged):
@@ -396,14 +427,21 @@ class ChatApp(App[None]):
         elif isinstance(event, PadLow | PadExhausted):
             self._refresh_pads(read_pads(self.member))
         elif isinstance(event, RelayError):
-            self._warn(f"the relay refused: {event.reason} (code {event.code})")
+            self._warn(refused_text(event.reason, event.code))
+        elif isinstance(event, StoreChanged):
+            self._notice(store_changed_line(event))
+        elif isinstance(event, MessagesMissing):
+            self._warn(messages_missing_line(event))
+        elif isinstance(event, RelayFailing):
+            self._warn(relay_failing_line(event))
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
         obj = event.payload_obj
-        line = self._line_for(received.sender, obj, timestamp=self.clock())
+        line = self._line_for(received.sender, obj, timestamp=self.clock(), seq=received.seq)
         if line is not None:
-            self.query_one(MessageLog).append([line])
+            self.query_one(MessageLog).add_received(line, new_since=self._new_since_live)
+            self._new_since_live = False
         if isinstance(obj, FileHeader | FileChunk):
             update = self.incoming.add(received.sender, self.names[received.sender], obj)
             self._show_incoming(update)
@@ -411,12 +449,9 @@ class ChatApp(App[None]):
 
     def _on_accepted(self, event: MessageAccepted) -> None:
         log = self.query_one(MessageLog)
-        log.set_state(event.counter, "stored")
-        outgoing = self.outgoing.pop(event.counter, None)
-        if outgoing is None and self._files_sealing:
-            self._accepted_early.add(event.counter)
+        log.set_state(event.counter, "stored", event.seq)
+        outgoing = self.outgoing.accepted(event.counter)
         if outgoing is not None:
-            outgoing.accepted += 1
             self._outgoing_progress(outgoing)
 
     def _on_presence(self, event: PresenceChanged) -> None:
@@ -459,8 +494,11 @@ class ChatApp(App[None]):
         self.connected = event.state == "connected"
         self.query_one(MessageLog).mark_unstored("sending" if self.connected else "sealed")
         if event.state == "stopped" and not self._stopped and event.detail != "stopped":
-            # A fatal refusal (wrong kit set, bad signature): retrying would not help.
-            self._warn(f"disconnected for good: {event.detail}")
+            # A fatal refusal (wrong kit set, bad signature, a certificate that does not
+            # match): retrying would not help.
+            failure = getattr(self.client, "failure", None)
+            hint = failure_hint(failure) if isinstance(failure, GhostlineError) else None
+            self._warn(f"disconnected for good: {event.detail}" + (f". {hint}" if hint else ""))
 
     _retry_at: float | None = None
 
@@ -581,7 +619,7 @@ class ChatApp(App[None]):
         try:
             outgoing = await asyncio.to_thread(
                 prepare_file,
-                path,
+                typed_path(path),
                 transfer_id=self.random_bytes(8),
                 sent_at=int(self.clock()),
             )
@@ -622,21 +660,14 @@ class ChatApp(App[None]):
         def on_sealed(entries: list[Any]) -> None:
             nonlocal sealed
             sealed += len(entries)
-            for entry in entries:
-                if entry.counter in self._accepted_early:
-                    self._accepted_early.discard(entry.counter)
-                    outgoing.accepted += 1
-                else:
-                    self.outgoing[entry.counter] = outgoing
             if not self.is_running:
                 return
             last = entries[-1]
             self._used(self.me, last.counter, last.offset + last.length)
             row.advance_to(outgoing.accepted, f"sealed {sealed}/{total}")
 
-        self._files_sealing += 1
         try:
-            await send_file(self.client, outgoing, on_sealed)
+            await self.outgoing.send(self.client, outgoing, on_sealed)
         except GhostlineError as err:
             if not self.is_running:
                 return
@@ -644,10 +675,6 @@ class ChatApp(App[None]):
             self._warn(f"/file {name}: stopped after {sealed} of {total} parts: {err}")
             self._refresh_pads(read_pads(self.member))
             return
-        finally:
-            self._files_sealing -= 1
-            if not self._files_sealing:
-                self._accepted_early.clear()
         if not self.is_running:
             return
         # The line follows the last part: "stored ✓" once the whole file is at the relay.
@@ -702,15 +729,6 @@ class ChatApp(App[None]):
                 assembly.received,
                 f"{format_size(assembly.received)} of {format_size(total)}",
             )
-
-    def _record_saved(self, transfer: IncomingFile, path: Path) -> None:
-        """Durably record a saved file (blocking: `IncomingFiles.save` calls it off the
-        UI thread, after the file is fsynced and linked into place)."""
-        header = transfer.assembly.header
-        assert header is not None  # only a complete, verified file is saved
-        self.member.record_saved_file(
-            transfer.sender, transfer.assembly.transfer_id, path, header.sha256
-        )
 
     @work(group="save")
     async def _save_file(self, transfer: IncomingFile, data: bytes, row: TransferRow) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -68,7 +69,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(self._question, id="question")
+            yield Static(Text(self._question), id="question")
             with Horizontal(id="buttons"):
                 yield Button(f"{self._yes} (y)", variant="primary", id="yes")
                 yield Button("Cancel (n)", id="no")

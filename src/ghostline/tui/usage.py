@@ -10,9 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
+from ..cli.history import describe_keep
+from ..display import one_line
+from ..padlevel import PadLeft
 from ..units import format_size
-from .view import PadLeft, percent
+from .view import percent
 
 
 def read_pads(member: Any) -> dict[int, PadLeft]:
@@ -35,14 +39,17 @@ def pad_table(member: Any, online: frozenset[int]) -> Table:
     """The `/info` table: the group's pad, member by member."""
     usage = member.usage()
     header = member.header
+    # Names and the group come from the kit: Text, so Rich reads no markup in them.
     table = Table(
-        title=(
-            f"{header.group} · {header.n} members · slice {format_size(usage.slice_len)}, "
-            f"{usage.auth_keys:,} messages each"
+        title=Text(
+            f"{one_line(header.group)} · {header.n} members · "
+            f"slice {format_size(usage.slice_len)}, {usage.auth_keys:,} messages each"
         ),
         caption=(
             f"{percent(usage.erased_fraction)} of this kit's secret bytes are erased. "
-            "Online status is reported by the relay and not authenticated."
+            "Online status is reported by the relay and not authenticated.\n"
+            f"History on this device: {describe_keep(member.history_keep)} "
+            "(ghostline history KIT --keep forever|30d|off, or --clear)."
         ),
         expand=True,
     )
@@ -56,7 +63,7 @@ def pad_table(member: Any, online: frozenset[int]) -> Table:
     for m in usage.members:
         pad = PadLeft(m.bytes_left, usage.slice_len, m.keys_left, usage.auth_keys)
         table.add_row(
-            f"{m.name} (you)" if m.is_self else m.name,
+            Text(f"{one_line(m.name)} (you)" if m.is_self else one_line(m.name)),
             "you" if m.is_self else ("yes" if m.index in online else "no"),
             f"{m.messages:,}",
             format_size(m.bytes_left),

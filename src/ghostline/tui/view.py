@@ -1,4 +1,4 @@
-"""Pure helpers the chat widgets share: pad levels, sizes, times, colours. No Textual.
+"""Pure helpers the chat widgets share: pad warnings, sizes, times, colours. No Textual.
 
 Kept apart from the widgets so the rules (when to warn, how to name a day) are tested
 without a terminal.
@@ -6,19 +6,11 @@ without a terminal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Literal
 
+from ..padlevel import PadLeft, PadLevel
+from ..payload import FileHeader
 from ..units import format_size
-
-LOW_FRACTION = 0.10
-CRITICAL_FRACTION = 0.01
-
-# The smallest message: kind (1) + sent_at (4) + one byte of text. Below it, nothing fits.
-MIN_MESSAGE_BYTES = 6
-
-PadLevel = Literal["ok", "low", "critical", "exhausted"]
 
 # Distinct on dark and light themes; a member keeps its colour because it is chosen by
 # kit index, which every member's kit agrees on.
@@ -37,42 +29,6 @@ OWN_COLOUR = "#b2b2b2"
 
 def sender_colour(index: int) -> str:
     return SENDER_COLOURS[index % len(SENDER_COLOURS)]
-
-
-@dataclass(frozen=True, slots=True)
-class PadLeft:
-    """How much of one member's slice of the pad is left."""
-
-    bytes_left: int
-    bytes_total: int
-    msgs_left: int
-    msgs_total: int
-
-    @property
-    def fraction_left(self) -> float:
-        """The lower of the byte and message fractions: whichever runs out first."""
-        by_bytes = self.bytes_left / self.bytes_total if self.bytes_total else 0.0
-        by_msgs = self.msgs_left / self.msgs_total if self.msgs_total else 0.0
-        return max(0.0, min(by_bytes, by_msgs))
-
-    @property
-    def level(self) -> PadLevel:
-        if self.bytes_left < MIN_MESSAGE_BYTES or self.msgs_left <= 0:
-            return "exhausted"
-        fraction = self.fraction_left
-        if fraction <= CRITICAL_FRACTION:
-            return "critical"
-        if fraction <= LOW_FRACTION:
-            return "low"
-        return "ok"
-
-    def after(self, used_bytes: int, used_msgs: int) -> PadLeft:
-        return PadLeft(
-            max(0, self.bytes_left - used_bytes),
-            self.bytes_total,
-            max(0, self.msgs_left - used_msgs),
-            self.msgs_total,
-        )
 
 
 PAD_WARNINGS: dict[PadLevel, str] = {
@@ -123,3 +79,33 @@ def day_key(timestamp: float, tz: tzinfo | None) -> str:
 def countdown(seconds: float) -> str:
     whole = max(0, round(seconds))
     return f"{whole}s" if whole < 60 else f"{whole // 60}m{whole % 60:02d}s"
+
+
+# -- sentences both chat apps (terminal and web) show ------------------------------------
+
+
+def rejected_text(seq: int, rule: str, reason: str) -> str:
+    return (
+        f"rejected a message (relay seq {seq}): {reason} [rule: {rule}]. "
+        "It was not shown and used none of your pad."
+    )
+
+
+def refused_text(reason: str, code: int) -> str:
+    return f"the relay refused: {reason} (code {code})"
+
+
+def file_text(header: FileHeader, *, own: bool, unfinished: tuple[int, bool] | None = None) -> str:
+    """The line for a file in the conversation. `unfinished`: (parts sealed, sent again
+    in full later) for an own file whose parts were not all sealed."""
+    size = format_size(header.total_size)
+    if not own:
+        return f"sends a file: {header.safe_name} ({size})"
+    if unfinished is None:
+        return f"sent a file: {header.safe_name} ({size})"
+    sealed, sent_again = unfinished
+    text = (
+        f"did not finish sending a file: {header.safe_name} ({size}), "
+        f"{sealed} of {header.chunk_count} parts"
+    )
+    return text + ("; sent again in full later" if sent_again else "")

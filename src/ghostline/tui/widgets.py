@@ -1,4 +1,11 @@
-"""The chat screen's widgets. They display what they are given and hold no protocol state."""
+"""The chat screen's widgets. They display what they are given and hold no protocol state.
+
+Every text another person could have written (message text, names, file names, reasons
+quoted from the relay) is made safe by `ghostline.display` here, where it is drawn, and
+is handed to Textual as a `Text`, never as a string Textual would read as markup: so
+`[bold]` or `[link=...]` in a message is shown as typed, and no control character or
+escape sequence reaches the terminal.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +23,11 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Static, TextArea
 
+from ..display import body_lines, one_line
+from ..padlevel import PadLeft
 from ..units import format_size
 from .view import (
     OWN_COLOUR,
-    PadLeft,
     clock_label,
     countdown,
     day_key,
@@ -42,7 +50,7 @@ PRESENCE_TOOLTIP = (
 class ChatLine:
     """One entry of the message pane, as the app describes it to the pane."""
 
-    kind: Literal["message", "notice", "warning"]
+    kind: Literal["message", "notice", "warning", "new"]  # "new": new since you left
     timestamp: float
     text: str
     sender: int = -1
@@ -50,6 +58,7 @@ class ChatLine:
     own: bool = False
     counter: int | None = None
     state: OwnState | None = None
+    seq: int | None = None  # the relay's, once known: messages are shown in its order
 
 
 _STATE_STYLE: dict[str, tuple[str, str]] = {
@@ -74,10 +83,10 @@ class MessageLine(Static):
         self._tz = tz
         super().__init__(self._render_line(), classes=f"-{line.kind}")
 
-    def set_state(self, state: OwnState) -> None:
+    def set_state(self, state: OwnState, seq: int | None = None) -> None:
         if self.line.state == "stored":
             return  # stored at the relay is final: a later "sending" must not undo it
-        self.line = replace(self.line, state=state)
+        self.line = replace(self.line, state=state, seq=seq if seq is not None else self.line.seq)
         self.update(self._render_line())
 
     def set_text(self, text: str, *, show_state: bool = True) -> None:
@@ -94,19 +103,21 @@ class MessageLine(Static):
         if line.kind == "message":
             colour = OWN_COLOUR if line.own else sender_colour(line.sender)
             grid.add_column(width=self._name_width, no_wrap=True, overflow="ellipsis")
-            who = Text(line.sender_name, style=f"bold {colour}")
-            body.append(line.text)
+            who = Text(one_line(line.sender_name), style=f"bold {colour}")
+            # Each line of the text stays in this column (the grid below), so a line of
+            # text can never sit where a time and a name would.
+            body.append("\n".join(body_lines(line.text)))
             if line.own and line.state:
                 label, style = _STATE_STYLE[line.state]
                 body.append(f"  {label}", style=f"italic {style}")
         elif line.kind == "warning":
             grid.add_column(width=1, no_wrap=True)
             who = Text("⚠", style="bold red")
-            body.append(line.text, style="bold")
+            body.append(one_line(line.text), style="bold")
         else:
             grid.add_column(width=1, no_wrap=True)
             who = Text("·", style="dim")
-            body.append(line.text, style="italic")
+            body.append(one_line(line.text), style="italic")
         grid.add_column(ratio=1)
         grid.add_row(Text(clock_label(line.timestamp, self._tz), style="dim"), who, body)
         return grid
@@ -117,6 +128,18 @@ class DaySeparator(Static):
     DaySeparator { height: 1; content-align: center middle; color: $text-muted;
                    margin: 1 0 0 0; text-style: bold; }
     """
+
+
+class NewSinceMarker(Static):
+    """Where the messages received since the app was last closed begin."""
+
+    DEFAULT_CSS = """
+    NewSinceMarker { height: 1; content-align: center middle; color: $accent;
+                     text-style: bold; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("── new since you left ──")
 
 
 class MessageLog(VerticalScroll):
@@ -144,6 +167,9 @@ class MessageLog(VerticalScroll):
         widgets: list[Widget] = []
         day = previous_day
         for line in lines:
+            if line.kind == "new":
+                widgets.append(NewSinceMarker())
+                continue
             key = day_key(line.timestamp, self._tz)
             if key != day:
                 widgets.append(DaySeparator(f"── {day_label(line.timestamp, self._tz)} ──"))
@@ -154,11 +180,16 @@ class MessageLog(VerticalScroll):
             widgets.append(widget)
         return widgets
 
+    def on_mount(self) -> None:
+        # Pinned to the newest line, through every line added and every line that finds
+        # its height late, until the user scrolls up; back at the bottom, pinned again
+        # (Textual's anchor). So the app always opens at the newest message.
+        self.anchor()
+
     def append(self, lines: list[ChatLine]) -> None:
-        """Add lines at the bottom, keeping the view pinned there if it was."""
+        """Add lines at the bottom (the view follows if it is at the bottom)."""
         if not lines:
             return
-        at_bottom = self.is_vertical_scroll_end or self.max_scroll_y == 0
         widgets = self._widgets_for(lines, self._last_day)
         if self._first_day is None:
             self._first_day = day_key(lines[0].timestamp, self._tz)
@@ -166,8 +197,6 @@ class MessageLog(VerticalScroll):
             self._first_separator = first if isinstance(first, DaySeparator) else None
         self._last_day = day_key(lines[-1].timestamp, self._tz)
         self.mount_all(widgets)
-        if at_bottom:
-            self.call_after_refresh(self.scroll_end, animate=False)
 
     def prepend(self, lines: list[ChatLine]) -> None:
         """Add older lines at the top without moving what the user is reading."""
@@ -184,6 +213,9 @@ class MessageLog(VerticalScroll):
         self._first_separator = first if isinstance(first, DaySeparator) else None
         before_height = self.virtual_size.height
         before_y = self.scroll_y
+        # Pinned to the newest line (the pane not full yet, or never scrolled up): the
+        # anchor keeps it there; moving it would only unpin it.
+        pinned = self.max_scroll_y <= 0 or self.is_vertical_scroll_end
         children = list(self.children)
         if children:
             self.mount_all(widgets, before=children[0])
@@ -194,13 +226,69 @@ class MessageLog(VerticalScroll):
             grown = self.virtual_size.height - before_height
             self.scroll_to(y=before_y + grown, animate=False)
 
-        self.call_after_refresh(keep_place)
+        if not pinned:
+            self.call_after_refresh(keep_place)
 
-    def set_state(self, counter: int, state: OwnState) -> bool:
+    def add_received(self, line: ChatLine, *, new_since: bool = False) -> None:
+        """Show a received message in relay order: at the bottom, but above any own
+        message at the bottom that the relay stored after it (or has not confirmed yet),
+        so that catching up never shows an older message below a newer own one. With
+        `new_since`, the "new since you left" marker goes right above it."""
+        later = self._own_after(line.seq)
+        marker = [ChatLine("new", line.timestamp, "")] if new_since else []
+        if later is None:
+            self.append([*marker, line])
+            return
+        widget = MessageLine(line, name_width=self._name_width, tz=self._tz)
+        self.mount(widget, before=later)
+        if new_since:
+            self.mount(NewSinceMarker(), before=widget)
+        self._redo_days(widget)
+
+    def _own_after(self, seq: int | None) -> MessageLine | None:
+        """The first of the own messages at the bottom (notices between them aside)
+        that come after relay seq `seq`."""
+        if seq is None:
+            return None
+        first: MessageLine | None = None
+        for widget in reversed(list(self.children)):
+            if not isinstance(widget, MessageLine) or widget.line.kind != "message":
+                continue
+            own = widget.line
+            if not own.own or (own.seq is not None and own.seq < seq):
+                break
+            first = widget
+        return first
+
+    def _redo_days(self, start: Widget) -> None:
+        """Day separators from `start` to the bottom, after a line was put in there."""
+        children = list(self.children)
+        at = children.index(start)
+        day: str | None = None
+        for widget in reversed(children[:at]):
+            if isinstance(widget, MessageLine):
+                day = day_key(widget.line.timestamp, self._tz)
+                break
+        for widget in children[at:]:
+            if isinstance(widget, DaySeparator):
+                widget.remove()
+            elif isinstance(widget, MessageLine):
+                key = day_key(widget.line.timestamp, self._tz)
+                if key != day:
+                    label = day_label(widget.line.timestamp, self._tz)
+                    separator = DaySeparator(f"── {label} ──")
+                    self.mount(separator, before=widget)
+                    if day is None:  # the very first line: prepend must know its separator
+                        self._first_separator = separator
+                        self._first_day = key
+                    day = key
+        self._last_day = day
+
+    def set_state(self, counter: int, state: OwnState, seq: int | None = None) -> bool:
         line = self.own_lines.get(counter)
         if line is None:
             return False
-        line.set_state(state)
+        line.set_state(state, seq)
         return True
 
     def set_text(self, counter: int, text: str, *, show_state: bool = True) -> bool:
@@ -279,7 +367,7 @@ class MemberList(Static):
                 text.append("● ", style="green")
             else:
                 text.append("○ ", style="dim")
-            name = f"{row.name} (you)" if row.is_self else row.name
+            name = f"{one_line(row.name)} (you)" if row.is_self else one_line(row.name)
             colour = OWN_COLOUR if row.is_self else sender_colour(row.index)
             text.append(name, style=f"bold {colour}")
             if row.pad is not None:
@@ -339,7 +427,7 @@ class Banner(Static):
         self.set_class(bool(text), "-shown")
         if text:
             self.add_class(f"-{level}")
-        self.update(text)
+        self.update(Text(one_line(text)))
 
 
 class TransferRow(Vertical):
@@ -356,10 +444,10 @@ class TransferRow(Vertical):
 
     def __init__(self, title: str, total: int, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._title = title
+        self._title = one_line(title)  # it names a file and its sender
         self._total = max(1, total)
         # Built here, not in compose, so progress can be set before the row is mounted.
-        self._label = Label(title, classes="transfer-title")
+        self._label = Label(Text(self._title), classes="transfer-title")
         self._bar = ProgressBar(total=self._total, show_eta=False, classes="transfer-bar")
 
     def compose(self):  # type: ignore[no-untyped-def]
@@ -369,14 +457,14 @@ class TransferRow(Vertical):
     def advance_to(self, done: int, note: str | None = None) -> None:
         self._bar.update(progress=done)
         if note is not None:
-            self._label.update(f"{self._title}\n{note}")
+            self._label.update(Text(f"{self._title}\n{one_line(note)}"))
 
     def finish(self, note: str, *, ok: bool) -> None:
         self.set_class(ok, "-done")
         self.set_class(not ok, "-failed")
         if ok:
             self._bar.update(progress=self._total)
-        self._label.update(f"{self._title}\n{note}")
+        self._label.update(Text(f"{self._title}\n{one_line(note)}"))
 
 
 class StatusBar(Static):
@@ -428,14 +516,15 @@ class StatusBar(Static):
         if self.state == "reconnecting" and self.retry_in is not None:
             text.append(f" (next try in {countdown(self.retry_in)})", style="yellow")
         text.append("  relay ", style="dim")
-        text.append(self.relay)
+        text.append(one_line(self.relay))
         text.append("  ", style="dim")
         text.append(self.transport)
         if self.presence_problem is not None and self.state == "connected":
             # Only worth saying when messaging works: else the relay's state says it all.
             text.append("  ○ presence down: who is online is unknown", style="yellow")
         if self.detail and self.state != "connected":
-            text.append(f"  {self.detail}", style="dim italic")
+            # The detail can quote the relay (an ERROR reason).
+            text.append(f"  {one_line(self.detail)}", style="dim italic")
         self.update(text)
 
 

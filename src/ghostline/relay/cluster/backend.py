@@ -180,6 +180,20 @@ class NatsBackend(Backend):
 
     # --- rosters -------------------------------------------------------------------------
 
+    async def roster(self, room: bytes) -> Roster | None:
+        bound = self._rosters.get(room)
+        if bound is not None:
+            return bound
+        self.link.connected()
+        kv = self._rooms_kv
+        assert kv is not None
+        try:
+            entry = await kv.get(room.hex())
+        except KeyNotFoundError:
+            return None
+        bound = self._rosters[room] = _split_roster(entry.value or b"")
+        return bound
+
     async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
         bound = self._rosters.get(room)
         if bound is not None:

@@ -1,0 +1,122 @@
+"""What a person reads about the relay connection: hints for failures that retrying
+cannot fix, and lines for the client's events about the relay's store, missing seqs and
+a relay that keeps failing. Shared by `send`, `listen` and the chat app."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..display import one_line
+from ..errors import GhostlineError, RelayRefused
+from ..transport import (
+    ProxyAuthError,
+    ProxyError,
+    ProxyNotSocks,
+    ProxyUnreachable,
+    TlsCertificateError,
+    TlsExpected,
+    TlsNotSpoken,
+    TlsPinMismatch,
+)
+from ..wire import REASON_PRESENCE_PORT, REASON_RELAY_PORT, ErrorCode
+
+if TYPE_CHECKING:
+    from ..client import MessagesMissing, RelayFailing, StoreChanged
+
+_CERTIFICATE_HINTS = {
+    "untrusted": (
+        "No CA you trust signed the relay's certificate. Give its CA with --tls-ca FILE, "
+        "or pin the certificate itself with --tls-pin SHA256 (the relay prints its pin)."
+    ),
+    "name": (
+        "The certificate was issued for another name: connect with the name it names in "
+        "--relay, or pin it with --tls-pin SHA256."
+    ),
+    "expired": (
+        "The certificate is out of date (or your clock is wrong): the relay's operator must "
+        "renew it, or check this computer's date."
+    ),
+    "other": "Check --tls-ca, or pin the certificate with --tls-pin SHA256.",
+}
+
+
+def failure_hint(err: GhostlineError) -> str | None:
+    """The hint for a connection failure, or None to keep the error's own."""
+    if isinstance(err, TlsCertificateError):
+        return _CERTIFICATE_HINTS[err.problem]
+    if isinstance(err, TlsPinMismatch):
+        return (
+            "The relay presented another certificate than --tls-pin names: check the pin "
+            "against the one the relay prints at start (the relay may have a new certificate, "
+            "or someone is in between)."
+        )
+    if isinstance(err, TlsNotSpoken):
+        return "The relay does not use TLS: leave out --tls, --tls-ca and --tls-pin."
+    if isinstance(err, TlsExpected):
+        return "The relay uses TLS: add --tls (with --tls-ca FILE or --tls-pin SHA256)."
+    if isinstance(err, ProxyUnreachable):
+        return "Check --proxy and that the proxy (e.g. Tor) is running."
+    if isinstance(err, ProxyAuthError):
+        return "Give the proxy's user name and password as socks5://USER:PASSWORD@HOST:PORT."
+    if isinstance(err, ProxyNotSocks):
+        return "--proxy must name a SOCKS5 proxy (Tor's is socks5://127.0.0.1:9050)."
+    if isinstance(err, ProxyError):
+        return "Check --proxy and that the proxy is running."
+    if isinstance(err, RelayRefused) and err.reason == REASON_PRESENCE_PORT:
+        return (
+            "--relay names the relay's presence port: give it the relay port (by default "
+            "the presence port minus 1)."
+        )
+    if isinstance(err, RelayRefused) and err.reason == REASON_RELAY_PORT:
+        return (
+            "--presence-port names the relay port: give the relay's presence port (by "
+            "default the relay port plus 1), or leave it out."
+        )
+    return None
+
+
+def with_hint(err: GhostlineError) -> GhostlineError:
+    """`err`, with the hint `failure_hint` has for it (if any)."""
+    hint = failure_hint(err)
+    if hint is not None:
+        err.hint = hint
+    return err
+
+
+def store_changed_line(event: StoreChanged) -> str:
+    return (
+        f"the relay {event.relay} has another message store than before (a new or replaced "
+        "store, or another relay): reading it from its first message; messages you already "
+        "have are skipped, nothing is lost"
+    )
+
+
+def messages_missing_line(event: MessagesMissing) -> str:
+    which = (
+        f"seq {event.first}" if event.first == event.last else f"seqs {event.first}-{event.last}"
+    )
+    return (
+        f"warning: relay {which} never arrived, though later ones did, even when asked for "
+        "again: the relay no longer has them (retention) or withheld them, or the network "
+        "dropped them. Messages may be missing there."
+    )
+
+
+def relay_failing_line(event: RelayFailing) -> str:
+    if event.code == ErrorCode.INTERNAL:
+        what = f"the relay failed with an internal error {event.times} times in a row"
+    else:
+        what = f"the relay refused {event.times} times in a row"
+    return (
+        f"warning: {what} ({one_line(event.reason)}): it has a problem its operator must fix. "
+        "Your messages stay in the outbox; GhostLine keeps trying."
+    )
+
+
+def retry_line(detail: str, timeout: float) -> str:
+    """The one line `send` prints when the relay has not taken the message yet."""
+    return (
+        f"the relay has not accepted the message yet ({detail}); retrying for up to "
+        f"{timeout:g} s. Ctrl-C stops: the message stays sealed in the outbox and goes out "
+        "with the next `ghostline send` or `listen`."
+    )

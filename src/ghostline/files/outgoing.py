@@ -1,0 +1,137 @@
+"""Sending a file: split it, seal the parts in groups, follow the relay's answers.
+
+`send_file` seals one FILE_HEADER and then every FILE_CHUNK through `Client.send_many`,
+in groups of SEAL_GROUP: one durable commit per group, not per chunk, while a progress
+bar still moves. `OutgoingFiles` maps each sealed counter to its file, so that the
+relay's ACCEPTED answers drive the progress of the right file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import UsageError
+from ..member import MAX_SEAL_GROUP
+from ..payload import FileHeader, split_file
+
+# Parts sealed per commit: one fsync per group instead of one per chunk, yet a 64 KiB
+# chunk size keeps a group near 2 MiB in memory and the progress bar moving. The most
+# one commit may seal, because `pad recover` skips that much (member.MAX_SEAL_GROUP).
+SEAL_GROUP = MAX_SEAL_GROUP
+
+
+class Sender(Protocol):
+    async def send_many(self, payloads: Sequence[bytes]) -> list[Any]: ...
+
+
+@dataclass(slots=True)
+class OutgoingFile:
+    """A file ready to seal: its header, all encoded payloads, and what they cost."""
+
+    path: Path
+    header: FileHeader
+    payloads: list[bytes]
+    counters: set[int] = field(default_factory=set)
+    accepted: int = 0
+
+    @property
+    def pad_bytes(self) -> int:
+        """Pad bytes this file consumes: every payload's length (one-time pad is 1:1)."""
+        return sum(len(p) for p in self.payloads)
+
+    @property
+    def messages(self) -> int:
+        return len(self.payloads)
+
+    @property
+    def key(self) -> str:
+        return "out-" + self.header.transfer_id.hex()
+
+
+def prepare_file(
+    path: str | os.PathLike[str], *, transfer_id: bytes, sent_at: int, name: str | None = None
+) -> OutgoingFile:
+    """Read and split `path` (sent as `name`, default its own name). Raises UsageError
+    when it is not a readable regular file. Blocking: it reads the whole file."""
+    source = Path(path)
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    try:
+        header, chunks = split_file(source, transfer_id=transfer_id, sent_at=sent_at, name=name)
+        payloads = [header.encode(), *(c.encode() for c in chunks)]
+    except OSError as exc:
+        raise UsageError(f"{source}: cannot read it ({exc.strerror})") from None
+    if len(payloads) - 1 != header.chunk_count:
+        raise UsageError(f"{source}: the file changed while it was being read")
+    return OutgoingFile(source, header, payloads)
+
+
+async def send_file(
+    client: Sender,
+    outgoing: OutgoingFile,
+    on_sealed: Callable[[list[Any]], None] | None = None,
+    *,
+    group: int = SEAL_GROUP,
+) -> None:
+    """Seal and queue every part in order, `group` per commit; `on_sealed(entries)` after
+    each commit. Nothing of a group leaves before its commit (`send_many` returns after)."""
+    for start in range(0, outgoing.messages, group):
+        entries = await client.send_many(outgoing.payloads[start : start + group])
+        outgoing.counters.update(e.counter for e in entries)
+        if on_sealed is not None:
+            on_sealed(entries)
+
+
+class OutgoingFiles:
+    """Own files being sent, by the counter of each sealed part.
+
+    An ACCEPTED can (rarely) arrive before `send_many` has returned the entry it is
+    about: such counters are kept while any file is sealing and counted when the entry
+    shows up, so no file's progress stops one short.
+    """
+
+    def __init__(self) -> None:
+        self._by_counter: dict[int, OutgoingFile] = {}
+        self._accepted_early: set[int] = set()
+        self._sealing = 0
+
+    async def send(
+        self,
+        client: Sender,
+        outgoing: OutgoingFile,
+        on_sealed: Callable[[list[Any]], None] | None = None,
+    ) -> None:
+        """`send_file`, with every sealed part tracked for `accepted`."""
+
+        def sealed(entries: list[Any]) -> None:
+            for entry in entries:
+                if entry.counter in self._accepted_early:
+                    self._accepted_early.discard(entry.counter)
+                    outgoing.accepted += 1
+                else:
+                    self._by_counter[entry.counter] = outgoing
+            if on_sealed is not None:
+                on_sealed(entries)
+
+        self._sealing += 1
+        try:
+            await send_file(client, outgoing, sealed)
+        finally:
+            self._sealing -= 1
+            if not self._sealing:
+                self._accepted_early.clear()
+
+    def accepted(self, counter: int) -> OutgoingFile | None:
+        """The relay stored our message `counter`: the file it belongs to, one more part
+        accepted, or None when it is not a file part (or not sealed yet)."""
+        outgoing = self._by_counter.pop(counter, None)
+        if outgoing is None:
+            if self._sealing:
+                self._accepted_early.add(counter)
+            return None
+        outgoing.accepted += 1
+        return outgoing

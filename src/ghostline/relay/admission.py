@@ -1,0 +1,125 @@
+"""What the relay lets anyone do, and how much of it the log tells.
+
+Connections are counted in total and per client address; on a TLS port they count
+from the moment they are accepted, before their handshake (listen.py). New rooms are
+rationed per address (a token bucket), so that one address cannot fill the room table.
+Lines anyone can cause at will (connects, refusals) go through a `LogLimiter`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from .checks import TokenBucket
+from .config import RelayLimits
+from .logfmt import LogLimiter, log_event
+
+log = logging.getLogger("ghostline.relay")
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+class _Connection(Protocol):
+    address: str
+
+
+C = TypeVar("C", bound=_Connection)
+
+
+def cause(reason: str) -> str:
+    """A refusal's reason with its numbers taken out: one log budget per kind of reason."""
+    return _NUMBERS.sub("N", reason)
+
+
+class Admission(Generic[C]):
+    def __init__(self, limits: RelayLimits, now: Callable[[], float]) -> None:
+        self.limits = limits
+        self.now = now
+        self.connections: set[C] = set()
+        self._per_address: dict[str, int] = {}
+        self._early = 0  # accepted on a TLS port, handshake not finished
+        self._early_per_address: dict[str, int] = {}
+        self._room_buckets: dict[str, TokenBucket] = {}
+        self._log = LogLimiter()
+
+    # --- connections -------------------------------------------------------------------
+
+    def admit(self, conn: C) -> str | None:
+        """Count a new connection; returns why it is refused, or None."""
+        self.connections.add(conn)
+        count = self._per_address.get(conn.address, 0) + 1
+        self._per_address[conn.address] = count
+        if len(self.connections) > self.limits.max_connections:
+            return "relay full: too many connections"
+        if count > self.limits.max_connections_per_address:
+            return "relay full: too many connections from your address"
+        return None
+
+    def forget(self, conn: C) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            _decrement(self._per_address, conn.address)
+
+    def admit_early(self, address: str) -> str | None:
+        """Count a connection before its TLS handshake (listen.TlsGate)."""
+        limits = self.limits
+        if len(self.connections) + self._early >= limits.max_connections:
+            return "relay full: too many connections"
+        per = self._per_address.get(address, 0) + self._early_per_address.get(address, 0)
+        if per >= limits.max_connections_per_address:
+            return "relay full: too many connections from your address"
+        self._early += 1
+        self._early_per_address[address] = self._early_per_address.get(address, 0) + 1
+        return None
+
+    def forget_early(self, address: str) -> None:
+        self._early -= 1
+        _decrement(self._early_per_address, address)
+
+    def refused_early(self, port_name: str, peer: str, reason: str) -> None:
+        self.log(
+            f"refused reason={cause(reason)}", "refused", level=logging.WARNING,
+            port=port_name, peer=peer, reason=reason,
+        )  # fmt: skip
+
+    # --- rooms -------------------------------------------------------------------------
+
+    def take_room_token(self, address: str) -> bool:
+        """Whether `address` may register one more new room now (and count it)."""
+        now = self.now()
+        bucket = self._room_buckets.get(address)
+        if bucket is None:
+            limits = self.limits
+            bucket = TokenBucket(limits.new_room_rate, limits.new_room_burst, now)
+            self._room_buckets[address] = bucket
+        return bucket.take(now)
+
+    # --- the log -----------------------------------------------------------------------
+
+    def log(
+        self, key: str | None, event: str, *, level: int = logging.INFO, **fields: object
+    ) -> None:
+        """Log a line within the limits of `key` (None: no limit); the next line of a key
+        counts those held back (`suppressed=N`)."""
+        held = 0 if key is None else self._log.allow(key, self.now())
+        if held is not None:
+            log_event(log, event, level=level, **fields, suppressed=held or None)
+
+    def sweep(self) -> None:
+        """Now and then: count what the log held back, forget addresses' full buckets."""
+        now = self.now()
+        for key, count in self._log.overdue(now):
+            log_event(log, "suppressed", level=logging.WARNING, lines=key, count=count)
+        for address, bucket in list(self._room_buckets.items()):
+            if bucket.tokens + (now - bucket.stamp) * bucket.rate >= bucket.burst:
+                del self._room_buckets[address]
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    count = counts.get(key, 1) - 1
+    if count > 0:
+        counts[key] = count
+    else:
+        counts.pop(key, None)

@@ -1,0 +1,108 @@
+"""What the page shows, as JSON-ready dicts: message lines, pads, members. Pure.
+
+Every string another member controls (message text, names, file names, reasons the
+relay quotes) goes through `ghostline.display` here, on the server: the page then
+inserts each string as text (`textContent`), never as HTML, and marks every line of
+`lines` after the first as a continuation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ..display import body_lines, one_line
+from ..padlevel import PadLeft
+from ..payload import FileChunk, FileHeader, Payload, TextPayload
+from ..tui.view import file_text, pad_summary, pad_warning, percent
+
+LineKind = Literal["message", "notice", "warning"]
+OwnState = Literal["sealed", "sending", "stored"]
+
+
+def message_id(sender: int, counter: int) -> str:
+    """A message's id on the page: (sender, counter) names one message for good."""
+    return f"m{sender}-{counter}"
+
+
+def line(
+    kind: LineKind,
+    timestamp: float,
+    text: str,
+    *,
+    ident: str,
+    sender: int = -1,
+    name: str = "",
+    own: bool = False,
+    state: OwnState | None = None,
+) -> dict[str, Any]:
+    """One entry of the conversation. `text` is shown line by line (see the module
+    docstring); `name` must already be safe (`one_line`)."""
+    return {
+        "id": ident,
+        "kind": kind,
+        "time": timestamp,
+        "sender": sender,
+        "name": name,
+        "own": own,
+        "lines": body_lines(text),
+        "state": state,
+    }
+
+
+def payload_text(obj: Payload, *, own: bool, unfinished: str | None = None) -> str | None:
+    """What a message says in the conversation; None for file chunks (shown as
+    progress, not as lines). `unfinished`: the text for an own file whose parts were
+    not all sealed."""
+    if isinstance(obj, TextPayload):
+        return obj.text
+    if isinstance(obj, FileChunk):
+        return None
+    if isinstance(obj, FileHeader):
+        return unfinished or file_text(obj, own=own)
+    # Protocol v2 grants ("alice gave bob 96 KiB of pad") get their sentence here, and
+    # the member list its new extents from `members_view`, once v2 payloads exist.
+    return "a message of a kind this version cannot show"
+
+
+def pad_view(pad: PadLeft) -> dict[str, Any]:
+    """A member's pad for the gauge and the member list."""
+    return {
+        "level": pad.level,
+        "fraction": pad.fraction_left,
+        "percent": percent(pad.fraction_left),
+        "summary": pad_summary(pad),
+        "warning": pad_warning(pad),
+    }
+
+
+def members_view(
+    names: list[str],
+    me: int,
+    pads: dict[int, PadLeft],
+    online: frozenset[int],
+    presence_known: bool,
+) -> dict[str, Any]:
+    rows = []
+    for index, name in enumerate(names):
+        pad = pads.get(index)
+        rows.append(
+            {
+                "index": index,
+                "name": name,
+                "you": index == me,
+                "online": True if index == me else (index in online if presence_known else None),
+                "pad": pad_view(pad) if pad is not None else None,
+            }
+        )
+    own = pads.get(me)
+    return {
+        "type": "members",
+        "members": rows,
+        "presence_known": presence_known,
+        "pad": pad_view(own) if own is not None else None,
+    }
+
+
+def safe(text: str) -> str:
+    """A reason, relay address or other one-line text from outside, made safe."""
+    return one_line(text)
