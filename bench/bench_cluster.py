@@ -32,16 +32,15 @@ from bench.bench_relay import (
     Member,
     Stats,
     connect_spread,
-    free_port,
     ghostline_frames,
     light,
     load,
     pct,
     start_relay,
     wait_acks,
-    wait_for_port,
 )
 from bench.cluster_faults import FaultReport, run_faults
+from bench.natskit import JetStreamServer
 from ghostline.relay.cluster import DEFAULT_STREAMS, score
 
 TITLE = "Cluster: two relay nodes vs one, streams, forwarding and faults (NATS JetStream)"
@@ -57,20 +56,6 @@ FAULTS = os.environ.get("BENCH_CLUSTER_FAULTS", "1") == "1"
 TARGET_DELIVERIES = {100: 200_000, 4096: 50_000}
 PARALLEL_ROOMS = 10
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], int]:
-    exe = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-    port = free_port()
-    conf = store / "nats.conf"
-    sync = "" if SYNC == "default" else f", sync_interval: {SYNC}"
-    conf.write_text(
-        f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{store / "js"}"{sync} }}\n'
-    )
-    proc = subprocess.Popen(
-        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return wait_for_port(proc, port, "nats-server with JetStream")
 
 
 def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -223,7 +208,10 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 async def _run() -> str:
     tmp = Path(tempfile.mkdtemp(prefix="ghostline-bench-cluster-"))
-    nats_proc, nats_port = start_nats(tmp)
+    server = JetStreamServer(tmp / "nats", sync=SYNC)
+    server.start()
+    assert server.proc is not None
+    nats_proc, nats_port = server.proc, server.port
     sqlite, sqlite_port = start_relay("--store", str(tmp / "relay.sqlite"))
     a, a_port = start_node(nats_port, "a")
     procs = [sqlite, a]

