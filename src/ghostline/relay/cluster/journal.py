@@ -1,12 +1,13 @@
-"""Storing on a room's owner: one chunk per room per round, all of a stream's rooms at once.
+"""Storing on a room's owner: one chunk per room per round.
 
 Appends for the rooms this node owns (its own commits and those other nodes forward)
-wait in a queue per stream. One round per stream at a time takes everything waiting:
-per room, the new messages become ONE chunk (chunks.py) chained to the room's last
-chunk by `Nats-Expected-Last-Subject-Sequence`, and every room's chunk goes out at once
-(pipelined on the one connection; streams run their rounds in parallel). Whatever
-arrives meanwhile waits for the next round, so a busy stream carries more per chunk
-instead of more chunks.
+wait per room. A room has one round under way at a time, which takes everything
+waiting for it: the new messages become ONE chunk (chunks.py), chained to the room's
+last chunk by `Nats-Expected-Last-Subject-Sequence`. Rounds of different rooms run at
+once: those started in one turn of the event loop, for any rooms of any streams, go out
+together (pipelined in one write to NATS), and streams commit them in parallel. What
+arrives for a room meanwhile waits for its next round, so a busy room carries more per
+chunk instead of more chunks.
 
 Seqs are gap-free: a chunk's messages take head + 1, + 2, ... and JetStream stores it
 only if the room's last chunk is still the one the seqs were counted from. A round that
@@ -38,8 +39,8 @@ from ..config import Retention
 from . import chunks
 from .dedupe import Key, Lookup, encode_receipt
 from .items import Items, join
-from .layout import Layout, stream_name
-from .link import ACK_TIMEOUT, STALL_LIMIT, Link, StorageUnavailable, transient
+from .layout import Layout
+from .link import ACK_TIMEOUT, RETRY_WAIT, STALL_LIMIT, Link, StorageUnavailable, transient
 from .paging import Reader, Stored
 
 log = logging.getLogger("ghostline.relay")
@@ -82,8 +83,9 @@ class Journal:
         self._heads: dict[bytes, Stored] = {}  # per room: its last chunk, as last known here
         self._unsure: dict[bytes, bytes] = {}  # per room: write id of an unanswered write
         self._races: dict[bytes, int] = {}
-        self._queues: dict[int, dict[bytes, list[_Waiter]]] = {}
-        self._runners: dict[int, asyncio.Task[None]] = {}
+        self._waiting: dict[bytes, list[_Waiter]] = {}  # per room: for its next round
+        self._rounds: dict[bytes, asyncio.Task[None]] = {}  # per room: its round under way
+        self._closing = False
         self._write_ids = itertools.count(1)
         self._write_prefix = os.urandom(4)
 
@@ -96,50 +98,55 @@ class Journal:
             self._heads.pop(room, None)
 
     async def append(self, room: bytes, items: Items, *, local: bool) -> list[Appended]:
-        """Store `items` (all for `room`, which this node owns) in the next round."""
+        """Store `items` (all for `room`, which this node owns) in the room's next round."""
         loop = asyncio.get_running_loop()
         waiter = _Waiter(items, local, loop.create_future(), time.monotonic() + STALL_LIMIT)
-        k = self.layout.stream_of(room)
-        self._queues.setdefault(k, {}).setdefault(room, []).append(waiter)
-        if k not in self._runners:
-            self._runners[k] = asyncio.ensure_future(self._run(k))
+        self._waiting.setdefault(room, []).append(waiter)
+        self._kick(room)
         return await waiter.future
 
     async def close(self) -> None:
-        for task in list(self._runners.values()):
+        self._closing = True
+        rounds = list(self._rounds.values())
+        for task in rounds:
             task.cancel()
-        for task in list(self._runners.values()):
+        for task in rounds:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for queue in self._queues.values():
-            for waiters in queue.values():
-                for w in waiters:
-                    if not w.future.done():
-                        w.future.set_exception(StorageUnavailable("the relay is closing"))
-        self._queues.clear()
+        for waiters in self._waiting.values():
+            _fail(waiters, StorageUnavailable("the relay is closing"))
+        self._waiting.clear()
 
-    async def _run(self, k: int) -> None:
-        what = f"stream {stream_name(k)}"
+    def _kick(self, room: bytes) -> None:
+        """Start the room's next round unless one is under way (it kicks when done)."""
+        if room in self._rounds or room not in self._waiting:
+            return
+        waiters = self._waiting.pop(room)
+        self._rounds[room] = asyncio.ensure_future(self._round(room, waiters))
+
+    async def _round(self, room: bytes, waiters: list[_Waiter]) -> None:
+        """One round for one room. Rounds of different rooms run at once; those started
+        in one turn of the event loop go out together (one write to NATS)."""
         try:
-            while self._queues.get(k):
-                batch, self._queues[k] = self._queues[k], {}
-                rooms = list(batch)
-                outcomes = await asyncio.gather(
-                    *(self._store_room(room, batch[room]) for room in rooms),
-                    return_exceptions=True,
-                )
-                waiting = False
-                for room, outcome in zip(rooms, outcomes, strict=True):
-                    left = self._settle(room, batch[room], outcome)
-                    if left:
-                        waiting = waiting or outcome is not None
-                        queue = self._queues.setdefault(k, {})
-                        queue[room] = left + queue.get(room, [])
-                if waiting:  # NATS or the stream's leader is away: wait before trying again
-                    await asyncio.sleep(0.1)
-            self.link.resumed(what)
+            outcome: Exception | None = None
+            try:
+                await self._store_room(room, waiters)
+            except Exception as err:
+                outcome = err
+            left = self._settle(room, waiters, outcome)
+            if left:
+                if outcome is not None:  # NATS or the stream's leader is away: wait a little
+                    await asyncio.sleep(RETRY_WAIT)
+                self._waiting[room] = left + self._waiting.get(room, [])
+            elif outcome is None:
+                self.link.resumed(f"stream {self.layout.stream(room)}")
+        except asyncio.CancelledError:  # closing
+            _fail(waiters, StorageUnavailable("the relay is closing"))
+            raise
         finally:
-            del self._runners[k]  # (cancelled with work left: close() fails it)
+            del self._rounds[room]
+            if not self._closing:
+                self._kick(room)
 
     def _settle(
         self, room: bytes, waiters: list[_Waiter], outcome: BaseException | None
@@ -322,6 +329,12 @@ def _in_order(items: Items, tops: dict[int, int]) -> bool:
             return False
         running[s] = c
     return True
+
+
+def _fail(waiters: list[_Waiter], err: Exception) -> None:
+    for w in waiters:
+        if not w.future.done():
+            w.future.set_exception(err)
 
 
 def _ack(data: bytes) -> int:
