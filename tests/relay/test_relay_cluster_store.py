@@ -7,6 +7,7 @@ limit, a relay in this process so the test can move its clock)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -113,7 +114,9 @@ async def test_a_sender_out_of_counter_order_is_stored_once_and_resends_get_thei
     assert len({body for _, body in stored}) == 14
 
 
-async def test_count_retention_keeps_the_newest_and_a_removed_message_is_stored_anew(node):
+async def test_count_retention_keeps_the_newest_and_a_removed_message_is_stored_anew(
+    node, nats_server
+):
     a, b = node("a", "--retain-messages", "5"), node("b", "--retain-messages", "5")
     group = Group(2)
     sender = Member(group, 0, [a.relay_port])
@@ -123,6 +126,25 @@ async def test_count_retention_keeps_the_newest_and_a_removed_message_is_stored_
         await until(lambda: sender.all_accepted(), what="accepted")
     for port in (a.relay_port, b.relay_port):  # from scratch: only the newest five
         assert [s for s, _ in await _held(port, group, 5)] == [8, 9, 10, 11, 12]
+    # and storage follows: the owner purges the chunks (one per message here) below them
+    nc = await nats.connect(nats_server.url)
+    layout = Layout(
+        int((await (await nc.jetstream().key_value(CLUSTER_BUCKET)).get(STREAMS_KEY)).value or b""),
+        b"",
+    )
+
+    async def chunks_held() -> int:
+        info = await nc.jetstream().stream_info(
+            layout.stream(group.room), subjects_filter=layout.room_subject(group.room)
+        )
+        return info.state.messages
+
+    for _ in range(100):  # (purging runs after the append that crossed the limit)
+        if await chunks_held() <= 6:
+            break
+        await asyncio.sleep(0.05)
+    assert await chunks_held() <= 6
+    await nc.close()
     await sender.close()
     resend = await joined(b.relay_port, group, 0, resume_after=12)
     await resend.publish(sender.outbox[0])  # removed by retention: stored anew

@@ -46,12 +46,6 @@ class Lookup:
         self.reader = reader
         self.layout: Layout = reader.layout
         self.room = room
-        self._at: dict[int, Stored | None] = {}  # probe stream seq -> first chunk at/after
-
-    async def _chunk_at(self, sseq: int) -> Stored | None:
-        if sseq not in self._at:
-            self._at[sseq] = await self.reader.get(self.room, seq=sseq)
-        return self._at[sseq]
 
     async def held(self, head: Stored, keys: list[Key], retention: Retention) -> dict[Key, int]:
         """The seqs of those `keys` the room holds (each counter at most its sender's
@@ -74,20 +68,10 @@ class Lookup:
         return _held_seq(stored.chunk, key, floor)
 
     async def _first_reaching(self, head: Stored, sender: int, counter: int) -> Stored | None:
-        """The room's first held chunk whose top for `sender` is at least `counter`."""
-        best = head
-        lo, up = 0, head.sseq  # unknown region (lo, up): lo's chunk (if any) is below
-        while up - lo > 1:
-            mid = (lo + up) // 2
-            probe = await self._chunk_at(mid)
-            if probe is None or probe.sseq >= up:
-                up = mid  # no chunk in [mid, up)
-                continue
-            if probe.chunk.tops.get(sender, -1) >= counter:
-                best, up = probe, probe.sseq
-            else:
-                lo = probe.sseq
-        return best
+        """The room's first chunk whose top for `sender` is at least `counter`."""
+        return await self.reader.first(
+            self.room, head, lambda s: s.chunk.tops.get(sender, -1) >= counter
+        )
 
     async def _late(self, head: Stored, key: Key, floor: Floor) -> int | None:
         """The seq a receipt gives for `key`, checked against the chunk holding it."""
@@ -115,20 +99,8 @@ class Lookup:
 
     async def _holding(self, head: Stored, seq: int) -> Stored | None:
         """The room's chunk holding `seq`."""
-        if head.chunk.first <= seq:
-            return head
-        lo, up, best = 0, head.sseq, head
-        while up - lo > 1:
-            mid = (lo + up) // 2
-            probe = await self._chunk_at(mid)
-            if probe is None or probe.sseq >= up:
-                up = mid
-                continue
-            if probe.chunk.last >= seq:
-                best, up = probe, probe.sseq
-            else:
-                lo = probe.sseq
-        return best if best.chunk.first <= seq <= best.chunk.last else None
+        found = await self.reader.first(self.room, head, lambda s: s.chunk.last >= seq)
+        return found if found.chunk.first <= seq <= found.chunk.last else None
 
 
 def _held_seq(chunk: Chunk, key: Key, floor: Floor) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -107,25 +108,23 @@ class Reader:
             start = stored.sseq + 1
         return out
 
-    async def locate(self, room: bytes, after: int, last: Stored) -> int:
-        """The stream seq of the room's first chunk holding a seq > after (binary search:
-        a room's seqs only grow with the stream seq); `last` is its last chunk."""
-        first = await self.get(room, seq=1)
-        if first is None or first.chunk.last > after:
-            return first.sseq if first is not None else last.sseq
-        lo, hi = first.sseq, last.sseq  # lo's chunk ends at or before `after`, hi's beyond
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
+    async def first(
+        self, room: bytes, hi: Stored, holds: Callable[[Stored], bool], lo: int = 0
+    ) -> Stored:
+        """The room's first chunk after stream seq `lo` for which `holds` is true, given
+        that it is for `hi` and, once true, for every later chunk (binary search over
+        stream seqs: a few reads, however long the room)."""
+        best, up = hi, hi.sseq
+        while up - lo > 1:
+            mid = (lo + up) // 2
             probe = await self.get(room, seq=mid)
-            if probe is None or probe.sseq >= hi:
-                hi = mid  # no chunk in [mid, hi): keep looking below
-                continue
-            if probe.chunk.last > after:
-                hi = probe.sseq
+            if probe is None or probe.sseq >= up:
+                up = mid  # no chunk in [mid, up): look below
+            elif holds(probe):
+                best, up = probe, probe.sseq
             else:
                 lo = probe.sseq
-        found = await self.get(room, seq=lo + 1)
-        return found.sseq if found is not None else last.sseq
+        return best
 
     async def read(
         self, room: bytes, after: int, limit: int = 256, max_bytes: int = PAGE_BYTES
@@ -136,7 +135,8 @@ class Reader:
         if last is None or last.chunk.last <= after:
             return []
         floor = Floor.of(last.chunk.last, last.chunk.total, self.retention)
-        start = await self.locate(room, max(after, floor.seq - 1), last)
+        since = max(after, floor.seq - 1)
+        start = (await self.first(room, last, lambda s: s.chunk.last > since)).sseq
         out: list[StoredMessage] = []
         total = 0
         while len(out) < limit and total < max_bytes and start <= last.sseq:

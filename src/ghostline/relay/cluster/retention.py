@@ -97,17 +97,17 @@ class Keeper:
             self._trimming.discard(room)
 
     async def _first_held(self, room: bytes, first: Stored, head: Stored, floor: Floor) -> Stored:
-        """The room's first chunk that holds a message retention keeps."""
-        start = first.sseq
-        while start < head.sseq:
-            page = await self.reader.page(room, start)
-            if not page:
-                break
-            for stored in page:
-                if floor.held(stored.chunk) or stored.sseq >= head.sseq:
-                    return stored
-                start = stored.sseq + 1
-        return head
+        """The room's first chunk that holds a message retention keeps (its last message
+        is held, and so is every later one)."""
+        if floor.held(first.chunk):
+            return first
+
+        def holds(s: Stored) -> bool:
+            chunk = s.chunk
+            last_size = chunk.items.sizes[-1] if chunk.count else 0
+            return s.sseq >= head.sseq or floor.holds(chunk.last, chunk.total - last_size)
+
+        return await self.reader.first(room, head, holds, lo=first.sseq)
 
     async def purge(self, room: bytes, keep_from: int) -> int:
         """Remove the room's chunks, and their late receipts, below stream seq
@@ -191,16 +191,4 @@ class Keeper:
     async def _first_since(self, room: bytes, lo: Stored, hi: Stored, cutoff: float) -> Stored:
         """The room's first chunk stored at or after `cutoff`, given that `lo` is older
         and `hi` is not."""
-        found = hi
-        lo_sseq, up = lo.sseq, hi.sseq
-        while up - lo_sseq > 1:
-            mid = (lo_sseq + up) // 2
-            probe = await self.reader.get(room, seq=mid)
-            if probe is None or probe.sseq >= up:
-                up = mid
-                continue
-            if probe.stamp >= cutoff:
-                found, up = probe, probe.sseq
-            else:
-                lo_sseq = probe.sseq
-        return found
+        return await self.reader.first(room, hi, lambda s: s.stamp >= cutoff, lo=lo.sseq)
