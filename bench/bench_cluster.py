@@ -302,6 +302,17 @@ def report(
         "1.0x one node, and at most 1.15x its CPU-seconds per 100,000 deliveries; light p50",
         f"under 2 ms one message at a time and under 5 ms with {PARALLEL_ROOMS} rooms at a time;",
         "forwarding about one NATS round trip.",
+        "",
+        "How it stores: rooms are spread over the streams; on a room's owner node each",
+        "commit's share of the room is ONE JetStream message (a chunk: messages, their",
+        "senders and counters, the room's counter tops), chained to the room's previous",
+        "chunk by an expected-last-sequence header, and rounds for different rooms go out",
+        "together (src/ghostline/relay/cluster/). Why two nodes cost more CPU per delivery",
+        "here: with each room's members on both nodes, every message crosses NATS (half",
+        "of them forwarded to the owner first, every chunk republished to both nodes) and",
+        "each node builds the DELIVER frames for its own connections, which one node does",
+        "once per commit; on two shared cores that is CPU the load generator and",
+        "nats-server also need.",
     ]
     if faults is not None:
         lines += ["", *faults.markdown()]

@@ -198,11 +198,11 @@ class Journal:
             stored = await self._write(room, head, new, tops, late)
             if stored is None:
                 return  # lost a race: the next round counts again
-            self._hand_over(room, waiters, stored)
-            self._after_store(room, stored)
             if outcomes is None:
                 first = stored.chunk.first
                 outcomes = [_NEW(Appended, (s, False, ())) for s in range(first, first + len(new))]
+            self._hand_over(room, waiters, outcomes)
+            self._after_store(room, stored)
         assert outcomes is not None
         at = 0
         for w in waiters:
@@ -255,12 +255,26 @@ class Journal:
         new = join([whole.part(i, i + 1) for i in take]) if take else chunks.EMPTY
         return new, late, outcomes
 
-    def _hand_over(self, room: bytes, waiters: list[_Waiter], stored: Stored) -> None:
-        """Give this node's fan-out what it stored for other nodes (its own hub fans
-        out its own messages when `append` returns)."""
+    def _hand_over(self, room: bytes, waiters: list[_Waiter], outcomes: list[Appended]) -> None:
+        """Give this node's fan-out the messages it just stored for other nodes (its own
+        hub fans out its own when `append` returns), before any waiter hears back."""
         if all(w.local for w in waiters):
             return
-        self._on_stored(room, stored.chunk.messages())
+        handed: list[StoredMessage] = []
+        at = 0
+        for w in waiters:
+            done = len(w.results)
+            take = outcomes[at : at + len(w.items) - done]
+            if not w.local:
+                handed += [
+                    _NEW(StoredMessage, (r.seq, w.items.sealed(done + j)))
+                    for j, r in enumerate(take)
+                    if not r.duplicate
+                ]
+            at += len(take)
+        if handed:
+            handed.sort()
+            self._on_stored(room, handed)
 
     def _chunk_bytes(self) -> int:
         return max(self.link.max_payload - CHUNK_MARGIN, 1024)

@@ -118,6 +118,15 @@ class Link:
             await nc.close()
         except Exception as err:  # closing anyway: say why it was not clean
             log_event(log, "nats_close_failed", level=logging.WARNING, error=repr(err))
+        # nats-py's reconnect loop (while NATS is unreachable) can lose a cancellation
+        # inside asyncio.wait_for and go on forever, so the process would never exit:
+        # cancel it until it is done.
+        task = getattr(nc, "_reconnection_task", None)
+        for _ in range(50):
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
 
     def connected(self) -> tuple[NatsClient, JetStreamContext]:
         nc, js = self.nc, self.js
