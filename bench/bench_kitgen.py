@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ghostline.kitset import CHUNK, create_kit_set, kit_set_random_len
+from ghostline.pad.kitset import CHUNK, create_kit_set, kit_set_random_len
 
 TITLE = "Kit generation (`pad new`)"
 NAMES = ["alice", "bob", "carol"]

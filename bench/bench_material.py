@@ -12,12 +12,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from ghostline.extents import Extents
-from ghostline.kit import Kit
-from ghostline.kitset import create_kit_set
-from ghostline.payload import encode_text
-from ghostline.seal import seal_with_kit
-from ghostline.seal2 import seal_with_kit2
+from ghostline.pad.kit import Kit
+from ghostline.pad.kitset import create_kit_set
+from ghostline.pad.seal import seal_with_kit
+from ghostline.pad.seal2 import seal_with_kit2
+from ghostline.protocol.extents import Extents
+from ghostline.protocol.payload import encode_text
 
 TITLE = "Kit material per 50-byte text: format 1 vs format 2"
 

@@ -39,8 +39,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ghostline.envelope import Envelope, sealed_length
-from ghostline.wire import FrameType, Hello, Port, encode_frame, join_statement
+from ghostline.protocol.envelope import Envelope, sealed_length
+from ghostline.protocol.frames import FrameType, Hello, Port, encode_frame, join_statement
 
 TITLE = "Relay fan-out vs NATS core pub/sub"
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from ghostline.extents import Extents
-from ghostline.kit import Kit
-from ghostline.kitset import create_kit_set
-from ghostline.seal import open_sealed, seal_with_kit
-from ghostline.seal2 import open_sealed2, seal_with_kit2
+from ghostline.pad.kit import Kit
+from ghostline.pad.kitset import create_kit_set
+from ghostline.pad.seal import open_sealed, seal_with_kit
+from ghostline.pad.seal2 import open_sealed2, seal_with_kit2
+from ghostline.protocol.extents import Extents
 
 TITLE = "Seal and open (pure, n = 3)"
 

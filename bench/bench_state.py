@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ghostline.kitset import create_kit_set
-from ghostline.member import MAX_SEAL_GROUP, Member
+from ghostline.pad.kitset import create_kit_set
+from ghostline.state.member import MAX_SEAL_GROUP, Member
 
 TITLE = "Durable state: sends and receives per second"
 

@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bench.natskit import NatsCluster, Node, wait
-from ghostline.envelope import Envelope, read_envelope, sealed_length
-from ghostline.wire import (
+from ghostline.protocol.envelope import Envelope, read_envelope, sealed_length
+from ghostline.protocol.frames import (
     FrameDecoder,
     FrameType,
     Hello,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ghostline.member import CRASH_HOOK_ENV
+from ghostline.state.member import CRASH_HOOK_ENV
 from helpers import make_kit_set
 
 MakeKitSet = Callable[..., list[Path]]

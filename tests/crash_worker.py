@@ -21,7 +21,7 @@ import random
 import sys
 
 from ghostline.errors import PadExhaustedError
-from ghostline.member import Member
+from ghostline.state.member import Member
 
 
 def main() -> int:

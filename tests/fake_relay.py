@@ -14,8 +14,8 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ghostline.transport import RelayAddress
-from ghostline.wire import (
+from ghostline.client.transport import RelayAddress
+from ghostline.protocol.frames import (
     NONCE_LEN,
     Frame,
     FrameDecoder,

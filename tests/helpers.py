@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 from cryptography.x509.oid import NameOID
 
-from ghostline.envelope import Envelope
-from ghostline.grants import GrantRange, initial_extents, move_range
-from ghostline.kit import Kit
-from ghostline.kitset import create_kit_set
-from ghostline.seal import xor_bytes
+from ghostline.pad.kit import Kit
+from ghostline.pad.kitset import create_kit_set
+from ghostline.pad.seal import xor_bytes
+from ghostline.protocol.envelope import Envelope
+from ghostline.protocol.grants import GrantRange, initial_extents, move_range
 
 VECTOR_CREATED = "2025-01-01T00:00:00Z"
 

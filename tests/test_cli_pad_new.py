@@ -18,9 +18,9 @@ import pytest
 from ghostline.cli import main
 from ghostline.cli.pad import _Progress, default_auth_keys, pad, parse_members
 from ghostline.errors import UsageError
-from ghostline.kit import Kit
-from ghostline.member import Member
-from ghostline.payload import encode_text
+from ghostline.pad.kit import Kit
+from ghostline.protocol.payload import encode_text
+from ghostline.state.member import Member
 from ghostline.units import format_size, parse_size
 
 Run = Callable[..., tuple[int, str, str]]

@@ -11,8 +11,8 @@ import pytest
 
 from ghostline.cli import main
 from ghostline.errors import UnsupportedKitError
-from ghostline.kit import Kit
-from ghostline.member import Member
+from ghostline.pad.kit import Kit
+from ghostline.state.member import Member
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pytest
 
-from ghostline.client import (
+from ghostline.client.client import (
     Client,
     ConnectionChanged,
     Event,
@@ -25,14 +25,14 @@ from ghostline.client import (
     PresenceChanged,
     _Backoff,
 )
+from ghostline.client.transport import RelayAddress
 from ghostline.demo import FrameHook, FrameProxy, Tamperer
 from ghostline.errors import PadExhaustedError, RelayRefused
-from ghostline.member import Member
-from ghostline.payload import TextPayload
+from ghostline.protocol.frames import Frame, FrameType, encode_deliver, encode_frame
+from ghostline.protocol.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
-from ghostline.store import Store
-from ghostline.transport import RelayAddress
-from ghostline.wire import Frame, FrameType, encode_deliver, encode_frame
+from ghostline.state.member import Member
+from ghostline.state.store import Store
 from helpers import free_port, make_kit_set
 from waiting import until
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from fake_relay import FakeRelay, FakeSession
-from ghostline.client import (
+from ghostline.client.client import (
     Client,
     ConnectionChanged,
     Event,
@@ -24,10 +24,9 @@ from ghostline.client import (
     PresenceChanged,
     RelayFailing,
 )
-from ghostline.envelope import Envelope
 from ghostline.errors import InternalError, StateError
-from ghostline.member import Member
-from ghostline.wire import (
+from ghostline.protocol.envelope import Envelope
+from ghostline.protocol.frames import (
     ErrorCode,
     FrameType,
     Port,
@@ -38,6 +37,7 @@ from ghostline.wire import (
     encode_member,
     encode_presence,
 )
+from ghostline.state.member import Member
 from helpers import derived, make_kit_set
 from waiting import until
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.client import (
+from ghostline.client.client import (
     AlreadyReceived,
     Client,
     MessageRejected,
     StoreChanged,
 )
-from ghostline.member import Member
-from ghostline.transport import RelayAddress
+from ghostline.client.transport import RelayAddress
+from ghostline.state.member import Member
 from helpers import RelayProcess, make_kit_set
 from test_client import events_until, expect, send_accepted, shown, texts
 

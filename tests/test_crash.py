@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.kit import Kit
-from ghostline.member import (
+from ghostline.pad.kit import Kit
+from ghostline.protocol.payload import DEFAULT_CHUNK_SIZE, FILE_CHUNK_HEAD_LEN
+from ghostline.state.member import (
     CRASH_HOOK_ENV,
     CRASH_HOOK_EXIT,
     CRASH_HOOK_STOP,
@@ -30,7 +31,6 @@ from ghostline.member import (
     Member,
     recovery_margin,
 )
-from ghostline.payload import DEFAULT_CHUNK_SIZE, FILE_CHUNK_HEAD_LEN
 from helpers import make_kit_set
 from waiting import wait_until
 

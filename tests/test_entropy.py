@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.entropy import HealthTestFailure, HealthTests, MixedRandom, apt_cutoff, rct_cutoff
 from ghostline.errors import EntropyError, UsageError
-from ghostline.kit import Kit
-from ghostline.kitset import create_kit_set
+from ghostline.pad.entropy import (
+    HealthTestFailure,
+    HealthTests,
+    MixedRandom,
+    apt_cutoff,
+    rct_cutoff,
+)
+from ghostline.pad.kit import Kit
+from ghostline.pad.kitset import create_kit_set
 
 # A stream with no repeated neighbours and every value equally often in any window.
 CYCLE = bytes(range(256))

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ghostline.envelope import HEADER_LEN, Envelope, read_envelope, sealed_length, tags_offset
+from ghostline.protocol.envelope import (
+    HEADER_LEN,
+    Envelope,
+    read_envelope,
+    sealed_length,
+    tags_offset,
+)
 
 
 def test_the_header_is_42_bytes_big_endian_in_section_4_order() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ghostline.extents import Extents
+from ghostline.protocol.extents import Extents
 
 
 def offsets(extents: Extents) -> set[int]:

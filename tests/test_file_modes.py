@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from ghostline import paths
 from ghostline.cli import cli
 from ghostline.files.publish import save_new_file
-from ghostline.member import Member
+from ghostline.state.member import Member
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import struct
 import pytest
 
 from ghostline.errors import InvalidGrant, PayloadError
-from ghostline.extents import Extents
-from ghostline.grants import (
+from ghostline.protocol.extents import Extents
+from ghostline.protocol.grants import (
     JOURNAL_SLOTS,
     GrantRange,
     GrantRule,
@@ -21,7 +21,7 @@ from ghostline.grants import (
     move_range,
     replay_journal,
 )
-from ghostline.payload import GrantPayload, Kind, decode, decode_grant
+from ghostline.protocol.payload import GrantPayload, Kind, decode, decode_grant
 from helpers import MemoryReceiverView
 
 U64 = (1 << 64) - 1

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ghostline.files import scan_file_history
-from ghostline.member import DAY, Member
-from ghostline.payload import encode_text, split_file
+from ghostline.protocol.payload import encode_text, split_file
+from ghostline.state.member import DAY, Member
 from helpers import make_kit_set
 
 SECRET = "meet at the north gate"

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from ghostline import kitformat
-from ghostline import kitset as kitset_module
 from ghostline.errors import EntropyError, KitDamagedError, KitError, KitExistsError
-from ghostline.kit import Kit
-from ghostline.kitformat import verify_key_of
-from ghostline.kitset import create_kit_set
+from ghostline.pad import kitset as kitset_module
+from ghostline.pad.kit import Kit
+from ghostline.pad.kitset import create_kit_set
+from ghostline.protocol import kitformat
+from ghostline.protocol.kitformat import verify_key_of
 
 NAMES = ["alice", "bob", "carol"]
 PAD_ID = bytes(range(16))

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from ghostline.cli import main
 from ghostline.errors import KitError
-from ghostline.kit import Kit
-from ghostline.kitformat import encode_prefix
+from ghostline.pad.kit import Kit
+from ghostline.protocol.kitformat import encode_prefix
 
 FORMATS = (1, 2)
 

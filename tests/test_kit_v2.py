@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from ghostline.errors import ErasedKeyError, JournalFullError, KitDamagedError, KitError
-from ghostline.grants import JOURNAL_SLOTS, GrantRange
-from ghostline.kit import Kit
-from ghostline.kitformat import encode_prefix
-from ghostline.kitset import create_kit_set, kit_set_random_len
+from ghostline.pad.kit import Kit
+from ghostline.pad.kitset import create_kit_set, kit_set_random_len
+from ghostline.protocol.grants import JOURNAL_SLOTS, GrantRange
+from ghostline.protocol.kitformat import encode_prefix
 from helpers import flip
 
 NAMES = ["alice", "bob", "carol"]

@@ -12,9 +12,9 @@ import pytest
 
 from ghostline.cli import main
 from ghostline.errors import KitHeaderChangedError, RecoveryNeeded
-from ghostline.kit import Kit
-from ghostline.kitrecord import record_path
-from ghostline.member import Member
+from ghostline.pad.kit import Kit
+from ghostline.state.kitrecord import record_path
+from ghostline.state.member import Member
 from helpers import flip_hex_digit, make_kit_set
 
 NAMES = ["alice", "bob"]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.envelope import sealed_length
 from ghostline.errors import (
     PadExhaustedError,
     RecoveryNeeded,
@@ -21,16 +20,17 @@ from ghostline.errors import (
     StateError,
     UsageError,
 )
-from ghostline.kit import Kit
-from ghostline.member import (
+from ghostline.pad.kit import Kit
+from ghostline.protocol.envelope import sealed_length
+from ghostline.protocol.frames import DEFAULT_MAX_FRAME
+from ghostline.protocol.payload import encode_text
+from ghostline.state.member import (
     Member,
     apply_recovery,
     default_state_path,
     plan_recovery,
     recovery_margin,
 )
-from ghostline.payload import encode_text
-from ghostline.wire import DEFAULT_MAX_FRAME
 from helpers import make_kit_set
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -474,7 +474,7 @@ def test_processes_opening_a_new_member_at_once_all_get_the_same_complete_databa
     kit = make_kit_set(tmp_path / "kits")[0]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     start_together = (
-        "import sys, time; from ghostline.member import Member; "
+        "import sys, time; from ghostline.state.member import Member; "
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
         "m = Member.open(sys.argv[1]); print(m.store.path); m.close()"
     )

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ghostline.envelope import HEADER_LEN, TAG_LEN
 from ghostline.errors import PayloadError, RemoteError
-from ghostline.payload import (
+from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN
+from ghostline.protocol.frames import DEFAULT_MAX_FRAME
+from ghostline.protocol.payload import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     FileAssembly,
@@ -27,7 +28,6 @@ from ghostline.payload import (
     safe_file_name,
     split_file,
 )
-from ghostline.wire import DEFAULT_MAX_FRAME
 
 TID = bytes.fromhex("0102030405060708")
 T = 1735689600

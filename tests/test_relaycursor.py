@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ghostline.errors import ProtocolError
-from ghostline.relaycursor import (
+from ghostline.protocol.relaycursor import (
     MAX_SEEN,
     SEQ_LIMIT,
     GapWatch,

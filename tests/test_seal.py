@@ -10,11 +10,11 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ghostline import seal as seal_module
-from ghostline.envelope import HEADER_LEN, TAG_LEN, Envelope
 from ghostline.errors import ErasedKeyError, PadExhaustedError, RejectedMessage
-from ghostline.kit import Kit
-from ghostline.seal import Rule, open_sealed, seal, seal_with_kit, tag_index, xor_bytes
+from ghostline.pad import seal as seal_module
+from ghostline.pad.kit import Kit
+from ghostline.pad.seal import Rule, open_sealed, seal, seal_with_kit, tag_index, xor_bytes
+from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN, Envelope
 from helpers import (
     MemoryAcceptedLog,
     RecordingAcceptedLog,

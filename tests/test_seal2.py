@@ -10,13 +10,10 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ghostline.envelope import HEADER_LEN, TAG_LEN, Envelope
 from ghostline.errors import ErasedKeyError, PadExhaustedError, RejectedMessage
-from ghostline.extents import Extents
-from ghostline.grants import GrantRange
-from ghostline.kit import Kit
-from ghostline.seal import Rule, open_sealed, seal_with_kit, tag_index, xor_bytes
-from ghostline.seal2 import (
+from ghostline.pad.kit import Kit
+from ghostline.pad.seal import Rule, open_sealed, seal_with_kit, tag_index, xor_bytes
+from ghostline.pad.seal2 import (
     largest_payload,
     next_range,
     open_sealed2,
@@ -26,6 +23,9 @@ from ghostline.seal2 import (
     seal2,
     seal_with_kit2,
 )
+from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN, Envelope
+from ghostline.protocol.extents import Extents
+from ghostline.protocol.grants import GrantRange
 from helpers import (
     MemoryAcceptedLog,
     MemoryReceiverView,

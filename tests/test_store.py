@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ghostline.errors import StateError
-from ghostline.relaycursor import RelayCursor
-from ghostline.store import _SCHEMA, _SCHEMA_2, SCHEMA_VERSION, Binding, Store
+from ghostline.protocol.relaycursor import RelayCursor
+from ghostline.state.store import _SCHEMA, _SCHEMA_2, SCHEMA_VERSION, Binding, Store
 
 BINDING = Binding(pad_id=bytes(range(16)), self_index=1, n=3, slice_len=4096, auth_keys=64)
 

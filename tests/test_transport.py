@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.errors import UsageError
-from ghostline.transport import (
+from ghostline.client.transport import (
     ProxyAddress,
     ProxyAuthError,
     ProxyNotSocks,
@@ -28,6 +27,7 @@ from ghostline.transport import (
     open_stream,
     speaks_tls,
 )
+from ghostline.errors import UsageError
 from helpers import free_port, self_signed_certificate
 
 # --- helpers ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ghostline.errors import ProtocolError
-from ghostline.wire import (
+from ghostline.protocol.frames import (
     DEFAULT_MAX_FRAME,
     ErrorCode,
     Frame,

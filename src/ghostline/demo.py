@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from .envelope import HEADER_LEN
-from .wire import Frame, FrameDecoder, FrameType, encode_frame
+from .protocol.envelope import HEADER_LEN
+from .protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
 
 if TYPE_CHECKING:
-    from .client import Client, Event
-    from .member import Member
+    from .client.client import Client, Event
+    from .state.member import Member
 
 E = TypeVar("E")
 
@@ -180,18 +180,18 @@ async def _run(console: Console, root: Path) -> None:
 
 
 async def _story(console: Console, root: Path) -> None:
-    from .client import (
+    from .client.client import (
         Client,
         ConnectionChanged,
         MessageReceived,
         MessageRejected,
         PresenceChanged,
     )
-    from .kitset import create_kit_set
-    from .member import Member
-    from .payload import TextPayload
+    from .client.transport import RelayAddress
+    from .pad.kitset import create_kit_set
+    from .protocol.payload import TextPayload
     from .relay import RelayLimits, RelayServer, SqliteBackend
-    from .transport import RelayAddress
+    from .state.member import Member
 
     started = time.monotonic()
     story = _Story(console)

@@ -30,7 +30,7 @@ from e2e_support import (
 )
 
 from ghostline.demo import Tamperer
-from ghostline.wire import Frame, FrameType
+from ghostline.protocol.frames import Frame, FrameType
 from helpers import RelayProcess, kits_by_name, make_kit_set
 
 NAMES = ["alice", "bob", "carol"]

@@ -15,8 +15,8 @@ import pytest
 from e2e_support import GHOSTLINE, env_for, ghostline
 
 from fake_relay import FakeRelay
-from ghostline.transport import certificate_fingerprint
-from ghostline.wire import ErrorCode, encode_error
+from ghostline.client.transport import certificate_fingerprint
+from ghostline.protocol.frames import ErrorCode, encode_error
 from helpers import RelayProcess, free_port, kits_by_name, make_kit_set, self_signed_certificate
 
 NAMES = ["alice", "bob"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from e2e_support import ghostline
 
 from ghostline.display import CONTINUATION
-from ghostline.wire import ErrorCode, encode_error
+from ghostline.protocol.frames import ErrorCode, encode_error
 from helpers import RelayProcess, make_kit_set
 
 Cleanup = list[Callable[[], object]]

@@ -62,7 +62,7 @@ def test_a_kit_whose_room_the_relay_knows_with_another_roster_is_refused(
     try:
         done = ghostline("send", str(kits["alice"]), "hi", *relay.relay_args(), home=home)
         assert done.returncode == 0, done.stderr
-        from ghostline.kit import Kit
+        from ghostline.pad.kit import Kit
 
         with Kit.open(kits["alice"], writable=False) as kit:
             pad_id = kit.pad_id

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from e2e_support import ghostline
 
-from ghostline.member import Member
-from ghostline.payload import encode_text
+from ghostline.protocol.payload import encode_text
+from ghostline.state.member import Member
 from helpers import make_kit_set
 
 SECRET = "the files are under the floor"

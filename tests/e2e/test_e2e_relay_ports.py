@@ -7,7 +7,7 @@ from pathlib import Path
 
 from e2e_support import ghostline
 
-from ghostline.wire import REASON_PRESENCE_PORT
+from ghostline.protocol.frames import REASON_PRESENCE_PORT
 from helpers import RelayProcess, kits_by_name, make_kit_set
 
 

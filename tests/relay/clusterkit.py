@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
-from ghostline.wire import FrameType, decode_accepted, decode_deliver
+from ghostline.protocol.frames import FrameType, decode_accepted, decode_deliver
 from helpers import RelayProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/, for its process kit

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ghostline.envelope import SUITE, VERSION, Envelope, sealed_length
-from ghostline.wire import (
+from ghostline.protocol.envelope import SUITE, VERSION, Envelope, sealed_length
+from ghostline.protocol.frames import (
     ErrorCode,
     Frame,
     FrameDecoder,

@@ -21,9 +21,9 @@ from clusterkit import (  # noqa: F401 - fixtures
 )
 from relaytest_client import Group, RawClient, joined
 
+from ghostline.protocol.frames import ErrorCode, FrameType, Hello, Port
 from ghostline.relay.cluster import score
 from ghostline.relay.cluster.link import STALL_LIMIT
-from ghostline.wire import ErrorCode, FrameType, Hello, Port
 from waiting import until
 
 pytestmark = needs_nats

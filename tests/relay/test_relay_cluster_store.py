@@ -24,11 +24,11 @@ from clusterkit import (  # noqa: F401 - fixtures
 )
 from relaytest_client import Group, RawClient, joined
 
+from ghostline.protocol.frames import FrameType
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.cluster import ClusterConfig, NatsBackend
 from ghostline.relay.cluster.layout import CLUSTER_BUCKET, STREAMS_KEY, Layout
 from ghostline.relay.config import DAY
-from ghostline.wire import FrameType
 from waiting import until
 
 pytestmark = needs_nats

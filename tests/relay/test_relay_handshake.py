@@ -8,7 +8,7 @@ import struct
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined, wait_for
 
-from ghostline.wire import (
+from ghostline.protocol.frames import (
     REASON_PRESENCE_PORT,
     REASON_RELAY_PORT,
     ErrorCode,

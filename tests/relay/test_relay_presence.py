@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from relaytest_client import Group, RawClient, joined
 
-from ghostline.wire import FrameType, Port, decode_member, decode_presence
+from ghostline.protocol.frames import FrameType, Port, decode_member, decode_presence
 
 
 async def watch(relay, group: Group, member: int) -> tuple[RawClient, tuple[int, ...]]:

@@ -10,7 +10,7 @@ import sys
 import pytest
 from relaytest_client import Group, RawClient, joined
 
-from ghostline.wire import Port
+from ghostline.protocol.frames import Port
 
 
 async def test_a_restarted_relay_still_has_its_rooms_and_messages(relay_process, tmp_path):
@@ -34,7 +34,7 @@ async def test_a_restarted_relay_still_has_its_rooms_and_messages(relay_process,
     # the roster survived too
     impostor = Group(3, room=group.room)
     c = await RawClient.connect(second.relay_port)
-    from ghostline.wire import ErrorCode, FrameType, Hello
+    from ghostline.protocol.frames import ErrorCode, FrameType, Hello
 
     await c.send(FrameType.HELLO, Hello(group.room, 0, impostor.roster, 0).encode())
     await c.expect_error(ErrorCode.ROSTER_MISMATCH)

@@ -9,8 +9,8 @@ import struct
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined, wait_for
 
+from ghostline.protocol.frames import REASON_TLS_ONLY, ErrorCode, FrameType
 from ghostline.relay import Retention
-from ghostline.wire import REASON_TLS_ONLY, ErrorCode, FrameType
 from helpers import self_signed_certificate
 
 
@@ -355,7 +355,7 @@ async def test_tls_on_both_ports(make_relay, tmp_path):
     assert await a.accepted() == (1, 0)
     assert (await b.deliver())[0] == 1
     p = await RawClient.connect(relay.presence_port, tls=client_ctx)
-    from ghostline.wire import Port
+    from ghostline.protocol.frames import Port
 
     await p.join(group, 1, port=Port.PRESENCE)
     plain = await RawClient.connect(relay.relay_port)

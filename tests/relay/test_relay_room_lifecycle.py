@@ -11,8 +11,8 @@ import time
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
+from ghostline.protocol.frames import ErrorCode, FrameType, Hello
 from ghostline.relay import Publish, Retention, RoomLimitReached, SqliteBackend
-from ghostline.wire import ErrorCode, FrameType, Hello
 from waiting import until, wait_until
 
 ROSTER = (b"a" * 32, b"b" * 32)

@@ -11,7 +11,7 @@ import ssl
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
-from ghostline.wire import REASON_NOT_TLS, REASON_TLS_ONLY, ErrorCode, decode_error
+from ghostline.protocol.frames import REASON_NOT_TLS, REASON_TLS_ONLY, ErrorCode, decode_error
 from helpers import self_signed_certificate
 from waiting import until, wait_until
 

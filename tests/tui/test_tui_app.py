@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
 from ghostline import files
-from ghostline.client import (
+from ghostline.client.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageRejected,
@@ -25,8 +25,15 @@ from ghostline.client import (
     PresenceChanged,
 )
 from ghostline.files import SEAL_GROUP, publish, save_new_file
-from ghostline.member import HistoryEntry, Member
-from ghostline.payload import FileChunk, FileHeader, TextPayload, decode, encode_text, split_file
+from ghostline.protocol.payload import (
+    FileChunk,
+    FileHeader,
+    TextPayload,
+    decode,
+    encode_text,
+    split_file,
+)
+from ghostline.state.member import HistoryEntry, Member
 from ghostline.tui.app import ChatApp
 from ghostline.tui.files import typed_path
 from ghostline.tui.screens import ConfirmScreen

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from ghostline.client import Client, Event, MessageReceived
-from ghostline.member import MAX_SEAL_GROUP, Member
-from ghostline.payload import FileAssembly, FileChunk, FileHeader, TextPayload, split_file
+from ghostline.client.client import Client, Event, MessageReceived
+from ghostline.client.transport import RelayAddress
+from ghostline.protocol.payload import FileAssembly, FileChunk, FileHeader, TextPayload, split_file
 from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
-from ghostline.transport import RelayAddress
+from ghostline.state.member import MAX_SEAL_GROUP, Member
 from ghostline.tui.app import ChatApp
 from ghostline.tui.screens import ConfirmScreen
 from ghostline.tui.widgets import (

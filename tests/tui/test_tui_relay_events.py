@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from test_tui_app import SIZE, make_app, texts, until
 
-from ghostline.client import ConnectionChanged, MessagesMissing, RelayFailing, StoreChanged
-from ghostline.transport import TlsCertificateError
+from ghostline.client.client import ConnectionChanged, MessagesMissing, RelayFailing, StoreChanged
+from ghostline.client.transport import TlsCertificateError
 
 
 async def test_a_store_change_missing_seqs_and_a_failing_relay_are_shown() -> None:

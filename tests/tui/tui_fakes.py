@@ -1,7 +1,7 @@
 """A fake client and member for the chat app: the same API, no pad, no network.
 
 Snapshot tests need fixed names, times and figures; these give them. Events are the
-real `ghostline.client` dataclasses, fed through the same `events` queue.
+real `ghostline.client.client` dataclasses, fed through the same `events` queue.
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from ghostline.client import ConnectionChanged, MessageAccepted, MessageReceived, PresenceChanged
+from ghostline.client.client import (
+    ConnectionChanged,
+    MessageAccepted,
+    MessageReceived,
+    PresenceChanged,
+)
 from ghostline.errors import PadExhaustedError
-from ghostline.kitformat import KitHeader, KitMember
-from ghostline.member import (
+from ghostline.protocol.kitformat import KitHeader, KitMember
+from ghostline.protocol.payload import decode, encode_text, split_file
+from ghostline.state.member import (
     HistoryEntry,
     KitUsage,
     MemberUsage,
@@ -26,7 +32,6 @@ from ghostline.member import (
     Received,
     SavedFiles,
 )
-from ghostline.payload import decode, encode_text, split_file
 from ghostline.tui.app import ChatApp
 
 # Monday 27 January 2025, 09:30 UTC: every time in the snapshots derives from this.

@@ -25,10 +25,10 @@ sys.path.insert(0, str(HERE))
 import generate_v2  # noqa: E402
 from cryptography.hazmat.primitives.poly1305 import Poly1305  # noqa: E402
 
-from ghostline.envelope import Envelope  # noqa: E402
-from ghostline.kit import Kit  # noqa: E402
-from ghostline.payload import FileChunk, FileHeader, TextPayload, split_file  # noqa: E402
-from ghostline.seal import Rule, seal_with_kit, xor_bytes  # noqa: E402
+from ghostline.pad.kit import Kit  # noqa: E402
+from ghostline.pad.seal import Rule, seal_with_kit, xor_bytes  # noqa: E402
+from ghostline.protocol.envelope import Envelope  # noqa: E402
+from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload, split_file  # noqa: E402
 from helpers import build_message, derived, flip, make_kit_set  # noqa: E402
 
 SEED = "ghostline-vectors-v1"

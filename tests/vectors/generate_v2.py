@@ -15,14 +15,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from ghostline.envelope import HEADER_LEN, TAG_LEN
 from ghostline.errors import InvalidGrant
-from ghostline.extents import Extents
-from ghostline.grants import GrantRange, GrantRule, check_grant, move_range
-from ghostline.kit import Kit
-from ghostline.payload import GrantPayload, TextPayload
-from ghostline.seal import Rule, xor_bytes
-from ghostline.seal2 import open_sealed2, pad_payload, padded_length, seal_with_kit2
+from ghostline.pad.kit import Kit
+from ghostline.pad.seal import Rule, xor_bytes
+from ghostline.pad.seal2 import open_sealed2, pad_payload, padded_length, seal_with_kit2
+from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN
+from ghostline.protocol.extents import Extents
+from ghostline.protocol.grants import GrantRange, GrantRule, check_grant, move_range
+from ghostline.protocol.payload import GrantPayload, TextPayload
 from helpers import MemoryReceiverView, build_message2, derived, flip, make_kit_set
 
 SEED = "ghostline-vectors-v2"

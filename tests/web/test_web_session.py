@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from ghostline.client import (
+from ghostline.client.client import (
     Client,
     ConnectionChanged,
     MessageRejected,
     PresenceChanged,
     RelayAddress,
 )
-from ghostline.member import Member
+from ghostline.state.member import Member
 from ghostline.web.session import WebSession
 from helpers import make_kit_set
 from waiting import until

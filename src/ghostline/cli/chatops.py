@@ -12,6 +12,7 @@ everything another member or the relay wrote goes through `ghostline.display`. E
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -34,11 +35,11 @@ from .relaystatus import (
     store_changed_line,
     with_hint,
 )
-from .textin import NOT_TEXT_HINT, message_text, not_utf8
+from .textin import NOT_TEXT_HINT, TOO_LARGE_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
-    from ..client import Client, ConnectionChanged, Event
-    from ..member import Member
+    from ..client.client import Client, ConnectionChanged, Event
+    from ..state.member import Member
 
 _OUTBOX_HINT = (
     "Check the --relay address and that the relay is running. The message is sealed and "
@@ -129,7 +130,7 @@ async def _send(
     lines: bool,
     quiet: bool,
 ) -> None:
-    from ..payload import encode_text
+    from ..protocol.payload import encode_text
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -160,6 +161,8 @@ async def _send(
         raise with_hint(err) from None
     finally:
         watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
         await client.stop()
     if stopped_by is not None:
         raise stopped_by
@@ -169,15 +172,18 @@ async def _watch_send(client: Client, timeout: float) -> None:
     """While `send` waits: once a connection attempt has failed and the message is still
     not accepted RETRY_NOTICE_DELAY seconds after the start, say so (once), and say when
     the relay keeps failing."""
-    from ..client import ConnectionChanged, RelayFailing
+    from ..client.client import ConnectionChanged, RelayFailing
 
     loop = asyncio.get_running_loop()
     notice_at = loop.time() + RETRY_NOTICE_DELAY
     failed: str | None = None
     while True:
         wait = None if failed is None else max(0.0, notice_at - loop.time())
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+        # races with a queued event, and then `send` never exits.
         try:
-            event = await asyncio.wait_for(client.events.get(), wait)
+            async with asyncio.timeout(wait):
+                event = await client.events.get()
         except TimeoutError:
             _status(retry_line(failed or "", timeout))
             notice_at = float("inf")
@@ -236,6 +242,13 @@ async def _send_lines(client: Client, warnings: PadWarnings) -> tuple[int, BaseE
             await client.send_text(line)
         except PadExhaustedError as err:
             return sealed, err
+        except UsageError:  # a line too large for any relay message: it was not sealed
+            problem = (
+                f"line {number} of stdin is too large for one message; it and the lines "
+                "after it were not sealed"
+            )
+            error = LocalError if sealed else UsageError  # 2 only when nothing was sealed
+            return sealed, error(problem, hint=TOO_LARGE_HINT)
         sealed += 1
         warnings.check(own_pad(client.member))
 
@@ -293,7 +306,7 @@ async def _listen(
     timeout: float | None,
     quiet: bool,
 ) -> None:
-    from ..client import (
+    from ..client.client import (
         ConnectionChanged,
         MessageAccepted,
         MessageReceived,
@@ -320,7 +333,8 @@ async def _listen(
             if remaining is not None and remaining <= 0:
                 break
             try:
-                event: Event = await asyncio.wait_for(client.events.get(), remaining)
+                async with asyncio.timeout(remaining):
+                    event: Event = await client.events.get()
             except TimeoutError:
                 break
             if isinstance(event, MessageReceived):
@@ -363,7 +377,7 @@ async def _listen(
 def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
     """The JSON fields (kind, text, file details) and the one-line human form of a
     decoded payload; `obj` is None for one this version cannot decode."""
-    from ..payload import FileChunk, FileHeader, TextPayload
+    from ..protocol.payload import FileChunk, FileHeader, TextPayload
 
     if isinstance(obj, TextPayload):
         return {"kind": "text", "text": obj.text}, obj.text

@@ -17,9 +17,9 @@ import click
 from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..member import Member
-    from ..transport import RelayAddress, TlsOptions
+    from ..client.client import Client
+    from ..client.transport import RelayAddress, TlsOptions
+    from ..state.member import Member
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,7 +84,7 @@ class ConnectionSettings:
 
 def connection_settings(opts: dict[str, Any]) -> ConnectionSettings:
     """Check every connection option; raise UsageError for the first bad one."""
-    from ..transport import ProxyAddress, RelayAddress
+    from ..client.transport import ProxyAddress, RelayAddress
 
     if not opts["relays"]:
         raise UsageError(f"no relay given: pass --relay HOST:PORT, or set {RELAY_ENV}")
@@ -100,7 +100,7 @@ def connection_settings(opts: dict[str, Any]) -> ConnectionSettings:
 
 
 def _tls(tls: bool, tls_ca: str | None, tls_pin: str | None) -> TlsOptions | None:
-    from ..transport import TlsConfigError, TlsOptions
+    from ..client.transport import TlsConfigError, TlsOptions
 
     if not (tls or tls_ca or tls_pin):
         return None
@@ -123,7 +123,7 @@ def make_client(
     receive_limit: int | None = None,
 ) -> Client:
     """A Client for `member` with checked settings (see `connection_settings`)."""
-    from ..client import Client
+    from ..client.client import Client
 
     return Client(
         member,

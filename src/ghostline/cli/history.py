@@ -122,7 +122,7 @@ def history(
 
 def _print(entries: list[Any], as_json: bool) -> None:
     from ..errors import PayloadError
-    from ..payload import decode
+    from ..protocol.payload import decode
 
     for entry in entries:
         try:

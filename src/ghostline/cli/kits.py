@@ -26,14 +26,14 @@ from ..errors import (
 from ..units import format_size
 
 if TYPE_CHECKING:
-    from ..member import Member, RecoveryPlan
+    from ..state.member import Member, RecoveryPlan
 
 KIT_ARGUMENT = click.argument("kit", type=click.Path(path_type=Path, readable=False))
 
 
 def open_member(kit: Path) -> Member:
     """The member KIT belongs to, with its durable state (use it in a `with` block)."""
-    from ..member import Member
+    from ..state.member import Member
 
     return Member.open(kit)
 
@@ -116,8 +116,8 @@ def recovery_cost(plan: RecoveryPlan) -> str:
 
 
 def _plan(kit_path: str | os.PathLike[str]) -> RecoveryPlan | None:
-    from ..kit import Kit
-    from ..member import plan_recovery
+    from ..pad.kit import Kit
+    from ..state.member import plan_recovery
 
     try:
         with Kit.open(kit_path, writable=False) as kit:

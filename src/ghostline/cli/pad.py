@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..entropy import DEFAULT_ENTROPY_RATE, MixedRandom
 from ..errors import KitError, KitExistsError, UsageError
 from ..fsutil import make_private_dirs
-from ..kitformat import (
+from ..pad.entropy import DEFAULT_ENTROPY_RATE, MixedRandom
+from ..pad.kitset import KIT_SUFFIX, create_kit_set, kit_set_random_len
+from ..protocol.kitformat import (
     DEFAULT_LENGTH_STEP,
     FORMAT_1,
     MAX_LENGTH_STEP,
@@ -33,8 +34,7 @@ from ..kitformat import (
     KitLayout,
     base_offset,
 )
-from ..kitset import KIT_SUFFIX, create_kit_set, kit_set_random_len
-from ..padlevel import MIN_MESSAGE_BYTES
+from ..state.padlevel import MIN_MESSAGE_BYTES
 from ..units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -256,7 +256,7 @@ def _smallest_message(step: int | None) -> int:
     `step`)."""
     if step is None:
         return MIN_MESSAGE_BYTES
-    from ..seal2 import padded_length
+    from ..pad.seal2 import padded_length
 
     return padded_length(MIN_MESSAGE_BYTES, step)
 

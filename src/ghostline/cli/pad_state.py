@@ -15,8 +15,8 @@ from rich.text import Text
 
 from ..display import one_line
 from ..errors import StateError
-from ..kit import Kit
-from ..member import (
+from ..pad.kit import Kit
+from ..state.member import (
     MAX_SEAL_GROUP,
     KitUsage,
     RecoveryPlan,
@@ -27,7 +27,7 @@ from ..member import (
     inspect_state,
     plan_recovery,
 )
-from ..store import Store
+from ..state.store import Store
 from ..units import format_size
 from .kits import KIT_ARGUMENT, recover_hint, recovery_cost
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..padlevel import PadLeft, PadLevel, worse
+from ..state.padlevel import PadLeft, PadLevel, worse
 from ..units import format_size
 
 if TYPE_CHECKING:
-    from ..member import Member
+    from ..state.member import Member
 
 
 def own_pad(member: Member) -> PadLeft:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..display import one_line
-from ..errors import GhostlineError, RelayRefused
-from ..transport import (
+from ..client.transport import (
     ProxyAuthError,
     ProxyError,
     ProxyNotSocks,
@@ -18,10 +16,12 @@ from ..transport import (
     TlsNotSpoken,
     TlsPinMismatch,
 )
-from ..wire import REASON_PRESENCE_PORT, REASON_RELAY_PORT, ErrorCode
+from ..display import one_line
+from ..errors import GhostlineError, RelayRefused
+from ..protocol.frames import REASON_PRESENCE_PORT, REASON_RELAY_PORT, ErrorCode
 
 if TYPE_CHECKING:
-    from ..client import MessagesMissing, RelayFailing, StoreChanged
+    from ..client.client import MessagesMissing, RelayFailing, StoreChanged
 
 _CERTIFICATE_HINTS = {
     "untrusted": (

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PayloadError
-from ..payload import FILE_CHUNK_HEAD_LEN, FileChunk, FileHeader, Kind, chunk_head, decode
+from ..protocol.payload import FILE_CHUNK_HEAD_LEN, FileChunk, FileHeader, Kind, chunk_head, decode
 from .incoming import IncomingFiles, IncomingUpdate
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GhostlineError, PayloadError
-from ..payload import FileAssembly, FileChunk, FileHeader
+from ..protocol.payload import FileAssembly, FileChunk, FileHeader
 from . import publish
 
 

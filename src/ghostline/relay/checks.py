@@ -11,9 +11,9 @@ import struct
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..envelope import HEADER_LEN, SUITE, VERSION, sealed_length
 from ..errors import ProtocolError
-from ..wire import (
+from ..protocol.envelope import HEADER_LEN, SUITE, VERSION, sealed_length
+from ..protocol.frames import (
     REASON_PRESENCE_PORT,
     REASON_RELAY_PORT,
     SIGNATURE_LEN,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..wire import DEFAULT_MAX_FRAME
+from ..protocol.frames import DEFAULT_MAX_FRAME
 
 DAY = 86400.0
 

@@ -15,7 +15,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..wire import ErrorCode, FrameType, encode_deliver, encode_member
+from ..protocol.frames import ErrorCode, FrameType, encode_deliver, encode_member
 from .backend import Appended, Backend, Publish, StoredMessage
 from .logfmt import log_event
 

@@ -22,9 +22,9 @@ import time
 from collections.abc import Iterable
 from typing import cast
 
-from ..envelope import HEADER_LEN, sealed_length
 from ..errors import ProtocolError
-from ..wire import (
+from ..protocol.envelope import HEADER_LEN, sealed_length
+from ..protocol.frames import (
     MAX_PING,
     NONCE_LEN,
     REASON_NOT_TLS,

@@ -35,7 +35,7 @@ from ..cli.relaystatus import (
     relay_failing_line,
     store_changed_line,
 )
-from ..client import (
+from ..client.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
@@ -63,8 +63,8 @@ from ..files import (
     replay_incoming,
     scan_file_history,
 )
-from ..padlevel import PadLeft
-from ..payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
+from ..protocol.payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
+from ..state.padlevel import PadLeft
 from ..units import format_size
 from .files import typed_path
 from .screens import HELP_TEXT, ConfirmScreen, TextScreen
@@ -95,7 +95,7 @@ HISTORY_PAGE = 60
 
 
 class ChatClient(Protocol):
-    """What the app uses of `ghostline.client.Client`."""
+    """What the app uses of `ghostline.client.client.Client`."""
 
     member: Any
     events: asyncio.Queue[Any]

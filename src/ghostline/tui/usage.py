@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..cli.history import describe_keep
 from ..display import one_line
-from ..padlevel import PadLeft
+from ..state.padlevel import PadLeft
 from ..units import format_size
 from .view import percent
 

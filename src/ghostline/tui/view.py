@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, tzinfo
 
-from ..padlevel import PadLeft, PadLevel
-from ..payload import FileHeader
+from ..protocol.payload import FileHeader
+from ..state.padlevel import PadLeft, PadLevel
 from ..units import format_size
 
 # Distinct on dark and light themes; a member keeps its colour because it is chosen by

@@ -24,7 +24,7 @@ from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Static, TextArea
 
 from ..display import body_lines, one_line
-from ..padlevel import PadLeft
+from ..state.padlevel import PadLeft
 from ..units import format_size
 from .view import (
     OWN_COLOUR,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ..display import body_lines, one_line
-from ..padlevel import PadLeft
-from ..payload import FileChunk, FileHeader, Payload, TextPayload
+from ..protocol.payload import FileChunk, FileHeader, Payload, TextPayload
+from ..state.padlevel import PadLeft
 from ..tui.view import file_text, pad_summary, pad_warning, percent
 
 LineKind = Literal["message", "notice", "warning"]

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
-from ..payload import DEFAULT_MAX_FILE_SIZE, safe_file_name
+from ..protocol.payload import DEFAULT_MAX_FILE_SIZE, safe_file_name
 from . import security
 from .session import WebSession
 

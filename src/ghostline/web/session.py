@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import paths
 from ..cli.relaystatus import messages_missing_line, relay_failing_line, store_changed_line
-from ..client import (
+from ..client.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
@@ -48,8 +48,8 @@ from ..files import (
     UnfinishedSend,
     record_in,
 )
-from ..padlevel import PadLeft
-from ..payload import FileChunk, FileHeader, Payload, decode, encode_text
+from ..protocol.payload import FileChunk, FileHeader, Payload, decode, encode_text
+from ..state.padlevel import PadLeft
 from ..tui.usage import after_message, read_pads
 from ..tui.view import file_text, refused_text, rejected_text
 from . import lines as view

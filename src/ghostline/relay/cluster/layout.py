@@ -34,7 +34,7 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 from nats.js.kv import KeyValue
 
 from ...errors import LocalError
-from ...wire import STORE_ID_LEN
+from ...protocol.frames import STORE_ID_LEN
 from ..config import Retention
 from ..logfmt import log_event
 from .link import STALL_LIMIT, ClusterConfig, Link, StorageUnavailable

@@ -24,8 +24,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import ProtocolError
-from .wire import ErrorCode
+from ..errors import ProtocolError
+from .frames import ErrorCode
 
 # Seqs count messages: no room reaches 2^63, and the state database stores them as
 # SQLite's signed 64-bit integers. A relay claiming more is lying.

@@ -19,10 +19,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
-from .errors import KitError, KitExistsError
-from .fsutil import fsync_dir
-from .kitformat import (
+from ..errors import KitError, KitExistsError
+from ..fsutil import fsync_dir
+from ..protocol.envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
+from ..protocol.kitformat import (
     DEFAULT_LENGTH_STEP,
     FORMAT_1,
     FORMAT_2,

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from .errors import PayloadError
+from ..errors import PayloadError
 from .grants import RECORD_LEN, GrantRange
 
 

@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from ..errors import ProtocolError
 from .envelope import PAD_ID_LEN
-from .errors import ProtocolError
 
 DEFAULT_MAX_FRAME = (1 << 20) + 256
 JOIN_CONTEXT = b"ghostline-join-v1"

@@ -21,7 +21,8 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from .envelope import (
+from ..errors import ErasedKeyError, PadExhaustedError, RejectedMessage
+from ..protocol.envelope import (
     HEADER_LEN,
     SUITE,
     SUITE_2,
@@ -32,11 +33,10 @@ from .envelope import (
     pack_header,
     unpack_header,
 )
-from .errors import ErasedKeyError, PadExhaustedError, RejectedMessage
-from .extents import Extents
-from .grants import GrantView
+from ..protocol.extents import Extents
+from ..protocol.grants import GrantView
+from ..protocol.kitformat import FORMAT_2
 from .kit import Kit
-from .kitformat import FORMAT_2
 from .seal import Opened, Rule, format_mismatch
 
 # Below this size Python's big integers XOR faster than a round trip through numpy.

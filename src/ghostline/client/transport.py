@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from .errors import GhostlineError, LocalError, RemoteError, UsageError
+from ..errors import GhostlineError, LocalError, RemoteError, UsageError
 
 DEFAULT_RELAY_PORT = 8080
 

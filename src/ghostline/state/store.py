@@ -52,9 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StateError
-from .fsutil import fsync_dir
-from .relaycursor import RelayCursor
+from ..errors import StateError
+from ..fsutil import fsync_dir
+from ..protocol.relaycursor import RelayCursor
 
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 30_000

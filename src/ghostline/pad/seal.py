@@ -17,7 +17,8 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from .envelope import (
+from ..errors import ErasedKeyError, PadExhaustedError, RejectedMessage
+from ..protocol.envelope import (
     HEADER_LEN,
     SUITE,
     SUITE_2,
@@ -28,9 +29,8 @@ from .envelope import (
     pack_header,
     unpack_header,
 )
-from .errors import ErasedKeyError, PadExhaustedError, RejectedMessage
+from ..protocol.kitformat import FORMAT_1
 from .kit import Kit
-from .kitformat import FORMAT_1
 
 # Below this size Python's big integers XOR faster than a round trip through numpy.
 _NUMPY_XOR_FROM = 2048

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .payload import PREFIX_LEN
+from ..protocol.payload import PREFIX_LEN
 
 # Warn when no more than these shares of the slice (bytes or keys) are left.
 LOW_FRACTION = 0.10

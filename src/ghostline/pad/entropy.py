@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EntropyError, UsageError
+from ..errors import EntropyError, UsageError
 
 ALPHA_LOG2 = 40  # alpha = 2^-40: the false-alarm probability per test per sample
 APT_WINDOW = 512  # SP 800-90B 4.4.2: W = 512 for non-binary samples

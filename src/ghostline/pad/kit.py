@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ErasedKeyError, JournalFullError, KitDamagedError, KitError, KitReadOnlyError
-from .grants import RECORD_LEN, GrantRange, JournalError, decode_journal, free_slot
-from .kitformat import (
+from ..errors import ErasedKeyError, JournalFullError, KitDamagedError, KitError, KitReadOnlyError
+from ..protocol.grants import RECORD_LEN, GrantRange, JournalError, decode_journal, free_slot
+from ..protocol.kitformat import (
     FORMAT_1,
     FORMAT_2,
     HASH_KEY_LEN,

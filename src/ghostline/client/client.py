@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import payload as payload_mod
-from .errors import (
+from ..errors import (
     GhostlineError,
     InternalError,
     LocalError,
@@ -53,19 +52,9 @@ from .errors import (
     RelayUnreachable,
     RemoteError,
 )
-from .padlevel import PadLeft
-from .relaycursor import SEQ_LIMIT, GapWatch, Lost, Refetch, SeqGuard
-from .seal import Rule
-from .transport import (
-    RelayAddress,
-    TlsExpected,
-    TlsOptions,
-    TransportError,
-    looks_like_tls,
-    open_stream,
-    speaks_tls,
-)
-from .wire import (
+from ..pad.seal import Rule
+from ..protocol import payload as payload_mod
+from ..protocol.frames import (
     MAX_PING,
     NONCE_LEN,
     REASON_TLS_ONLY,
@@ -84,9 +73,20 @@ from .wire import (
     encode_frame,
     join_statement,
 )
+from ..protocol.relaycursor import SEQ_LIMIT, GapWatch, Lost, Refetch, SeqGuard
+from ..state.padlevel import PadLeft
+from .transport import (
+    RelayAddress,
+    TlsExpected,
+    TlsOptions,
+    TransportError,
+    looks_like_tls,
+    open_stream,
+    speaks_tls,
+)
 
 if TYPE_CHECKING:
-    from .member import Member, OutboxEntry, Received
+    from ..state.member import Member, OutboxEntry, Received
 
 __all__ = [
     "AlreadyReceived",

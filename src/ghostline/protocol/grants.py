@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
-from .errors import InvalidGrant
+from ..errors import InvalidGrant
 from .extents import Extents
 from .kitformat import JOURNAL_LEN
 

@@ -43,9 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import paths
-from .envelope import HEADER_LEN, read_envelope, sealed_length
-from .errors import (
+from .. import paths
+from ..errors import (
     ErasedKeyError,
     RecoveryNeeded,
     RejectedMessage,
@@ -53,14 +52,15 @@ from .errors import (
     UnsupportedKitError,
     UsageError,
 )
-from .kit import Kit
-from .kitformat import FORMAT_1, KEY_LEN, KitHeader
+from ..pad.kit import Kit
+from ..pad.seal import open_sealed, seal_with_kit
+from ..protocol.envelope import HEADER_LEN, read_envelope, sealed_length
+from ..protocol.frames import DEFAULT_MAX_FRAME
+from ..protocol.kitformat import FORMAT_1, KEY_LEN, KitHeader
+from ..protocol.payload import PREFIX_LEN, TRANSFER_ID_LEN, Kind
+from ..protocol.relaycursor import SEQ_LIMIT, RelayCursor
 from .kitrecord import check_kit, remember_kit
-from .payload import PREFIX_LEN, TRANSFER_ID_LEN, Kind
-from .relaycursor import SEQ_LIMIT, RelayCursor
-from .seal import open_sealed, seal_with_kit
 from .store import Binding, HeldParts, HistoryRow, SenderTotals, SkippedRange, Store
-from .wire import DEFAULT_MAX_FRAME
 
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86

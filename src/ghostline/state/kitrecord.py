@@ -24,10 +24,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import paths
-from .errors import KitHeaderChangedError, KitRecordError
-from .fsutil import fsync_dir, make_private_dirs
-from .kitformat import KitHeader, verify_key_of
+from .. import paths
+from ..errors import KitHeaderChangedError, KitRecordError
+from ..fsutil import fsync_dir, make_private_dirs
+from ..protocol.kitformat import KitHeader, verify_key_of
 
 # The header fields that identify a kit: all but the signing key, a secret.
 _SECRET = "signing_key"

@@ -34,8 +34,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..errors import KitDamagedError, KitError
 from .envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
-from .errors import KitDamagedError, KitError
 
 FORMAT_1 = 1
 FORMAT_2 = 2

@@ -1,0 +1,1 @@
+"""Pad code: kit files (mapped), the kit-set writer, sealing and opening, entropy."""

@@ -1,0 +1,1 @@
+"""A member's durable state: the safety tables, history, the member facade."""
