@@ -132,6 +132,12 @@ _PORT = click.IntRange(0, 65535)
     show_default=True,
     help="JetStream replicas (3 on 3 servers).",
 )
+@click.option(
+    "--cluster-streams",
+    type=int,
+    default=None,
+    help="JetStream streams of a new cluster (fixed once created) [default: 8].",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 def relay(
@@ -158,6 +164,7 @@ def relay(
     cluster: str | None,
     node_name: str | None,
     cluster_replicas: int,
+    cluster_streams: int | None,
     log_level: str,
 ) -> None:
     """Run the blind relay (store-and-forward) and presence servers."""
@@ -196,9 +203,11 @@ def relay(
     logger.propagate = False
     backend: Backend
     if cluster is not None:
-        from ..relay.nats_backend import cluster_backend
+        from .cluster import cluster_backend
 
-        backend, where = cluster_backend(cluster, node_name, cluster_replicas, limits.retention)
+        backend, where = cluster_backend(
+            cluster, node_name, cluster_replicas, cluster_streams, limits.retention
+        )
     else:
         path = store or default_relay_store()
         backend, where = SqliteBackend(path, limits.retention), f"store {path}"
