@@ -1,7 +1,7 @@
 """A fake client and member for the chat app: the same API, no pad, no network.
 
 Snapshot tests need fixed names, times and figures; these give them. Events are the
-real `ghostline.client.client` dataclasses, fed through the same `events` queue.
+real `ghostline.client` event dataclasses, fed through the same `events` queue.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ _ACCEPTED = struct.Struct(">IBQQ")  # N, 0x84, seq, counter
 DELIVER_HEAD_LEN = _DELIVER_HEAD.size
 _DELIVER_BODY_HEAD = DELIVER_HEAD_LEN - _LEN.size  # type and seq: N counts them
 _HELLO_HEAD = struct.Struct(f">{PAD_ID_LEN}sHH")  # room, member, n; n keys and resume_after follow
+# The largest HELLO frame's N (type + body: room, member, n, 255 verify keys, resume_after):
+# no relay may cap frames below it.
+MAX_HELLO_FRAME = 1 + _HELLO_HEAD.size + MAX_MEMBERS * VERIFY_KEY_LEN + 8
 _WELCOME = struct.Struct(f">Q{STORE_ID_LEN}s")  # head, store_id
 
 

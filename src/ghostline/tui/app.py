@@ -96,7 +96,7 @@ HISTORY_PAGE = 60
 
 
 class ChatClient(Protocol):
-    """What the app uses of `ghostline.client.client.Client`."""
+    """What the app uses of `ghostline.client.Client`."""
 
     member: Any
     events: asyncio.Queue[Any]
