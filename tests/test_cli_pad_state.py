@@ -15,7 +15,8 @@ from rich.console import Console
 from ghostline.cli import cli, main, report
 from ghostline.cli.pad_state import _print_info
 from ghostline.errors import OldStateLayout, StateError
-from ghostline.protocol.payload import encode_text, split_file
+from ghostline.files import split_file
+from ghostline.protocol.payload import encode_text
 from ghostline.state.limits import MAX_SEAL_GROUP
 from ghostline.state.member import Member
 from ghostline.state.recovery import recovery_margin

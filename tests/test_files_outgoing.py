@@ -6,8 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from ghostline.files import OutgoingFile, send_file
-from ghostline.protocol.payload import split_file
+from ghostline.files import OutgoingFile, send_file, split_file
 from ghostline.state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP
 
 

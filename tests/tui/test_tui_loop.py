@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from tui_fakes import FakeClient, FakeMember, FixedClock, header
 
-from ghostline.client.client import MessageReceived, PadLow
-from ghostline.protocol.payload import decode, split_file
+from ghostline.client import MessageReceived, PadLow
+from ghostline.files import split_file
+from ghostline.protocol.payload import decode
 from ghostline.state.member import Member, Received
 from ghostline.tui.app import ChatApp
 from ghostline.tui.widgets import ChatInput

@@ -27,6 +27,7 @@ from ..errors import GhostlineError, LocalError, RelayUnreachable, UsageError
 from .connect import ConnectionSettings, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
 from .padwarn import PadWarnings
+from .params import Number, seconds
 from .relaystatus import (
     failure_hint,
     messages_missing_line,
@@ -35,10 +36,10 @@ from .relaystatus import (
     store_changed_line,
     with_hint,
 )
-from .textin import NOT_TEXT_HINT, message_text, not_utf8
+from .textin import NOT_TEXT_HINT, TOO_LARGE_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
-    from ..client.client import Client, ConnectionChanged, Event
+    from ..client import Client, ConnectionChanged, Event
     from ..state.member import Member
 
 _OUTBOX_HINT = (
@@ -79,7 +80,7 @@ def _connection_line(ev: ConnectionChanged) -> str | None:
 @connection_options
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=Number(min=0.1),
     default=30.0,
     show_default=True,
     help="Seconds to wait for the relay to accept everything.",
@@ -148,7 +149,7 @@ async def _send(
         if lines:
             sent, stopped_by = await _send_lines(client, warnings)
             deadline = loop.time() + timeout
-        counters = client.pending_counters()
+        counters = await client.pending_counters()
         for counter in counters:
             seq = await _accepted(client, counter, deadline)
             if seq is None:
@@ -172,7 +173,7 @@ async def _watch_send(client: Client, timeout: float) -> None:
     """While `send` waits: once a connection attempt has failed and the message is still
     not accepted RETRY_NOTICE_DELAY seconds after the start, say so (once), and say when
     the relay keeps failing."""
-    from ..client.client import ConnectionChanged, RelayFailing
+    from ..client import ConnectionChanged, RelayFailing
 
     loop = asyncio.get_running_loop()
     notice_at = loop.time() + RETRY_NOTICE_DELAY
@@ -208,8 +209,8 @@ async def _accepted(client: Client, counter: int, deadline: float) -> int | None
         try:
             return await client.wait_accepted(counter, min(remaining, 0.5))
         except TimeoutError:
-            if counter not in client.pending_counters():
-                return client.member.accepted_seq(counter) or 0
+            if counter not in await client.pending_counters():
+                return await client.accepted_seq(counter) or 0
     return None
 
 
@@ -242,6 +243,13 @@ async def _send_lines(client: Client, warnings: PadWarnings) -> tuple[int, BaseE
             await client.send_text(line)
         except PadExhaustedError as err:
             return sealed, err
+        except UsageError:  # a line too large for any relay message: it was not sealed
+            problem = (
+                f"line {number} of stdin is too large for one message; it and the lines "
+                "after it were not sealed"
+            )
+            error = LocalError if sealed else UsageError  # 2 only when nothing was sealed
+            return sealed, error(problem, hint=TOO_LARGE_HINT)
         sealed += 1
         warnings.check(client.member.own_pad())
 
@@ -274,9 +282,7 @@ def _send_timeout(client: Client, timeout: float, count: int) -> Exception:
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message on stdout.")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
-@click.option(
-    "--timeout", type=click.FloatRange(min=0.0), default=None, help="Stop after S seconds."
-)
+@click.option("--timeout", type=seconds(), default=None, help="Stop after S seconds.")
 @click.option("-q", "--quiet", is_flag=True, help="No connection status on stderr.")
 def listen(
     kit: Path, as_json: bool, count: int | None, timeout: float | None, quiet: bool, **opts: Any
@@ -299,7 +305,7 @@ async def _listen(
     timeout: float | None,
     quiet: bool,
 ) -> None:
-    from ..client.client import (
+    from ..client import (
         ConnectionChanged,
         MessageAccepted,
         MessageReceived,
@@ -370,13 +376,15 @@ async def _listen(
 def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
     """The JSON fields (kind, text, file details) and the one-line human form of a
     decoded payload; `obj` is None for one this version cannot decode."""
+    from ..files.names import safe_file_name
     from ..protocol.payload import FileChunk, FileHeader, TextPayload
 
     if isinstance(obj, TextPayload):
         return {"kind": "text", "text": obj.text}, obj.text
     if isinstance(obj, FileHeader):
-        fields = {"kind": "file", "text": None, "file": obj.safe_name, "size": obj.total_size}
-        shown = repr(one_line(obj.safe_name))
+        name = safe_file_name(obj.name)
+        fields = {"kind": "file", "text": None, "file": name, "size": obj.total_size}
+        shown = repr(one_line(name))
         human = f"[file {shown}, {obj.total_size} bytes, {obj.chunk_count} chunks]"
         return fields, human
     if isinstance(obj, FileChunk):

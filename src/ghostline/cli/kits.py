@@ -3,7 +3,8 @@ tell a person when a kit or its state cannot be used.
 
 A kit path is checked by `Kit.open`, not by click: a missing, unreadable or read-only
 kit is then one line (`ghostline: error: ...`), never a usage banner. `explain` words
-the kit and state errors; `cli.report` prints what it returns.
+the kit and state errors and gives every error its hint; `cli.report` prints what it
+returns.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from ..errors import (
     EntropySourceShort,
     GhostlineError,
     HealthTestFailure,
+    KitDamagedError,
     KitHeaderChangedError,
     KitReadOnlyError,
     KitRecordError,
+    PadExhaustedError,
     RecoveryNeeded,
+    RelayUnreachable,
     StateOfAnotherKit,
     UnsupportedKitError,
 )
@@ -74,18 +78,32 @@ def explain(err: GhostlineError) -> tuple[str, str | None]:
         if err.kit_path is None:
             return err.message, "Run `ghostline pad recover KIT` on its kit (see its --help)."
         return err.message, recover_hint(err.kit_path)
-    if isinstance(err, UnsupportedKitError):
-        return err.message, "Make a format-1 kit set with `ghostline pad new --format 1`."
-    if isinstance(err, HealthTestFailure):
-        return err.message, (
-            "The source looks stuck or biased. Check the device, or assert a lower "
-            "--entropy-rate only if you have measured it."
-        )
-    if isinstance(err, EntropySourceShort):
-        return err.message, "Use a larger sample file or a smaller --size / --auth-keys."
-    if isinstance(err, StateOfAnotherKit):
-        return err.message, "Pass the state file that belongs to this kit, or leave --state out."
-    return err.message, err.hint
+    if err.hint is not None:
+        return err.message, err.hint
+    return err.message, next((hint for kind, hint in _HINTS if isinstance(err, kind)), None)
+
+
+# What to do about errors whose raiser did not say (the library raises them bare, with
+# the data; which command or option helps is the CLI's to say).
+_HINTS: tuple[tuple[type[GhostlineError], str], ...] = (
+    (
+        PadExhaustedError,
+        "Meet the group in person and make a new kit set with `ghostline pad new`.",
+    ),
+    (UnsupportedKitError, "Make a format-1 kit set with `ghostline pad new --format 1`."),
+    (
+        KitDamagedError,
+        "Use an undamaged copy of your kit; without one, the group needs a new kit set.",
+    ),
+    (StateOfAnotherKit, "Pass the state file that belongs to this kit, or leave --state out."),
+    (
+        HealthTestFailure,
+        "The source looks stuck or biased. Check the device, or assert a lower "
+        "--entropy-rate only if you have measured it.",
+    ),
+    (EntropySourceShort, "Use a larger sample file or a smaller --size / --auth-keys."),
+    (RelayUnreachable, "Check the --relay address and that the relay is running."),
+)
 
 
 def _changes(field: str, was: object, now: object) -> list[str]:

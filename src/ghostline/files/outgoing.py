@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import UsageError
-from ..protocol.payload import FileHeader, split_file
+from ..protocol.payload import FileHeader
 from ..state.limits import MAX_SEAL_GROUP, seal_groups
+from .split import split_file
 
 # Parts sealed per commit: one fsync per group instead of one per chunk. The most one
 # commit may seal, because `pad recover` skips that much (state/limits.py).

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from ..fsutil import make_private_dirs, publish_new
-from ..protocol.payload import safe_file_name
+from .names import safe_file_name
 
 
 def candidate_names(name: str) -> list[str]:

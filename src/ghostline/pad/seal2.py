@@ -36,8 +36,9 @@ from ..protocol.envelope import (
 from ..protocol.extents import Extents
 from ..protocol.grants import GrantView
 from ..protocol.kitformat import FORMAT_2
+from ..protocol.rules import Rule
 from .kit import Kit
-from .seal import Opened, Rule, check_addressing, format_mismatch
+from .seal import Opened, check_addressing, format_mismatch
 
 # Below this size Python's big integers XOR faster than a round trip through numpy.
 _NUMPY_FROM = 2048

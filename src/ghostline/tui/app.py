@@ -35,7 +35,7 @@ from .. import paths
 from ..cli.relaystatus import (
     failure_hint,
 )
-from ..client.client import (
+from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
@@ -62,7 +62,7 @@ STOP_TIMEOUT = 5.0  # seconds the connection may take to close when the app quit
 
 
 class ChatClient(Protocol):
-    """What the app uses of `ghostline.client.client.Client`."""
+    """What the app uses of `ghostline.client.Client`."""
 
     member: Any
     events: asyncio.Queue[Any]

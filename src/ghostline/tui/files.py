@@ -27,6 +27,7 @@ from ..files import (
     prepare_file,
     record_in,
     replay_incoming,
+    safe_file_name,
     scan_file_history,
 )
 from ..protocol.payload import FileChunk, FileHeader
@@ -126,8 +127,8 @@ class ChatFiles:
             if send.sent_again:
                 continue
             self.warn(
-                f"file {header.safe_name}: sent {send.chunks_sealed} of {header.chunk_count} "
-                "parts before the app closed; send it again with /file"
+                f"file {safe_file_name(header.name)}: sent {send.chunks_sealed} of "
+                f"{header.chunk_count} parts before the app closed; send it again with /file"
             )
         self.ready = True
 
@@ -153,7 +154,7 @@ class ChatFiles:
         if not app.is_running:
             return
         own = self.panel.pads[self.me]
-        name = outgoing.header.safe_name
+        name = safe_file_name(outgoing.header.name)
         size = format_size(outgoing.header.total_size)
         if outgoing.pad_bytes > own.bytes_left or outgoing.messages > own.msgs_left:
             self.warn(
@@ -175,7 +176,7 @@ class ChatFiles:
 
     async def send(self, outgoing: OutgoingFile) -> None:
         app = self.app
-        name = outgoing.header.safe_name
+        name = safe_file_name(outgoing.header.name)
         size = format_size(outgoing.header.total_size)
         total = outgoing.messages
         row = self._row(outgoing.key, f"→ {name} ({size})", total)

@@ -13,7 +13,7 @@ from typing import Any
 
 from textual.app import App
 
-from ..client.client import ConnectionChanged, PresenceChanged
+from ..client import ConnectionChanged, PresenceChanged
 from ..state.usage import PadLeft, after_message
 from .messagelog import ChatLine
 from .view import pad_warning
