@@ -8,7 +8,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ghostline.pad.kit import Kit
 from ghostline.protocol.payload import encode_text
 from ghostline.state.member import Member
 from ghostline.units import format_size, parse_size
+from waiting import wait_until
 
 Run = Callable[..., tuple[int, str, str]]
 GHOSTLINE = Path(sys.executable).parent / "ghostline"
@@ -279,8 +279,20 @@ def test_sizes_print_in_binary_units() -> None:
     ]
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.3])
-def test_ctrl_c_during_generation_leaves_no_kit_behind(tmp_path: Path, delay: float) -> None:
+def files_begun(out: Path) -> bool:
+    """Whether the first partial kit file is there (the files are being opened)."""
+    return out.exists() and any(out.iterdir())
+
+
+def pad_being_written(out: Path) -> bool:
+    """Whether a partial kit file holds more than a MiB on disk (they start sparse)."""
+    return files_begun(out) and any(p.stat().st_blocks * 512 > 1 << 20 for p in out.iterdir())
+
+
+@pytest.mark.parametrize("moment", [files_begun, pad_being_written], ids=lambda f: f.__name__)
+def test_ctrl_c_during_generation_leaves_no_kit_behind(
+    tmp_path: Path, moment: Callable[[Path], bool]
+) -> None:
     out = tmp_path / "kits"
     proc = subprocess.Popen(
         [str(GHOSTLINE), "pad", "new", "--members", "a,b,c", "--size", "1GiB", "--out", str(out)],
@@ -289,11 +301,8 @@ def test_ctrl_c_during_generation_leaves_no_kit_behind(tmp_path: Path, delay: fl
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (out.exists() and any(out.iterdir())):  # generation has begun
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(delay)  # 0: while the files are being opened; 0.3: while writing
+        wait_until(lambda: moment(out) or proc.poll() is not None, 30, moment.__name__)
+        assert proc.poll() is None, "pad new ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
     finally:

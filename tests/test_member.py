@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -473,23 +472,36 @@ def test_processes_opening_a_new_member_at_once_all_get_the_same_complete_databa
 ) -> None:
     kit = make_kit_set(tmp_path / "kits")[0]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    # Each process says it is ready (imports done), then waits for "go" on stdin: all
+    # four open the member at the same moment, whatever their start-up took.
     start_together = (
-        "import sys, time; from ghostline.state.member import Member; "
-        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "import sys; from ghostline.state.member import Member; "
+        "print('ready', flush=True); sys.stdin.readline(); "
         "m = Member.open(sys.argv[1]); print(m.store.path); m.close()"
     )
-    at = str(time.time() + 1.5)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", start_together, str(kit), at],
+            [sys.executable, "-c", start_together, str(kit)],
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(4)
     ]
-    outputs = [p.communicate(timeout=60) for p in procs]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outputs]
     assert len({out.strip() for out, _ in outputs}) == 1
     with Member.open(kit) as member:

@@ -11,6 +11,7 @@ import pytest
 from relaytest_client import Group, RawClient, joined
 
 from ghostline.protocol.frames import Port
+from waiting import until
 
 
 async def test_a_restarted_relay_still_has_its_rooms_and_messages(relay_process, tmp_path):
@@ -66,8 +67,7 @@ async def test_a_relay_killed_mid_stream_loses_no_accepted_message(relay_process
                             break
 
     tasks = [asyncio.ensure_future(pump(m, c)) for m, c in enumerate(publishers)]
-    while sum(len(s) for s in accepted.values()) < 1500:
-        await asyncio.sleep(0.01)
+    await until(lambda: sum(len(s) for s in accepted.values()) >= 1500, 60, "1500 accepted")
     proc.kill()
     await asyncio.gather(*tasks)
     seen = set().union(*accepted.values())
