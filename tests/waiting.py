@@ -16,6 +16,7 @@ that, then assert.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -30,20 +31,25 @@ async def _sleep() -> None:
 
 
 async def until(
-    check: Callable[[], T],
+    check: Callable[[], T | Awaitable[T]],
     timeout: float = 10.0,
     what: str = "",
     *,
     poll: Callable[[], Awaitable[object]] = _sleep,
 ) -> T:
     """Wait (async) until `check()` is truthy and return it; AssertionError after
-    `timeout` seconds. `poll` is awaited between two checks."""
+    `timeout` seconds. `check` may be a coroutine function (a query to a server);
+    `poll` is awaited between two checks."""
     deadline = time.monotonic() + timeout
-    while not (value := check()):
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached in {timeout} s: {what or check}")
         await poll()
-    return value
 
 
 def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "") -> T:

@@ -122,6 +122,34 @@ def test_send_lines_stops_at_a_line_that_is_not_utf8_and_sends_what_came_before(
     assert [h["text"] for h in history(kits["alice"], home)] == ["good"]
 
 
+def test_send_lines_stops_at_a_line_too_large_for_a_message_and_says_what_was_sealed(
+    tmp_path: Path, home: Path
+) -> None:
+    # room in the pad for it: what refuses it is the relay's frame limit, not the pad
+    kits = kits_by_name(make_kit_set(tmp_path / "kits", NAMES, slice_len=2 << 20, auth_keys=64))
+    relay = RelayProcess(tmp_path / "relay.sqlite")
+    huge = b"x" * ((1 << 20) + 500) + b"\n"  # more than any relay frame carries
+    try:
+        done = run(
+            "send", str(kits["alice"]), *relay.relay_args(), "-", "--lines",
+            stdin=b"first\n" + huge + b"after\n", home=home,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr  # not 2: the first line was sealed
+        rest = "\n".join(
+            line for line in done.stderr.splitlines() if not line.startswith("ghostline: sent")
+        )
+        one_line_error(rest, "line 2 of stdin is too large", "the lines after it were not sealed")
+        assert listen_texts(kits["bob"], relay, home, 1) == ["first"]
+        alone = run(
+            "send", str(kits["alice"]), *relay.relay_args(), "-", "--lines",
+            stdin=huge, home=home,
+        )  # fmt: skip
+        assert alone.returncode == 2, alone.stderr  # nothing sealed: a usage error
+    finally:
+        relay.kill()
+    assert [h["text"] for h in history(kits["alice"], home)] == ["first"]
+
+
 def test_the_relay_can_come_from_ghostline_relay_and_needs_no_port(
     tmp_path: Path, home: Path
 ) -> None:

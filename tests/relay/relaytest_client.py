@@ -163,17 +163,6 @@ class RawClient:
             f"unexpected frame 0x{frame.type:02x} before the PONG"
         )
 
-    async def nothing(self, wait: float = 0.2) -> None:
-        """Assert that no frame arrives within `wait` seconds.
-
-        Passes by waiting: kept only for tests/relay/test_relay_cluster.py on main (the
-        cluster branch no longer calls it). Use `expect_nothing`."""
-        try:
-            frame = await self.recv(wait)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected frame 0x{frame.type:02x}")
-
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(ConnectionError, ssl.SSLError):

@@ -142,3 +142,20 @@ async def test_a_second_backend_on_the_same_store_is_refused_with_the_holders_pi
     await first.close()
     second = await open_store(tmp_path / "s.sqlite")  # closed: free again
     await second.close()
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+async def test_the_same_store_under_another_name_is_refused_too(tmp_path, link):
+    store = tmp_path / "s.sqlite"
+    first = await open_store(store)
+    other = tmp_path / "elsewhere" / "alias.sqlite"
+    other.parent.mkdir()
+    if link == "symbolic":
+        other.symlink_to(store)
+    else:
+        os.link(store, other)
+    with pytest.raises(StoreLocked):
+        await SqliteBackend(other).open(None)  # type: ignore[arg-type]
+    await first.close()
+    second = await open_store(other)  # the first is gone: the alias may take it now
+    await second.close()

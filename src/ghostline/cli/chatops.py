@@ -27,6 +27,7 @@ from ..errors import GhostlineError, LocalError, RelayUnreachable, UsageError
 from .connect import ConnectionSettings, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
 from .padwarn import PadWarnings, own_pad
+from .params import Number, seconds
 from .relaystatus import (
     failure_hint,
     messages_missing_line,
@@ -35,7 +36,7 @@ from .relaystatus import (
     store_changed_line,
     with_hint,
 )
-from .textin import NOT_TEXT_HINT, message_text, not_utf8
+from .textin import NOT_TEXT_HINT, TOO_LARGE_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
     from ..client.client import Client, ConnectionChanged, Event
@@ -79,7 +80,7 @@ def _connection_line(ev: ConnectionChanged) -> str | None:
 @connection_options
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=Number(min=0.1),
     default=30.0,
     show_default=True,
     help="Seconds to wait for the relay to accept everything.",
@@ -242,6 +243,13 @@ async def _send_lines(client: Client, warnings: PadWarnings) -> tuple[int, BaseE
             await client.send_text(line)
         except PadExhaustedError as err:
             return sealed, err
+        except UsageError:  # a line too large for any relay message: it was not sealed
+            problem = (
+                f"line {number} of stdin is too large for one message; it and the lines "
+                "after it were not sealed"
+            )
+            error = LocalError if sealed else UsageError  # 2 only when nothing was sealed
+            return sealed, error(problem, hint=TOO_LARGE_HINT)
         sealed += 1
         warnings.check(own_pad(client.member))
 
@@ -274,9 +282,7 @@ def _send_timeout(client: Client, timeout: float, count: int) -> Exception:
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message on stdout.")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
-@click.option(
-    "--timeout", type=click.FloatRange(min=0.0), default=None, help="Stop after S seconds."
-)
+@click.option("--timeout", type=seconds(), default=None, help="Stop after S seconds.")
 @click.option("-q", "--quiet", is_flag=True, help="No connection status on stderr.")
 def listen(
     kit: Path, as_json: bool, count: int | None, timeout: float | None, quiet: bool, **opts: Any

@@ -36,6 +36,7 @@ from ..protocol.kitformat import (
 )
 from ..state.padlevel import MIN_MESSAGE_BYTES
 from ..units import format_size, parse_size
+from .params import Number, whole
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -97,7 +98,7 @@ def pad() -> None:
 )
 @click.option(
     "--auth-keys",
-    type=int,
+    type=whole(),
     default=None,
     metavar="K",
     help="One-time keys per ordered pair = most messages each member can send "
@@ -115,7 +116,7 @@ def pad() -> None:
 )
 @click.option(
     "--entropy-rate",
-    type=float,
+    type=Number(min=0.0, min_open=True, max=8.0),
     default=DEFAULT_ENTROPY_RATE,
     show_default=True,
     metavar="H",

@@ -18,11 +18,13 @@ import click
 
 from ..errors import LocalError, UsageError
 from ..paths import default_relay_store
+from ..protocol.frames import MAX_HELLO_FRAME
 from ..relay.backend import Backend
 from ..relay.config import DAY, RelayLimits, Retention
 from ..relay.server import RelayServer
 from ..relay.sqlite_store import SqliteBackend
 from ..relay.storefile import StoreDamaged, StoreLayoutError, StoreLocked, StoreUnavailable
+from .params import seconds, whole
 
 StoreRefusal = StoreLocked | StoreDamaged | StoreLayoutError | StoreUnavailable
 
@@ -56,36 +58,65 @@ _PORT = click.IntRange(0, 65535)
 )
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--max-frame", default=_D.max_frame, show_default=True, help="Bytes per frame.")
-@click.option("--max-connections", default=_D.max_connections, show_default=True)
 @click.option(
-    "--max-connections-per-address", default=_D.max_connections_per_address, show_default=True
-)
-@click.option("--max-rooms", default=_D.max_rooms, show_default=True)
+    "--max-frame", type=whole(MAX_HELLO_FRAME), default=_D.max_frame, show_default=True,
+    help="Bytes per frame.",
+)  # fmt: skip
+@click.option("--max-connections", type=whole(), default=_D.max_connections, show_default=True)
+@click.option(
+    "--max-connections-per-address", type=whole(), default=_D.max_connections_per_address,
+    show_default=True,
+)  # fmt: skip
+@click.option("--max-rooms", type=whole(), default=_D.max_rooms, show_default=True)
 @click.option(
     "--new-room-burst",
+    type=whole(),
     default=_D.new_room_burst,
     show_default=True,
     help="New rooms one address may register at once.",
 )
 @click.option(
-    "--new-rooms-per-hour", default=_D.new_room_rate * 3600, show_default=True,
+    "--new-rooms-per-hour", type=seconds(open_min=False), default=_D.new_room_rate * 3600,
+    show_default=True,
     help="New rooms one address may register per hour, after the burst.",
 )  # fmt: skip
 @click.option(
-    "--publish-rate", default=_D.publish_rate, show_default=True, help="Per connection, /s."
+    "--publish-rate",
+    type=seconds(),
+    default=_D.publish_rate,
+    show_default=True,
+    help="Per connection, /s.",
 )
-@click.option("--publish-burst", default=_D.publish_burst, show_default=True)
+@click.option("--publish-burst", type=whole(), default=_D.publish_burst, show_default=True)
 @click.option(
-    "--send-buffer", default=_D.send_buffer, show_default=True, help="Bytes per connection."
+    "--send-buffer",
+    type=whole(MAX_HELLO_FRAME),
+    default=_D.send_buffer,
+    show_default=True,
+    help="Bytes per connection.",
 )
-@click.option("--idle-timeout", default=_D.idle_timeout, show_default=True, help="Seconds.")
 @click.option(
-    "--handshake-timeout", default=_D.handshake_timeout, show_default=True, help="Seconds."
+    "--idle-timeout", type=seconds(), default=_D.idle_timeout, show_default=True,
+    help="Seconds.",
+)  # fmt: skip
+@click.option(
+    "--handshake-timeout",
+    type=seconds(),
+    default=_D.handshake_timeout,
+    show_default=True,
+    help="Seconds.",
 )
-@click.option("--retain-messages", default=_R.max_messages, show_default=True, help="Per room.")
-@click.option("--retain-bytes", default=_R.max_bytes, show_default=True, help="Per room.")
-@click.option("--retain-days", default=_R.max_age / DAY, show_default=True, help="Per room.")
+@click.option(
+    "--retain-messages", type=whole(), default=_R.max_messages, show_default=True,
+    help="Per room.",
+)  # fmt: skip
+@click.option(
+    "--retain-bytes", type=whole(), default=_R.max_bytes, show_default=True, help="Per room."
+)
+@click.option(
+    "--retain-days", type=seconds(), default=_R.max_age / DAY, show_default=True,
+    help="Per room.",
+)  # fmt: skip
 @click.option(
     "--cluster",
     default=None,
@@ -95,7 +126,17 @@ _PORT = click.IntRange(0, 65535)
 )
 @click.option("--node-name", default=None, help="This node's name in the cluster (unique).")
 @click.option(
-    "--cluster-replicas", default=1, show_default=True, help="JetStream replicas (3 on 3 servers)."
+    "--cluster-replicas",
+    type=whole(1, 5),
+    default=1,
+    show_default=True,
+    help="JetStream replicas (3 on 3 servers).",
+)
+@click.option(
+    "--cluster-streams",
+    type=int,
+    default=None,
+    help="JetStream streams of a new cluster (fixed once created) [default: 8].",
 )
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
@@ -123,6 +164,7 @@ def relay(
     cluster: str | None,
     node_name: str | None,
     cluster_replicas: int,
+    cluster_streams: int | None,
     log_level: str,
 ) -> None:
     """Run the blind relay (store-and-forward) and presence servers."""
@@ -161,9 +203,11 @@ def relay(
     logger.propagate = False
     backend: Backend
     if cluster is not None:
-        from ..relay.nats_backend import cluster_backend
+        from .cluster import cluster_backend
 
-        backend, where = cluster_backend(cluster, node_name, cluster_replicas, limits.retention)
+        backend, where = cluster_backend(
+            cluster, node_name, cluster_replicas, cluster_streams, limits.retention
+        )
     else:
         path = store or default_relay_store()
         backend, where = SqliteBackend(path, limits.retention), f"store {path}"

@@ -34,6 +34,7 @@ def message_text(text: tuple[str, ...]) -> str:
     return message
 
 
+TOO_LARGE_HINT = "split it into several lines, or send it as a file with /file in `ghostline chat`."
 NOT_TEXT_HINT = (
     "GhostLine sends text as UTF-8: convert it first (e.g. `iconv -f LATIN1 -t UTF-8`), "
     "or send the bytes as a file with /file in `ghostline chat`."

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from ..errors import ProtocolError
-from .envelope import PAD_ID_LEN
+from .envelope import MAX_MEMBERS, PAD_ID_LEN
 
 DEFAULT_MAX_FRAME = (1 << 20) + 256
 JOIN_CONTEXT = b"ghostline-join-v1"
@@ -28,6 +28,9 @@ _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 _SEQ_COUNTER = struct.Struct(">QQ")
 _HELLO_HEAD = struct.Struct(">16sHH")
+# The largest HELLO frame's N (type + body: room, member, n, 255 verify keys, resume_after):
+# no relay may cap frames below it.
+MAX_HELLO_FRAME = 1 + _HELLO_HEAD.size + MAX_MEMBERS * VERIFY_KEY_LEN + 8
 _WELCOME = struct.Struct(">Q16s")
 
 

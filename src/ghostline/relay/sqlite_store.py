@@ -65,6 +65,7 @@ from .logfmt import log_event
 from .storefile import (
     StoreDamaged,
     StoreLayoutError,
+    StoreLock,
     StoreUnavailable,
     check_integrity,
     lock_store,
@@ -148,7 +149,7 @@ class SqliteBackend(Backend):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="relay-store-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="relay-store-reader")
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="relay-store-checkpoint")
-        self._lockfd: int | None = None
+        self._lockfd: StoreLock | None = None
         self._wdb: sqlite3.Connection | None = None
         self._rdb: sqlite3.Connection | None = None
         self._cdb: sqlite3.Connection | None = None

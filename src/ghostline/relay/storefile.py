@@ -7,7 +7,10 @@
   descriptors would drop it. The kernel releases a flock when its process dies
   (SIGKILL included), so a lock is never stale; the pid inside only names the owner.
   The lock file is never removed: removing it would let a third relay lock a new file
-  while the second still waits on the old one.
+  while the second still waits on the old one. The lock file is named after the store's
+  real path (symbolic links resolved), and the database file itself is flocked too: on
+  a local file system flock and SQLite's fcntl locks do not interact, so the same
+  store reached through another name (a symbolic or a hard link) is still refused.
 - Modes: every file the store uses (the database, its -wal and -shm, the lock) is made
   0600 and every directory created for it 0700, whatever the umask. SQLite gives the
   -wal and -shm files the database file's mode, so the database is created 0600 before
@@ -88,13 +91,30 @@ def make_private_dirs(directory: Path) -> None:
         os.chmod(path, PRIVATE_DIR)  # the umask may have taken bits off
 
 
-def lock_store(store: Path) -> int:
-    """Take the store's lock for this process; returns the descriptor that holds it.
+StoreLock = tuple[int, int]  # descriptors of the lock file and of the database file
 
-    Raises StoreLocked (naming the holder's pid) when another process holds it.
+
+def lock_store(store: Path) -> StoreLock:
+    """Take the store's lock for this process; returns the descriptors that hold it.
+
+    Raises StoreLocked (naming the holder's pid when it can) when another process holds
+    the store, under this name or any other.
     """
     make_private_dirs(store.parent)
-    path = lock_path(store)
+    real = Path(os.path.realpath(store))
+    fd = _flocked(lock_path(real), store)
+    try:
+        db = _flocked(real, store, name_holder=False)  # held under another name
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd, db
+
+
+def _flocked(path: Path, store: Path, *, name_holder: bool = True) -> int:
+    """`path` opened (created 0600 if missing) and flocked; StoreLocked if it is held."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     try:
         os.fchmod(fd, PRIVATE_FILE)
@@ -103,17 +123,16 @@ def lock_store(store: Path) -> int:
         except OSError as err:
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
-            raise StoreLocked(store, _read_pid(fd)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            raise StoreLocked(store, _read_pid(fd) if name_holder else None) from None
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def unlock_store(fd: int) -> None:
-    os.close(fd)  # closing the last descriptor of the open file releases the flock
+def unlock_store(lock: StoreLock) -> None:
+    for fd in lock:
+        os.close(fd)  # closing the last descriptor of an open file releases its flock
 
 
 def _read_pid(fd: int) -> int | None:

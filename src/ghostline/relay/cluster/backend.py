@@ -1,0 +1,293 @@
+"""The cluster backend: several relay nodes share their rooms through NATS JetStream.
+
+This is the facade the relay's hub talks to (`relay.backend.Backend`); the work is done
+by parts with one job each, wired together here:
+
+    link.py       the NATS connection; waiting out a NATS hiccup
+    layout.py     streams, subjects and buckets; the stream count and store id
+    chunks.py     one room's share of a commit as one stream message (pure codec)
+    journal.py    storing on a room's owner: one chunk per room per round, per stream
+    dedupe.py     exact duplicate look-ups (counter tops, late receipts)
+    ownership.py  one writer per room; forwarding to the owner (codec: forward.py)
+    paging.py     reading chunks (resume, gaps, look-ups)
+    fanout.py     every stored message to this node's hub once, in seq order
+    retention.py  count, bytes and age per room
+    presence.py   cluster-wide presence, and which nodes are alive
+
+docs/DEPLOYMENT.md ("Cluster") says what an operator sees and what is guaranteed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from ..backend import Appended, Backend, Publish, RelayHub, RoomLimitReached, Roster, StoredMessage
+from ..config import Retention
+from ..logfmt import log_event
+from .fanout import Fanout
+from .items import Items
+from .journal import Journal
+from .layout import (
+    APPEND_SUBJECT,
+    LIVE_SUBJECT,
+    PRESENCE_SUBJECT,
+    ROOMS_BUCKET,
+    SYNC_SUBJECT,
+    Layout,
+    leaders,
+    log_placement,
+    open_layout,
+    spread_leaders,
+)
+from .link import STALL_LIMIT, ClusterConfig, Link
+from .ownership import Ownership
+from .paging import Reader
+from .presence import Presence
+from .retention import Keeper
+
+log = logging.getLogger("ghostline.relay")
+
+PLACEMENT_EVERY = 10.0  # seconds between checks of where the stream leaders are
+_PENDING_MSGS = 1_000_000  # what a subscription may hold before NATS calls us slow
+_PENDING_BYTES = 1 << 30
+
+
+class NatsBackend(Backend):
+    def __init__(self, config: ClusterConfig, retention: Retention | None = None) -> None:
+        self.config = config
+        self.node = config.node
+        self.retention = retention or Retention()
+        self.link = Link(config, self._reconnected, self._slow)
+        self.layout: Layout | None = None
+        self._rooms_kv: KeyValue | None = None
+        self._rosters: dict[bytes, Roster] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._placement: dict[str, str] = {}
+        self.presence = Presence(self.link, self._spawn)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def open(self, hub: RelayHub) -> None:
+        await self.link.connect()
+        try:
+            self.layout, self._rooms_kv = await open_layout(self.link, self.retention)
+        except BaseException:
+            await self.link.close()
+            raise
+        self.store_id = self.layout.store_id
+        reader = Reader(self.link, self.layout, self.retention)
+        self.fanout = Fanout(reader, self._spawn)
+        self.journal = Journal(
+            self.link, self.layout, reader, self.retention,
+            on_stored=self.fanout.stored, after_store=self._after_store,
+        )  # fmt: skip
+        self.ownership = Ownership(self.link, self.presence, self.journal, self._spawn)
+        self.keeper = Keeper(
+            self.link, self.layout, reader, self.retention, self._spawn,
+            owns=self.ownership.owns, forget=self.journal.forget,
+        )  # fmt: skip
+        self.fanout.hub = self.presence.hub = hub
+        nc, _ = self.link.connected()
+        for subject, cb in (
+            (LIVE_SUBJECT + "*", self.fanout.on_live),
+            (PRESENCE_SUBJECT + "*", self.presence.on_snapshot),
+            (SYNC_SUBJECT, self.presence.on_sync),
+            (APPEND_SUBJECT + self.node, self.ownership.on_forward),
+        ):
+            await nc.subscribe(
+                subject, cb=cb, pending_msgs_limit=_PENDING_MSGS, pending_bytes_limit=_PENDING_BYTES
+            )
+        await self.presence.hello()
+        self._spawn(self.presence.heartbeat())
+        self._spawn(self._watch_placement())
+        # Debug only: the first stderr lines belong to the port lines (docs/DEPLOYMENT.md),
+        # and `ghostline relay: cluster URLS node NAME` says the same thing right after.
+        log_event(
+            log, "cluster_open", level=logging.DEBUG, node=self.node,
+            servers=",".join(self.config.servers), streams=self.layout.streams,
+        )  # fmt: skip
+
+    def _after_store(self, room: bytes, head: Any) -> None:
+        self.keeper.after_store(room, head)
+
+    async def close(self) -> None:
+        self.presence.closing = True
+        if self.layout is not None:
+            self.fanout.closing = True
+            await self.journal.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as err:  # it failed before it was cancelled: say so
+                log_event(log, "cluster_task_failed", level=logging.WARNING, error=repr(err))
+        if self.link.up:
+            await self.presence.goodbye()  # nobody here any more
+        await self.link.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconnected(self) -> None:
+        if self.layout is None:
+            return
+        self.journal.forget()  # appends may have landed that we never saw acknowledged
+        self.presence.reconnected()
+        await self.presence.hello()
+        for room in self.fanout.behind() | self.presence.local_rooms:
+            self._spawn(self.fanout.catch_up(room))
+
+    def _slow(self) -> None:
+        if self.layout is not None:
+            for room in self.presence.local_rooms:
+                self._spawn(self.fanout.catch_up(room))
+
+    async def _watch_placement(self) -> None:
+        """Log where each stream's leader is: once serving, and whenever it changed
+        (looked at every second at first, while leaders settle, then every
+        PLACEMENT_EVERY seconds)."""
+        assert self.layout is not None
+        await asyncio.sleep(1.0)  # after the port lines (docs/DEPLOYMENT.md)
+        try:
+            await spread_leaders(self.link, self.layout)
+        except Exception as err:  # not now: JetStream is busy; the streams still work
+            log_event(log, "cluster_leader_not_moved", error=repr(err))
+        for looks in itertools.count():
+            await asyncio.sleep(1.0 if looks < 5 else PLACEMENT_EVERY)
+            if not self.link.up:
+                continue
+            try:
+                placement = await leaders(self.link, self.layout)
+            except Exception as err:  # a leader election in progress: look again later
+                log_event(log, "cluster_streams_unknown", level=logging.DEBUG, error=repr(err))
+                continue
+            if placement != self._placement:
+                log_placement(self.node, self.layout, placement)
+                self._placement = placement
+
+    # --- rosters -------------------------------------------------------------------------
+
+    async def roster(self, room: bytes) -> Roster | None:
+        bound = self._rosters.get(room)
+        if bound is not None:
+            return bound
+        self.link.connected()
+        kv = self._rooms_kv
+        assert kv is not None
+        try:
+            entry = await kv.get(room.hex())
+        except KeyNotFoundError:
+            return None
+        bound = self._rosters[room] = _split_roster(entry.value or b"")
+        return bound
+
+    async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
+        bound = self._rosters.get(room)
+        if bound is not None:
+            return bound
+        _, js = self.link.connected()
+        kv = self._rooms_kv
+        assert kv is not None
+        key = room.hex()
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            info = await js.stream_info(f"KV_{ROOMS_BUCKET}")
+            if info.state.messages >= max_rooms:
+                raise RoomLimitReached() from None
+            try:
+                await kv.create(key, b"".join(roster))
+                bound = roster
+            except KeyWrongLastSequenceError:  # another node registered it first
+                entry = await kv.get(key)
+                bound = _split_roster(entry.value or b"")
+        else:
+            bound = _split_roster(entry.value or b"")
+        self._rosters[room] = bound
+        return bound
+
+    # --- appending -----------------------------------------------------------------------
+
+    async def append(self, batch: Sequence[Publish]) -> list[Appended]:
+        by_room: dict[bytes, list[int]] = {}
+        for i, p in enumerate(batch):
+            by_room.setdefault(p.room, []).append(i)
+        results: list[Appended | None] = [None] * len(batch)
+        fanout = self.fanout
+        fanout.busy.update(by_room)
+        try:
+            deadline = time.monotonic() + STALL_LIMIT
+            for room in by_room:
+                if not fanout.tracking(room):  # start this node's fan-out at the head
+                    await self.link.retry("a room's head", _fetching(fanout, room), deadline)
+            outcomes = await asyncio.gather(
+                *(
+                    self.ownership.append(room, Items.of([batch[i] for i in idx]))
+                    for room, idx in by_room.items()
+                ),
+                return_exceptions=True,
+            )
+            failure: BaseException | None = None
+            for (room, idx), outcome in zip(by_room.items(), outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    self.journal.forget(room)
+                    failure = failure or outcome
+                    continue
+                for i, res in zip(idx, outcome, strict=True):
+                    results[i] = res
+            if failure is not None:
+                raise failure
+            for room, idx in by_room.items():
+                await fanout.interleave(room, idx, results)
+        finally:
+            fanout.busy.difference_update(by_room)
+            loop = asyncio.get_running_loop()
+            for room in by_room:
+                # after the hub's dispatch of this batch (it runs right after we return)
+                loop.call_soon(fanout.drain, room)
+        return [r for r in results if r is not None]
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def head(self, room: bytes) -> int:
+        return await self.fanout.fetch_head(room)
+
+    async def read_after(
+        self, room: bytes, after: int, *, limit: int = 256, max_bytes: int = 4 * 2**20
+    ) -> list[StoredMessage]:
+        # A replay stops where this node's live fan-out stands: what follows reaches the
+        # connection live, in order (the hub buffers it during the replay).
+        page = await self.fanout.reader.read(room, after, limit, max_bytes)
+        cursor = self.fanout.cursor(room)
+        if cursor is not None:
+            page = [m for m in page if m.seq <= cursor]
+        return page
+
+    # --- retention and presence ------------------------------------------------------------
+
+    async def expire(self, now: float) -> int:
+        return await self.keeper.expire(now)
+
+    async def set_presence(self, room: bytes, member: int, online: bool) -> None:
+        self.presence.change(room, member, online)
+
+
+def _fetching(fanout: Fanout, room: bytes) -> Callable[[], Awaitable[int]]:
+    return lambda: fanout.fetch_head(room)
+
+
+def _split_roster(blob: bytes) -> Roster:
+    return tuple(blob[i : i + 32] for i in range(0, len(blob), 32))

@@ -1,0 +1,199 @@
+"""Handing every stored message of a room to this node's hub exactly once, in seq order.
+
+Per room a cursor: the highest seq this node's hub has fanned out. Messages reach a node
+three ways: its own appends (the hub dispatches them itself when `append` returns),
+chunks this node stored for others (`stored`, straight from the journal), and chunks
+other nodes stored (republished by JetStream to `ghostline.live.<room>`, `on_live`).
+Each is delivered when it is next in line; a gap (a republish missed while cut off from
+NATS) is filled from the stream after `GAP_WAIT`. While this node's hub is appending to
+a room (`busy`), other messages for it are held and handed over with the hub's own
+results (`Appended.preceded_by`, see `interleave`), so no connection sees seqs go back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from ..backend import Appended, RelayHub, StoredMessage
+from ..logfmt import log_event
+from .chunks import ChunkError, decode, peek_last
+from .layout import room_of
+from .link import StorageUnavailable
+from .paging import Reader
+
+log = logging.getLogger("ghostline.relay")
+
+GAP_WAIT = 0.1  # seconds a missing seq may take to arrive before it is read from the stream
+FILL_PAGE = 256
+
+
+@dataclass(slots=True)
+class _Fan:
+    cursor: int
+    known: int = 0  # the highest seq of the room seen stored (head, live chunk)
+    pending: dict[int, StoredMessage] = field(default_factory=dict)
+    filling: bool = False
+
+
+class Fanout:
+    def __init__(self, reader: Reader, spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        self.reader = reader
+        self.hub: RelayHub | None = None
+        self.busy: set[bytes] = set()  # rooms this node's hub is appending to right now
+        self.closing = False
+        self._spawn = spawn
+        self._fans: dict[bytes, _Fan] = {}
+
+    def tracking(self, room: bytes) -> bool:
+        return room in self._fans
+
+    def cursor(self, room: bytes) -> int | None:
+        fan = self._fans.get(room)
+        return fan.cursor if fan is not None else None
+
+    def behind(self) -> set[bytes]:
+        """Rooms where more is known stored than was handed out."""
+        return {room for room, fan in self._fans.items() if fan.known > fan.cursor}
+
+    def seen_head(self, room: bytes, head: int) -> None:
+        """The room's head is `head`: start tracking it there, or fill up to it."""
+        fan = self._fans.get(room)
+        if fan is None:
+            fan = self._fans[room] = _Fan(head)
+        fan.known = max(fan.known, head)
+        if fan.known > fan.cursor and room not in self.busy:
+            self.drain(room)  # something stored never came live (e.g. lost in an outage)
+
+    async def fetch_head(self, room: bytes) -> int:
+        """The room's newest seq, read from the stream (any replica)."""
+        last = await self.reader.get(room, direct=True)
+        head = last.chunk.last if last is not None else 0
+        self.seen_head(room, head)
+        return head
+
+    # --- arrivals ------------------------------------------------------------------------
+
+    def stored(self, room: bytes, messages: Sequence[StoredMessage]) -> None:
+        """Messages this node just stored in `room` (for itself or for another node)."""
+        fan = self._fans.get(room)
+        if fan is None or not messages:
+            return
+        for m in messages:
+            if m.seq > fan.cursor:
+                fan.pending[m.seq] = m
+        fan.known = max(fan.known, messages[-1].seq)
+        if room not in self.busy:
+            self.drain(room)
+
+    async def on_live(self, msg: Msg) -> None:
+        room = room_of(msg.subject)
+        if room is None:
+            return
+        fan = self._fans.get(room)
+        try:
+            last = peek_last(msg.data)
+            if fan is not None and last <= fan.cursor:
+                return  # ours, or delivered before: not worth decoding
+            chunk = decode(msg.data)
+        except ChunkError as err:
+            log_event(log, "cluster_chunk_damaged", level=logging.ERROR, room=room.hex(),
+                      error=str(err))  # fmt: skip
+            return
+        if fan is None:
+            fan = self._fans[room] = _Fan(chunk.first - 1)
+        fan.known = max(fan.known, chunk.last)
+        for m in chunk.messages(fan.cursor):
+            fan.pending[m.seq] = m
+        if room not in self.busy:
+            self.drain(room)
+
+    def drain(self, room: bytes) -> None:
+        """Hand the hub every message that is next in line; schedule a fill on a gap."""
+        fan = self._fans.get(room)
+        if fan is None or room in self.busy:
+            return
+        ready: list[StoredMessage] = []
+        pending = fan.pending
+        while fan.cursor + 1 in pending:
+            fan.cursor += 1
+            ready.append(pending.pop(fan.cursor))
+        for seq in [s for s in fan.pending if s <= fan.cursor]:
+            del fan.pending[seq]
+        if ready and self.hub is not None:
+            self.hub.on_remote_messages(room, ready)
+        if (fan.pending or fan.known > fan.cursor) and not fan.filling:
+            fan.filling = True
+            self._spawn(self._fill(room, fan))
+
+    async def _fill(self, room: bytes, fan: _Fan) -> None:
+        """Read from the stream what should have come live but did not (in time)."""
+        try:
+            await asyncio.sleep(GAP_WAIT)
+            target = max([fan.known, *fan.pending])
+            if room in self.busy or self.closing or target <= fan.cursor:
+                return
+            page = await self.reader.read(room, fan.cursor, min(FILL_PAGE, target - fan.cursor))
+            for m in page:
+                if m.seq > fan.cursor:
+                    fan.pending.setdefault(m.seq, m)
+            if room not in self.busy and (not page or page[0].seq > fan.cursor + 1):
+                # retention removed the missing ones: go on with what is stored
+                fan.cursor = max(fan.cursor, (page[0].seq if page else target) - 1)
+        except StorageUnavailable:
+            return  # the reconnect catches up
+        except Exception as err:
+            log_event(log, "cluster_fill_failed", level=logging.WARNING, room=room.hex(),
+                      error=repr(err))  # fmt: skip
+            await asyncio.sleep(GAP_WAIT)
+        finally:
+            fan.filling = False
+        if not self.closing:
+            self.drain(room)
+
+    async def catch_up(self, room: bytes) -> None:
+        """After a reconnect: learn the head, so what this node missed gets filled."""
+        try:
+            await self.fetch_head(room)
+        except Exception as err:  # the next reconnect or live chunk tries again
+            log_event(log, "cluster_catch_up_failed", level=logging.WARNING, room=room.hex(),
+                      error=repr(err))  # fmt: skip
+
+    # --- this node's own appends ---------------------------------------------------------
+
+    async def interleave(self, room: bytes, idx: list[int], results: list[Appended | None]) -> None:
+        """Attach to each new local message the other nodes' messages that precede it."""
+        fan = self._fans.setdefault(room, _Fan(0))
+        for i in idx:
+            res = results[i]
+            assert res is not None
+            if res.duplicate or res.seq <= fan.cursor:
+                continue
+            before: list[StoredMessage] = []
+            if res.seq > fan.cursor + 1:
+                before = await self._between(room, fan, res.seq)
+            fan.cursor = res.seq
+            fan.known = max(fan.known, res.seq)
+            fan.pending.pop(res.seq, None)
+            if before:
+                results[i] = Appended(res.seq, False, tuple(before))
+
+    async def _between(self, room: bytes, fan: _Fan, upto: int) -> list[StoredMessage]:
+        """Messages cursor+1 .. upto-1 of `room`, from what arrived or else the stream."""
+        want = range(fan.cursor + 1, upto)
+        if any(s not in fan.pending for s in want):
+            after = fan.cursor
+            while after < upto - 1:
+                page = await self.reader.read(room, after, min(FILL_PAGE, upto - 1 - after))
+                if not page:
+                    break
+                for m in page:
+                    if m.seq < upto:
+                        fan.pending.setdefault(m.seq, m)
+                after = page[-1].seq
+        return [fan.pending.pop(s) for s in want if s in fan.pending]

@@ -1,0 +1,236 @@
+"""The node's one NATS connection, and how the cluster waits out a NATS hiccup.
+
+Every other part of the cluster talks to NATS through a `Link`. It reconnects forever
+(every 0.5 s, over every URL of `--cluster`); while it is down, or while a stream has no
+leader (a nats-server died and JetStream elects another, which takes 4 to 9 s), work
+that needs JetStream waits and retries (`retry`) for up to `STALL_LIMIT` seconds before
+it fails with `StorageUnavailable` (the relay then answers ERROR 9). A wait is logged
+once when it starts (`cluster_stalled`) and once when it ends (`cluster_resumed`),
+not once per try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
+
+from ...errors import LocalError
+from ..logfmt import log_event
+
+log = logging.getLogger("ghostline.relay")
+T = TypeVar("T")
+
+STALL_LIMIT = 12.0  # seconds work waits for NATS or a stream leader before it fails
+RETRY_WAIT = 0.1  # seconds between tries while waiting
+ACK_TIMEOUT = 2.0  # seconds one JetStream request may take before it is tried again
+RECONNECT_WAIT = 0.5
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default
+SERVER_BUSY = 503  # JetStream: no leader (yet), or the JetStream layer is not ready
+
+Raw = tuple[int, dict[str, str], bytes]  # (stream seq, headers, body) of a stored message
+
+
+class StorageUnavailable(LocalError):
+    """The cluster's storage (NATS JetStream) cannot be reached right now: retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    servers: tuple[str, ...]
+    node: str
+    replicas: int = 1  # JetStream replicas of every stream and bucket (3 on 3 servers)
+    streams: int | None = None  # streams of a NEW cluster (None: the default)
+    tls: Any = None  # ssl.SSLContext for tls:// servers with a private CA
+
+
+def transient(err: BaseException) -> bool:
+    """Whether `err` is NATS being briefly unavailable (worth waiting for)."""
+    if isinstance(err, APIError):
+        return isinstance(err, ServiceUnavailableError) or err.code == SERVER_BUSY
+    return isinstance(
+        err,
+        (
+            StorageUnavailable,
+            asyncio.TimeoutError,
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.ConnectionClosedError,
+            nats.errors.StaleConnectionError,
+            NoStreamResponseError,
+        ),
+    )
+
+
+class Link:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        on_reconnect: Callable[[], Awaitable[None]],
+        on_slow: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.node = config.node
+        self._on_reconnect = on_reconnect
+        self._on_slow = on_slow
+        self.nc: NatsClient | None = None
+        self.js: JetStreamContext | None = None
+        self.closing = False
+        self._stalled: dict[str, float] = {}  # what is waiting -> since when
+
+    async def connect(self) -> None:
+        try:
+            self.nc = await nats.connect(
+                servers=list(self.config.servers),
+                name=f"ghostline-relay {self.node}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=RECONNECT_WAIT,
+                connect_timeout=2,
+                allow_reconnect=True,
+                tls=self.config.tls,
+                disconnected_cb=self._disconnected,
+                reconnected_cb=self._reconnected,
+                error_cb=self._error,
+                closed_cb=self._closed,
+            )
+        except Exception as err:
+            raise StorageUnavailable(
+                f"cannot reach NATS at {','.join(self.config.servers)}: {err}"
+            ) from err
+        self.js = self.nc.jetstream(timeout=ACK_TIMEOUT)
+
+    async def close(self) -> None:
+        self.closing = True
+        nc, self.nc = self.nc, None
+        if nc is None:
+            return
+        try:
+            await nc.close()
+        except Exception as err:  # closing anyway: say why it was not clean
+            log_event(log, "nats_close_failed", level=logging.WARNING, error=repr(err))
+        # nats-py's reconnect loop (while NATS is unreachable) can lose a cancellation
+        # inside asyncio.wait_for and go on forever, so the process would never exit:
+        # cancel it until it is done.
+        task = getattr(nc, "_reconnection_task", None)
+        for _ in range(50):
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+
+    def connected(self) -> tuple[NatsClient, JetStreamContext]:
+        nc, js = self.nc, self.js
+        if nc is None or js is None or not nc.is_connected:
+            raise StorageUnavailable("storage unavailable (NATS unreachable), retry later")
+        return nc, js
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message NATS takes (its `max_payload`, as of the last connect)."""
+        return self.nc.max_payload if self.nc is not None else DEFAULT_MAX_PAYLOAD
+
+    @property
+    def up(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    # --- waiting out NATS ----------------------------------------------------------------
+
+    async def retry(self, what: str, op: Callable[[], Awaitable[T]], deadline: float) -> T:
+        """`op()`, tried again while NATS or a stream leader is briefly unavailable,
+        until `deadline` (time.monotonic)."""
+        while True:
+            try:
+                result = await op()
+            except Exception as err:
+                if self.closing or not transient(err) or time.monotonic() >= deadline:
+                    if isinstance(err, StorageUnavailable) or not transient(err):
+                        raise
+                    raise StorageUnavailable(f"{what}: NATS did not answer ({err!r})") from err
+                self.stalled(what, err)
+                await asyncio.sleep(RETRY_WAIT)
+                continue
+            self.resumed(what)
+            return result
+
+    def stalled(self, what: str, err: BaseException) -> None:
+        """Log that `what` waits for NATS (once, until `resumed`)."""
+        if what not in self._stalled:
+            self._stalled[what] = time.monotonic()
+            log_event(
+                log, "cluster_stalled", level=logging.WARNING, node=self.node, waiting=what,
+                error=type(err).__name__,
+            )  # fmt: skip
+
+    def resumed(self, what: str) -> None:
+        since = self._stalled.pop(what, None)
+        if since is not None:
+            log_event(
+                log, "cluster_resumed", node=self.node, waiting=what,
+                waited=f"{time.monotonic() - since:.1f}",
+            )  # fmt: skip
+
+    # --- JetStream reads -----------------------------------------------------------------
+
+    async def direct(self, stream: str, request: dict[str, Any]) -> Raw | None:
+        """The message one JetStream direct-get request names (None: there is none). Any
+        replica answers, so use it only where a slightly stale answer is safe."""
+        nc, _ = self.connected()
+        subject = f"$JS.API.DIRECT.GET.{stream}"
+        msg = await nc.request(subject, json.dumps(request).encode(), timeout=ACK_TIMEOUT)
+        return _raw(msg.headers, msg.data)
+
+    async def api(self, subject: str, request: dict[str, Any]) -> dict[str, Any]:
+        """One JetStream API request (`$JS.API.` + subject); raises its APIError."""
+        nc, _ = self.connected()
+        reply = await nc.request(
+            "$JS.API." + subject, json.dumps(request).encode(), timeout=ACK_TIMEOUT
+        )
+        resp: dict[str, Any] = json.loads(reply.data)
+        if "error" in resp:
+            raise APIError.from_error(resp["error"])
+        return resp
+
+    # --- connection events ---------------------------------------------------------------
+
+    async def _disconnected(self) -> None:
+        if not self.closing:
+            log_event(log, "nats_disconnected", level=logging.WARNING, node=self.node)
+
+    async def _reconnected(self) -> None:
+        nc = self.nc
+        url = nc.connected_url.netloc if nc is not None and nc.connected_url else ""
+        log_event(log, "nats_reconnected", node=self.node, server=url)
+        await self._on_reconnect()
+
+    async def _error(self, err: Exception) -> None:
+        if self.closing:
+            return
+        log_event(log, "nats_error", level=logging.WARNING, node=self.node, error=repr(err))
+        if "slow consumer" in str(err).lower():
+            self._on_slow()
+
+    async def _closed(self) -> None:
+        if not self.closing:
+            log_event(log, "nats_closed", level=logging.ERROR, node=self.node)
+
+
+def _raw(headers: dict[str, str] | None, data: bytes) -> Raw | None:
+    """A direct-get answer as (stream seq, headers, body); None when nothing matched;
+    StorageUnavailable for any other status."""
+    fields = {str(k): v for k, v in (headers or {}).items()}
+    status = fields.get("Status")
+    if status is not None and not data:
+        if status in ("204", "404"):
+            return None
+        raise StorageUnavailable(f"JetStream direct get failed: status {status}")
+    return int(fields["Nats-Sequence"]), fields, data

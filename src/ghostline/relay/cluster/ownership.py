@@ -1,0 +1,177 @@
+"""One writer per room: who owns a room, and forwarding appends to it.
+
+A room's owner is chosen by rendezvous hashing (room, node name) over the live nodes
+(this one and those whose presence snapshots arrive). A node stores the rooms it owns
+itself (journal.py) and forwards its share of a commit for any other room to the owner
+(`ghostline.append.<owner>`, request/reply, codec in forward.py): one extra NATS round
+trip, and the owner stores it with whatever else waits for the room. The owner stores
+whatever is forwarded to it, without forwarding again, so nodes that briefly disagree
+about the owner (one just started or died) merely race, which the journal resolves.
+
+An owner that does not answer (no responders: it is gone from NATS; or no reply within
+`FORWARD_TIMEOUT`) or says it is closing is passed over for `SUSPECT_FOR` seconds, and
+the next one in line, perhaps this node, stores the rest; what the old owner stored
+anyway comes back from the look-up with its stored seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import nats
+from nats.aio.msg import Msg
+
+from ..backend import Appended
+from ..logfmt import log_event
+from . import forward
+from .forward import ForwardError, Reply
+from .items import ENTRY_SIZE, Items
+from .journal import Journal
+from .layout import APPEND_SUBJECT
+from .link import RETRY_WAIT, STALL_LIMIT, Link, StorageUnavailable, transient
+from .presence import DEAD_AFTER, Presence
+
+log = logging.getLogger("ghostline.relay")
+
+SUSPECT_FOR = DEAD_AFTER  # seconds an owner that did not answer a forward is passed over
+# The owner answers after its JetStream write, which may wait out a NATS hiccup for up to
+# STALL_LIMIT: wait as long (a dead owner answers "no responders" at once).
+FORWARD_TIMEOUT = STALL_LIMIT + 1.0
+
+
+class _OwnerGone(Exception):
+    """The room's owner did not answer a forwarded append (dead, cut off, closing)."""
+
+
+def score(room: bytes, node: str) -> tuple[bytes, str]:
+    """A node's rendezvous score for a room: the highest score owns it."""
+    return hashlib.blake2b(room + node.encode(), digest_size=8).digest(), node
+
+
+class Ownership:
+    def __init__(
+        self,
+        link: Link,
+        presence: Presence,
+        journal: Journal,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self.link = link
+        self.node = link.node
+        self.presence = presence
+        self.journal = journal
+        self._spawn = spawn
+        self._suspect: dict[str, float] = {}  # node -> until when it is not chosen as owner
+
+    def owner(self, room: bytes) -> str:
+        now = time.monotonic()
+        best, best_score = self.node, score(room, self.node)
+        for name in self.presence.nodes:
+            until = self._suspect.get(name)
+            if until is not None:
+                if until > now:
+                    continue
+                del self._suspect[name]
+            candidate = score(room, name)
+            if candidate > best_score:
+                best, best_score = name, candidate
+        return best
+
+    def owns(self, room: bytes) -> bool:
+        return self.owner(room) == self.node
+
+    async def append(self, room: bytes, items: Items) -> list[Appended]:
+        """Store one room's share of a commit: here if this node owns the room, else by
+        its owner (waiting out a NATS hiccup like the journal does)."""
+        out: list[Appended] = []
+        deadline = time.monotonic() + STALL_LIMIT
+        while len(out) < len(items):
+            owner = self.owner(room)
+            if owner == self.node:
+                break
+            part = self._part(items, len(out))
+            if not len(part):
+                break  # a message too big to forward: stored here
+            try:
+                out += await self._forward(owner, room, part)
+            except _OwnerGone as err:
+                self._suspect[owner] = time.monotonic() + SUSPECT_FOR
+                log_event(
+                    log, "cluster_owner_gone", level=logging.WARNING, node=owner,
+                    room=room.hex(), error=repr(err.__cause__ or err),
+                )  # fmt: skip
+            except Exception as err:
+                if not transient(err) or self.link.closing or time.monotonic() >= deadline:
+                    raise
+                self.link.stalled("forwarding", err)
+                await asyncio.sleep(RETRY_WAIT)
+        self.link.resumed("forwarding")
+        if len(out) < len(items):
+            out += await self.journal.append(room, items.part(len(out), len(items)), local=True)
+        return out
+
+    def _part(self, items: Items, start: int) -> Items:
+        """As many of the items from `start` on as one forward request may carry."""
+        size, end = forward.REQUEST_OVERHEAD, start
+        while end < len(items):
+            size += ENTRY_SIZE + items.sizes[end]
+            if size > self.link.max_payload - 1024:
+                break
+            end += 1
+        return items.part(start, end)
+
+    async def _forward(self, owner: str, room: bytes, items: Items) -> list[Appended]:
+        nc, _ = self.link.connected()
+        try:
+            reply = await nc.request(
+                APPEND_SUBJECT + owner,
+                forward.encode_request(room, items),
+                timeout=FORWARD_TIMEOUT,
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
+            raise _OwnerGone(owner) from err
+        try:
+            kind, results, reason = forward.decode_reply(reply.data, len(items))
+        except ForwardError as err:
+            raise StorageUnavailable(f"node {owner} answered a forward wrongly: {err}") from err
+        if kind is Reply.CLOSING:
+            raise _OwnerGone(owner)
+        if kind is Reply.FAILED:
+            raise StorageUnavailable(f"node {owner} could not store: {reason}")
+        return results
+
+    # --- the owner's side ----------------------------------------------------------------
+
+    async def on_forward(self, msg: Msg) -> None:
+        self._spawn(self._serve(msg))  # NATS runs one callback at a time
+
+    async def _serve(self, msg: Msg) -> None:
+        """Store what another node forwarded (this node owns the room in its view, which
+        is enough: the journal's head expectation guards every write)."""
+        try:
+            room, items = forward.decode_request(msg.data)
+        except ForwardError as err:
+            reply = forward.encode_failed(str(err))
+        else:
+            try:
+                results = await self.journal.append(room, items, local=False)
+            except asyncio.CancelledError:  # closing: the forwarder asks the next owner
+                await self._respond(msg, forward.encode_closing())
+                raise
+            except Exception as err:
+                closing = self.link.closing
+                reply = forward.encode_closing() if closing else forward.encode_failed(repr(err))
+            else:
+                reply = forward.encode_stored(results)
+        await self._respond(msg, reply)
+
+    async def _respond(self, msg: Msg, reply: bytes) -> None:
+        try:
+            await msg.respond(reply)
+        except Exception as err:  # the forwarder times out and asks the next owner
+            log_event(log, "cluster_reply_unsent", level=logging.WARNING, error=repr(err))
