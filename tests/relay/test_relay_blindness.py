@@ -23,6 +23,7 @@ ALLOWED = (
     "ghostline.relay",
     "ghostline.cli.relay",
     "ghostline.cli.cluster",
+    "ghostline.cli.params",
 )
 PACKAGES = {"ghostline", "ghostline.protocol", "ghostline.cli"}  # their __init__ only
 SRC = Path(ghostline.__file__).parent
