@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import UsageError
-from ..protocol.payload import FileHeader, split_file
+from ..protocol.payload import FileHeader
 from ..state.member import MAX_SEAL_GROUP
+from .split import split_file
 
 # Parts sealed per commit: one fsync per group instead of one per chunk, yet a 64 KiB
 # chunk size keeps a group near 2 MiB in memory and the progress bar moving. The most

@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
-from ..protocol.payload import DEFAULT_MAX_FILE_SIZE, safe_file_name
+from ..files.assembly import DEFAULT_MAX_FILE_SIZE
+from ..files.names import safe_file_name
 from . import security
 from .session import WebSession
 
@@ -28,7 +29,7 @@ log = logging.getLogger("ghostline.web")
 
 STATIC = ("app.js", "app.css", "icon.svg")
 _TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
-MAX_UPLOAD = DEFAULT_MAX_FILE_SIZE  # what a receiver accepts (payload.FileAssembly)
+MAX_UPLOAD = DEFAULT_MAX_FILE_SIZE  # what a receiver accepts (files.FileAssembly)
 MAX_WS_MESSAGE = 4 << 20  # a text message is at most about 1 MiB of UTF-8
 
 _TOO_LARGE = "the file is larger than 1 GiB, the most a member accepts"
