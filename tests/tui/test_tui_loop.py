@@ -71,10 +71,10 @@ async def test_typing_is_handled_while_saving_a_received_file_waits_on_its_commi
             start_client=False,
         )
         async with app.run_test(size=SIZE) as pilot:
-            await until(lambda: app.files.ready)
+            await until(lambda: app.files.ready, poll=pilot.pause)
             commits = HeldCommits(alice, monkeypatch)
             app.handle_event(MessageReceived(arrives, decode(arrives.payload)))
-            await until(commits.begun.is_set, what="the commit began")
+            await until(commits.begun.is_set, what="the commit began", poll=pilot.pause)
             # The record of the saved file is being committed, and waits. The pad figures
             # are asked for meanwhile (their read waits for the commit, in its thread).
             app.handle_event(PadLow(0.05))
@@ -82,8 +82,11 @@ async def test_typing_is_handled_while_saving_a_received_file_waits_on_its_commi
             assert app.query_one(ChatInput).text == "still here"
             assert not commits.gate.is_set()
             commits.release()
-            await until(lambda: (1, b"F" * 8) in alice.saved_files().records)
-            await until(lambda: all(w.is_finished for w in app.workers if w.group == "pads"))
+            await until(lambda: (1, b"F" * 8) in alice.saved_files().records, poll=pilot.pause)
+            await until(
+                lambda: all(w.is_finished for w in app.workers if w.group == "pads"),
+                poll=pilot.pause,
+            )
             assert (downloads / "f.txt").read_bytes() == b"d" * 300
 
 
@@ -102,7 +105,7 @@ async def test_a_connection_that_fails_to_close_is_said_after_the_app_has_gone()
         tz=UTC,
     )
     async with app.run_test(size=SIZE) as pilot:
-        await until(lambda: app.files.ready)
+        await until(lambda: app.files.ready, poll=pilot.pause)
         await pilot.press("ctrl+q")
     assert member.chat_seen == 0  # "seen" was recorded (in a worker thread) all the same
     assert app.closing_problems == [
