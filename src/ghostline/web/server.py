@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
+from ..historypages import HistoryPages
 from ..protocol.payload import DEFAULT_MAX_FILE_SIZE, safe_file_name
 from . import security
 from .session import WebSession
@@ -75,10 +76,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     session.attach(queue.put_nowait)  # before the snapshot: a duplicate, never a gap
+    pages = session.reader()  # this page's place in the history
 
     async def write() -> None:
         try:
-            await ws.send_json(await session.snapshot())
+            await ws.send_json(await session.snapshot(pages))
             while True:
                 await ws.send_json(await queue.get())
         except (asyncio.CancelledError, ConnectionError):
@@ -97,7 +99,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             except ValueError:
                 continue
             if isinstance(command, dict):
-                await _command(session, command, queue.put_nowait)
+                await _command(session, command, queue.put_nowait, pages)
     finally:
         session.detach(queue.put_nowait)
         writer.cancel()
@@ -106,7 +108,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _command(session: WebSession, command: dict[str, Any], reply: Any) -> None:
+async def _command(
+    session: WebSession, command: dict[str, Any], reply: Any, pages: HistoryPages
+) -> None:
     """One thing the person did on the page. Anything malformed is ignored: only this
     server's own page talks here, and it sends nothing else."""
     kind = command.get("type")
@@ -118,8 +122,10 @@ async def _command(session: WebSession, command: dict[str, Any], reply: Any) -> 
             reply({"type": "ack", "ref": ref if isinstance(ref, int) else None, "error": error})
 
         session.spawn(send())
-    elif kind == "older" and isinstance(command.get("loaded"), int):
-        session.spawn(_reply(reply, session.older(command["loaded"])))
+    elif kind == "older":
+        session.spawn(_reply(reply, session.older(pages)))
+    elif kind == "whole" and isinstance(command.get("id"), str):
+        session.spawn(_reply(reply, session.whole(command["id"])))
     elif kind == "seen" and isinstance(command.get("id"), str):
         session.spawn(session.seen.save(command["id"]))
     elif kind == "file_send" and isinstance(command.get("id"), str):
