@@ -8,6 +8,7 @@ relay's ACCEPTED answers drive the progress of the right file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,14 +35,16 @@ class OutgoingFile:
 
     path: Path
     header: FileHeader
-    payloads: list[bytes]
+    payloads: Sequence[bytes]  # a list, or `spooled.SpooledParts` read as they are sealed
     counters: set[int] = field(default_factory=set)
     accepted: int = 0
 
     @property
     def pad_bytes(self) -> int:
         """Pad bytes this file consumes: every payload's length (one-time pad is 1:1)."""
-        return sum(len(p) for p in self.payloads)
+        from .spooled import payload_sizes
+
+        return sum(payload_sizes(self.payloads))
 
     @property
     def messages(self) -> int:
@@ -80,7 +83,11 @@ async def send_file(
     """Seal and queue every part in order, `group` per commit; `on_sealed(entries)` after
     each commit. Nothing of a group leaves before its commit (`send_many` returns after)."""
     for start in range(0, outgoing.messages, group):
-        entries = await client.send_many(outgoing.payloads[start : start + group])
+        # Spooled parts are read from their file a group at a time, off the event loop.
+        part = slice(start, start + group)
+        entries = await client.send_many(
+            await asyncio.to_thread(outgoing.payloads.__getitem__, part)
+        )
         outgoing.counters.update(e.counter for e in entries)
         if on_sealed is not None:
             on_sealed(entries)

@@ -32,7 +32,9 @@ _TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
 MAX_UPLOAD = DEFAULT_MAX_FILE_SIZE  # what a receiver accepts (payload.FileAssembly)
 MAX_WS_MESSAGE = 4 << 20  # a text message is at most about 1 MiB of UTF-8
 
-_TOO_LARGE = "the file is larger than 1 GiB, the most a member accepts"
+_TOO_LARGE = (
+    "the file is larger than 1 GiB, the most a member accepts: split it, or send it another way"
+)
 
 SESSION = web.AppKey("session", WebSession)
 
@@ -142,15 +144,16 @@ async def _reply(reply: Any, answer: Any) -> None:
 
 
 async def upload(request: web.Request) -> web.Response:
-    """A file to send: streamed into the private spool, split, and offered (with its
-    pad cost) for the person to confirm. Nothing is sealed here."""
+    """A file to send: streamed into the private spool (never held in memory), hashed,
+    and offered (with its pad cost) for the person to confirm. Nothing is sealed here."""
     session = request.app[SESSION]
     name = request.query.get("name", "")[:1000]
     if request.content_length is not None and request.content_length > MAX_UPLOAD:
-        return web.json_response(
-            {"error": "the file is larger than 1 GiB, the most a member accepts"}
-        )
-    path = session.transfers.new_upload()
+        return web.json_response({"error": _TOO_LARGE})
+    try:
+        path = session.transfers.new_upload()
+    except ValueError as err:
+        return web.json_response({"error": str(err)})
     size = 0
     try:
         with path.open("wb") as f:
