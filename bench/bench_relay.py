@@ -39,7 +39,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ghostline.protocol.envelope import Envelope, sealed_length
+from ghostline.protocol.envelope import pack_header, sealed_length
 from ghostline.protocol.frames import FrameType, Hello, Port, encode_frame, join_statement
 
 TITLE = "Relay fan-out vs NATS core pub/sub"
@@ -78,7 +78,7 @@ class Stats:
 
 
 def sealed(room: bytes, sender: int, n: int, counter: int, size: int) -> bytes:
-    head = Envelope(1, 1, room, sender, n, counter, counter * size, size).pack()
+    head = pack_header(room, sender, n, counter, counter * size, size)
     body = _TS.pack(time.perf_counter_ns()) + bytes(size - 8)
     return head + body + bytes(sealed_length(size, n) - 42 - size)
 

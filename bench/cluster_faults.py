@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bench.natskit import NatsCluster, Node, wait
-from ghostline.protocol.envelope import Envelope, read_envelope, sealed_length
+from ghostline.protocol.envelope import pack_header, read_envelope, sealed_length
 from ghostline.protocol.frames import (
     FrameDecoder,
     FrameType,
@@ -92,8 +92,8 @@ class Member:
 
     def sealed(self, counter: int) -> bytes:
         body = counter.to_bytes(8, "big") + bytes(56)
-        head = Envelope(1, 1, self.room, self.index, len(self.keys), counter, counter * 64, 64)
-        return head.pack() + body + bytes(sealed_length(64, len(self.keys)) - 42 - 64)
+        head = pack_header(self.room, self.index, len(self.keys), counter, counter * 64, 64)
+        return head + body + bytes(sealed_length(64, len(self.keys)) - 42 - 64)
 
     def publish(self) -> None:
         counter = self.next_counter

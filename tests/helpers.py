@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from ghostline.pad.kit import Kit
 from ghostline.pad.kitset import create_kit_set
 from ghostline.pad.seal import xor_bytes
-from ghostline.protocol.envelope import Envelope
+from ghostline.protocol.envelope import Envelope, pack_header
 from ghostline.protocol.grants import GrantRange, initial_extents, move_range
 
 VECTOR_CREATED = "2025-01-01T00:00:00Z"
@@ -189,7 +189,7 @@ def build_message(
         ciphertext = xor_bytes(plaintext, kit.key_stream(sender, offset, len(plaintext)))
     else:
         ciphertext = derived("filler", f"ciphertext/{offset}", len(plaintext))
-    authenticated = env.pack() + ciphertext
+    authenticated = pack_header(**env._asdict()) + ciphertext
     tags = b""
     for r in range(n):
         if r == sender:
@@ -251,10 +251,10 @@ def build_message2(
     kit = kits[sender]
     n = n_field if n_field is not None else kit.n
     length = len(padded) if length_field is None else length_field
-    header = Envelope(
-        version, suite, pad_id if pad_id is not None else kit.pad_id,
-        sender, n, counter, offset, length,
-    ).pack()  # fmt: skip
+    header = pack_header(
+        pad_id if pad_id is not None else kit.pad_id, sender, n, counter, offset, length,
+        version, suite,
+    )  # fmt: skip
     if offset + len(padded) <= kit.layout.pad_len:
         ciphertext = xor_bytes(padded, kit.pad_bytes(offset, len(padded)))
     else:

@@ -14,7 +14,8 @@ from rich.console import Console
 from ghostline.cli import cli, main
 from ghostline.cli.pad_state import _print_info
 from ghostline.errors import StateError
-from ghostline.protocol.payload import encode_text, split_file
+from ghostline.files import split_file
+from ghostline.protocol.payload import encode_text
 from ghostline.state.member import MAX_SEAL_GROUP, Member, recovery_margin
 from helpers import make_kit_set
 

@@ -11,7 +11,7 @@ import asyncio
 from types import SimpleNamespace
 
 from ghostline.cli.chatops import _watch_send
-from ghostline.client.client import ConnectionChanged
+from ghostline.client import ConnectionChanged
 
 
 async def test_the_send_watcher_ends_when_cancelled_even_with_an_event_just_queued() -> None:

@@ -12,7 +12,8 @@ from typing import TypeVar
 
 import pytest
 
-from ghostline.client.client import (
+from ghostline.cli.relaystatus import failure_hint
+from ghostline.client import (
     Client,
     ConnectionChanged,
     Event,
@@ -23,8 +24,8 @@ from ghostline.client.client import (
     PadExhausted,
     PadLow,
     PresenceChanged,
-    _Backoff,
 )
+from ghostline.client.session import Backoff
 from ghostline.client.transport import RelayAddress
 from ghostline.demo import FrameHook, FrameProxy, Tamperer
 from ghostline.errors import PadExhaustedError, RelayRefused
@@ -271,7 +272,7 @@ async def test_a_roster_mismatch_stops_the_client_with_a_hint(
             failure = intruder.failure
             assert isinstance(failure, RelayRefused)
             assert failure.code == 4
-            assert "another member list" in (failure.hint or "")
+            assert "another member list" in (failure_hint(failure) or "")
             assert "code 4" in ev.detail
             with pytest.raises(RelayRefused):
                 await intruder.wait_connected(1)
@@ -524,7 +525,7 @@ async def test_pad_low_and_exhausted_are_reported(tmp_path: Path, relay: Relay) 
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap_and_resets() -> None:
-    backoff = _Backoff(0.5, 4.0, rng=random.Random(1))
+    backoff = Backoff(0.5, 4.0, rng=random.Random(1))
     delays = [backoff.next_delay() for _ in range(8)]
     for attempt, delay in enumerate(delays):
         ceiling = min(4.0, 0.5 * 2**attempt)

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from fake_relay import FakeRelay, FakeSession
-from ghostline.client.client import (
+from ghostline.client import (
     Client,
+    ClientState,
     ConnectionChanged,
     Event,
     MessageReceived,
@@ -25,7 +26,7 @@ from ghostline.client.client import (
     RelayFailing,
 )
 from ghostline.errors import InternalError, StateError
-from ghostline.protocol.envelope import Envelope
+from ghostline.protocol.envelope import pack_header
 from ghostline.protocol.frames import (
     ErrorCode,
     FrameType,
@@ -82,8 +83,7 @@ async def expect(client: Client, kind: type[E], test: Callable[[E], bool] = lamb
 def forged_from(member: Member, sender: int, counter: int, offset: int = 0) -> bytes:
     """A sealed message's shape naming `sender` and `counter`, with junk for the rest."""
     h = member.header
-    env = Envelope(1, 1, h.pad_id, sender, h.n, counter, offset, 8)
-    return env.pack() + b"x" * 8 + bytes(16 * (h.n - 1))
+    return pack_header(h.pad_id, sender, h.n, counter, offset, 8) + b"x" * 8 + bytes(16 * (h.n - 1))
 
 
 def once_then_behave(*frames: bytes) -> Callable[[FakeSession], object]:
@@ -112,7 +112,7 @@ async def test_a_forged_deliver_naming_us_with_a_huge_counter_is_refused_and_lat
                 assert rejected.rule == "own_message"
             got = await expect(client, MessageReceived)
             assert got.received.payload.endswith(b"still here")
-            assert client.state == "connected" and client.failure is None
+            assert client.state is ClientState.CONNECTED and client.failure is None
     assert bob.relay_state().seen == {3}  # 1 was settled in memory only, as a rejection
     assert bob.pending() == []
 
@@ -251,7 +251,7 @@ PAD_ID, N, K, BOB = derived("hostile", "pad_id", 16), 3, 64, 1
 
 
 def _envelope(sender: int, counter: int, offset: int, length: int, tail: bytes) -> bytes:
-    return Envelope(1, 1, PAD_ID, sender, N, counter, offset, length % 2**32).pack() + tail
+    return pack_header(PAD_ID, sender, N, counter, offset, length % 2**32) + tail
 
 
 envelopes = st.builds(
@@ -326,7 +326,7 @@ async def _survives(bob: Member, relay_frames: list[bytes], presence_frames: lis
         async with client:
 
             def visible() -> bool:
-                stopped = client.state == "stopped" and client.failure is not None
+                stopped = client.state is ClientState.FAILED and client.failure is not None
                 return stopped or relay.connections(Port.RELAY) >= 2
 
             await until(visible, what="a reconnect, or a stop with the error")

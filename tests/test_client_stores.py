@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.client.client import (
+from ghostline.client import (
     AlreadyReceived,
     Client,
     MessageRejected,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.files import scan_file_history
-from ghostline.protocol.payload import encode_text, split_file
+from ghostline.files import scan_file_history, split_file
+from ghostline.protocol.payload import encode_text
 from ghostline.state.member import DAY, Member
 from helpers import make_kit_set
 

@@ -1,5 +1,6 @@
-"""Payloads (protocol-v1 section 7 and docs/PROTOCOL.md): text, file header, file chunk,
-reassembly in any order, splitting, and safe file names."""
+"""Payloads (protocol-v1 section 7 and docs/PROTOCOL.md): text, file header, file chunk;
+and the file transfer's use of them (ghostline.files): reassembly in any order,
+splitting, and safe file names."""
 
 from __future__ import annotations
 
@@ -13,20 +14,18 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ghostline.errors import PayloadError, RemoteError
+from ghostline.files import FileAssembly, safe_file_name, split_file
 from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN
 from ghostline.protocol.frames import DEFAULT_MAX_FRAME
 from ghostline.protocol.payload import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
-    FileAssembly,
     FileChunk,
     FileHeader,
     Kind,
     TextPayload,
     decode,
     encode_text,
-    safe_file_name,
-    split_file,
 )
 
 TID = bytes.fromhex("0102030405060708")

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from ghostline.errors import ErasedKeyError, PadExhaustedError, RejectedMessage
 from ghostline.pad import seal as seal_module
 from ghostline.pad.kit import Kit
-from ghostline.pad.seal import Rule, open_sealed, seal, seal_with_kit, tag_index, xor_bytes
-from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN, Envelope
+from ghostline.pad.seal import open_sealed, seal, seal_with_kit, tag_index, xor_bytes
+from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN, Envelope, pack_header
+from ghostline.protocol.rules import Rule
 from helpers import (
     MemoryAcceptedLog,
     RecordingAcceptedLog,
@@ -253,8 +254,8 @@ def test_an_insider_who_rewrites_a_message_and_fixes_its_own_tag_fools_no_one_el
 
 def test_an_insider_cannot_make_up_a_message_in_another_members_name(kits: list[Kit]) -> None:
     plaintext = b"meet at 9"
-    env = Envelope(1, 1, kits[1].pad_id, 0, 3, 5, 60, len(plaintext))
-    authenticated = env.pack() + xor_bytes(plaintext, kits[1].key_stream(0, 60, len(plaintext)))
+    header = pack_header(kits[1].pad_id, 0, 3, 5, 60, len(plaintext))
+    authenticated = header + xor_bytes(plaintext, kits[1].key_stream(0, 60, len(plaintext)))
     # Its best guesses at the 0 -> 2 key: its own keys and the group pad.
     guesses = [
         kits[1].inbound_key(0, 5),
@@ -374,7 +375,7 @@ def test_both_sealing_code_paths_give_the_bytes_section_4_defines(
 ) -> None:
     kit = groups[4][2]
     plaintext = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    header = Envelope(1, 1, kit.pad_id, 2, 4, 9, 33, size).pack()
+    header = pack_header(kit.pad_id, 2, 4, 9, 33, size)
     ciphertext = naive_xor(plaintext, kit.key_stream(2, 33, size))
     tags = b"".join(
         Poly1305.generate_tag(kit.outbound_key(r, 9), header + ciphertext) for r in (0, 1, 3)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ghostline.errors import ErasedKeyError, PadExhaustedError, RejectedMessage
 from ghostline.pad.kit import Kit
-from ghostline.pad.seal import Rule, open_sealed, seal_with_kit, tag_index, xor_bytes
+from ghostline.pad.seal import open_sealed, seal_with_kit, tag_index, xor_bytes
 from ghostline.pad.seal2 import (
     largest_payload,
     next_range,
@@ -23,9 +23,10 @@ from ghostline.pad.seal2 import (
     seal2,
     seal_with_kit2,
 )
-from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN, Envelope
+from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN, pack_header
 from ghostline.protocol.extents import Extents
 from ghostline.protocol.grants import GrantRange
+from ghostline.protocol.rules import Rule
 from helpers import (
     MemoryAcceptedLog,
     MemoryReceiverView,
@@ -88,8 +89,9 @@ def sealed_by_the_book(kit: Kit, counter: int, offset: int, payload: bytes) -> b
     step = kit.header.length_step
     assert step is not None
     padded = payload + b"\x80" + bytes(-(len(payload) + 1) % step)
-    head = Envelope(2, 2, kit.pad_id, kit.self_index, kit.n, counter, offset, len(padded))
-    header = head.pack()
+    header = pack_header(
+        kit.pad_id, kit.self_index, kit.n, counter, offset, len(padded), version=2, suite=2
+    )
     stream = kit.pad_bytes(offset, len(padded))
     out = header + bytes(p ^ k for p, k in zip(padded, stream, strict=True))
     for key in kit.outbound_tag_keys(counter):
@@ -412,7 +414,7 @@ def test_an_insider_cannot_make_up_a_message_with_its_own_hash_key_or_masks(
     kits: list[Kit],
 ) -> None:
     padded = pad_payload(b"meet at 9", STEP)
-    header = Envelope(2, 2, kits[1].pad_id, 0, 3, 5, 60, STEP).pack()
+    header = pack_header(kits[1].pad_id, 0, 3, 5, 60, STEP, version=2, suite=2)
     body = header + xor_bytes(padded, kits[1].pad_bytes(60, STEP))
     own = kits[1].inbound_tag_key(0, 5)
     guesses = [own, kits[1].outbound_tag_keys(5)[1], own[:16] + kits[1].pad_bytes(0, 16)]

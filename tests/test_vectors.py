@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from ghostline.errors import RejectedMessage
 from ghostline.pad.kit import Kit
-from ghostline.pad.seal import Rule, open_sealed, seal_with_kit
+from ghostline.pad.seal import open_sealed, seal_with_kit
 from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload, decode
+from ghostline.protocol.rules import Rule
 from helpers import MemoryAcceptedLog
 
 VECTORS = Path(__file__).parent / "vectors"

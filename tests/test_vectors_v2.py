@@ -17,11 +17,11 @@ import pytest
 
 from ghostline.errors import InvalidGrant, KitDamagedError, RejectedMessage
 from ghostline.pad.kit import Kit
-from ghostline.pad.seal import Rule
 from ghostline.pad.seal2 import open_sealed2, padded_length, seal_with_kit2
 from ghostline.protocol.extents import Extents
 from ghostline.protocol.grants import GrantRange, GrantRule, check_grant
 from ghostline.protocol.payload import decode, decode_grant
+from ghostline.protocol.rules import Rule
 from helpers import MemoryReceiverView
 
 VECTORS = Path(__file__).parent / "vectors"

@@ -26,7 +26,7 @@ from .protocol.envelope import HEADER_LEN
 from .protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
 
 if TYPE_CHECKING:
-    from .client.client import Client, Event
+    from .client import Client, Event
     from .state.member import Member
 
 E = TypeVar("E")
@@ -59,7 +59,8 @@ class FrameProxy:
         self.drop_connections()
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
 
     def drop_connections(self) -> None:
         """Cut every connection through the proxy (the network fails)."""
@@ -180,7 +181,7 @@ async def _run(console: Console, root: Path) -> None:
 
 
 async def _story(console: Console, root: Path) -> None:
-    from .client.client import (
+    from .client import (
         Client,
         ConnectionChanged,
         MessageReceived,

@@ -7,9 +7,10 @@ One root, `GhostlineError`. Its subclasses say whose fault a failure is:
 - `RemoteError`: a peer sent something we refuse (a forged or replayed message, a
   malformed frame, a relay that refused us).
 
-The text of an error is what a user reads: `str(err)` is one sentence, and `err.hint`,
-when set, is one more line telling them what to do. `cli.main` is the one place that
-turns these into `ghostline: error: ...` lines and exit codes.
+The text of an error is what a user reads: `str(err)` is one sentence. What to do about
+it is the apps' to say (`cli/kits.explain`, `cli/relaystatus.failure_hint`); `err.hint`
+carries it when the code that words it raises the error itself. `cli.main` is the one
+place that turns these into `ghostline: error: ...` lines and exit codes.
 """
 
 from __future__ import annotations
@@ -67,8 +68,6 @@ class KitReadOnlyError(KitError):
 class KitDamagedError(KitError):
     """The kit file is damaged: its header checksum does not match."""
 
-    hint = "Use an undamaged copy of your kit; without one, the group needs a new kit set."
-
 
 class KitHeaderChangedError(KitDamagedError):
     """The kit's header differs from the header this machine recorded when the kit was
@@ -101,8 +100,6 @@ class EntropyError(LocalError):
 
 class PadExhaustedError(LocalError):
     """Your pad is used up: you cannot send more messages with this kit."""
-
-    hint = "Meet the group in person and make a new kit set with `ghostline pad new`."
 
 
 class ErasedKeyError(LocalError):
@@ -151,11 +148,19 @@ class RejectedMessage(RemoteError):
 
 
 class ProtocolError(RemoteError):
-    """The peer broke the wire protocol (protocol-v1 section 8)."""
+    """The peer broke the wire protocol (protocol-v1 section 8).
 
-    def __init__(self, code: int, message: str) -> None:
+    `code` is the ERROR code that answers it; `rule`, when set, the stable name of the
+    broken rule (`protocol.rules`)."""
+
+    def __init__(self, code: int, message: str, *, rule: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.rule = rule
+
+
+class LocalProtocolError(InternalError):
+    """This side used a protocol state machine out of turn (a bug in GhostLine)."""
 
 
 class PayloadError(RemoteError):
@@ -174,13 +179,11 @@ class InvalidGrant(PayloadError):
 class RelayRefused(RemoteError):
     """The relay answered with an ERROR frame and closed the connection."""
 
-    def __init__(self, code: int, reason: str, *, hint: str | None = None) -> None:
-        super().__init__(f"the relay refused: {reason} (code {code})", hint=hint)
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"the relay refused: {reason} (code {code})")
         self.code = code
         self.reason = reason
 
 
 class RelayUnreachable(RemoteError):
     """No relay could be reached."""
-
-    hint = "Check the --relay address and that the relay is running."

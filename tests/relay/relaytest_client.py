@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ghostline.protocol.envelope import SUITE, VERSION, Envelope, sealed_length
+from ghostline.protocol.envelope import SUITE, VERSION, pack_header, sealed_length
 from ghostline.protocol.frames import (
     ErrorCode,
     Frame,
@@ -57,7 +57,7 @@ class Group:
         if "from_member" in over:  # claim another sender in the header
             fields["sender"] = over.pop("from_member")
         fields.update(over)  # type: ignore[arg-type]
-        header = Envelope(**fields).pack()  # type: ignore[arg-type]
+        header = pack_header(**fields)  # type: ignore[arg-type]
         return header + body + bytes(sealed_length(len(body), self.n) - 42 - len(body))
 
 

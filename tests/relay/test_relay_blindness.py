@@ -10,12 +10,14 @@ from pathlib import Path
 
 import ghostline
 
-# What the relay may load: the frame codec and the public header layout, and plumbing
-# that knows nothing of pads or keys. Everything else (pad/, state/, client/, the apps,
-# the kit format, payloads) is out of bounds.
+# What the relay may load: the frame codec, the public header layout, the handshake and
+# the wire's reject rules, and plumbing that knows nothing of pads or keys. Everything
+# else (pad/, state/, client/, the apps, the kit format, payloads) is out of bounds.
 ALLOWED = (
     "ghostline.protocol.frames",
     "ghostline.protocol.envelope",
+    "ghostline.protocol.handshake",
+    "ghostline.protocol.rules",
     "ghostline.errors",
     "ghostline.paths",
     "ghostline.fsutil",
@@ -23,6 +25,7 @@ ALLOWED = (
     "ghostline.relay",
     "ghostline.cli.relay",
     "ghostline.cli.cluster",
+    "ghostline.cli.params",
 )
 PACKAGES = {"ghostline", "ghostline.protocol", "ghostline.cli"}  # their __init__ only
 SRC = Path(ghostline.__file__).parent

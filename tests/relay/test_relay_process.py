@@ -8,9 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from relaytest_client import Group, RawClient, joined
 
+from ghostline.pad.seal2 import open_sealed2, seal_with_kit2
+from ghostline.protocol.extents import Extents
 from ghostline.protocol.frames import Port
+from helpers import MemoryReceiverView, make_kit_set, open_kits
 
 
 async def test_a_restarted_relay_still_has_its_rooms_and_messages(relay_process, tmp_path):
@@ -126,3 +130,34 @@ async def test_welcome_names_the_store_and_keeps_its_id_across_restarts(relay_pr
     c = await joined(other.relay_port, group, 0)
     assert c.store_id != a.store_id
     await c.close()
+
+
+async def test_a_suite_2_message_from_a_format_2_kit_is_stored_and_delivered(
+    relay_process, tmp_path
+):
+    # The relay takes (version, suite) = (1, 1) and (2, 2) alike (PROTOCOL.md section 8):
+    # a real format-2 kit set seals, a real relay process stores and delivers, and the
+    # recipient opens the very bytes that were published, live and on resume.
+    paths = make_kit_set(tmp_path / "kits", 3, slice_len=4096, auth_keys=8, format=2)
+    kits = open_kits(paths)
+    try:
+        keys = [Ed25519PrivateKey.from_private_bytes(k.header.signing_key) for k in kits]
+        group = Group(3, room=kits[0].pad_id, keys=keys)
+        sealed = seal_with_kit2(kits[0], 0, 0, b"suite two", free=Extents([(0, 4096)]))
+        assert sealed[:2] == b"\x02\x02"
+        proc = relay_process(tmp_path / "relay.sqlite")
+        alice = await joined(proc.relay_port, group, 0)
+        bob = await joined(proc.relay_port, group, 1)
+        await alice.publish(sealed)
+        assert await alice.accepted() == (1, 0)
+        assert await bob.deliver() == (1, sealed)
+        view = MemoryReceiverView(3, kits[0].header.slice_len)
+        assert open_sealed2(kits[1], sealed, view).plaintext == b"suite two"
+        carol = await RawClient.connect(proc.relay_port)
+        assert await carol.join(group, 2) == 1
+        assert await carol.deliver() == (1, sealed)  # stored, and replayed as stored
+        for client in (alice, bob, carol):
+            await client.close()
+    finally:
+        for kit in kits:
+            kit.close()

@@ -17,21 +17,20 @@ from textual.pilot import Pilot
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
 from ghostline import files
-from ghostline.client.client import (
+from ghostline.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageRejected,
     PadExhausted,
     PresenceChanged,
 )
-from ghostline.files import SEAL_GROUP, publish, save_new_file
+from ghostline.files import SEAL_GROUP, publish, safe_file_name, save_new_file, split_file
 from ghostline.protocol.payload import (
     FileChunk,
     FileHeader,
     TextPayload,
     decode,
     encode_text,
-    split_file,
 )
 from ghostline.state.member import HistoryEntry, Member
 from ghostline.tui.app import ChatApp
@@ -524,7 +523,8 @@ async def test_an_own_file_cut_short_is_reported_even_beyond_the_first_page(
         assert warnings == [
             "file a.bin: sent 1 of 10 parts before the app closed; send it again with /file"
         ]
-        again = [s for s in app.unfinished_sends.values() if s.header.safe_name == "w.bin"]
+        sends = app.unfinished_sends.values()
+        again = [s for s in sends if safe_file_name(s.header.name) == "w.bin"]
         assert [s.sent_again for s in again] == [True]
         assert app._own_file_text(again[0].header) == (
             "did not finish sending a file: w.bin (640 B), 2 of 10 parts; sent again in full later"

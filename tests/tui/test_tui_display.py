@@ -13,9 +13,10 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
-from ghostline.client.client import ConnectionChanged, MessageRejected, RelayError
+from ghostline.client import ConnectionChanged, MessageRejected, RelayError
+from ghostline.files import split_file
 from ghostline.pad.kit import KitHeader
-from ghostline.protocol.payload import encode_text, split_file
+from ghostline.protocol.payload import encode_text
 from ghostline.tui.app import ChatApp
 from ghostline.tui.widgets import MessageLine, TransferRow
 from waiting import until

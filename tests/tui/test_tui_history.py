@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
-from ghostline.client.client import ConnectionChanged, MessageAccepted
+from ghostline.client import ConnectionChanged, MessageAccepted
 from ghostline.protocol.payload import encode_text
 from ghostline.tui.app import ChatApp
 from ghostline.tui.widgets import MessageLine, MessageLog, NewSinceMarker

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from ghostline.client.client import Client, Event, MessageReceived
+from ghostline.client import Client, Event, MessageReceived
 from ghostline.client.transport import RelayAddress
-from ghostline.protocol.payload import FileAssembly, FileChunk, FileHeader, TextPayload, split_file
+from ghostline.files import FileAssembly, split_file
+from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload
 from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
 from ghostline.state.member import MAX_SEAL_GROUP, Member
 from ghostline.tui.app import ChatApp

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from test_tui_app import SIZE, make_app, texts, until
 
-from ghostline.client.client import ConnectionChanged, MessagesMissing, RelayFailing, StoreChanged
+from ghostline.client import ConnectionChanged, MessagesMissing, RelayFailing, StoreChanged
 from ghostline.client.transport import TlsCertificateError
 
 

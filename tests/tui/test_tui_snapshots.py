@@ -13,7 +13,7 @@ from typing import Any
 from textual.pilot import Pilot
 from tui_fakes import live, scene
 
-from ghostline.client.client import ConnectionChanged, MessageRejected
+from ghostline.client import ConnectionChanged, MessageRejected
 from ghostline.tui.widgets import ChatInput
 
 SIZE = (110, 32)

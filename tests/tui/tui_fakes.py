@@ -1,7 +1,7 @@
 """A fake client and member for the chat app: the same API, no pad, no network.
 
 Snapshot tests need fixed names, times and figures; these give them. Events are the
-real `ghostline.client.client` dataclasses, fed through the same `events` queue.
+real `ghostline.client` event dataclasses, fed through the same `events` queue.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from ghostline.client.client import (
+from ghostline.client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
     PresenceChanged,
 )
 from ghostline.errors import PadExhaustedError
+from ghostline.files import split_file
 from ghostline.protocol.kitformat import KitHeader, KitMember
-from ghostline.protocol.payload import decode, encode_text, split_file
+from ghostline.protocol.payload import decode, encode_text
 from ghostline.state.member import (
     HistoryEntry,
     KitUsage,

@@ -25,10 +25,12 @@ sys.path.insert(0, str(HERE))
 import generate_v2  # noqa: E402
 from cryptography.hazmat.primitives.poly1305 import Poly1305  # noqa: E402
 
+from ghostline.files.split import split_file  # noqa: E402
 from ghostline.pad.kit import Kit  # noqa: E402
-from ghostline.pad.seal import Rule, seal_with_kit, xor_bytes  # noqa: E402
-from ghostline.protocol.envelope import Envelope  # noqa: E402
-from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload, split_file  # noqa: E402
+from ghostline.pad.seal import seal_with_kit, xor_bytes  # noqa: E402
+from ghostline.protocol.envelope import pack_header  # noqa: E402
+from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload  # noqa: E402
+from ghostline.protocol.rules import Rule  # noqa: E402
 from helpers import build_message, derived, flip, make_kit_set  # noqa: E402
 
 SEED = "ghostline-vectors-v1"
@@ -277,7 +279,7 @@ def _rejected(kits: list[Kit]) -> dict[str, Any]:
     good = b.message(0, 1, 10, b"attack at dawn")  # alice -> bob, carol; counter 1, [10, 24)
     u64 = (1 << 64) - 1
     bad_tag_swapped = good[: 42 + 14] + good[42 + 14 + 16 :] + good[42 + 14 : 42 + 14 + 16]
-    cut_header = Envelope(1, 1, kits[0].pad_id, 0, b.n, 1, 10, 6).pack()
+    cut_header = pack_header(kits[0].pad_id, 0, b.n, 1, 10, 6)
     truncated = cut_header + good[42 : 42 + 6] + good[42 + 14 :]
     # Bob knows the group pad and his own key alice->bob: he rewrites the plaintext
     # and fixes bob's tag; carol's tag (keyed by alice->carol) he cannot fix.

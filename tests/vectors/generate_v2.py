@@ -17,12 +17,13 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from ghostline.errors import InvalidGrant
 from ghostline.pad.kit import Kit
-from ghostline.pad.seal import Rule, xor_bytes
+from ghostline.pad.seal import xor_bytes
 from ghostline.pad.seal2 import open_sealed2, pad_payload, padded_length, seal_with_kit2
 from ghostline.protocol.envelope import HEADER_LEN, TAG_LEN
 from ghostline.protocol.extents import Extents
 from ghostline.protocol.grants import GrantRange, GrantRule, check_grant, move_range
 from ghostline.protocol.payload import GrantPayload, TextPayload
+from ghostline.protocol.rules import Rule
 from helpers import MemoryReceiverView, build_message2, derived, flip, make_kit_set
 
 SEED = "ghostline-vectors-v2"

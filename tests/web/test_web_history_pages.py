@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ghostline.client.client import Client, RelayAddress
+from ghostline.client import Client, RelayAddress
 from ghostline.display import FOLD_LINES
 from ghostline.state.member import Member
 from ghostline.web.session import WebSession

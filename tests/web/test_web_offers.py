@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.client.client import Client, RelayAddress
+from ghostline.client import Client, RelayAddress
 from ghostline.files import prepare_file
 from ghostline.state.member import Member
 from ghostline.web.session import WebSession

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ghostline.client.client import (
+from ghostline.client import (
     Client,
     ConnectionChanged,
     MessageRejected,

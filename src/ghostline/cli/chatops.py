@@ -40,7 +40,7 @@ from .terminal import echo_lines, status
 from .textin import NOT_TEXT_HINT, TOO_LARGE_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
-    from ..client.client import Client, ConnectionChanged, Event
+    from ..client import Client, ConnectionChanged, Event
     from ..state.member import Member
 
 _OUTBOX_HINT = (
@@ -150,7 +150,7 @@ async def _send(
         if lines:
             sent, stopped_by = await _send_lines(client, warnings)
             deadline = loop.time() + timeout
-        counters = client.pending_counters()
+        counters = await client.pending_counters()
         for counter in counters:
             seq = await _accepted(client, counter, deadline)
             if seq is None:
@@ -174,7 +174,7 @@ async def _watch_send(client: Client, timeout: float) -> None:
     """While `send` waits: once a connection attempt has failed and the message is still
     not accepted RETRY_NOTICE_DELAY seconds after the start, say so (once), and say when
     the relay keeps failing."""
-    from ..client.client import ConnectionChanged, RelayFailing
+    from ..client import ConnectionChanged, RelayFailing
 
     loop = asyncio.get_running_loop()
     notice_at = loop.time() + RETRY_NOTICE_DELAY
@@ -210,8 +210,8 @@ async def _accepted(client: Client, counter: int, deadline: float) -> int | None
         try:
             return await client.wait_accepted(counter, min(remaining, 0.5))
         except TimeoutError:
-            if counter not in client.pending_counters():
-                return client.member.accepted_seq(counter) or 0
+            if counter not in await client.pending_counters():
+                return await client.accepted_seq(counter) or 0
     return None
 
 
@@ -306,7 +306,7 @@ async def _listen(
     timeout: float | None,
     quiet: bool,
 ) -> None:
-    from ..client.client import (
+    from ..client import (
         ConnectionChanged,
         MessageAccepted,
         MessageReceived,
@@ -376,13 +376,15 @@ async def _listen(
 def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
     """The JSON fields (kind, text, file details) and the one-line human form of a
     decoded payload; `obj` is None for one this version cannot decode."""
+    from ..files.names import safe_file_name
     from ..protocol.payload import FileChunk, FileHeader, TextPayload
 
     if isinstance(obj, TextPayload):
         return {"kind": "text", "text": obj.text}, obj.text
     if isinstance(obj, FileHeader):
-        fields = {"kind": "file", "text": None, "file": obj.safe_name, "size": obj.total_size}
-        shown = repr(one_line(obj.safe_name))
+        name = safe_file_name(obj.name)
+        fields = {"kind": "file", "text": None, "file": name, "size": obj.total_size}
+        shown = repr(one_line(name))
         human = f"[file {shown}, {obj.total_size} bytes, {obj.chunk_count} chunks]"
         return fields, human
     if isinstance(obj, FileChunk):

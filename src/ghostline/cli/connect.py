@@ -17,7 +17,7 @@ import click
 from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from ..client.client import Client
+    from ..client import Client
     from ..client.transport import RelayAddress, TlsOptions
     from ..state.member import Member
 
@@ -123,7 +123,7 @@ def make_client(
     receive_limit: int | None = None,
 ) -> Client:
     """A Client for `member` with checked settings (see `connection_settings`)."""
-    from ..client.client import Client
+    from ..client import Client
 
     return Client(
         member,

@@ -3,7 +3,8 @@ tell a person when a kit or its state cannot be used.
 
 A kit path is checked by `Kit.open`, not by click: a missing, unreadable or read-only
 kit is then one line (`ghostline: error: ...`), never a usage banner. `explain` words
-the kit and state errors; `cli.report` prints what it returns.
+the kit and state errors and gives every error its hint; `cli.report` prints what it
+returns.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import click
 from ..display import one_line
 from ..errors import (
     GhostlineError,
+    KitDamagedError,
     KitHeaderChangedError,
     KitReadOnlyError,
     KitRecordError,
+    PadExhaustedError,
     RecoveryNeeded,
+    RelayUnreachable,
 )
 from ..units import format_size
 
@@ -67,7 +71,23 @@ def explain(err: GhostlineError) -> tuple[str, str | None]:
         )
     if isinstance(err, RecoveryNeeded):
         return err.message, recover_hint(err.kit_path)
-    return err.message, err.hint
+    if err.hint is not None:
+        return err.message, err.hint
+    return err.message, next((hint for kind, hint in _HINTS if isinstance(err, kind)), None)
+
+
+# What to do about errors whose raiser did not say (the library raises them bare).
+_HINTS: tuple[tuple[type[GhostlineError], str], ...] = (
+    (
+        PadExhaustedError,
+        "Meet the group in person and make a new kit set with `ghostline pad new`.",
+    ),
+    (
+        KitDamagedError,
+        "Use an undamaged copy of your kit; without one, the group needs a new kit set.",
+    ),
+    (RelayUnreachable, "Check the --relay address and that the relay is running."),
+)
 
 
 def _changes(field: str, was: object, now: object) -> list[str]:

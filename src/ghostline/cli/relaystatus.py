@@ -21,7 +21,7 @@ from ..errors import GhostlineError, RelayRefused
 from ..protocol.frames import REASON_PRESENCE_PORT, REASON_RELAY_PORT, ErrorCode
 
 if TYPE_CHECKING:
-    from ..client.client import MessagesMissing, RelayFailing, StoreChanged
+    from ..client import MessagesMissing, RelayFailing, StoreChanged
 
 _CERTIFICATE_HINTS = {
     "untrusted": (
@@ -37,6 +37,27 @@ _CERTIFICATE_HINTS = {
         "renew it, or check this computer's date."
     ),
     "other": "Check --tls-ca, or pin the certificate with --tls-pin SHA256.",
+}
+
+
+# What a person can do about a relay's refusal, by its ERROR code (docs/PROTOCOL.md
+# section 8); the refusals that name a port have their own hints below.
+_REFUSAL_HINTS: dict[int, str] = {
+    ErrorCode.ROSTER_MISMATCH: (
+        "the relay knows this room with another member list: is this kit from the same kit set?"
+    ),
+    ErrorCode.BAD_SIGNATURE: (
+        "the relay did not accept this kit's signature: the kit may be damaged or not from "
+        "this kit set."
+    ),
+    ErrorCode.BAD_HANDSHAKE: (
+        "the relay did not accept the handshake: is it a GhostLine relay speaking protocol v1?"
+    ),
+    ErrorCode.BAD_PUBLISH: (
+        "the relay refused a message from the outbox: is the kit from the same kit set?"
+    ),
+    ErrorCode.RELAY_FULL: "the relay is at its limit; try again later or another relay.",
+    ErrorCode.RATE_LIMITED: "too many messages too fast; GhostLine will retry.",
 }
 
 
@@ -72,6 +93,8 @@ def failure_hint(err: GhostlineError) -> str | None:
             "--presence-port names the relay port: give the relay's presence port (by "
             "default the relay port plus 1), or leave it out."
         )
+    if isinstance(err, RelayRefused):
+        return _REFUSAL_HINTS.get(err.code)
     return None
 
 

@@ -1,6 +1,6 @@
 """Receiving files: reassemble the parts of each transfer, save a verified file once.
 
-Every part goes into a `payload.FileAssembly` per (sender, transfer id); only a
+Every part goes into a `FileAssembly` (assembly.py) per (sender, transfer id); only a
 complete file whose length and SHA-256 match is handed out, and `IncomingFiles.save`
 (blocking: run it off the event loop or UI thread) publishes it in the downloads
 folder under a new name (`publish.save_new_file`). Only once the file and its
@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GhostlineError, PayloadError
-from ..protocol.payload import FileAssembly, FileChunk, FileHeader
+from ..protocol.payload import FileChunk, FileHeader
 from . import publish
+from .assembly import FileAssembly
+from .names import safe_file_name
 
 
 @dataclass(slots=True)
@@ -36,7 +38,7 @@ class IncomingFile:
     @property
     def name(self) -> str:
         header = self.assembly.header
-        return header.safe_name if header else "(file)"
+        return safe_file_name(header.name) if header else "(file)"
 
 
 @dataclass(frozen=True, slots=True)

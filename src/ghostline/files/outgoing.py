@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import UsageError
-from ..protocol.payload import FileHeader, split_file
+from ..protocol.payload import FileHeader
 from ..state.member import MAX_SEAL_GROUP
+from .split import split_file
+from .spooled import SpooledParts, payload_sizes
 
 # Parts sealed per commit: one fsync per group instead of one per chunk, yet a 64 KiB
 # chunk size keeps a group near 2 MiB in memory and the progress bar moving. The most
@@ -42,8 +44,6 @@ class OutgoingFile:
     @property
     def pad_bytes(self) -> int:
         """Pad bytes this file consumes: every payload's length (one-time pad is 1:1)."""
-        from .spooled import payload_sizes
-
         return sum(payload_sizes(self.payloads))
 
     @property
@@ -71,6 +71,20 @@ def prepare_file(
     if len(payloads) - 1 != header.chunk_count:
         raise UsageError(f"{source}: the file changed while it was being read")
     return OutgoingFile(source, header, payloads)
+
+
+def spool_file(
+    path: str | os.PathLike[str], *, transfer_id: bytes, sent_at: int, name: str
+) -> OutgoingFile:
+    """An OutgoingFile for the private file `path` (an upload the web app keeps until it
+    is sealed), sent as `name`: hashed once here, its parts read only when sealed (see
+    `spooled`). Blocking (it reads the file once)."""
+    source = Path(path)
+    try:
+        header, _ = split_file(source, transfer_id=transfer_id, sent_at=sent_at, name=name)
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read it ({exc.strerror})") from None
+    return OutgoingFile(source, header, SpooledParts(source, header))
 
 
 async def send_file(

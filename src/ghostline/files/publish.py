@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ..fsutil import fsync_dir, make_private_dirs
-from ..protocol.payload import safe_file_name
+from .names import safe_file_name
 
 
 def candidate_names(name: str) -> list[str]:

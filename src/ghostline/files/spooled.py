@@ -4,20 +4,19 @@
 moment it takes to seal it. The web app asks the person to confirm the pad cost first,
 and a page could leave any number of offers of up to 1 GiB waiting: so an upload stays
 in its private spool file, and its parts are read from there only as they are sealed,
-one group at a time (`SpooledParts`). Its size and cost are known without reading it
-again.
+one group at a time (`SpooledParts`; `outgoing.spool_file` makes the OutgoingFile).
+Its size and cost are known without reading it again.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
 from ..errors import UsageError
-from ..protocol.payload import FILE_CHUNK_HEAD_LEN, FileChunk, FileHeader, split_file
-from .outgoing import OutgoingFile
+from ..protocol.payload import FILE_CHUNK_HEAD_LEN, FileChunk, FileHeader
+from .names import safe_file_name
 
 
 class SpooledParts(Sequence[bytes]):
@@ -51,7 +50,8 @@ class SpooledParts(Sequence[bytes]):
             f.seek(chunk * self.header.chunk_size)
             data = f.read(size)
         if len(data) != size:
-            raise UsageError(f"{self.header.safe_name}: the file changed before it was sent")
+            name = safe_file_name(self.header.name)
+            raise UsageError(f"{name}: the file changed before it was sent")
         return FileChunk(self.header.transfer_id, chunk, data, self.header.sent_at).encode()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -73,16 +73,3 @@ def payload_sizes(payloads: Sequence[bytes]) -> list[int]:
     if isinstance(payloads, SpooledParts):
         return payloads.sizes()
     return [len(p) for p in payloads]
-
-
-def spool_file(
-    path: str | os.PathLike[str], *, transfer_id: bytes, sent_at: int, name: str
-) -> OutgoingFile:
-    """An OutgoingFile for the private file `path`, sent as `name`: hashed once here,
-    its parts read only when sealed. Blocking (it reads the file once)."""
-    source = Path(path)
-    try:
-        header, _ = split_file(source, transfer_id=transfer_id, sent_at=sent_at, name=name)
-    except OSError as exc:
-        raise UsageError(f"{name}: cannot read it ({exc.strerror})") from None
-    return OutgoingFile(source, header, SpooledParts(source, header))

@@ -1,6 +1,7 @@
 """Sealing and opening suite-1 messages (docs/PROTOCOL.md sections 4-6), for format-1
-kits. Pure: no clock, no disk. Suite 2 (format-2 kits) is seal2.py, which shares the
-rule names, `xor_bytes` and `Opened` defined here.
+kits. Pure: no clock, no disk. Suite 2 (format-2 kits) is seal2.py, which shares
+`xor_bytes` and `Opened` defined here; both name the rules they check after
+`protocol.rules.Rule`.
 
 `seal` turns a plaintext into sealed bytes given the key stream and MAC keys;
 `open_sealed` checks every reject rule of section 6 in order and returns the
@@ -27,60 +28,15 @@ from ..protocol.envelope import (
     VERSION_2,
     Envelope,
     pack_header,
+    sealed_length,
     unpack_header,
 )
 from ..protocol.kitformat import FORMAT_1
+from ..protocol.rules import Rule
 from .kit import Kit
 
 # Below this size Python's big integers XOR faster than a round trip through numpy.
 _NUMPY_XOR_FROM = 2048
-
-
-class Rule:
-    """Stable names of the reject rules (docs/PROTOCOL.md sections 6 and 14).
-
-    `SUITE_1` and `SUITE_2` list the rules each opener checks, in checking order; a
-    rule's name means the same thing in both.
-    """
-
-    TOO_SHORT = "too_short"
-    FORMAT_MISMATCH = "format_mismatch"
-    UNKNOWN_VERSION = "unknown_version"
-    UNKNOWN_SUITE = "unknown_suite"
-    WRONG_PAD = "wrong_pad"
-    WRONG_GROUP_SIZE = "wrong_group_size"
-    UNKNOWN_SENDER = "unknown_sender"
-    OWN_MESSAGE = "own_message"
-    BAD_LENGTH = "bad_length"
-    EMPTY = "empty"
-    COUNTER_OUT_OF_RANGE = "counter_out_of_range"
-    OFFSET_OUT_OF_RANGE = "offset_out_of_range"
-    REPLAYED_COUNTER = "replayed_counter"
-    OVERLAPPING_RANGE = "overlapping_range"
-    ERASED_KEY = "erased_key"
-    BAD_TAG = "bad_tag"
-    BAD_PADDING = "bad_padding"
-
-    SUITE_1 = (
-        TOO_SHORT,
-        FORMAT_MISMATCH,
-        UNKNOWN_VERSION,
-        UNKNOWN_SUITE,
-        WRONG_PAD,
-        WRONG_GROUP_SIZE,
-        UNKNOWN_SENDER,
-        OWN_MESSAGE,
-        BAD_LENGTH,
-        EMPTY,
-        COUNTER_OUT_OF_RANGE,
-        OFFSET_OUT_OF_RANGE,
-        REPLAYED_COUNTER,
-        OVERLAPPING_RANGE,
-        ERASED_KEY,
-        BAD_TAG,
-    )
-    SUITE_2 = (*SUITE_1, BAD_PADDING)
-    ALL = SUITE_2
 
 
 def format_mismatch(kit_format: int) -> RejectedMessage:
@@ -253,10 +209,10 @@ def open_sealed(kit: Kit, data: bytes, accepted: AcceptedLog) -> Opened:
     if sender == me:
         raise RejectedMessage(Rule.OWN_MESSAGE, "message claims to be from this kit's owner")
     end = HEADER_LEN + length
-    if len(data) != end + TAG_LEN * (n - 1):
+    implied = sealed_length(length, n)
+    if len(data) != implied:
         raise RejectedMessage(
-            Rule.BAD_LENGTH,
-            f"message is {len(data)} bytes, its header implies {end + TAG_LEN * (n - 1)}",
+            Rule.BAD_LENGTH, f"message is {len(data)} bytes, its header implies {implied}"
         )
     if length == 0:
         raise RejectedMessage(Rule.EMPTY, "message has an empty ciphertext")

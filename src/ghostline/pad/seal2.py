@@ -31,13 +31,15 @@ from ..protocol.envelope import (
     VERSION_2,
     Envelope,
     pack_header,
+    sealed_length,
     unpack_header,
 )
 from ..protocol.extents import Extents
 from ..protocol.grants import GrantView
 from ..protocol.kitformat import FORMAT_2
+from ..protocol.rules import Rule
 from .kit import Kit
-from .seal import Opened, Rule, format_mismatch
+from .seal import Opened, format_mismatch
 
 # Below this size Python's big integers XOR faster than a round trip through numpy.
 _NUMPY_FROM = 2048
@@ -233,10 +235,10 @@ def open_sealed2(kit: Kit, data: bytes, state: ReceiverView) -> Opened:
     if sender == me:
         raise RejectedMessage(Rule.OWN_MESSAGE, "message claims to be from this kit's owner")
     end = HEADER_LEN + length
-    if len(data) != end + TAG_LEN * (n - 1):
+    implied = sealed_length(length, n)
+    if len(data) != implied:
         raise RejectedMessage(
-            Rule.BAD_LENGTH,
-            f"message is {len(data)} bytes, its header implies {end + TAG_LEN * (n - 1)}",
+            Rule.BAD_LENGTH, f"message is {len(data)} bytes, its header implies {implied}"
         )
     if length == 0:
         raise RejectedMessage(Rule.EMPTY, "message has an empty ciphertext")

@@ -36,8 +36,16 @@ PAD_ID_LEN = 16
 MIN_MEMBERS = 2
 MAX_MEMBERS = 255
 
-_HEADER = struct.Struct(">BB16sHHQQI")
-assert _HEADER.size == HEADER_LEN
+# The header in two parts. The first five fields are the same in every message one
+# member sends in one room (the relay compares them at once, on its hot path); the last
+# three place the message.
+_IDENTITY = ">BB16sHH"  # version, suite, pad_id, sender, n
+_POSITION = "QQI"  # counter, offset, length
+_HEADER = struct.Struct(_IDENTITY + _POSITION)
+_IDENTITY_STRUCT = struct.Struct(_IDENTITY)
+_POSITION_STRUCT = struct.Struct(">" + _POSITION)
+IDENTITY_LEN = _IDENTITY_STRUCT.size
+assert _HEADER.size == HEADER_LEN == IDENTITY_LEN + _POSITION_STRUCT.size
 
 
 class Envelope(NamedTuple):
@@ -56,23 +64,6 @@ class Envelope(NamedTuple):
     offset: int
     length: int
 
-    def pack(self) -> bytes:
-        return _HEADER.pack(
-            self.version,
-            self.suite,
-            self.pad_id,
-            self.sender,
-            self.n,
-            self.counter,
-            self.offset,
-            self.length,
-        )
-
-    @property
-    def sealed_len(self) -> int:
-        """The total length a sealed message with this header must have."""
-        return sealed_length(self.length, self.n)
-
 
 def pack_header(
     pad_id: bytes,
@@ -84,16 +75,31 @@ def pack_header(
     version: int = VERSION,
     suite: int = SUITE,
 ) -> bytes:
-    """The 42 header bytes of a message (what `Envelope.pack` gives); version 1, suite 1
-    unless told."""
+    """The 42 header bytes of a message; version 1, suite 1 unless told. Its keywords are
+    `Envelope`'s fields: `pack_header(**envelope._asdict())` writes an envelope back."""
     return _HEADER.pack(version, suite, pad_id, sender, n, counter, offset, length)
 
 
-def unpack_header(data: bytes | memoryview) -> tuple[int, int, bytes, int, int, int, int, int]:
-    """(version, suite, pad_id, sender, n, counter, offset, length) from the first 42
-    bytes, without building an `Envelope` (the hot path of opening). Caller checks
-    that there are at least 42 bytes."""
-    return _HEADER.unpack_from(data, 0)  # type: ignore[return-value]
+def unpack_header(
+    data: bytes | bytearray | memoryview, at: int = 0
+) -> tuple[int, int, bytes, int, int, int, int, int]:
+    """(version, suite, pad_id, sender, n, counter, offset, length) from the 42 bytes at
+    `at`, without building an `Envelope` (the hot path of opening, and the relay's
+    check of a PUBLISH in its receive buffer). Caller checks that they are there."""
+    return _HEADER.unpack_from(data, at)  # type: ignore[return-value]
+
+
+def pack_identity(
+    pad_id: bytes, sender: int, n: int, version: int = VERSION, suite: int = SUITE
+) -> bytes:
+    """The first `IDENTITY_LEN` header bytes (version, suite, pad_id, sender, n): what
+    every message of `sender` in the group `pad_id` of `n` starts with."""
+    return _IDENTITY_STRUCT.pack(version, suite, pad_id, sender, n)
+
+
+# (counter, offset, length) of the header whose identity ends at the given position: for
+# a caller that has already compared the identity (the relay's hot path).
+unpack_position = _POSITION_STRUCT.unpack_from
 
 
 def sealed_length(ciphertext_len: int, n: int) -> int:
@@ -110,7 +116,3 @@ def read_envelope(data: bytes | memoryview) -> Envelope:
     if len(data) < HEADER_LEN:
         raise ValueError(f"a sealed message is at least {HEADER_LEN} bytes, got {len(data)}")
     return Envelope(*_HEADER.unpack_from(data, 0))
-
-
-def tags_offset(envelope: Envelope) -> int:
-    return HEADER_LEN + envelope.length

@@ -9,8 +9,8 @@ Every plaintext starts with `kind (1) || sent_at (4, Unix seconds)`, then a body
     0x10 GRANT        to (2) || start (8) || end (8)   (format-2 kits only; grants.py)
 
 A file travels as one FILE_HEADER and `chunk_count` FILE_CHUNKs, each its own sealed
-message, in any order. `FileAssembly` puts them back together and hands out the bytes
-only when every chunk is there and the SHA-256 matches.
+message, in any order. Splitting a file, putting it back together and naming it safely
+are the file transfer's jobs (`ghostline.files`); this module is the codec alone.
 
 Chunk size: a sealed chunk inside a DELIVER frame is
 `1 (type) + 8 (seq) + 42 (header) + 17 (kind, sent_at, id, index) + chunk + 16*(n-1)`
@@ -23,16 +23,9 @@ Nothing here reads the clock or randomness: `sent_at` and transfer ids are passe
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import re
 import struct
-import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
 
 from ..errors import PayloadError
 from .grants import RECORD_LEN, GrantRange
@@ -50,7 +43,6 @@ TRANSFER_ID_LEN = 8
 SHA256_LEN = 32
 DEFAULT_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = (1 << 20) - 4096
-DEFAULT_MAX_FILE_SIZE = 1 << 30
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 
@@ -84,7 +76,8 @@ class TextPayload:
 
 @dataclass(frozen=True, slots=True)
 class FileHeader:
-    """Announces a file. `name` is what the sender wrote; show or save `safe_name`."""
+    """Announces a file. `name` is what the sender wrote: show or save it only through
+    `files.safe_file_name`."""
 
     transfer_id: bytes
     total_size: int
@@ -121,10 +114,6 @@ class FileHeader:
             )
             + self.name.encode("utf-8")
         )
-
-    @property
-    def safe_name(self) -> str:
-        return safe_file_name(self.name)
 
     def chunk_len(self, index: int) -> int:
         """The exact length chunk `index` must have."""
@@ -275,210 +264,3 @@ def decode(payload: bytes) -> Payload:
         transfer_id, index = _FILE_CHUNK.unpack_from(body, 0)
         return FileChunk(transfer_id, index, body[_FILE_CHUNK.size :], sent_at)
     raise PayloadError(f"unknown payload kind 0x{kind:02x}")
-
-
-# --- files -------------------------------------------------------------------------
-
-
-def split_file(
-    source: bytes | str | os.PathLike[str],
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    *,
-    transfer_id: bytes,
-    sent_at: int,
-    name: str | None = None,
-) -> tuple[FileHeader, Iterator[FileChunk]]:
-    """The header and chunks that send `source` (bytes, or a path read lazily).
-
-    `name` defaults to the path's last component; bytes need one. Every chunk carries
-    `sent_at`. A path is read twice (hash, then chunks): if the file changes in
-    between, the receiver's SHA-256 check fails rather than accepting mixed contents.
-    """
-    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk size {chunk_size} is not in 1..{MAX_CHUNK_SIZE}")
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        if name is None:
-            raise ValueError("split_file needs a name when given bytes")
-        total, digest = len(data), hashlib.sha256(data).digest()
-        chunks: Iterator[bytes] = (
-            data[i : i + chunk_size] for i in range(0, len(data), chunk_size)
-        )
-    else:
-        path = Path(source)
-        if name is None:
-            name = path.name
-        total, digest = _hash_file(path)
-        chunks = _read_chunks(path, chunk_size, total)
-    header = FileHeader(
-        transfer_id, total, chunk_size, chunk_count_for(total, chunk_size), digest, name, sent_at
-    )
-    parts = (FileChunk(transfer_id, i, c, sent_at) for i, c in enumerate(chunks))
-    return header, parts
-
-
-def _hash_file(path: Path) -> tuple[int, bytes]:
-    h = hashlib.sha256()
-    total = 0
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-            total += len(block)
-    return total, h.digest()
-
-
-def _read_chunks(path: Path, chunk_size: int, total: int) -> Iterator[bytes]:
-    left = total
-    with path.open("rb") as f:
-        while left > 0:
-            block = f.read(min(chunk_size, left))
-            if not block:
-                return  # the file shrank; the receiver's length check catches it
-            left -= len(block)
-            yield block
-
-
-class FileAssembly:
-    """Reassembles one transfer from its header and chunks, arriving in any order.
-
-    Key assemblies by `(sender, transfer_id)`: transfer ids are chosen by each sender
-    and only unique per sender. `add` ignores exact duplicates, raises PayloadError
-    (and keeps its state) for anything inconsistent, and returns the file bytes once,
-    when the last missing piece arrives and the length and SHA-256 match.
-    """
-
-    def __init__(self, transfer_id: bytes, *, max_size: int = DEFAULT_MAX_FILE_SIZE) -> None:
-        if len(transfer_id) != TRANSFER_ID_LEN:
-            raise ValueError(f"a transfer id is {TRANSFER_ID_LEN} bytes")
-        self.transfer_id = transfer_id
-        self.max_size = max_size
-        self.header: FileHeader | None = None
-        self.done = False
-        self.failed = False
-        self._chunks: dict[int, bytes] = {}
-        self._digests: dict[int, bytes] = {}  # after completion, to recognise duplicates
-        self._received = 0
-
-    @property
-    def received(self) -> int:
-        """Bytes of distinct chunks received so far (all of them once done)."""
-        return self._received
-
-    @property
-    def total(self) -> int | None:
-        """The file's size, once the header has arrived."""
-        return self.header.total_size if self.header else None
-
-    def missing(self) -> list[int]:
-        """Chunk indexes still missing (empty before the header arrives)."""
-        if self.header is None or self.done:
-            return []
-        return [i for i in range(self.header.chunk_count) if i not in self._chunks]
-
-    def add(self, part: FileHeader | FileChunk) -> bytes | None:
-        if self.failed:
-            raise PayloadError("this file transfer already failed its integrity check")
-        if part.transfer_id != self.transfer_id:
-            raise PayloadError("the part belongs to another file transfer")
-        if isinstance(part, FileHeader):
-            self._add_header(part)
-        else:
-            self._add_chunk(part)
-        return self._finish()
-
-    def _add_header(self, header: FileHeader) -> None:
-        if self.header is not None:
-            if not self.header.same_file(header):
-                raise PayloadError("a second, different header for the same file transfer")
-            return
-        if header.total_size > self.max_size:
-            raise PayloadError(
-                f"the file is {header.total_size} bytes, over the {self.max_size}-byte limit"
-            )
-        for index, data in self._chunks.items():
-            _check_chunk_fits(header, index, data)
-        self.header = header
-
-    def _add_chunk(self, chunk: FileChunk) -> None:
-        index, data = chunk.index, chunk.data
-        if self.header is not None:
-            _check_chunk_fits(self.header, index, data)
-        if self.done:
-            if hashlib.sha256(data).digest() != self._digests[index]:
-                raise PayloadError(f"chunk {index} differs from the one already received")
-            return
-        held = self._chunks.get(index)
-        if held is not None:
-            if not hmac.compare_digest(held, data):
-                raise PayloadError(f"chunk {index} differs from the one already received")
-            return
-        if self._received + len(data) > self.max_size:
-            raise PayloadError(f"the file grows past the {self.max_size}-byte limit")
-        self._chunks[index] = data
-        self._received += len(data)
-
-    def _finish(self) -> bytes | None:
-        header = self.header
-        if self.done or header is None or len(self._chunks) < header.chunk_count:
-            return None
-        data = b"".join(self._chunks[i] for i in range(header.chunk_count))
-        if len(data) != header.total_size or hashlib.sha256(data).digest() != header.sha256:
-            self.failed = True
-            self._chunks.clear()
-            raise PayloadError("the received file does not match its SHA-256: discarded")
-        self._digests = {i: hashlib.sha256(c).digest() for i, c in self._chunks.items()}
-        self._chunks.clear()
-        self.done = True
-        return data
-
-
-def _check_chunk_fits(header: FileHeader, index: int, data: bytes) -> None:
-    if index >= header.chunk_count:
-        raise PayloadError(f"chunk {index} is past the file's {header.chunk_count} chunks")
-    want = header.chunk_len(index)
-    if len(data) != want:
-        raise PayloadError(f"chunk {index} is {len(data)} bytes, the header says {want}")
-
-
-# --- file names ----------------------------------------------------------------------
-
-_WINDOWS_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL"}
-    | {f"COM{i}" for i in range(1, 10)}
-    | {f"LPT{i}" for i in range(1, 10)}
-)
-_UNSAFE_CHARS = re.compile(r'[<>:"|?*]')
-_MAX_NAME_BYTES = 200
-_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def safe_file_name(name: str, default: str = "file") -> str:
-    """A bare file name safe to create in a downloads folder and to show.
-
-    Keeps only the last path component (either slash), turns every kind of white space
-    into a plain space, drops control, format (bidi overrides), private-use and
-    unassigned characters, replaces characters Windows
-    forbids, strips leading/trailing dots and spaces (no hidden files, no `..`),
-    dodges Windows device names and caps the length at 200 UTF-8 bytes, keeping the
-    extension. Returns `default` when nothing is left.
-    """
-    name = unicodedata.normalize("NFC", name)
-    name = re.split(r"[/\\]", name)[-1]
-    name = "".join(
-        " " if ch.isspace() else ch
-        for ch in name
-        if unicodedata.category(ch) not in _DROP_CATEGORIES or ch.isspace()
-    )
-    name = _UNSAFE_CHARS.sub("_", name).strip(" .")
-    if not name:
-        return default
-    if name.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
-        name = "_" + name
-    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
-        stem, dot, ext = name.rpartition(".")
-        if not dot or not stem or len(ext.encode("utf-8")) > 20:
-            stem, ext = name, ""
-        room = _MAX_NAME_BYTES - (len(ext.encode("utf-8")) + 1 if ext else 0)
-        stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .")
-        name = f"{stem}.{ext}" if ext else stem
-    return name or default

@@ -25,11 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import ProtocolError
-from .frames import ErrorCode
+from .frames import SEQ_LIMIT, ErrorCode
 
-# Seqs count messages: no room reaches 2^63, and the state database stores them as
-# SQLite's signed 64-bit integers. A relay claiming more is lying.
-SEQ_LIMIT = 1 << 63
+__all__ = ["MAX_SEEN", "SEQ_LIMIT", "GapWatch", "Lost", "Refetch", "RelayCursor", "SeqGuard"]
+
 # Seqs settled above a hole that a member keeps (8 bytes each in its state database).
 # Past this, the lowest hole is given up as lost rather than the list growing.
 MAX_SEEN = 4096

@@ -1,7 +1,7 @@
 """The blind relay: stores and forwards sealed messages, tells members who is online.
 
-It imports only `wire`, `envelope`, `errors` and `paths` from GhostLine (a test keeps it
-so): it never sees pads, keys or plaintext.
+It imports only the protocol's frames, envelope, handshake and rules, and `errors` and
+`paths`, from GhostLine (a test keeps it so): it never sees pads, keys or plaintext.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from .checks import TokenBucket
 from .config import RelayLimits
 from .logfmt import LogLimiter, log_event
+from .ratelimit import TokenBucket
 
 log = logging.getLogger("ghostline.relay")
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")

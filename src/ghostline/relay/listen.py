@@ -4,7 +4,7 @@ asyncio's own TLS server tells nobody why a handshake failed: a plain client on 
 port, or a client that rejects the certificate, leaves no trace. So a TLS port accepts
 plain TCP here and waits for the first byte (without reading it): 0x16, a TLS handshake
 record, goes on to the TLS handshake, whose failure is logged with its reason; anything
-else is a plain client, answered in plain with ERROR 3 `wire.REASON_TLS_ONLY`, which
+else is a plain client, answered in plain with ERROR 3 `frames.REASON_TLS_ONLY`, which
 its client can read and show.
 
 Connections in this phase count against the connection limits (`TlsGate`), so a flood
@@ -160,7 +160,8 @@ async def _first_byte(conn: socket.socket, timeout: float) -> int | None:
         ready: asyncio.Future[None] = loop.create_future()
         loop.add_reader(conn.fileno(), _wake, ready)
         try:
-            await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                await ready
         except TimeoutError:
             return None
         finally:

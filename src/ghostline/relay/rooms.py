@@ -10,28 +10,57 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..protocol.frames import ErrorCode, FrameType, encode_deliver, encode_member
+from ..protocol.frames import (
+    DELIVER_HEAD_LEN,
+    ErrorCode,
+    FrameType,
+    deliver_head,
+    deliver_seq,
+    encode_accepted,
+    encode_deliver,
+    encode_member,
+)
 from .backend import Appended, Backend, Publish, StoredMessage
 from .logfmt import log_event
 
-if TYPE_CHECKING:
-    from .server import PresenceConnection, RelayConnection
-
 log = logging.getLogger("ghostline.relay")
-_ACCEPTED = struct.Struct(">IBQQ")  # length 17, ACCEPTED, seq, counter
-_DELIVER_HEAD = struct.Struct(">IBQ")  # length, DELIVER, seq (the sealed bytes follow)
+
+
+class Watcher(Protocol):
+    """A presence-port connection, as the hub sees it (`ports.PresenceConnection`)."""
+
+    room: bytes
+    member: int
+
+    def send(self, data: bytes) -> None: ...
+
+
+class Subscriber(Watcher, Protocol):
+    """A relay-port connection, as the hub sees it (`ports.RelayConnection`)."""
+
+    id: int
+    open: bool
+    replaying: bool
+    inflight: int
+
+    def buffer_live(self, frames: Iterable[tuple[int, bytes]]) -> None:
+        """Hold live DELIVER frames (seq, frame) while the connection replays."""
+
+    def fail(self, code: int, reason: str) -> None: ...
+
+    def after_commit(self) -> None:
+        """Called once per commit that held its publishes (stored or not)."""
 
 
 @dataclass(eq=False)
 class Room:
     id: bytes
-    relay: set[RelayConnection] = field(default_factory=set)
-    presence: set[PresenceConnection] = field(default_factory=set)
+    relay: set[Subscriber] = field(default_factory=set)
+    presence: set[Watcher] = field(default_factory=set)
     local: dict[int, int] = field(default_factory=dict)  # member -> relay connections here
     elsewhere: frozenset[int] = frozenset()  # online through other nodes (cluster)
     announced: frozenset[int] = frozenset()  # the online set presence watchers last saw
@@ -50,7 +79,7 @@ class RoomHub:
         self.backend = backend
         self.rooms: dict[bytes, Room] = {}
         self._pending: list[Publish] = []  # the next commit's publishes, in order
-        self._senders: list[tuple[RelayConnection, int]] = []  # who sent them: runs
+        self._senders: list[tuple[Subscriber, int]] = []  # who sent them: runs
         self._scheduled = False
         self._committing = False
         self._idle = asyncio.Event()
@@ -74,7 +103,7 @@ class RoomHub:
 
     # --- membership and presence -----------------------------------------------------
 
-    def join_relay(self, conn: RelayConnection) -> None:
+    def join_relay(self, conn: Subscriber) -> None:
         room = self._room(conn.room)
         room.relay.add(conn)
         count = room.local.get(conn.member, 0)
@@ -83,7 +112,7 @@ class RoomHub:
             self._spawn(self.backend.set_presence(room.id, conn.member, True))
             self._announce(room)
 
-    def leave_relay(self, conn: RelayConnection) -> None:
+    def leave_relay(self, conn: Subscriber) -> None:
         room = self.rooms.get(conn.room)
         if room is None or conn not in room.relay:
             return
@@ -97,12 +126,12 @@ class RoomHub:
             self._announce(room)
         self._maybe_drop(room)
 
-    def join_presence(self, conn: PresenceConnection) -> frozenset[int]:
+    def join_presence(self, conn: Watcher) -> frozenset[int]:
         room = self._room(conn.room)
         room.presence.add(conn)
         return room.announced
 
-    def leave_presence(self, conn: PresenceConnection) -> None:
+    def leave_presence(self, conn: Watcher) -> None:
         room = self.rooms.get(conn.room)
         if room is not None:
             room.presence.discard(conn)
@@ -128,10 +157,7 @@ class RoomHub:
 
     # --- publish: group commit, then ACCEPTED and fan-out -----------------------------
 
-    def submit(self, conn: RelayConnection, publish: Publish) -> None:
-        self.submit_many(conn, [publish])
-
-    def submit_many(self, conn: RelayConnection, publishes: list[Publish]) -> None:
+    def submit_many(self, conn: Subscriber, publishes: list[Publish]) -> None:
         """Queue `publishes` (all from `conn`, in order) for the next commit."""
         count = len(publishes)
         if not count:
@@ -159,9 +185,7 @@ class RoomHub:
         self._idle.clear()
         self._spawn(self._commit(batch, senders))
 
-    async def _commit(
-        self, batch: list[Publish], senders: list[tuple[RelayConnection, int]]
-    ) -> None:
+    async def _commit(self, batch: list[Publish], senders: list[tuple[Subscriber, int]]) -> None:
         try:
             results = await self.backend.append(batch)
         except Exception as err:  # the store failed: nothing in this batch is ACCEPTED
@@ -196,7 +220,7 @@ class RoomHub:
     def _dispatch(
         self,
         batch: list[Publish],
-        senders: list[tuple[RelayConnection, int]],
+        senders: list[tuple[Subscriber, int]],
         results: list[Appended],
     ) -> None:
         # Per room: every DELIVER frame is built once and joined into one buffer; a
@@ -204,8 +228,6 @@ class RoomHub:
         # of its own messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
         # `senders` cuts `batch` into runs of one connection's publishes.
         per_room: dict[bytes, _RoomBatch] = {}
-        pack_accepted = _ACCEPTED.pack
-        pack_head = _DELIVER_HEAD.pack
         i = 0
         for conn, count in senders:
             conn.inflight -= count
@@ -227,11 +249,11 @@ class RoomHub:
                         mine.append((start, size, b"".join(accepted)))
                         accepted = []
                     for m in preceded_by:
-                        parts.append(pack_head(len(m.sealed) + 9, FrameType.DELIVER, m.seq))
+                        parts.append(deliver_head(m.seq, len(m.sealed)))
                         parts.append(m.sealed)
-                        size += 13 + len(m.sealed)
+                        size += DELIVER_HEAD_LEN + len(m.sealed)
                     start = size
-                accepted.append(pack_accepted(17, FrameType.ACCEPTED, seq, pub.counter))
+                accepted.append(encode_accepted(seq, pub.counter))
                 if duplicate:
                     log_event(
                         log, "duplicate", conn=conn.id, room=room_id.hex(), member=conn.member,
@@ -239,9 +261,9 @@ class RoomHub:
                     )  # fmt: skip
                     continue
                 sealed = pub.sealed
-                parts.append(pack_head(len(sealed) + 9, FrameType.DELIVER, seq))
+                parts.append(deliver_head(seq, len(sealed)))
                 parts.append(sealed)
-                size += 13 + len(sealed)
+                size += DELIVER_HEAD_LEN + len(sealed)
             if accepted:
                 mine.append((start, size, b"".join(accepted)))
             rb.size = size
@@ -304,7 +326,7 @@ class _RoomBatch:
         self.size = 0
         # per publisher: (start, end, ACCEPTED frames) of each run of its messages: the
         # bytes [start, end) of the room's buffer are its DELIVERs (none for duplicates)
-        self.mine: dict[RelayConnection, list[tuple[int, int, bytes]]] = {}
+        self.mine: dict[Subscriber, list[tuple[int, int, bytes]]] = {}
 
 
 def _spans(parts: list[bytes]) -> list[tuple[int, int, int]]:
@@ -313,6 +335,6 @@ def _spans(parts: list[bytes]) -> list[tuple[int, int, int]]:
     at = 0
     for i in range(0, len(parts), 2):
         end = at + len(parts[i]) + len(parts[i + 1])
-        out.append((_DELIVER_HEAD.unpack(parts[i])[2], at, end))
+        out.append((deliver_seq(parts[i]), at, end))
         at = end
     return out

@@ -35,7 +35,7 @@ from ..cli.relaystatus import (
     relay_failing_line,
     store_changed_line,
 )
-from ..client.client import (
+from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
@@ -61,6 +61,7 @@ from ..files import (
     prepare_file,
     record_in,
     replay_incoming,
+    safe_file_name,
     scan_file_history,
 )
 from ..historypages import HistoryPages
@@ -96,7 +97,7 @@ HISTORY_PAGE = 60
 
 
 class ChatClient(Protocol):
-    """What the app uses of `ghostline.client.client.Client`."""
+    """What the app uses of `ghostline.client.Client`."""
 
     member: Any
     events: asyncio.Queue[Any]
@@ -286,8 +287,8 @@ class ChatApp(App[None]):
             if send.sent_again:
                 continue
             self._warn(
-                f"file {header.safe_name}: sent {send.chunks_sealed} of {header.chunk_count} "
-                "parts before the app closed; send it again with /file"
+                f"file {safe_file_name(header.name)}: sent {send.chunks_sealed} of "
+                f"{header.chunk_count} parts before the app closed; send it again with /file"
             )
         self.files_ready = True
 
@@ -623,7 +624,7 @@ class ChatApp(App[None]):
         if not self.is_running:
             return
         own = self.pads[self.me]
-        name = outgoing.header.safe_name
+        name = safe_file_name(outgoing.header.name)
         size = format_size(outgoing.header.total_size)
         if outgoing.pad_bytes > own.bytes_left or outgoing.messages > own.msgs_left:
             self._warn(
@@ -644,7 +645,7 @@ class ChatApp(App[None]):
         await self.send_file(outgoing)
 
     async def send_file(self, outgoing: OutgoingFile) -> None:
-        name = outgoing.header.safe_name
+        name = safe_file_name(outgoing.header.name)
         size = format_size(outgoing.header.total_size)
         total = outgoing.messages
         row = self._transfer_row(outgoing.key, f"→ {name} ({size})", total)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, tzinfo
 
+from ..files.names import safe_file_name
 from ..protocol.payload import FileHeader
 from ..state.padlevel import PadLeft, PadLevel
 from ..units import format_size
@@ -100,12 +101,12 @@ def file_text(header: FileHeader, *, own: bool, unfinished: tuple[int, bool] | N
     in full later) for an own file whose parts were not all sealed."""
     size = format_size(header.total_size)
     if not own:
-        return f"sends a file: {header.safe_name} ({size})"
+        return f"sends a file: {safe_file_name(header.name)} ({size})"
     if unfinished is None:
-        return f"sent a file: {header.safe_name} ({size})"
+        return f"sent a file: {safe_file_name(header.name)} ({size})"
     sealed, sent_again = unfinished
     text = (
-        f"did not finish sending a file: {header.safe_name} ({size}), "
+        f"did not finish sending a file: {safe_file_name(header.name)} ({size}), "
         f"{sealed} of {header.chunk_count} parts"
     )
     return text + ("; sent again in full later" if sent_again else "")

@@ -20,8 +20,9 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
+from ..files.assembly import DEFAULT_MAX_FILE_SIZE
+from ..files.names import safe_file_name
 from ..historypages import HistoryPages
-from ..protocol.payload import DEFAULT_MAX_FILE_SIZE, safe_file_name
 from . import security
 from .session import WebSession
 
@@ -29,7 +30,7 @@ log = logging.getLogger("ghostline.web")
 
 STATIC = ("app.js", "app.css", "icon.svg")
 _TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
-MAX_UPLOAD = DEFAULT_MAX_FILE_SIZE  # what a receiver accepts (payload.FileAssembly)
+MAX_UPLOAD = DEFAULT_MAX_FILE_SIZE  # what a receiver accepts (files.FileAssembly)
 MAX_WS_MESSAGE = 4 << 20  # a text message is at most about 1 MiB of UTF-8
 
 _TOO_LARGE = (

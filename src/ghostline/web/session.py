@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import paths
 from ..cli.relaystatus import messages_missing_line, relay_failing_line, store_changed_line
-from ..client.client import (
+from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
@@ -131,7 +131,8 @@ class WebSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.stop(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self.client.stop()
         for task in list(self._tasks):
             task.cancel()
         self.transfers.discard_offers()
@@ -246,9 +247,9 @@ class WebSession:
     def _entry_state(self, entry: Any) -> view.OwnState | None:
         if entry.sender != self.me:
             return None
-        return "stored" if entry.state == "stored" else self._unstored()
+        return "stored" if entry.state == "stored" else self.unstored()
 
-    def _unstored(self) -> view.OwnState:
+    def unstored(self) -> view.OwnState:
         return "sending" if self.connection.get("state") == "connected" else "sealed"
 
     def line_for(
@@ -388,7 +389,7 @@ class WebSession:
             self.warn(f"disconnected for good: {event.detail}")
         self.broadcast(self.connection)
         if (was == "connected") != (event.state == "connected"):
-            self.broadcast({"type": "unstored", "state": self._unstored()})
+            self.broadcast({"type": "unstored", "state": self.unstored()})
 
     # -- pads --------------------------------------------------------------------------
 
@@ -421,7 +422,7 @@ class WebSession:
                 return f"not sent: {err}"
         item = view.line(
             "message", now, text, ident=view.message_id(self.me, entry.counter),
-            sender=self.me, name="you", own=True, state=self._unstored(),
+            sender=self.me, name="you", own=True, state=self.unstored(),
         )  # fmt: skip
         self.add_line(item)
         self.used(self.me, entry.counter, entry.offset + entry.length)

@@ -16,24 +16,27 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..display import one_line
 from ..errors import GhostlineError
 from ..files import (
     IncomingFile,
+    IncomingFiles,
     IncomingUpdate,
     OutgoingFile,
+    OutgoingFiles,
+    UnfinishedSend,
     replay_incoming,
+    safe_file_name,
     scan_file_history,
 )
-from ..files.spooled import spool_file
+from ..files.outgoing import spool_file
+from ..state.padlevel import PadLeft
 from ..tui.view import pad_summary, percent
 from ..units import format_size
-
-if TYPE_CHECKING:
-    from .session import WebSession
 
 log = logging.getLogger("ghostline.web")
 
@@ -41,8 +44,37 @@ SAVED_LISTED = 200  # received files of earlier runs listed on the page
 MAX_OFFERS = 4  # files uploaded and waiting to be confirmed, each up to 1 GiB on disk
 
 
+class Host(Protocol):
+    """What the transfers use of the web session (`session.WebSession`)."""
+
+    client: Any
+    member: Any
+    me: int
+    names: list[str]
+    pads: dict[int, PadLeft]
+    incoming: IncomingFiles
+    outgoing: OutgoingFiles
+    unfinished_sends: dict[bytes, UnfinishedSend]
+    files_ready: bool
+    clock: Callable[[], float]
+    random_bytes: Callable[[int], bytes]
+
+    def broadcast(self, message: dict[str, Any]) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+    def warn(self, text: str) -> None: ...
+    def notice(self, text: str) -> None: ...
+    def show_saved(self, update: IncomingUpdate) -> None: ...
+    def used(self, sender: int, counter: int, end: int) -> None: ...
+    async def reread_pads(self) -> None: ...
+    def unstored(self) -> Any: ...
+    def line_for(
+        self, sender: int, counter: int, obj: Any, timestamp: float, state: Any = None
+    ) -> dict[str, Any] | None: ...
+    def add_line(self, item: dict[str, Any]) -> None: ...
+
+
 class Transfers:
-    def __init__(self, session: WebSession) -> None:
+    def __init__(self, session: Host) -> None:
         self.session = session
         self._rows: dict[str, dict[str, Any]] = {}
         self.saved: dict[str, Path] = {}  # row key -> file the page may download
@@ -163,7 +195,7 @@ class Transfers:
             session.unfinished_sends[header.transfer_id] = send
             if not send.sent_again:
                 session.warn(
-                    f"file {header.safe_name}: sent {send.chunks_sealed} of "
+                    f"file {safe_file_name(header.name)}: sent {send.chunks_sealed} of "
                     f"{header.chunk_count} parts before the app closed; send it again"
                 )
         session.files_ready = True
@@ -198,7 +230,7 @@ class Transfers:
         offer: dict[str, Any] = {
             "type": "offer",
             "id": header.transfer_id.hex(),
-            "name": one_line(header.safe_name),
+            "name": one_line(safe_file_name(header.name)),
             "size": format_size(header.total_size),
             "cost": format_size(outgoing.pad_bytes),
             "messages": outgoing.messages,
@@ -219,7 +251,7 @@ class Transfers:
         outgoing = self.offers.pop(offer_id, None)
         if outgoing is not None:
             outgoing.path.unlink(missing_ok=True)
-            self.session.notice(f"did not send {outgoing.header.safe_name}")
+            self.session.notice(f"did not send {safe_file_name(outgoing.header.name)}")
 
     async def send(self, offer_id: str) -> None:
         """Seal and send a confirmed offer, with its progress on the page."""
@@ -228,7 +260,7 @@ class Transfers:
             return  # sent or cancelled from another tab
         session = self.session
         header = outgoing.header
-        name = one_line(header.safe_name)
+        name = one_line(safe_file_name(header.name))
         total = outgoing.messages
         self._row(outgoing.key, title=f"to the group: {name} ({format_size(header.total_size)})",
                   total=total, done=0, status=f"sealing 0/{total}")  # fmt: skip
@@ -253,7 +285,7 @@ class Transfers:
             outgoing.path.unlink(missing_ok=True)
         # The line follows the last part: "stored" once the whole file is at the relay.
         last = max(outgoing.counters)
-        item = session.line_for(session.me, last, header, session.clock(), session._unstored())
+        item = session.line_for(session.me, last, header, session.clock(), session.unstored())
         if item is not None:
             session.add_line(item)
         self.outgoing_progress(outgoing)

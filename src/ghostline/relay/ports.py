@@ -1,0 +1,160 @@
+"""What each port does once a connection has joined its room.
+
+The relay port replays the room from the client's cursor, then delivers live, and takes
+PUBLISHes: its hot path (`RelayConnection.on_frames`) walks the frames a `FrameSplitter`
+checked in the receive buffer, checks each PUBLISH header there (`rules.py`) and copies
+it once. The presence port sends who is online, then every change (`rooms.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..errors import ProtocolError
+from ..protocol.envelope import HEADER_LEN, IDENTITY_LEN, sealed_length, unpack_position
+from ..protocol.frames import (
+    FRAME_LENGTH,
+    ErrorCode,
+    Frame,
+    FrameType,
+    Hello,
+    Port,
+    encode_deliver,
+    encode_presence,
+)
+from ..protocol.rules import check_publish_at, publish_prefixes
+from .backend import Publish
+from .connection import Connection, Relay
+from .ratelimit import TokenBucket
+
+_PUBLISH = int(FrameType.PUBLISH)
+
+
+class RelayConnection(Connection):
+    port = Port.RELAY
+    port_name = "relay"
+
+    def __init__(self, server: Relay, *, plain_on_tls: bool = False) -> None:
+        super().__init__(server, plain_on_tls=plain_on_tls)
+        self.inflight = 0
+        self.replaying = False
+        self._live: list[tuple[int, bytes]] = []
+        self._live_bytes = 0
+        self._prefixes: tuple[bytes, ...] = ()  # what a PUBLISH of this member starts with
+        self._overhead = 0  # sealed length minus ciphertext length
+        self._bucket = TokenBucket(
+            server.limits.publish_rate, server.limits.publish_burst, server.now()
+        )
+
+    def admitted(self) -> None:
+        self._prefixes = publish_prefixes(self.room, self.member, self.n)
+        self._overhead = sealed_length(0, self.n)
+
+    async def welcome(self, hello: Hello) -> None:
+        backend = self.server.backend
+        # Join for live delivery first, buffering, then replay the store, then flush
+        # the buffer past what was replayed: no gap and no duplicate at the seam.
+        self.replaying = True
+        self.open = True
+        self.hub.join_relay(self)
+        head = await backend.head(self.room)
+        self.handshake.welcome(head, backend.store_id)
+        self.send(self.handshake.data_to_send())
+        # resume_after is any u64 (a send-only client asks for nothing stored with
+        # 2^63-1); past the head there is nothing to replay. The replay stops at the
+        # head: what is stored later comes live, so this member's own publishes are
+        # answered by ACCEPTED alone, never also replayed to it.
+        after = min(hello.resume_after, head)
+        while not self.closing and after < head:
+            page = await backend.read_after(self.room, after)
+            page = [m for m in page if m.seq <= head]
+            if not page or self.closing:
+                break
+            self.send(b"".join([encode_deliver(m.seq, m.sealed) for m in page]))
+            after = page[-1].seq
+            await self.drained()
+        live, self._live, self._live_bytes = self._live, [], 0
+        self.replaying = False
+        self.send(b"".join([frame for seq, frame in live if seq > after]))
+
+    def on_frames(self, stop: int, now: float) -> None:
+        # The hot path: no object per frame but the Publish, each sealed message copied
+        # once out of the receive buffer. A header that starts with one of this
+        # connection's identities (version, suite, room, member, n) and whose length
+        # matches passes every rule of check_publish_at; anything else goes through it
+        # for the exact refusal. Publishes before a refusal are submitted, as if each
+        # had been read alone.
+        buf = self.splitter.buffer
+        room, member, n = self.room, self.member, self.n
+        prefixes, overhead = self._prefixes, self._overhead
+        take = self._bucket.take
+        unpack_len = FRAME_LENGTH.unpack_from
+        publishes: list[Publish] = []
+        pos = 0
+        try:
+            while pos < stop:
+                (size,) = unpack_len(buf, pos)
+                if buf[pos + 4] == _PUBLISH:
+                    if not take(now):
+                        self.fail(ErrorCode.RATE_LIMITED, "publish rate limit exceeded")
+                        return
+                    body = pos + 5
+                    if size > HEADER_LEN and buf.startswith(prefixes, body):
+                        counter, _, length = unpack_position(buf, body + IDENTITY_LEN)
+                        if not length or length + overhead != size - 1:
+                            check_publish_at(buf, body, size - 1, room, member, n)  # raises
+                    else:
+                        counter = check_publish_at(buf, body, size - 1, room, member, n)
+                    publishes.append(
+                        Publish(room, member, counter, bytes(buf[body : pos + 4 + size]))
+                    )
+                elif not self.on_common(Frame(buf[pos + 4], bytes(buf[pos + 5 : pos + 4 + size]))):
+                    return
+                pos += 4 + size
+        except ProtocolError as err:
+            self.fail(err.code, err.message)
+            return
+        finally:
+            del buf[:pos]
+            if publishes:
+                self.hub.submit_many(self, publishes)
+        if self.inflight > self.limits.max_inflight and self.transport is not None:
+            self.transport.pause_reading()
+
+    def buffer_live(self, frames: Iterable[tuple[int, bytes]]) -> None:
+        for seq, frame in frames:
+            self._live.append((seq, frame))
+            self._live_bytes += len(frame)
+        if self._live_bytes > self.limits.send_buffer:
+            self.fail(ErrorCode.RELAY_FULL, "send buffer full: resume later")
+
+    def after_commit(self) -> None:
+        """Called once per commit that held publishes of this connection (stored or not)."""
+        if self.inflight <= self.limits.max_inflight // 2:
+            self.maybe_resume_reading()
+        if self._lost:
+            self.release_room()
+
+    def busy(self) -> bool:
+        return self.inflight > 0
+
+    def left(self, was_open: bool) -> None:
+        if self.member >= 0:
+            self.hub.leave_relay(self)
+
+
+class PresenceConnection(Connection):
+    port = Port.PRESENCE
+    port_name = "presence"
+
+    async def welcome(self, hello: Hello) -> None:
+        backend = self.server.backend
+        head = await backend.head(self.room)
+        self.open = True
+        online = self.hub.join_presence(self)
+        self.handshake.welcome(head, backend.store_id)
+        self.send(self.handshake.data_to_send() + encode_presence(sorted(online)))
+
+    def left(self, was_open: bool) -> None:
+        if self.member >= 0:
+            self.hub.leave_presence(self)
