@@ -45,6 +45,7 @@ from ..client import (
 )
 from ..display import one_line
 from ..errors import GhostlineError, PadExhaustedError
+from ..historypages import HistoryPages
 from ..protocol.payload import FileChunk, FileHeader, encode_text
 from .conversation import Conversation
 from .files import ChatFiles
@@ -142,6 +143,7 @@ class ChatApp(App[None]):
         )
         self.connected = False
         self._retry_at: float | None = None
+        self._pages = HistoryPages(self.member, history_page)  # older pages: before the oldest
         self._loading_older = False
         self._stopped = False
         # What went wrong while closing, when nothing is left to show it on: the
@@ -183,10 +185,10 @@ class ChatApp(App[None]):
         # member, and these only read.
         member = self.member
         self.conversation.start(member.first_unseen(), member.chat_seen)
-        entries = member.history(limit=self.history_page)
+        entries = self._pages.newest()
         log = self.message_log
         log.append(self.conversation.page(entries))
-        log.more_above = len(entries) >= self.history_page
+        log.more_above = self._pages.more
         self.call_after_refresh(log.fill)
         self.panel.show_pads(member.pads())
         self.query_one(StatusBar).show("connecting")
@@ -250,15 +252,11 @@ class ChatApp(App[None]):
             return
         self._loading_older = True
         try:
-            # The page before the oldest shown entry (not "the newest N", which moves
-            # as messages arrive while the app is open).
-            older = await asyncio.to_thread(
-                self.member.history, self.history_page, before=self.conversation.oldest
-            )
+            older = await asyncio.to_thread(self._pages.older)
             if not self.is_running:
                 return
             log = self.message_log
-            log.more_above = len(older) >= self.history_page
+            log.more_above = self._pages.more
             log.prepend(self.conversation.page(older))
         finally:
             self._loading_older = False

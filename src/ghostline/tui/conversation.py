@@ -28,7 +28,6 @@ class Conversation:
         self.me = me
         # transfer id -> own file not all sent (the file transfers fill it in)
         self.unfinished_sends: dict[bytes, UnfinishedSend] = {}
-        self.oldest: Any = None  # the oldest history entry shown: older pages go before it
         # The history id of the first message received since the app last closed; None
         # once its marker is placed, or if there is none.
         self.unseen: int | None = None
@@ -48,8 +47,6 @@ class Conversation:
     def page(self, entries: Sequence[Any]) -> list[ChatLine]:
         """The lines of a page of history (in relay order, older than what is shown),
         with "new since you left" before the first unseen entry if it is here."""
-        if entries:
-            self.oldest = entries[0]
         lines: list[ChatLine] = []
         due = False  # the first unseen entry was on this page: the marker is due
         for entry in entries:
