@@ -25,9 +25,11 @@ from ghostline.client import (
     PresenceChanged,
     RelayFailing,
 )
-from ghostline.errors import InternalError, StateError
+from ghostline.client.client import FATAL_AFTER
+from ghostline.errors import InternalError, RelayRefused, StateError
 from ghostline.protocol.envelope import pack_header
 from ghostline.protocol.frames import (
+    REASON_HANDSHAKE_TIMEOUT,
     ErrorCode,
     FrameType,
     Port,
@@ -238,6 +240,100 @@ async def test_an_internal_error_on_every_join_is_reported_after_a_few_and_retri
             await until(lambda: relay.connections() > before + 2, what="more retries")
             assert client.failure is None
             assert len(members[0].pending()) == 1
+
+
+async def test_one_forged_error_frame_costs_a_reconnect_not_the_session(
+    members: list[Member],
+) -> None:
+    # mitm3.py: without TLS a hop injects one ERROR 5 (bad signature) into a joined
+    # connection. It used to stop the client for good.
+    relay = FakeRelay(
+        once_then_behave(encode_error(ErrorCode.BAD_SIGNATURE, "signature does not verify"))
+    )
+    async with fake_relay(relay):
+        client = client_for(members[0], relay, presence=False)
+        async with client:
+            down = await expect(client, ConnectionChanged, lambda e: e.retry_in is not None)
+            assert "signature does not verify" in down.detail
+            await expect(client, ConnectionChanged, lambda e: e.state == "connected")
+            assert relay.connections() == 2
+            assert client.state is ClientState.CONNECTED and client.failure is None
+
+
+@pytest.mark.parametrize(
+    "code", [ErrorCode.ROSTER_MISMATCH, ErrorCode.BAD_SIGNATURE, ErrorCode.BAD_HANDSHAKE]
+)
+async def test_the_same_refusal_on_three_fresh_connections_in_a_row_stops_the_client(
+    members: list[Member], code: ErrorCode
+) -> None:
+    relay = FakeRelay(before_welcome=lambda i, hello: encode_error(code, "refused"))
+    async with fake_relay(relay):
+        client = client_for(members[0], relay, presence=False)
+        async with client:
+            await expect(client, ConnectionChanged, lambda e: e.state == "stopped")
+            assert client.state is ClientState.FAILED
+            assert isinstance(client.failure, RelayRefused) and client.failure.code == code
+            assert relay.connections() == FATAL_AFTER == 3
+
+
+async def test_the_relays_handshake_timeout_is_retried_and_never_stops_the_client(
+    members: list[Member],
+) -> None:
+    # A slow path (a congested Tor circuit) makes the relay give up on the handshake:
+    # ERROR 3, like a bad handshake, but no mistake of the client's.
+    relay = FakeRelay(
+        before_welcome=lambda i, h: encode_error(ErrorCode.BAD_HANDSHAKE, REASON_HANDSHAKE_TIMEOUT)
+    )
+    async with fake_relay(relay):
+        client = client_for(members[0], relay, presence=False)
+        async with client:
+            failing = await expect(client, RelayFailing)
+            assert (failing.code, failing.reason) == (3, REASON_HANDSHAKE_TIMEOUT)
+            await until(lambda: relay.connections() > FATAL_AFTER + 1, what="more retries")
+            assert client.failure is None and client.running
+
+
+async def test_the_backoff_grows_against_a_relay_that_fails_right_after_welcome(
+    members: list[Member],
+) -> None:
+    # A relay that names a new store every time and then refuses: each connection
+    # reached WELCOME, but none did anything useful, so the waits must grow.
+    async def refuse(session: FakeSession) -> None:
+        relay.store_id = bytes([session.index + 1]) * 16
+        session.send(encode_error(ErrorCode.INTERNAL, "out of disk"))
+
+    relay = FakeRelay(refuse)
+    async with fake_relay(relay):
+        client = client_for(members[1], relay, presence=False, backoff_cap=5.0)
+        async with client:
+            waits = []
+            while len(waits) < 6:
+                event = await expect(client, ConnectionChanged, lambda e: e.retry_in is not None)
+                waits.append(event.retry_in)
+    # Attempt k waits between half and all of min(cap, base * 2^k): base is 0.02.
+    assert waits[5] >= 0.02 * 2**5 / 2, waits
+
+
+async def test_the_backoff_starts_again_after_a_connection_that_brought_a_message(
+    members: list[Member],
+) -> None:
+    sealed = [members[0].seal(f"\x01\x00\x00\x00\x00m{i}".encode()).sealed for i in range(6)]
+
+    async def deliver_then_refuse(session: FakeSession) -> None:
+        if session.index < len(sealed):
+            session.send(encode_deliver(session.index + 1, sealed[session.index]))
+            relay.head = session.index + 1  # the next WELCOME's
+        session.send(encode_error(ErrorCode.INTERNAL, "out of disk"))
+
+    relay = FakeRelay(deliver_then_refuse)
+    async with fake_relay(relay):
+        client = client_for(members[1], relay, presence=False, backoff_cap=5.0)
+        async with client:
+            waits = []
+            while len(waits) < 5:
+                event = await expect(client, ConnectionChanged, lambda e: e.retry_in is not None)
+                waits.append(event.retry_in)
+    assert max(waits) <= 0.02, waits
 
 
 # --- fuzzing the relay's frames -----------------------------------------------------

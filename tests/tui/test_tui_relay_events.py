@@ -14,11 +14,17 @@ async def test_a_store_change_missing_seqs_and_a_failing_relay_are_shown() -> No
     app, client = make_app()
     async with app.run_test(size=SIZE) as pilot:
         client.events.put_nowait(StoreChanged("127.0.0.1:7000", 12))
+        client.events.put_nowait(StoreChanged("127.0.0.1:7000", 12, went_back=True))
         client.events.put_nowait(MessagesMissing(4, 6, "127.0.0.1:7000"))
         client.events.put_nowait(RelayFailing(9, "database is locked", 3))
-        await until(lambda: len(texts(app)) == 3, poll=pilot.pause)
-        changed, missing, failing = texts(app)
-        assert "another message store" in changed and "nothing is lost" in changed
+        await until(lambda: len(texts(app)) == 4, poll=pilot.pause)
+        changed, went_back, missing, failing = texts(app)
+        # What holds, and no more: nothing is shown twice, but what the old store held
+        # and this member had not received is not in the new one.
+        assert "another message store" in changed and "nothing is lost" not in changed
+        assert "not shown twice" in changed and "had not received" in changed
+        assert "no longer holds the messages you read (up to seq 12)" in went_back
+        assert "restored from a backup" in went_back and "had not received" in went_back
         assert "seqs 4-6 never arrived" in missing
         assert "internal error 3 times in a row (database is locked)" in failing
         assert "outbox" in failing

@@ -44,7 +44,11 @@ _CERTIFICATE_HINTS = {
 # section 8); the refusals that name a port have their own hints below.
 _REFUSAL_HINTS: dict[int, str] = {
     ErrorCode.ROSTER_MISMATCH: (
-        "the relay knows this room with another member list: is this kit from the same kit set?"
+        "the relay holds this room with another member list: someone registered it first "
+        "with other keys (a member of your group, or anyone who saw a member's HELLO sent "
+        "without --tls). Your group cannot use this room on this relay until its operator "
+        "removes the room: make a new kit set (a new room) and use it with --tls, or ask "
+        "the relay's operator."
     ),
     ErrorCode.BAD_SIGNATURE: (
         "the relay did not accept this kit's signature: the kit may be damaged or not from "
@@ -107,10 +111,19 @@ def with_hint(err: GhostlineError) -> GhostlineError:
 
 
 def store_changed_line(event: StoreChanged) -> str:
+    if event.went_back:
+        return (
+            f"the relay {event.relay} no longer holds the messages you read (up to seq "
+            f"{event.old_cursor}): its message store went back to an earlier state (restored "
+            "from a backup?) or was replaced. Reading it again from its first message; "
+            "messages you already have are not shown twice. Messages stored after that "
+            "earlier state that you had not received are not on this relay any more."
+        )
     return (
         f"the relay {event.relay} has another message store than before (a new or replaced "
         "store, or another relay): reading it from its first message; messages you already "
-        "have are skipped, nothing is lost"
+        "have are not shown twice. Messages the old store held that you had not received "
+        "are not in this one: they reach you only from a relay that still has the old store."
     )
 
 
