@@ -20,6 +20,7 @@ from typing import Generic, Protocol, TypeVar
 
 from .config import RelayLimits
 from .logfmt import LogLimiter, log_event
+from .metrics import Metrics
 from .ratelimit import TokenBucket
 
 log = logging.getLogger("ghostline.relay")
@@ -56,9 +57,12 @@ def source_of(address: str) -> str:
 
 
 class Admission(Generic[C]):
-    def __init__(self, limits: RelayLimits, now: Callable[[], float]) -> None:
+    def __init__(
+        self, limits: RelayLimits, now: Callable[[], float], metrics: Metrics | None = None
+    ) -> None:
         self.limits = limits
         self.now = now
+        self.metrics = metrics or Metrics()
         self.connections: set[C] = set()
         self._per_address: dict[str, int] = {}
         self._early = 0  # accepted on a TLS port, handshake not finished
@@ -101,7 +105,10 @@ class Admission(Generic[C]):
         self._early -= 1
         _decrement(self._early_per_address, source_of(address))
 
-    def refused_early(self, port_name: str, peer: str, reason: str) -> None:
+    def refused_early(self, port_name: str, peer: str, reason: str, code: int = 0) -> None:
+        """A connection closed before its protocol began (`code`: the ERROR it was
+        sent, 0 for none)."""
+        self.metrics.refused(code, cause(reason))
         self.log(
             f"refused reason={cause(reason)}", "refused", level=logging.WARNING,
             port=port_name, peer=peer, reason=reason,

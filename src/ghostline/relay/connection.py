@@ -49,6 +49,7 @@ from .admission import Admission, cause, source_of
 from .backend import Backend, RoomLimitReached
 from .config import RelayLimits
 from .logfmt import log_event
+from .metrics import Metrics
 from .rooms import RoomHub
 
 log = logging.getLogger("ghostline.relay")
@@ -69,6 +70,7 @@ class Relay(Protocol):
     limits: RelayLimits
     hub: RoomHub
     admission: Admission[Connection]
+    metrics: Metrics
     ssl_context: ssl.SSLContext | None
     now: Callable[[], float]
 
@@ -241,8 +243,10 @@ class Connection(asyncio.Protocol):
         """Answer with ERROR `code`, then close (forcibly if it cannot be read in time)."""
         if self.closing or self.transport is None:
             return
+        kind = cause(reason)
+        self.server.metrics.refused(int(code), kind)
         self.server.admission.log(
-            f"refused code={int(code)} reason={cause(reason)}", "refused",
+            f"refused code={int(code)} reason={kind}", "refused",
             level=logging.WARNING,
             conn=self.id, port=self.port_name, peer=self.peer, room=self.room.hex() or None,
             member=self.member if self.member >= 0 else None, code=int(code), reason=reason,

@@ -41,8 +41,9 @@ class TlsGate(Protocol):
 
     def forget_early(self, address: str) -> None: ...
 
-    def refused_early(self, port_name: str, peer: str, reason: str) -> None:
-        """Log (within the log's limits) a connection closed before it had a protocol."""
+    def refused_early(self, port_name: str, peer: str, reason: str, code: int = 0) -> None:
+        """Log (within the log's limits) and count a connection closed before it had a
+        protocol (`code`: the ERROR it was sent, 0 for none)."""
 
 
 class TlsListener:
@@ -127,7 +128,7 @@ class TlsListener:
                 finally:
                     self._refusing -= 1
             conn.close()
-            self.gate.refused_early(self.port_name, peer, refusal)
+            self.gate.refused_early(self.port_name, peer, refusal, ErrorCode.RELAY_FULL)
             return
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.handshake_timeout

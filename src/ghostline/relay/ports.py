@@ -71,6 +71,7 @@ class RelayConnection(Connection):
             if not page or self.closing:
                 break
             self.send(b"".join([encode_deliver(m.seq, m.sealed) for m in page]))
+            self.server.metrics.replayed += len(page)
             after = page[-1].seq
             await self.drained()
         live, self._live, self._live_bytes = self._live, [], 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from ..protocol.frames import (
 )
 from .backend import Appended, Backend, Publish, StoredMessage
 from .logfmt import log_event
+from .metrics import Metrics
 
 log = logging.getLogger("ghostline.relay")
 
@@ -39,10 +41,22 @@ class Watcher(Protocol):
     def send(self, data: bytes) -> None: ...
 
 
+class LimitedLog(Protocol):
+    def __call__(
+        self, key: str | None, event: str, *, level: int = logging.INFO, **fields: object
+    ) -> None:
+        """Log `event` within the limits of `key` (`admission.Admission.log`)."""
+
+
+def _unlimited(key: str | None, event: str, *, level: int = logging.INFO, **fields: object) -> None:
+    log_event(log, event, level=level, **fields)
+
+
 class Subscriber(Watcher, Protocol):
     """A relay-port connection, as the hub sees it (`ports.RelayConnection`)."""
 
     id: int
+    source: str  # its address, as the per-address limits count it
     open: bool
     replaying: bool
     inflight: int
@@ -75,8 +89,13 @@ class Room:
 class RoomHub:
     """The relay's rooms on this node. Implements `backend.RelayHub`."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self, backend: Backend, metrics: Metrics | None = None, log: LimitedLog | None = None
+    ) -> None:
         self.backend = backend
+        self.metrics = metrics or Metrics()
+        # lines a member can cause at will (a resent message), within the log's limits
+        self.log: LimitedLog = log or _unlimited
         self.rooms: dict[bytes, Room] = {}
         self._pending: list[Publish] = []  # the next commit's publishes, in order
         self._senders: list[tuple[Subscriber, int]] = []  # who sent them: runs
@@ -163,6 +182,7 @@ class RoomHub:
         if not count:
             return
         conn.inflight += count
+        self.metrics.publishes += count
         self._pending.extend(publishes)
         self._senders.append((conn, count))
         if not self._scheduled and not self._committing:
@@ -186,9 +206,11 @@ class RoomHub:
         self._spawn(self._commit(batch, senders))
 
     async def _commit(self, batch: list[Publish], senders: list[tuple[Subscriber, int]]) -> None:
+        started = time.perf_counter()
         try:
             results = await self.backend.append(batch)
         except Exception as err:  # the store failed: nothing in this batch is ACCEPTED
+            self.metrics.store_failures += 1
             log_event(log, "store_failed", level=logging.ERROR, messages=len(batch), error=err)
             for conn, count in senders:
                 conn.inflight -= count
@@ -198,6 +220,7 @@ class RoomHub:
             results = None
         finally:
             self._committing = False
+            self.metrics.store_seconds.observe(time.perf_counter() - started)
         if results is None:
             self._commit_next()
             return
@@ -228,6 +251,8 @@ class RoomHub:
         # of its own messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
         # `senders` cuts `batch` into runs of one connection's publishes.
         per_room: dict[bytes, _RoomBatch] = {}
+        metrics = self.metrics
+        duplicates_before = metrics.duplicates
         i = 0
         for conn, count in senders:
             conn.inflight -= count
@@ -241,6 +266,7 @@ class RoomHub:
             parts = rb.parts
             size = start = rb.size
             accepted: list[bytes] = []
+            duplicates = 0
             for j in range(i, i + count):
                 pub = batch[j]
                 seq, duplicate, preceded_by = results[j]
@@ -255,9 +281,10 @@ class RoomHub:
                     start = size
                 accepted.append(encode_accepted(seq, pub.counter))
                 if duplicate:
-                    log_event(
-                        log, "duplicate", conn=conn.id, room=room_id.hex(), member=conn.member,
-                        seq=seq, counter=pub.counter,
+                    duplicates += 1
+                    self.log(
+                        f"duplicate {conn.source}", "duplicate", conn=conn.id,
+                        room=room_id.hex(), member=conn.member, seq=seq, counter=pub.counter,
                     )  # fmt: skip
                     continue
                 sealed = pub.sealed
@@ -267,13 +294,19 @@ class RoomHub:
             if accepted:
                 mine.append((start, size, b"".join(accepted)))
             rb.size = size
+            rb.own[conn] = rb.own.get(conn, 0) + count - duplicates
+            metrics.duplicates += duplicates
             i += count
+        metrics.stored += len(batch) - (metrics.duplicates - duplicates_before)
+        delivered = 0
         for room_id, rb in per_room.items():
             room = self.rooms.get(room_id)
             full = b"".join(rb.parts)
             mine_of = rb.mine
             targets = list(room.relay) if room is not None else []
             targets += [c for c in mine_of if c.open and (room is None or c not in room.relay)]
+            frames = len(rb.parts) // 2
+            delivered += frames * len(targets) - sum(rb.own.get(c, 0) for c in targets)
             for conn in targets:
                 mine = mine_of.get(conn)
                 if conn.replaying:
@@ -300,6 +333,7 @@ class RoomHub:
                     if at < len(full):
                         pieces.append(view[at:])
                     conn.send(b"".join(pieces))
+        metrics.deliveries += delivered
         for conn in {c for c, _ in senders}:
             conn.after_commit()
 
@@ -309,6 +343,7 @@ class RoomHub:
             return
         frames = [encode_deliver(m.seq, m.sealed) for m in messages]
         full = b"".join(frames)
+        self.metrics.deliveries += len(frames) * len(room.relay)
         for conn in list(room.relay):
             if conn.replaying:
                 conn.buffer_live([(m.seq, f) for m, f in zip(messages, frames, strict=True)])
@@ -319,7 +354,7 @@ class RoomHub:
 class _RoomBatch:
     """One room's share of a commit, as `_dispatch` assembles it."""
 
-    __slots__ = ("parts", "size", "mine")
+    __slots__ = ("parts", "size", "mine", "own")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []  # DELIVER frames: header, sealed, header, sealed, ...
@@ -327,6 +362,7 @@ class _RoomBatch:
         # per publisher: (start, end, ACCEPTED frames) of each run of its messages: the
         # bytes [start, end) of the room's buffer are its DELIVERs (none for duplicates)
         self.mine: dict[Subscriber, list[tuple[int, int, bytes]]] = {}
+        self.own: dict[Subscriber, int] = {}  # per publisher: its new messages' DELIVERs
 
 
 def _spans(parts: list[bytes]) -> list[tuple[int, int, int]]:
