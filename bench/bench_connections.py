@@ -120,11 +120,13 @@ async def _run() -> str:
             f"| member connections held | {count:,} | 10,000 |",
             f"| time to join them all (relay CPU) | {joined_in:.1f} s ({joined_cpu:.1f} s) | |",
             f"| relay memory per idle connection | **{per_conn:.1f} KiB** "
-            f"({base_rss / 2**20:.0f} -> {held_rss / 2**20:.0f} MiB resident) | under {GOAL_KIB} KiB |",
-            f"| relay file descriptors open / its limit | {held_fds:,} (was {base_fds}) / {limit:,} "
-            f"| --max-connections {MAX_CONNECTIONS:,} + 64 |",
+            f"({base_rss / 2**20:.0f} -> {held_rss / 2**20:.0f} MiB resident) "
+            f"| under {GOAL_KIB} KiB |",
+            f"| relay file descriptors open / its limit | {held_fds:,} (was {base_fds}) "
+            f"/ {limit:,} | --max-connections {MAX_CONNECTIONS:,} + 64 |",
             f"| relay CPU while they idle | {idle_cpu * 100:.1f}% of a core | |",
-            f"| group latency p50 / p99, relay otherwise idle | {idle[0]:.2f} / {idle[1]:.2f} ms | |",
+            f"| group latency p50 / p99, relay otherwise idle | {idle[0]:.2f} / "
+            f"{idle[1]:.2f} ms | |",
             f"| group latency p50 / p99, with the {count:,} connected | {loaded[0]:.2f} / "
             f"{loaded[1]:.2f} ms | |",
             f"| p50 with them / without | **{ratio:.2f}x** | at most 2x |",

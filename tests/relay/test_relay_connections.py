@@ -12,6 +12,7 @@ from relaytest_client import Group, joined
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/, for its kit
 from bench.connkit import close_all, join_idle, open_fds, rss  # noqa: E402
+
 from waiting import until  # noqa: E402
 
 ROOMS, PER_ROOM, SOURCES = 200, 5, 20
