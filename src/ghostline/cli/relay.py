@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import resource
@@ -42,6 +43,7 @@ _R = Retention()
 # Descriptors the relay needs beside one per connection: listening sockets, the store's
 # files and its three connections, NATS, the metrics port, refused TLS connections.
 FD_SPARE = 64
+GC_YOUNG = 50_000  # new objects between young collections (Python's default: 700)
 log = logging.getLogger("ghostline.relay")
 
 
@@ -366,12 +368,23 @@ async def _serve(opts: _Serving, fd_limit: int) -> None:
             " systemd unit, or ulimit -n) or lower --max-connections"
         )
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server, tls))
+    _tune_gc()
     await stop.wait()
     _say("shutting down")
     if status_server is not None:
         status_server.close()
     await server.close()
     _say("stopped")
+
+
+def _tune_gc() -> None:
+    """Fewer cyclic garbage collections: the relay makes a few short-lived tuples per
+    message, nearly all freed by reference counting, and at Python's default (a young
+    collection every 700 new objects) it spent about 5% of its CPU on collections that
+    found nothing. What lives from start on is frozen out of every collection."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, older, oldest)
 
 
 def _reload(server: RelayServer, tls: Certificate | None) -> None:

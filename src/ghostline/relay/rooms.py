@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..protocol.frames import (
-    DELIVER_HEAD_LEN,
+    DELIVER_BODY_HEAD,
+    DELIVER_HEAD,
     ErrorCode,
     FrameType,
-    deliver_head,
     deliver_seq,
     encode_accepted,
     encode_deliver,
@@ -30,6 +30,7 @@ from .logfmt import log_event
 from .metrics import Metrics
 
 log = logging.getLogger("ghostline.relay")
+_DELIVER = int(FrameType.DELIVER)
 
 
 class Watcher(Protocol):
@@ -246,17 +247,22 @@ class RoomHub:
         senders: list[tuple[Subscriber, int]],
         results: list[Appended],
     ) -> None:
-        # Per room: every DELIVER frame is built once and joined into one buffer; a
-        # member who did not publish gets that buffer, a publisher gets it with each run
-        # of its own messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
-        # `senders` cuts `batch` into runs of one connection's publishes.
+        # Per room: every DELIVER frame is built once, as two parts (its head, then the
+        # sealed message), and the parts joined into one buffer; a member who did not
+        # publish gets that buffer, a publisher gets it with each run of its own
+        # messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
+        # `senders` cuts `batch` into runs of one connection's publishes. The loop over
+        # messages is the fan-out's hot path: one pack per frame, nothing else made.
         per_room: dict[bytes, _RoomBatch] = {}
         metrics = self.metrics
-        duplicates_before = metrics.duplicates
-        i = 0
+        pack_head, accepted_frame = DELIVER_HEAD.pack, encode_accepted
+        duplicates = i = 0
         for conn, count in senders:
             conn.inflight -= count
-            room_id = batch[i].room
+            run = batch[i : i + count]
+            outcomes = results[i : i + count]
+            i += count
+            room_id = run[0].room
             rb = per_room.get(room_id)
             if rb is None:
                 rb = per_room[room_id] = _RoomBatch()
@@ -264,74 +270,66 @@ class RoomHub:
             if mine is None:
                 mine = rb.mine[conn] = []
             parts = rb.parts
-            size = start = rb.size
+            start = len(parts)
             accepted: list[bytes] = []
-            duplicates = 0
-            for j in range(i, i + count):
-                pub = batch[j]
-                seq, duplicate, preceded_by = results[j]
+            new = count
+            for pub, (seq, duplicate, preceded_by) in zip(run, outcomes, strict=True):
                 if preceded_by:  # another node's messages that come first (cluster)
                     if accepted:
-                        mine.append((start, size, b"".join(accepted)))
+                        mine.append((start, len(parts), b"".join(accepted)))
                         accepted = []
                     for m in preceded_by:
-                        parts.append(deliver_head(m.seq, len(m.sealed)))
-                        parts.append(m.sealed)
-                        size += DELIVER_HEAD_LEN + len(m.sealed)
-                    start = size
-                accepted.append(encode_accepted(seq, pub.counter))
+                        parts += (pack_head(len(m.sealed) + DELIVER_BODY_HEAD, _DELIVER, m.seq),
+                                  m.sealed)  # fmt: skip
+                    start = len(parts)
+                accepted.append(accepted_frame(seq, pub[2]))
                 if duplicate:
-                    duplicates += 1
+                    new -= 1
                     self.log(
                         f"duplicate {conn.source}", "duplicate", conn=conn.id,
-                        room=room_id.hex(), member=conn.member, seq=seq, counter=pub.counter,
+                        room=room_id.hex(), member=conn.member, seq=seq, counter=pub[2],
                     )  # fmt: skip
                     continue
-                sealed = pub.sealed
-                parts.append(deliver_head(seq, len(sealed)))
-                parts.append(sealed)
-                size += DELIVER_HEAD_LEN + len(sealed)
+                sealed = pub[3]
+                parts += (pack_head(len(sealed) + DELIVER_BODY_HEAD, _DELIVER, seq), sealed)
             if accepted:
-                mine.append((start, size, b"".join(accepted)))
-            rb.size = size
-            rb.own[conn] = rb.own.get(conn, 0) + count - duplicates
-            metrics.duplicates += duplicates
-            i += count
-        metrics.stored += len(batch) - (metrics.duplicates - duplicates_before)
+                mine.append((start, len(parts), b"".join(accepted)))
+            rb.own[conn] = rb.own.get(conn, 0) + new
+            duplicates += count - new
+        metrics.duplicates += duplicates
+        metrics.stored += len(batch) - duplicates
         delivered = 0
         for room_id, rb in per_room.items():
             room = self.rooms.get(room_id)
-            full = b"".join(rb.parts)
+            parts = rb.parts
+            full = b"".join(parts)
             mine_of = rb.mine
             targets = list(room.relay) if room is not None else []
             targets += [c for c in mine_of if c.open and (room is None or c not in room.relay)]
-            frames = len(rb.parts) // 2
-            delivered += frames * len(targets) - sum(rb.own.get(c, 0) for c in targets)
+            delivered += len(parts) // 2 * len(targets) - sum(rb.own.get(c, 0) for c in targets)
             for conn in targets:
                 mine = mine_of.get(conn)
                 if conn.replaying:
+                    own = [(a, b) for a, b, _ in mine or ()]
                     conn.buffer_live(
                         [
-                            (q, full[s:e])
-                            for q, s, e in _spans(rb.parts)
-                            if not mine or not any(a <= s < b for a, b, _ in mine)
+                            (deliver_seq(parts[k]), parts[k] + parts[k + 1])
+                            for k in range(0, len(parts), 2)
+                            if not any(a <= k < b for a, b in own)
                         ]
                     )
                     if mine:
                         conn.send(b"".join([a for _, _, a in mine]))
                 elif mine is None:
                     conn.send(full)
-                else:
-                    view = memoryview(full)
-                    pieces: list[bytes | memoryview] = []
+                else:  # its own DELIVERs replaced by its ACCEPTEDs
+                    pieces: list[bytes] = []
                     at = 0
-                    for start, end, accepted_run in mine:
-                        if start > at:
-                            pieces.append(view[at:start])
+                    for a, b, accepted_run in mine:
+                        pieces += parts[at:a]
                         pieces.append(accepted_run)
-                        at = end
-                    if at < len(full):
-                        pieces.append(view[at:])
+                        at = b
+                    pieces += parts[at:]
                     conn.send(b"".join(pieces))
         metrics.deliveries += delivered
         for conn in {c for c, _ in senders}:
@@ -354,23 +352,11 @@ class RoomHub:
 class _RoomBatch:
     """One room's share of a commit, as `_dispatch` assembles it."""
 
-    __slots__ = ("parts", "size", "mine", "own")
+    __slots__ = ("parts", "mine", "own")
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []  # DELIVER frames: header, sealed, header, sealed, ...
-        self.size = 0
+        self.parts: list[bytes] = []  # DELIVER frames: head, sealed, head, sealed, ...
         # per publisher: (start, end, ACCEPTED frames) of each run of its messages: the
-        # bytes [start, end) of the room's buffer are its DELIVERs (none for duplicates)
+        # parts [start, end) are its DELIVERs (none for duplicates)
         self.mine: dict[Subscriber, list[tuple[int, int, bytes]]] = {}
         self.own: dict[Subscriber, int] = {}  # per publisher: its new messages' DELIVERs
-
-
-def _spans(parts: list[bytes]) -> list[tuple[int, int, int]]:
-    """(seq, start, end) of each DELIVER frame in b"".join(parts)."""
-    out = []
-    at = 0
-    for i in range(0, len(parts), 2):
-        end = at + len(parts[i]) + len(parts[i + 1])
-        out.append((deliver_seq(parts[i]), at, end))
-        at = end
-    return out
