@@ -124,7 +124,8 @@ _CHUNK_COLUMNS = "key, first, sizes, senders, counters, sums, crc"
 _INSERT_CHUNK = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_SENDER = "INSERT INTO senders VALUES (?, ?, ?, ?, ?)"
 _DELETE_SENDER = "DELETE FROM senders WHERE room = ? AND sender = ? AND hi = ?"
-_CHECKPOINT_BYTES = 4 * 2**20  # a background checkpoint after about this much is committed
+_CHECKPOINT_BYTES = 16 * 2**20  # a background checkpoint after about this much is committed
+# (less often costs less: a page written by several commits is copied once)
 _AUTOCHECKPOINT_PAGES = 16384  # the writer's own checkpoint (64 MiB of WAL): a backstop
 _JOURNAL_SIZE_LIMIT = 64 * 2**20
 
