@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 import time
 from pathlib import Path
 
@@ -125,3 +127,31 @@ def test_a_node_on_a_good_nats_still_starts(nats_server, tmp_path: Path):
         assert not node.said("waiting for NATS")
     finally:
         node.kill()
+
+
+def test_a_node_whose_nats_went_away_says_so_on_health_and_in_its_metrics(nats_server):
+    node = Starting("--cluster", nats_server.url, "--metrics-port", "0")
+    try:
+        wait_until(lambda: node.said("health and metrics on"), timeout=60, what="serving")
+        line = next(x for x in node.lines if "health and metrics on" in x)
+        port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+        assert _get(port, "/health") == (200, "ok\n")
+        nats_server.kill()
+        wait_until(lambda: _get(port, "/health")[0] == 503, timeout=30, what="unhealthy")
+        assert _get(port, "/health") == (503, "NATS unreachable\n")
+        text = _get(port, "/metrics")[1]
+        assert "ghostline_relay_nats_connected 0" in text
+        assert 'ghostline_relay_up{backend="cluster"} 0' in text
+        assert 'ghostline_relay_jetstream_errors_total{kind="disconnected"} 1' in text
+        nats_server.start()
+        wait_until(lambda: _get(port, "/health")[0] == 200, timeout=60, what="healthy again")
+    finally:
+        node.kill()
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
