@@ -10,9 +10,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
-import time
 from pathlib import Path
 
 from bench.bench_relay import start_nats
