@@ -367,7 +367,7 @@ async def light(members: list[Member], stats: Stats, size: int, nats: bool, coun
         stats.done.clear()
         member.peer.write(frames(member, counter0 + i, 1, size))
         await asyncio.wait_for(stats.done.wait(), 10)
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # the pacing IS light load: an idle system between sends
 
 
 def pct(values: list[int], p: float) -> float:
@@ -415,6 +415,8 @@ async def measure(port: int, pid: int, nats: bool, rooms: int, n: int, size: int
     for m in members:
         if m.peer.transport is not None:
             m.peer.transport.close()
+    # Room for the server to drop these connections before the next scenario connects
+    # (outside the measured time; nothing the load generator sees says when it is done).
     await asyncio.sleep(0.1)
     return result
 

@@ -1,7 +1,16 @@
-"""Shared fixtures: a kit-set factory, and a private GHOSTLINE_HOME for every test."""
+"""Shared fixtures: a kit-set factory, a private GHOSTLINE_HOME for every test, and the
+seeded random generator of the randomised tests.
+
+A randomised test takes `rng` and draws everything random from it; the seed is printed,
+so a failing test's captured output shows it, and `GHOSTLINE_TEST_SEED=N pytest ...`
+runs again with seed N. (Hypothesis tests print their own reproduction.) Waiting is
+done with tests/waiting.py, never with a fixed sleep: see tests/README.md.
+"""
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,3 +50,16 @@ def kit_set(tmp_path: Path) -> MakeKitSet:
         return make_kit_set(out if out is not None else tmp_path / "kits", names, **kwargs)
 
     return make
+
+
+SEED_ENV = "GHOSTLINE_TEST_SEED"
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A `random.Random` for a randomised test: seeded from GHOSTLINE_TEST_SEED when it is
+    set, else at random, and the seed printed either way."""
+    given = os.environ.get(SEED_ENV)
+    seed = int(given) if given else int.from_bytes(os.urandom(4), "big")
+    print(f"{SEED_ENV}={seed} reruns {request.node.nodeid} with these random choices")
+    return random.Random(seed)

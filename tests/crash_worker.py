@@ -4,8 +4,9 @@
                                            [--seed X] [--batch B]
 
 Opens the member (which runs the erase sweep), prints `ready`, then seals messages of
-random length M..S (N of them, or until the pad runs out) and writes one line per
-sealed message to stdout ONLY after `seal` (or `seal_many`) has returned:
+random length M..S (N of them, or until the pad runs out; lengths and bytes follow
+from --seed) and writes one line per sealed message to stdout ONLY after `seal` (or
+`seal_many`) has returned:
 
     counter offset length sealed_hex
 
@@ -42,7 +43,8 @@ def main() -> int:
     try:
         while args.count == 0 or sent < args.count:
             group = min(args.batch, args.count - sent) if args.count else args.batch
-            payloads = [os.urandom(rng.randint(args.min_size, args.max_size)) for _ in range(group)]
+            sizes = [rng.randint(args.min_size, args.max_size) for _ in range(group)]
+            payloads = [rng.randbytes(size) for size in sizes]
             entries = member.seal_many(payloads)
             for e in entries:
                 os.write(out, f"{e.counter} {e.offset} {e.length} {e.sealed.hex()}\n".encode())

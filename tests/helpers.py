@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ghostline.pad.kitset import create_kit_set
 from ghostline.pad.seal import xor_bytes
 from ghostline.protocol.envelope import Envelope, pack_header
 from ghostline.protocol.grants import GrantRange, initial_extents, move_range
+from waiting import wait_until
 
 VECTOR_CREATED = "2025-01-01T00:00:00Z"
 
@@ -305,6 +305,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def can_listen_on(port: int) -> bool:
+    """Whether a server could listen on loopback `port` now (SO_REUSEADDR, as the relay
+    binds: a port whose listener is gone is free even with connections in TIME_WAIT)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 # --- a real relay process -------------------------------------------------------------
 
 RELAY_LISTENING = re.compile(r"^ghostline relay: (relay|presence) listening on (\S+):(\d+)")
@@ -342,8 +354,7 @@ class RelayProcess:
             self.stderr_lines.append(raw.decode("utf-8", "replace"))
 
     def _wait_for_ports(self, timeout: float) -> dict[str, int]:
-        deadline = time.monotonic() + timeout
-        while True:
+        def printed() -> dict[str, int] | None:
             ports = {}
             for line in list(self.stderr_lines):
                 if match := RELAY_LISTENING.match(line):
@@ -353,10 +364,13 @@ class RelayProcess:
             if self.proc.poll() is not None:
                 self._reader.join(5)
                 raise AssertionError("the relay exited:\n" + "".join(self.stderr_lines))
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"the relay printed no ports within {timeout} s")
-            time.sleep(0.02)
+            return None
+
+        try:
+            return wait_until(printed, timeout, "the relay printing both ports")
+        except AssertionError:
+            self.kill()
+            raise
 
     def relay_args(self, port: int | None = None) -> list[str]:
         """`--relay` and `--presence-port` for a client (`port`: a proxy in front of it)."""
@@ -381,19 +395,11 @@ class RelayProcess:
         """SIGKILL this relay and start a new one on the same ports and options, and the
         same store unless `store` names another."""
         self.kill()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                return RelayProcess(
-                    store or self.store,
-                    *self.args,
-                    port=self.relay_port,
-                    presence_port=self.presence_port,
-                )
-            except AssertionError:  # the old ports are not free yet
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        ports = (self.relay_port, self.presence_port)
+        wait_until(lambda: all(map(can_listen_on, ports)), 10, f"ports {ports} free again")
+        return RelayProcess(
+            store or self.store, *self.args, port=self.relay_port, presence_port=self.presence_port
+        )
 
 
 def self_signed_certificate(tmp: Path, *, expired: bool = False) -> tuple[Path, Path, bytes]:

@@ -20,6 +20,7 @@ async def test_the_send_watcher_ends_when_cancelled_even_with_an_event_just_queu
         # a failed attempt: the watcher now waits with a timeout for the notice
         client.events.put_nowait(ConnectionChanged("reconnecting", "relay", 1.0, "lost"))
         watcher = asyncio.ensure_future(_watch_send(client, 60.0))  # type: ignore[arg-type]
+        # sleep(0) yields one turn of the event loop: the interleavings are the test.
         for _ in range(3):
             await asyncio.sleep(0)
         client.events.put_nowait(ConnectionChanged("connected", "relay", None, ""))

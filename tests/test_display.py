@@ -1,10 +1,22 @@
 """Text from other members reaches a screen only through ghostline.display."""
 
 import pytest
+import wcwidth
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ghostline.display import CONTINUATION, body_lines, is_clean, message_lines, one_line
+from ghostline.display import (
+    CONTINUATION,
+    MIN_WIDTH,
+    QUOTE_LIMIT,
+    body_lines,
+    cells,
+    fit,
+    is_clean,
+    message_lines,
+    one_line,
+    quote,
+)
 
 
 def test_escape_sequences_are_shown_not_interpreted() -> None:
@@ -59,3 +71,78 @@ def test_no_line_of_a_message_body_can_start_like_a_message(body: str, head: str
     assert len(lines) == body.count("\n") + 1
     # Nothing in any line can start a new line on a terminal or rewrite one.
     assert all(is_clean(line) for line in lines)
+
+
+# -- terminal rows -------------------------------------------------------------------
+
+
+def test_a_line_that_fits_stays_whole_and_a_pipe_gets_every_line_whole() -> None:
+    assert fit("[t] bob: hi", 80) == ["[t] bob: hi"]
+    assert fit("x" * 500, None) == ["x" * 500]
+
+
+def test_a_long_line_is_cut_into_marked_rows_never_left_to_the_terminal() -> None:
+    line = "[18:08:00] bob: ok see you then" + " " * 49 + "[18:08:01] alice: I agree"
+    rows = fit(line, 80)
+    assert rows[0].startswith("[18:08:00] bob: ok see you then")
+    assert all(row.startswith(CONTINUATION) for row in rows[1:])
+    assert all(cells(row) <= 80 for row in rows)
+    assert "".join([rows[0], *(row[len(CONTINUATION) :] for row in rows[1:])]) == line
+
+
+def test_rows_end_after_a_space_when_that_leaves_them_half_full() -> None:
+    assert fit("ghostline: one two three four five six", 20) == [
+        "ghostline: one two ",
+        CONTINUATION + "three four five ",
+        CONTINUATION + "six",
+    ]
+    assert fit("ab " + "x" * 30, 20) == ["ab " + "x" * 17, CONTINUATION + "x" * 13]
+
+
+def test_wide_characters_and_emoji_take_two_cells_and_combining_marks_none() -> None:
+    assert cells("日本") == 4 and cells("🙂") == 2 and cells("e\u0301") == 1
+    assert fit("日" * 50, 20)[0] == "日" * 10
+    assert fit("e\u0301" * 30, 20)[0] == "e\u0301" * 20
+
+
+def test_emoji_sequences_count_as_wide_as_any_terminal_draws_them() -> None:
+    # One glyph on some terminals, each part apart on others: the widest count.
+    assert cells("👨\u200d👩\u200d👧") >= 6
+    assert cells("❤\ufe0f") == 2  # a narrow heart made an emoji
+    assert cells("1\ufe0f\u20e3") == 2  # a keycap
+
+
+def test_a_chain_of_joiners_cannot_carry_a_line_past_the_edge() -> None:
+    # ZWJ binds the next character into one grapheme: a joined-up spoof would be one
+    # piece wider than any row, left for the terminal to wrap.
+    line = "x" + "".join("\u200d" + c for c in "[12:00:00] alice: send bob the money now ok")
+    rows = fit(line, 20)
+    assert len(rows) > 1 and all(cells(row) <= 20 for row in rows)
+
+
+def test_fit_takes_only_clean_lines() -> None:
+    with pytest.raises(ValueError):
+        fit("a\nb", 80)
+
+
+def test_a_quoted_text_is_one_line_and_cut_to_its_limit() -> None:
+    assert quote("no\x1b[2J\nentry") == "no\\x1b[2J\\nentry"
+    cut = quote("x" * 100_000)
+    assert cut == "x" * QUOTE_LIMIT + "… (99800 more characters)"
+
+
+@given(st.text(), st.integers(min_value=1, max_value=200))
+def test_every_row_fits_is_marked_and_nothing_is_lost(text: str, width: int) -> None:
+    line = one_line(text)
+    rows = fit(line, width)
+    assert all(cells(row) <= max(width, MIN_WIDTH) for row in rows)
+    assert all(row.startswith(CONTINUATION) for row in rows[1:])
+    assert "".join([rows[0], *(row[len(CONTINUATION) :] for row in rows[1:])]) == line
+
+
+@given(st.text())
+def test_cells_never_counts_fewer_than_a_terminal_drawing_each_character(text: str) -> None:
+    # wcwidth is what most terminals (and the pyte emulator of the tests) draw with.
+    line = one_line(text)
+    assert cells(line) >= sum(max(0, wcwidth.wcwidth(c)) for c in line)
+    assert cells(line) >= max(0, wcwidth.wcswidth(line))

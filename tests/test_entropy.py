@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from fractions import Fraction
 from pathlib import Path
 
@@ -139,18 +140,22 @@ def test_adaptive_proportion_trips_on_a_biased_source(chunk: int) -> None:
 def test_adaptive_proportion_windows_start_at_multiples_of_512() -> None:
     # The same bias starting mid-window is split over two windows, neither with 19.
     data = CYCLE + biased_window(0xAA, 10) + CYCLE * 3
-    feed(HealthTests("s", 8), data, 300)
+    tests = HealthTests("s", 8)
+    feed(tests, data, 300)
+    assert tests.position == len(data)  # every sample checked, none refused
 
 
 def test_adaptive_proportion_counts_only_the_first_sample_of_each_window() -> None:
     # 0xaa is frequent but the window starts with 0x00: nothing to count.
     window = bytes([0]) + biased_window(0xAA, 10)[1:]
-    feed(HealthTests("s", 8), window * 3, 512)
-
-
-def test_a_good_source_passes_the_health_tests() -> None:
     tests = HealthTests("s", 8)
-    feed(tests, os.urandom(1 << 20), 65536 + 1)
+    feed(tests, window * 3, 512)
+    assert tests.position == 3 * 512  # every sample checked, none refused
+
+
+def test_a_good_source_passes_the_health_tests(rng: random.Random) -> None:
+    tests = HealthTests("s", 8)
+    feed(tests, rng.randbytes(1 << 20), 65536 + 1)
     assert tests.position == 1 << 20
 
 
@@ -165,10 +170,10 @@ def test_without_sources_the_randomness_is_os_urandom(monkeypatch: pytest.Monkey
 
 
 def test_a_file_source_is_xored_with_os_urandom(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: random.Random
 ) -> None:
     samples = tmp_path / "samples.bin"
-    data = os.urandom(1000)
+    data = rng.randbytes(1000)
     samples.write_bytes(data)
     monkeypatch.setattr(os, "urandom", lambda k: b"\xff" * k)
     with MixedRandom([samples]) as randomness:
@@ -178,12 +183,12 @@ def test_a_file_source_is_xored_with_os_urandom(
 
 
 def test_a_kit_made_with_a_file_source_and_zero_urandom_holds_the_file_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: random.Random
 ) -> None:
     n, slice_len, auth_keys = 3, 2000, 10
     needed = n * slice_len + n * (n - 1) * auth_keys * 32
     samples = tmp_path / "samples.bin"
-    data = os.urandom(needed)
+    data = rng.randbytes(needed)
     samples.write_bytes(data)
     monkeypatch.setattr(os, "urandom", lambda k: bytes(k))
     out = tmp_path / "kits"
@@ -206,9 +211,11 @@ def test_a_kit_made_with_a_file_source_and_zero_urandom_holds_the_file_bytes(
         assert kit.header.entropy.startswith("os.urandom xor file:")
 
 
-def test_two_sources_are_both_mixed_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_sources_are_both_mixed_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: random.Random
+) -> None:
     first, second = tmp_path / "1.bin", tmp_path / "2.bin"
-    a, b = os.urandom(100), os.urandom(100)
+    a, b = rng.randbytes(100), rng.randbytes(100)
     first.write_bytes(a)
     second.write_bytes(b)
     monkeypatch.setattr(os, "urandom", lambda k: bytes(k))
@@ -248,9 +255,11 @@ def test_a_stuck_file_source_stops_kit_creation_and_leaves_nothing(tmp_path: Pat
     assert list(out.iterdir()) == []
 
 
-def test_a_file_source_shorter_than_needed_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_file_source_shorter_than_needed_is_a_clear_error(
+    tmp_path: Path, rng: random.Random
+) -> None:
     samples = tmp_path / "short.bin"
-    samples.write_bytes(os.urandom(100))
+    samples.write_bytes(rng.randbytes(100))
     with MixedRandom([samples]) as randomness:
         with pytest.raises(EntropyError, match="holds 100 bytes but the kit set needs 101"):
             randomness.check_enough(101)

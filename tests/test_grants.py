@@ -152,9 +152,14 @@ def rule(grant: GrantRange, state: MemoryReceiverView, sender: int = 0) -> str:
 
 def test_a_grant_of_unused_pad_inside_the_senders_extents_is_accepted() -> None:
     state = MemoryReceiverView(3, 256, accepted=[(1, 0, 256, 280), (0, 3, 24, 48)])
+    # Accepted (no InvalidGrant) right up to the edges: a byte more either way is not.
     check_grant(GrantRange(1, 48, 256), sender=0, n=3, message_range=(0, 24), state=state)
+    assert rule(GrantRange(1, 47, 256), state) == GrantRule.OVERLAPS_ACCEPTED
+    assert rule(GrantRange(1, 48, 257), state) == GrantRule.OUTSIDE_EXTENTS
+    # Granted pad is the receiver's to give on.
     state.extents = move_range(state.extents, 0, GrantRange(1, 100, 200))
     check_grant(GrantRange(2, 120, 140), sender=1, n=3, message_range=(300, 324), state=state)
+    assert rule(GrantRange(2, 99, 140), state, sender=1) == GrantRule.OUTSIDE_EXTENTS
 
 
 def test_every_grant_rule_refuses_what_it_names() -> None:

@@ -54,13 +54,20 @@ def write_kit(path: Path, fmt: int, header: bytes, body: bytes) -> Path:
     return path
 
 
-def opens_or_refuses(path: Path) -> None:
-    """Kit.open either succeeds or raises KitError: any other exception fails the test."""
+def opens_or_refuses(path: Path, fmt: int) -> None:
+    """Kit.open either succeeds with a header that holds together, or raises KitError:
+    any other exception fails the test."""
     try:
-        Kit.open(path, writable=False).close()
+        kit = Kit.open(path, writable=False)
     except KitError as err:
         assert str(err).startswith(str(path)), err  # names the kit
         assert len(str(err)) < 400  # one line, not a dump of the header
+        return
+    with kit:
+        header = kit.header
+        assert header.format == fmt  # the prefix's format
+        assert 0 <= header.self_index < header.n and len(header.signing_key) == 32
+        assert all(len(m.verify_key) == 32 for m in header.members)
 
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -227,7 +234,7 @@ def test_any_mangled_header_opens_or_is_refused_with_a_kit_error(
         header.pop(key, None)
     raw = json.dumps(header).encode("utf-8", "surrogatepass")
     path = write_kit(tmp_path_factory.mktemp("fuzz") / "k.ghostkit", fmt, raw, valid[fmt][1])
-    opens_or_refuses(path)
+    opens_or_refuses(path, fmt)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -239,7 +246,7 @@ def test_any_bytes_as_a_header_are_refused_with_a_kit_error(
     raw: bytes,
 ) -> None:
     path = write_kit(tmp_path_factory.mktemp("fuzz") / "k.ghostkit", fmt, raw, valid[fmt][1])
-    opens_or_refuses(path)
+    opens_or_refuses(path, fmt)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

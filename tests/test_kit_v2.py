@@ -217,8 +217,11 @@ def test_a_damaged_pad_region_is_not_a_damaged_kit(kit_path: Path) -> None:
     # Only the header is checksummed: pad damage shows up as messages that fail their
     # tags (test_seal2.py), not at open.
     raw = kit_path.read_bytes()
-    kit_path.write_bytes(flip(raw, 4096 + 5))
-    Kit.open(kit_path).close()
+    at = 4096 + 5
+    kit_path.write_bytes(flip(raw, at))
+    with Kit.open(kit_path) as kit:
+        assert kit.layout.base <= at < kit.layout.base + kit.header.pad_len  # in the pad
+        assert bytes(kit.region(at, 1)) == bytes([raw[at] ^ 1])  # read as it is on disk
 
 
 # --- masks and erasure -----------------------------------------------------------------

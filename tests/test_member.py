@@ -4,11 +4,11 @@ effects, own echoes, concurrency, and refusing/recovering missing or stale state
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -340,15 +340,14 @@ def test_members_sealing_in_parallel_threads_never_share_pad_bytes(tmp_path: Pat
     close_all(members)
 
 
-def run_workers(jobs: list[tuple[Path, Path]], count: int) -> list[list[str]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(kit), str(state), "--count", str(count)],
-            stdout=subprocess.PIPE,
-            text=True,
+def run_workers(jobs: list[tuple[Path, Path]], count: int, rng: random.Random) -> list[list[str]]:
+    procs = []
+    for kit, state in jobs:
+        seed = str(rng.getrandbits(32))  # the worker's message sizes and bytes
+        command = [sys.executable, str(WORKER), str(kit), str(state), "--count", str(count)]
+        procs.append(
+            subprocess.Popen([*command, "--seed", seed], stdout=subprocess.PIPE, text=True)
         )
-        for kit, state in jobs
-    ]
     outputs = []
     for p in procs:
         out, _ = p.communicate(timeout=60)
@@ -362,20 +361,25 @@ def parse(line: str) -> tuple[int, int, int, bytes]:
     return int(counter), int(offset), int(length), bytes.fromhex(sealed)
 
 
-def test_members_sealing_in_parallel_processes_never_share_pad_bytes(tmp_path: Path) -> None:
+def test_members_sealing_in_parallel_processes_never_share_pad_bytes(
+    tmp_path: Path, rng: random.Random
+) -> None:
     kits = make_kit_set(tmp_path / "kits", 3, slice_len=1 << 14)
-    outputs = run_workers([(k, tmp_path / f"state-{i}.sqlite") for i, k in enumerate(kits)], 40)
+    jobs = [(k, tmp_path / f"state-{i}.sqlite") for i, k in enumerate(kits)]
+    outputs = run_workers(jobs, 40, rng)
     sends = [(i, o, n) for i, lines in enumerate(outputs) for _, o, n, _ in map(parse, lines)]
     assert len(sends) == 120
     with Kit.open(kits[0], writable=False) as kit:
         assert_disjoint(group_ranges(kit, sends))
 
 
-def test_two_processes_of_one_member_never_reuse_a_counter(tmp_path: Path) -> None:
+def test_two_processes_of_one_member_never_reuse_a_counter(
+    tmp_path: Path, rng: random.Random
+) -> None:
     kits = make_kit_set(tmp_path / "kits", 2, slice_len=1 << 15)
     state = tmp_path / f"state-{0}.sqlite"
     Member.open(kits[0], state_path=state).close()
-    outputs = run_workers([(kits[0], state), (kits[0], state)], 60)
+    outputs = run_workers([(kits[0], state), (kits[0], state)], 60, rng)
     messages = [parse(line) for lines in outputs for line in lines]
     counters = [m[0] for m in messages]
     assert sorted(counters) == list(range(120))
@@ -473,23 +477,36 @@ def test_processes_opening_a_new_member_at_once_all_get_the_same_complete_databa
 ) -> None:
     kit = make_kit_set(tmp_path / "kits")[0]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    # Each process says it is ready (imports done), then waits for "go" on stdin: all
+    # four open the member at the same moment, whatever their start-up took.
     start_together = (
-        "import sys, time; from ghostline.state.member import Member; "
-        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "import sys; from ghostline.state.member import Member; "
+        "print('ready', flush=True); sys.stdin.readline(); "
         "m = Member.open(sys.argv[1]); print(m.store.path); m.close()"
     )
-    at = str(time.time() + 1.5)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", start_together, str(kit), at],
+            [sys.executable, "-c", start_together, str(kit)],
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(4)
     ]
-    outputs = [p.communicate(timeout=60) for p in procs]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outputs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outputs]
     assert len({out.strip() for out, _ in outputs}) == 1
     with Member.open(kit) as member:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import random
 import struct
 import sys
@@ -203,10 +202,7 @@ def test_payloads_decode_as_declared_and_grants_move_exactly_their_range(
 # --- both ways, beyond the vectors -------------------------------------------------------
 
 
-def test_each_implementation_opens_what_the_other_seals(tmp_path: Path) -> None:
-    seed = int.from_bytes(os.urandom(4), "big")
-    print(f"seed {seed}")
-    rng = random.Random(seed)
+def test_each_implementation_opens_what_the_other_seals(tmp_path: Path, rng: random.Random) -> None:
     kits = [ind.parse_kit(kit_bytes(m)) for m in range(N)]
     project = [Kit.open(kit_file(tmp_path, m)) for m in range(N)]
     try:

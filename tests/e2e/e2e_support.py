@@ -13,12 +13,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ghostline.demo import FrameHook, FrameProxy
+from waiting import wait_until
 
 GHOSTLINE = [sys.executable, "-m", "ghostline"]
 
@@ -28,14 +27,6 @@ def env_for(home: Path) -> dict[str, str]:
     env["GHOSTLINE_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def wait_until(test: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not test():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class _Lines:

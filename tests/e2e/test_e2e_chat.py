@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -26,12 +25,12 @@ from e2e_support import (
     ThreadedProxy,
     ghostline,
     history,
-    wait_until,
 )
 
 from ghostline.demo import Tamperer
 from ghostline.protocol.frames import Frame, FrameType
 from helpers import RelayProcess, kits_by_name, make_kit_set
+from waiting import wait_until
 
 NAMES = ["alice", "bob", "carol"]
 Cleanup = list[Callable[[], object]]
@@ -210,8 +209,8 @@ def test_a_sender_killed_before_accepted_resends_the_same_bytes_and_it_shows_onc
         "send", str(kits["alice"]), "after the restart", *relay.relay_args(), home=home
     )
     assert done.returncode == 0, done.stderr
-    bob.wait_for(2)
-    time.sleep(0.5)  # room for a duplicate to show up, if there were one
+    # bob shows messages in relay order: a duplicate of the first would come before it.
+    wait_until(lambda: "after the restart" in bob.texts(), 30, "the later message at bob")
     bob.kill()
     assert bob.texts() == ["the plan is on", "after the restart"]
     assert [m["seq"] for m in bob.messages] == [1, 2]

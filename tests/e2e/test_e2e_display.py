@@ -18,9 +18,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from e2e_support import ghostline
 
 from ghostline.display import CONTINUATION
+from ghostline.pad import kitset
 from ghostline.protocol.frames import ErrorCode, encode_error
 from helpers import RelayProcess, make_kit_set
 
@@ -73,10 +75,17 @@ def test_a_message_cannot_print_a_line_that_passes_for_another_members_message(
     assert all(line.startswith(("[", CONTINUATION)) for line in shown + lines)
 
 
+def hostile_names_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kits made as another program could make them: `pad new` and create_kit_set refuse
+    a name with controls, but a kit can hold one, and then it is shown escaped."""
+    monkeypatch.setattr(kitset, "member_name_problem", lambda name: None)
+
+
 def test_escape_sequences_in_messages_and_names_are_shown_escaped(
-    tmp_path: Path, home: Path, cleanup: Cleanup
+    tmp_path: Path, home: Path, cleanup: Cleanup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = "eve\x1b[1m\u202e"
+    hostile_names_allowed(monkeypatch)
     alice, eve = make_kit_set(tmp_path / "kits", ["alice", name])
     relay = RelayProcess(tmp_path / "relay.sqlite")
     cleanup.append(relay.kill)
@@ -145,8 +154,11 @@ def test_a_relays_error_reason_is_quoted_escaped(tmp_path: Path, home: Path) -> 
     assert not any(UNSAFE.search(line) for line in lines)
 
 
-def test_pad_info_shows_names_from_the_kit_as_typed(tmp_path: Path, home: Path) -> None:
+def test_pad_info_shows_names_from_the_kit_as_typed(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # (No "/" in a name here: it would name a folder for the kit file.)
+    hostile_names_allowed(monkeypatch)
     kit, _ = make_kit_set(
         tmp_path / "kits", ["[bold]al[red]", "eve\x1b[2J [b]"], group="[red]river[/] \u202e"
     )

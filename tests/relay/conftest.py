@@ -1,5 +1,6 @@
 """Relay fixtures: an in-process relay on port 0, and a real `ghostline relay` process
-(`helpers.RelayProcess`, re-exported here for the relay tests)."""
+(`helpers.RelayProcess`: import it from helpers, never from a conftest, which is a
+different module depending on which folder pytest collects first)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -75,6 +74,7 @@ class RawClient:
         self.decoder = FrameDecoder(1 << 24)
         self.frames: list[Frame] = []
         self.store_id = b""  # from the last WELCOME
+        self.pings = 0
 
     @classmethod
     async def connect(cls, port: int, *, tls: ssl.SSLContext | None = None) -> RawClient:
@@ -147,13 +147,21 @@ class RawClient:
     async def deliver(self, timeout: float = TIMEOUT) -> tuple[int, bytes]:
         return decode_deliver(await self.expect(FrameType.DELIVER, timeout))
 
-    async def nothing(self, wait: float = 0.2) -> None:
-        """Assert that no frame arrives within `wait` seconds."""
-        try:
-            frame = await self.recv(wait)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected frame 0x{frame.type:02x}")
+    async def expect_nothing(self) -> None:
+        """Assert that nothing is on its way to us: the answer to a PING is the next frame.
+
+        The relay answers a PING after whatever it had already sent on this connection,
+        and it sends a commit's DELIVERs (with the publisher's ACCEPTED) and a presence
+        change's ONLINE/OFFLINE in one step: so anything the relay did before it read
+        the PING, and that reached us, comes first.
+        """
+        self.pings += 1
+        token = b"expect_nothing %d" % self.pings
+        await self.send(FrameType.PING, token)
+        frame = await self.recv()
+        assert (frame.type, frame.body) == (FrameType.PONG, token), (
+            f"unexpected frame 0x{frame.type:02x} before the PONG"
+        )
 
     async def close(self) -> None:
         self.writer.close()
@@ -167,12 +175,4 @@ async def joined(port: int, group: Group, member: int, **kw: object) -> RawClien
     return client
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-__all__ = ["ErrorCode", "Group", "RawClient", "RelayError", "joined", "wait_for"]
+__all__ = ["ErrorCode", "Group", "RawClient", "RelayError", "joined"]

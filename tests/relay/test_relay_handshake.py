@@ -6,7 +6,7 @@ import asyncio
 import struct
 
 import pytest
-from relaytest_client import Group, RawClient, RelayError, joined, wait_for
+from relaytest_client import Group, RawClient, RelayError, joined
 
 from ghostline.protocol.frames import (
     REASON_PRESENCE_PORT,
@@ -18,6 +18,7 @@ from ghostline.protocol.frames import (
     encode_frame,
     join_statement,
 )
+from waiting import until
 
 
 async def test_a_member_of_a_new_room_is_welcomed_with_head_zero(relay):
@@ -163,14 +164,14 @@ async def test_a_truncated_frame_followed_by_close_leaves_no_connection_behind(r
     client = await RawClient.connect(relay.relay_port)
     await client.send_raw(encode_frame(FrameType.HELLO, bytes(100))[:50])
     await client.close()
-    await wait_for(lambda: not relay.connections)
+    await until(lambda: not relay.connections)
 
 
 async def test_too_many_connections_is_relay_full(make_relay):
     relay = await make_relay(max_connections=2)
     a = await RawClient.connect(relay.relay_port)
     b = await RawClient.connect(relay.presence_port)
-    await wait_for(lambda: len(relay.connections) == 2)
+    await until(lambda: len(relay.connections) == 2)
     c = await RawClient.connect(relay.relay_port)
     assert "connections" in await c.expect_error(ErrorCode.RELAY_FULL)
     await a.close()
@@ -180,7 +181,7 @@ async def test_too_many_connections_is_relay_full(make_relay):
 async def test_too_many_connections_from_one_address_is_relay_full(make_relay):
     relay = await make_relay(max_connections_per_address=1)
     a = await RawClient.connect(relay.relay_port)
-    await wait_for(lambda: len(relay.connections) == 1)
+    await until(lambda: len(relay.connections) == 1)
     b = await RawClient.connect(relay.relay_port)
     assert "address" in await b.expect_error(ErrorCode.RELAY_FULL)
     await a.close()
@@ -199,5 +200,8 @@ async def test_a_new_room_past_the_room_limit_is_relay_full(make_relay):
 async def test_many_handshakes_at_once_all_succeed(relay):
     group = Group(5)
     clients = await asyncio.gather(*(joined(relay.relay_port, group, i % 5) for i in range(20)))
+    assert [c.store_id for c in clients] == [relay.backend.store_id] * 20  # each was welcomed
+    assert len(relay.connections) == 20
     for client in clients:
+        await client.expect_nothing()  # and is still served
         await client.close()

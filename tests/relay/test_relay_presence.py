@@ -5,6 +5,7 @@ from __future__ import annotations
 from relaytest_client import Group, RawClient, joined
 
 from ghostline.protocol.frames import FrameType, Port, decode_member, decode_presence
+from waiting import until
 
 
 async def watch(relay, group: Group, member: int) -> tuple[RawClient, tuple[int, ...]]:
@@ -52,7 +53,8 @@ async def test_a_member_with_two_connections_goes_offline_when_the_last_closes(r
     assert decode_member(await watcher.expect(FrameType.ONLINE)) == 1
     second = await joined(relay.relay_port, group, 1)
     await first.close()
-    await watcher.nothing(0.3)
+    await until(lambda: len(relay.connections) == 2, what="the relay saw first go")
+    await watcher.expect_nothing()  # no OFFLINE: second is still there
     await second.close()
     assert decode_member(await watcher.expect(FrameType.OFFLINE)) == 1
 
@@ -70,8 +72,8 @@ async def test_a_connection_refused_mid_session_goes_offline(relay):
 async def test_rooms_do_not_see_each_other(relay):
     g1, g2 = Group(2), Group(2)
     watcher, _ = await watch(relay, g1, 0)
-    other = await joined(relay.relay_port, g2, 1)
-    await watcher.nothing(0.3)
+    other = await joined(relay.relay_port, g2, 1)  # welcomed after its ONLINE went out
+    await watcher.expect_nothing()
     await other.close()
 
 

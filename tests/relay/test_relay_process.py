@@ -15,6 +15,7 @@ from ghostline.pad.seal2 import open_sealed2, seal_with_kit2
 from ghostline.protocol.extents import Extents
 from ghostline.protocol.frames import Port
 from helpers import MemoryReceiverView, make_kit_set, open_kits
+from waiting import until
 
 
 async def test_a_restarted_relay_still_has_its_rooms_and_messages(relay_process, tmp_path):
@@ -70,8 +71,7 @@ async def test_a_relay_killed_mid_stream_loses_no_accepted_message(relay_process
                             break
 
     tasks = [asyncio.ensure_future(pump(m, c)) for m, c in enumerate(publishers)]
-    while sum(len(s) for s in accepted.values()) < 1500:
-        await asyncio.sleep(0.01)
+    await until(lambda: sum(len(s) for s in accepted.values()) >= 1500, 60, "1500 accepted")
     proc.kill()
     await asyncio.gather(*tasks)
     seen = set().union(*accepted.values())

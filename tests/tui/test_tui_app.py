@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
 import pytest
 from textual.containers import VerticalScroll
-from textual.pilot import Pilot
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
 
 from ghostline import files
@@ -48,6 +45,7 @@ from ghostline.tui.widgets import (
     TransferRow,
 )
 from helpers import make_kit_set
+from waiting import until
 
 SIZE = (110, 32)
 
@@ -69,12 +67,6 @@ def make_app(
         **kwargs,  # type: ignore[arg-type]
     )
     return app, client
-
-
-async def until(pilot: Pilot[None], check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await pilot.pause(0.02)
 
 
 def texts(app: ChatApp) -> list[str]:
@@ -104,10 +96,10 @@ async def test_only_the_last_page_of_history_loads_and_older_loads_on_scroll_up(
         await pilot.pause()
         assert texts(app) == [f"message {i}" for i in range(60, 100)]
         log = app.query_one(MessageLog)
-        await until(pilot, lambda: log.scroll_y > 0)  # opened at the newest message
+        await until(lambda: log.scroll_y > 0, poll=pilot.pause)  # opened at the newest message
         await pilot.press("pageup", "pageup")
         log.scroll_home(animate=False)
-        await until(pilot, lambda: len(texts(app)) == 80)
+        await until(lambda: len(texts(app)) == 80, poll=pilot.pause)
         assert texts(app)[0] == "message 20"
         assert member.history_calls[:2] == [40, 40]  # each page: the one before the oldest
         assert log.scroll_y > 0  # the reader's place is kept, not jumped to the top
@@ -119,13 +111,13 @@ async def test_typing_a_message_sends_it_and_marks_its_state() -> None:
         client.events.put_nowait(ConnectionChanged("connected", "127.0.0.1:7000", None, ""))
         await pilot.pause()
         await pilot.press(*"hello", "enter")
-        await until(pilot, lambda: len(client.sent) == 1)
+        await until(lambda: len(client.sent) == 1, poll=pilot.pause)
         sent = decode(client.sent[0])
         assert sent == TextPayload("hello", int(T0))
         line = app.query_one(MessageLog).own_lines[0]
         assert line.line.state == "sending"
         client.events.put_nowait(MessageAccepted(0, 17))
-        await until(pilot, lambda: line.line.state == "stored")
+        await until(lambda: line.line.state == "stored", poll=pilot.pause)
         assert app.query_one(ChatInput).text == ""
 
 
@@ -135,7 +127,7 @@ async def test_own_messages_are_sealed_while_disconnected() -> None:
         client.events.put_nowait(ConnectionChanged("reconnecting", "127.0.0.1:7000", 4.0, "down"))
         await pilot.pause()
         await pilot.press(*"later", "enter")
-        await until(pilot, lambda: 0 in app.query_one(MessageLog).own_lines)
+        await until(lambda: 0 in app.query_one(MessageLog).own_lines, poll=pilot.pause)
         assert app.query_one(MessageLog).own_lines[0].line.state == "sealed"
         status = app.query_one(StatusBar)
         assert status.state == "reconnecting"
@@ -146,10 +138,10 @@ async def test_shift_enter_and_ctrl_j_make_new_lines_and_up_recalls() -> None:
     app, client = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*"one", "ctrl+j", *"two", "shift+enter", *"three", "enter")
-        await until(pilot, lambda: len(client.sent) == 1)
+        await until(lambda: len(client.sent) == 1, poll=pilot.pause)
         assert decode(client.sent[0]) == TextPayload("one\ntwo\nthree", int(T0))
         await pilot.press(*"second", "enter")
-        await until(pilot, lambda: len(client.sent) == 2)
+        await until(lambda: len(client.sent) == 2, poll=pilot.pause)
         chat_input = app.query_one(ChatInput)
         await pilot.press("up")
         assert chat_input.text == "second"
@@ -168,7 +160,7 @@ async def test_received_message_and_rejected_message_are_shown() -> None:
     async with app.run_test(size=SIZE) as pilot:
         client.events.put_nowait(client.receive(1, encode_text("hi alice", int(T0))))
         client.events.put_nowait(MessageRejected(8, "bad_tag", "the tag for you does not verify"))
-        await until(pilot, lambda: len(texts(app)) == 2)
+        await until(lambda: len(texts(app)) == 2, poll=pilot.pause)
         lines = list(app.query(MessageLine))
         assert lines[0].line.sender_name == "bob"
         assert lines[1].line.kind == "warning"
@@ -181,10 +173,12 @@ async def test_presence_change_shows_in_member_list() -> None:
         members = app.query_one(MemberList)
         assert "not authenticated" in str(members.tooltip)
         client.events.put_nowait(PresenceChanged(frozenset({0, 2}), frozenset({0, 2})))
-        await until(pilot, lambda: any(r.online for r in members.rows if r.index == 2))
+        await until(lambda: any(r.online for r in members.rows if r.index == 2), poll=pilot.pause)
         assert "carol came online" in texts(app)
         client.events.put_nowait(PresenceChanged(frozenset({0}), left=frozenset({2})))
-        await until(pilot, lambda: not any(r.online for r in members.rows if r.index == 2))
+        await until(
+            lambda: not any(r.online for r in members.rows if r.index == 2), poll=pilot.pause
+        )
         assert "carol went offline" in texts(app)
 
 
@@ -195,14 +189,14 @@ async def test_pad_gauge_moves_by_the_message_size() -> None:
         before = gauge.pad
         assert before is not None
         await pilot.press(*"twelve bytes", "enter")
-        await until(pilot, lambda: gauge.pad != before)
+        await until(lambda: gauge.pad != before, poll=pilot.pause)
         assert gauge.pad is not None
         assert before.bytes_left - gauge.pad.bytes_left == len(client.sent[0]) == 5 + 12
         assert before.msgs_left - gauge.pad.msgs_left == 1
         # Others' slices move when their messages arrive.
         bob_before = app.pads[1]
         client.events.put_nowait(client.receive(1, encode_text("abc", int(T0))))
-        await until(pilot, lambda: app.pads[1] != bob_before)
+        await until(lambda: app.pads[1] != bob_before, poll=pilot.pause)
         assert bob_before.bytes_left - app.pads[1].bytes_left == 8
         assert bob_before.msgs_left - app.pads[1].msgs_left == 1
 
@@ -215,11 +209,11 @@ async def test_pad_warnings_at_ten_and_one_percent() -> None:
         banner = app.query_one(Banner)
         assert not banner.has_class("-shown")
         await pilot.press(*"x", "enter")  # 100 keys left: 10%
-        await until(pilot, lambda: banner.has_class("-low"))
+        await until(lambda: banner.has_class("-low"), poll=pilot.pause)
         assert "running low" in str(banner.render())
         member.used[0] = (990, 200)
         client.events.put_nowait(PadExhausted())  # the app re-reads usage on pad events
-        await until(pilot, lambda: banner.has_class("-critical"))
+        await until(lambda: banner.has_class("-critical"), poll=pilot.pause)
         assert "almost used up" in str(banner.render())
         assert not app.query_one(ChatInput).disabled
 
@@ -232,7 +226,7 @@ async def test_exhaustion_disables_input_with_an_explanation() -> None:
         chat_input = app.query_one(ChatInput)
         assert not chat_input.disabled
         await pilot.press(*"last one", "enter")
-        await until(pilot, lambda: chat_input.disabled)
+        await until(lambda: chat_input.disabled, poll=pilot.pause)
         banner = str(app.query_one(Banner).render())
         assert "used up" in banner and "ghostline pad new" in banner
         await pilot.press(*"more", "enter")
@@ -246,15 +240,15 @@ async def test_file_command_asks_then_sends_with_progress(tmp_path: Path) -> Non
     async with app.run_test(size=SIZE) as pilot:
         app.query_one(ChatInput).load_text(f"/file {source}")
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await until(lambda: isinstance(app.screen, ConfirmScreen), poll=pilot.pause)
         question = str(app.screen.query_one("#question").render())
         assert "notes.bin" in question and "4 messages" in question
         await pilot.press("y")
-        await until(pilot, lambda: len(client.sent) == 4)
+        await until(lambda: len(client.sent) == 4, poll=pilot.pause)
         for counter in range(4):
             client.events.put_nowait(MessageAccepted(counter, 100 + counter))
         key = "out-" + bytes(range(8)).hex()
-        await until(pilot, lambda: (key, 4, 4) in app.transfer_log)
+        await until(lambda: (key, 4, 4) in app.transfer_log, poll=pilot.pause)
         assert [done for k, done, _ in app.transfer_log if k == key] == [0, 1, 2, 3, 4]
         row = app.query_one(f"#{key}", TransferRow)
         assert row.has_class("-done")
@@ -269,15 +263,15 @@ async def test_a_large_file_is_sealed_in_groups_not_one_message_at_a_time(
     app, client = make_app(FakeMember(header(slice_len=8 << 20)), tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         app.offer_file(str(source))
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await until(lambda: isinstance(app.screen, ConfirmScreen), poll=pilot.pause)
         await pilot.press("y")
-        await until(pilot, lambda: len(client.sent) == 41)
+        await until(lambda: len(client.sent) == 41, poll=pilot.pause)
         assert client.groups == [SEAL_GROUP, 41 - SEAL_GROUP]
         assert 16 <= SEAL_GROUP <= 64
         sealed = [decode(p) for p in client.sent]
         assert isinstance(sealed[0], FileHeader)
         assert [c.index for c in sealed[1:] if isinstance(c, FileChunk)] == list(range(40))
-        await until(pilot, lambda: any("sent a file: big.bin" in t for t in texts(app)))
+        await until(lambda: any("sent a file: big.bin" in t for t in texts(app)), poll=pilot.pause)
 
 
 async def test_file_command_can_be_cancelled(tmp_path: Path) -> None:
@@ -287,9 +281,9 @@ async def test_file_command_can_be_cancelled(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         app.query_one(ChatInput).load_text(f"/file {source}")
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await until(lambda: isinstance(app.screen, ConfirmScreen), poll=pilot.pause)
         await pilot.press("n")
-        await until(pilot, lambda: "did not send a.txt" in texts(app))
+        await until(lambda: "did not send a.txt" in texts(app), poll=pilot.pause)
         assert client.sent == []
 
 
@@ -304,13 +298,19 @@ async def test_received_file_is_saved_once_complete_never_overwriting(tmp_path: 
         for payload in reversed(parts):  # any order
             client.events.put_nowait(client.receive(2, payload))
         key = f"in-2-{(b'T' * 8).hex()}"
-        await until(pilot, lambda: any(k == key and d == len(data) for k, d, _ in app.transfer_log))
+        await until(
+            lambda: any(k == key and d == len(data) for k, d, _ in app.transfer_log),
+            poll=pilot.pause,
+        )
         saved = tmp_path / "downloads" / "photo (1).jpg"
-        await until(pilot, lambda: saved.exists())
+        await until(lambda: saved.exists(), poll=pilot.pause)
         assert saved.read_bytes() == data
         assert (tmp_path / "downloads" / "photo.jpg").read_bytes() == b"already here"
         # the save runs in a worker thread: its temporary file goes right after the link
-        await until(pilot, lambda: not any(p.name.startswith(".") for p in saved.parent.iterdir()))
+        await until(
+            lambda: not any(p.name.startswith(".") for p in saved.parent.iterdir()),
+            poll=pilot.pause,
+        )
 
 
 async def test_corrupted_file_is_reported_and_not_saved(tmp_path: Path) -> None:
@@ -321,7 +321,7 @@ async def test_corrupted_file_is_reported_and_not_saved(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         for payload in (head.encode(), chunk_list[0].encode(), bad):
             client.events.put_nowait(client.receive(1, payload))
-        await until(pilot, lambda: any("SHA-256" in t for t in texts(app)))
+        await until(lambda: any("SHA-256" in t for t in texts(app)), poll=pilot.pause)
         assert not (tmp_path / "downloads" / "a.txt").exists()
 
 
@@ -337,13 +337,13 @@ async def test_interrupted_transfer_in_history_resumes_when_the_rest_arrives(
     member.used[1] = (2, sum(len(p) for p in parts[:2]))
     app, client = make_app(member, tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(lambda: app.files_ready, poll=pilot.pause)
         row = app.query_one(f"#in-1-{(b'V' * 8).hex()}", TransferRow)
         assert "interrupted" in str(row.query_one("Label").render())
         for payload in parts[2:]:
             client.events.put_nowait(client.receive(1, payload))
         saved = tmp_path / "downloads" / "r.txt"
-        await until(pilot, lambda: saved.exists())
+        await until(lambda: saved.exists(), poll=pilot.pause)
         assert saved.read_bytes() == data
 
 
@@ -368,13 +368,13 @@ async def test_an_interrupted_incoming_file_far_back_in_history_still_resumes(
         member.add_history(1, f"chatter {i}", T0 - 50 + i)
     app, client = make_app(member, tmp_path=tmp_path, history_page=10)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(lambda: app.files_ready, poll=pilot.pause)
         row = app.query_one(f"#in-2-{(b'W' * 8).hex()}", TransferRow)
         assert "interrupted" in str(row.query_one("Label").render())
         for payload in parts[3:]:
             client.events.put_nowait(client.receive(2, payload))
         saved = tmp_path / "downloads" / "old.txt"
-        await until(pilot, lambda: saved.exists())
+        await until(lambda: saved.exists(), poll=pilot.pause)
         assert saved.read_bytes() == data
 
 
@@ -389,8 +389,10 @@ async def test_a_finished_file_in_history_is_not_saved_again_on_reopen(tmp_path:
     member.saved[(2, b"F" * 8)] = Path("/elsewhere/again.txt")
     app, _ = make_app(member, tmp_path=tmp_path, history_page=3)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
-        await pilot.pause(0.1)
+        await until(lambda: app.files_ready, poll=pilot.pause)  # saves are started before this
+        await until(
+            lambda: all(w.is_finished for w in app.workers if w.group == "save"), poll=pilot.pause
+        )
         assert not (tmp_path / "downloads").exists()
         assert len(app.query(TransferRow)) == 0
         assert app.incoming.unfinished() == []
@@ -400,9 +402,10 @@ async def test_a_finished_file_in_history_is_not_saved_again_on_reopen(tmp_path:
 async def open_and_settle(app: ChatApp) -> None:
     """Run `app` until its history scan and every save it started are done."""
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)  # saves are started before this
-        await until(pilot, lambda: all(w.is_finished for w in app.workers if w.group == "save"))
-        await pilot.pause(0.1)
+        await until(lambda: app.files_ready, poll=pilot.pause)  # saves are started before this
+        await until(
+            lambda: all(w.is_finished for w in app.workers if w.group == "save"), poll=pilot.pause
+        )
 
 
 async def test_a_finished_file_never_saved_is_saved_on_reopen_once(tmp_path: Path) -> None:
@@ -430,7 +433,7 @@ async def test_saving_on_reopen_never_overwrites(tmp_path: Path) -> None:
     (tmp_path / "downloads" / "a.txt").write_bytes(b"mine")
     app, _ = make_app(member, tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: any("saved a.txt from bob" in t for t in texts(app)))
+        await until(lambda: any("saved a.txt from bob" in t for t in texts(app)), poll=pilot.pause)
         row = app.query_one(f"#in-1-{(b'M' * 8).hex()}", TransferRow)
         assert "saved as a (1).txt" in str(row.query_one("Label").render())
     assert (tmp_path / "downloads" / "a.txt").read_bytes() == b"mine"
@@ -476,7 +479,7 @@ async def test_an_own_file_cut_short_by_quitting_is_reported_on_reopen(tmp_path:
     member.add_history(1, "did you get it?", T0 - 10)
     app, _ = make_app(member, tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(lambda: app.files_ready, poll=pilot.pause)
         lines = texts(app)
         warning = (
             "file draft.pdf: sent 3 of 10 parts before the app closed; send it again with /file"
@@ -495,12 +498,12 @@ async def test_a_file_sent_again_in_full_closes_the_interrupted_row(tmp_path: Pa
     add_parts(member, 1, file_parts(data, b"G" * 8, "v.txt")[:2], "received")
     app, client = make_app(member, tmp_path=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(lambda: app.files_ready, poll=pilot.pause)
         old = app.query_one(f"#in-1-{(b'G' * 8).hex()}", TransferRow)
         assert not old.has_class("-done")
         for payload in file_parts(data, b"H" * 8, "v.txt"):
             client.events.put_nowait(client.receive(1, payload))
-        await until(pilot, lambda: old.has_class("-done"))
+        await until(lambda: old.has_class("-done"), poll=pilot.pause)
         assert "sent again in full" in str(old.query_one("Label").render())
         assert app.incoming.unfinished() == []
         assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["v.txt"]
@@ -518,7 +521,7 @@ async def test_an_own_file_cut_short_is_reported_even_beyond_the_first_page(
         member.add_history(1, f"chatter {i}", T0 - 50 + i)
     app, _ = make_app(member, tmp_path=tmp_path, history_page=5)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(lambda: app.files_ready, poll=pilot.pause)
         warnings = [t for t in texts(app) if t.startswith("file ")]
         assert warnings == [
             "file a.bin: sent 1 of 10 parts before the app closed; send it again with /file"
@@ -548,7 +551,7 @@ async def test_a_received_file_is_saved_off_the_ui_thread(
         for payload in file_parts(data, b"X" * 8, "x.bin", chunk=65536):
             client.events.put_nowait(client.receive(1, payload))
         saved = tmp_path / "downloads" / "x.bin"
-        await until(pilot, lambda: any("saved x.bin" in t for t in texts(app)))
+        await until(lambda: any("saved x.bin" in t for t in texts(app)), poll=pilot.pause)
         assert saved.read_bytes() == data
         assert threads and threads[0] is not threading.main_thread()
         row = app.query_one(f"#in-1-{(b'X' * 8).hex()}", TransferRow)
@@ -563,15 +566,15 @@ async def test_the_status_bar_says_when_only_presence_is_down() -> None:
         members = app.query_one(MemberList)
         client.events.put_nowait(ConnectionChanged("connected", "127.0.0.1:7000", None, ""))
         client.events.put_nowait(PresenceChanged(frozenset({0, 1}), frozenset({1})))
-        await until(pilot, lambda: "bob came online" in texts(app))
+        await until(lambda: "bob came online" in texts(app), poll=pilot.pause)
         client.events.put_nowait(
             ConnectionChanged(
                 "connected", "127.0.0.1:7001", 1.5, "presence unavailable: refused", "presence"
             )
         )
         client.events.put_nowait(PresenceChanged(frozenset(), left=frozenset({0, 1})))
-        await until(pilot, lambda: "presence down" in str(status.render()))
-        await pilot.pause()
+        await until(lambda: "presence down" in str(status.render()), poll=pilot.pause)
+        await until(lambda: app.online == frozenset(), poll=pilot.pause)  # the list was read
         rendered = str(status.render())
         assert "● connected" in rendered and "127.0.0.1:7000" in rendered
         assert "bob went offline" not in texts(app)  # not known: presence is down
@@ -580,11 +583,11 @@ async def test_the_status_bar_says_when_only_presence_is_down() -> None:
             ConnectionChanged("connected", "127.0.0.1:7001", None, "presence connected", "presence")
         )
         client.events.put_nowait(PresenceChanged(frozenset({0, 1}), frozenset({0, 1})))
-        await until(pilot, lambda: "presence down" not in str(status.render()))
-        await until(pilot, lambda: any(r.online for r in members.rows if r.index == 1))
+        await until(lambda: "presence down" not in str(status.render()), poll=pilot.pause)
+        await until(lambda: any(r.online for r in members.rows if r.index == 1), poll=pilot.pause)
         assert texts(app).count("bob came online") == 1  # a resync is not an arrival
         client.events.put_nowait(PresenceChanged(frozenset({0}), left=frozenset({1})))
-        await until(pilot, lambda: "bob went offline" in texts(app))
+        await until(lambda: "bob went offline" in texts(app), poll=pilot.pause)
 
 
 async def test_pagedown_in_the_help_scrolls_the_help_not_the_messages() -> None:
@@ -594,32 +597,32 @@ async def test_pagedown_in_the_help_scrolls_the_help_not_the_messages() -> None:
     app, _ = make_app(member)
     async with app.run_test(size=SIZE) as pilot:
         log = app.query_one(MessageLog)
-        await until(pilot, lambda: log.scroll_y > 0)
+        await until(lambda: log.scroll_y > 0, poll=pilot.pause)
         at = log.scroll_y
         await pilot.press("f1")
-        await until(pilot, lambda: app.screen.__class__.__name__ == "TextScreen")
+        await until(lambda: app.screen.__class__.__name__ == "TextScreen", poll=pilot.pause)
         help_scroll = app.screen.query_one(VerticalScroll)
         await pilot.press("pagedown")
-        await until(pilot, lambda: help_scroll.scroll_y > 0)
+        await until(lambda: help_scroll.scroll_y > 0, poll=pilot.pause)
         assert log.scroll_y == at
         await pilot.press("escape")
         await pilot.press("pageup")
-        await until(pilot, lambda: log.scroll_y < at)
+        await until(lambda: log.scroll_y < at, poll=pilot.pause)
 
 
 async def test_commands_help_info_and_quit() -> None:
     app, client = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*"/help", "enter")
-        await until(pilot, lambda: app.screen.__class__.__name__ == "TextScreen")
+        await until(lambda: app.screen.__class__.__name__ == "TextScreen", poll=pilot.pause)
         await pilot.press("escape")
         await pilot.press(*"/info", "enter")
-        await until(pilot, lambda: app.screen.__class__.__name__ == "TextScreen")
+        await until(lambda: app.screen.__class__.__name__ == "TextScreen", poll=pilot.pause)
         await pilot.press("escape")
         await pilot.press(*"/nope", "enter")
-        await until(pilot, lambda: any("unknown command /nope" in t for t in texts(app)))
+        await until(lambda: any("unknown command /nope" in t for t in texts(app)), poll=pilot.pause)
         await pilot.press(*"/quit", "enter")
-        await until(pilot, lambda: client.stopped)
+        await until(lambda: client.stopped, poll=pilot.pause)
     assert client.sent == []
 
 

@@ -4,7 +4,6 @@ and a real relay is in test_tui_relay.py."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from tui_fakes import T0, FakeClient, FakeMember, FixedClock, header
@@ -43,6 +42,12 @@ def pane(app: ChatApp) -> list[str]:
     return out
 
 
+def laid_out_last(app: ChatApp, start: str) -> bool:
+    """Whether the pane's last message starts with `start` and has been laid out."""
+    last = list(app.query(MessageLine))[-1]
+    return last.line.text.startswith(start) and last.region.height > 0
+
+
 def at_newest(app: ChatApp) -> bool:
     log = app.query_one(MessageLog)
     last = list(app.query(MessageLine))[-1]
@@ -60,11 +65,10 @@ async def test_reopening_shows_the_newest_message_while_catch_up_arrives() -> No
         for i in range(30):
             text = f"caught up {i}\nmore\nmore " + "x " * i * 5
             client.events.put_nowait(client.receive(1, encode_text(text, int(T0))))
-            # Not a wait for anything: catch-up messages come spaced out, as over a
-            # network, so that the pane lays out between them (the case that left the
-            # app short of the newest message).
-            await asyncio.sleep(0.02)
-        await until(lambda: pane(app)[-1].startswith("caught up 29"), what="catch-up shown")
+            # Catch-up messages come spaced out, as over a network: the pane lays out
+            # each one before the next arrives (the case that left the app short of the
+            # newest message).
+            await until(lambda i=i: laid_out_last(app, f"caught up {i}"), what=f"message {i}")
         for _ in range(3):  # let every layout and scroll that is due happen
             await pilot.pause()
         assert at_newest(app)

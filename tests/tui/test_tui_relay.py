@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from textual.pilot import Pilot
 
 from ghostline.client import Client, Event, MessageReceived
 from ghostline.client.transport import RelayAddress
@@ -33,6 +32,7 @@ from ghostline.tui.widgets import (
     PadGauge,
 )
 from helpers import make_kit_set
+from waiting import until
 
 SIZE = (110, 32)
 WAIT = 10.0
@@ -88,12 +88,6 @@ async def tiny_group(tmp_path: Path, ghostline_home: Path) -> AsyncIterator[Grou
         yield g
 
 
-async def until(pilot: Pilot[None], check: Callable[[], bool], timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await pilot.pause(0.02)
-
-
 async def next_event(client: Client, kind: type, timeout: float = WAIT) -> Event:
     async with asyncio.timeout(timeout):
         while True:
@@ -110,14 +104,14 @@ async def test_send_receive_and_presence_over_a_real_relay(group: Group) -> None
     app = group.app(group.client(0))
     bob = group.client(1)
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.connected and 0 in app.online)
+        await until(lambda: app.connected and 0 in app.online, poll=pilot.pause)
         members = app.query_one(MemberList)
         assert not any(r.online for r in members.rows if r.index == 1)
         assert not any("came online" in t for t in texts(app))  # who was there already
 
         await bob.start()
         await bob.wait_connected(WAIT)
-        await until(pilot, lambda: any(r.online for r in members.rows if r.index == 1))
+        await until(lambda: any(r.online for r in members.rows if r.index == 1), poll=pilot.pause)
         assert "bob came online" in texts(app)
 
         await pilot.press(*"hello bob", "enter")
@@ -127,14 +121,16 @@ async def test_send_receive_and_presence_over_a_real_relay(group: Group) -> None
         assert isinstance(event.payload_obj, TextPayload)
         assert event.payload_obj.text == "hello bob"
         own = app.query_one(MessageLog).own_lines[0]
-        await until(pilot, lambda: own.line.state == "stored")
+        await until(lambda: own.line.state == "stored", poll=pilot.pause)
 
         entry = await bob.send_text("hi alice")
         await bob.wait_accepted(entry.counter, WAIT)
-        await until(pilot, lambda: "hi alice" in texts(app))
+        await until(lambda: "hi alice" in texts(app), poll=pilot.pause)
 
         await bob.stop()
-        await until(pilot, lambda: not any(r.online for r in members.rows if r.index == 1))
+        await until(
+            lambda: not any(r.online for r in members.rows if r.index == 1), poll=pilot.pause
+        )
         assert "bob went offline" in texts(app)
 
 
@@ -146,7 +142,7 @@ async def test_history_is_shown_when_the_app_opens_again(group: Group) -> None:
             await bob.wait_accepted(entry.counter, WAIT)
     first = group.app(group.client(0))
     async with first.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: texts(first) == ["one", "two", "three"])
+        await until(lambda: texts(first) == ["one", "two", "three"], poll=pilot.pause)
     again = group.app(group.client(0))
     async with again.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -160,7 +156,7 @@ async def test_pad_gauge_moves_by_the_sealed_length(group: Group) -> None:
         before = gauge.pad
         assert before is not None
         await pilot.press(*"exactly this", "enter")
-        await until(pilot, lambda: gauge.pad != before)
+        await until(lambda: gauge.pad != before, poll=pilot.pause)
         assert gauge.pad is not None
         usage = group.members[0].usage().me
         assert gauge.pad.bytes_left == usage.bytes_left == before.bytes_left - (5 + 12)
@@ -174,8 +170,8 @@ async def test_exhaustion_disables_input(tiny_group: Group) -> None:
         for i in range(3):
             assert not chat_input.disabled
             await pilot.press(*f"m{i}", "enter")
-            await until(pilot, lambda i=i: i in app.query_one(MessageLog).own_lines)
-        await until(pilot, lambda: chat_input.disabled)
+            await until(lambda i=i: i in app.query_one(MessageLog).own_lines, poll=pilot.pause)
+        await until(lambda: chat_input.disabled, poll=pilot.pause)
         assert tiny_group.members[0].usage().me.keys_left == 0
 
 
@@ -190,7 +186,7 @@ async def test_file_round_trip_both_ways(group: Group, tmp_path: Path) -> None:
         # alice -> bob: /file, confirm, and bob's client reassembles the parts
         app.query_one(ChatInput).load_text(f"/file {source}")
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await until(lambda: isinstance(app.screen, ConfirmScreen), poll=pilot.pause)
         await pilot.press("y")
         assembly: FileAssembly | None = None
         got: bytes | None = None
@@ -205,7 +201,7 @@ async def test_file_round_trip_both_ways(group: Group, tmp_path: Path) -> None:
                 got = assembly.add(part)
         assert got == data
         # The sender's progress: parts stored at the relay (ACCEPTED), 0 to 4 of 4.
-        await until(pilot, lambda: any(d == t == 4 for k, d, t in sent_progress(app)))
+        await until(lambda: any(d == t == 4 for k, d, t in sent_progress(app)), poll=pilot.pause)
         out = sent_progress(app)
         assert [done for _, done, _ in out] == list(range(5))
 
@@ -215,7 +211,7 @@ async def test_file_round_trip_both_ways(group: Group, tmp_path: Path) -> None:
         for chunk in chunks:
             counters.append((await bob.send(chunk.encode())).counter)
         saved = group.home / "downloads" / "b.bin"
-        await until(pilot, lambda: saved.exists())
+        await until(lambda: saved.exists(), poll=pilot.pause)
         assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(data).digest()
         key = f"in-1-{(b'B' * 8).hex()}"
         progress = [done for k, done, _ in app.transfer_log if k == key]
@@ -244,21 +240,24 @@ async def test_a_file_resumes_across_reopens_from_far_back_and_is_saved_once(
     assert [e.counter for e in first] == [0, 1]
     app = group.app(group.client(0))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: "c69" in texts(app))
+        await until(lambda: "c69" in texts(app), poll=pilot.pause)
     # Reopened: the header is 71 messages back, past the first page of history.
     again = group.app(group.client(0))
     async with again.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: again.files_ready)
+        await until(lambda: again.files_ready, poll=pilot.pause)
         assert [t.name for t in again.incoming.unfinished()] == ["r.bin"]
         async with bob:
             await bob.send_many(parts[2:])
             saved = group.home / "downloads" / "r.bin"
-            await until(pilot, lambda: saved.exists())
+            await until(lambda: saved.exists(), poll=pilot.pause)
         assert saved.read_bytes() == data
     third = group.app(group.client(0))
     async with third.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: third.files_ready)
-        await pilot.pause(0.2)
+        await until(lambda: third.files_ready, poll=pilot.pause)  # saves are started before this
+        await until(
+            lambda: all(w.is_finished for w in third.workers if w.group == "save"),
+            poll=pilot.pause,
+        )
         assert third.incoming.unfinished() == []
     assert sorted(p.name for p in (group.home / "downloads").iterdir()) == ["r.bin"]
 
@@ -269,7 +268,7 @@ async def test_an_own_file_cut_short_is_reported_when_the_app_opens_again(group:
     group.members[0].seal_many([header.encode(), *(next(chunks).encode() for _ in range(3))])
     app = group.app(group.client(0))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: app.files_ready)
+        await until(lambda: app.files_ready, poll=pilot.pause)
         assert texts(app)[-1] == (
             "file q.bin: sent 3 of 10 parts before the app closed; send it again with /file"
         )
@@ -291,18 +290,20 @@ async def test_with_history_off_a_file_cut_short_by_closing_finishes_and_then_go
         await bob.wait_accepted(said.counter, WAIT)
     app = group.app(group.client(0))
     async with app.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: "a secret word" in texts(app))
+        await until(lambda: "a secret word" in texts(app), poll=pilot.pause)
         assert [t.name for t in app.incoming.unfinished()] == ["h.bin"]
     assert [h.counter for h in alice.history()] == [0, 1]  # only the file's parts
     again = group.app(group.client(0))
     async with again.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: again.files_ready)
+        await until(lambda: again.files_ready, poll=pilot.pause)
         assert texts(again) == ["sends a file: h.bin (87.89 KiB)"]  # the text was not kept
         assert [t.name for t in again.incoming.unfinished()] == ["h.bin"]
         async with bob:
             await bob.send_many(parts[2:])
             saved = group.home / "downloads" / "h.bin"
-            await until(pilot, lambda: saved.exists() and bool(alice.saved_files().records))
+            await until(
+                lambda: saved.exists() and bool(alice.saved_files().records), poll=pilot.pause
+            )
         assert saved.read_bytes() == data
     assert alice.history() == []
     assert list(alice.saved_files().records) == [(1, b"H" * 8)]
@@ -315,14 +316,14 @@ async def test_new_since_you_left_is_where_the_app_last_closed(group: Group) -> 
         await bob.wait_accepted(entry.counter, WAIT)
     first = group.app(group.client(0))
     async with first.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: texts(first) == ["before"])
+        await until(lambda: texts(first) == ["before"], poll=pilot.pause)
     async with bob:  # while alice's app is closed
         for text in ("while you were away", "and this"):
             entry = await bob.send_text(text)
         await bob.wait_accepted(entry.counter, WAIT)
     again = group.app(group.client(0))
     async with again.run_test(size=SIZE) as pilot:
-        await until(pilot, lambda: len(texts(again)) == 3)
+        await until(lambda: len(texts(again)) == 3, poll=pilot.pause)
         shown = [
             "NEW" if isinstance(w, NewSinceMarker) else w.line.text
             for w in again.query_one(MessageLog).children
@@ -344,6 +345,6 @@ async def test_catching_up_puts_older_messages_above_an_own_one_sealed_offline(
     app = group.app(group.client(0))
     async with app.run_test(size=SIZE) as pilot:
         own = app.query_one(MessageLog).own_lines[0]
-        await until(pilot, lambda: own.line.state == "stored" and len(texts(app)) == 3)
+        await until(lambda: own.line.state == "stored" and len(texts(app)) == 3, poll=pilot.pause)
         assert texts(app) == ["bob one", "bob two", "alice, written offline"]
     assert [h.seq for h in group.members[0].history()] == [1, 2, 3]

@@ -15,6 +15,7 @@ from tui_fakes import live, scene
 
 from ghostline.client import ConnectionChanged, MessageRejected
 from ghostline.tui.widgets import ChatInput
+from waiting import until
 
 SIZE = (110, 32)
 
@@ -67,9 +68,6 @@ def test_file_confirmation(snap_compare: Any, tmp_path: Path) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         pilot.app.query_one(ChatInput).load_text(f"/file {source}")
         await pilot.press("enter")
-        for _ in range(50):
-            await pilot.pause(0.02)
-            if app.screen is not app.screen_stack[0]:
-                break
+        await until(lambda: app.screen is not app.screen_stack[0], poll=pilot.pause)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

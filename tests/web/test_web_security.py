@@ -8,12 +8,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from ipaddress import ip_address
 from pathlib import Path
 
 import aiohttp
 import pytest
 from web_support import WebProcess
 
+from ghostline.errors import UsageError
+from ghostline.web.hosts import allowed_name, local_addresses
 from ghostline.web.security import CONTENT_SECURITY_POLICY, Gate
 from helpers import RelayProcess
 
@@ -56,7 +59,81 @@ def test_the_gate_refuses_anything_else(
 
 def test_a_remote_address_answers_only_to_its_own_name() -> None:
     gate = Gate.for_address(TOKEN, "192.0.2.7", 8111)
-    assert gate.hosts == {"192.0.2.7:8111"}
+    assert gate.answers_to("192.0.2.7:8111")
+    assert not gate.answers_to("127.0.0.1:8111") and not gate.answers_to("localhost:8111")
+
+
+LOCAL = [ip_address("127.0.0.1"), ip_address("192.0.2.7"), ip_address("fd00::7")]
+
+
+def test_on_every_interface_the_gate_answers_to_this_machines_addresses_only() -> None:
+    gate = Gate.for_address(TOKEN, "0.0.0.0", 8111, local=LOCAL)
+    for host in ("127.0.0.1:8111", "192.0.2.7:8111", "localhost:8111", "LOCALHOST:8111"):
+        assert gate.answers_to(host), host
+        assert gate.is_own_origin(f"http://{host}")
+    for host in (
+        "rebind.example:8111",  # a web site's name pointed at this machine (DNS rebinding)
+        "192.0.2.8:8111",  # not an address of this machine
+        "[fd00::7]:8111",  # IPv6: 0.0.0.0 is not listening there
+        "192.0.2.7:8112",
+        "192.0.2.7",  # port 80
+        "192.0.2.7:8111@rebind.example",
+        "192.0.2.7:8111/x",
+        "",
+    ):
+        assert not gate.answers_to(host), host
+    assert not gate.is_own_origin("https://192.0.2.7:8111")
+    assert Gate.for_address(TOKEN, "::", 8111, local=LOCAL).answers_to("[fd00::7]:8111")
+
+
+def test_names_given_with_allow_host_are_answered_to_and_no_other() -> None:
+    allow = [allowed_name("Ghost.Example"), allowed_name("198.51.100.4")]
+    gate = Gate.for_address(TOKEN, "0.0.0.0", 8111, local=LOCAL, allow=allow)
+    assert gate.answers_to("ghost.example:8111") and gate.answers_to("GHOST.example.:8111")
+    assert gate.answers_to("198.51.100.4:8111")  # e.g. the address a router forwards
+    assert not gate.answers_to("other.example:8111")
+    for bad in ("http://ghost.example", "ghost.example:8111", "a_b", "", "-x.example"):
+        with pytest.raises(UsageError):
+            allowed_name(bad)
+
+
+def test_served_on_every_interface_it_answers_its_addresses_and_refuses_other_names(
+    relay: RelayProcess, kits: dict[str, Path], start_web: Callable[..., WebProcess]
+) -> None:
+    web = start_web(
+        kits["alice"], relay.relay_args(), "alice", "--host", "0.0.0.0", "--allow-remote"
+    )
+    # The address printed is one the page can be opened at: not 0.0.0.0.
+    assert web.host != "0.0.0.0"
+    assert ip_address(web.host) in local_addresses()
+    page = f"/?t={web.token}"
+    assert web.request("GET", page, {"Host": f"127.0.0.1:{web.port}"}).status == 200
+    assert web.request("GET", page, {"Host": f"{web.host}:{web.port}"}).status == 200
+    assert web.request("GET", page, {"Host": f"rebind.example:{web.port}"}).status == 403
+
+
+def test_a_name_given_with_allow_host_is_answered_and_printed(
+    relay: RelayProcess, kits: dict[str, Path], start_web: Callable[..., WebProcess]
+) -> None:
+    web = start_web(
+        kits["alice"], relay.relay_args(), "alice", "--host", "0.0.0.0", "--allow-remote",
+        "--allow-host", "ghost.example",
+    )  # fmt: skip
+    assert web.host == "ghost.example"
+    page = f"/?t={web.token}"
+    assert web.request("GET", page, {"Host": f"ghost.example:{web.port}"}).status == 200
+    assert web.request("GET", page, {"Host": f"rebind.example:{web.port}"}).status == 403
+
+
+def test_allow_host_needs_allow_remote(kits: dict[str, Path], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ghostline", "web", str(kits["alice"]), "--relay",
+         "127.0.0.1:9", "--allow-host", "ghost.example", "--no-browser"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "GHOSTLINE_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--allow-host goes with --allow-remote" in done.stderr
 
 
 @pytest.fixture
@@ -147,3 +224,12 @@ def test_a_non_loopback_host_needs_the_explicit_flag(kits: dict[str, Path], tmp_
     assert done.returncode == 2
     assert "--allow-remote" in done.stderr
     assert not (home / "data").exists()  # refused before the kit was opened
+
+
+def test_a_refused_requests_path_is_logged_escaped_on_one_line(web: WebProcess) -> None:
+    host = f"127.0.0.1:{web.port}"
+    web.request("GET", "/x%0A[12:00:00]%20alice:%20hi%1B[2J" + "y" * 500, {"Host": host})
+    assert web.stop() == 0
+    (line,) = [line for line in web.stderr if "refused GET /x" in line]
+    assert "/x\\n[12:00:00] alice: hi\\x1b[2J" in line and len(line) < 300
+    assert not any(line.startswith("[12:00:00]") or "\x1b" in line for line in web.stderr)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from waiting import wait_until
 
-URL_LINE = re.compile(r"^ghostline web: open (http://127\.0\.0\.1:(\d+)/\?t=([A-Za-z0-9_-]+))$")
+URL_LINE = re.compile(r"^ghostline web: open (http://([^/]+):(\d+)/\?t=([A-Za-z0-9_-]+))$")
 
 
 class WebProcess:
@@ -45,7 +45,7 @@ class WebProcess:
         if found is None:
             self.kill()
             raise AssertionError("ghostline web did not start:\n" + "\n".join(self.stderr))
-        self.url, self.port, self.token = found
+        self.url, self.host, self.port, self.token = found
         self.url_line = f"ghostline web: open {self.url}"
 
     @staticmethod
@@ -53,10 +53,10 @@ class WebProcess:
         for raw in stream:  # type: ignore[attr-defined]
             into.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
-    def _url(self) -> tuple[str, int, str] | None:
+    def _url(self) -> tuple[str, str, int, str] | None:
         for line in list(self.stdout):
             if match := URL_LINE.match(line):
-                return match.group(1), int(match.group(2)), match.group(3)
+                return match.group(1), match.group(2), int(match.group(3)), match.group(4)
         return None
 
     @property

@@ -11,7 +11,6 @@ import sys
 
 import click
 
-from ..display import one_line
 from ..errors import GhostlineError
 
 # (module, attribute) of every sub-command, imported lazily so that `ghostline relay`
@@ -57,11 +56,12 @@ def report(err: GhostlineError) -> None:
     """Print an error as `ghostline: error: ...` and its hint, on stderr. An error can
     quote what a relay or another member sent: it is shown, never interpreted."""
     from .kits import explain
+    from .terminal import status
 
     message, hint = explain(err)
-    click.echo(f"ghostline: error: {one_line(message)}", err=True)
+    status(message, "ghostline: error: ")
     if hint:
-        click.echo(f"ghostline: hint: {one_line(hint)}", err=True)
+        status(hint, "ghostline: hint: ")
 
 
 def main(argv: list[str] | None = None) -> None:

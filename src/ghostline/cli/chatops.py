@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..display import message_lines, one_line
+from ..display import CONTINUATION, fold, message_lines, one_line, quote
 from ..errors import GhostlineError, LocalError, RelayUnreachable, UsageError
 from .connect import ConnectionSettings, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
@@ -36,6 +36,7 @@ from .relaystatus import (
     store_changed_line,
     with_hint,
 )
+from .terminal import echo_lines, status
 from .textin import NOT_TEXT_HINT, TOO_LARGE_HINT, message_text, not_utf8
 
 if TYPE_CHECKING:
@@ -53,17 +54,17 @@ RETRY_NOTICE_DELAY = 2.0
 
 
 def _status(text: str) -> None:
-    click.echo(f"ghostline: {text}", err=True)
+    status(text)
 
 
 def _connection_line(ev: ConnectionChanged) -> str | None:
     if ev.channel == "presence":
         # Presence is optional: only worth a line while messaging itself works.
         if ev.retry_in is not None and ev.state == "connected":
-            return f"{one_line(ev.detail)} (retrying in {ev.retry_in:.1f} s)"
+            return f"{quote(ev.detail)} (retrying in {ev.retry_in:.1f} s)"
         return None
     # The detail can quote the relay (an ERROR reason): shown, never interpreted.
-    detail = one_line(ev.detail)
+    detail = quote(ev.detail)
     if ev.state == "connected":
         return f"connected to {ev.relay}: {detail}"
     if ev.state == "reconnecting" and ev.retry_in is not None:
@@ -341,8 +342,7 @@ async def _listen(
                 _print_message(event, names, as_json)
             elif isinstance(event, MessageRejected):
                 _status(
-                    f"rejected message seq {event.seq} ({one_line(event.rule)}): "
-                    f"{one_line(event.reason)}"
+                    f"rejected message seq {event.seq} ({quote(event.rule)}): {quote(event.reason)}"
                 )
             elif isinstance(event, PresenceChanged):
                 if not quiet:
@@ -410,14 +410,26 @@ def _print_message(event: Any, names: list[str], as_json: bool) -> None:
         click.echo(json.dumps(record, ensure_ascii=False))
     else:
         when = datetime.fromtimestamp(record["sent_at"] or time.time()).strftime("%H:%M:%S")
-        for line in message_lines(f"[{when}] {one_line(rec.sender_name)}: ", human):
-            click.echo(line)
+        echo_lines(folded_lines(f"[{when}] {quote(rec.sender_name)}: ", human))
     sys.stdout.flush()
+
+
+def folded_lines(head: str, text: str) -> list[str]:
+    """`display.message_lines` for a message shown as it arrives: a very long one is
+    folded (`display.fold`), with a line that says how much more there is."""
+    folded = fold(text)
+    lines = message_lines(head, folded.shown)
+    if folded.folded:
+        lines.append(
+            f"{CONTINUATION}… ({folded.more()} not shown: `ghostline history` or `listen "
+            "--json` shows the whole message)"
+        )
+    return lines
 
 
 def _print_presence(event: Any, names: list[str]) -> None:
     def who(indexes: frozenset[int]) -> str:
-        return ", ".join(one_line(names[i]) if i < len(names) else f"#{i}" for i in sorted(indexes))
+        return ", ".join(quote(names[i]) if i < len(names) else f"#{i}" for i in sorted(indexes))
 
     if event.joined and not event.left and len(event.joined) < len(event.online):
         _status(f"{who(event.joined)} came online")

@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
-from ..display import message_lines, one_line
+from ..display import message_lines, quote
 from ..errors import UsageError
 from .chatops import describe_payload
 from .kits import KIT_ARGUMENT, open_member
+from .terminal import echo_lines, status
 
 _DAYS = re.compile(r"([1-9][0-9]{0,4})d")
 MAX_DAYS = 36500
@@ -50,7 +51,7 @@ def describe_keep(days: int | None) -> str:
 
 
 def _status(text: str) -> None:
-    click.echo(f"ghostline: {text}", err=True)
+    status(text)
 
 
 @click.command()
@@ -145,5 +146,4 @@ def _print(entries: list[Any], as_json: bool) -> None:
             continue
         when = datetime.fromtimestamp(sent_at or entry.recorded_at).strftime("%Y-%m-%d %H:%M:%S")
         mark = {"sealed": " (not yet sent)"}.get(entry.state, "")
-        for line in message_lines(f"[{when}] {one_line(entry.sender_name)}: ", shown, mark):
-            click.echo(line)
+        echo_lines(message_lines(f"[{when}] {quote(entry.sender_name)}: ", shown, mark))

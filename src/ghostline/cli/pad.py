@@ -25,7 +25,7 @@ import click
 from ..errors import KitError, KitExistsError, UsageError
 from ..fsutil import make_private_dirs
 from ..pad.entropy import DEFAULT_ENTROPY_RATE, MixedRandom
-from ..pad.kitset import KIT_SUFFIX, create_kit_set, kit_set_random_len
+from ..pad.kitset import KIT_SUFFIX, create_kit_set, kit_set_random_len, member_name_problem
 from ..protocol.kitformat import (
     DEFAULT_LENGTH_STEP,
     FORMAT_1,
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 AVERAGE_MESSAGE = 64  # bytes: the default key count assumes messages this long on average
-MAX_NAME = 64
 # Subcommands defined elsewhere, imported only when used so `pad new` stays light.
 _LAZY: dict[str, tuple[str, str]] = {
     "info": ("ghostline.cli.pad_state", "info"),
@@ -216,16 +215,8 @@ def parse_members(text: str) -> list[str]:
     for name in names:
         if not name:
             raise UsageError(f"--members {text!r} has an empty name")
-        if (
-            name.startswith(".")
-            or len(name) > MAX_NAME
-            or any(c in name for c in "/\\")
-            or not name.isprintable()
-        ):
-            raise UsageError(
-                f"member name {name!r} cannot be a file name: use up to {MAX_NAME} printable "
-                "characters, no slashes, not starting with a dot"
-            )
+        if (problem := member_name_problem(name)) is not None:
+            raise UsageError(problem)
     if len(set(names)) != len(names):
         raise UsageError(f"--members {text!r} names someone twice")
     if not 2 <= len(names) <= 255:

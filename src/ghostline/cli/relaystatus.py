@@ -16,7 +16,7 @@ from ..client.transport import (
     TlsNotSpoken,
     TlsPinMismatch,
 )
-from ..display import one_line
+from ..display import quote
 from ..errors import GhostlineError, RelayRefused
 from ..protocol.frames import REASON_PRESENCE_PORT, REASON_RELAY_PORT, ErrorCode
 
@@ -131,7 +131,7 @@ def relay_failing_line(event: RelayFailing) -> str:
     else:
         what = f"the relay refused {event.times} times in a row"
     return (
-        f"warning: {what} ({one_line(event.reason)}): it has a problem its operator must fix. "
+        f"warning: {what} ({quote(event.reason)}): it has a problem its operator must fix. "
         "Your messages stay in the outbox; GhostLine keeps trying."
     )
 

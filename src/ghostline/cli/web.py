@@ -13,10 +13,12 @@ from typing import Any
 
 import click
 
+from ..display import CONTINUATION, one_line, quote
 from ..errors import UsageError
 from .chat import transport_label
 from .connect import connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
+from .terminal import STATUS_LIMIT, echo_lines
 
 
 @click.command()
@@ -43,8 +45,26 @@ from .kits import KIT_ARGUMENT, open_member
         "so anyone on the path sees the token and every message. See docs/SECURITY.md."
     ),
 )
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help=(
+        "With --allow-remote: also answer to this host name (or address), as typed in the "
+        "browser. Repeatable. Other names are refused (DNS rebinding)."
+    ),
+)
 @click.option("--no-browser", is_flag=True, help="Print the address; do not open a browser.")
-def web(kit: Path, port: int, host: str, allow_remote: bool, no_browser: bool, **opts: Any) -> None:
+def web(
+    kit: Path,
+    port: int,
+    host: str,
+    allow_remote: bool,
+    allow_hosts: tuple[str, ...],
+    no_browser: bool,
+    **opts: Any,
+) -> None:
     """Chat with KIT's group in your web browser.
 
     Starts a small web server on this machine that holds the kit (the browser never
@@ -53,7 +73,7 @@ def web(kit: Path, port: int, host: str, allow_remote: bool, no_browser: bool, *
     it. Received files are saved to your downloads folder, as with `ghostline chat`.
     Stop it with Ctrl+C.
     """
-    from ..web import security
+    from ..web import hosts, security
 
     settings = connection_settings(opts)  # bad options are usage errors before the kit opens
     if not security.is_loopback(host) and not allow_remote:
@@ -62,6 +82,9 @@ def web(kit: Path, port: int, host: str, allow_remote: bool, no_browser: bool, *
             hint="leave --host out (127.0.0.1), or add --allow-remote if you really mean it "
             "(see docs/SECURITY.md)",
         )
+    if allow_hosts and not allow_remote:
+        raise UsageError("--allow-host goes with --allow-remote (the page on another machine)")
+    allowed = [hosts.allowed_name(name) for name in allow_hosts]
     from ..web import server
 
     try:
@@ -71,20 +94,37 @@ def web(kit: Path, port: int, host: str, allow_remote: bool, no_browser: bool, *
     with sock, open_member(kit) as member:
         client = make_client(member, settings, presence=True)
         relays = ", ".join(opts["relays"])
-        asyncio.run(_run(client, sock, relays, transport_label(opts), not no_browser))
+        browser = not no_browser
+        asyncio.run(_run(client, sock, relays, transport_label(opts), browser, allowed))
 
 
-async def _run(client: Any, sock: Any, relays: str, transport: str, browser: bool) -> None:
-    from ..web import security, server
+class _StatusHandler(logging.Handler):
+    """The server's log on stderr as status lines: a refused request's path comes from
+    whoever sent it, so every line is made one line, capped and fitted to the terminal
+    (a traceback's lines marked as continuations)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            first, *rest = self.format(record).split("\n")
+            lines = [quote(first, STATUS_LIMIT), *(CONTINUATION + one_line(x) for x in rest)]
+            echo_lines(lines, err=True)
+        except Exception:
+            self.handleError(record)
+
+
+async def _run(
+    client: Any, sock: Any, relays: str, transport: str, browser: bool, allowed: list[Any]
+) -> None:
+    from ..web import hosts, security, server
     from ..web.session import WebSession
 
-    handler = logging.StreamHandler()
+    handler = _StatusHandler()
     handler.setFormatter(logging.Formatter("ghostline web: %(message)s"))
     web_log = logging.getLogger("ghostline.web")
     web_log.addHandler(handler)
     web_log.setLevel(logging.INFO)
     host, port = sock.getsockname()[:2]
-    gate = security.Gate.for_address(security.new_token(), host, port)
+    gate = security.Gate.for_address(security.new_token(), host, port, allow=allowed)
     session = WebSession(client, relay=relays, transport=transport)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,7 +132,9 @@ async def _run(client: Any, sock: Any, relays: str, transport: str, browser: boo
         loop.add_signal_handler(sig, stop.set)
     await session.start()
     runner = await server.serve(session, sock, gate)
-    shown = f"[{host}]" if ":" in host else host
+    shown = hosts.url_host(host, gate.addresses, [str(name) for name in allowed])
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"  # an IPv6 address given with --allow-host
     url = f"http://{shown}:{port}/?{security.TOKEN_PARAM}={gate.token}"
     click.echo(f"ghostline web: open {url}", err=False)
     click.echo(

@@ -8,6 +8,7 @@ relay's ACCEPTED answers drive the progress of the right file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from ..errors import UsageError
 from ..protocol.payload import FileHeader
 from ..state.member import MAX_SEAL_GROUP
 from .split import split_file
+from .spooled import SpooledParts, payload_sizes
 
 # Parts sealed per commit: one fsync per group instead of one per chunk, yet a 64 KiB
 # chunk size keeps a group near 2 MiB in memory and the progress bar moving. The most
@@ -35,14 +37,14 @@ class OutgoingFile:
 
     path: Path
     header: FileHeader
-    payloads: list[bytes]
+    payloads: Sequence[bytes]  # a list, or `spooled.SpooledParts` read as they are sealed
     counters: set[int] = field(default_factory=set)
     accepted: int = 0
 
     @property
     def pad_bytes(self) -> int:
         """Pad bytes this file consumes: every payload's length (one-time pad is 1:1)."""
-        return sum(len(p) for p in self.payloads)
+        return sum(payload_sizes(self.payloads))
 
     @property
     def messages(self) -> int:
@@ -71,6 +73,20 @@ def prepare_file(
     return OutgoingFile(source, header, payloads)
 
 
+def spool_file(
+    path: str | os.PathLike[str], *, transfer_id: bytes, sent_at: int, name: str
+) -> OutgoingFile:
+    """An OutgoingFile for the private file `path` (an upload the web app keeps until it
+    is sealed), sent as `name`: hashed once here, its parts read only when sealed (see
+    `spooled`). Blocking (it reads the file once)."""
+    source = Path(path)
+    try:
+        header, _ = split_file(source, transfer_id=transfer_id, sent_at=sent_at, name=name)
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read it ({exc.strerror})") from None
+    return OutgoingFile(source, header, SpooledParts(source, header))
+
+
 async def send_file(
     client: Sender,
     outgoing: OutgoingFile,
@@ -81,7 +97,11 @@ async def send_file(
     """Seal and queue every part in order, `group` per commit; `on_sealed(entries)` after
     each commit. Nothing of a group leaves before its commit (`send_many` returns after)."""
     for start in range(0, outgoing.messages, group):
-        entries = await client.send_many(outgoing.payloads[start : start + group])
+        # Spooled parts are read from their file a group at a time, off the event loop.
+        part = slice(start, start + group)
+        entries = await client.send_many(
+            await asyncio.to_thread(outgoing.payloads.__getitem__, part)
+        )
         outgoing.counters.update(e.counter for e in entries)
         if on_sealed is not None:
             on_sealed(entries)

@@ -37,9 +37,32 @@ from ..protocol.kitformat import (
 )
 
 KIT_SUFFIX = ".ghostkit"
+# A member's name is the name of its kit file: `NAME.ghostkit`, written first as
+# `.NAME.ghostkit.partial-<16 hex>`, which must fit the usual 255-byte limit of a name.
+MAX_NAME = 64  # characters
+MAX_NAME_BYTES = 200  # in UTF-8
 # Random material is drawn and written in chunks of this size: large enough that
 # syscall and Python overhead vanish, small enough that memory use stays flat.
 CHUNK = 1 << 22
+
+
+def member_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a member's name (it names the member's kit file), or None."""
+    if not name:
+        return "a member name cannot be empty"
+    if (
+        name.startswith(".")
+        or len(name) > MAX_NAME
+        or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+        or any(c in name for c in "/\\")
+        or not name.isprintable()
+    ):
+        return (
+            f"member name {name!r} cannot be a file name: use up to {MAX_NAME} printable "
+            f"characters ({MAX_NAME_BYTES} bytes in UTF-8), no slashes, not starting with a "
+            "dot"
+        )
+    return None
 
 
 def kit_set_random_len(n: int, slice_len: int, auth_keys: int, format: int = FORMAT_1) -> int:
@@ -88,6 +111,9 @@ def create_kit_set(
     n = len(names)
     if not MIN_MEMBERS <= n <= MAX_MEMBERS:
         raise KitError(f"a group has 2 to 255 members, not {n}")
+    for name in names:
+        if (problem := member_name_problem(name)) is not None:
+            raise KitError(problem)
     if len(set(names)) != n:
         raise KitError("member names must be distinct")
     if slice_len < 1 or auth_keys < 1:

@@ -64,6 +64,7 @@ from ..files import (
     safe_file_name,
     scan_file_history,
 )
+from ..historypages import HistoryPages
 from ..protocol.payload import FileChunk, FileHeader, Payload, TextPayload, decode, encode_text
 from ..state.padlevel import PadLeft
 from ..units import format_size
@@ -160,7 +161,7 @@ class ChatApp(App[None]):
         self.presence_down = False
         self._presence_resync = False
         self.transfer_log: list[tuple[str, int, int]] = []  # (key, done, total), for tests
-        self._oldest: Any = None  # the oldest history entry loaded: older pages go before it
+        self._pages = HistoryPages(self.member, history_page)  # older pages: before the oldest
         self._loading_older = False
         # Where "new since you left" goes: the history id of the first message received
         # since the app last closed; None once placed, or if there is none.
@@ -247,11 +248,10 @@ class ChatApp(App[None]):
     # -- history -------------------------------------------------------------------
 
     def _load_history(self) -> None:
-        entries = self.member.history(limit=self.history_page)
-        self._oldest = entries[0] if entries else None
+        entries = self._pages.newest()
         log = self.query_one(MessageLog)
         log.append(self._history_lines(entries))
-        log.more_above = len(entries) >= self.history_page
+        log.more_above = self._pages.more
         self.call_after_refresh(log.fill)
 
     async def _resume_files(self) -> None:
@@ -381,17 +381,11 @@ class ChatApp(App[None]):
             return
         self._loading_older = True
         try:
-            # The page before the oldest loaded entry (not "the newest N", which moves
-            # as messages arrive while the app is open).
-            older = await asyncio.to_thread(
-                self.member.history, self.history_page, before=self._oldest
-            )
+            older = await asyncio.to_thread(self._pages.older)
             if not self.is_running:
                 return
-            if older:
-                self._oldest = older[0]
             log = self.query_one(MessageLog)
-            log.more_above = len(older) >= self.history_page
+            log.more_above = self._pages.more
             log.prepend(self._history_lines(older))
         finally:
             self._loading_older = False

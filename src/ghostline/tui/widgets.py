@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Static, TextArea
 
-from ..display import body_lines, one_line
+from ..display import body_lines, fold, one_line
 from ..state.padlevel import PadLeft
 from ..units import format_size
 from .view import (
@@ -105,8 +105,15 @@ class MessageLine(Static):
             grid.add_column(width=self._name_width, no_wrap=True, overflow="ellipsis")
             who = Text(one_line(line.sender_name), style=f"bold {colour}")
             # Each line of the text stays in this column (the grid below), so a line of
-            # text can never sit where a time and a name would.
-            body.append("\n".join(body_lines(line.text)))
+            # text can never sit where a time and a name would. A very long text is
+            # folded: 100,000 lines would freeze the app for a minute.
+            folded = fold(line.text)
+            body.append("\n".join(body_lines(folded.shown)))
+            if folded.folded:
+                body.append(
+                    f"\n… {folded.more()} not shown (`ghostline history` shows them)",
+                    style="dim italic",
+                )
             if line.own and line.state:
                 label, style = _STATE_STYLE[line.state]
                 body.append(f"  {label}", style=f"italic {style}")

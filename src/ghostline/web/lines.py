@@ -3,14 +3,17 @@
 Every string another member controls (message text, names, file names, reasons the
 relay quotes) goes through `ghostline.display` here, on the server: the page then
 inserts each string as text (`textContent`), never as HTML, and marks every line of
-`lines` after the first as a continuation.
+`lines` after the first as a continuation. A very long text comes folded
+(`display.fold`): its start, and in `more` what is left out, which the page fetches
+only when the person asks for it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from ..display import body_lines, one_line
+from ..display import body_lines, fold, one_line
 from ..protocol.payload import FileChunk, FileHeader, Payload, TextPayload
 from ..state.padlevel import PadLeft
 from ..tui.view import file_text, pad_summary, pad_warning, percent
@@ -19,9 +22,18 @@ LineKind = Literal["message", "notice", "warning"]
 OwnState = Literal["sealed", "sending", "stored"]
 
 
+_MESSAGE_ID = re.compile(r"m([0-9]{1,3})-([0-9]{1,20})")
+
+
 def message_id(sender: int, counter: int) -> str:
     """A message's id on the page: (sender, counter) names one message for good."""
     return f"m{sender}-{counter}"
+
+
+def message_key(ident: str) -> tuple[int, int] | None:
+    """The (sender, counter) of a `message_id`, or None for anything else."""
+    match = _MESSAGE_ID.fullmatch(ident)
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
 
 
 def line(
@@ -34,9 +46,16 @@ def line(
     name: str = "",
     own: bool = False,
     state: OwnState | None = None,
+    whole: bool = False,
 ) -> dict[str, Any]:
-    """One entry of the conversation. `text` is shown line by line (see the module
-    docstring); `name` must already be safe (`one_line`)."""
+    """One entry of the conversation. `text` is shown line by line, folded when very
+    long unless `whole` (see the module docstring); `name` must already be safe
+    (`one_line`)."""
+    folded = fold(text)
+    if whole or not folded.folded:
+        lines, more = body_lines(text), None
+    else:
+        lines, more = body_lines(folded.shown), folded.more()
     return {
         "id": ident,
         "kind": kind,
@@ -44,7 +63,8 @@ def line(
         "sender": sender,
         "name": name,
         "own": own,
-        "lines": body_lines(text),
+        "lines": lines,
+        "more": more,
         "state": state,
     }
 

@@ -18,16 +18,19 @@ import hmac
 import ipaddress
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
+from ..display import quote
+from . import hosts
+
 log = logging.getLogger("ghostline.web")
 
 TOKEN_PARAM = "t"
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 # default-src 'self' and nothing inline: no inline script, no style attribute, no eval.
 CONTENT_SECURITY_POLICY = (
@@ -62,20 +65,55 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Gate:
-    """What this run accepts: its token, and the `host:port` names it answers to."""
+    """What this run accepts: its token, its port, and the IP addresses and names it
+    answers to in `Host` and `Origin` (see `hosts`)."""
 
     token: str
-    hosts: frozenset[str]
+    port: int
+    addresses: frozenset[hosts.IPAddress]
+    names: frozenset[str]
 
     @classmethod
-    def for_address(cls, token: str, host: str, port: int) -> Gate:
-        names = set(LOOPBACK_NAMES) if is_loopback(host) else set()
-        names.add(f"[{host}]" if ":" in host else host)
-        return cls(token, frozenset(f"{name}:{port}" for name in names))
+    def for_address(
+        cls,
+        token: str,
+        host: str,
+        port: int,
+        *,
+        allow: Iterable[str | hosts.IPAddress] = (),
+        local: Iterable[hosts.IPAddress] | None = None,
+    ) -> Gate:
+        """The gate of a server bound to `host`:`port`: the addresses it is reached on
+        (`local`: this machine's, found when None and needed), `localhost` with the
+        loopbacks, and the names and addresses in `allow` (--allow-host)."""
+        if local is None and (address := hosts.as_address(host)) and address.is_unspecified:
+            local = hosts.local_addresses()
+        addresses = set(hosts.reachable(host, local or ()))
+        names = {"localhost"} if addresses & hosts.LOOPBACK else set()
+        for item in allow:
+            if isinstance(item, str):
+                names.add(item)
+            else:
+                addresses.add(item)
+        return cls(token, port, frozenset(addresses), frozenset(names))
 
-    @property
-    def origins(self) -> frozenset[str]:
-        return frozenset(f"http://{h}" for h in self.hosts)
+    def answers_to(self, host: str) -> bool:
+        """Whether `host` (a Host header: name or address, and port) names this server."""
+        try:
+            parts = urlsplit("//" + host)
+            port = parts.port or 80
+        except ValueError:
+            return False
+        if parts.path or parts.query or parts.fragment or parts.username is not None:
+            return False
+        name = (parts.hostname or "").rstrip(".")
+        address = hosts.as_address(name)
+        known = address in self.addresses if address is not None else name in self.names
+        return known and port == self.port
+
+    def is_own_origin(self, origin: str) -> bool:
+        scheme, _, host = origin.partition("://")
+        return scheme.lower() == "http" and self.answers_to(host)
 
     def refusal(
         self,
@@ -87,9 +125,9 @@ class Gate:
         websocket: bool,
     ) -> str | None:
         """Why a request must be refused (for the log: never quotes the token), or None."""
-        if host is None or host.lower() not in self.hosts:
+        if host is None or not self.answers_to(host):
             return "foreign Host header (DNS rebinding?)"
-        if origin is not None and origin.lower() not in self.origins:
+        if origin is not None and not self.is_own_origin(origin):
             return "foreign Origin (another web site in this browser?)"
         if websocket and origin is None:
             return "WebSocket without an Origin"
@@ -118,7 +156,9 @@ def guard(gate: Gate) -> Middleware:
         )
         if reason is not None:
             # The path only: the query holds the token (or a guess close to it).
-            log.warning("refused %s %s: %s", request.method, request.path[:80], reason)
+            # Both come from whoever sent the request: shown, never interpreted.
+            what = quote(f"{request.method} {request.path}", 100)
+            log.warning("refused %s: %s", what, reason)
             return web.Response(status=403, text="403: refused by ghostline web\n")
         return await handler(request)
 

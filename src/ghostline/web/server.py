@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 
 from ..files.assembly import DEFAULT_MAX_FILE_SIZE
 from ..files.names import safe_file_name
+from ..historypages import HistoryPages
 from . import security
 from .session import WebSession
 
@@ -32,7 +33,9 @@ _TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
 MAX_UPLOAD = DEFAULT_MAX_FILE_SIZE  # what a receiver accepts (files.FileAssembly)
 MAX_WS_MESSAGE = 4 << 20  # a text message is at most about 1 MiB of UTF-8
 
-_TOO_LARGE = "the file is larger than 1 GiB, the most a member accepts"
+_TOO_LARGE = (
+    "the file is larger than 1 GiB, the most a member accepts: split it, or send it another way"
+)
 
 SESSION = web.AppKey("session", WebSession)
 
@@ -76,10 +79,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     session.attach(queue.put_nowait)  # before the snapshot: a duplicate, never a gap
+    pages = session.reader()  # this page's place in the history
 
     async def write() -> None:
         try:
-            await ws.send_json(await session.snapshot())
+            await ws.send_json(await session.snapshot(pages))
             while True:
                 await ws.send_json(await queue.get())
         except (asyncio.CancelledError, ConnectionError):
@@ -98,7 +102,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             except ValueError:
                 continue
             if isinstance(command, dict):
-                await _command(session, command, queue.put_nowait)
+                await _command(session, command, queue.put_nowait, pages)
     finally:
         session.detach(queue.put_nowait)
         writer.cancel()
@@ -107,7 +111,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _command(session: WebSession, command: dict[str, Any], reply: Any) -> None:
+async def _command(
+    session: WebSession, command: dict[str, Any], reply: Any, pages: HistoryPages
+) -> None:
     """One thing the person did on the page. Anything malformed is ignored: only this
     server's own page talks here, and it sends nothing else."""
     kind = command.get("type")
@@ -119,8 +125,10 @@ async def _command(session: WebSession, command: dict[str, Any], reply: Any) -> 
             reply({"type": "ack", "ref": ref if isinstance(ref, int) else None, "error": error})
 
         session.spawn(send())
-    elif kind == "older" and isinstance(command.get("loaded"), int):
-        session.spawn(_reply(reply, session.older(command["loaded"])))
+    elif kind == "older":
+        session.spawn(_reply(reply, session.older(pages)))
+    elif kind == "whole" and isinstance(command.get("id"), str):
+        session.spawn(_reply(reply, session.whole(command["id"])))
     elif kind == "seen" and isinstance(command.get("id"), str):
         session.spawn(session.seen.save(command["id"]))
     elif kind == "file_send" and isinstance(command.get("id"), str):
@@ -137,15 +145,16 @@ async def _reply(reply: Any, answer: Any) -> None:
 
 
 async def upload(request: web.Request) -> web.Response:
-    """A file to send: streamed into the private spool, split, and offered (with its
-    pad cost) for the person to confirm. Nothing is sealed here."""
+    """A file to send: streamed into the private spool (never held in memory), hashed,
+    and offered (with its pad cost) for the person to confirm. Nothing is sealed here."""
     session = request.app[SESSION]
     name = request.query.get("name", "")[:1000]
     if request.content_length is not None and request.content_length > MAX_UPLOAD:
-        return web.json_response(
-            {"error": "the file is larger than 1 GiB, the most a member accepts"}
-        )
-    path = session.transfers.new_upload()
+        return web.json_response({"error": _TOO_LARGE})
+    try:
+        path = session.transfers.new_upload()
+    except ValueError as err:
+        return web.json_response({"error": str(err)})
     size = 0
     try:
         with path.open("wb") as f:

@@ -48,6 +48,7 @@ from ..files import (
     UnfinishedSend,
     record_in,
 )
+from ..historypages import HistoryPages
 from ..protocol.payload import FileChunk, FileHeader, Payload, decode, encode_text
 from ..state.padlevel import PadLeft
 from ..tui.usage import after_message, read_pads
@@ -170,10 +171,16 @@ class WebSession:
         for send in list(self.pages):
             send(message)
 
-    async def snapshot(self) -> dict[str, Any]:
+    def reader(self) -> HistoryPages:
+        """A new reader of the history, for one page (see `snapshot` and `older`)."""
+        return HistoryPages(self.member, self.history_page)
+
+    async def snapshot(self, pages: HistoryPages | None = None) -> dict[str, Any]:
         """Everything a page shows when it opens: the newest page of history merged with
-        the notices since the start, members and pads, connection, transfers."""
-        entries = await asyncio.to_thread(self.member.history, self.history_page)
+        the notices since the start, members and pads, connection, transfers. `pages`
+        is the page's reader of the history, for its `older` pages."""
+        pages = pages or self.reader()
+        entries = await asyncio.to_thread(pages.newest)
         shown = _merge(entries, self.history_lines(entries), list(self.notices))
         return {
             "type": "snapshot",
@@ -183,8 +190,7 @@ class WebSession:
             "relay": self.relay,
             "transport": self.transport,
             "lines": shown,
-            "more": len(entries) >= self.history_page,
-            "loaded": len(entries),
+            "more": pages.more,
             "seen": self.seen.key,
             "max_text": self.member.max_payload - 5,
             "connection": self.connection,
@@ -193,17 +199,30 @@ class WebSession:
             "files_ready": self.files_ready,
         }
 
-    async def older(self, loaded: int) -> dict[str, Any]:
-        """The page of history before the `loaded` newest entries."""
-        want = max(0, loaded) + self.history_page
-        entries = await asyncio.to_thread(self.member.history, want)
-        older = entries[: max(0, len(entries) - loaded)]
+    async def older(self, pages: HistoryPages) -> dict[str, Any]:
+        """The page of history before the oldest entry `pages` has read (whatever has
+        arrived since: a page's position, not a count, so nothing comes twice)."""
+        older = await asyncio.to_thread(pages.older)
         return {
             "type": "older",
             "lines": [item for item in self.history_lines(older) if item is not None],
-            "more": len(entries) >= want,
-            "loaded": len(entries),
+            "more": pages.more,
         }
+
+    async def whole(self, ident: str) -> dict[str, Any]:
+        """The line of message `ident` with its whole text, for a page that shows it
+        folded ("show all"), read from the history."""
+        key = view.message_key(ident)
+        entries = [] if key is None else await asyncio.to_thread(self.member.history_of, [key])
+        if not entries:
+            error = "the rest of this message is not in this device's history"
+            return {"type": "whole", "id": ident, "line": None, "error": error}
+        entry = entries[0]
+        item = self.line_for(
+            entry.sender, entry.counter, _decoded(entry.payload), entry.recorded_at,
+            self._entry_state(entry), whole=True,
+        )  # fmt: skip
+        return {"type": "whole", "id": ident, "line": item, "error": None}
 
     def members(self) -> dict[str, Any]:
         return view.members_view(
@@ -214,18 +233,21 @@ class WebSession:
 
     def history_lines(self, entries: list[Any]) -> list[dict[str, Any] | None]:
         """The line of each entry (None for one not shown: a file chunk), in order."""
-        out: list[dict[str, Any] | None] = []
-        for entry in entries:
-            try:
-                obj: Payload | None = decode(entry.payload)
-            except PayloadError:
-                obj = None
-            if entry.sender == self.me:
-                state = "stored" if entry.state == "stored" else self.unstored()
-            else:
-                state = None
-            out.append(self.line_for(entry.sender, entry.counter, obj, entry.recorded_at, state))
-        return out
+        return [
+            self.line_for(
+                entry.sender,
+                entry.counter,
+                _decoded(entry.payload),
+                entry.recorded_at,
+                self._entry_state(entry),
+            )  # fmt: skip
+            for entry in entries
+        ]
+
+    def _entry_state(self, entry: Any) -> view.OwnState | None:
+        if entry.sender != self.me:
+            return None
+        return "stored" if entry.state == "stored" else self.unstored()
 
     def unstored(self) -> view.OwnState:
         return "sending" if self.connection.get("state") == "connected" else "sealed"
@@ -237,7 +259,10 @@ class WebSession:
         obj: Payload | None,
         timestamp: float,
         state: Any = None,
+        *,
+        whole: bool = False,
     ) -> dict[str, Any] | None:
+        """A message's line; a long text is folded unless `whole` (see `view.line`)."""
         own = sender == self.me
         name = "you" if own else self.names[sender]
         ident = view.message_id(sender, counter)
@@ -259,7 +284,7 @@ class WebSession:
         when = float(obj.sent_at) if getattr(obj, "sent_at", 0) else timestamp
         return view.line(
             "message", when, text, ident=ident, sender=sender, name=name, own=own,
-            state=state if own else None,
+            state=state if own else None, whole=whole,
         )  # fmt: skip
 
     def _unfinished_text(self, header: FileHeader) -> str | None:
@@ -416,6 +441,13 @@ class WebSession:
             )
             if update.warning:
                 self.warn(update.warning)
+
+
+def _decoded(payload: bytes) -> Payload | None:
+    try:
+        return decode(payload)
+    except PayloadError:
+        return None
 
 
 def _merge(

@@ -1,10 +1,12 @@
 """File transfers on the page: the rows with their progress, the offers a person
 confirms before a file is sealed, and the saved files the page may download.
 
-A file to send arrives as an upload into a private temporary folder, is split there
-(`files.prepare_file`, in a worker thread) and deleted at once: from then on only its
-sealed parts exist. The page is told what it costs from the pad and must confirm
-before anything is sealed.
+A file to send arrives as an upload streamed into a private temporary folder (mode
+0700, the file 0600), is hashed there (`files.spooled`, in a worker thread) and stays
+there, not in memory, while the page shows what it costs from the pad and waits for
+the person to confirm; its parts are read from it as they are sealed. It is deleted
+when the offer is cancelled or refused, once it is sealed (or sealing stops), and with
+the whole folder when the server stops. At most MAX_OFFERS wait at once.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from ..files import (
     OutgoingFile,
     OutgoingFiles,
     UnfinishedSend,
-    prepare_file,
     replay_incoming,
     safe_file_name,
     scan_file_history,
 )
+from ..files.outgoing import spool_file
 from ..state.padlevel import PadLeft
 from ..tui.view import pad_summary, percent
 from ..units import format_size
@@ -39,6 +41,7 @@ from ..units import format_size
 log = logging.getLogger("ghostline.web")
 
 SAVED_LISTED = 200  # received files of earlier runs listed on the page
+MAX_OFFERS = 4  # files uploaded and waiting to be confirmed, each up to 1 GiB on disk
 
 
 class Host(Protocol):
@@ -200,21 +203,28 @@ class Transfers:
     # -- outgoing --------------------------------------------------------------------
 
     def new_upload(self) -> Path:
-        """A new, empty, private file for an upload (the caller writes it)."""
+        """A new, empty, private file (mode 0600) for an upload (the caller writes it).
+        Raises ValueError, with what to do, when MAX_OFFERS are waiting already."""
+        if len(self.offers) >= MAX_OFFERS:
+            raise ValueError(
+                f"{MAX_OFFERS} files are waiting for you to send or cancel them: do that first"
+            )
         fd, name = tempfile.mkstemp(dir=self._spool, prefix="upload-")
         os.close(fd)
         return Path(name)
 
     async def offer(self, upload: Path, name: str) -> dict[str, Any]:
-        """Split an uploaded file and say what it would cost. The upload is deleted."""
+        """Say what the uploaded file would cost; it waits, on disk, for `send` or
+        `cancel` (deleted at once if it cannot be sent)."""
         session = self.session
         try:
             outgoing = await asyncio.to_thread(
-                prepare_file, upload, transfer_id=session.random_bytes(8),
+                spool_file, upload, transfer_id=session.random_bytes(8),
                 sent_at=int(session.clock()), name=name,
             )  # fmt: skip
-        finally:
+        except BaseException:
             upload.unlink(missing_ok=True)
+            raise
         own = session.pads[session.me]
         header = outgoing.header
         offer: dict[str, Any] = {
@@ -226,6 +236,7 @@ class Transfers:
             "messages": outgoing.messages,
         }
         if outgoing.pad_bytes > own.bytes_left or outgoing.messages > own.msgs_left:
+            upload.unlink(missing_ok=True)
             offer["refused"] = (
                 f"{offer['name']} ({offer['size']}) needs {offer['cost']} of pad in "
                 f"{outgoing.messages} messages; you have {pad_summary(own)} left."
@@ -239,6 +250,7 @@ class Transfers:
     def cancel(self, offer_id: str) -> None:
         outgoing = self.offers.pop(offer_id, None)
         if outgoing is not None:
+            outgoing.path.unlink(missing_ok=True)
             self.session.notice(f"did not send {safe_file_name(outgoing.header.name)}")
 
     async def send(self, offer_id: str) -> None:
@@ -268,6 +280,9 @@ class Transfers:
             session.warn(f"file {name}: stopped after {sealed} of {total} parts: {err}")
             await session.reread_pads()
             return
+        finally:
+            # Sealed (or stopped): its parts are in the outbox now, the upload goes.
+            outgoing.path.unlink(missing_ok=True)
         # The line follows the last part: "stored" once the whole file is at the relay.
         last = max(outgoing.counters)
         item = session.line_for(session.me, last, header, session.clock(), session.unstored())

@@ -12,7 +12,7 @@
   const log = $("log");
   const input = $("input");
   const state = {
-    me: -1, names: [], more: false, loaded: 0, seen: null, maxText: 0,
+    me: -1, names: [], more: false, seen: null, maxText: 0,
     ws: null, retry: 500, ref: 0, pending: new Map(), loadingOlder: false,
     padLevel: "ok", unreadMarked: false, lastSeenSent: null, connection: {},
     retryTimer: null, titleBase: "GhostLine", unseen: 0, offer: null,
@@ -69,11 +69,7 @@
       node.dataset.sender = String(line.sender);
       const who = el("div", "who s" + (line.sender % 8), line.own ? "You" : line.name);
       const bubble = el("div", "bubble");
-      line.lines.forEach((text, i) => {
-        const row = el("div", "text-line" + (i > 0 ? " cont" : ""), text);
-        if (i > 0) row.title = "continuation of the same message";
-        bubble.appendChild(row);
-      });
+      showText(bubble, line);
       const meta = el("div", "meta");
       meta.appendChild(el("span", "time", clock(line.time)));
       if (line.own && line.state) {
@@ -94,6 +90,43 @@
     node.dataset.time = String(line.time);
     node.dataset.kind = line.kind;
     return node;
+  }
+
+  // A message's lines, every one after the first marked as a continuation. A very long
+  // message comes folded (line.more says what is left out) with a button that fetches
+  // the whole text; shown whole, its continuation is one block (one element, not one
+  // per line: 100,000 lines would take seconds to lay out).
+  const BLOCK_AFTER = 200;
+
+  function showText(bubble, line) {
+    const rows = line.lines.length > BLOCK_AFTER ? [line.lines[0], line.lines.slice(1).join("\n")] : line.lines;
+    rows.forEach((text, i) => {
+      const row = el("div", "text-line" + (i > 0 ? " cont" : ""), text);
+      if (i > 0) row.title = "continuation of the same message";
+      bubble.appendChild(row);
+    });
+    if (line.more) {
+      const more = el("button", "show-all", "Show all (" + line.more + ")");
+      more.type = "button";
+      more.addEventListener("click", () => {
+        more.disabled = true;
+        more.textContent = "Loading…";
+        send({ type: "whole", id: line.id });
+      });
+      bubble.appendChild(more);
+    }
+  }
+
+  function showWhole(answer) {
+    const node = $("line-" + answer.id);
+    if (!node) return;
+    if (answer.line) {
+      upsert(answer.line, "bottom");
+      relayout();
+      return;
+    }
+    const button = node.querySelector(".show-all");
+    if (button) button.replaceWith(el("div", "show-all-error", answer.error));
   }
 
   function upsert(line, where) {
@@ -153,7 +186,6 @@
     state.me = snap.me;
     state.names = snap.names;
     state.more = snap.more;
-    state.loaded = snap.loaded;
     state.seen = snap.seen;
     state.maxText = snap.max_text;
     $("group").textContent = snap.group || "GhostLine";
@@ -209,7 +241,6 @@
   function showOlder(answer) {
     state.loadingOlder = false;
     state.more = answer.more;
-    state.loaded = answer.loaded;
     const before = log.scrollHeight - log.scrollTop;
     const nodes = [];
     for (let i = answer.lines.length - 1; i >= 0; i--) nodes[i] = upsert(answer.lines[i], "top");
@@ -232,7 +263,7 @@
   function loadOlder() {
     if (!state.more || state.loadingOlder) return;
     state.loadingOlder = true;
-    send({ type: "older", loaded: state.loaded });
+    send({ type: "older" });
   }
 
   function setState(id, value) {
@@ -566,6 +597,7 @@
     snapshot: showSnapshot,
     line: (m) => showLive(m.line),
     older: showOlder,
+    whole: showWhole,
     state: (m) => setState(m.id, m.state),
     unstored: (m) => setUnstored(m.state),
     members: showMembers,
