@@ -62,10 +62,8 @@ async def test_an_unauthenticated_connection_is_not_read_past_a_few_kib(make_rel
     client.writer.write(hello + pings)
     (conn,) = relay.connections
     await until(lambda: conn._early_paused, what="the connection no longer read")
-    buffered = conn.splitter.buffered
-    assert buffered < 4 * (4 + MAX_HELLO_FRAME) + 256 * 1024  # one read past the mark at most
-    await asyncio.sleep(0)  # (nothing more arrives while it is paused)
-    assert conn.splitter.buffered == buffered
+    # not read past the mark (by more than one read of asyncio's, 256 KiB)
+    assert conn.splitter.buffered < 2 * (4 + MAX_HELLO_FRAME) + 256 * 1024
     store_answers.set()
     await client.expect(FrameType.CHALLENGE)
     await client.expect_error(ErrorCode.BAD_HANDSHAKE)  # a PING where the PROVE belongs

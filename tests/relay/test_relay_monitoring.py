@@ -13,6 +13,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -186,16 +187,16 @@ def test_a_file_limit_below_what_max_connections_needs_is_said_in_one_line(tmp_p
          "--store", str(tmp_path / "relay.sqlite"), "--max-connections", "1000"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert proc.stderr is not None
-    lines = []
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True)
+    reader.start()
     try:
-        while not any("warning: this process may open only" in x for x in lines):
-            line = proc.stderr.readline()
-            assert line, "".join(lines)
-            lines.append(line)
+        wait_until(lambda: any("may open only" in x for x in list(lines)) or proc.poll(),
+                   timeout=30, what="the warning")  # fmt: skip
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        reader.join(5)
     warning = next(x for x in lines if "may open only" in x)
     assert "may open only 256 files, fewer than the 1064 that --max-connections 1000" in warning
     assert "LimitNOFILE" in warning
