@@ -1,9 +1,10 @@
 """What each port does once a connection has joined its room.
 
 The relay port replays the room from the client's cursor, then delivers live, and takes
-PUBLISHes: its hot path (`RelayConnection.on_frames`) walks the frames a `FrameSplitter`
-checked in the receive buffer, checks each PUBLISH header there (`rules.py`) and copies
-it once. The presence port sends who is online, then every change (`rooms.py`).
+PUBLISHes: its hot path (`RelayConnection.on_frames`) takes the frames a `FrameSplitter`
+checked out of the receive buffer in one copy, walks them, checks each PUBLISH header
+there (`rules.py`) and slices out its sealed message. The presence port sends who is
+online, then every change (`rooms.py`).
 """
 
 from __future__ import annotations
