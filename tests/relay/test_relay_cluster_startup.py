@@ -122,8 +122,8 @@ def test_sigterm_ends_the_wait_for_nats(tmp_path):
 
 def test_a_nats_without_jetstream_is_refused_in_one_line():
     proc, port = start_nats()  # core NATS only
+    node = Starting("--cluster", f"nats://127.0.0.1:{port}")
     try:
-        node = Starting("--cluster", f"nats://127.0.0.1:{port}")
         assert node.finish() == 1
         assert node.lines == [
             f"ghostline: error: NATS at nats://127.0.0.1:{port} does not run JetStream, where"
@@ -131,13 +131,17 @@ def test_a_nats_without_jetstream_is_refused_in_one_line():
             " store_dir: ... } block in its configuration)\n"
         ]
     finally:
+        node.kill()
         proc.kill()
         proc.wait(10)
 
 
 def test_three_replicas_on_one_nats_server_is_refused_in_one_line(nats_server):
     node = Starting("--cluster", nats_server.url, "--cluster-replicas", "3")
-    assert node.finish() == 1
+    try:
+        assert node.finish() == 1
+    finally:
+        node.kill()
     assert len(node.lines) == 1, node.lines
     assert node.lines[0].startswith(
         "ghostline: error: --cluster-replicas 3 needs a NATS cluster of at least 3 servers,"

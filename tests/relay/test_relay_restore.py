@@ -79,8 +79,11 @@ def test_a_store_restored_with_relay_restore_gets_a_new_id_and_members_miss_noth
     assert [p.name for p in aside if not p.name.endswith(("-wal", "-shm"))], aside
 
     relay = relay.restart()
-    send_lines(members, relay, ["seven", "eight"])  # seqs 4 and 5 again, below bob's 6
-    shown, stderr = members.listen(relay, 2)
+    try:
+        send_lines(members, relay, ["seven", "eight"])  # seqs 4 and 5 again, below bob's 6
+        shown, stderr = members.listen(relay, 2)
+    finally:
+        relay.kill()  # (a restarted relay is not the fixture's to stop)
     assert shown == ["seven", "eight"]
     assert "has another message store than before" in stderr
 
@@ -110,14 +113,15 @@ def test_a_cluster_restored_from_a_copy_of_its_jetstream_gets_a_new_store_id(
     shutil.copytree(nats_server.store / "js", saved)  # a stopped server's store_dir
     nats_server.start()
     node = node.restart()
-    send_lines(members, node, ["four", "five", "six"])
-    assert members.listen(node, 6)[0] == ["one", "two", "three", "four", "five", "six"]
-
-    running = run("relay", "new-store-id", "--cluster", nats_server.url, home=members.home)
+    try:
+        send_lines(members, node, ["four", "five", "six"])
+        assert members.listen(node, 6)[0] == ["one", "two", "three", "four", "five", "six"]
+        running = run("relay", "new-store-id", "--cluster", nats_server.url, home=members.home)
+    finally:
+        node.terminate()  # (a restarted relay is not the fixture's to stop)
     assert running.returncode == 1
     assert "relay nodes are running on this cluster: a: stop every relay node" in running.stderr
 
-    node.terminate()
     nats_server.kill()
     shutil.rmtree(nats_server.store / "js")
     shutil.copytree(saved, nats_server.store / "js")  # restored: heads back at 3
@@ -127,7 +131,10 @@ def test_a_cluster_restored_from_a_copy_of_its_jetstream_gets_a_new_store_id(
     assert done.stdout.startswith(f"the cluster at {nats_server.url} has a new store id (")
 
     node = node.restart()
-    send_lines(members, node, ["seven", "eight"])
-    shown, stderr = members.listen(node, 2)
+    try:
+        send_lines(members, node, ["seven", "eight"])
+        shown, stderr = members.listen(node, 2)
+    finally:
+        node.kill()
     assert shown == ["seven", "eight"]
     assert "has another message store than before" in stderr
