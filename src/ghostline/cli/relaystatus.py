@@ -1,9 +1,12 @@
 """What a person reads about the relay connection: hints for failures that retrying
-cannot fix, and lines for the client's events about the relay's store, missing seqs and
-a relay that keeps failing. Shared by `send`, `listen` and the chat app."""
+cannot fix, lines for the client's events about the relay's store, missing seqs and
+a relay that keeps failing, and which of those lines are worth repeating (`Repeats`).
+Shared by `send`, `listen` and the chat apps."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..client.transport import (
@@ -22,6 +25,7 @@ from ..protocol.frames import REASON_PRESENCE_PORT, REASON_RELAY_PORT, ErrorCode
 
 if TYPE_CHECKING:
     from ..client import MessagesMissing, RelayFailing, StoreChanged
+    from ..presencenotes import PresenceNote
 
 _CERTIFICATE_HINTS = {
     "untrusted": (
@@ -156,3 +160,46 @@ def retry_line(detail: str, timeout: float) -> str:
         f"{timeout:g} s. Ctrl-C stops: the message stays sealed in the outbox and goes out "
         "with the next `ghostline send` or `listen`."
     )
+
+
+def presence_note_text(note: PresenceNote, name: str) -> str:
+    """A presence note (`presencenotes`) about the member called `name` (shown safely)."""
+    if note.changes == 1:
+        return f"{name} came online" if note.online else f"{name} went offline"
+    where = "online" if note.online else "offline"
+    return f"{name} came and went ({note.changes} changes, not told one by one); {where} now"
+
+
+# A status line that says again what one said this recently is left out (and counted).
+REPEAT_AFTER = 60.0
+
+
+class Repeats:
+    """Which status lines are worth showing: one that says what a line shown less than
+    `every` seconds ago said (the same `key`) is left out and counted, and shown again,
+    with that count, once `every` has passed. So a relay that fails every connection the
+    same way (a reconnect every few seconds) fills no screen. `useful()` (a message came
+    or was accepted) lets every line be shown again."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, every: float = REPEAT_AFTER
+    ) -> None:
+        self.clock = clock
+        self.every = every
+        self._shown: dict[str, tuple[float, int]] = {}  # key -> (when shown, left out since)
+
+    def line(self, key: str, text: str) -> str | None:
+        """`text` to show now, or None to leave it out."""
+        now = self.clock()
+        last = self._shown.get(key)
+        if last is not None and now - last[0] < self.every:
+            self._shown[key] = (last[0], last[1] + 1)
+            return None
+        self._shown[key] = (now, 0)
+        if last is None or not last[1]:
+            return text
+        again = "once more" if last[1] == 1 else f"{last[1]} more times"
+        return f"{text} (this came {again} in the last {now - last[0]:.0f} s)"
+
+    def useful(self) -> None:
+        self._shown.clear()
