@@ -24,6 +24,7 @@ from ghostline.client import (
     MessageRejected,
     PresenceChanged,
     RelayFailing,
+    StoreChanged,
 )
 from ghostline.client.client import FATAL_AFTER
 from ghostline.errors import InternalError, RelayRefused, StateError
@@ -87,6 +88,10 @@ def forged_from(member: Member, sender: int, counter: int, offset: int = 0) -> b
     """A sealed message's shape naming `sender` and `counter`, with junk for the rest."""
     h = member.header
     return pack_header(h.pad_id, sender, h.n, counter, offset, 8) + b"x" * 8 + bytes(16 * (h.n - 1))
+
+
+def text_payload(text: str) -> bytes:
+    return b"\x01\x00\x00\x00\x00" + text.encode()
 
 
 def once_then_behave(*frames: bytes) -> Callable[[FakeSession], object]:
@@ -334,6 +339,66 @@ async def test_the_backoff_starts_again_after_a_connection_that_brought_a_messag
                 event = await expect(client, ConnectionChanged, lambda e: e.retry_in is not None)
                 waits.append(event.retry_in)
     assert max(waits) <= 0.02, waits
+
+
+async def test_a_relay_that_no_longer_holds_the_anchor_is_read_on_from_it_without_a_restart(
+    members: list[Member],
+) -> None:
+    # Retention removed seq 2, the last message bob read: the relay's replay starts at 3.
+    one, two, three = (members[0].seal(text_payload(t)).sealed for t in ("1", "2", "3"))
+
+    async def play(session: FakeSession) -> None:
+        if session.index == 0:
+            session.send(encode_deliver(1, one), encode_deliver(2, two))
+            relay.head = 3
+            await session.writer.drain()
+            await session.next_frame()  # bob answers nothing: hang up after a PING
+            return
+        assert session.hello.resume_after == 1  # just before bob's anchor, seq 2
+        session.send(encode_deliver(3, three))
+        await session.serve()
+
+    relay = FakeRelay(play)
+    async with fake_relay(relay):
+        client = client_for(members[1], relay, presence=False)
+        async with client:
+            events = []
+            while len([e for e in events if isinstance(e, MessageReceived)]) < 3:
+                events.append(await client.events.get())
+            assert not any(isinstance(e, StoreChanged) for e in events)
+            assert relay.connections() == 2
+    assert members[1].relay_cursor == 3
+
+
+async def test_another_message_at_the_anchors_seq_makes_the_member_read_the_store_again(
+    members: list[Member],
+) -> None:
+    # The relay's store went back under the same id, and a new message took seq 2.
+    one, two, new = (members[0].seal(text_payload(t)).sealed for t in ("1", "2", "n"))
+
+    async def play(session: FakeSession) -> None:
+        if session.index == 0:
+            session.send(encode_deliver(1, one), encode_deliver(2, two))
+            relay.head = 2
+            await session.writer.drain()
+            await session.next_frame()
+            return
+        stored = {1: one, 2: new}
+        session.send(
+            *(encode_deliver(s, m) for s, m in stored.items() if s > session.hello.resume_after)
+        )
+        await session.serve()
+
+    relay = FakeRelay(play)
+    async with fake_relay(relay):
+        client = client_for(members[1], relay, presence=False)
+        async with client:
+            changed = await expect(client, StoreChanged)
+            assert (changed.went_back, changed.old_cursor) == (True, 2)
+            got = await expect(client, MessageReceived)
+            assert got.received.payload.endswith(b"n") and got.received.seq == 2
+            assert [hello.resume_after for hello in relay.hellos[Port.RELAY]] == [0, 1, 0]
+    assert members[1].relay_cursor == 2
 
 
 # --- fuzzing the relay's frames -----------------------------------------------------
