@@ -319,6 +319,27 @@ async def test_the_backoff_grows_against_a_relay_that_fails_right_after_welcome(
     assert waits[5] >= 0.02 * 2**5 / 2, waits
 
 
+async def test_the_presence_backoff_grows_against_a_presence_port_that_drops_at_once(
+    members: list[Member],
+) -> None:
+    async def drop(session: FakeSession) -> None:
+        session.send(encode_presence([0]))  # and hang up
+
+    relay = FakeRelay(presence_play=drop)
+    async with fake_relay(relay):
+        client = client_for(members[0], relay, backoff_cap=5.0)
+        async with client:
+            waits = []
+            while len(waits) < 6:
+                event = await expect(
+                    client,
+                    ConnectionChanged,
+                    lambda e: e.channel == "presence" and bool(e.retry_in),
+                )
+                waits.append(event.retry_in)
+    assert waits[5] >= 0.02 * 2**5 / 2, waits
+
+
 async def test_the_backoff_starts_again_after_a_connection_that_brought_a_message(
     members: list[Member],
 ) -> None:
