@@ -29,7 +29,6 @@ from ..errors import (
     RecoveryNeeded,
     RelayUnreachable,
     StateOfAnotherKit,
-    UnsupportedKitError,
 )
 from ..units import format_size
 
@@ -90,7 +89,6 @@ _HINTS: tuple[tuple[type[GhostlineError], str], ...] = (
         PadExhaustedError,
         "Meet the group in person and make a new kit set with `ghostline pad new`.",
     ),
-    (UnsupportedKitError, "Make a format-1 kit set with `ghostline pad new --format 1`."),
     (
         KitDamagedError,
         "Use an undamaged copy of your kit; without one, the group needs a new kit set.",

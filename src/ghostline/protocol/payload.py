@@ -47,6 +47,7 @@ _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 
 _PREFIX = struct.Struct(">BI")
+GRANT_PAYLOAD_LEN = PREFIX_LEN + RECORD_LEN  # kind, sent_at, to, start, end
 _FILE_HEADER = struct.Struct(">8sQII32s")
 _FILE_CHUNK = struct.Struct(">8sI")
 assert _PREFIX.size == PREFIX_LEN

@@ -1,21 +1,26 @@
 """One member of one kit: the facade over the kit, the sealing code and the state.
 
-`Member` joins a kit (`pad/kit.py`), the pure sealing code (`pad/seal.py`) and the
-state database (`store.py`: safety tables, `history.py`: what is shown), in the order
-that keeps pad bytes from ever being used twice:
+`Member` joins a kit (`pad/kit.py`, either format), the pure sealing code (`pad/seal.py`
+for format 1, `pad/seal2.py` for format 2) and the state database (`store.py`: safety
+tables, `history.py`: what is shown), in the order that keeps pad bytes from ever
+being used twice:
 
 - sealing: seal in memory, then ONE transaction commits the next counter, the next
-  offset and the outbox row, then the used pad and keys are zeroed in the kit and
-  flushed, and only then does `seal` return the sealed bytes (protocol-v1 section 5).
-  A commit holds at most what `limits.py` allows, so `pad recover` (`recovery.py`)
-  can skip one commit's worth past the kit's erasures;
+  offset (format 2: the owner's unsealed bytes, where first-fit placed each message)
+  and the outbox row, then the used pad and keys (masks) are zeroed in the kit and
+  flushed, and only then does `seal` return the sealed bytes (protocol-v1 section 5,
+  v2 section 5). A commit holds at most what `limits.py` allows, so `pad recover`
+  (`recovery.py`) can skip one commit's worth past the kit's erasures;
 - opening: the header is read once; every reject rule is checked against the accepted
-  log, then one transaction commits the accepted (sender, counter, range), the history
-  row and the relay cursor, then the inbound key and the sender's pad bytes are zeroed
-  and flushed, and only then is the message returned (section 6). A rejected message
-  changes nothing, durable or not, but one thing in memory: its relay seq is settled
-  there and reaches the relay cursor with the next commit (a forged frame must never
-  cause a write of its own);
+  log (format 2: and the sender's extents), then one transaction commits the accepted
+  (sender, counter, range), the history row, the relay cursor and, for a grant, the
+  range it moves (`granting.py`), then the inbound key (mask) and the pad bytes are
+  zeroed and flushed, an accepted grant goes into the kit's journal, and only then is
+  the message returned. A rejected message changes nothing, durable or not, but two
+  things in memory: its relay seq is settled there, and a failed tag adds one to its
+  sender's failed-verification count; both reach the database with the next commit
+  (a forged frame must never cause a write of its own);
+- giving (format 2): `give` and `auto_give` (policy: `giving.py`): see `granting.py`;
 - start-up: the database is checked against the kit's erasures (a missing, older or
   old-layout database is refused: guessing the next offset could reuse pad), and a
   sweep zeroes whatever was committed but not yet erased (`erasure.py`).
@@ -39,13 +44,16 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import (
     ErasedKeyError,
+    GiftTooLarge,
+    JournalFullError,
     MessageTooLarge,
     OldStateLayout,
+    PadExhaustedError,
     RejectedMessage,
     StateBehindKit,
     StateError,
@@ -53,17 +61,32 @@ from ..errors import (
 )
 from ..pad.kit import Kit
 from ..pad.seal import open_sealed, seal_with_kit
+from ..pad.seal2 import next_range, open_sealed2, seal_with_kit2
 from ..protocol.envelope import HEADER_LEN, Envelope, read_envelope
+from ..protocol.extents import Extents
+from ..protocol.grants import GrantRange, initial_extents
+from ..protocol.kitformat import FORMAT_1
+from ..protocol.payload import GrantPayload, Kind
 from ..protocol.relaycursor import SEQ_LIMIT, RelayCursor
+from ..protocol.rules import Rule
+from . import giving, granting
 from .cursor import RelayCursorKeeper
-from .database import Database, binding_of, default_state_path, require_format_1
-from .erasure import first_erasure, own_pad_erased, sweep
+from .database import Database, binding_of, default_state_path
+from .erasure import (
+    erase_own,
+    erase_received,
+    first_erasure,
+    group_pad_erased,
+    own_pad_erased,
+    sweep,
+)
 from .history import History, HistoryDeleted, HistoryEntry, SavedFiles
 from .kitrecord import check_kit, remember_kit
-from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload
+from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, pad_cost
 from .store import Store
 from .usage import KitUsage, PadLeft, compute_usage, own_pad_left
 
+_GRANT = bytes([Kind.GRANT])
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
 CRASH_HOOK_STOP = "stop-mid-erase"
@@ -86,6 +109,20 @@ class Received:
     counter: int
     offset: int
     payload: bytes
+    length: int = -1  # pad bytes the message used (format 2: padded); -1: len(payload)
+    grant_refused: str | None = None  # a grant that moved nothing: the rule it broke
+
+    @property
+    def pad_used(self) -> int:
+        return len(self.payload) if self.length < 0 else self.length
+
+
+@dataclass(frozen=True)
+class Gift:
+    """A grant this member made: `grant` given, sealed as `entry` (in the outbox)."""
+
+    grant: GrantRange
+    entry: OutboxEntry
 
 
 @dataclass
@@ -110,6 +147,7 @@ class Member:
         self._cursor = RelayCursorKeeper(self.store, self._history)
         self._lock = threading.RLock()
         self._erased = _Erased()
+        self._failed: dict[int, int] = {}  # failed tag verifications not yet written
         self._crash_hook = os.environ.get(CRASH_HOOK_ENV)
 
     @classmethod
@@ -118,7 +156,6 @@ class Member:
     ) -> Member:
         kit = Kit.open(kit_path)
         try:
-            require_format_1(kit)
             # Before the state is looked up by pad_id: a damaged pad_id must not look like
             # a new kit (or like a used kit whose state is lost).
             check_kit(kit.header, kit_path)
@@ -127,6 +164,9 @@ class Member:
             try:
                 member = cls(kit, db)
                 sweep(kit, member.store)
+                if kit.format != FORMAT_1:
+                    with kit.seal_lock():
+                        granting.write_journal(kit, member.store)  # what a crash left
                 remember_kit(kit.header)
                 member._history.expire_now(time.time())  # what expired while closed
             except BaseException:
@@ -142,7 +182,7 @@ class Member:
             if self.store.closed:
                 return
             try:
-                if self._erased.own or self._erased.received:
+                if self._erased.own or self._erased.received or self._failed:
                     with self.store.transaction():
                         self._record_pending()
             finally:
@@ -158,9 +198,17 @@ class Member:
     # -- sending ------------------------------------------------------------------
 
     @property
+    def format(self) -> int:
+        return self.header.format
+
+    @property
     def max_payload(self) -> int:
         """The largest payload this member can seal (see `limits.max_payload`)."""
-        return max_payload(self.header.n)
+        return max_payload(self.header.n, self.header.length_step)
+
+    def pad_cost(self, payload_len: int) -> int:
+        """Pad bytes a payload of this length uses (format 2 pads it)."""
+        return pad_cost(payload_len, self.header.length_step)
 
     def seal(self, payload: bytes) -> OutboxEntry:
         return self.seal_many([payload])[0]
@@ -180,47 +228,82 @@ class Member:
             # Sealed, it would burn its pad and then block the outbox for good: the relay
             # refuses the frame on every reconnect, and later messages wait behind it.
             raise MessageTooLarge(largest, self.max_payload, self.header.n)
-        if sum(len(p) for p in payloads) > MAX_SEAL_BYTES:
+        if sum(self.pad_cost(len(p)) for p in payloads) > MAX_SEAL_BYTES:
             raise ValueError(f"one commit seals at most {MAX_SEAL_BYTES} bytes of pad")
-        me = self.index
-        kit_path = os.fspath(self.kit.path)
         # The seal lock is held from before the commit until the erasure is flushed, so
         # no other process commits while this one's commit is not yet erased.
         with self._lock, self.kit.seal_lock():
-            entries: list[OutboxEntry] = []
-            now = time.time()
-            with self.store.transaction():
-                counter, offset = self.store.next_position()
-                for payload in payloads:
-                    if own_pad_erased(self.kit, offset, len(payload)):
-                        raise StateBehindKit(kit_path=kit_path, next_offset=offset)
-                    try:
+            return self._seal_locked(payloads)
+
+    def _seal_locked(
+        self, payloads: list[bytes], *, grant_id: int | None = None
+    ) -> list[OutboxEntry]:
+        """`seal_many` with the member's lock and the kit's seal lock held. `grant_id`:
+        the payload is that own grant's message (its row learns the counter)."""
+        me = self.index
+        kit_path = os.fspath(self.kit.path)
+        entries: list[OutboxEntry] = []
+        now = time.time()
+        with self.store.transaction():
+            counter, offset = self.store.next_position()
+            free = None if self.format == FORMAT_1 else self.store.unsealed()
+            for payload in payloads:
+                try:
+                    if free is None:
+                        length = len(payload)
+                        if own_pad_erased(self.kit, offset, length):
+                            raise StateBehindKit(kit_path=kit_path, next_offset=offset)
                         sealed = seal_with_kit(self.kit, counter, offset, payload)
-                    except ErasedKeyError:
-                        raise StateBehindKit(
-                            kit_path=kit_path, next_counter=counter, erased_counter=counter
-                        ) from None
-                    self.store.add_outbox(counter, offset, len(payload), sealed, now)
-                    self._history.record(me, counter, None, payload, now, "sealed")
-                    entries.append(OutboxEntry(counter, offset, len(payload), sealed, None))
-                    counter += 1
-                    offset += len(payload)
+                    else:
+                        offset, length = self._place2(counter, payload, free)
+                        sealed = seal_with_kit2(self.kit, counter, offset, payload, free=free)
+                except ErasedKeyError:
+                    raise StateBehindKit(
+                        kit_path=kit_path, next_counter=counter, erased_counter=counter
+                    ) from None
+                self.store.add_outbox(counter, offset, length, sealed, now)
+                self._history.record(me, counter, None, payload, now, "sealed")
+                entries.append(OutboxEntry(counter, offset, length, sealed, None))
+                if free is not None:
+                    free = free.remove(offset, offset + length)
+                counter += 1
+                offset += length
+            if free is None:
                 self.store.set_next_position(counter, offset)
-                self._record_pending()
-                expired = self._history.expire(now, saved=False)
-            if self._crash_hook == "1":
-                os._exit(CRASH_HOOK_EXIT)
-            for i, e in enumerate(entries):
-                if self._crash_hook == CRASH_HOOK_STOP and i == len(entries) // 2:
-                    self.kit.flush()
-                    os.kill(os.getpid(), signal.SIGSTOP)
-                self.kit.erase_key_stream(me, e.offset, e.length)
-                self.kit.erase_outbound_keys(e.counter)
-            self.kit.flush()
-            self._erased.own.extend(e.counter for e in entries)
-            if expired:
-                self.store.db.checkpoint()  # after the erasure: it must not wait on this
+            else:
+                self.store.set_next_position(counter, 0)  # format 2 places by `unsealed`
+                self.store.set_unsealed(free)
+            if grant_id is not None:
+                self.store.set_grant_counter(grant_id, entries[0].counter)
+            self._record_pending()
+            expired = self._history.expire(now, saved=False)
+        if self._crash_hook == "1":
+            os._exit(CRASH_HOOK_EXIT)
+        for i, e in enumerate(entries):
+            if self._crash_hook == CRASH_HOOK_STOP and i == len(entries) // 2:
+                self.kit.flush()
+                os.kill(os.getpid(), signal.SIGSTOP)
+            erase_own(self.kit, e.counter, e.offset, e.length)
+        self.kit.flush()
+        self._erased.own.extend(e.counter for e in entries)
+        if expired:
+            self.store.db.checkpoint()  # after the erasure: it must not wait on this
         return entries
+
+    def _place2(self, counter: int, payload: bytes, free: Extents) -> tuple[int, int]:
+        """Format 2: (offset, padded length) of the next message: the lowest
+        free run of the owner's unsealed bytes that holds it. PadExhaustedError when
+        the masks or the pad run out (nothing is consumed)."""
+        h = self.header
+        assert h.length_step is not None
+        if counter >= h.auth_keys:
+            raise PadExhaustedError(
+                f"no one-time keys left: all {h.auth_keys} messages of this kit are used"
+            )
+        start, end = next_range(free, len(payload), h.length_step)
+        if group_pad_erased(self.kit, start, end - start):
+            raise StateBehindKit(kit_path=os.fspath(self.kit.path), next_offset=start)
+        return start, end - start
 
     def pending(self) -> list[OutboxEntry]:
         return [
@@ -277,13 +360,25 @@ class Member:
             if env is not None and self._is_own_echo(env):
                 self._own_echo(env, seq, sealed, store_id)
                 return None
+            refused: str | None = None
+            moved = False
             try:
                 # Checked under the write lock, so that another process of this member
                 # cannot accept the same counter between the check and the commit.
                 with self.store.transaction():
-                    opened = open_sealed(self.kit, sealed, self.store, envelope=env)
+                    if self.format == FORMAT_1:
+                        opened = open_sealed(self.kit, sealed, self.store, envelope=env)
+                    else:
+                        opened = open_sealed2(self.kit, sealed, self.store)
                     env = opened.envelope
                     now = time.time()
+                    if self.format != FORMAT_1 and opened.plaintext[:1] == _GRANT:
+                        verdict = granting.accept_grant(
+                            self.store, self.header, env, opened.plaintext, now
+                        )
+                        if verdict is not None:
+                            refused = verdict[1]
+                            moved = refused is None
                     self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
                     self._history.record(
                         env.sender, env.counter, seq, opened.plaintext, now, "received"
@@ -291,15 +386,23 @@ class Member:
                     self._cursor.settle(store_id, [seq])
                     self._record_pending()
                     expired = self._history.expire(now, saved=False)
-            except RejectedMessage:
+            except RejectedMessage as err:
+                if err.rule == Rule.BAD_TAG and env is not None:
+                    # The one thing a rejection may change, written with the next commit.
+                    self._failed[env.sender] = self._failed.get(env.sender, 0) + 1
                 self._cursor.hold(store_id, seq)
                 raise
             if expired:
                 self.store.db.checkpoint()
-            self.kit.erase_inbound_key(env.sender, env.counter)
-            self.kit.erase_key_stream(env.sender, env.offset, env.length)
+            erase_received(
+                self.kit, env.sender, env.counter, env.offset, env.length,
+                self.store.accepted_count,
+            )  # fmt: skip
             self.kit.flush()
             self._erased.received.append((env.sender, env.counter))
+            if moved:
+                with self.kit.seal_lock():
+                    granting.write_journal(self.kit, self.store)
         return Received(
             seq=seq,
             sender=env.sender,
@@ -307,6 +410,8 @@ class Member:
             counter=env.counter,
             offset=env.offset,
             payload=opened.plaintext,
+            length=env.length,
+            grant_refused=refused,
         )
 
     def _is_own_echo(self, env: Envelope) -> bool:
@@ -335,6 +440,71 @@ class Member:
                 self._record_pending()
         else:
             self._cursor.hold(store_id, seq)
+
+    # -- giving pad (format 2) --------------------------------------------------------
+
+    def give(self, to: int, size: int) -> Gift:
+        """Give `size` bytes of this member's unsealed pad to member `to` (docs/PROTOCOL.md
+        section 15): out of its extents durably, into the kit's grant journal, then
+        sealed as a grant message (in the outbox, like `seal`). Raises GiftTooLarge
+        (nothing given) when no piece that large can be given, JournalFullError when
+        the journal has no room, PadExhaustedError when no mask is left for the grant
+        message, ValueError for a format-1 kit or a member who cannot receive."""
+        h = self.header
+        if self.format == FORMAT_1:
+            raise ValueError("grants need a format-2 kit")
+        if not 0 <= to < h.n or to == self.index or size < 1:
+            raise ValueError(f"cannot give {size} bytes to member {to}")
+        with self._lock, self.kit.seal_lock():
+            if granting.journal_room(self.kit, self.store) < 1:
+                raise JournalFullError(f"{self.kit.path}: the grant journal is full")
+            with self.store.transaction():
+                grant_id, grant = granting.take_gift(self.store, h, to, size, time.time())
+                self._record_pending()
+            granting.write_journal(self.kit, self.store)
+            payload = GrantPayload(to, grant.start, grant.end, int(time.time())).encode()
+            (entry,) = self._seal_locked([payload], grant_id=grant_id)
+        return Gift(grant, entry)
+
+    def giftable(self) -> int:
+        """The most this member can give in one grant now (0 for a format-1 kit)."""
+        step = self.header.length_step
+        return 0 if step is None else granting.largest_gift(self.store.unsealed(), step)
+
+    def auto_give(self) -> Gift | None:
+        """Give part of this member's unused pad to a member running low, when the policy
+        (`giving.plan_gift`) says this member should; None when it gives nothing."""
+        if self.format == FORMAT_1:
+            return None
+        with self._lock:
+            usage = compute_usage(self.kit, (self.store, self._history), scan_kit=False)
+            plan = giving.plan_gift(
+                usage.members,
+                me=self.index,
+                giftable=self.giftable(),
+                outstanding=granting.outstanding(self.store, self.index),
+                step=self.header.length_step or 1,
+            )
+            if plan is None:
+                return None
+            try:
+                return self.give(plan.to, plan.size)
+            except (GiftTooLarge, JournalFullError, PadExhaustedError):
+                return None  # nothing given: the next message asks again
+
+    def extents(self) -> tuple[Extents, ...]:
+        """Every member's extents as this member knows them (format 1: the slices)."""
+        if self.format == FORMAT_1:
+            return initial_extents(self.header.n, self.header.slice_len)
+        return self.store.extents(self.header.n)
+
+    def failed_verifications(self) -> dict[int, int]:
+        """Failed tag verifications per sender, with those not yet written."""
+        with self._lock:
+            counts = self.store.failed_counts()
+            for sender, more in self._failed.items():
+                counts[sender] = counts.get(sender, 0) + more
+            return counts
 
     # -- the relay cursor -----------------------------------------------------------
 
@@ -381,7 +551,22 @@ class Member:
     ) -> list[HistoryEntry]:
         """In relay order, oldest first; with `limit`, the newest `limit` entries, and
         with `before`, those that come before that entry (a page further back)."""
-        return self._history.page(limit, before=None if before is None else before.history_id)
+        return self._with_grant_rules(
+            self._history.page(limit, before=None if before is None else before.history_id)
+        )
+
+    def _with_grant_rules(self, entries: list[HistoryEntry]) -> list[HistoryEntry]:
+        """Grants this member refused say so (`HistoryEntry.grant_refused`)."""
+        grants = [(e.sender, e.counter) for e in entries if e.payload[:1] == _GRANT]
+        if not grants or self.format == FORMAT_1:
+            return entries
+        rules = self.store.grant_rules(grants)
+        return [
+            replace(e, grant_refused=rules[(e.sender, e.counter)])
+            if (e.sender, e.counter) in rules
+            else e
+            for e in entries
+        ]
 
     def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
         """Every history entry (the whole history, not a page) whose payload is of
@@ -392,7 +577,7 @@ class Member:
 
     def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryEntry]:
         """The history entries of these (sender, counter) pairs, oldest first."""
-        return self._history.of(keys)
+        return self._with_grant_rules(self._history.of(keys))
 
     def accepted_seq(self, counter: int) -> int | None:
         """The seq the relay gave own message `counter`, once it was accepted."""
@@ -450,7 +635,7 @@ class Member:
         kit (a scan of every key region, ~1 ms per 10 MB of keys); with scan_kit=False
         it is counted from the state's records instead, which is instant."""
         with self._lock:
-            if self._erased.own or self._erased.received:
+            if self._erased.own or self._erased.received or self._failed:
                 with self.store.transaction():
                     self._record_pending()
             return compute_usage(self.kit, (self.store, self._history), scan_kit=scan_kit)
@@ -462,8 +647,14 @@ class Member:
             return compute_usage(self.kit, (self.store, self._history), scan_kit=False).pads()
 
     def own_pad(self) -> PadLeft:
-        """What is left of this member's own slice and keys (exact, from the state)."""
-        return own_pad_left(self.header, *self.store.next_position())
+        """What is left of this member's own pad and keys (exact, from the state)."""
+        counter, offset = self.store.next_position()
+        if self.format == FORMAT_1:
+            return own_pad_left(self.header, counter, offset)
+        return own_pad_left(
+            self.header, counter, 0, unsealed=self.store.unsealed(),
+            extents=self.store.member_extents(self.index),
+        )  # fmt: skip
 
     # -- internals ----------------------------------------------------------------
 
@@ -471,6 +662,9 @@ class Member:
         """Inside a transaction: write what waits for a commit: the erasure record of
         earlier messages and the seqs of frames that were not authenticated."""
         self._cursor.write_waiting()
+        if self._failed:
+            self.store.add_failed(self._failed)
+            self._failed = {}
         erased = self._erased
         if erased.own or erased.received:
             self.store.record_erased(erased.own, erased.received)
@@ -497,8 +691,13 @@ def _open_database(kit: Kit, path: Path) -> Database:
         raise StateMissing(
             os.fspath(path), erased_counter=counter, erased_from=sender, kit_path=kit_path
         )
+    start: dict[str, object] = {}
+    if kit.format != FORMAT_1:
+        h = kit.header
+        extents = initial_extents(h.n, h.slice_len)
+        start = {"extents": extents, "unsealed": extents[h.self_index]}
     try:
-        return Database.create(path, binding)
+        return Database.create(path, binding, **start)  # type: ignore[arg-type]
     except StateError:
         if not path.exists():
             raise

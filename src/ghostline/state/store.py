@@ -12,11 +12,16 @@ or accepts a replay.
   remains; `skipped` holds ranges `pad recover` stepped over (and erased);
 - `relay`: the relay cursor (`relaycursor.RelayCursor`): the relay store it belongs to
   (`store_id`), the seq up to which every seq is settled (`cursor`), and the settled
-  seqs above a hole (`seen`, 8 bytes each).
+  seqs above a hole (`seen`, 8 bytes each);
+- format 2 (docs/PROTOCOL.md sections 14-15): `extents`, every member's extents as
+  this member knows them; `unsealed`, the owner's extents it has never sealed with
+  (where it seals next, and all it may give); `grants`, every grant made or received,
+  whether it moved its range (`rule` NULL) or which check it failed, and whether it
+  is in the kit's grant journal yet (`journal`) (these live in `grantstore.py`);
+- `failed`: tag verifications that failed, per sender (written with the next commit).
 
 This module knows nothing about kits or sealing: `member.py` drives it. The tables live
-in the state database (`database.py`), beside the history (`history.py`). The
-protocol-v2 safety state (extents, grants, failed-verification counts) belongs here.
+in the state database (`database.py`), beside the history (`history.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 from ..errors import StateError
 from ..protocol.relaycursor import RelayCursor
 from .database import Binding, Database
+from .grantstore import GrantTables
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +81,7 @@ class SkippedRange:
     reason: str
 
 
-class Store:
+class Store(GrantTables):
     """The safety tables of one state database. Thread-safe (the database's lock)."""
 
     def __init__(self, db: Database) -> None:
