@@ -16,9 +16,10 @@ import click
 import pytest
 
 from ghostline.cli import main
-from ghostline.cli.pad import _Progress, default_auth_keys, pad, parse_members
+from ghostline.cli.pad import _Progress, pad, parse_members
 from ghostline.errors import UsageError
 from ghostline.pad.kit import Kit
+from ghostline.pad.kitset import default_auth_keys
 from ghostline.protocol.payload import encode_text
 from ghostline.state.member import Member
 from ghostline.units import format_size, parse_size

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import os
 import shutil
 import sys
@@ -25,7 +24,14 @@ import click
 from ..errors import KitError, KitExistsError, UsageError
 from ..fsutil import make_private_dirs
 from ..pad.entropy import DEFAULT_ENTROPY_RATE, MixedRandom
-from ..pad.kitset import KIT_SUFFIX, create_kit_set, kit_set_random_len, member_name_problem
+from ..pad.kitset import (
+    AVERAGE_MESSAGE,
+    KIT_SUFFIX,
+    create_kit_set,
+    default_auth_keys,
+    kit_set_random_len,
+    member_name_problem,
+)
 from ..protocol.kitformat import (
     DEFAULT_LENGTH_STEP,
     FORMAT_1,
@@ -41,7 +47,6 @@ from .params import Number, whole
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-AVERAGE_MESSAGE = 64  # bytes: the default key count assumes messages this long on average
 # Subcommands defined elsewhere, imported only when used so `pad new` stays light.
 _LAZY: dict[str, tuple[str, str]] = {
     "info": ("ghostline.cli.pad_state", "info"),
@@ -169,7 +174,7 @@ def new(
             f"--size {size_text} is too small for {n} members to send even one short message: "
             f"each needs at least {smallest} B, so at least {n * smallest} B in all"
         )
-    keys = default_auth_keys(slice_len) if auth_keys is None else auth_keys
+    keys = default_auth_keys(slice_len, n, fmt) if auth_keys is None else auth_keys
     if keys < 1:
         raise UsageError(f"--auth-keys must be at least 1, not {keys}")
     paths = [out_dir / f"{name}{KIT_SUFFIX}" for name in names]
@@ -222,11 +227,6 @@ def parse_members(text: str) -> list[str]:
     if not 2 <= len(names) <= 255:
         raise UsageError(f"a group has 2 to 255 members, not {len(names)}")
     return names
-
-
-def default_auth_keys(slice_len: int) -> int:
-    """Keys enough for a member to spend its slice on messages of average length 64."""
-    return math.ceil(slice_len / AVERAGE_MESSAGE)
 
 
 def _length_step(fmt: int, length_step: int | None) -> int | None:
