@@ -9,6 +9,7 @@ The parts, each with its own module:
 - `presence.py`: who is online;
 - `durable.py`: the one worker thread every commit of the member runs in, in order, so
   that the event loop never waits on a disk;
+- `giving.py`: automatic giving of pad (format 2), when asked for (`auto_give`);
 - `events.py`: what comes out of `Client.events`.
 
 This module holds them together: the client's state (`ClientState`, moved only along
@@ -50,7 +51,8 @@ from ..protocol.frames import (
 )
 from . import relayport
 from .durable import Durable
-from .events import ConnectionChanged, Event, RelayError, RelayFailing
+from .events import ConnectionChanged, Event, MessageReceived, RelayError, RelayFailing
+from .giving import Giver
 from .inbox import Inbox, Resume
 from .outbox import Outbox, OutQueue
 from .presence import Presence
@@ -107,6 +109,7 @@ class Client:
         connect_timeout: float = 10.0,
         gap_wait: float = 30.0,
         clock: Callable[[], float] = time.time,
+        auto_give: bool = False,
     ) -> None:
         if not relays:
             raise ValueError("a Client needs at least one relay address")
@@ -134,6 +137,7 @@ class Client:
         self.presence = Presence(
             member.header.n, self._emit, Backoff(backoff_base, max(backoff_cap, 10.0))
         )
+        self.giver = Giver(member, self.durable, self.outbox, self._emit) if auto_give else None
         self._backoff = Backoff(backoff_base, backoff_cap)
         self._signer = Ed25519PrivateKey.from_private_bytes(member.header.signing_key)
         self._relay_index = 0
@@ -172,6 +176,10 @@ class Client:
         if self.follow_presence:
             self._tasks.append(
                 asyncio.create_task(self._guarded(self._follow_presence), name="ghostline-presence")
+            )
+        if self.giver is not None:
+            self._tasks.append(
+                asyncio.create_task(self._guarded(self.giver.run), name="ghostline-giving")
             )
 
     async def stop(self) -> None:
@@ -240,6 +248,8 @@ class Client:
 
     def _emit(self, event: Event) -> None:
         self.events.put_nowait(event)
+        if self.giver is not None and isinstance(event, MessageReceived):
+            self.giver.poke()  # the sender's figures changed, and perhaps extents
 
     def _move(self, state: ClientState, relay: str, retry_in: float | None, detail: str) -> None:
         if state not in MOVES[self.state]:
@@ -350,6 +360,9 @@ class Client:
         try:
             rx = await self.inbox.enter(str(addr), welcome, asked)
             waiting = await self.outbox.begin(queue)
+            if self.giver is not None and self.receive:
+                self.giver.head = welcome.head
+                self.giver.poke()
             self.connections += 1
             self._backoff.reset()
             self.last_error = None
