@@ -39,6 +39,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from bench.relayprofile import profiled, report, thread_cpu, thread_split
 from ghostline.protocol.envelope import pack_header, sealed_length
 from ghostline.protocol.frames import FrameType, Hello, Port, encode_frame, join_statement
 
@@ -181,11 +182,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_relay(*backend: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_relay(
+    *backend: str, prefix: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """`ghostline relay` on free ports with its limits opened up for load; `backend` is
-    `--store PATH` or `--cluster URL --node-name NAME`. Returns the process and port."""
+    `--store PATH` or `--cluster URL --node-name NAME`; `prefix`: Python options (e.g.
+    a profiler). Returns the process and port."""
+    prefix = PREFIX if prefix is None else prefix
     proc = subprocess.Popen(
-        [sys.executable, *PREFIX, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
+        [sys.executable, *prefix, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
          *backend, "--publish-rate", "1e9", "--publish-burst", "1000000000",
          "--max-connections-per-address", "100000", "--new-room-burst", "1000000",
          "--send-buffer", str(64 * 2**20),
@@ -379,20 +384,34 @@ class Result:
     p99: float
     light_p50: float
     light_p99: float
+    cpu_us: float  # the server's CPU time per message published, loaded
 
 
-async def measure(port: int, nats: bool, rooms: int, n: int, size: int) -> Result:
+# The relay's threads' CPU per message in the first scenario's rounds (relayprofile.py).
+SPLITS: list[list[tuple[str, float, float]]] = []
+
+
+async def measure(port: int, pid: int, nats: bool, rooms: int, n: int, size: int) -> Result:
     stats = Stats()
     connect = connect_nats if nats else connect_ghostline
     members = await connect(port, rooms, n, stats)
     per_member = max(50, TARGET_DELIVERIES[size] // (rooms * n * (n - 1)))
     # warm-up, then the measured run
     await load(members, stats, max(10, per_member // 10), size, nats, 0)
+    threads = thread_cpu(pid)
     elapsed = await load(members, stats, per_member, size, nats, 1_000_000)
+    published = len(members) * per_member
+    after = thread_cpu(pid)
+    cpu = sum(u + s for u, s in after.values()) - sum(u + s for u, s in threads.values())
+    if not nats and (rooms, n, size) == SCENARIOS[0]:
+        SPLITS.append(thread_split(pid, threads, after, published))
     rate = stats.deliveries / elapsed
     p50, p99 = pct(stats.latencies, 50), pct(stats.latencies, 99)
     await light(members, stats, size, nats, 2_000_000)
-    result = Result(rate, p50, p99, pct(stats.latencies, 50), pct(stats.latencies, 99))
+    result = Result(
+        rate, p50, p99, pct(stats.latencies, 50), pct(stats.latencies, 99),
+        cpu / published * 1e6,
+    )  # fmt: skip
     for m in members:
         if m.peer.transport is not None:
             m.peer.transport.close()
@@ -406,15 +425,15 @@ async def _run() -> str:
     tmp = Path(tempfile.mkdtemp(prefix="ghostline-bench-"))
     relay, relay_port = start_relay("--store", str(tmp / "relay.sqlite"))
     nats, nats_port = start_nats()
-    servers = [("gl", relay_port, False), ("nats", nats_port, True)]
+    servers = [("gl", relay_port, relay.pid, False), ("nats", nats_port, nats.pid, True)]
     rows = []
     try:
         for rooms, n, size in SCENARIOS:
-            got: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
+            got: dict[str, list[Result]] = {name: [] for name, _, _, _ in servers}
             for r in range(ROUNDS):
-                for name, port, is_nats in servers if r % 2 == 0 else servers[::-1]:
-                    got[name].append(await measure(port, is_nats, rooms, n, size))
-            gl, nt = (median(got[name]) for name, _, _ in servers)
+                for name, port, pid, is_nats in servers if r % 2 == 0 else servers[::-1]:
+                    got[name].append(await measure(port, pid, is_nats, rooms, n, size))
+            gl, nt = (median(got[name]) for name, _, _, _ in servers)
             print(f"  {rooms}x{n} {size} B: ghostline {gl}, nats {nt}", file=sys.stderr)
             rows.append((rooms, n, size, gl, nt))
     finally:
@@ -425,6 +444,7 @@ async def _run() -> str:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+    top = await profiled(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
     lines = [
         "Fan-out deliveries per second (one DELIVER to one member = one delivery) and",
         "delivery latency (publish to receipt). GhostLine stores every message in SQLite",
@@ -439,23 +459,55 @@ async def _run() -> str:
         "| rooms x members | message | GL deliveries/s "
         "| NATS deliveries/s | ratio GL/NATS | GL p50 / p99 loaded (ms) "
         "| NATS p50 / p99 loaded (ms) | GL p50 / p99 light (ms) "
-        "| NATS p50 / p99 light (ms) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| NATS p50 / p99 light (ms) | server CPU per message GL / NATS (us) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rooms, n, size, gl, nt in rows:
         lines.append(
             f"| {rooms} x {n} | {size} B | {gl.rate:,.0f} "
             f"| {nt.rate:,.0f} | **{gl.rate / nt.rate:.2f}x** | {gl.p50:.2f} / {gl.p99:.2f} "
             f"| {nt.p50:.2f} / {nt.p99:.2f} | {gl.light_p50:.2f} / {gl.light_p99:.2f} "
-            f"| {nt.light_p50:.2f} / {nt.light_p99:.2f} |"
+            f"| {nt.light_p50:.2f} / {nt.light_p99:.2f} | {gl.cpu_us:.2f} / {nt.cpu_us:.2f} |"
         )
     lines += [
         "",
         "Goals: ratio at least 1.0x at 100 bytes with every message stored; light-load",
         "p99 under 1 ms. The light-load floor is one fsync of the store per message:",
         "on a disk whose fsync alone has a p99 above 1 ms, no stored relay meets it.",
+        "Server CPU per message is the server process's user and system time (from",
+        "/proc) over the loaded run, divided by the messages published.",
+        "",
     ]
+    if SPLITS:
+        lines.append(report(_median_split(SPLITS), top))
     return "\n".join(lines)
+
+
+def _median_split(splits: list[list[tuple[str, float, float]]]) -> list[tuple[str, float, float]]:
+    """Each thread's median over the rounds (threads matched by their place)."""
+    width = min(len(s) for s in splits)
+    return [
+        (splits[0][i][0], statistics.median(s[i][1] for s in splits),
+         statistics.median(s[i][2] for s in splits))
+        for i in range(width)
+    ]  # fmt: skip
+
+
+def _relay_for_profile(tmp: Path, prefix: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    return start_relay("--store", str(tmp / "profiled.sqlite"), prefix=prefix)
+
+
+async def _short_load(port: int) -> None:
+    """A few seconds of the first scenario, for the profile."""
+    rooms, n, size = SCENARIOS[0]
+    stats = Stats()
+    members = await connect_ghostline(port, rooms, n, stats)
+    await load(members, stats, 10_000, size, False, 0)
+    for m in members:
+        if m.peer.transport is not None:
+            m.peer.transport.close()
+    await asyncio.sleep(0.1)
 
 
 def median(results: list[Result]) -> Result:

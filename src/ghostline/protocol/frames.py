@@ -9,6 +9,7 @@ client both use it.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -35,10 +36,12 @@ _U64 = struct.Struct(">Q")
 _SEQ_COUNTER = struct.Struct(">QQ")
 # Whole DELIVER and ACCEPTED frames, length prefix and type included: the relay builds
 # one of each per message, so these are packed in one step.
-_DELIVER_HEAD = struct.Struct(">IBQ")  # N, 0x83, seq; the sealed message follows
+# Public for the relay's fan-out, which packs a DELIVER head in place per message
+# (DELIVER_HEAD.pack(len(sealed) + DELIVER_BODY_HEAD, 0x83, seq)).
+DELIVER_HEAD = _DELIVER_HEAD = struct.Struct(">IBQ")  # N, 0x83, seq; the sealed message follows
 _ACCEPTED = struct.Struct(">IBQQ")  # N, 0x84, seq, counter
 DELIVER_HEAD_LEN = _DELIVER_HEAD.size
-_DELIVER_BODY_HEAD = DELIVER_HEAD_LEN - _LEN.size  # type and seq: N counts them
+DELIVER_BODY_HEAD = _DELIVER_BODY_HEAD = DELIVER_HEAD_LEN - _LEN.size  # type and seq: N counts them
 _HELLO_HEAD = struct.Struct(f">{PAD_ID_LEN}sHH")  # room, member, n; n keys and resume_after follow
 # The largest HELLO frame's N (type + body: room, member, n, 255 verify keys, resume_after):
 # no relay may cap frames below it.
@@ -60,6 +63,9 @@ class FrameType(IntEnum):
     PRESENCE = 0x90
     ONLINE = 0x91
     OFFLINE = 0x92
+
+
+_DELIVER = int(FrameType.DELIVER)
 
 
 class ErrorCode(IntEnum):
@@ -255,7 +261,7 @@ class Welcome:
 def deliver_head(seq: int, sealed_len: int) -> bytes:
     """The first `DELIVER_HEAD_LEN` bytes of the DELIVER frame of `seq`, whose sealed
     message of `sealed_len` bytes follows (the relay joins them without a copy)."""
-    return _DELIVER_HEAD.pack(sealed_len + _DELIVER_BODY_HEAD, FrameType.DELIVER, seq)
+    return _DELIVER_HEAD.pack(sealed_len + _DELIVER_BODY_HEAD, _DELIVER, seq)
 
 
 def encode_deliver(seq: int, sealed: bytes) -> bytes:
@@ -273,8 +279,8 @@ def decode_deliver(body: bytes) -> tuple[int, bytes]:
     return int(_U64.unpack_from(body, 0)[0]), body[8:]
 
 
-def encode_accepted(seq: int, counter: int) -> bytes:
-    return _ACCEPTED.pack(_ACCEPTED.size - 4, FrameType.ACCEPTED, seq, counter)
+# encode_accepted(seq, counter), a C-level call: the relay makes one per message.
+encode_accepted = functools.partial(_ACCEPTED.pack, _ACCEPTED.size - 4, int(FrameType.ACCEPTED))
 
 
 def decode_accepted(body: bytes) -> tuple[int, int]:

@@ -3,11 +3,16 @@
 Connections are counted in total and per client address; on a TLS port they count
 from the moment they are accepted, before their handshake (listen.py). New rooms are
 rationed per address (a token bucket), so that one address cannot fill the room table.
-Lines anyone can cause at will (connects, refusals) go through a `LogLimiter`.
+Lines anyone can cause at will (connects, refusals, and the joins and leaves of anyone
+who made a room of their own keys) go through a `LogLimiter`.
+
+"Per address" is per IPv4 address, and per IPv6 /64: one subscriber commonly holds a
+whole /64, so counting each of its 2^64 addresses apart would be no limit at all.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Callable
@@ -15,14 +20,18 @@ from typing import Generic, Protocol, TypeVar
 
 from .config import RelayLimits
 from .logfmt import LogLimiter, log_event
+from .metrics import Metrics
 from .ratelimit import TokenBucket
 
 log = logging.getLogger("ghostline.relay")
 _NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+# Log budgets kept at once: one per refusal cause, and one per address for joins and
+# leaves (past it, new keys share one budget).
+_LOG_KEYS = 4096
 
 
 class _Connection(Protocol):
-    address: str
+    source: str  # `source_of` its address
 
 
 C = TypeVar("C", bound=_Connection)
@@ -33,24 +42,41 @@ def cause(reason: str) -> str:
     return _NUMBERS.sub("N", reason)
 
 
+def source_of(address: str) -> str:
+    """What the per-address limits count: an IPv4 address as it is (an IPv4-mapped IPv6
+    address too), an IPv6 address by its /64 (`2001:db8:1:2::/64`)."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
 class Admission(Generic[C]):
-    def __init__(self, limits: RelayLimits, now: Callable[[], float]) -> None:
+    def __init__(
+        self, limits: RelayLimits, now: Callable[[], float], metrics: Metrics | None = None
+    ) -> None:
         self.limits = limits
         self.now = now
+        self.metrics = metrics or Metrics()
         self.connections: set[C] = set()
         self._per_address: dict[str, int] = {}
         self._early = 0  # accepted on a TLS port, handshake not finished
         self._early_per_address: dict[str, int] = {}
         self._room_buckets: dict[str, TokenBucket] = {}
-        self._log = LogLimiter()
+        self._log = LogLimiter(max_keys=_LOG_KEYS)
 
     # --- connections -------------------------------------------------------------------
 
     def admit(self, conn: C) -> str | None:
         """Count a new connection; returns why it is refused, or None."""
         self.connections.add(conn)
-        count = self._per_address.get(conn.address, 0) + 1
-        self._per_address[conn.address] = count
+        count = self._per_address.get(conn.source, 0) + 1
+        self._per_address[conn.source] = count
         if len(self.connections) > self.limits.max_connections:
             return "relay full: too many connections"
         if count > self.limits.max_connections_per_address:
@@ -60,10 +86,11 @@ class Admission(Generic[C]):
     def forget(self, conn: C) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
-            _decrement(self._per_address, conn.address)
+            _decrement(self._per_address, conn.source)
 
     def admit_early(self, address: str) -> str | None:
         """Count a connection before its TLS handshake (listen.TlsGate)."""
+        address = source_of(address)
         limits = self.limits
         if len(self.connections) + self._early >= limits.max_connections:
             return "relay full: too many connections"
@@ -76,9 +103,12 @@ class Admission(Generic[C]):
 
     def forget_early(self, address: str) -> None:
         self._early -= 1
-        _decrement(self._early_per_address, address)
+        _decrement(self._early_per_address, source_of(address))
 
-    def refused_early(self, port_name: str, peer: str, reason: str) -> None:
+    def refused_early(self, port_name: str, peer: str, reason: str, code: int = 0) -> None:
+        """A connection closed before its protocol began (`code`: the ERROR it was
+        sent, 0 for none)."""
+        self.metrics.refused(code, cause(reason))
         self.log(
             f"refused reason={cause(reason)}", "refused", level=logging.WARNING,
             port=port_name, peer=peer, reason=reason,
@@ -87,7 +117,8 @@ class Admission(Generic[C]):
     # --- rooms -------------------------------------------------------------------------
 
     def take_room_token(self, address: str) -> bool:
-        """Whether `address` may register one more new room now (and count it)."""
+        """Whether `address` (a `source_of`) may register one more new room now (and
+        count it)."""
         now = self.now()
         bucket = self._room_buckets.get(address)
         if bucket is None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import ClassVar, NamedTuple, Protocol
 
 from ..errors import LocalError
+from .metrics import Metrics
 
 Roster = tuple[bytes, ...]  # n Ed25519 verify keys, 32 bytes each, roster order
 
@@ -83,6 +84,13 @@ class Backend(ABC):
     #: 16 random bytes made when the store was created and kept for its life (the same
     #: on every node of a cluster); WELCOME carries it. Set by `open`.
     store_id: bytes = b""
+
+    #: What the relay counts (set by the server before `open`; a backend adds its own).
+    metrics: Metrics
+
+    def problem(self) -> str | None:
+        """Why the store cannot take writes right now (None: it can), for /health."""
+        return None
 
     async def open(self, hub: RelayHub) -> None:  # noqa: B027 - optional hook
         """Start; `hub` receives messages and presence from other nodes (cluster only)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 SEQ_BITS = 40
 SEQ_MASK = (1 << SEQ_BITS) - 1
@@ -45,8 +45,11 @@ def unpack(fmt: str, blob: bytes) -> tuple[int, ...]:
     return struct.unpack_from(f">{len(blob) // struct.calcsize(fmt)}{fmt}", blob)
 
 
-def ranges(senders: Iterable[int], counters: Iterable[int]) -> dict[int, tuple[int, int]]:
+def ranges(senders: Sequence[int], counters: Sequence[int]) -> dict[int, tuple[int, int]]:
     """sender -> (lowest, highest) counter, over one chunk's messages."""
+    distinct = set(senders)
+    if len(distinct) == 1:  # the common case, without a step per message in Python
+        return {distinct.pop(): (min(counters), max(counters))}
     out: dict[int, tuple[int, int]] = {}
     for s, c in zip(senders, counters):  # noqa: B905 - equal lengths are checked by callers
         r = out.get(s)
@@ -77,7 +80,7 @@ def build(
     stored_at: float,
 ) -> ChunkRow:
     """The row for messages `first..` (their sealed bytes, senders and counters)."""
-    sizes = pack("I", [len(m) for m in sealed])
+    sizes = pack("I", list(map(len, sealed)))
     ss, cs = pack("H", senders), pack("Q", counters)
     # zlib.crc32 takes its start value mod 2**32: the seq, as far as 32 bits go
     sums = pack("I", list(map(zlib.crc32, sealed, range(first, first + len(sealed)))))

@@ -7,6 +7,11 @@ a `handshake.RelayHandshake`, which decides; this adapter does the I/O between i
 splitter's buffer, and once the connection is open the port's own handler takes them in
 order (`ports.py`).
 
+Until its PROVE verified, a connection is anyone's: its frames are capped at
+`frames.MAX_HELLO_FRAME` (the largest HELLO), not `--max-frame`, and it is not read
+while more than `_EARLY_BUFFER` bytes wait, so that a crowd of connections that never
+finish their handshake cannot make the relay buffer a megabyte each.
+
 Backpressure: a connection whose outgoing buffer passes the high-water mark stops being
 read (its own publishes wait); one whose buffer passes `RelayLimits.send_buffer` is
 closed with ERROR 8 and resumes from its cursor when it reconnects. Nobody else waits.
@@ -25,6 +30,7 @@ from typing import Any, Protocol, cast
 
 from ..errors import ProtocolError
 from ..protocol.frames import (
+    MAX_HELLO_FRAME,
     MAX_PING,
     NONCE_LEN,
     REASON_NOT_TLS,
@@ -39,10 +45,11 @@ from ..protocol.frames import (
     encode_frame,
 )
 from ..protocol.handshake import JoinRequested, RelayHandshake
-from .admission import Admission, cause
+from .admission import Admission, cause, source_of
 from .backend import Backend, RoomLimitReached
 from .config import RelayLimits
 from .logfmt import log_event
+from .metrics import Metrics
 from .rooms import RoomHub
 
 log = logging.getLogger("ghostline.relay")
@@ -51,6 +58,9 @@ _ids = itertools.count(1)
 _HIGH_WATER = 256 * 1024
 _CLOSE_GRACE = 2.0  # seconds a refused connection gets to read its ERROR frame
 _TLS_START = b"\x16\x03"  # a TLS handshake record: never a HELLO's length (369 MB)
+# Bytes an unauthenticated connection may have waiting before it is no longer read:
+# a whole HELLO and a PROVE, with room to spare.
+_EARLY_BUFFER = 2 * (4 + MAX_HELLO_FRAME)
 
 
 class Relay(Protocol):
@@ -60,6 +70,7 @@ class Relay(Protocol):
     limits: RelayLimits
     hub: RoomHub
     admission: Admission[Connection]
+    metrics: Metrics
     ssl_context: ssl.SSLContext | None
     now: Callable[[], float]
 
@@ -78,7 +89,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.address = "?"
-        self.splitter = FrameSplitter(server.limits.max_frame)
+        self.source = "?"  # what the per-address limits count (admission.source_of)
+        # --max-frame applies once the PROVE verified (see _next_handshake_frame)
+        self.splitter = FrameSplitter(min(server.limits.max_frame, MAX_HELLO_FRAME))
         self.handshake = RelayHandshake(self.port)
         self.open = False  # joined: the port's own frames are handled
         self.closing = False
@@ -90,6 +103,7 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._drained: asyncio.Future[None] | None = None
         self._writing_paused = False
+        self._early_paused = False  # not read: too much came before the PROVE verified
         self._plain_on_tls = plain_on_tls  # plain bytes came to a TLS port
         self._sniff: bytes | None = None if server.ssl_context else b""  # first bytes
         self._held = b""  # the room bound in the backend for this connection
@@ -102,6 +116,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.address = str(peer[0])
+            self.source = source_of(self.address)
             self.peer = f"{peer[0]}:{peer[1]}"
         self.transport.set_write_buffer_limits(high=_HIGH_WATER)
         loop = asyncio.get_running_loop()
@@ -129,8 +144,12 @@ class Connection(asyncio.Protocol):
             return
         if self.open:
             self.on_frames(stop, now)
-        elif stop:
+            return
+        if stop:
             self._next_handshake_frame()
+        if self.splitter.buffered > _EARLY_BUFFER and not self.closing and not self.open:
+            self._early_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
 
     def tls_client(self, data: bytes) -> bool:
         """Whether a plain port's first bytes are a TLS ClientHello (refused, saying so)."""
@@ -162,9 +181,11 @@ class Connection(asyncio.Protocol):
         self._lost = True
         self.release_room()
         self.server.admission.forget(self)
-        # a member's every disconnect is logged; others within the log's limits
+        # within the log's limits: a member's per address (anyone can make a room of
+        # their own keys and join and leave it in a loop), the others' together
+        key = f"disconnect {self.source}" if self.member >= 0 else "disconnect"
         self.server.admission.log(
-            None if self.member >= 0 else "disconnect", "disconnect", conn=self.id,
+            key, "disconnect", conn=self.id,
             port=self.port_name, peer=self.peer, room=self.room.hex() or None,
             member=self.member if self.member >= 0 else None, error=exc,
         )  # fmt: skip
@@ -191,7 +212,14 @@ class Connection(asyncio.Protocol):
         self.maybe_resume_reading()
 
     def maybe_resume_reading(self) -> None:
-        if self.transport is not None and not self.closing and not self._writing_paused:
+        if self._early_paused and (self.open or self.splitter.buffered <= _EARLY_BUFFER):
+            self._early_paused = False
+        if (
+            self.transport is not None
+            and not self.closing
+            and not self._writing_paused
+            and not self._early_paused
+        ):
             self.transport.resume_reading()
 
     # --- sending and refusing --------------------------------------------------------
@@ -215,8 +243,10 @@ class Connection(asyncio.Protocol):
         """Answer with ERROR `code`, then close (forcibly if it cannot be read in time)."""
         if self.closing or self.transport is None:
             return
+        kind = cause(reason)
+        self.server.metrics.refused(int(code), kind)
         self.server.admission.log(
-            f"refused code={int(code)} reason={cause(reason)}", "refused",
+            f"refused code={int(code)} reason={kind}", "refused",
             level=logging.WARNING,
             conn=self.id, port=self.port_name, peer=self.peer, room=self.room.hex() or None,
             member=self.member if self.member >= 0 else None, code=int(code), reason=reason,
@@ -257,8 +287,11 @@ class Connection(asyncio.Protocol):
             return
         if isinstance(event, JoinRequested):
             self._spawn(self._challenge(event.hello))
-        else:
+        else:  # a key of the roster is proven: its frames may be as large as any
+            self.splitter.max_frame = self.limits.max_frame
             self._spawn(self._join(event.hello))
+        if self._early_paused:
+            self.maybe_resume_reading()
 
     def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
         self._step = asyncio.ensure_future(self._guarded(step))
@@ -289,9 +322,7 @@ class Connection(asyncio.Protocol):
         registered. Then the port's welcome, then whatever the client sent meanwhile."""
         if self.closing:
             return
-        if not self.handshake.room_known and not self.server.admission.take_room_token(
-            self.address
-        ):
+        if not self.handshake.room_known and not self.server.admission.take_room_token(self.source):
             raise ProtocolError(
                 ErrorCode.RELAY_FULL,
                 "relay full: too many new rooms from your address; try again later",
@@ -312,13 +343,16 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        log_event(
-            log, "joined", conn=self.id, port=self.port_name, peer=self.peer,
-            room=self.room.hex(), member=self.member, resume_after=hello.resume_after,
+        self.server.admission.log(
+            f"joined {self.source}", "joined", conn=self.id, port=self.port_name,
+            peer=self.peer, room=self.room.hex(), member=self.member,
+            resume_after=hello.resume_after,
         )  # fmt: skip
         await self.welcome(hello)
         if self.closing:
             return
+        if self._early_paused:
+            self.maybe_resume_reading()
         stop = self.splitter.feed(b"")
         if stop:
             self.on_frames(stop, self.server.now())

@@ -8,7 +8,10 @@ else is a plain client, answered in plain with ERROR 3 `frames.REASON_TLS_ONLY`,
 its client can read and show.
 
 Connections in this phase count against the connection limits (`TlsGate`), so a flood
-of silent connections cannot hold sockets past them.
+of silent connections cannot hold sockets past them. One refused for those limits is
+still told why, so that its client can say the relay is full rather than unreachable:
+up to `_REFUSING` at once get a TLS handshake (of at most `_REFUSE_TIMEOUT` seconds)
+and ERROR 8 through it; past that, they are closed unanswered.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+from ..protocol.frames import ErrorCode, encode_error
 
 _TLS_HANDSHAKE_RECORD = 0x16
 _ACCEPT_RETRY = 1.0  # seconds to pause accepting when out of file descriptors
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_REFUSING = 16  # connections refused for the limits that are answered at once
+_REFUSE_TIMEOUT = 2.0  # seconds such a connection gets for its TLS handshake
 
 
 class TlsGate(Protocol):
@@ -34,8 +41,9 @@ class TlsGate(Protocol):
 
     def forget_early(self, address: str) -> None: ...
 
-    def refused_early(self, port_name: str, peer: str, reason: str) -> None:
-        """Log (within the log's limits) a connection closed before it had a protocol."""
+    def refused_early(self, port_name: str, peer: str, reason: str, code: int = 0) -> None:
+        """Log (within the log's limits) and count a connection closed before it had a
+        protocol (`code`: the ERROR it was sent, 0 for none)."""
 
 
 class TlsListener:
@@ -56,6 +64,7 @@ class TlsListener:
         self.handshake_timeout = handshake_timeout
         self.sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refusing = 0
 
     @property
     def port(self) -> int:
@@ -112,8 +121,14 @@ class TlsListener:
         peer = f"{address[0]}:{address[1]}"
         refusal = self.gate.admit_early(host)
         if refusal is not None:
+            if self._refusing < _REFUSING:
+                self._refusing += 1
+                try:
+                    await self._refuse(conn, refusal)
+                finally:
+                    self._refusing -= 1
             conn.close()
-            self.gate.refused_early(self.port_name, peer, refusal)
+            self.gate.refused_early(self.port_name, peer, refusal, ErrorCode.RELAY_FULL)
             return
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.handshake_timeout
@@ -142,6 +157,44 @@ class TlsListener:
         finally:
             self.gate.forget_early(host)
         conn.close()
+
+    async def _refuse(self, conn: socket.socket, reason: str) -> None:
+        """Answer ERROR 8 `reason`: through TLS to a TLS client, in plain to another."""
+        loop = asyncio.get_running_loop()
+        frame = encode_error(ErrorCode.RELAY_FULL, reason)
+        try:
+            first = await _first_byte(conn, _REFUSE_TIMEOUT)
+            if first == _TLS_HANDSHAKE_RECORD:
+                transport, refusal = await loop.connect_accepted_socket(
+                    lambda: _Refusal(frame), conn, ssl=self.context,
+                    ssl_handshake_timeout=_REFUSE_TIMEOUT,
+                )  # fmt: skip
+                try:
+                    async with asyncio.timeout(_REFUSE_TIMEOUT):
+                        await refusal.lost
+                except TimeoutError:
+                    transport.abort()
+            elif first is not None and first >= 0:
+                async with asyncio.timeout(_REFUSE_TIMEOUT):
+                    await loop.sock_sendall(conn, frame)
+        except (ssl.SSLError, OSError, TimeoutError):
+            pass  # it was refused anyway; the log says why
+
+
+class _Refusal(asyncio.Protocol):
+    """Sends one ERROR frame once the TLS handshake is done, then closes."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(self.frame)
+        transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
 
 
 async def _first_byte(conn: socket.socket, timeout: float) -> int | None:

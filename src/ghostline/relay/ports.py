@@ -1,9 +1,10 @@
 """What each port does once a connection has joined its room.
 
 The relay port replays the room from the client's cursor, then delivers live, and takes
-PUBLISHes: its hot path (`RelayConnection.on_frames`) walks the frames a `FrameSplitter`
-checked in the receive buffer, checks each PUBLISH header there (`rules.py`) and copies
-it once. The presence port sends who is online, then every change (`rooms.py`).
+PUBLISHes: its hot path (`RelayConnection.on_frames`) takes the frames a `FrameSplitter`
+checked out of the receive buffer in one copy, walks them, checks each PUBLISH header
+there (`rules.py`) and slices out its sealed message. The presence port sends who is
+online, then every change (`rooms.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from .connection import Connection, Relay
 from .ratelimit import TokenBucket
 
 _PUBLISH = int(FrameType.PUBLISH)
+# A NamedTuple made without the Python-level __new__ it gets from namedtuple(): on the
+# hot path, once per message.
+_new_publish = tuple.__new__
 
 
 class RelayConnection(Connection):
@@ -71,6 +75,7 @@ class RelayConnection(Connection):
             if not page or self.closing:
                 break
             self.send(b"".join([encode_deliver(m.seq, m.sealed) for m in page]))
+            self.server.metrics.replayed += len(page)
             after = page[-1].seq
             await self.drained()
         live, self._live, self._live_bytes = self._live, [], 0
@@ -78,45 +83,49 @@ class RelayConnection(Connection):
         self.send(b"".join([frame for seq, frame in live if seq > after]))
 
     def on_frames(self, stop: int, now: float) -> None:
-        # The hot path: no object per frame but the Publish, each sealed message copied
-        # once out of the receive buffer. A header that starts with one of this
+        # The hot path: no object per frame but the Publish and its sealed bytes, copied
+        # once out of a copy of the frames. A header that starts with one of this
         # connection's identities (version, suite, room, member, n) and whose length
         # matches passes every rule of check_publish_at; anything else goes through it
         # for the exact refusal. Publishes before a refusal are submitted, as if each
         # had been read alone.
         buf = self.splitter.buffer
+        with memoryview(buf) as view:
+            data = bytes(view[:stop])  # sliced below: one copy per message, not two
         room, member, n = self.room, self.member, self.n
         prefixes, overhead = self._prefixes, self._overhead
-        take = self._bucket.take
+        bucket = self._bucket
+        allowed = bucket.whole(now)
         unpack_len = FRAME_LENGTH.unpack_from
         publishes: list[Publish] = []
+        add = publishes.append
         pos = 0
         try:
             while pos < stop:
-                (size,) = unpack_len(buf, pos)
-                if buf[pos + 4] == _PUBLISH:
-                    if not take(now):
+                (size,) = unpack_len(data, pos)
+                end = pos + 4 + size
+                if data[pos + 4] == _PUBLISH:
+                    if len(publishes) == allowed:
                         self.fail(ErrorCode.RATE_LIMITED, "publish rate limit exceeded")
                         return
                     body = pos + 5
-                    if size > HEADER_LEN and buf.startswith(prefixes, body):
-                        counter, _, length = unpack_position(buf, body + IDENTITY_LEN)
+                    if size > HEADER_LEN and data.startswith(prefixes, body):
+                        counter, _, length = unpack_position(data, body + IDENTITY_LEN)
                         if not length or length + overhead != size - 1:
-                            check_publish_at(buf, body, size - 1, room, member, n)  # raises
+                            check_publish_at(data, body, size - 1, room, member, n)  # raises
                     else:
-                        counter = check_publish_at(buf, body, size - 1, room, member, n)
-                    publishes.append(
-                        Publish(room, member, counter, bytes(buf[body : pos + 4 + size]))
-                    )
-                elif not self.on_common(Frame(buf[pos + 4], bytes(buf[pos + 5 : pos + 4 + size]))):
+                        counter = check_publish_at(data, body, size - 1, room, member, n)
+                    add(_new_publish(Publish, (room, member, counter, data[body:end])))
+                elif not self.on_common(Frame(data[pos + 4], data[pos + 5 : end])):
                     return
-                pos += 4 + size
+                pos = end
         except ProtocolError as err:
             self.fail(err.code, err.message)
             return
         finally:
             del buf[:pos]
             if publishes:
+                bucket.spend(len(publishes))
                 self.hub.submit_many(self, publishes)
         if self.inflight > self.limits.max_inflight and self.transport is not None:
             self.transport.pause_reading()

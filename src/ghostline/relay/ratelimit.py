@@ -25,3 +25,15 @@ class TokenBucket:
             return False
         self.tokens = tokens - 1.0
         return True
+
+    def whole(self, now: float) -> int:
+        """How many tokens `take` would give now, one after another (none taken yet:
+        `spend` takes them). For a loop that counts instead of calling `take` each time."""
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.tokens = tokens if tokens < self.burst else self.burst
+        self.stamp = now
+        return int(self.tokens)
+
+    def spend(self, count: int) -> None:
+        """Take `count` tokens (at most what `whole` just said there are)."""
+        self.tokens -= count

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..protocol.frames import (
-    DELIVER_HEAD_LEN,
+    DELIVER_BODY_HEAD,
+    DELIVER_HEAD,
     ErrorCode,
     FrameType,
-    deliver_head,
     deliver_seq,
     encode_accepted,
     encode_deliver,
@@ -26,8 +27,10 @@ from ..protocol.frames import (
 )
 from .backend import Appended, Backend, Publish, StoredMessage
 from .logfmt import log_event
+from .metrics import Metrics
 
 log = logging.getLogger("ghostline.relay")
+_DELIVER = int(FrameType.DELIVER)
 
 
 class Watcher(Protocol):
@@ -39,10 +42,22 @@ class Watcher(Protocol):
     def send(self, data: bytes) -> None: ...
 
 
+class LimitedLog(Protocol):
+    def __call__(
+        self, key: str | None, event: str, *, level: int = logging.INFO, **fields: object
+    ) -> None:
+        """Log `event` within the limits of `key` (`admission.Admission.log`)."""
+
+
+def _unlimited(key: str | None, event: str, *, level: int = logging.INFO, **fields: object) -> None:
+    log_event(log, event, level=level, **fields)
+
+
 class Subscriber(Watcher, Protocol):
     """A relay-port connection, as the hub sees it (`ports.RelayConnection`)."""
 
     id: int
+    source: str  # its address, as the per-address limits count it
     open: bool
     replaying: bool
     inflight: int
@@ -75,8 +90,13 @@ class Room:
 class RoomHub:
     """The relay's rooms on this node. Implements `backend.RelayHub`."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self, backend: Backend, metrics: Metrics | None = None, log: LimitedLog | None = None
+    ) -> None:
         self.backend = backend
+        self.metrics = metrics or Metrics()
+        # lines a member can cause at will (a resent message), within the log's limits
+        self.log: LimitedLog = log or _unlimited
         self.rooms: dict[bytes, Room] = {}
         self._pending: list[Publish] = []  # the next commit's publishes, in order
         self._senders: list[tuple[Subscriber, int]] = []  # who sent them: runs
@@ -163,6 +183,7 @@ class RoomHub:
         if not count:
             return
         conn.inflight += count
+        self.metrics.publishes += count
         self._pending.extend(publishes)
         self._senders.append((conn, count))
         if not self._scheduled and not self._committing:
@@ -186,9 +207,11 @@ class RoomHub:
         self._spawn(self._commit(batch, senders))
 
     async def _commit(self, batch: list[Publish], senders: list[tuple[Subscriber, int]]) -> None:
+        started = time.perf_counter()
         try:
             results = await self.backend.append(batch)
         except Exception as err:  # the store failed: nothing in this batch is ACCEPTED
+            self.metrics.store_failures += 1
             log_event(log, "store_failed", level=logging.ERROR, messages=len(batch), error=err)
             for conn, count in senders:
                 conn.inflight -= count
@@ -198,6 +221,7 @@ class RoomHub:
             results = None
         finally:
             self._committing = False
+            self.metrics.store_seconds.observe(time.perf_counter() - started)
         if results is None:
             self._commit_next()
             return
@@ -223,15 +247,22 @@ class RoomHub:
         senders: list[tuple[Subscriber, int]],
         results: list[Appended],
     ) -> None:
-        # Per room: every DELIVER frame is built once and joined into one buffer; a
-        # member who did not publish gets that buffer, a publisher gets it with each run
-        # of its own messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
-        # `senders` cuts `batch` into runs of one connection's publishes.
+        # Per room: every DELIVER frame is built once, as two parts (its head, then the
+        # sealed message), and the parts joined into one buffer; a member who did not
+        # publish gets that buffer, a publisher gets it with each run of its own
+        # messages' DELIVERs replaced by their ACCEPTEDs (so, in commit order).
+        # `senders` cuts `batch` into runs of one connection's publishes. The loop over
+        # messages is the fan-out's hot path: one pack per frame, nothing else made.
         per_room: dict[bytes, _RoomBatch] = {}
-        i = 0
+        metrics = self.metrics
+        pack_head, accepted_frame = DELIVER_HEAD.pack, encode_accepted
+        duplicates = i = 0
         for conn, count in senders:
             conn.inflight -= count
-            room_id = batch[i].room
+            run = batch[i : i + count]
+            outcomes = results[i : i + count]
+            i += count
+            room_id = run[0].room
             rb = per_room.get(room_id)
             if rb is None:
                 rb = per_room[room_id] = _RoomBatch()
@@ -239,67 +270,68 @@ class RoomHub:
             if mine is None:
                 mine = rb.mine[conn] = []
             parts = rb.parts
-            size = start = rb.size
+            start = len(parts)
             accepted: list[bytes] = []
-            for j in range(i, i + count):
-                pub = batch[j]
-                seq, duplicate, preceded_by = results[j]
+            new = count
+            for pub, (seq, duplicate, preceded_by) in zip(run, outcomes, strict=True):
                 if preceded_by:  # another node's messages that come first (cluster)
                     if accepted:
-                        mine.append((start, size, b"".join(accepted)))
+                        mine.append((start, len(parts), b"".join(accepted)))
                         accepted = []
                     for m in preceded_by:
-                        parts.append(deliver_head(m.seq, len(m.sealed)))
-                        parts.append(m.sealed)
-                        size += DELIVER_HEAD_LEN + len(m.sealed)
-                    start = size
-                accepted.append(encode_accepted(seq, pub.counter))
+                        parts += (pack_head(len(m.sealed) + DELIVER_BODY_HEAD, _DELIVER, m.seq),
+                                  m.sealed)  # fmt: skip
+                    start = len(parts)
+                accepted.append(accepted_frame(seq, pub[2]))
                 if duplicate:
-                    log_event(
-                        log, "duplicate", conn=conn.id, room=room_id.hex(), member=conn.member,
-                        seq=seq, counter=pub.counter,
+                    new -= 1
+                    self.log(
+                        f"duplicate {conn.source}", "duplicate", conn=conn.id,
+                        room=room_id.hex(), member=conn.member, seq=seq, counter=pub[2],
                     )  # fmt: skip
                     continue
-                sealed = pub.sealed
-                parts.append(deliver_head(seq, len(sealed)))
-                parts.append(sealed)
-                size += DELIVER_HEAD_LEN + len(sealed)
+                sealed = pub[3]
+                parts += (pack_head(len(sealed) + DELIVER_BODY_HEAD, _DELIVER, seq), sealed)
             if accepted:
-                mine.append((start, size, b"".join(accepted)))
-            rb.size = size
-            i += count
+                mine.append((start, len(parts), b"".join(accepted)))
+            rb.own[conn] = rb.own.get(conn, 0) + new
+            duplicates += count - new
+        metrics.duplicates += duplicates
+        metrics.stored += len(batch) - duplicates
+        delivered = 0
         for room_id, rb in per_room.items():
             room = self.rooms.get(room_id)
-            full = b"".join(rb.parts)
+            parts = rb.parts
+            full = b"".join(parts)
             mine_of = rb.mine
             targets = list(room.relay) if room is not None else []
             targets += [c for c in mine_of if c.open and (room is None or c not in room.relay)]
+            delivered += len(parts) // 2 * len(targets) - sum(rb.own.get(c, 0) for c in targets)
             for conn in targets:
                 mine = mine_of.get(conn)
                 if conn.replaying:
+                    own = [(a, b) for a, b, _ in mine or ()]
                     conn.buffer_live(
                         [
-                            (q, full[s:e])
-                            for q, s, e in _spans(rb.parts)
-                            if not mine or not any(a <= s < b for a, b, _ in mine)
+                            (deliver_seq(parts[k]), parts[k] + parts[k + 1])
+                            for k in range(0, len(parts), 2)
+                            if not any(a <= k < b for a, b in own)
                         ]
                     )
                     if mine:
                         conn.send(b"".join([a for _, _, a in mine]))
                 elif mine is None:
                     conn.send(full)
-                else:
-                    view = memoryview(full)
-                    pieces: list[bytes | memoryview] = []
+                else:  # its own DELIVERs replaced by its ACCEPTEDs
+                    pieces: list[bytes] = []
                     at = 0
-                    for start, end, accepted_run in mine:
-                        if start > at:
-                            pieces.append(view[at:start])
+                    for a, b, accepted_run in mine:
+                        pieces += parts[at:a]
                         pieces.append(accepted_run)
-                        at = end
-                    if at < len(full):
-                        pieces.append(view[at:])
+                        at = b
+                    pieces += parts[at:]
                     conn.send(b"".join(pieces))
+        metrics.deliveries += delivered
         for conn in {c for c, _ in senders}:
             conn.after_commit()
 
@@ -309,6 +341,7 @@ class RoomHub:
             return
         frames = [encode_deliver(m.seq, m.sealed) for m in messages]
         full = b"".join(frames)
+        self.metrics.deliveries += len(frames) * len(room.relay)
         for conn in list(room.relay):
             if conn.replaying:
                 conn.buffer_live([(m.seq, f) for m, f in zip(messages, frames, strict=True)])
@@ -319,22 +352,11 @@ class RoomHub:
 class _RoomBatch:
     """One room's share of a commit, as `_dispatch` assembles it."""
 
-    __slots__ = ("parts", "size", "mine")
+    __slots__ = ("parts", "mine", "own")
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []  # DELIVER frames: header, sealed, header, sealed, ...
-        self.size = 0
+        self.parts: list[bytes] = []  # DELIVER frames: head, sealed, head, sealed, ...
         # per publisher: (start, end, ACCEPTED frames) of each run of its messages: the
-        # bytes [start, end) of the room's buffer are its DELIVERs (none for duplicates)
+        # parts [start, end) are its DELIVERs (none for duplicates)
         self.mine: dict[Subscriber, list[tuple[int, int, bytes]]] = {}
-
-
-def _spans(parts: list[bytes]) -> list[tuple[int, int, int]]:
-    """(seq, start, end) of each DELIVER frame in b"".join(parts)."""
-    out = []
-    at = 0
-    for i in range(0, len(parts), 2):
-        end = at + len(parts[i]) + len(parts[i + 1])
-        out.append((deliver_seq(parts[i]), at, end))
-        at = end
-    return out
+        self.own: dict[Subscriber, int] = {}  # per publisher: its new messages' DELIVERs

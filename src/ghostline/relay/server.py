@@ -19,6 +19,7 @@ from .config import RelayLimits
 from .connection import Connection
 from .listen import TlsListener
 from .logfmt import log_event
+from .metrics import Gauges, Metrics, render
 from .ports import PresenceConnection, RelayConnection
 from .rooms import RoomHub
 
@@ -38,8 +39,13 @@ class RelayServer:
         self.backend = backend
         self.limits = limits or RelayLimits()
         self.ssl_context = ssl_context
-        self.hub = RoomHub(backend)
-        self.admission: Admission[Connection] = Admission(self.limits, lambda: self.now())
+        self.metrics = Metrics()
+        backend.metrics = self.metrics
+        self.admission: Admission[Connection] = Admission(
+            self.limits, lambda: self.now(), self.metrics
+        )
+        self.hub = RoomHub(backend, self.metrics, self.admission.log)
+        self.serving = False
         self._servers: list[asyncio.Server] = []
         self._tls: list[TlsListener] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -86,7 +92,40 @@ class RelayServer:
                 listener.close()
             raise
         self._sweeper = asyncio.ensure_future(self._sweep())
+        self.serving = True
         return self.relay_port, self.presence_port
+
+    def set_ssl_context(self, context: ssl.SSLContext) -> None:
+        """Use `context` (a reloaded certificate) for every connection from now on;
+        connections already open keep theirs."""
+        self.ssl_context = context
+        for listener in self._tls:
+            listener.context = context
+
+    # --- what the operator reads (statushttp.py) -------------------------------------
+
+    def problem(self) -> str | None:
+        """Why this relay is not healthy (None: it is)."""
+        if not self.serving:
+            return "not serving"
+        return self.backend.problem()
+
+    def metrics_text(self) -> str:
+        connections = {"relay": 0, "presence": 0}
+        joined = {"relay": 0, "presence": 0}
+        for conn in self.connections:
+            connections[conn.port_name] += 1
+            if conn.open:
+                joined[conn.port_name] += 1
+        link = getattr(self.backend, "link", None)
+        gauges = Gauges(
+            connections=connections, joined=joined, rooms=len(self.hub.rooms),
+            max_connections=self.limits.max_connections,
+            backend="sqlite" if link is None else "cluster",
+            healthy=self.problem() is None,
+            nats_connected=None if link is None else bool(link.up),
+        )  # fmt: skip
+        return render(self.metrics, gauges)
 
     @property
     def connections(self) -> set[Connection]:
@@ -114,6 +153,7 @@ class RelayServer:
 
     async def close(self) -> None:
         """Stop accepting, store and answer what was accepted, close every connection."""
+        self.serving = False
         for server in self._servers:
             server.close()
         for listener in self._tls:

@@ -75,6 +75,9 @@ from .storefile import (
 
 T = TypeVar("T")
 log = logging.getLogger("ghostline.relay")
+# An `Appended` made without the Python-level __new__ namedtuple() gives it (once per
+# message, on the hot path).
+_new_appended = tuple.__new__
 
 LAYOUT = 4
 _SCHEMA = f"""
@@ -121,7 +124,8 @@ _CHUNK_COLUMNS = "key, first, sizes, senders, counters, sums, crc"
 _INSERT_CHUNK = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_SENDER = "INSERT INTO senders VALUES (?, ?, ?, ?, ?)"
 _DELETE_SENDER = "DELETE FROM senders WHERE room = ? AND sender = ? AND hi = ?"
-_CHECKPOINT_BYTES = 4 * 2**20  # a background checkpoint after about this much is committed
+_CHECKPOINT_BYTES = 16 * 2**20  # a background checkpoint after about this much is committed
+# (less often costs less: a page written by several commits is copied once)
 _AUTOCHECKPOINT_PAGES = 16384  # the writer's own checkpoint (64 MiB of WAL): a backstop
 _JOURNAL_SIZE_LIMIT = 64 * 2**20
 
@@ -423,9 +427,9 @@ class SqliteBackend(Backend):
         await self._lock.acquire()
         try:
             db = self._db()
-            saved = self._save(batch)
+            saved: list[tuple[_RoomState, int, int, int]] = []  # each room, as it was
             try:
-                results = self._insert(db, batch)
+                results = self._insert(db, batch, saved)
             except BaseException:
                 _restore(saved)
                 raise
@@ -443,21 +447,21 @@ class SqliteBackend(Backend):
         commit.add_done_callback(finished)
         # shield: a cancelled caller must not release the lock while the commit still runs
         await asyncio.shield(commit)
-        self._uncheckpointed += sum([len(p.sealed) for p in batch])
         if self._uncheckpointed >= _CHECKPOINT_BYTES and not self._checkpointing:
             self._start_checkpoint()
         return results
 
-    def _save(self, batch: Sequence[Publish]) -> list[tuple[_RoomState, int, int, int]]:
-        rooms = self._rooms
-        states = [rooms[room] for room in {p.room for p in batch} if room in rooms]
-        return [(s, s.head, s.count, s.size) for s in states]
-
-    def _insert(self, db: sqlite3.Connection, batch: Sequence[Publish]) -> list[Appended]:
-        """BEGIN and insert `batch` (on the loop thread); the caller commits."""
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        batch: Sequence[Publish],
+        saved: list[tuple[_RoomState, int, int, int]],
+    ) -> list[Appended]:
+        """BEGIN and insert `batch` (on the loop thread); the caller commits. `saved`
+        gets each room's state as it was before, for `_restore` if the commit fails."""
         db.execute("BEGIN IMMEDIATE")
         try:
-            return self._insert_rows(db, batch)
+            return self._insert_rows(db, batch, saved)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -473,21 +477,37 @@ class SqliteBackend(Backend):
             raise
         return 0
 
-    def _insert_rows(self, db: sqlite3.Connection, batch: Sequence[Publish]) -> list[Appended]:
+    def _insert_rows(
+        self,
+        db: sqlite3.Connection,
+        batch: Sequence[Publish],
+        saved: list[tuple[_RoomState, int, int, int]],
+    ) -> list[Appended]:
         rooms = self._rooms
         results: list[Appended] = []
+        add = results.append
         # per room: its state, then the new messages' sealed bytes, senders, counters
         new: dict[bytes, tuple[_RoomState, list[bytes], list[int], list[int]]] = {}
-        for p in batch:
-            room, sender, counter = p.room, p.sender, p.counter
-            entry = new.get(room)
-            if entry is None:
-                state = rooms.get(room)
-                if state is None:
-                    raise StateError("publish to a room with no bound roster")
-                entry = new[room] = (state, [], [], [])
-            state = entry[0]
-            top = state.top
+        last: bytes | None = None  # the room of the previous message (runs share it)
+        entry: tuple[_RoomState, list[bytes], list[int], list[int]]
+        state: _RoomState
+        top: dict[int, int]
+        room_sealed: list[bytes]
+        room_senders: list[int]
+        room_counters: list[int]
+        for room, sender, counter, sealed in batch:  # the hot path: once per message
+            if room is not last:
+                seen = new.get(room)
+                if seen is None:
+                    found = rooms.get(room)
+                    if found is None:
+                        raise StateError("publish to a room with no bound roster")
+                    saved.append((found, found.head, found.count, found.size))
+                    seen = new[room] = (found, [], [], [])
+                entry = seen
+                state, room_sealed, room_senders, room_counters = entry
+                top = state.top
+                last = room
             high = top.get(sender)
             if high is None:
                 high = top[sender] = self._load_top(db, state.id, sender)
@@ -496,31 +516,31 @@ class SqliteBackend(Backend):
                 if seq is None:
                     seq = self._lookup(db, state, sender, counter)
                 if seq is not None:
-                    results.append(Appended(seq, True))
+                    add(_new_appended(Appended, (seq, True, ())))
                     continue
             else:
                 top[sender] = counter
             seq = state.head = state.head + 1
-            entry[1].append(p.sealed)
-            entry[2].append(sender)
-            entry[3].append(counter)
-            results.append(Appended(seq, False))
+            room_sealed.append(sealed)
+            room_senders.append(sender)
+            room_counters.append(counter)
+            add(_new_appended(Appended, (seq, False, ())))
         now = time.time()
         rows: list[chunks.ChunkRow] = []
         index: list[tuple[int, int, int, int, int]] = []
         heads: list[tuple[int, int]] = []
-        for state, sealed, senders, counters in new.values():
-            if not sealed:
+        for state, messages, senders, counters in new.values():
+            if not messages:
                 continue
             heads.append((state.head, state.id))
-            first = state.head - len(sealed) + 1
+            first = state.head - len(messages) + 1
             start = 0
-            while start < len(sealed):  # chunks of about _CHUNK_BYTES
+            while start < len(messages):  # chunks of about _CHUNK_BYTES
                 end, total = start, 0
-                while end < len(sealed) and (total < _CHUNK_BYTES or end == start):
-                    total += len(sealed[end])
+                while end < len(messages) and (total < _CHUNK_BYTES or end == start):
+                    total += len(messages[end])
                     end += 1
-                part = sealed[start:end] if start or end < len(sealed) else sealed
+                part = messages[start:end] if start or end < len(messages) else messages
                 ss, cs = senders[start:end], counters[start:end]
                 key = (state.id << SEQ_BITS) | (first + end - 1)
                 rows.append(chunks.build(key, first + start, part, ss, cs, now))
@@ -529,14 +549,15 @@ class SqliteBackend(Backend):
                     index.append((sid, s, hi - _BIAS, lo - _BIAS, key))
                 state.count += end - start
                 state.size += total
+                self._uncheckpointed += total
                 start = end
         if rows:
             db.executemany(_INSERT_CHUNK, rows)
             db.executemany(_INSERT_SENDER, index)
             db.executemany("UPDATE rooms SET head = ? WHERE id = ?", heads)
             keep = self.retention
-            for state, sealed, _, _ in new.values():
-                if sealed and (state.count > keep.max_messages or state.size > keep.max_bytes):
+            for state, messages, _, _ in new.values():
+                if messages and (state.count > keep.max_messages or state.size > keep.max_bytes):
                     self._trim(db, state)
         return results
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from .backend import NatsBackend
-from .layout import DEFAULT_STREAMS, MAX_STREAMS, ClusterLayoutError
+from .layout import DEFAULT_STREAMS, MAX_STREAMS, ClusterLayoutError, ClusterSetupError
 from .link import ClusterConfig, StorageUnavailable
 from .ownership import score
 
@@ -15,6 +15,7 @@ __all__ = [
     "MAX_STREAMS",
     "ClusterConfig",
     "ClusterLayoutError",
+    "ClusterSetupError",
     "NatsBackend",
     "StorageUnavailable",
     "score",

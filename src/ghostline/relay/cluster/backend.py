@@ -75,7 +75,13 @@ class NatsBackend(Backend):
 
     # --- lifecycle -----------------------------------------------------------------------
 
+    def problem(self) -> str | None:
+        if not self.link.up:
+            return "NATS unreachable"
+        return None
+
     async def open(self, hub: RelayHub) -> None:
+        self.link.metrics = self.metrics
         await self.link.connect()
         try:
             self.layout, self._rooms_kv = await open_layout(self.link, self.retention)

@@ -16,7 +16,9 @@
 
 A NATS that holds the one-stream layout of earlier versions (stream `GHOSTLINE`, or a
 store id without a stream count) is refused with `ClusterLayoutError`: it is not
-migrated.
+migrated. A NATS that cannot hold the cluster at all (no JetStream; fewer servers than
+`--cluster-replicas`) is refused with `ClusterSetupError`, in one sentence saying what
+to change, rather than waited for: waiting would not help.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import os
 import time
 from dataclasses import dataclass
 
+import nats
 from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as JsNotFoundError
 from nats.js.kv import KeyValue
 
@@ -37,7 +40,7 @@ from ...errors import LocalError
 from ...protocol.frames import STORE_ID_LEN
 from ..config import Retention
 from ..logfmt import log_event
-from .link import STALL_LIMIT, ClusterConfig, Link, StorageUnavailable
+from .link import ACK_TIMEOUT, STALL_LIMIT, ClusterConfig, Link, StorageUnavailable, transient
 
 log = logging.getLogger("ghostline.relay")
 
@@ -56,10 +59,16 @@ STREAMS_KEY = "streams"
 DEFAULT_STREAMS = 8
 MAX_STREAMS = 64
 STREAM_NAME_IN_USE = 10058  # JetStream err_code
+REPLICAS_NOT_CLUSTERED = 10074  # "replicas > 1 not supported in non-clustered mode"
+INSUFFICIENT_RESOURCES = 10023  # e.g. more replicas than servers
 
 
 class ClusterLayoutError(LocalError):
     """What NATS holds is not a cluster this relay can use."""
+
+
+class ClusterSetupError(LocalError):
+    """NATS cannot hold the cluster as configured (no JetStream, too few servers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +115,55 @@ async def open_layout(link: Link, retention: Retention) -> tuple[Layout, KeyValu
     Waits (up to STALL_LIMIT) while JetStream is not ready yet (a NATS cluster electing
     its leaders)."""
     deadline = time.monotonic() + STALL_LIMIT
-    return await link.retry("JetStream", lambda: _open(link, retention), deadline)
+    try:
+        return await link.retry("JetStream", lambda: _open(link, retention), deadline)
+    except APIError as err:
+        if transient(err):
+            raise
+        raise _refused(link, err) from err
+
+
+def _refused(link: Link, err: APIError) -> ClusterSetupError:
+    """JetStream's refusal to make a stream or bucket, as what the operator must change."""
+    replicas = link.config.replicas
+    said = err.description or str(err)
+    if err.err_code == REPLICAS_NOT_CLUSTERED:
+        return ClusterSetupError(
+            f"--cluster-replicas {replicas} needs a NATS cluster of at least {replicas}"
+            f" servers, but NATS at {link.server_url} is a single server ({said}): use"
+            " --cluster-replicas 1, or cluster the nats-servers (docs/DEPLOYMENT.md)"
+        )
+    if err.err_code == INSUFFICIENT_RESOURCES:
+        return ClusterSetupError(
+            f"NATS at {link.server_url} cannot make the cluster's streams ({said}): with"
+            f" --cluster-replicas {replicas} it needs {replicas} servers with JetStream and"
+            " room in their JetStream limits (max_file_store)"
+        )
+    return ClusterSetupError(
+        f"NATS at {link.server_url} refused to make the cluster's streams ({said},"
+        f" JetStream error {err.err_code}): check --cluster-replicas and the servers'"
+        " JetStream configuration"
+    )
+
+
+async def _check_jetstream(link: Link) -> None:
+    """Refuse a NATS without JetStream at once: no server answers JetStream's API, and
+    the one this node reached says it does not run it."""
+    nc, _ = link.connected()
+    try:
+        await nc.request("$JS.API.INFO", b"", timeout=ACK_TIMEOUT)
+    except nats.errors.NoRespondersError:
+        if not link.server_has_jetstream:
+            raise ClusterSetupError(
+                f"NATS at {link.server_url} does not run JetStream, where the cluster keeps"
+                " its rooms: start nats-server with -js (or a jetstream { store_dir: ... }"
+                " block in its configuration)"
+            ) from None
+        raise
 
 
 async def _open(link: Link, retention: Retention) -> tuple[Layout, KeyValue]:
+    await _check_jetstream(link)
     _, js = link.connected()
     config = link.config
     try:

@@ -1,6 +1,9 @@
 """The node's one NATS connection, and how the cluster waits out a NATS hiccup.
 
-Every other part of the cluster talks to NATS through a `Link`. It reconnects forever
+Every other part of the cluster talks to NATS through a `Link`. At start it tries every
+URL of `--cluster` every 0.5 s until one answers, forever, saying so once when it
+starts waiting and again every `WAITING_REPORT` seconds (`on_waiting`), not once per
+try; the relay does not serve meanwhile. Once connected, it reconnects forever
 (every 0.5 s, over every URL of `--cluster`); while it is down, or while a stream has no
 leader (a nats-server died and JetStream elects another, which takes 4 to 9 s), work
 that needs JetStream waits and retries (`retry`) for up to `STALL_LIMIT` seconds before
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableEr
 
 from ...errors import LocalError
 from ..logfmt import log_event
+from ..metrics import Metrics
 
 log = logging.getLogger("ghostline.relay")
 T = TypeVar("T")
@@ -34,6 +39,7 @@ STALL_LIMIT = 12.0  # seconds work waits for NATS or a stream leader before it f
 RETRY_WAIT = 0.1  # seconds between tries while waiting
 ACK_TIMEOUT = 2.0  # seconds one JetStream request may take before it is tried again
 RECONNECT_WAIT = 0.5
+WAITING_REPORT = 30.0  # seconds between "still waiting for NATS" lines at start
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default
 SERVER_BUSY = 503  # JetStream: no leader (yet), or the JetStream layer is not ready
 
@@ -86,9 +92,19 @@ class Link:
         self.nc: NatsClient | None = None
         self.js: JetStreamContext | None = None
         self.closing = False
+        self.metrics = Metrics()  # the server's, once the backend opens
+        # Called while the first connection is not made yet: (what went wrong, seconds
+        # waited so far), once at first and every WAITING_REPORT seconds. Default: a log
+        # line (`nats_waiting`); the CLI says it in words.
+        self.on_waiting: Callable[[str, float], None] = self._log_waiting
+        self._connected_once = False
+        self._waiting_since = 0.0
+        self._waiting_said = -WAITING_REPORT
         self._stalled: dict[str, float] = {}  # what is waiting -> since when
 
     async def connect(self) -> None:
+        """Connect to one of the servers, waiting for as long as it takes."""
+        self._waiting_since = time.monotonic()
         try:
             self.nc = await nats.connect(
                 servers=list(self.config.servers),
@@ -108,6 +124,25 @@ class Link:
                 f"cannot reach NATS at {','.join(self.config.servers)}: {err}"
             ) from err
         self.js = self.nc.jetstream(timeout=ACK_TIMEOUT)
+        self._connected_once = True
+
+    def _log_waiting(self, error: str, waited: float) -> None:
+        log_event(
+            log, "nats_waiting", level=logging.WARNING, node=self.node,
+            servers=",".join(self.config.servers), waited=f"{waited:.0f}", error=error,
+        )  # fmt: skip
+
+    @property
+    def server_has_jetstream(self) -> bool:
+        """Whether the server this node is connected to said it runs JetStream."""
+        info = getattr(self.nc, "_server_info", None) or {}
+        return bool(info.get("jetstream"))
+
+    @property
+    def server_url(self) -> str:
+        nc = self.nc
+        url = nc.connected_url if nc is not None else None
+        return f"{url.scheme}://{url.netloc}" if url is not None else ",".join(self.config.servers)
 
     async def close(self) -> None:
         self.closing = True
@@ -153,6 +188,8 @@ class Link:
                 result = await op()
             except Exception as err:
                 if self.closing or not transient(err) or time.monotonic() >= deadline:
+                    if transient(err):
+                        self.metrics.jetstream_trouble("failed")
                     if isinstance(err, StorageUnavailable) or not transient(err):
                         raise
                     raise StorageUnavailable(f"{what}: NATS did not answer ({err!r})") from err
@@ -166,6 +203,7 @@ class Link:
         """Log that `what` waits for NATS (once, until `resumed`)."""
         if what not in self._stalled:
             self._stalled[what] = time.monotonic()
+            self.metrics.jetstream_trouble("stalled")
             log_event(
                 log, "cluster_stalled", level=logging.WARNING, node=self.node, waiting=what,
                 error=type(err).__name__,
@@ -203,7 +241,8 @@ class Link:
     # --- connection events ---------------------------------------------------------------
 
     async def _disconnected(self) -> None:
-        if not self.closing:
+        if not self.closing and self._connected_once:
+            self.metrics.jetstream_trouble("disconnected")
             log_event(log, "nats_disconnected", level=logging.WARNING, node=self.node)
 
     async def _reconnected(self) -> None:
@@ -215,6 +254,13 @@ class Link:
     async def _error(self, err: Exception) -> None:
         if self.closing:
             return
+        if not self._connected_once:  # still at start: said every WAITING_REPORT s
+            now = time.monotonic()
+            if now - self._waiting_said >= WAITING_REPORT:
+                self._waiting_said = now
+                self.on_waiting(_why(err), now - self._waiting_since)
+            return
+        self.metrics.jetstream_trouble("nats_error")
         log_event(log, "nats_error", level=logging.WARNING, node=self.node, error=repr(err))
         if "slow consumer" in str(err).lower():
             self._on_slow()
@@ -222,6 +268,14 @@ class Link:
     async def _closed(self) -> None:
         if not self.closing:
             log_event(log, "nats_closed", level=logging.ERROR, node=self.node)
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno).lower()  # not asyncio's "Connect call failed (...)"
+    if isinstance(err, asyncio.TimeoutError | nats.errors.TimeoutError):
+        return "no answer within 2 s"
+    return str(err).strip() or type(err).__name__
 
 
 def _raw(headers: dict[str, str] | None, data: bytes) -> Raw | None:
