@@ -32,10 +32,15 @@ def new(ghostline: Run, out: Path, *extra: str) -> tuple[int, str, str]:
     )  # fmt: skip
 
 
-def test_pad_new_makes_format_1_kits_unless_told(ghostline: Run, tmp_path: Path) -> None:
+def test_pad_new_makes_format_2_kits_unless_told_format_1(ghostline: Run, tmp_path: Path) -> None:
     code, stdout, stderr = new(ghostline, tmp_path / "kits")
     assert (code, stderr) == (0, "")
     with Kit.open(tmp_path / "kits" / "alice.ghostkit") as kit:
+        assert (kit.format, kit.header.length_step) == (2, 32)
+    assert "every message is padded to a multiple of 32 bytes" in stdout
+    code, stdout, stderr = new(ghostline, tmp_path / "old", "--format", "1")
+    assert (code, stderr) == (0, "")
+    with Kit.open(tmp_path / "old" / "alice.ghostkit") as kit:
         assert (kit.format, kit.header.length_step) == (1, None)
     assert "padded" not in stdout
 
@@ -49,7 +54,8 @@ def test_pad_new_format_2_writes_the_length_step(
     for i, name in enumerate(["alice", "bob", "carol"]):
         with Kit.open(tmp_path / "kits" / f"{name}.ghostkit") as kit:
             assert (kit.format, kit.self_index, kit.header.length_step) == (2, i, step)
-            assert kit.header.slice_len == 4096 and kit.header.auth_keys == 64
+            # masks enough for two slices of 64-byte messages (kitset.default_auth_keys)
+            assert kit.header.slice_len == 4096 and kit.header.auth_keys == 128
             assert kit.journal() == []
     assert f"every message is padded to a multiple of {step} bytes" in stdout
 
@@ -57,7 +63,7 @@ def test_pad_new_format_2_writes_the_length_step(
 @pytest.mark.parametrize(
     ("extra", "complaint"),
     [
-        (("--length-step", "32"), "--length-step needs --format 2"),
+        (("--format", "1", "--length-step", "32"), "--length-step is for format-2 kits"),
         (("--format", "2", "--length-step", "0"), "--length-step must be 1 to 4096, not 0"),
         (("--format", "2", "--length-step", "5000"), "--length-step must be 1 to 4096"),
     ],

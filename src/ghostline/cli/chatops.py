@@ -178,6 +178,13 @@ async def _send(
         raise stopped_by
 
 
+async def send_pending(
+    member: Member, settings: ConnectionSettings, timeout: float, quiet: bool
+) -> None:
+    """Send what the outbox holds, as `send --flush` does (`pad give` after sealing)."""
+    await _send(member, settings, None, timeout, False, quiet)
+
+
 async def _watch_send(client: Client, timeout: float) -> None:
     """While `send` waits: once a connection attempt has failed and the message is still
     not accepted RETRY_NOTICE_DELAY seconds after the start, say so (once), and say when

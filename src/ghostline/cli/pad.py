@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, tuple[str, str]] = {
     "info": ("ghostline.cli.pad_state", "info"),
     "recover": ("ghostline.cli.pad_state", "recover"),
+    "give": ("ghostline.cli.give", "give"),
 }
 
 
@@ -105,8 +106,9 @@ def pad() -> None:
     type=whole(),
     default=None,
     metavar="K",
-    help="One-time keys per ordered pair = most messages each member can send "
-    f"[default: enough for {AVERAGE_MESSAGE}-byte messages on average].",
+    help="One-time keys (format 2: masks) per ordered pair = most messages each member "
+    f"can send [default: enough for {AVERAGE_MESSAGE}-byte messages on average to use "
+    "the own slice (format 1), or two slices or half the group pad (format 2)].",
 )
 @click.option("--group", default="", help="A name for the group (stored in every kit).")
 @click.option(
@@ -131,11 +133,11 @@ def pad() -> None:
     "--format",
     "kit_format",
     type=click.Choice(["1", "2"]),
-    default="1",
+    default="2",
     show_default=True,
-    help="Kit format. 2 adds a header checksum, spends 16 instead of 32 bytes per "
-    "recipient on authenticating a message, pads message lengths and lets members give "
-    "each other pad; send, listen and chat cannot use format-2 kits yet.",
+    help="Kit format. 2 checks its header, pads message lengths, spends 16 instead of "
+    "32 bytes per recipient on authenticating a message, catches a damaged pad, and lets "
+    "members give each other pad. 1 is for groups whose GhostLine is older.",
 )
 @click.option(
     "--length-step",
@@ -233,7 +235,7 @@ def _length_step(fmt: int, length_step: int | None) -> int | None:
     """The length step a kit set of format `fmt` gets (None: format 1 does not pad)."""
     if fmt == FORMAT_1:
         if length_step is not None:
-            raise UsageError("--length-step needs --format 2 (format-1 kits do not pad)")
+            raise UsageError("--length-step is for format-2 kits (format-1 kits do not pad)")
         return None
     step = DEFAULT_LENGTH_STEP if length_step is None else length_step
     if not MIN_LENGTH_STEP <= step <= MAX_LENGTH_STEP:
@@ -360,13 +362,17 @@ def _print_summary(
     echo(f"Made {n} kits for {label} in {paths[0].parent}:")
     for name, path in zip(names, paths, strict=True):
         echo(f"  {name:<{width}}  gets  {path}")
+    what = "one-time keys" if length_step is None else "one-time masks"
     echo(
         f"Group pad: {format_size(n * slice_len)} ({format_size(slice_len)} for each member "
-        f"to send with); {keys:,} one-time keys per pair: at most {keys:,} messages each."
+        f"to send with); {keys:,} {what} per pair: at most {keys:,} messages each."
     )
     echo(f"Each kit file: {format_size(file_len)} ({file_len:,} bytes). Randomness: {entropy}.")
     if length_step is not None:
-        echo(f"Kit format 2: every message is padded to a multiple of {length_step} bytes.")
+        echo(
+            f"Kit format 2: every message is padded to a multiple of {length_step} bytes, "
+            "and members give pad to whoever runs low."
+        )
     echo(
         "Hand each member their own file only, in person or over a channel you trust as "
         "much as the pad: anyone who copies a kit can read the group and speak as its owner."
