@@ -66,7 +66,7 @@ from .state import MOVES, ClientState
 from .transport import RelayAddress, TlsExpected, TlsOptions, TransportError, speaks_tls
 
 if TYPE_CHECKING:
-    from ..state.member import Member, OutboxEntry
+    from ..state.member import Gift, Member, OutboxEntry
 
 # Refusals that the same request would meet again: stop instead of retrying.
 FATAL_CODES = frozenset(
@@ -226,6 +226,14 @@ class Client:
         if not payloads:
             return []
         return await self.outbox.seal(list(payloads))
+
+    async def give(self, to: int, size: int) -> Gift:
+        """Give `size` bytes of unused pad to member `to` (format 2, `Member.give`): the
+        range leaves this member's pad durably and the grant is sealed and queued like
+        a message. Returns after the seal, before ACCEPTED."""
+        gift = await self.durable.run(self.member.give, to, size)
+        self.outbox.queue([gift.entry])
+        return gift
 
     async def send_text(self, text: str) -> OutboxEntry:
         return await self.send(payload_mod.encode_text(text, int(self.clock())))
