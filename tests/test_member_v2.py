@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ghostline.errors import PadExhaustedError, RejectedMessage
+from ghostline.files import prepare_file, send_file
 from ghostline.pad.kit import Kit
 from ghostline.pad.seal2 import seal_with_kit2
 from ghostline.protocol.extents import Extents
@@ -18,6 +19,7 @@ from ghostline.protocol.grants import GrantRange, GrantRule
 from ghostline.protocol.payload import GrantPayload, decode, encode_text
 from ghostline.protocol.rules import Rule
 from ghostline.state import granting
+from ghostline.state.limits import MAX_SEAL_BYTES
 from ghostline.state.member import Member
 from ghostline.state.recovery import apply_recovery, plan_recovery
 from helpers import file_bytes, flip, make_kit_set, state_rows
@@ -306,3 +308,29 @@ def test_a_member_running_low_gets_pad_from_the_one_with_the_most_to_spare(
     assert giver == 1
     assert members[2].auto_give() is None  # alice is not low any more
     assert members[1].auto_give() is None  # and bob's grant is outstanding
+
+
+async def test_a_file_at_the_largest_length_step_is_cut_by_padded_sizes(tmp_path: Path) -> None:
+    kits = make_kit_set(tmp_path / "kits", 2, slice_len=8 << 20, auth_keys=512, format=2,
+                        length_step=4096)  # fmt: skip
+    source = tmp_path / "big.bin"
+    source.write_bytes(random.Random(3).randbytes(3 << 20))
+    with Member.open(kits[0]) as a:
+
+        class Sealer:
+            groups: list[int] = []
+
+            async def send_many(self, payloads: list[bytes]) -> list[object]:
+                self.groups.append(sum(a.pad_cost(len(p)) for p in payloads))
+                return a.seal_many(list(payloads))  # refuses more than one commit holds
+
+        outgoing = prepare_file(source, transfer_id=b"T" * 8, sent_at=0, step=4096)
+        assert outgoing.pad_bytes == sum(a.pad_cost(len(p)) for p in outgoing.payloads)
+        sealer = Sealer()
+        await send_file(sealer, outgoing)
+        assert len(sealer.groups) > 1 and max(sealer.groups) <= MAX_SEAL_BYTES
+        assert (
+            sum(sealer.groups)
+            == outgoing.pad_bytes
+            == a.own_pad().bytes_total - a.own_pad().bytes_left
+        )

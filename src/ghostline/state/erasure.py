@@ -48,7 +48,7 @@ def sweep(kit: Kit, store: Store) -> None:
         for o in own:
             erase_own(kit, o.counter, o.offset, o.length)
         for a in received:
-            erase_received(kit, a.sender, a.counter, a.offset, a.length, store.accepted_count)
+            erase_received(kit, a.sender, a.counter, a.offset, a.length, store.accepted_all)
         if own or received:
             kit.flush()
             store.record_erased([o.counter for o in own], [(a.sender, a.counter) for a in received])
@@ -74,10 +74,10 @@ def erase_received(
     counter: int,
     offset: int | None,
     length: int | None,
-    accepted_count: Callable[[int], int],
+    accepted_all: Callable[[int, int], bool],
 ) -> None:
     """Zero what an accepted message used (not flushed); format 2 also erases the pair's
-    R once every mask of it is accepted (`accepted_count(sender)` == K)."""
+    R once every mask of it is accepted (`accepted_all(sender, K)`)."""
     if kit.format == FORMAT_1:
         kit.erase_inbound_key(sender, counter)
         if offset is not None and length is not None:
@@ -86,7 +86,7 @@ def erase_received(
     kit.erase_inbound_mask(sender, counter)
     if offset is not None and length is not None:
         kit.erase_pad(offset, length)
-    if accepted_count(sender) >= kit.header.auth_keys:
+    if accepted_all(sender, kit.header.auth_keys):
         kit.erase_inbound_hash_key(sender)
 
 

@@ -29,7 +29,7 @@ from ..errors import (
     JournalFullError,
     PadExhaustedError,
     PayloadError,
-    StateError,
+    RecoveryNeeded,
 )
 from ..pad.kit import Kit
 from ..pad.seal2 import padded_length
@@ -151,10 +151,12 @@ def write_journal(kit: Kit, store: Store) -> None:
         if not 0 <= already <= len(waiting) or records[written:] != [
             g.grant for g in waiting[:already]
         ]:
-            raise StateError(
+            # A database older than the kit (restored from a backup): rebuild it.
+            raise RecoveryNeeded(
                 f"{os.fspath(store.path)}: the state database and the grant journal of "
                 f"{os.fspath(kit.path)} disagree ({len(records)} records in the journal, "
-                f"{written} written and {len(waiting)} waiting in the database)"
+                f"{written} written and {len(waiting)} waiting in the database)",
+                kit_path=os.fspath(kit.path),
             )
         done = [g.id for g in waiting[:already]]
         full: list[int] = []

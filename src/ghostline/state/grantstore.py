@@ -99,9 +99,15 @@ class GrantTables:
         except ValueError as exc:
             raise StateError(f"{self.db.path}: the extents are damaged ({exc})") from None
 
-    def accepted_count(self, sender: int) -> int:
-        """Counters accepted from `sender` (with a range or recovered)."""
-        return int(self.db.one("SELECT COUNT(*) FROM accepted WHERE sender = ?", (sender,))[0])
+    def accepted_all(self, sender: int, keys: int) -> bool:
+        """Whether every counter 0..keys-1 of `sender` is accepted (its masks are used
+        up). Counters are distinct and below `keys`, so all are there only if the highest
+        is keys - 1 (one index seek) and there are `keys` of them (counted only then)."""
+        top = self.db.one("SELECT MAX(counter) FROM accepted WHERE sender = ?", (sender,))[0]
+        if top is None or int(top) != keys - 1:
+            return False
+        count = self.db.one("SELECT COUNT(*) FROM accepted WHERE sender = ?", (sender,))[0]
+        return int(count) == keys
 
     # -- format 2: grants -----------------------------------------------------------
 

@@ -396,7 +396,7 @@ class Member:
                 self.store.db.checkpoint()
             erase_received(
                 self.kit, env.sender, env.counter, env.offset, env.length,
-                self.store.accepted_count,
+                self.store.accepted_all,
             )  # fmt: skip
             self.kit.flush()
             self._erased.received.append((env.sender, env.counter))
