@@ -143,7 +143,10 @@ def run() -> str:
             f"A chat to its first member's last message: group pad {SLICE // 1024} KiB per "
             f"member, texts of {MEAN_TEXT} characters on average (1 to 400, exponential), "
             f"format 2 with `length_step` {STEP} and `pad new`'s default masks; real "
-            "`Member`s on real kits and SQLite, messages passed between them in order.",
+            "`Member`s on real kits and SQLite, messages passed between them in order. "
+            "Pad used counts every byte sealed: format 2's padding and its grant messages "
+            "included. A format-1 member can use only its own slice, so the talker runs "
+            "out when it has used its share; format 2 moves the quiet members' pad to it.",
             "",
             "| chat | format | group pad used | messages | grants | ran out | goal |",
             "|---|---|---|---|---|---|---|",
