@@ -99,8 +99,14 @@ def test_forged_frames_make_the_receiver_write_nothing(tmp_path: Path) -> None:
             b.receive(i + 1, flip(sealed, len(sealed) - 20 - i))  # bytes of its tags
     assert (file_bytes(b.state_path), b.kit.path.read_bytes()) == before
     assert b.failed_verifications() == {0: 20}
-    b.close()
-    assert Member.open(b.kit.path).store.failed_counts() == {0: 20}  # written on closing
+    b.close()  # nor does closing write them: they wait for a real commit, and are lost
+    assert file_bytes(b.state_path) == before[0]
+    b = Member.open(b.kit.path)
+    assert b.failed_verifications() == {}
+    with pytest.raises(RejectedMessage):
+        b.receive(30, flip(sealed, len(sealed) - 20))
+    assert b.receive(31, sealed) is not None  # a real commit: the count goes with it
+    assert b.store.failed_counts() == {0: 1}
 
 
 def test_a_grant_moves_exactly_its_range_for_donor_grantee_and_third_member(

@@ -182,7 +182,9 @@ class Member:
             if self.store.closed:
                 return
             try:
-                if self._erased.own or self._erased.received or self._failed:
+                # Not for failed-verification counts alone: they wait for a real commit,
+                # or forged frames would make a member write (then they are lost).
+                if self._erased.own or self._erased.received:
                     with self.store.transaction():
                         self._record_pending()
             finally:
@@ -635,7 +637,7 @@ class Member:
         kit (a scan of every key region, ~1 ms per 10 MB of keys); with scan_kit=False
         it is counted from the state's records instead, which is instant."""
         with self._lock:
-            if self._erased.own or self._erased.received or self._failed:
+            if self._erased.own or self._erased.received:
                 with self.store.transaction():
                     self._record_pending()
             return compute_usage(self.kit, (self.store, self._history), scan_kit=scan_kit)
