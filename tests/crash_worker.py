@@ -27,7 +27,7 @@ import os
 import random
 import sys
 
-from ghostline.errors import GiftTooLarge, PadExhaustedError
+from ghostline.errors import GiftTooLarge, JournalFullError, PadExhaustedError
 from ghostline.state.member import Member
 
 
@@ -65,7 +65,7 @@ def main() -> int:
             for e in entries:
                 os.write(out, f"{e.counter} {e.offset} {e.length} {e.sealed.hex()}\n".encode())
             sent += len(entries)
-    except (PadExhaustedError, GiftTooLarge):
+    except (PadExhaustedError, GiftTooLarge, JournalFullError):
         os.write(out, b"exhausted\n")
     member.close()
     return 0
