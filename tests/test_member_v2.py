@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ghostline.errors import PadExhaustedError, RejectedMessage
+from ghostline.errors import JournalFullError, PadExhaustedError, RejectedMessage
 from ghostline.files import prepare_file, send_file
 from ghostline.pad.kit import Kit
 from ghostline.pad.seal2 import seal_with_kit2
 from ghostline.protocol.extents import Extents
-from ghostline.protocol.grants import GrantRange, GrantRule
+from ghostline.protocol.grants import JOURNAL_SLOTS, GrantRange, GrantRule
 from ghostline.protocol.payload import GrantPayload, decode, encode_text
 from ghostline.protocol.rules import Rule
 from ghostline.state import granting
@@ -340,3 +340,25 @@ async def test_a_file_at_the_largest_length_step_is_cut_by_padded_sizes(tmp_path
             == outgoing.pad_bytes
             == a.own_pad().bytes_total - a.own_pad().bytes_left
         )
+
+
+def test_a_full_journal_stops_giving_and_a_grant_accepted_then_is_kept_unjournalled(
+    tmp_path: Path,
+) -> None:
+    a, b, c, d = group(tmp_path, 4, slice_len=64 * 1024, auth_keys=1024)
+    for seq in range(1, JOURNAL_SLOTS + 1):  # alice gives carol 227 times; bob sees it all
+        deliver(seq, a.give(2, 64).entry.sealed, b, c)
+    assert len(a.kit.journal()) == len(b.kit.journal()) == JOURNAL_SLOTS
+    before = (a.extents(), a.store.next_position(), a.kit.path.read_bytes())
+    with pytest.raises(JournalFullError):
+        a.give(2, 64)
+    assert (a.extents(), a.store.next_position(), a.kit.path.read_bytes()) == before
+    # Dave, who saw none of it, has room: bob accepts his grant but cannot journal it.
+    gift = d.give(1, 4096)
+    got = b.receive(JOURNAL_SLOTS + 1, gift.entry.sealed)
+    assert got is not None and got.grant_refused is None
+    assert b.extents()[1].contains(gift.grant.start, gift.grant.end)
+    assert len(b.kit.journal()) == JOURNAL_SLOTS
+    assert b.store.grants()[-1].journal == "full"
+    with Kit.open(b.kit.path, writable=False) as kit:  # what recovery would rebuild
+        assert kit.journal_extents()[3].contains(gift.grant.start, gift.grant.end)
