@@ -43,14 +43,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import (
     ErasedKeyError,
-    GiftTooLarge,
-    JournalFullError,
     MessageTooLarge,
     OldStateLayout,
     PadExhaustedError,
@@ -64,14 +61,15 @@ from ..pad.seal import open_sealed, seal_with_kit
 from ..pad.seal2 import next_range, open_sealed2, seal_with_kit2
 from ..protocol.envelope import HEADER_LEN, Envelope, read_envelope
 from ..protocol.extents import Extents
-from ..protocol.grants import GrantRange, initial_extents
+from ..protocol.grants import initial_extents
 from ..protocol.kitformat import FORMAT_1
-from ..protocol.payload import GrantPayload, Kind
+from ..protocol.payload import Kind
 from ..protocol.relaycursor import SEQ_LIMIT, RelayCursor
 from ..protocol.rules import Rule
-from . import giving, granting
+from . import granting
 from .cursor import RelayCursorKeeper
 from .database import Database, binding_of, default_state_path
+from .entries import OutboxEntry as OutboxEntry  # re-exported: the apps import it from here
 from .erasure import (
     erase_own,
     erase_received,
@@ -80,9 +78,12 @@ from .erasure import (
     own_pad_erased,
     sweep,
 )
-from .history import History, HistoryDeleted, HistoryEntry, SavedFiles
+from .history import History
 from .kitrecord import check_kit, remember_kit
 from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, pad_cost
+from .membergrants import Gift as Gift  # re-exported: the apps import it from here
+from .membergrants import MemberGrants
+from .memberhistory import MemberHistory
 from .store import Store
 from .usage import KitUsage, PadLeft, compute_usage, own_pad_left
 
@@ -90,15 +91,6 @@ _GRANT = bytes([Kind.GRANT])
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
 CRASH_HOOK_STOP = "stop-mid-erase"
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    counter: int
-    offset: int
-    length: int
-    sealed: bytes
-    seq: int | None
 
 
 @dataclass(frozen=True)
@@ -117,14 +109,6 @@ class Received:
         return len(self.payload) if self.length < 0 else self.length
 
 
-@dataclass(frozen=True)
-class Gift:
-    """A grant this member made: `grant` given, sealed as `entry` (in the outbox)."""
-
-    grant: GrantRange
-    entry: OutboxEntry
-
-
 @dataclass
 class _Erased:
     """Erased in the kit, not yet recorded: written with the next commit."""
@@ -133,8 +117,10 @@ class _Erased:
     received: list[tuple[int, int]] = field(default_factory=list)  # (sender, counter)
 
 
-class Member:
-    """The kit owner's durable view of a group. See docs/CONTRACTS.md."""
+class Member(MemberGrants, MemberHistory):
+    """The kit owner's durable view of a group. See docs/CONTRACTS.md. The calls on
+    grants (`give`, `auto_give`, ...) are `membergrants.py`'s, those on the history
+    `memberhistory.py`'s: one class, its methods in three files by job."""
 
     def __init__(self, kit: Kit, db: Database) -> None:
         self.kit = kit
@@ -333,6 +319,11 @@ class Member:
                 self._cursor.settle(store_id, [seq])
             self._record_pending()
 
+    def accepted_seq(self, counter: int) -> int | None:
+        """The seq the relay gave own message `counter`, once it was accepted."""
+        row = self.store.outbox_row(counter)
+        return None if row is None else row.seq
+
     def _stored(self, counter: int, seq: int) -> bool:
         """Inside a transaction: own message `counter` is at the relay as `seq`."""
         if not self.store.mark_accepted(counter, seq):
@@ -443,71 +434,6 @@ class Member:
         else:
             self._cursor.hold(store_id, seq)
 
-    # -- giving pad (format 2) --------------------------------------------------------
-
-    def give(self, to: int, size: int) -> Gift:
-        """Give `size` bytes of this member's unsealed pad to member `to` (docs/PROTOCOL.md
-        section 15): out of its extents durably, into the kit's grant journal, then
-        sealed as a grant message (in the outbox, like `seal`). Raises GiftTooLarge
-        (nothing given) when no piece that large can be given, JournalFullError when
-        the journal has no room, PadExhaustedError when no mask is left for the grant
-        message, ValueError for a format-1 kit or a member who cannot receive."""
-        h = self.header
-        if self.format == FORMAT_1:
-            raise ValueError("grants need a format-2 kit")
-        if not 0 <= to < h.n or to == self.index or size < 1:
-            raise ValueError(f"cannot give {size} bytes to member {to}")
-        with self._lock, self.kit.seal_lock():
-            if granting.journal_room(self.kit, self.store) < 1:
-                raise JournalFullError(f"{self.kit.path}: the grant journal is full")
-            with self.store.transaction():
-                grant_id, grant = granting.take_gift(self.store, h, to, size, time.time())
-                self._record_pending()
-            granting.write_journal(self.kit, self.store)
-            payload = GrantPayload(to, grant.start, grant.end, int(time.time())).encode()
-            (entry,) = self._seal_locked([payload], grant_id=grant_id)
-        return Gift(grant, entry)
-
-    def giftable(self) -> int:
-        """The most this member can give in one grant now (0 for a format-1 kit)."""
-        step = self.header.length_step
-        return 0 if step is None else granting.largest_gift(self.store.unsealed(), step)
-
-    def auto_give(self) -> Gift | None:
-        """Give part of this member's unused pad to a member running low, when the policy
-        (`giving.plan_gift`) says this member should; None when it gives nothing."""
-        if self.format == FORMAT_1:
-            return None
-        with self._lock:
-            usage = compute_usage(self.kit, (self.store, self._history), scan_kit=False)
-            plan = giving.plan_gift(
-                usage.members,
-                me=self.index,
-                giftable=self.giftable(),
-                outstanding=granting.outstanding(self.store, self.index),
-                step=self.header.length_step or 1,
-            )
-            if plan is None:
-                return None
-            try:
-                return self.give(plan.to, plan.size)
-            except (GiftTooLarge, JournalFullError, PadExhaustedError):
-                return None  # nothing given: the next message asks again
-
-    def extents(self) -> tuple[Extents, ...]:
-        """Every member's extents as this member knows them (format 1: the slices)."""
-        if self.format == FORMAT_1:
-            return initial_extents(self.header.n, self.header.slice_len)
-        return self.store.extents(self.header.n)
-
-    def failed_verifications(self) -> dict[int, int]:
-        """Failed tag verifications per sender, with those not yet written."""
-        with self._lock:
-            counts = self.store.failed_counts()
-            for sender, more in self._failed.items():
-                counts[sender] = counts.get(sender, 0) + more
-            return counts
-
     # -- the relay cursor -----------------------------------------------------------
 
     @property
@@ -545,90 +471,6 @@ class Member:
         above a hole (see relaycursor.MAX_SEEN): (first, last) of each."""
         with self._lock:
             return self._cursor.take_lost()
-
-    # -- history (history.py) ---------------------------------------------------------
-
-    def history(
-        self, limit: int | None = None, *, before: HistoryEntry | None = None
-    ) -> list[HistoryEntry]:
-        """In relay order, oldest first; with `limit`, the newest `limit` entries, and
-        with `before`, those that come before that entry (a page further back)."""
-        return self._with_grant_rules(
-            self._history.page(limit, before=None if before is None else before.history_id)
-        )
-
-    def _with_grant_rules(self, entries: list[HistoryEntry]) -> list[HistoryEntry]:
-        """Grants this member refused say so (`HistoryEntry.grant_refused`)."""
-        grants = [(e.sender, e.counter) for e in entries if e.payload[:1] == _GRANT]
-        if not grants or self.format == FORMAT_1:
-            return entries
-        rules = self.store.grant_rules(grants)
-        return [
-            replace(e, grant_refused=rules[(e.sender, e.counter)])
-            if (e.sender, e.counter) in rules
-            else e
-            for e in entries
-        ]
-
-    def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
-        """Every history entry (the whole history, not a page) whose payload is of
-        `kind` (its first byte), oldest first. With `head`, payloads are cut to their
-        first `head` bytes: enough to tell which file a chunk belongs to without
-        reading its data. Read-only; the apps rebuild file transfers with it."""
-        return self._history.of_kind(kind, head)
-
-    def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryEntry]:
-        """The history entries of these (sender, counter) pairs, oldest first."""
-        return self._with_grant_rules(self._history.of(keys))
-
-    def accepted_seq(self, counter: int) -> int | None:
-        """The seq the relay gave own message `counter`, once it was accepted."""
-        row = self.store.outbox_row(counter)
-        return None if row is None else row.seq
-
-    def saved_files(self) -> SavedFiles:
-        """Every received file recorded as saved. Read-only."""
-        return self._history.saved_files()
-
-    def record_saved_file(
-        self, sender: int, transfer_id: bytes, path: str | os.PathLike[str], sha256: bytes
-    ) -> None:
-        """Durably record that `sender`'s transfer was saved at `path`. Call only after
-        the file is fsynced and linked into place: a transfer recorded here is never
-        saved again."""
-        self._history.record_saved(sender, transfer_id, os.fspath(path), sha256, time.time())
-
-    @property
-    def history_keep(self) -> int | None:
-        """Days history is kept: None for ever (the default), 0 not at all."""
-        return self._history.keep()
-
-    def history_to_delete(self, days: int | None) -> int:
-        """How many entries keeping history `days` days would delete now."""
-        return self._history.to_delete(days, time.time())
-
-    def set_history_keep(self, days: int | None) -> HistoryDeleted:
-        """Keep history `days` days from now on (None: for ever, 0: not at all), and
-        delete at once what that setting no longer keeps."""
-        return self._history.keep_for(days, time.time())
-
-    def clear_history(self) -> HistoryDeleted:
-        """Delete the whole history, except parts of received files not yet saved."""
-        return self._history.clear()
-
-    @property
-    def chat_seen(self) -> int | None:
-        """The newest history id when the chat app last closed; None if it never did."""
-        return self._history.chat_seen()
-
-    def first_unseen(self) -> int | None:
-        """The history id of the first entry from another member recorded since the chat
-        app last closed; None when there is none, or when it never closed."""
-        return self._history.first_unseen()
-
-    def mark_chat_seen(self) -> None:
-        """The chat app closes: everything in the history now has been seen."""
-        self._history.mark_seen()
 
     # -- how much is left (usage.py) --------------------------------------------------
 
