@@ -33,6 +33,7 @@ from ..protocol.frames import (
     MAX_HELLO_FRAME,
     MAX_PING,
     NONCE_LEN,
+    REASON_HANDSHAKE_TIMEOUT,
     REASON_NOT_TLS,
     REASON_TLS_ONLY,
     ErrorCode,
@@ -264,7 +265,7 @@ class Connection(asyncio.Protocol):
 
     def _handshake_expired(self) -> None:
         if not self.open:
-            self.fail(ErrorCode.BAD_HANDSHAKE, "handshake did not finish in time")
+            self.fail(ErrorCode.BAD_HANDSHAKE, REASON_HANDSHAKE_TIMEOUT)
 
     def check_idle(self, now: float) -> None:
         if self.open and now - self.last_rx > self.limits.idle_timeout:

@@ -33,6 +33,7 @@ from textual.widgets import Footer, Label, Static
 
 from .. import paths
 from ..cli.relaystatus import (
+    Repeats,
     failure_hint,
 )
 from ..client import (
@@ -146,6 +147,7 @@ class ChatApp(App[None]):
         )
         self.connected = False
         self._retry_at: float | None = None
+        self._repeats = Repeats()  # a relay failing the same way each time says it once a minute
         self._pages = HistoryPages(self.member, history_page)  # older pages: before the oldest
         self._loading_older = False
         self._stopped = False
@@ -285,8 +287,10 @@ class ChatApp(App[None]):
     def handle_event(self, event: object) -> None:
         """Show one client event. Public so tests can feed events directly."""
         if isinstance(event, MessageReceived):
+            self._repeats.useful()
             self._on_received(event)
         elif isinstance(event, MessageAccepted):
+            self._repeats.useful()
             self.message_log.set_state(event.counter, "stored", event.seq)
             self.files.accepted(event.counter)
         elif isinstance(event, PresenceChanged):
@@ -298,7 +302,9 @@ class ChatApp(App[None]):
         elif isinstance(event, PadGiven):
             self._on_given(event)
         elif (said := event_sentence(event)) is not None:
-            self.say(*said)
+            kind, text = said
+            if (line := self._repeats.line(text, text)) is not None:
+                self.say(kind, line)
             if isinstance(event, MessageRejected) and event.rule == Rule.BAD_TAG:
                 self.panel.reread()  # its sender's failed-verification count went up
 
@@ -347,6 +353,7 @@ class ChatApp(App[None]):
     def _tick(self) -> None:
         if not self.is_running:
             return
+        self.panel.presence_due()
         status = self.query_one(StatusBar)
         if status.state == "reconnecting" and self._retry_at is not None:
             status.retry_in = max(0.0, self._retry_at - self.clock())
