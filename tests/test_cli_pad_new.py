@@ -16,9 +16,10 @@ import click
 import pytest
 
 from ghostline.cli import main
-from ghostline.cli.pad import _Progress, default_auth_keys, pad, parse_members
+from ghostline.cli.pad import _Progress, pad, parse_members
 from ghostline.errors import UsageError
 from ghostline.pad.kit import Kit
+from ghostline.pad.kitset import default_auth_keys
 from ghostline.protocol.payload import encode_text
 from ghostline.state.member import Member
 from ghostline.units import format_size, parse_size
@@ -61,23 +62,29 @@ def test_pad_new_writes_one_private_kit_per_member(ghostline: Run, tmp_path: Pat
             assert kit.self_index == i
             assert kit.header.group == "friends"
             assert kit.header.slice_len == 4096
-            assert kit.header.auth_keys == 64  # 4096 / 64
+            assert kit.format == 2  # the default
+            assert kit.header.auth_keys == 128  # 2 * 4096 / 64: two slices' worth
             assert kit.header.entropy == "os.urandom"
         assert re.search(rf"^ +{name} +gets +{re.escape(str(path))}$", stdout, re.MULTILINE)
     assert "Group pad: 12 KiB (4 KiB for each member" in stdout
-    assert "64 one-time keys per pair" in stdout
+    assert "128 one-time masks per pair" in stdout
     assert "Hand each member their own file only" in stdout
 
 
 def test_the_default_key_count_covers_64_byte_messages(ghostline: Run, tmp_path: Path) -> None:
-    # 4 KiB over 3 members: slice 1365 bytes, ceil(1365 / 64) = 22 keys.
-    code, _, _ = ghostline(
-        "pad", "new", "--members", "a,b,c", "--size", "4KiB", "--out", str(tmp_path / "k")
-    )
-    assert code == 0
-    with Kit.open(tmp_path / "k" / "a.ghostkit", writable=False) as kit:
-        assert (kit.header.slice_len, kit.header.auth_keys) == (1365, 22)
+    # 4 KiB over 3 members: slice 1365 bytes; format 1: ceil(1365 / 64) = 22 keys, the
+    # slice's worth; format 2: ceil(2 * 1365 / 64) = 43 masks, two slices' worth.
+    for fmt, keys in (("1", 22), ("2", 43)):
+        code, _, _ = ghostline(
+            "pad", "new", "--members", "a,b,c", "--size", "4KiB", "--format", fmt,
+            "--out", str(tmp_path / fmt),
+        )  # fmt: skip
+        assert code == 0
+        with Kit.open(tmp_path / fmt / "a.ghostkit", writable=False) as kit:
+            assert (kit.header.slice_len, kit.header.auth_keys) == (1365, keys)
     assert default_auth_keys(64) == 1 and default_auth_keys(65) == 2
+    # Format 2, ten members: half the group pad (five slices) is the larger share.
+    assert default_auth_keys(64, 10, 2) == 5 and default_auth_keys(64, 3, 2) == 2
 
 
 def test_auth_keys_and_group_can_be_chosen(ghostline: Run, tmp_path: Path) -> None:
@@ -174,13 +181,18 @@ def test_a_size_too_small_for_one_short_message_each_is_refused_with_the_minimum
 ) -> None:
     out = tmp_path / "k"
     code, _, stderr = ghostline(
-        "pad", "new", "--members", "a,b", "--size", "10B", "--out", str(out)
+        "pad", "new", "--members", "a,b", "--size", "10B", "--format", "1", "--out", str(out)
     )
     assert code == 2
     assert "at least 12 B in all" in stderr and "one short message" in stderr
     assert not out.exists()
     code, _, stderr = ghostline(
-        "pad", "new", "--members", "a,b", "--size", "12B", "--out", str(out)
+        "pad", "new", "--members", "a,b", "--size", "63B", "--out", str(out)
+    )
+    assert code == 2  # format 2 pads the shortest message to the length step, 32 bytes
+    assert "each needs at least 32 B, so at least 64 B in all" in stderr
+    code, _, stderr = ghostline(
+        "pad", "new", "--members", "a,b", "--size", "12B", "--format", "1", "--out", str(out)
     )
     assert code == 0, stderr
     with Member.open(out / "a.ghostkit") as a:  # the smallest kit sends one short message
@@ -231,7 +243,7 @@ def test_an_entropy_file_too_short_is_refused_before_writing(
     out = tmp_path / "kits"
     code, _, stderr = ghostline(
         "pad", "new", "--members", "a,b", "--size", "1KiB", "--out", str(out),
-        "--entropy", str(short),
+        "--entropy", str(short), "--format", "1",
     )  # fmt: skip
     assert code == 1
     assert "holds 1000 bytes but the kit set needs 1536" in stderr  # 1024 + 2 * 16 * 32

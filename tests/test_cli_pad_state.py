@@ -63,7 +63,8 @@ def test_pad_info_json_matches_member_usage(tmp_path: Path) -> None:
     with Member.open(kits[1]) as b:
         usage = b.usage()
         pad_id = b.header.pad_id.hex()
-    assert report["schema"] == 2
+    assert report["schema"] == 3
+    assert (report["format"], report["length_step"]) == (1, None)
     assert (report["pad_id"], report["n"], report["self"]) == (
         pad_id,
         3,
@@ -75,6 +76,8 @@ def test_pad_info_json_matches_member_usage(tmp_path: Path) -> None:
             "index": m.index,
             "name": m.name,
             "self": m.is_self,
+            "pad_total": m.slice_len,
+            "extents": None,
             "bytes_used": m.bytes_used,
             "bytes_left": m.bytes_left,
             "keys_used": m.keys_used,
@@ -83,6 +86,7 @@ def test_pad_info_json_matches_member_usage(tmp_path: Path) -> None:
             "average_size": m.average_size,
             "text_size": m.text_size,
             "messages_left": m.messages_left,
+            "failed_verifications": 0,
         }
     assert report["members"][0]["bytes_used"] == 400
     assert report["members"][0]["messages_left"] == 98
@@ -113,14 +117,17 @@ def test_messages_left_assumes_recent_text_sizes_not_file_chunks(tmp_path: Path)
     assert json.loads(out)["members"][0]["messages_left"] == me.messages_left
 
 
-def test_pad_info_fits_80_columns_without_cutting_a_number() -> None:
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_pad_info_fits_80_columns_without_cutting_a_number(fmt: int) -> None:
     big = 17_179_869_184
     member = {
         "index": 0, "self": True, "bytes_used": 0, "bytes_left": (1 << 40) - 1,
         "keys_used": 0, "keys_left": big, "messages": big, "average_size": 64.0,
-        "text_size": 1000.0, "messages_left": big,
+        "text_size": 1000.0, "messages_left": big, "pad_total": (1 << 40) - 3,
+        "failed_verifications": big,
     }  # fmt: skip
     report = {
+        "format": fmt, "length_step": 32 if fmt == 2 else None,
         "kit": "k", "group": "g" * 70, "pad_id": "ab" * 16, "n": 2, "slice_len": 1 << 40,
         "auth_keys": big, "self": {"index": 0, "name": "n" * 64},
         "members": [member | {"name": "n" * 64}, member | {"index": 1, "self": False,
@@ -133,10 +140,14 @@ def test_pad_info_fits_80_columns_without_cutting_a_number() -> None:
     _print_info(report, None, Console(file=screen, width=80, highlight=False))
     lines = screen.getvalue().splitlines()
     assert max(len(line) for line in lines) <= 80
-    rows = [line for line in lines if "1024 GiB" in line]  # pad left: one row each
+    rows = [line for line in lines if "1000 B" in line]  # text size: one row each
     assert len(rows) == 2
-    for row in rows:  # keys left, sent/read, text size and messages left, whole
-        assert row.count(f"{big:,}") == 3 and "1000 B" in row
+    for row in rows:  # pad left, keys left, sent/read, text size and messages left, whole
+        assert row.count(f"{big:,}") == 3 and "1024 GiB" in row
+    # Format 2: what each holds now under what is left; failed checks in a sentence.
+    held = [line for line in lines if "/ 1024 GiB" in line]
+    assert len(held) == (2 if fmt == 2 else 0)
+    assert ("Failed checks:" in screen.getvalue()) and f"bob {big:,}" in " ".join(lines)
 
 
 def test_pad_info_changes_neither_the_kit_nor_the_state(tmp_path: Path) -> None:

@@ -1,6 +1,5 @@
-"""Format-2 kits at the command line: `pad new --format 2 --length-step N` makes them,
-and until the state layer supports them, every command that keeps state refuses them
-with one line (and the library with one typed error)."""
+"""Format-2 kits at the command line: `pad new` makes them (`--length-step N`), and a
+damaged header is refused in one line naming the kit as damaged."""
 
 from __future__ import annotations
 
@@ -10,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from ghostline.cli import main
-from ghostline.errors import UnsupportedKitError
 from ghostline.pad.kit import Kit
-from ghostline.state.member import Member
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -35,10 +32,15 @@ def new(ghostline: Run, out: Path, *extra: str) -> tuple[int, str, str]:
     )  # fmt: skip
 
 
-def test_pad_new_makes_format_1_kits_unless_told(ghostline: Run, tmp_path: Path) -> None:
+def test_pad_new_makes_format_2_kits_unless_told_format_1(ghostline: Run, tmp_path: Path) -> None:
     code, stdout, stderr = new(ghostline, tmp_path / "kits")
     assert (code, stderr) == (0, "")
     with Kit.open(tmp_path / "kits" / "alice.ghostkit") as kit:
+        assert (kit.format, kit.header.length_step) == (2, 32)
+    assert "every message is padded to a multiple of 32 bytes" in stdout
+    code, stdout, stderr = new(ghostline, tmp_path / "old", "--format", "1")
+    assert (code, stderr) == (0, "")
+    with Kit.open(tmp_path / "old" / "alice.ghostkit") as kit:
         assert (kit.format, kit.header.length_step) == (1, None)
     assert "padded" not in stdout
 
@@ -52,7 +54,8 @@ def test_pad_new_format_2_writes_the_length_step(
     for i, name in enumerate(["alice", "bob", "carol"]):
         with Kit.open(tmp_path / "kits" / f"{name}.ghostkit") as kit:
             assert (kit.format, kit.self_index, kit.header.length_step) == (2, i, step)
-            assert kit.header.slice_len == 4096 and kit.header.auth_keys == 64
+            # masks enough for two slices of 64-byte messages (kitset.default_auth_keys)
+            assert kit.header.slice_len == 4096 and kit.header.auth_keys == 128
             assert kit.journal() == []
     assert f"every message is padded to a multiple of {step} bytes" in stdout
 
@@ -60,7 +63,7 @@ def test_pad_new_format_2_writes_the_length_step(
 @pytest.mark.parametrize(
     ("extra", "complaint"),
     [
-        (("--length-step", "32"), "--length-step needs --format 2"),
+        (("--format", "1", "--length-step", "32"), "--length-step is for format-2 kits"),
         (("--format", "2", "--length-step", "0"), "--length-step must be 1 to 4096, not 0"),
         (("--format", "2", "--length-step", "5000"), "--length-step must be 1 to 4096"),
     ],
@@ -84,43 +87,6 @@ def test_an_unknown_format_is_refused(ghostline: Run, tmp_path: Path) -> None:
 def v2_kit(ghostline: Run, tmp_path: Path) -> Path:
     assert new(ghostline, tmp_path / "kits", "--format", "2")[0] == 0
     return tmp_path / "kits" / "alice.ghostkit"
-
-
-def test_member_open_refuses_a_format_2_kit_with_one_typed_error(v2_kit: Path) -> None:
-    before = v2_kit.read_bytes()
-    with pytest.raises(UnsupportedKitError, match="v2 kits are not supported by this command"):
-        Member.open(v2_kit, state_path=v2_kit.parent / "state.sqlite")
-    assert not (v2_kit.parent / "state.sqlite").exists()  # no state made for it
-    assert v2_kit.read_bytes() == before
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ("pad", "info"),
-        ("pad", "info", "--json"),
-        ("pad", "recover", "--yes"),
-        ("history",),
-        ("send", "--relay", "127.0.0.1:9", "hello"),
-    ],
-)
-def test_commands_that_keep_state_refuse_a_format_2_kit_in_one_line(
-    ghostline: Run, v2_kit: Path, command: tuple[str, ...]
-) -> None:
-    before = v2_kit.read_bytes()
-    args = [*command[:2], str(v2_kit), *command[2:]] if command[0] == "pad" else [
-        command[0], str(v2_kit), *command[1:]
-    ]  # fmt: skip
-    code, stdout, stderr = ghostline(*args)
-    assert code == 1 and stdout == ""
-    lines = stderr.splitlines()
-    assert lines[0] == (
-        f"ghostline: error: {v2_kit}: v2 kits are not supported by this command yet"
-    )
-    assert lines[1:] == [
-        "ghostline: hint: Make a format-1 kit set with `ghostline pad new --format 1`."
-    ]
-    assert v2_kit.read_bytes() == before
 
 
 def test_a_damaged_format_2_header_is_one_line_naming_the_kit_as_damaged(

@@ -65,9 +65,11 @@ def test_a_grant_whose_fields_do_not_fit_is_not_encoded(
         GrantPayload(to, start, end, sent_at)
 
 
-def test_the_generic_decoder_does_not_hand_grants_to_displays_yet() -> None:
-    with pytest.raises(PayloadError, match="unknown payload kind 0x10"):
-        decode(GrantPayload(1, 0, 10, 0).encode())
+def test_the_generic_decoder_reads_grants_and_refuses_a_grant_of_the_wrong_length() -> None:
+    grant = GrantPayload(1, 0, 10, 7)
+    assert decode(grant.encode()) == grant
+    with pytest.raises(PayloadError, match="grant body is 19 bytes, not 18"):
+        decode(grant.encode() + b"\0")
 
 
 # --- the journal ------------------------------------------------------------------------

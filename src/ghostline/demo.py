@@ -1,9 +1,10 @@
 """`ghostline demo`: the whole system on loopback, told as a short story.
 
 Everything runs in one asyncio loop inside a temporary directory (GHOSTLINE_HOME points
-there, so nothing touches the user's data): a three-member kit set, the blind relay and
-presence servers on free ports, three `Client`s, and `FrameProxy`, a meddling network
-hop that flips one byte of one message on its way to Carol.
+there, so nothing touches the user's data): a three-member kit set of format 2 (the
+default), the blind relay and presence servers on free ports, three `Client`s, and
+`FrameProxy`, a meddling network hop that flips one byte of one message on its way to
+Carol. Alice gives Carol part of her pad, and Carol sends with it.
 
 `FrameProxy` is also what the end-to-end tests use to hold or tamper with frames.
 """
@@ -189,10 +190,12 @@ async def _story(console: Console, root: Path) -> None:
         PresenceChanged,
     )
     from .client.transport import RelayAddress
-    from .pad.kitset import create_kit_set
-    from .protocol.payload import TextPayload
+    from .pad.kitset import create_kit_set, default_auth_keys
+    from .protocol.kitformat import DEFAULT_LENGTH_STEP
+    from .protocol.payload import GrantPayload, TextPayload
     from .relay import RelayLimits, RelayServer, SqliteBackend
     from .state.member import Member
+    from .units import format_size
 
     started = time.monotonic()
     story = _Story(console)
@@ -203,7 +206,8 @@ async def _story(console: Console, root: Path) -> None:
     styles = {"alice": "magenta", "bob": "cyan", "carol": "green"}
     kits_dir = root / "kits"
     kits_dir.mkdir(mode=0o700)
-    slice_len, auth_keys = 64 * 1024, 512
+    slice_len = 64 * 1024
+    auth_keys = default_auth_keys(slice_len, len(names), 2)
     paths = create_kit_set(
         kits_dir,
         names,
@@ -212,11 +216,14 @@ async def _story(console: Console, root: Path) -> None:
         group="demo",
         random_bytes=os.urandom,
         entropy="os.urandom (demo)",
+        format=2,
+        length_step=DEFAULT_LENGTH_STEP,
     )
     story.chapter(
-        "Alice, Bob and Carol meet in person and make a kit set: one kit each, "
-        f"{slice_len // 1024} KiB of one-time pad per member and {auth_keys} one-time "
-        "keys per pair."
+        "Alice, Bob and Carol meet in person and make a kit set (format 2): one kit each, "
+        f"{slice_len // 1024} KiB of one-time pad per member to start with and "
+        f"{auth_keys:,} one-time masks per pair. Every message is padded to a multiple of "
+        f"{DEFAULT_LENGTH_STEP} bytes, so the relay cannot see its exact length."
     )
     story.line(f"[dim]{', '.join(p.name for p in paths)} in {kits_dir}[/]")
 
@@ -252,8 +259,16 @@ async def _story(console: Console, root: Path) -> None:
     async def reads(who: _Person, seq: int) -> None:
         ev = await who.expect(MessageReceived, lambda e: e.received.seq == seq)
         rec, obj = ev.received, ev.payload_obj
-        text = obj.text if isinstance(obj, TextPayload) else "?"
         sender = rec.sender_name.capitalize()
+        if isinstance(obj, GrantPayload):
+            size = format_size(obj.end - obj.start)
+            story.line(
+                f"{who.label} sees: {sender} gave {names[obj.to].capitalize()} {size} of pad "
+                f"[dim](seq {rec.seq}, verified; group pad bytes {obj.start:,}-"
+                f"{obj.end - 1:,} are {names[obj.to].capitalize()}'s now)[/]"
+            )
+            return
+        text = obj.text if isinstance(obj, TextPayload) else "?"
         story.line(f'{who.label} reads {sender}\'s "{text}" [dim](seq {rec.seq}, verified)[/]')
 
     def presence_line(who: _Person, ev: PresenceChanged) -> None:
@@ -317,12 +332,38 @@ async def _story(console: Console, root: Path) -> None:
         await reads(alice, seq)
         await reads(bob, seq)
 
+        story.chapter(
+            "Carol will write the most this month, and Alice has pad to spare: Alice gives "
+            "Carol 16 KiB of hers (`ghostline pad give`; `listen`, `chat` and `web` also "
+            "give on their own to a member running low)."
+        )
+        gift = await alice.client.give(carol.member.index, 16 * 1024)
+        seq = await alice.client.wait_accepted(gift.entry.counter, timeout=10)
+        story.line(
+            f"{alice.label} takes bytes {gift.grant.start:,}-{gift.grant.end - 1:,} out of her "
+            f"pad for good, notes them in her kit's grant journal, and sends the grant "
+            f"[dim](relay seq {seq})[/]"
+        )
+        await reads(bob, seq)
+        await reads(carol, seq)
+        entry = await carol.client.send_text("Thanks, Alice! Writing up the notes now.")
+        seq = await carol.client.wait_accepted(entry.counter, timeout=10)
+        story.line(
+            f'{carol.label} → group: "Thanks, Alice! Writing up the notes now."  '
+            f"[dim](sealed in the pad Alice gave her: bytes {entry.offset:,}-"
+            f"{entry.offset + entry.length - 1:,}; relay seq {seq})[/]"
+        )
+        if not gift.grant.start <= entry.offset < gift.grant.end:
+            raise AssertionError("Carol's message is not in the pad Alice gave her")
+        await reads(alice, seq)
+        await reads(bob, seq)
+
         story.chapter("Bob goes offline.")
         await bob.client.stop()
         ev = await alice.expect(PresenceChanged, lambda e: bob.member.index in e.left)
         presence_line(alice, ev)
 
-        story.chapter("What is left of each pad (as its owner counts it):")
+        story.chapter("What each member holds and has left (as its owner counts it):")
         console.print(_usage_table(members, names, styles))
         story.line(
             "[dim]Used pad bytes and keys are overwritten with zeros as soon as they are "
@@ -339,24 +380,26 @@ async def _story(console: Console, root: Path) -> None:
             m.close()
     console.print(
         f"\n[bold green]The end.[/] Every message arrived exactly once, verified; the tampered "
-        f"one was refused. ({time.monotonic() - started:.1f} s)"
+        f"one was refused; the pad Alice gave is Carol's for everyone. "
+        f"({time.monotonic() - started:.1f} s)"
     )
 
 
 def _usage_table(members: dict[str, Member], names: list[str], styles: dict[str, str]) -> Table:
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("member", "messages sent", "pad used", "pad left", "keys left", "msgs left"):
+    columns = ("member", "messages sent", "pad held", "pad used", "pad left", "masks left")
+    for column in columns:
         justify = "left" if column == "member" else "right"
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for name in names:
         me = members[name].usage().me
-        total = me.bytes_used + me.bytes_left
+        total = me.pad_size
         table.add_row(
             f"[{styles[name]}]{name.capitalize()}[/]",
             str(me.messages),
+            f"{total:,} B",
             f"{me.bytes_used:,} B",
             f"{me.bytes_left:,} B ({me.bytes_left / total:.1%})",
             f"{me.keys_left:,}",
-            f"{me.messages_left:,}",
         )
     return table

@@ -63,6 +63,20 @@ class MessageTooLarge(UsageError):
         self.n = n
 
 
+class GiftTooLarge(UsageError):
+    """A grant of `size` bytes cannot be made: the most this member can give in one
+    piece now is `largest` (one run of its unsealed pad, with room left for the grant
+    message itself)."""
+
+    def __init__(self, size: int, largest: int) -> None:
+        super().__init__(
+            f"cannot give {size} bytes of pad in one piece: the most you can give now is "
+            f"{largest} bytes; nothing was given"
+        )
+        self.size = size
+        self.largest = largest
+
+
 class KitError(LocalError):
     """The kit file is missing, corrupt or does not belong here."""
 
@@ -98,15 +112,6 @@ class KitHeaderChangedError(KitDamagedError):
         self.fields = fields
         self.recorded = recorded
         self.found = found
-
-
-class UnsupportedKitError(KitError):
-    """This kit's format is not supported by this command (`format`: the kit's)."""
-
-    def __init__(self, path: str, format: int) -> None:
-        super().__init__(f"{path}: v{format} kits are not supported by this command yet")
-        self.path = path
-        self.format = format
 
 
 class JournalFullError(KitError):

@@ -21,7 +21,13 @@ def test_the_demo_tells_the_whole_story_and_exits_0(home: Path) -> None:
         "Carol rejects seq",
         "rule bad_tag",
         "Carol reads Bob's \"Carol, did you get that?",
+        "make a kit set (format 2)",
+        "Bob sees: Alice gave Carol 16 KiB of pad",
+        "Carol sees: Alice gave Carol 16 KiB of pad",
+        "sealed in the pad Alice gave her",
+        "Bob reads Carol's \"Thanks, Alice!",
         "Alice sees Bob go offline",
+        "pad held",
         "pad left",
         "The end.",
     ):

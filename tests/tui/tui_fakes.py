@@ -70,6 +70,7 @@ class FakeMember:
     history_keep: int | None = None  # days; None for ever, 0 off
 
     chat_seen: int | None = None  # the newest history id when the chat app last closed
+    failed: dict[int, int] = field(default_factory=dict)  # failed tag checks per sender
 
     def history(
         self, limit: int | None = None, *, before: HistoryEntry | None = None
@@ -154,6 +155,9 @@ class FakeMember:
 
     def pads(self) -> dict[int, PadLeft]:
         return self.usage().pads()
+
+    def failed_verifications(self) -> dict[int, int]:
+        return dict(self.failed)
 
     def add_history(self, sender: int, text: str, at: float, *, state: str = "received") -> None:
         self.add_entry(sender, encode_text(text, int(at)), at, state)

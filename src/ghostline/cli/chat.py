@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .connect import connection_options, connection_settings, make_client
+from .connect import auto_give_option, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
 
 
@@ -29,7 +29,8 @@ def transport_label(opts: dict[str, Any]) -> str:
 @click.command()
 @KIT_ARGUMENT
 @connection_options
-def chat(kit: Path, **opts: Any) -> None:
+@auto_give_option
+def chat(kit: Path, no_auto_give: bool, **opts: Any) -> None:
     """Chat with KIT's group in a terminal window.
 
     Enter sends, shift+enter or ctrl+j starts a new line, up/down recall what you sent.
@@ -40,7 +41,7 @@ def chat(kit: Path, **opts: Any) -> None:
 
     settings = connection_settings(opts)
     with open_member(kit) as member:
-        client = make_client(member, settings, presence=True)
+        client = make_client(member, settings, presence=True, auto_give=not no_auto_give)
         relays = ", ".join(opts["relays"])
         app = ChatApp(client, relay=relays, transport=transport_label(opts))
         app.run()

@@ -16,7 +16,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +26,15 @@ import click
 from ..display import CONTINUATION, fold, message_lines, one_line, quote
 from ..errors import GhostlineError, LocalError, RelayUnreachable, UsageError
 from ..presencenotes import PresenceNote, PresenceNotes
-from .connect import ConnectionSettings, connection_options, connection_settings, make_client
+from .connect import (
+    ConnectionSettings,
+    auto_give_option,
+    connection_options,
+    connection_settings,
+    make_client,
+)
 from .kits import KIT_ARGUMENT, open_member
+from .padtalk import gift_predicate, gift_sentence, rejection_note
 from .padwarn import PadWarnings
 from .params import Number, seconds
 from .relaystatus import (
@@ -179,6 +186,13 @@ async def _send(
         raise stopped_by
 
 
+async def send_pending(
+    member: Member, settings: ConnectionSettings, timeout: float, quiet: bool
+) -> None:
+    """Send what the outbox holds, as `send --flush` does (`pad give` after sealing)."""
+    await _send(member, settings, None, timeout, False, quiet)
+
+
 async def _watch_send(client: Client, timeout: float) -> None:
     """While `send` waits: once a connection attempt has failed and the message is still
     not accepted RETRY_NOTICE_DELAY seconds after the start, say so (once), and say when
@@ -294,8 +308,15 @@ def _send_timeout(client: Client, timeout: float, count: int) -> Exception:
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N messages.")
 @click.option("--timeout", type=seconds(), default=None, help="Stop after S seconds.")
 @click.option("-q", "--quiet", is_flag=True, help="No connection status on stderr.")
+@auto_give_option
 def listen(
-    kit: Path, as_json: bool, count: int | None, timeout: float | None, quiet: bool, **opts: Any
+    kit: Path,
+    as_json: bool,
+    count: int | None,
+    timeout: float | None,
+    quiet: bool,
+    no_auto_give: bool,
+    **opts: Any,
 ) -> None:
     """Print KIT's messages as they arrive (catching up first on what was missed).
 
@@ -304,7 +325,7 @@ def listen(
     """
     settings = connection_settings(opts)
     with open_member(kit) as member:
-        asyncio.run(_listen(member, settings, as_json, count, timeout, quiet))
+        asyncio.run(_listen(member, settings, as_json, count, timeout, quiet, not no_auto_give))
 
 
 async def _listen(
@@ -314,6 +335,7 @@ async def _listen(
     count: int | None,
     timeout: float | None,
     quiet: bool,
+    auto_give: bool = True,
 ) -> None:
     from ..client import (
         ConnectionChanged,
@@ -322,6 +344,7 @@ async def _listen(
         MessageRejected,
         MessagesMissing,
         PadExhausted,
+        PadGiven,
         PadLow,
         PresenceChanged,
         RelayFailing,
@@ -333,7 +356,7 @@ async def _listen(
     names = [m.name for m in member.header.members]
     warnings = PadWarnings()
     warnings.check(member.own_pad())  # listening is when a person looks: say it at once
-    client = make_client(member, settings, presence=True, receive_limit=count)
+    client = make_client(member, settings, presence=True, receive_limit=count, auto_give=auto_give)
     lines = _ListenLines(names, quiet, loop.time)
     shown = 0
     await client.start()
@@ -357,9 +380,16 @@ async def _listen(
                 lines.repeats.useful()
                 _print_message(event, names, as_json)
             elif isinstance(event, MessageRejected):
+                note = rejection_note(event.rule)
                 lines.status(
                     f"rejected message seq {event.seq} ({quote(event.rule)}): {quote(event.reason)}"
+                    + (f". {note}" if note else "")
                 )
+            elif isinstance(event, PadGiven):
+                if not quiet:
+                    to = quote(names[event.grant.to])
+                    _status(f"{gift_sentence('you', to, event.grant.end - event.grant.start)}"
+                            f" (automatically: {to} was running low)")  # fmt: skip
             elif isinstance(event, PresenceChanged):
                 lines.presence_changed(event)
             elif isinstance(event, MessagesMissing):
@@ -389,12 +419,25 @@ async def _listen(
         raise RelayUnreachable(f"could not reach the relay{detail}", hint=hint)
 
 
-def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
-    """The JSON fields (kind, text, file details) and the one-line human form of a
-    decoded payload; `obj` is None for one this version cannot decode."""
+def describe_payload(
+    obj: Any, names: Sequence[str] = (), *, refused: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """The JSON fields (kind, text, file details, grant) and the one-line human form of
+    a decoded payload; `obj` is None for one this version cannot decode. A grant's human
+    form follows the giver's name (`gave bob 96 KiB of pad`); `names` are the roster's,
+    `refused` the rule a grant broke here."""
     from ..files.names import safe_file_name
-    from ..protocol.payload import FileChunk, FileHeader, TextPayload
+    from ..protocol.payload import FileChunk, FileHeader, GrantPayload, TextPayload
 
+    if isinstance(obj, GrantPayload):
+        to = quote(names[obj.to]) if obj.to < len(names) else f"member {obj.to}"
+        fields = {
+            "kind": "grant", "text": None, "to": to if obj.to < len(names) else None,
+            "to_index": obj.to, "start": obj.start, "end": obj.end,
+            "size": max(0, obj.end - obj.start), "refused": refused,
+        }  # fmt: skip
+        human = gift_predicate(to, max(0, obj.end - obj.start), refused)
+        return fields, human
     if isinstance(obj, TextPayload):
         return {"kind": "text", "text": obj.text}, obj.text
     if isinstance(obj, FileHeader):
@@ -413,7 +456,7 @@ def describe_payload(obj: Any) -> tuple[dict[str, Any], str]:
 def _print_message(event: Any, names: list[str], as_json: bool) -> None:
     rec = event.received
     obj = event.payload_obj
-    fields, human = describe_payload(obj)
+    fields, human = describe_payload(obj, names, refused=rec.grant_refused)
     record: dict[str, Any] = {
         "sender": rec.sender_name,
         "sender_index": rec.sender,
@@ -426,8 +469,14 @@ def _print_message(event: Any, names: list[str], as_json: bool) -> None:
         click.echo(json.dumps(record, ensure_ascii=False))
     else:
         when = datetime.fromtimestamp(record["sent_at"] or time.time()).strftime("%H:%M:%S")
-        echo_lines(folded_lines(f"[{when}] {quote(rec.sender_name)}: ", human))
+        echo_lines(folded_lines(message_head(when, rec.sender_name, fields), human))
     sys.stdout.flush()
+
+
+def message_head(when: str, sender_name: str, fields: dict[str, Any]) -> str:
+    """`[time] name: ` before a message; `[time] name ` before a grant, whose human form
+    goes on from the name ("alice gave bob 96 KiB of pad")."""
+    return f"[{when}] {quote(sender_name)}" + (" " if fields["kind"] == "grant" else ": ")
 
 
 def folded_lines(head: str, text: str) -> list[str]:

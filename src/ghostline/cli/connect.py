@@ -72,6 +72,18 @@ def connection_options(fn: F) -> F:
     return fn
 
 
+def auto_give_option(fn: F) -> F:
+    """--no-auto-give, for the commands that read the group (listen, chat, web)."""
+    return click.option(
+        "--no-auto-give",
+        "no_auto_give",
+        is_flag=True,
+        help="Format-2 kits: never give pad to a member running low on your own "
+        "(by default, when you hold more than you are likely to need, part of your unused "
+        "pad goes to the member shortest of it; see `ghostline pad give`).",
+    )(fn)
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
     """Checked connection options, ready for a Client."""
@@ -121,6 +133,7 @@ def make_client(
     presence: bool,
     receive: bool = True,
     receive_limit: int | None = None,
+    auto_give: bool = False,
 ) -> Client:
     """A Client for `member` with checked settings (see `connection_settings`)."""
     from ..client import Client
@@ -134,4 +147,5 @@ def make_client(
         presence=presence,
         receive=receive,
         receive_limit=receive_limit,
+        auto_give=auto_give,
     )

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from ..display import message_lines, quote
+from ..display import message_lines
 from ..errors import UsageError
-from .chatops import describe_payload
+from .chatops import describe_payload, message_head
 from .kits import KIT_ARGUMENT, open_member
 from .terminal import echo_lines, status
 
@@ -85,7 +85,7 @@ def history(
     days = parse_keep(keep) if keep is not None else None
     with open_member(kit) as member:
         if not changes:
-            _print(member.history(limit), as_json)
+            _print(member.history(limit), as_json, [m.name for m in member.header.members])
             return
         if keep is not None:
             doomed = member.history_to_delete(days)
@@ -121,7 +121,7 @@ def history(
             )
 
 
-def _print(entries: list[Any], as_json: bool) -> None:
+def _print(entries: list[Any], as_json: bool, names: list[str]) -> None:
     from ..errors import PayloadError
     from ..protocol.payload import decode
 
@@ -130,7 +130,7 @@ def _print(entries: list[Any], as_json: bool) -> None:
             obj: Any = decode(entry.payload)
         except PayloadError:
             obj = None
-        fields, shown = describe_payload(obj)
+        fields, shown = describe_payload(obj, names, refused=entry.grant_refused)
         sent_at = getattr(obj, "sent_at", None)
         if as_json:
             record = {
@@ -146,4 +146,4 @@ def _print(entries: list[Any], as_json: bool) -> None:
             continue
         when = datetime.fromtimestamp(sent_at or entry.recorded_at).strftime("%Y-%m-%d %H:%M:%S")
         mark = {"sealed": " (not yet sent)"}.get(entry.state, "")
-        echo_lines(message_lines(f"[{when}] {quote(entry.sender_name)}: ", shown, mark))
+        echo_lines(message_lines(message_head(when, entry.sender_name, fields), shown, mark))

@@ -29,7 +29,6 @@ from ..errors import (
     RecoveryNeeded,
     RelayUnreachable,
     StateOfAnotherKit,
-    UnsupportedKitError,
 )
 from ..units import format_size
 
@@ -90,7 +89,6 @@ _HINTS: tuple[tuple[type[GhostlineError], str], ...] = (
         PadExhaustedError,
         "Meet the group in person and make a new kit set with `ghostline pad new`.",
     ),
-    (UnsupportedKitError, "Make a format-1 kit set with `ghostline pad new --format 1`."),
     (
         KitDamagedError,
         "Use an undamaged copy of your kit; without one, the group needs a new kit set.",
@@ -139,10 +137,11 @@ def recover_hint(kit_path: str | os.PathLike[str], plan: RecoveryPlan | None = N
 def recovery_cost(plan: RecoveryPlan) -> str:
     """What recovering costs: the keys and pad it skips (the object of "skips")."""
     share = plan.skipped_bytes / plan.bytes_left if plan.bytes_left else 1.0
+    two = plan.unsealed is not None
     cost = (
-        f"{plan.skipped_keys:,} of your {plan.keys_left:,} unused keys and "
-        f"{format_size(plan.skipped_bytes)} of the {format_size(plan.bytes_left)} left in your "
-        f"slice ({share:.2%})"
+        f"{plan.skipped_keys:,} of your {plan.keys_left:,} unused {'masks' if two else 'keys'} "
+        f"and {format_size(plan.skipped_bytes)} of the {format_size(plan.bytes_left)} left in "
+        f"your {'pad' if two else 'slice'} ({share:.2%})"
     )
     if not plan.can_send_after:
         cost += ", after which this kit can no longer send"

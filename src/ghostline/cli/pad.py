@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import os
 import shutil
 import sys
@@ -25,7 +24,14 @@ import click
 from ..errors import KitError, KitExistsError, UsageError
 from ..fsutil import make_private_dirs
 from ..pad.entropy import DEFAULT_ENTROPY_RATE, MixedRandom
-from ..pad.kitset import KIT_SUFFIX, create_kit_set, kit_set_random_len, member_name_problem
+from ..pad.kitset import (
+    AVERAGE_MESSAGE,
+    KIT_SUFFIX,
+    create_kit_set,
+    default_auth_keys,
+    kit_set_random_len,
+    member_name_problem,
+)
 from ..protocol.kitformat import (
     DEFAULT_LENGTH_STEP,
     FORMAT_1,
@@ -41,11 +47,11 @@ from .params import Number, whole
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-AVERAGE_MESSAGE = 64  # bytes: the default key count assumes messages this long on average
 # Subcommands defined elsewhere, imported only when used so `pad new` stays light.
 _LAZY: dict[str, tuple[str, str]] = {
     "info": ("ghostline.cli.pad_state", "info"),
     "recover": ("ghostline.cli.pad_state", "recover"),
+    "give": ("ghostline.cli.give", "give"),
 }
 
 
@@ -100,8 +106,9 @@ def pad() -> None:
     type=whole(),
     default=None,
     metavar="K",
-    help="One-time keys per ordered pair = most messages each member can send "
-    f"[default: enough for {AVERAGE_MESSAGE}-byte messages on average].",
+    help="One-time keys (format 2: masks) per ordered pair = most messages each member "
+    f"can send [default: enough for {AVERAGE_MESSAGE}-byte messages on average to use "
+    "the own slice (format 1), or two slices or half the group pad (format 2)].",
 )
 @click.option("--group", default="", help="A name for the group (stored in every kit).")
 @click.option(
@@ -126,11 +133,11 @@ def pad() -> None:
     "--format",
     "kit_format",
     type=click.Choice(["1", "2"]),
-    default="1",
+    default="2",
     show_default=True,
-    help="Kit format. 2 adds a header checksum, spends 16 instead of 32 bytes per "
-    "recipient on authenticating a message, pads message lengths and lets members give "
-    "each other pad; send, listen and chat cannot use format-2 kits yet.",
+    help="Kit format. 2 checks its header, pads message lengths, spends 16 instead of "
+    "32 bytes per recipient on authenticating a message, catches a damaged pad, and lets "
+    "members give each other pad. 1 is for groups whose GhostLine is older.",
 )
 @click.option(
     "--length-step",
@@ -169,7 +176,7 @@ def new(
             f"--size {size_text} is too small for {n} members to send even one short message: "
             f"each needs at least {smallest} B, so at least {n * smallest} B in all"
         )
-    keys = default_auth_keys(slice_len) if auth_keys is None else auth_keys
+    keys = default_auth_keys(slice_len, n, fmt) if auth_keys is None else auth_keys
     if keys < 1:
         raise UsageError(f"--auth-keys must be at least 1, not {keys}")
     paths = [out_dir / f"{name}{KIT_SUFFIX}" for name in names]
@@ -224,16 +231,11 @@ def parse_members(text: str) -> list[str]:
     return names
 
 
-def default_auth_keys(slice_len: int) -> int:
-    """Keys enough for a member to spend its slice on messages of average length 64."""
-    return math.ceil(slice_len / AVERAGE_MESSAGE)
-
-
 def _length_step(fmt: int, length_step: int | None) -> int | None:
     """The length step a kit set of format `fmt` gets (None: format 1 does not pad)."""
     if fmt == FORMAT_1:
         if length_step is not None:
-            raise UsageError("--length-step needs --format 2 (format-1 kits do not pad)")
+            raise UsageError("--length-step is for format-2 kits (format-1 kits do not pad)")
         return None
     step = DEFAULT_LENGTH_STEP if length_step is None else length_step
     if not MIN_LENGTH_STEP <= step <= MAX_LENGTH_STEP:
@@ -360,13 +362,17 @@ def _print_summary(
     echo(f"Made {n} kits for {label} in {paths[0].parent}:")
     for name, path in zip(names, paths, strict=True):
         echo(f"  {name:<{width}}  gets  {path}")
+    what = "one-time keys" if length_step is None else "one-time masks"
     echo(
         f"Group pad: {format_size(n * slice_len)} ({format_size(slice_len)} for each member "
-        f"to send with); {keys:,} one-time keys per pair: at most {keys:,} messages each."
+        f"to send with); {keys:,} {what} per pair: at most {keys:,} messages each."
     )
     echo(f"Each kit file: {format_size(file_len)} ({file_len:,} bytes). Randomness: {entropy}.")
     if length_step is not None:
-        echo(f"Kit format 2: every message is padded to a multiple of {length_step} bytes.")
+        echo(
+            f"Kit format 2: every message is padded to a multiple of {length_step} bytes, "
+            "and members give pad to whoever runs low."
+        )
     echo(
         "Hand each member their own file only, in person or over a channel you trust as "
         "much as the pad: anyone who copies a kit can read the group and speak as its owner."

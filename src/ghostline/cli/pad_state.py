@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -23,7 +24,7 @@ from ..state.usage import KitUsage
 from ..units import format_size
 from .kits import KIT_ARGUMENT, explain, recover_hint, recovery_cost
 
-INFO_SCHEMA = 2
+INFO_SCHEMA = 3
 
 _KIT = KIT_ARGUMENT
 _STATE = click.option(
@@ -47,13 +48,18 @@ def info(kit: Path, state: Path | None, as_json: bool) -> None:
     "Messages left" assumes text messages of the size of the member's last 100 (64
     bytes when there are none); files take more.
 
+    For a format-2 kit a member's pad is what it holds now (its first slice, less what
+    it gave away, plus what it was given), and "failed checks" counts the messages from
+    each member whose authentication failed here (forged, or a damaged kit).
+
     \b
-    --json prints one object (schema 2, documented in docs/CLI.md):
-      schema, kit, group, pad_id, created, entropy, n, slice_len, auth_keys,
-      self {index, name},
+    --json prints one object (schema 3, documented in docs/CLI.md):
+      schema, kit, format, length_step, group, pad_id, created, entropy, n, slice_len,
+      auth_keys, self {index, name},
       state {path, status: ok|new|missing|stale, detail},
-      members [{index, name, self, bytes_used, bytes_left, keys_used, keys_left,
-                messages, average_size, text_size, messages_left}],
+      members [{index, name, self, pad_total, extents, bytes_used, bytes_left,
+                keys_used, keys_left, messages, average_size, text_size,
+                messages_left, failed_verifications}],
       erased {keys, keys_total, pad_bytes, pad_bytes_total, fraction}
     """
     with Kit.open(kit, writable=False) as k:
@@ -72,6 +78,8 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
     return {
         "schema": INFO_SCHEMA,
         "kit": str(k.path),
+        "format": h.format,
+        "length_step": h.length_step,
         "group": h.group,
         "pad_id": h.pad_id.hex(),
         "created": h.created,
@@ -90,6 +98,8 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
                 "index": m.index,
                 "name": m.name,
                 "self": m.is_self,
+                "pad_total": m.pad_size,
+                "extents": None if m.extents is None else [list(r) for r in m.extents],
                 "bytes_used": m.bytes_used,
                 "bytes_left": m.bytes_left,
                 "keys_used": m.keys_used,
@@ -98,6 +108,7 @@ def info_json(k: Kit, status: StateStatus, usage: KitUsage) -> dict[str, Any]:
                 "average_size": round(m.average_size, 2),
                 "text_size": round(m.text_size, 2),
                 "messages_left": m.messages_left,
+                "failed_verifications": m.failed,
             }
             for m in usage.members
         ],
@@ -124,15 +135,20 @@ def _print_info(
     me = r["self"]
     group = one_line(r["group"]) if r["group"] else "(unnamed)"
     console.print(f"Group {group}   pad {r['pad_id']}", markup=False)
+    two = r["format"] != 1
     console.print(
         f"You are {one_line(me['name'])} (member {me['index']} of {r['n']}); each slice "
-        f"{format_size(r['slice_len'])}, {r['auth_keys']:,} keys per pair",
+        f"{format_size(r['slice_len'])}, {r['auth_keys']:,} "
+        + ("masks" if two else "keys")
+        + " per pair"
+        + (f"; format 2, messages padded to {r['length_step']} bytes" if two else ""),
         markup=False,
     )
+    # Format 2: a member's pad left over what it holds now, on two lines (80 columns).
     rows = [
         (
             one_line(m["name"]) + (" (you)" if m["self"] else ""),
-            format_size(m["bytes_left"]),
+            format_size(m["bytes_left"]) + (f"\n/ {format_size(m['pad_total'])}" if two else ""),
             f"{m['keys_left']:,}",
             f"{m['messages']:,}",
             format_size(round(m["text_size"])),
@@ -140,19 +156,34 @@ def _print_info(
         )
         for m in r["members"]
     ]
-    headers = ("member", "pad\nleft", "keys\nleft", "sent/\nread", "text\nsize", "≈ msgs\nleft")
+    headers = (
+        "member",
+        "pad left\n/ held" if two else "pad\nleft",
+        "masks\nleft" if two else "keys\nleft",
+        "sent/\nread",
+        "text\nsize",
+        "≈ msgs\nleft",
+    )
     table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column(headers[0], overflow="fold", min_width=6)
     for i, header in enumerate(headers[1:], start=1):
-        widest = max(len(row[i]) for row in rows)
+        widest = max(len(line) for row in rows for line in row[i].split("\n"))
         table.add_column(header, justify="right", no_wrap=True, min_width=widest)
     for row in rows:
         # A name is Text, not a string Rich would read as markup ("[b]" in a name).
         table.add_row(Text(row[0]), *row[1:])
     console.print(table)
+    failed = [m for m in r["members"] if m["failed_verifications"]]
+    if failed:
+        counts = ", ".join(f"{one_line(m['name'])} {m['failed_verifications']:,}" for m in failed)
+        console.print(
+            f"[bold red]Failed checks:[/bold red] {escape(counts)}: messages from these "
+            "members failed their authentication here. Someone may be forging messages, "
+            "or a kit (theirs or yours) is damaged.",
+        )
     e = r["erased"]
     console.print(
-        f"Erased: {e['keys']:,} of {e['keys_total']:,} keys, "
+        f"Erased: {e['keys']:,} of {e['keys_total']:,} {'masks' if two else 'keys'}, "
         f"{format_size(e['pad_bytes'])} of {format_size(e['pad_bytes_total'])} of pad "
         f"({e['fraction']:.2%} of the kit's secret bytes)",
         markup=False,
@@ -178,6 +209,10 @@ _RECOVER_HELP = f"""Rebuild a lost or outdated state database from the kit alone
       largest size a relay carries) + 64 bytes, capped at the end of your slice;
     - accepted message numbers are rebuilt from erased inbound keys, so replays are
       still refused;
+    - format 2 (masks instead of keys): every member's pad is rebuilt from the kit's
+      grant journal, so pad you gave away is never yours again; of your pad above its
+      erased part, every piece smaller than the skip above is skipped too (a commit may
+      lie in it), then the skip in the first piece that large;
     - the skipped keys and pad bytes are erased; the old database is kept aside.
 
     What is lost: the history of sent and received messages, the outbox (messages
@@ -213,30 +248,39 @@ def recover(kit: Path, state: Path | None, yes: bool, force: bool) -> None:
 def describe_plan(plan: RecoveryPlan) -> list[str]:
     """The plan in sentences, for a person to confirm."""
     lines = []
+    two = plan.unsealed is not None
+    keys = "mask" if two else "key"
     if plan.state.status in ("stale", "missing"):
         lines.append(f"State: {state_detail(plan.state)}.")
     if plan.state.path.exists():
         lines.append(f"The old database will be kept as {plan.aside_path()}.")
+    if two:
+        lines.append(
+            f"Grants: the kit's grant journal holds {len(plan.journal)} grant(s); every "
+            "member's pad is rebuilt from it, so pad you gave away stays the other "
+            f"member's (yours now: {format_size(plan.pad_size)})."
+        )
     used = plan.highest_erased_counter + 1
     lines.append(
-        f"Keys: the kit shows {used} message(s) sent (highest erased key "
+        f"{keys.capitalize()}s: the kit shows {used} message(s) sent (highest erased {keys} "
         f"{plan.highest_erased_counter}); the next message will be number "
-        f"{plan.next_counter}, skipping {plan.skipped_keys} key(s): a sender that stopped "
-        "between sealing and erasing may have left that many sealed but not erased."
+        f"{plan.next_counter}, skipping {plan.skipped_keys} {keys}(s): a sender that "
+        "stopped between sealing and erasing may have left that many sealed but not erased."
     )
+    where = "your pad" if two else "your slice"
     lines.append(
-        f"Pad: the erased part of your slice ends at byte {plan.erased_extent}; the next "
+        f"Pad: the erased part of {where} ends at byte {plan.erased_extent}; the next "
         f"message will start at byte {plan.next_offset}, skipping {plan.skipped_bytes} "
-        f"byte(s) ({plan.skipped_bytes / max(1, plan.slice_len):.2%} of your slice) for "
+        f"byte(s) ({plan.skipped_bytes / max(1, plan.pad_size):.2%} of {where}) for "
         "the same reason."
     )
     lines.append(f"In all, it skips {recovery_cost(plan)}.")
     total_acc = sum(len(v) for v in plan.accepted.values())
     lines.append(
         f"Received: {total_acc} accepted message number(s) are rebuilt from erased "
-        "inbound keys, so replays of them are still refused. The history of received "
+        f"inbound {keys}s, so replays of them are still refused. The history of received "
         "and sent messages is lost, and the relay cursor restarts at 0 (messages "
         "already read will be refused as replays when the relay sends them again)."
     )
-    lines.append("The skipped keys and pad bytes are erased in the kit.")
+    lines.append(f"The skipped {keys}s and pad bytes are erased in the kit.")
     return lines

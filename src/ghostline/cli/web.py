@@ -16,7 +16,7 @@ import click
 from ..display import CONTINUATION, one_line, quote
 from ..errors import UsageError
 from .chat import transport_label
-from .connect import connection_options, connection_settings, make_client
+from .connect import auto_give_option, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
 from .terminal import STATUS_LIMIT, echo_lines
 
@@ -56,6 +56,7 @@ from .terminal import STATUS_LIMIT, echo_lines
     ),
 )
 @click.option("--no-browser", is_flag=True, help="Print the address; do not open a browser.")
+@auto_give_option
 def web(
     kit: Path,
     port: int,
@@ -63,6 +64,7 @@ def web(
     allow_remote: bool,
     allow_hosts: tuple[str, ...],
     no_browser: bool,
+    no_auto_give: bool,
     **opts: Any,
 ) -> None:
     """Chat with KIT's group in your web browser.
@@ -92,7 +94,7 @@ def web(
     except OSError as err:
         raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     with sock, open_member(kit) as member:
-        client = make_client(member, settings, presence=True)
+        client = make_client(member, settings, presence=True, auto_give=not no_auto_give)
         relays = ", ".join(opts["relays"])
         browser = not no_browser
         asyncio.run(_run(client, sock, relays, transport_label(opts), browser, allowed))

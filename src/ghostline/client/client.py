@@ -9,6 +9,7 @@ The parts, each with its own module:
 - `presence.py`: who is online;
 - `durable.py`: the one worker thread every commit of the member runs in, in order, so
   that the event loop never waits on a disk;
+- `giving.py`: automatic giving of pad (format 2), when asked for (`auto_give`);
 - `events.py`: what comes out of `Client.events`.
 
 This module holds them together: the client's state (`ClientState`, moved only along
@@ -56,7 +57,8 @@ from ..protocol.frames import (
 )
 from . import relayport
 from .durable import Durable
-from .events import ConnectionChanged, Event, RelayError, RelayFailing
+from .events import ConnectionChanged, Event, MessageReceived, RelayError, RelayFailing
+from .giving import Giver
 from .inbox import Inbox, Resume
 from .outbox import Outbox, OutQueue
 from .presence import Presence
@@ -70,7 +72,7 @@ from .state import MOVES, ClientState
 from .transport import RelayAddress, TlsExpected, TlsOptions, TransportError, speaks_tls
 
 if TYPE_CHECKING:
-    from ..state.member import Member, OutboxEntry
+    from ..state.member import Gift, Member, OutboxEntry
 
 # Refusals that the same request would meet again: stop instead of retrying, once the
 # same one came FATAL_AFTER times in a row on fresh connections (with no progress
@@ -119,6 +121,7 @@ class Client:
         gap_wait: float = 30.0,
         stable_after: float = STABLE_AFTER,
         clock: Callable[[], float] = time.time,
+        auto_give: bool = False,
     ) -> None:
         if not relays:
             raise ValueError("a Client needs at least one relay address")
@@ -147,6 +150,7 @@ class Client:
         self.presence = Presence(
             member.header.n, self._emit, Backoff(backoff_base, max(backoff_cap, 10.0))
         )
+        self.giver = Giver(member, self.durable, self.outbox, self._emit) if auto_give else None
         self._backoff = Backoff(backoff_base, backoff_cap)
         self._signer = Ed25519PrivateKey.from_private_bytes(member.header.signing_key)
         self._relay_index = 0
@@ -185,6 +189,10 @@ class Client:
         if self.follow_presence:
             self._tasks.append(
                 asyncio.create_task(self._guarded(self._follow_presence), name="ghostline-presence")
+            )
+        if self.giver is not None:
+            self._tasks.append(
+                asyncio.create_task(self._guarded(self.giver.run), name="ghostline-giving")
             )
 
     async def stop(self) -> None:
@@ -232,6 +240,14 @@ class Client:
             return []
         return await self.outbox.seal(list(payloads))
 
+    async def give(self, to: int, size: int) -> Gift:
+        """Give `size` bytes of unused pad to member `to` (format 2, `Member.give`): the
+        range leaves this member's pad durably and the grant is sealed and queued like
+        a message. Returns after the seal, before ACCEPTED."""
+        gift = await self.durable.run(self.member.give, to, size)
+        self.outbox.queue([gift.entry])
+        return gift
+
     async def send_text(self, text: str) -> OutboxEntry:
         return await self.send(payload_mod.encode_text(text, int(self.clock())))
 
@@ -253,6 +269,8 @@ class Client:
 
     def _emit(self, event: Event) -> None:
         self.events.put_nowait(event)
+        if self.giver is not None and isinstance(event, MessageReceived):
+            self.giver.poke()  # the sender's figures changed, and perhaps extents
 
     def _move(self, state: ClientState, relay: str, retry_in: float | None, detail: str) -> None:
         if state not in MOVES[self.state]:
@@ -370,6 +388,9 @@ class Client:
         try:
             rx = await self.inbox.enter(str(addr), welcome, asked)
             waiting = await self.outbox.begin(queue)
+            if self.giver is not None and self.receive:
+                self.giver.head = welcome.head
+                self.giver.poke()
             self.connections += 1
             self.last_error = None
             detail = (

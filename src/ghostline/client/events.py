@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ..protocol import payload as payload_mod
+from ..protocol.grants import GrantRange
 
 if TYPE_CHECKING:
     from ..state.member import Received
@@ -65,6 +66,15 @@ class PadLow:
     """At most usage.LOW_FRACTION of this member's pad (bytes or keys) is left."""
 
     fraction_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class PadGiven:
+    """This member gave pad on its own (automatic giving, format 2): `grant`, sealed as
+    its message `counter` and queued to send like any other."""
+
+    grant: GrantRange
+    counter: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +148,7 @@ Event = (
     | ConnectionChanged
     | PadLow
     | PadExhausted
+    | PadGiven
     | RelayError
     | RelayFailing
 )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import GhostlineError, PadExhaustedError
 from ..protocol.frames import FrameType, encode_frame
-from ..state.usage import own_pad_left
+from ..state.usage import PadLeft
 from .durable import Durable
 from .events import Event, MessageAccepted, PadExhausted, PadLow, missing
 from .session import Session
@@ -70,19 +70,30 @@ class Outbox:
     async def seal(self, payloads: list[bytes]) -> list[OutboxEntry]:
         """Seal `payloads` in one commit and queue them; all or nothing."""
         try:
-            return await self.durable.run(self.member.seal_many, payloads, then=self._sealed)
+            entries, _ = await self.durable.run(self._seal, payloads, then=self._sealed)
         except PadExhaustedError:
             self._emit(PadExhausted())
             raise
+        return entries
 
-    def _sealed(self, entries: list[OutboxEntry]) -> None:
+    def _seal(self, payloads: list[bytes]) -> tuple[list[OutboxEntry], PadLeft]:
+        """In the worker: seal, and read what is left (it only reads)."""
+        entries = self.member.seal_many(payloads)
+        return entries, self.member.own_pad()
+
+    def _sealed(self, sealed: tuple[list[OutboxEntry], PadLeft]) -> None:
+        entries, pad = sealed
         if entries:
-            self._check_pad(entries[-1])
+            self._check_pad(pad)
+        self.queue(entries)
+
+    def queue(self, entries: list[OutboxEntry]) -> None:
+        """Entries sealed (and committed) elsewhere, to send on the current connection
+        (a gift: `giving.py`)."""
         if self._queue is not None:
             self._queue.add(entries)
 
-    def _check_pad(self, entry: OutboxEntry) -> None:
-        pad = own_pad_left(self.member.header, entry.counter + 1, entry.offset + entry.length)
+    def _check_pad(self, pad: PadLeft) -> None:
         if pad.level == "exhausted":
             self._emit(PadExhausted())
         elif pad.level != "ok" and not self._pad_low_reported:

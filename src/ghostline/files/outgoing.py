@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from ..errors import UsageError
 from ..protocol.payload import FileHeader
-from ..state.limits import MAX_SEAL_GROUP, seal_groups
+from ..state.limits import MAX_SEAL_GROUP, pad_cost, seal_groups
 from .split import split_file
 from .spooled import SpooledParts, payload_sizes
 
@@ -40,11 +40,17 @@ class OutgoingFile:
     payloads: Sequence[bytes]  # a list, or `spooled.SpooledParts` read as they are sealed
     counters: set[int] = field(default_factory=set)
     accepted: int = 0
+    step: int | None = None  # the kit's length step (format 2 pads every part)
+
+    def pad_sizes(self) -> list[int]:
+        """Pad bytes each part consumes: its length (one-time pad is 1:1), padded to the
+        length step in format 2."""
+        return [pad_cost(size, self.step) for size in payload_sizes(self.payloads)]
 
     @property
     def pad_bytes(self) -> int:
-        """Pad bytes this file consumes: every payload's length (one-time pad is 1:1)."""
-        return sum(payload_sizes(self.payloads))
+        """Pad bytes this file consumes."""
+        return sum(self.pad_sizes())
 
     @property
     def messages(self) -> int:
@@ -56,10 +62,16 @@ class OutgoingFile:
 
 
 def prepare_file(
-    path: str | os.PathLike[str], *, transfer_id: bytes, sent_at: int, name: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    transfer_id: bytes,
+    sent_at: int,
+    name: str | None = None,
+    step: int | None = None,
 ) -> OutgoingFile:
-    """Read and split `path` (sent as `name`, default its own name). Raises UsageError
-    when it is not a readable regular file. Blocking: it reads the whole file."""
+    """Read and split `path` (sent as `name`, default its own name); `step`: the kit's
+    length step. Raises UsageError when it is not a readable regular file. Blocking: it
+    reads the whole file."""
     source = Path(path)
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
@@ -70,11 +82,16 @@ def prepare_file(
         raise UsageError(f"{source}: cannot read it ({exc.strerror})") from None
     if len(payloads) - 1 != header.chunk_count:
         raise UsageError(f"{source}: the file changed while it was being read")
-    return OutgoingFile(source, header, payloads)
+    return OutgoingFile(source, header, payloads, step=step)
 
 
 def spool_file(
-    path: str | os.PathLike[str], *, transfer_id: bytes, sent_at: int, name: str
+    path: str | os.PathLike[str],
+    *,
+    transfer_id: bytes,
+    sent_at: int,
+    name: str,
+    step: int | None = None,
 ) -> OutgoingFile:
     """An OutgoingFile for the private file `path` (an upload the web app keeps until it
     is sealed), sent as `name`: hashed once here, its parts read only when sealed (see
@@ -84,7 +101,7 @@ def spool_file(
         header, _ = split_file(source, transfer_id=transfer_id, sent_at=sent_at, name=name)
     except OSError as exc:
         raise UsageError(f"{name}: cannot read it ({exc.strerror})") from None
-    return OutgoingFile(source, header, SpooledParts(source, header))
+    return OutgoingFile(source, header, SpooledParts(source, header), step=step)
 
 
 async def send_file(
@@ -97,7 +114,7 @@ async def send_file(
     """Seal and queue every part in order, at most `group` per commit and never more
     pad than one commit may hold; `on_sealed(entries)` after each commit. Nothing of a
     group leaves before its commit (`send_many` returns after)."""
-    for cut in seal_groups(payload_sizes(outgoing.payloads), most=group):
+    for cut in seal_groups(outgoing.pad_sizes(), most=group):
         # Spooled parts are read from their file a group at a time, off the event loop.
         entries = await client.send_many(
             await asyncio.to_thread(outgoing.payloads.__getitem__, cut)

@@ -23,7 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ErasedKeyError, JournalFullError, KitDamagedError, KitError, KitReadOnlyError
-from ..protocol.grants import RECORD_LEN, GrantRange, JournalError, decode_journal, free_slot
+from ..protocol.extents import Extents
+from ..protocol.grants import (
+    RECORD_LEN,
+    GrantRange,
+    JournalError,
+    decode_journal,
+    free_slot,
+    replay_journal,
+)
 from ..protocol.kitformat import (
     FORMAT_1,
     FORMAT_2,
@@ -313,6 +321,15 @@ class Kit:
             raise KitDamagedError(f"{self.path}: the grant journal is damaged: {exc}") from None
         finally:
             view.release()
+
+    def journal_extents(self) -> tuple[Extents, ...]:
+        """Every member's extents as the journal's grants leave them (what `pad recover`
+        rebuilds). Raises KitDamagedError when the journal cannot be replayed."""
+        records = self.journal()
+        try:
+            return replay_journal(self.n, self.header.slice_len, records)
+        except JournalError as exc:
+            raise KitDamagedError(f"{self.path}: the grant journal is damaged: {exc}") from None
 
     def append_journal(self, record: GrantRange) -> None:
         """Write `record` into the journal's first empty slot and flush it to disk.

@@ -9,6 +9,7 @@ journal, which a new kit holds as zeros.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -36,6 +37,9 @@ from ..protocol.kitformat import (
 )
 
 KIT_SUFFIX = ".ghostkit"
+# The default number of one-time keys (masks) per pair assumes messages this long, on
+# average, in pad bytes.
+AVERAGE_MESSAGE = 64
 # A member's name is the name of its kit file: `NAME.ghostkit`, written first as
 # `.NAME.ghostkit.partial-<16 hex>`, which must fit the usual 255-byte limit of a name.
 MAX_NAME = 64  # characters
@@ -43,6 +47,18 @@ MAX_NAME_BYTES = 200  # in UTF-8
 # Random material is drawn and written in chunks of this size: large enough that
 # syscall and Python overhead vanish, small enough that memory use stays flat.
 CHUNK = 1 << 22
+
+
+def default_auth_keys(slice_len: int, n: int = 2, format: int = FORMAT_1) -> int:
+    """K, when `pad new` is not told: enough AVERAGE_MESSAGE-byte messages for a member
+    to send its own slice (format 1: it can use no more), or, in format 2, two slices'
+    worth or half of the whole group pad, whichever is more. In format 2 pad moves to
+    whoever talks (grants) but masks cannot move: K is what caps a talker's share of
+    the group pad, at K times its average message. Format 2 spends 16 bytes on a mask
+    where format 1 spends 32 on a key, so this costs the same kit bytes as format 1
+    up to four members, and n/4 times as many above."""
+    share = 1.0 if format == FORMAT_1 else max(2.0, n / 2)
+    return max(1, math.ceil(slice_len * share / AVERAGE_MESSAGE))
 
 
 def member_name_problem(name: str) -> str | None:

@@ -47,6 +47,7 @@ _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 
 _PREFIX = struct.Struct(">BI")
+GRANT_PAYLOAD_LEN = PREFIX_LEN + RECORD_LEN  # kind, sent_at, to, start, end
 _FILE_HEADER = struct.Struct(">8sQII32s")
 _FILE_CHUNK = struct.Struct(">8sI")
 assert _PREFIX.size == PREFIX_LEN
@@ -193,12 +194,8 @@ class GrantPayload:
 
 def decode_grant(payload: bytes) -> GrantPayload:
     """Parse a GRANT payload: kind 0x10, sent_at, then exactly 18 bytes. Raises
-    PayloadError for anything else.
-
-    Not part of `decode` yet: the displays (listen, history, chat) do not know grants,
-    and until the state layer applies them a grant is, to them, a kind they cannot
-    show (which is what `decode` reports).
-    """
+    PayloadError for anything else. (Whether a receiver accepts it is the state
+    layer's to decide, with `grants.check_grant`.)"""
     if len(payload) < PREFIX_LEN or payload[0] != Kind.GRANT:
         raise PayloadError("not a grant")
     body = payload[PREFIX_LEN:]
@@ -209,7 +206,7 @@ def decode_grant(payload: bytes) -> GrantPayload:
     return GrantPayload(to, start, end, sent_at)
 
 
-Payload = TextPayload | FileHeader | FileChunk
+Payload = TextPayload | FileHeader | FileChunk | GrantPayload
 
 # What names a chunk: kind, sent_at, transfer id and index. `chunk_head` needs no more.
 FILE_CHUNK_HEAD_LEN = PREFIX_LEN + _FILE_CHUNK.size
@@ -263,4 +260,6 @@ def decode(payload: bytes) -> Payload:
             )
         transfer_id, index = _FILE_CHUNK.unpack_from(body, 0)
         return FileChunk(transfer_id, index, body[_FILE_CHUNK.size :], sent_at)
+    if kind == Kind.GRANT:
+        return decode_grant(payload)
     raise PayloadError(f"unknown payload kind 0x{kind:02x}")

@@ -14,9 +14,10 @@ transaction. Deleted rows are overwritten, not just unlinked (`secure_delete`), 
 
 Layouts: no release has shipped, so there are no migrations. A database of an older
 layout is refused with `OldStateLayout` (the CLI offers `pad recover` and its cost); a
-newer one with a StateError. The protocol-v2 state (extents, grants, failed
-verification counts) will be new safety tables here and in `store.py`, with the next
-layout number. (A quarter of this module is the schema, hence its length.)
+newer one with a StateError. Layout 6 added the protocol-v2 safety tables (extents,
+the owner's unsealed bytes, grants, failed verification counts), which a format-2 kit's
+database fills from its creation on. (A quarter of this module is the schema, hence its
+length.)
 """
 
 from __future__ import annotations
@@ -26,23 +27,24 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..errors import OldStateLayout, StateError, StateOfAnotherKit, UnsupportedKitError
+from ..errors import OldStateLayout, StateError, StateOfAnotherKit
 from ..fsutil import publish_new
-from ..pad.kit import Kit
-from ..protocol.kitformat import FORMAT_1, KitHeader
+from ..protocol.extents import Extents
+from ..protocol.kitformat import KitHeader
 
 LAYOUT = 6
 BUSY_TIMEOUT_MS = 30_000
 
 # Layout 6. Safety tables (store.py): binding, sending, outbox, accepted, skipped,
-# relay. History tables (history.py): history, history_keep, chat_seen, saved_file.
+# relay, and for format-2 kits extents, unsealed, grants, failed. History tables
+# (history.py): history, history_keep, chat_seen, saved_file.
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE binding (
@@ -92,6 +94,7 @@ CREATE TABLE accepted (
     PRIMARY KEY (sender, counter)
 ) WITHOUT ROWID;
 CREATE INDEX accepted_ranges ON accepted (sender, offset) WHERE offset IS NOT NULL;
+CREATE INDEX accepted_offsets ON accepted (offset) WHERE offset IS NOT NULL;
 CREATE INDEX accepted_unerased ON accepted (sender, counter) WHERE erased = 0;
 CREATE INDEX accepted_relay ON accepted (epoch, seq) WHERE seq IS NOT NULL;
 CREATE TABLE skipped (
@@ -102,6 +105,32 @@ CREATE TABLE skipped (
     counter_end  INTEGER NOT NULL,
     reason       TEXT    NOT NULL,
     recorded_at  REAL    NOT NULL
+);
+CREATE TABLE extents (                   -- format 2: each member's, as this member knows them
+    member INTEGER NOT NULL,
+    start  INTEGER NOT NULL,
+    end    INTEGER NOT NULL,
+    PRIMARY KEY (member, start)
+) WITHOUT ROWID;
+CREATE TABLE unsealed (                  -- format 2: the owner's extents never sealed with
+    start INTEGER PRIMARY KEY,
+    end   INTEGER NOT NULL
+);
+CREATE TABLE grants (                    -- format 2: grants made and received
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    giver       INTEGER NOT NULL,
+    counter     INTEGER,                 -- the grant message's (NULL: own, never sealed)
+    receiver    INTEGER NOT NULL,        -- `to`
+    start       INTEGER NOT NULL,
+    end         INTEGER NOT NULL,
+    rule        TEXT,                    -- NULL: applied, else the check it failed
+    journal     TEXT    NOT NULL,        -- 'waiting' | 'written' | 'full' | 'none'
+    recorded_at REAL    NOT NULL
+);
+CREATE INDEX grants_message ON grants (giver, counter);
+CREATE TABLE failed (                    -- tag verifications that failed, per sender
+    sender INTEGER PRIMARY KEY,
+    count  INTEGER NOT NULL
 );
 CREATE TABLE history (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -157,13 +186,6 @@ def default_state_path(header: KitHeader) -> Path:
     return paths.state_dir() / f"{header.pad_id.hex()}-{header.self_index}.sqlite"
 
 
-def require_format_1(kit: Kit) -> None:
-    """Refuse a format-2 kit: the durable state suite 2 needs (extents, grants, failed
-    verification counts) does not exist yet. The one place that says so."""
-    if kit.format != FORMAT_1:
-        raise UnsupportedKitError(os.fspath(kit.path), kit.format)
-
-
 class Database:
     """One member's state database: one connection behind a lock (thread-safe)."""
 
@@ -185,8 +207,14 @@ class Database:
         next_counter: int = 0,
         next_offset: int = 0,
         origin: str = "new",
+        extents: Sequence[Extents] = (),
+        unsealed: Extents | None = None,
     ) -> Database:
         """Make a new database at `path` (which must not exist), mode 0600.
+
+        A format-2 kit's database starts with every member's `extents` and the owner's
+        `unsealed` bytes, written in the same transaction as the schema: a database that
+        exists has them (a missing one could make a donor seal in what it gave away).
 
         The database is built under a temporary name and linked into place whole, so
         a second process opening `path` at the same moment sees either nothing or a
@@ -220,6 +248,12 @@ class Database:
                         "INSERT INTO sending VALUES (1, ?, ?)", (next_counter, next_offset)
                     )
                     conn.execute("INSERT INTO relay (id, cursor) VALUES (1, 0)")
+                    conn.executemany(
+                        "INSERT INTO extents VALUES (?, ?, ?)",
+                        [(m, a, b) for m, ext in enumerate(extents) for a, b in ext],
+                    )
+                    if unsealed is not None:
+                        conn.executemany("INSERT INTO unsealed VALUES (?, ?)", unsealed.ranges)
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()  # the last connection to close removes -wal and -shm

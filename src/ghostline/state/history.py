@@ -51,6 +51,7 @@ class HistoryEntry:
     recorded_at: float
     state: str  # "sealed" | "stored" (own) | "received"
     history_id: int | None = None  # grows in the order entries were recorded
+    grant_refused: str | None = None  # a grant that moved nothing here: the rule it broke
 
 
 @dataclass(frozen=True)

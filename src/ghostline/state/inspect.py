@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import OldStateLayout, RecoveryNeeded, StateMissing
 from ..pad.kit import Kit
-from .database import Database, binding_of, default_state_path, require_format_1
+from ..protocol.kitformat import FORMAT_1
+from .database import Database, binding_of, default_state_path
 from .erasure import first_erasure, staleness
 from .history import History
 from .kitrecord import check_kit
@@ -28,7 +29,6 @@ class StateStatus:
 def inspect_state(kit: Kit, state_path: str | os.PathLike[str] | None = None) -> StateStatus:
     """Does the kit have a usable state database? Raises KitHeaderChangedError for a kit
     whose header is not the one recorded when it was first used here."""
-    require_format_1(kit)
     check_kit(kit.header, kit.path)
     path = Path(state_path) if state_path is not None else default_state_path(kit.header)
     kit_path = os.fspath(kit.path)
@@ -50,7 +50,9 @@ def inspect_state(kit: Kit, state_path: str | os.PathLike[str] | None = None) ->
             OldStateLayout(old.state_path, old.version, old.current, kit_path=kit_path),
         )
     try:
-        problem = staleness(kit, *Store(db).next_position())
+        store = Store(db)
+        unsealed = None if kit.format == FORMAT_1 else store.unsealed()
+        problem = staleness(kit, *store.next_position(), unsealed)
     finally:
         db.close()
     return StateStatus(path, "stale" if problem else "ok", problem)

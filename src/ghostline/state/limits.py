@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from ..pad.seal2 import largest_payload, padded_length
 from ..protocol.envelope import sealed_length
 from ..protocol.frames import DEFAULT_MAX_FRAME
 from ..protocol.payload import DEFAULT_CHUNK_SIZE
@@ -25,10 +26,18 @@ MAX_SEAL_GROUP = 32
 MAX_SEAL_BYTES = (MAX_SEAL_GROUP + 1) * DEFAULT_CHUNK_SIZE
 
 
-def max_payload(n: int) -> int:
+def max_payload(n: int, step: int | None = None) -> int:
     """The largest payload a member of a group of `n` can seal: its DELIVER frame (type,
-    seq, sealed message) must fit the protocol's default relay frame limit."""
-    return DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, n)
+    seq, sealed message) must fit the protocol's default relay frame limit. `step`: a
+    format-2 kit's length step (the payload is padded to a multiple of it)."""
+    room = DEFAULT_MAX_FRAME - 1 - 8 - sealed_length(0, n)
+    return room if step is None else largest_payload(room, step)
+
+
+def pad_cost(payload_len: int, step: int | None = None) -> int:
+    """Pad bytes a payload of `payload_len` bytes uses: itself (format 1), or padded to a
+    multiple of a format-2 kit's length `step`."""
+    return payload_len if step is None else padded_length(payload_len, step)
 
 
 def seal_groups(sizes: Sequence[int], *, most: int = MAX_SEAL_GROUP) -> Iterator[slice]:

@@ -1,20 +1,27 @@
 """One member of one kit: the facade over the kit, the sealing code and the state.
 
-`Member` joins a kit (`pad/kit.py`), the pure sealing code (`pad/seal.py`) and the
-state database (`store.py`: safety tables, `history.py`: what is shown), in the order
-that keeps pad bytes from ever being used twice:
+`Member` joins a kit (`pad/kit.py`, either format), the pure sealing code (`pad/seal.py`
+for format 1, `pad/seal2.py` for format 2) and the state database (`store.py`: safety
+tables, `history.py`: what is shown), in the order that keeps pad bytes from ever
+being used twice:
 
 - sealing: seal in memory, then ONE transaction commits the next counter, the next
-  offset and the outbox row, then the used pad and keys are zeroed in the kit and
-  flushed, and only then does `seal` return the sealed bytes (protocol-v1 section 5).
-  A commit holds at most what `limits.py` allows, so `pad recover` (`recovery.py`)
-  can skip one commit's worth past the kit's erasures;
+  offset (format 2: the owner's unsealed bytes, where first-fit placed each message)
+  and the outbox row, then the used pad and keys (masks) are zeroed in the kit and
+  flushed, and only then does `seal` return the sealed bytes (protocol-v1 section 5,
+  v2 section 5). A commit holds at most what `limits.py` allows, so `pad recover`
+  (`recovery.py`) can skip one commit's worth past the kit's erasures;
 - opening: the header is read once; every reject rule is checked against the accepted
-  log, then one transaction commits the accepted (sender, counter, range, digest), the
-  history row and the relay cursor, then the inbound key and the sender's pad bytes are
-  zeroed and flushed, and only then is the message returned (section 6). A rejected
-  message changes nothing, durable or not, and settles no relay seq; a byte-for-byte
-  copy of a message this member already has settles its seq as `cursor.py` says;
+  log (format 2: and the sender's extents), then one transaction commits the accepted
+  (sender, counter, range, digest), the history row, the relay cursor and, for a grant,
+  the range it moves (`granting.py`), then the inbound key (mask) and the pad bytes are
+  zeroed and flushed, an accepted grant goes into the kit's journal, and only then is
+  the message returned (section 6). A rejected message changes nothing, durable or
+  not, and settles no relay seq; the one thing it changes is in memory: a failed tag
+  adds one to its sender's failed-verification count, written with the next commit (a
+  forged frame must never cause a write of its own). A byte-for-byte copy of a message
+  this member already has settles its seq as `cursor.py` says;
+- giving (format 2): `give` and `auto_give` (policy: `giving.py`): see `granting.py`;
 - start-up: the database is checked against the kit's erasures (a missing, older or
   old-layout database is refused: guessing the next offset could reuse pad), and a
   sweep zeroes whatever was committed but not yet erased (`erasure.py`).
@@ -37,7 +44,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +53,7 @@ from ..errors import (
     ErasedKeyError,
     MessageTooLarge,
     OldStateLayout,
+    PadExhaustedError,
     RejectedMessage,
     StateBehindKit,
     StateError,
@@ -53,30 +61,39 @@ from ..errors import (
 )
 from ..pad.kit import Kit
 from ..pad.seal import open_sealed, seal_with_kit
+from ..pad.seal2 import next_range, open_sealed2, seal_with_kit2
 from ..protocol.envelope import HEADER_LEN, Envelope, read_envelope
+from ..protocol.extents import Extents
+from ..protocol.grants import initial_extents
+from ..protocol.kitformat import FORMAT_1
+from ..protocol.payload import Kind
 from ..protocol.relaycursor import SEQ_LIMIT, Anchor, RelayCursor, frame_digest
 from ..protocol.rules import Rule
+from . import granting
 from .cursor import RelayCursorKeeper
-from .database import Database, binding_of, default_state_path, require_format_1
-from .erasure import first_erasure, own_pad_erased, sweep
-from .history import History, HistoryDeleted, HistoryEntry, SavedFiles
+from .database import Database, binding_of, default_state_path
+from .entries import OutboxEntry as OutboxEntry  # re-exported: the apps import it from here
+from .erasure import (
+    erase_own,
+    erase_received,
+    first_erasure,
+    group_pad_erased,
+    own_pad_erased,
+    sweep,
+)
+from .history import History
 from .kitrecord import check_kit, remember_kit
-from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload
+from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, pad_cost
+from .membergrants import Gift as Gift  # re-exported: the apps import it from here
+from .membergrants import MemberGrants
+from .memberhistory import MemberHistory
 from .store import Store
 from .usage import KitUsage, PadLeft, compute_usage, own_pad_left
 
+_GRANT = bytes([Kind.GRANT])
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
 CRASH_HOOK_STOP = "stop-mid-erase"
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    counter: int
-    offset: int
-    length: int
-    sealed: bytes
-    seq: int | None
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,12 @@ class Received:
     counter: int
     offset: int
     payload: bytes
+    length: int = -1  # pad bytes the message used (format 2: padded); -1: len(payload)
+    grant_refused: str | None = None  # a grant that moved nothing: the rule it broke
+
+    @property
+    def pad_used(self) -> int:
+        return len(self.payload) if self.length < 0 else self.length
 
 
 @dataclass
@@ -97,8 +120,10 @@ class _Erased:
     received: list[tuple[int, int]] = field(default_factory=list)  # (sender, counter)
 
 
-class Member:
-    """The kit owner's durable view of a group. See docs/CONTRACTS.md."""
+class Member(MemberGrants, MemberHistory):
+    """The kit owner's durable view of a group. See docs/CONTRACTS.md. The calls on
+    grants (`give`, `auto_give`, ...) are `membergrants.py`'s, those on the history
+    `memberhistory.py`'s: one class, its methods in three files by job."""
 
     def __init__(self, kit: Kit, db: Database) -> None:
         self.kit = kit
@@ -111,6 +136,7 @@ class Member:
         self._cursor = RelayCursorKeeper(self.store, self._history, self._commit)
         self._lock = threading.RLock()
         self._erased = _Erased()
+        self._failed: dict[int, int] = {}  # failed tag verifications not yet written
         self._crash_hook = os.environ.get(CRASH_HOOK_ENV)
 
     @classmethod
@@ -119,7 +145,6 @@ class Member:
     ) -> Member:
         kit = Kit.open(kit_path)
         try:
-            require_format_1(kit)
             # Before the state is looked up by pad_id: a damaged pad_id must not look like
             # a new kit (or like a used kit whose state is lost).
             check_kit(kit.header, kit_path)
@@ -128,6 +153,9 @@ class Member:
             try:
                 member = cls(kit, db)
                 sweep(kit, member.store)
+                if kit.format != FORMAT_1:
+                    with kit.seal_lock():
+                        granting.write_journal(kit, member.store)  # what a crash left
                 remember_kit(kit.header)
                 member._history.expire_now(time.time())  # what expired while closed
             except BaseException:
@@ -143,6 +171,8 @@ class Member:
             if self.store.closed:
                 return
             try:
+                # Not for failed-verification counts alone: they wait for a real commit,
+                # or forged frames would make a member write (then they are lost).
                 if self._erased.own or self._erased.received:
                     with self.store.transaction():
                         self._record_pending()
@@ -159,9 +189,17 @@ class Member:
     # -- sending ------------------------------------------------------------------
 
     @property
+    def format(self) -> int:
+        return self.header.format
+
+    @property
     def max_payload(self) -> int:
         """The largest payload this member can seal (see `limits.max_payload`)."""
-        return max_payload(self.header.n)
+        return max_payload(self.header.n, self.header.length_step)
+
+    def pad_cost(self, payload_len: int) -> int:
+        """Pad bytes a payload of this length uses (format 2 pads it)."""
+        return pad_cost(payload_len, self.header.length_step)
 
     def seal(self, payload: bytes) -> OutboxEntry:
         return self.seal_many([payload])[0]
@@ -181,47 +219,82 @@ class Member:
             # Sealed, it would burn its pad and then block the outbox for good: the relay
             # refuses the frame on every reconnect, and later messages wait behind it.
             raise MessageTooLarge(largest, self.max_payload, self.header.n)
-        if sum(len(p) for p in payloads) > MAX_SEAL_BYTES:
+        if sum(self.pad_cost(len(p)) for p in payloads) > MAX_SEAL_BYTES:
             raise ValueError(f"one commit seals at most {MAX_SEAL_BYTES} bytes of pad")
-        me = self.index
-        kit_path = os.fspath(self.kit.path)
         # The seal lock is held from before the commit until the erasure is flushed, so
         # no other process commits while this one's commit is not yet erased.
         with self._lock, self.kit.seal_lock():
-            entries: list[OutboxEntry] = []
-            now = time.time()
-            with self.store.transaction():
-                counter, offset = self.store.next_position()
-                for payload in payloads:
-                    if own_pad_erased(self.kit, offset, len(payload)):
-                        raise StateBehindKit(kit_path=kit_path, next_offset=offset)
-                    try:
+            return self._seal_locked(payloads)
+
+    def _seal_locked(
+        self, payloads: list[bytes], *, grant_id: int | None = None
+    ) -> list[OutboxEntry]:
+        """`seal_many` with the member's lock and the kit's seal lock held. `grant_id`:
+        the payload is that own grant's message (its row learns the counter)."""
+        me = self.index
+        kit_path = os.fspath(self.kit.path)
+        entries: list[OutboxEntry] = []
+        now = time.time()
+        with self.store.transaction():
+            counter, offset = self.store.next_position()
+            free = None if self.format == FORMAT_1 else self.store.unsealed()
+            for payload in payloads:
+                try:
+                    if free is None:
+                        length = len(payload)
+                        if own_pad_erased(self.kit, offset, length):
+                            raise StateBehindKit(kit_path=kit_path, next_offset=offset)
                         sealed = seal_with_kit(self.kit, counter, offset, payload)
-                    except ErasedKeyError:
-                        raise StateBehindKit(
-                            kit_path=kit_path, next_counter=counter, erased_counter=counter
-                        ) from None
-                    self.store.add_outbox(counter, offset, len(payload), sealed, now)
-                    self._history.record(me, counter, None, payload, now, "sealed")
-                    entries.append(OutboxEntry(counter, offset, len(payload), sealed, None))
-                    counter += 1
-                    offset += len(payload)
+                    else:
+                        offset, length = self._place2(counter, payload, free)
+                        sealed = seal_with_kit2(self.kit, counter, offset, payload, free=free)
+                except ErasedKeyError:
+                    raise StateBehindKit(
+                        kit_path=kit_path, next_counter=counter, erased_counter=counter
+                    ) from None
+                self.store.add_outbox(counter, offset, length, sealed, now)
+                self._history.record(me, counter, None, payload, now, "sealed")
+                entries.append(OutboxEntry(counter, offset, length, sealed, None))
+                if free is not None:
+                    free = free.remove(offset, offset + length)
+                counter += 1
+                offset += length
+            if free is None:
                 self.store.set_next_position(counter, offset)
-                self._record_pending()
-                expired = self._history.expire(now, saved=False)
-            if self._crash_hook == "1":
-                os._exit(CRASH_HOOK_EXIT)
-            for i, e in enumerate(entries):
-                if self._crash_hook == CRASH_HOOK_STOP and i == len(entries) // 2:
-                    self.kit.flush()
-                    os.kill(os.getpid(), signal.SIGSTOP)
-                self.kit.erase_key_stream(me, e.offset, e.length)
-                self.kit.erase_outbound_keys(e.counter)
-            self.kit.flush()
-            self._erased.own.extend(e.counter for e in entries)
-            if expired:
-                self.store.db.checkpoint()  # after the erasure: it must not wait on this
+            else:
+                self.store.set_next_position(counter, 0)  # format 2 places by `unsealed`
+                self.store.set_unsealed(free)
+            if grant_id is not None:
+                self.store.set_grant_counter(grant_id, entries[0].counter)
+            self._record_pending()
+            expired = self._history.expire(now, saved=False)
+        if self._crash_hook == "1":
+            os._exit(CRASH_HOOK_EXIT)
+        for i, e in enumerate(entries):
+            if self._crash_hook == CRASH_HOOK_STOP and i == len(entries) // 2:
+                self.kit.flush()
+                os.kill(os.getpid(), signal.SIGSTOP)
+            erase_own(self.kit, e.counter, e.offset, e.length)
+        self.kit.flush()
+        self._erased.own.extend(e.counter for e in entries)
+        if expired:
+            self.store.db.checkpoint()  # after the erasure: it must not wait on this
         return entries
+
+    def _place2(self, counter: int, payload: bytes, free: Extents) -> tuple[int, int]:
+        """Format 2: (offset, padded length) of the next message: the lowest
+        free run of the owner's unsealed bytes that holds it. PadExhaustedError when
+        the masks or the pad run out (nothing is consumed)."""
+        h = self.header
+        assert h.length_step is not None
+        if counter >= h.auth_keys:
+            raise PadExhaustedError(
+                f"no one-time keys left: all {h.auth_keys} messages of this kit are used"
+            )
+        start, end = next_range(free, len(payload), h.length_step)
+        if group_pad_erased(self.kit, start, end - start):
+            raise StateBehindKit(kit_path=os.fspath(self.kit.path), next_offset=start)
+        return start, end - start
 
     def pending(self) -> list[OutboxEntry]:
         return [
@@ -251,6 +324,11 @@ class Member:
             if ours and settle and epoch is not None:
                 self._cursor.settle(store_id, [seq])
 
+    def accepted_seq(self, counter: int) -> int | None:
+        """The seq the relay gave own message `counter`, once it was accepted."""
+        row = self.store.outbox_row(counter)
+        return None if row is None else row.seq
+
     # -- receiving ----------------------------------------------------------------
 
     def receive(self, seq: int, sealed: bytes, *, store_id: bytes | None = None) -> Received | None:
@@ -271,13 +349,25 @@ class Member:
             if env is not None and self._is_own_echo(env):
                 self._cursor.own_copy(env, seq, digest, store_id)
                 return None
+            refused: str | None = None
+            moved = False
             try:
                 # Checked under the write lock, so that another process of this member
                 # cannot accept the same counter between the check and the commit.
                 with self.store.transaction():
-                    opened = open_sealed(self.kit, sealed, self.store, envelope=env)
+                    if self.format == FORMAT_1:
+                        opened = open_sealed(self.kit, sealed, self.store, envelope=env)
+                    else:
+                        opened = open_sealed2(self.kit, sealed, self.store)
                     env = opened.envelope
                     now = time.time()
+                    if self.format != FORMAT_1 and opened.plaintext[:1] == _GRANT:
+                        verdict = granting.accept_grant(
+                            self.store, self.header, env, opened.plaintext, now
+                        )
+                        if verdict is not None:
+                            refused = verdict[1]
+                            moved = refused is None
                     epoch = self._cursor.epoch_of(store_id)
                     self.store.add_accepted(
                         env.sender, env.counter, env.offset, env.length,
@@ -290,16 +380,24 @@ class Member:
                     self._record_pending()
                     expired = self._history.expire(now, saved=False)
             except RejectedMessage as err:
+                if err.rule == Rule.BAD_TAG and env is not None:
+                    # The one thing a rejection may change, written with the next commit.
+                    self._failed[env.sender] = self._failed.get(env.sender, 0) + 1
                 if err.rule != Rule.REPLAYED_COUNTER or env is None:
                     raise
                 self._cursor.accepted_copy(env, seq, digest, store_id)
                 return None
             if expired:
                 self.store.db.checkpoint()
-            self.kit.erase_inbound_key(env.sender, env.counter)
-            self.kit.erase_key_stream(env.sender, env.offset, env.length)
+            erase_received(
+                self.kit, env.sender, env.counter, env.offset, env.length,
+                self.store.accepted_all,
+            )  # fmt: skip
             self.kit.flush()
             self._erased.received.append((env.sender, env.counter))
+            if moved:
+                with self.kit.seal_lock():
+                    granting.write_journal(self.kit, self.store)
         return Received(
             seq=seq,
             sender=env.sender,
@@ -307,6 +405,8 @@ class Member:
             counter=env.counter,
             offset=env.offset,
             payload=opened.plaintext,
+            length=env.length,
+            grant_refused=refused,
         )
 
     def _is_own_echo(self, env: Envelope) -> bool:
@@ -370,75 +470,6 @@ class Member:
         with self._lock:
             return self._cursor.take_lost()
 
-    # -- history (history.py) ---------------------------------------------------------
-
-    def history(
-        self, limit: int | None = None, *, before: HistoryEntry | None = None
-    ) -> list[HistoryEntry]:
-        """In relay order, oldest first; with `limit`, the newest `limit` entries, and
-        with `before`, those that come before that entry (a page further back)."""
-        return self._history.page(limit, before=None if before is None else before.history_id)
-
-    def history_of_kind(self, kind: int, *, head: int | None = None) -> list[HistoryEntry]:
-        """Every history entry (the whole history, not a page) whose payload is of
-        `kind` (its first byte), oldest first. With `head`, payloads are cut to their
-        first `head` bytes: enough to tell which file a chunk belongs to without
-        reading its data. Read-only; the apps rebuild file transfers with it."""
-        return self._history.of_kind(kind, head)
-
-    def history_of(self, keys: Iterable[tuple[int, int]]) -> list[HistoryEntry]:
-        """The history entries of these (sender, counter) pairs, oldest first."""
-        return self._history.of(keys)
-
-    def accepted_seq(self, counter: int) -> int | None:
-        """The seq the relay gave own message `counter`, once it was accepted."""
-        row = self.store.outbox_row(counter)
-        return None if row is None else row.seq
-
-    def saved_files(self) -> SavedFiles:
-        """Every received file recorded as saved. Read-only."""
-        return self._history.saved_files()
-
-    def record_saved_file(
-        self, sender: int, transfer_id: bytes, path: str | os.PathLike[str], sha256: bytes
-    ) -> None:
-        """Durably record that `sender`'s transfer was saved at `path`. Call only after
-        the file is fsynced and linked into place: a transfer recorded here is never
-        saved again."""
-        self._history.record_saved(sender, transfer_id, os.fspath(path), sha256, time.time())
-
-    @property
-    def history_keep(self) -> int | None:
-        """Days history is kept: None for ever (the default), 0 not at all."""
-        return self._history.keep()
-
-    def history_to_delete(self, days: int | None) -> int:
-        """How many entries keeping history `days` days would delete now."""
-        return self._history.to_delete(days, time.time())
-
-    def set_history_keep(self, days: int | None) -> HistoryDeleted:
-        """Keep history `days` days from now on (None: for ever, 0: not at all), and
-        delete at once what that setting no longer keeps."""
-        return self._history.keep_for(days, time.time())
-
-    def clear_history(self) -> HistoryDeleted:
-        """Delete the whole history, except parts of received files not yet saved."""
-        return self._history.clear()
-
-    @property
-    def chat_seen(self) -> int | None:
-        """The newest history id when the chat app last closed; None if it never did."""
-        return self._history.chat_seen()
-
-    def first_unseen(self) -> int | None:
-        """The history id of the first entry from another member recorded since the chat
-        app last closed; None when there is none, or when it never closed."""
-        return self._history.first_unseen()
-
-    def mark_chat_seen(self) -> None:
-        """The chat app closes: everything in the history now has been seen."""
-        self._history.mark_seen()
-
     # -- how much is left (usage.py) --------------------------------------------------
 
     def usage(self, *, scan_kit: bool = True) -> KitUsage:
@@ -458,8 +489,14 @@ class Member:
             return compute_usage(self.kit, (self.store, self._history), scan_kit=False).pads()
 
     def own_pad(self) -> PadLeft:
-        """What is left of this member's own slice and keys (exact, from the state)."""
-        return own_pad_left(self.header, *self.store.next_position())
+        """What is left of this member's own pad and keys (exact, from the state)."""
+        counter, offset = self.store.next_position()
+        if self.format == FORMAT_1:
+            return own_pad_left(self.header, counter, offset)
+        return own_pad_left(
+            self.header, counter, 0, unsealed=self.store.unsealed(),
+            extents=self.store.member_extents(self.index),
+        )  # fmt: skip
 
     # -- internals ----------------------------------------------------------------
 
@@ -475,6 +512,9 @@ class Member:
         earlier messages and the relay seqs settled in memory (copies of messages this
         member has, at the seqs they are known at)."""
         self._cursor.write_waiting()
+        if self._failed:
+            self.store.add_failed(self._failed)
+            self._failed = {}
         erased = self._erased
         if erased.own or erased.received:
             self.store.record_erased(erased.own, erased.received)
@@ -501,8 +541,13 @@ def _open_database(kit: Kit, path: Path) -> Database:
         raise StateMissing(
             os.fspath(path), erased_counter=counter, erased_from=sender, kit_path=kit_path
         )
+    start: dict[str, object] = {}
+    if kit.format != FORMAT_1:
+        h = kit.header
+        extents = initial_extents(h.n, h.slice_len)
+        start = {"extents": extents, "unsealed": extents[h.self_index]}
     try:
-        return Database.create(path, binding)
+        return Database.create(path, binding, **start)  # type: ignore[arg-type]
     except StateError:
         if not path.exists():
             raise

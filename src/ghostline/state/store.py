@@ -16,15 +16,20 @@ or accepts a replay.
   seqs above a hole (`seen`, 8 bytes each); and the relay `epoch`, one more each time
   the cursor starts from 0 again (another store, or this one went back). A message's
   `seq` in `outbox` or `accepted` says where the relay holds it only in the epoch kept
-  beside it (`Placed`).
+  beside it (`Placed`);
+- format 2 (docs/PROTOCOL.md sections 14-15): `extents`, every member's extents as
+  this member knows them; `unsealed`, the owner's extents it has never sealed with
+  (where it seals next, and all it may give); `grants`, every grant made or received,
+  whether it moved its range (`rule` NULL) or which check it failed, and whether it
+  is in the kit's grant journal yet (`journal`) (these live in `grantstore.py`);
+- `failed`: tag verifications that failed, per sender (written with the next commit).
 
 A digest (`relaycursor.frame_digest`) is what tells a genuine copy of a message from a
 forgery naming the same sender and counter, and what the relay cursor's anchor
 (`anchor`) is checked by.
 
 This module knows nothing about kits or sealing: `member.py` drives it. The tables live
-in the state database (`database.py`), beside the history (`history.py`). The
-protocol-v2 safety state (extents, grants, failed-verification counts) belongs here.
+in the state database (`database.py`), beside the history (`history.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 from ..errors import StateError
 from ..protocol.relaycursor import Anchor, RelayCursor, frame_digest
 from .database import Binding, Database
+from .grantstore import GrantTables
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,7 @@ class SkippedRange:
     reason: str
 
 
-class Store:
+class Store(GrantTables):
     """The safety tables of one state database. Thread-safe (the database's lock)."""
 
     def __init__(self, db: Database) -> None:

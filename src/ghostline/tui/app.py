@@ -40,21 +40,24 @@ from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
+    MessageRejected,
     PadExhausted,
+    PadGiven,
     PadLow,
     PresenceChanged,
 )
 from ..display import one_line
 from ..errors import GhostlineError, PadExhaustedError
 from ..historypages import HistoryPages
-from ..protocol.payload import FileChunk, FileHeader, encode_text
+from ..protocol.payload import FileChunk, FileHeader, GrantPayload, encode_text
+from ..protocol.rules import Rule
 from .conversation import Conversation
 from .files import ChatFiles
 from .members import MemberPanel
 from .messagelog import ChatLine, MessageLog
 from .screens import HELP_TEXT, TextScreen
 from .usage import pad_table
-from .view import event_sentence
+from .view import event_sentence, gift_text
 from .widgets import Banner, ChatInput, MemberList, PadGauge, StatusBar
 
 # Each message is a widget (about 3 ms to mount): one screenful and some, so the app
@@ -192,6 +195,7 @@ class ChatApp(App[None]):
         log.append(self.conversation.page(entries))
         log.more_above = self._pages.more
         self.call_after_refresh(log.fill)
+        self.panel.failed = member.failed_verifications()
         self.panel.show_pads(member.pads())
         self.query_one(StatusBar).show("connecting")
         self.set_interval(1.0, self._tick)
@@ -295,23 +299,40 @@ class ChatApp(App[None]):
             self._on_connection(event)
         elif isinstance(event, PadLow | PadExhausted):
             self.panel.reread()
+        elif isinstance(event, PadGiven):
+            self._on_given(event)
         elif (said := event_sentence(event)) is not None:
             kind, text = said
             if (line := self._repeats.line(text, text)) is not None:
                 self.say(kind, line)
+            if isinstance(event, MessageRejected) and event.rule == Rule.BAD_TAG:
+                self.panel.reread()  # its sender's failed-verification count went up
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
         obj = event.payload_obj
         line = self.conversation.line_for(
-            received.sender, obj, timestamp=self.clock(), seq=received.seq
+            received.sender,
+            obj,
+            timestamp=self.clock(),
+            seq=received.seq,
+            refused=received.grant_refused,
         )
         if line is not None:
             new_since = self.conversation.take_new_since_live()
             self.message_log.add_received(line, new_since=new_since)
         if isinstance(obj, FileHeader | FileChunk):
             self.files.received(received.sender, obj)
-        self.panel.used(received.sender, received.counter, received.offset + len(received.payload))
+        self.panel.used(received.sender, received.counter, received.offset + received.pad_used)
+
+    def _on_given(self, event: PadGiven) -> None:
+        """This member gave pad on its own (automatic giving)."""
+        grant = event.grant
+        kind, text = gift_text(
+            self.names, self.me, self.me, GrantPayload(*grant, int(self.clock())), None
+        )
+        self.say(kind, f"{text} (automatically: {self.names[grant.to]} was running low)")
+        self.panel.reread()
 
     def _on_connection(self, event: ConnectionChanged) -> None:
         if getattr(event, "channel", "relay") == "presence":

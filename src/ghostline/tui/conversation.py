@@ -15,9 +15,9 @@ from typing import Any
 
 from ..errors import PayloadError
 from ..files import UnfinishedSend
-from ..protocol.payload import FileChunk, FileHeader, Payload, TextPayload, decode
+from ..protocol.payload import FileChunk, FileHeader, GrantPayload, Payload, TextPayload, decode
 from .messagelog import ChatLine
-from .view import file_text
+from .view import file_text, gift_text
 
 
 class Conversation:
@@ -76,6 +76,7 @@ class Conversation:
             counter=entry.counter if own else None,
             state="stored" if entry.state == "stored" else "sealed",
             seq=entry.seq,
+            refused=entry.grant_refused,
         )
 
     def line_for(
@@ -87,8 +88,10 @@ class Conversation:
         counter: int | None = None,
         state: str = "sealed",
         seq: int | None = None,
+        refused: str | None = None,
     ) -> ChatLine | None:
-        """The line for a message (None for a file chunk: its file has a line)."""
+        """The line for a message (None for a file chunk: its file has a line). A grant
+        is a notice ("alice gave bob 96 KiB of pad"), a warning when `refused` here."""
         own = sender == self.me
         name = "you" if own else self.names[sender]
         if obj is None:
@@ -100,6 +103,9 @@ class Conversation:
         if isinstance(obj, FileChunk):
             return None
         when = float(obj.sent_at) if obj.sent_at else timestamp
+        if isinstance(obj, GrantPayload):
+            kind, said = gift_text(self.names, self.me, sender, obj, refused)
+            return ChatLine(kind, when, said, seq=seq)
         if isinstance(obj, TextPayload):
             text = obj.text
         elif own:

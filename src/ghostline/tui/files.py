@@ -147,6 +147,7 @@ class ChatFiles:
                 typed_path(path),
                 transfer_id=self.random_bytes(8),
                 sent_at=int(self.clock()),
+                step=self.member.header.length_step,
             )
         except GhostlineError as err:
             self.warn(f"/file: {err}")

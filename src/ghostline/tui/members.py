@@ -1,10 +1,13 @@
-"""The side panel's members and pads: who is online, how much pad each member has left,
-your gauge and warning banner, and the input locked once your pad is used up.
+"""The side panel's members and pads: who is online, how much pad each member has left
+(and how many of their messages failed their check here, when any did), your gauge and
+warning banner, and the input locked once your pad is used up.
 
-Figures come from the member (`Member.pads`, read in a worker thread) and move with
-every message seen live (`usage.after_message`); presence comes from the relay, and
-its changes are told in the conversation as `presencenotes` allows (a member coming and
-going in a loop does not fill it).
+Figures come from the member (`Member.pads`, read in a worker thread). With a format-1
+kit they move with every message seen live (`usage.after_message`); with a format-2
+kit they are read again after each message, as grants move pad both ways (each
+member's gauge is its current extents, not its first slice). Presence comes from the
+relay, and its changes are told in the conversation as `presencenotes` allows (a member
+coming and going in a loop does not fill it).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class MemberPanel:
         self.clock = clock
         self.say = say
         self.pads: dict[int, PadLeft] = {}
+        self.failed: dict[int, int] = {}
+        self.moving = member.header.format != 1  # format 2: pad moves between members
         self.online: frozenset[int] = frozenset()
         self.presence_down = False
         self._presence_resync = False
@@ -53,6 +58,9 @@ class MemberPanel:
 
     def used(self, sender: int, counter: int, end: int) -> None:
         """A message of `sender` used key `counter` and pad up to `end`."""
+        if self.moving:
+            self.reread()
+            return
         pads = dict(self.pads)
         pads[sender] = after_message(pads[sender], counter=counter, end=end)
         self.show_pads(pads)
@@ -60,14 +68,22 @@ class MemberPanel:
     def reread(self) -> None:
         """Read every member's figures from the state again, in a worker thread (the
         member's lock may be held by a commit in another thread)."""
-        self.app.run_worker(self._reread(), group="pads")
+        # Exclusive: the newest read wins (format 2's figures go up as well as down).
+        self.app.run_worker(self._reread(), group="pads", exclusive=self.moving)
 
     async def _reread(self) -> None:
-        read = await asyncio.to_thread(self.member.pads)
+        read, failed = await asyncio.to_thread(self._read)
         if not self.app.is_running:
+            return
+        self.failed = failed
+        if self.moving:
+            self.show_pads(read)
             return
         # Pad is only ever used up: what was seen live while reading stays counted.
         self.show_pads({i: _lower(self.pads.get(i), pad) for i, pad in read.items()})
+
+    def _read(self) -> tuple[dict[int, PadLeft], dict[int, int]]:
+        return self.member.pads(), self.member.failed_verifications()
 
     def show_pads(self, pads: dict[int, PadLeft]) -> None:
         app = self.app
@@ -128,7 +144,9 @@ class MemberPanel:
 
     def show_members(self) -> None:
         rows = [
-            MemberRow(i, name, i in self.online, self.pads.get(i), i == self.me)
+            MemberRow(
+                i, name, i in self.online, self.pads.get(i), i == self.me, self.failed.get(i, 0)
+            )
             for i, name in enumerate(self.names)
         ]
         self.app.query_one(MemberList).show(rows, presence_known=not self.presence_down)

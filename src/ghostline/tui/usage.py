@@ -35,8 +35,11 @@ def pad_table(member: Any, online: frozenset[int]) -> Table:
     table.add_column("member")
     table.add_column("online")
     table.add_column("messages", justify="right")
+    two = header.format != 1
+    if two:
+        table.add_column("pad held", justify="right")  # format 2: after grants
     table.add_column("pad left", justify="right")
-    table.add_column("keys left", justify="right")
+    table.add_column("masks left" if two else "keys left", justify="right")
     table.add_column("≈ msgs left", justify="right")
     table.add_column("left", justify="right")
     for m in usage.members:
@@ -44,6 +47,7 @@ def pad_table(member: Any, online: frozenset[int]) -> Table:
             Text(f"{one_line(m.name)} (you)" if m.is_self else one_line(m.name)),
             "you" if m.is_self else ("yes" if m.index in online else "no"),
             f"{m.messages:,}",
+            *((format_size(m.pad_size),) if two else ()),
             format_size(m.bytes_left),
             f"{m.keys_left:,}",
             f"{m.messages_left:,}",

@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from typing import Literal
 
+from ..cli.padtalk import gift_sentence, rejection_note
 from ..cli.relaystatus import messages_missing_line, relay_failing_line, store_changed_line
 from ..client import MessageRejected, MessagesMissing, RelayError, RelayFailing, StoreChanged
 from ..files.names import safe_file_name
-from ..protocol.payload import FileHeader
+from ..protocol.payload import FileHeader, GrantPayload
 from ..state.usage import PadLeft, PadLevel
 from ..units import format_size
 
@@ -49,6 +50,11 @@ PAD_WARNINGS: dict[PadLevel, str] = {
 
 def pad_warning(pad: PadLeft) -> str:
     return PAD_WARNINGS[pad.level].format(pct=percent(pad.fraction_left), summary=pad_summary(pad))
+
+
+def failed_checks(count: int) -> str:
+    """A member's failed-verification count, as the member lists show it."""
+    return f"{count:,} failed check{'s' if count != 1 else ''} (forged, or a damaged kit)"
 
 
 def percent(fraction: float) -> str:
@@ -106,10 +112,24 @@ def event_sentence(event: object) -> tuple[Literal["warning", "notice"], str] | 
 
 
 def rejected_text(seq: int, rule: str, reason: str) -> str:
+    note = rejection_note(rule)
     return (
         f"rejected a message (relay seq {seq}): {reason} [rule: {rule}]. "
-        "It was not shown and used none of your pad."
+        "It was not shown and used none of your pad." + (f" {note}" if note else "")
     )
+
+
+def gift_text(
+    names: list[str], me: int, giver: int, grant: GrantPayload, refused: str | None
+) -> tuple[Literal["notice", "warning"], str]:
+    """The line for a grant: "alice gave bob 96 KiB of pad" (you, for this member), or a
+    warning when this kit refused it. `names` must be safe to show."""
+
+    def who(i: int) -> str:
+        return "you" if i == me else (names[i] if i < len(names) else f"member {i}")
+
+    text = gift_sentence(who(giver), who(grant.to), max(0, grant.end - grant.start), refused)
+    return ("notice" if refused is None else "warning"), text
 
 
 def refused_text(reason: str, code: int) -> str:

@@ -26,6 +26,7 @@ from ..units import format_size
 from .view import (
     OWN_COLOUR,
     countdown,
+    failed_checks,
     percent,
     sender_colour,
 )
@@ -43,10 +44,12 @@ class MemberRow:
     online: bool
     pad: PadLeft | None
     is_self: bool
+    failed: int = 0  # their messages whose tag failed here
 
 
 class MemberList(Static):
-    """Who is online (as the relay says) and how much of each member's slice is left."""
+    """Who is online (as the relay says), how much of each member's pad is left, and how
+    many of their messages failed their check here (when any did)."""
 
     DEFAULT_CSS = """
     MemberList { height: auto; padding: 0 1; }
@@ -78,6 +81,8 @@ class MemberList(Static):
             if row.pad is not None:
                 text.append(f"\n  {percent(row.pad.fraction_left)} left", style="dim")
                 text.append(f" · {format_size(row.pad.bytes_left)}", style="dim")
+            if row.failed:
+                text.append(f"\n  ⚠ {failed_checks(row.failed)}", style="bold red")
         self.update(text)
 
 

@@ -14,9 +14,9 @@ import re
 from typing import Any, Literal
 
 from ..display import body_lines, fold, one_line
-from ..protocol.payload import FileChunk, FileHeader, Payload, TextPayload
+from ..protocol.payload import FileChunk, FileHeader, GrantPayload, Payload, TextPayload
 from ..state.usage import PadLeft
-from ..tui.view import file_text, pad_summary, pad_warning, percent
+from ..tui.view import failed_checks, file_text, gift_text, pad_summary, pad_warning, percent
 
 LineKind = Literal["message", "notice", "warning"]
 OwnState = Literal["sealed", "sending", "stored"]
@@ -71,17 +71,31 @@ def line(
 
 def payload_text(obj: Payload, *, own: bool, unfinished: str | None = None) -> str | None:
     """What a message says in the conversation; None for file chunks (shown as
-    progress, not as lines). `unfinished`: the text for an own file whose parts were
-    not all sealed."""
+    progress, not as lines) and grants (`grant_line`). `unfinished`: the text for an
+    own file whose parts were not all sealed."""
     if isinstance(obj, TextPayload):
         return obj.text
-    if isinstance(obj, FileChunk):
+    if isinstance(obj, FileChunk | GrantPayload):
         return None
     if isinstance(obj, FileHeader):
         return unfinished or file_text(obj, own=own)
-    # Protocol v2 grants ("alice gave bob 96 KiB of pad") get their sentence here, and
-    # the member list its new extents from `members_view`, once v2 payloads exist.
     return "a message of a kind this version cannot show"
+
+
+def grant_line(
+    names: list[str],
+    me: int,
+    giver: int,
+    grant: GrantPayload,
+    timestamp: float,
+    *,
+    ident: str,
+    refused: str | None = None,
+) -> dict[str, Any]:
+    """A grant's line: "alice gave bob 96 KiB of pad", a notice (a warning when this kit
+    refused the grant). The member list shows the pad it moved (`members_view`)."""
+    kind, text = gift_text(names, me, giver, grant, refused)
+    return line(kind, timestamp, text, ident=ident)
 
 
 def pad_view(pad: PadLeft) -> dict[str, Any]:
@@ -101,7 +115,11 @@ def members_view(
     pads: dict[int, PadLeft],
     online: frozenset[int],
     presence_known: bool,
+    failed: dict[int, int] | None = None,
 ) -> dict[str, Any]:
+    """Every member's row: online, pad (format 2: of its current extents), and the
+    count of its messages that failed their check here, when any did."""
+    failed = failed or {}
     rows = []
     for index, name in enumerate(names):
         pad = pads.get(index)
@@ -112,6 +130,7 @@ def members_view(
                 "you": index == me,
                 "online": True if index == me else (index in online if presence_known else None),
                 "pad": pad_view(pad) if pad is not None else None,
+                "failed": failed_checks(failed[index]) if failed.get(index) else None,
             }
         )
     own = pads.get(me)

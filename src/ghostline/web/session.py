@@ -30,7 +30,9 @@ from ..client import (
     ConnectionChanged,
     MessageAccepted,
     MessageReceived,
+    MessageRejected,
     PadExhausted,
+    PadGiven,
     PadLow,
     PresenceChanged,
 )
@@ -45,9 +47,10 @@ from ..files import (
 )
 from ..historypages import HistoryPages
 from ..presencenotes import PresenceNote, PresenceNotes
-from ..protocol.payload import FileChunk, FileHeader, Payload, decode, encode_text
+from ..protocol.payload import FileChunk, FileHeader, GrantPayload, Payload, decode, encode_text
+from ..protocol.rules import Rule
 from ..state.usage import PadLeft, after_message
-from ..tui.view import event_sentence, file_text
+from ..tui.view import event_sentence, file_text, gift_text
 from . import lines as view
 from .seen import SeenMarker
 from .transfers import Transfers
@@ -95,6 +98,10 @@ class WebSession:
         self._presence = PresenceNotes()
         self._repeats = Repeats()  # a relay failing the same way each time says it once a minute
         self.pads: dict[int, PadLeft] = {}
+        self.failed: dict[int, int] = {}
+        self.moving = header.format != 1  # format 2: pad moves, figures are read again
+        self._reads = itertools.count()
+        self._shown_read = -1
         self.incoming = IncomingFiles(downloads, record=record_in(self.member))
         self.outgoing = OutgoingFiles()
         self.transfers = Transfers(self)
@@ -111,7 +118,7 @@ class WebSession:
     async def start(self, *, connect: bool = True) -> None:
         """Read the pads and rebuild unfinished transfers (before any event is read, so
         a live part never meets a transfer history has not filled in), then connect."""
-        self.pads = await asyncio.to_thread(self.member.pads)
+        self.pads, self.failed = await asyncio.to_thread(self._read_pads)
         await self.seen.load()
         await self.transfers.resume()
         await self.transfers.load_saved()
@@ -229,7 +236,7 @@ class WebSession:
 
     def members(self) -> dict[str, Any]:
         return view.members_view(
-            self.names, self.me, self.pads, self.online, not self.presence_down
+            self.names, self.me, self.pads, self.online, not self.presence_down, self.failed
         )
 
     # -- lines -------------------------------------------------------------------------
@@ -243,6 +250,7 @@ class WebSession:
                 _decoded(entry.payload),
                 entry.recorded_at,
                 self._entry_state(entry),
+                refused=entry.grant_refused,
             )  # fmt: skip
             for entry in entries
         ]
@@ -264,8 +272,10 @@ class WebSession:
         state: Any = None,
         *,
         whole: bool = False,
+        refused: str | None = None,
     ) -> dict[str, Any] | None:
-        """A message's line; a long text is folded unless `whole` (see `view.line`)."""
+        """A message's line; a long text is folded unless `whole` (see `view.line`). A
+        grant is a notice, or a warning when it was `refused` here."""
         own = sender == self.me
         name = "you" if own else self.names[sender]
         ident = view.message_id(sender, counter)
@@ -276,6 +286,11 @@ class WebSession:
                 f"a message from {name} opened correctly but its content is malformed",
                 ident=ident,
             )
+        when = float(obj.sent_at) if getattr(obj, "sent_at", 0) else timestamp
+        if isinstance(obj, GrantPayload):
+            return view.grant_line(
+                self.names, self.me, sender, obj, when, ident=ident, refused=refused
+            )
         unfinished = None
         if own and isinstance(obj, FileHeader):
             unfinished = self._unfinished_text(obj)
@@ -284,7 +299,6 @@ class WebSession:
         text = view.payload_text(obj, own=own, unfinished=unfinished)
         if text is None:
             return None
-        when = float(obj.sent_at) if getattr(obj, "sent_at", 0) else timestamp
         return view.line(
             "message", when, text, ident=ident, sender=sender, name=name, own=own,
             state=state if own else None, whole=whole,
@@ -329,21 +343,32 @@ class WebSession:
             self._on_connection(event)
         elif isinstance(event, PadLow | PadExhausted):
             self.spawn(self.reread_pads())
+        elif isinstance(event, PadGiven):
+            to = self.names[event.grant.to]
+            kind, text = gift_text(
+                self.names, self.me, self.me, GrantPayload(*event.grant, 0), None
+            )
+            self._note(kind, f"{text} (automatically: {to} was running low)")
+            self.spawn(self.reread_pads())
         elif (said := event_sentence(event)) is not None:
             kind, text = said
             if (line := self._repeats.line(text, text)) is not None:
                 self._note(kind, line)
+            if isinstance(event, MessageRejected) and event.rule == Rule.BAD_TAG:
+                self.spawn(self.reread_pads())  # the sender's failed count went up
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
         obj = event.payload_obj
-        item = self.line_for(received.sender, received.counter, obj, self.clock())
+        item = self.line_for(
+            received.sender, received.counter, obj, self.clock(), refused=received.grant_refused
+        )
         if item is not None:
             self.add_line(item)
         if isinstance(obj, FileHeader | FileChunk):
             update = self.incoming.add(received.sender, self.names[received.sender], obj)
             self.transfers.incoming_update(update)
-        self.used(received.sender, received.counter, received.offset + len(received.payload))
+        self.used(received.sender, received.counter, received.offset + received.pad_used)
 
     def _on_presence(self, event: PresenceChanged) -> None:
         self.online = event.online
@@ -400,7 +425,11 @@ class WebSession:
     # -- pads --------------------------------------------------------------------------
 
     def used(self, sender: int, counter: int, end: int) -> None:
-        """A message of `sender` used key `counter` and pad up to `end`."""
+        """A message of `sender` used key `counter` and pad up to `end` (format 2: the
+        figures are read again, as grants move pad both ways)."""
+        if self.moving:
+            self.spawn(self.reread_pads())
+            return
         if sender in self.pads:
             self.pads = {
                 **self.pads,
@@ -409,8 +438,16 @@ class WebSession:
         self.broadcast(self.members())
 
     async def reread_pads(self) -> None:
-        self.pads = await asyncio.to_thread(self.member.pads)
+        read = next(self._reads)
+        pads, failed = await asyncio.to_thread(self._read_pads)
+        if read < self._shown_read:
+            return  # a newer read has been shown already
+        self._shown_read = read
+        self.pads, self.failed = pads, failed
         self.broadcast(self.members())
+
+    def _read_pads(self) -> tuple[dict[int, PadLeft], dict[int, int]]:
+        return self.member.pads(), self.member.failed_verifications()
 
     # -- sending -----------------------------------------------------------------------
 

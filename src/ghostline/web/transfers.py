@@ -221,6 +221,7 @@ class Transfers:
             outgoing = await asyncio.to_thread(
                 spool_file, upload, transfer_id=session.random_bytes(8),
                 sent_at=int(session.clock()), name=name,
+                step=session.member.header.length_step,
             )  # fmt: skip
         except BaseException:
             upload.unlink(missing_ok=True)

@@ -317,6 +317,7 @@
         bar.title = m.pad.summary + " left" + (m.you ? "" : " (at least: counted from what you received)");
         li.appendChild(bar);
       }
+      if (m.failed) li.appendChild(el("span", "failed", "⚠ " + m.failed));
       list.appendChild(li);
     }
     if (msg.pad) showPad(msg.pad);

@@ -1,0 +1,44 @@
+"""What GhostLine says about pad moving between members (format-2 grants) and about
+messages that fail their checks: the sentences `listen`, `history`, the chat app and
+the web page share. Names passed in must already be safe to show (`display.quote` or
+`one_line`)."""
+
+from __future__ import annotations
+
+from ..protocol.rules import Rule
+from ..units import format_size
+
+
+def gift_sentence(giver: str, to: str, size: int, refused: str | None = None) -> str:
+    """ "alice gave bob 96 KiB of pad", or, for a grant this kit refused (`refused`:
+    the rule it broke), what that means here."""
+    return f"{giver} {gift_predicate(to, size, refused)}"
+
+
+def gift_predicate(to: str, size: int, refused: str | None = None) -> str:
+    """`gift_sentence` after the giver's name: "gave bob 96 KiB of pad"."""
+    if refused is None:
+        return f"gave {to} {format_size(size)} of pad"
+    return (
+        f"sent {to} a grant of pad that this kit refuses ({refused}): it moves nothing "
+        f"here, and what {to} seals in that pad will be rejected here"
+    )
+
+
+_NOTES = {
+    Rule.BAD_TAG: (
+        "Its authentication check failed: someone may be forging messages, or the "
+        "sender's kit or yours is damaged (a damaged pad fails every message that uses "
+        "it). `ghostline pad info` counts these per member."
+    ),
+    Rule.OFFSET_OUT_OF_RANGE: (
+        "It uses pad that, as far as this kit knows, its sender does not hold: pad it "
+        "gave away, or pad given to it in a grant this kit did not accept."
+    ),
+    Rule.BAD_PADDING: "Its tag is genuine but the sender's software padded it wrongly.",
+}
+
+
+def rejection_note(rule: str) -> str | None:
+    """What a rejection by `rule` may mean, beyond its reason; None when it says enough."""
+    return _NOTES.get(rule)
