@@ -1,4 +1,4 @@
-"""Relay store identity (protocol-v2 section 8) with real relay processes: a relay
+"""Relay store identity (docs/PROTOCOL.md section 8) with real relay processes: a relay
 restarted on a new store, a store rebuilt under another id, and two independent relays
 given as failover addresses. No member may skip a message in any of them."""
 

@@ -1,4 +1,4 @@
-"""The public header of a sealed message (protocol-v1 section 4)."""
+"""The public header of a sealed message (docs/PROTOCOL.md section 4)."""
 
 from __future__ import annotations
 

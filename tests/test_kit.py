@@ -1,4 +1,4 @@
-"""Kit sets: layout (protocol-v1 sections 2-3), creation safety, and corrupt-kit errors."""
+"""Kit sets: layout (docs/PROTOCOL.md sections 2-3), creation safety, and corrupt-kit errors."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def counting_stream() -> tuple[Callable[[int], bytes], list[int], bytearray]:
 
 
 def read_prefix(path: Path) -> tuple[int, dict[str, Any], int]:
-    """(H, header object, base) read straight from the bytes, per protocol-v1 section 2."""
+    """(H, header object, base) read straight from the bytes, per docs/PROTOCOL.md section 2."""
     raw = path.read_bytes()
     assert raw[:8] == b"GHSTKIT1"
     (header_len,) = struct.unpack(">I", raw[8:12])

@@ -1,4 +1,4 @@
-"""Payloads (protocol-v1 section 7 and docs/PROTOCOL.md): text, file header, file chunk;
+"""Payloads (docs/PROTOCOL.md section 7): text, file header, file chunk;
 and the file transfer's use of them (ghostline.files): reassembly in any order,
 splitting, and safe file names."""
 

@@ -1,4 +1,4 @@
-"""Sealing and opening (protocol-v1 sections 4-6): round trips, every reject rule,
+"""Sealing and opening (docs/PROTOCOL.md sections 4-6): round trips, every reject rule,
 tampering, insider forgery, purity, exhaustion and the two XOR code paths."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The committed protocol-v1 vectors (tests/vectors/) agree with the implementation;
+"""The committed format-1 vectors (tests/vectors/) agree with the implementation;
 the generator reproduces every vector file (v2's are checked in test_vectors_v2.py)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def accepted_log(vector: dict[str, Any]) -> MemoryAcceptedLog:
     )
 
 
-# --- kit-set.json, checked against protocol-v1 sections 2-3 directly ------------------
+# --- kit-set.json, checked against docs/PROTOCOL.md sections 2-3 directly ------------------
 
 
 def independent_layout(raw: bytes) -> dict[str, Any]:

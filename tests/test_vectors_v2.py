@@ -1,4 +1,4 @@
-"""The committed protocol-v2 vectors agree with the project AND with an independent
+"""The committed format-2 vectors agree with the project AND with an independent
 implementation written from the drafts alone (tests/vectors/independent_v2.py), byte for
 byte, both ways."""
 

@@ -1,4 +1,4 @@
-"""Relay and presence frames (protocol-v1 section 8): the sans-IO decoder and body codecs."""
+"""Relay and presence frames (docs/PROTOCOL.md section 8): the sans-IO decoder and body codecs."""
 
 from __future__ import annotations
 

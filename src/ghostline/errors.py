@@ -273,7 +273,7 @@ class InternalError(LocalError):
 
 
 class RejectedMessage(RemoteError):
-    """A sealed message broke a rule of protocol-v1 section 6 and was not accepted.
+    """A sealed message broke a rule of docs/PROTOCOL.md section 6 and was not accepted.
 
     `rule` is a short stable name for the broken rule (used in logs, test vectors
     and `listen --json`); the message text explains it to a person.
@@ -285,7 +285,7 @@ class RejectedMessage(RemoteError):
 
 
 class ProtocolError(RemoteError):
-    """The peer broke the wire protocol (protocol-v1 section 8).
+    """The peer broke the wire protocol (docs/PROTOCOL.md section 8).
 
     `code` is the ERROR code that answers it; `rule`, when set, the stable name of the
     broken rule (`protocol.rules`)."""

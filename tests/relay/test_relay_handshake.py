@@ -1,4 +1,4 @@
-"""Handshake on both ports (protocol-v1 section 8): success and every failure code."""
+"""Handshake on both ports (docs/PROTOCOL.md section 8): success and every failure code."""
 
 from __future__ import annotations
 

@@ -144,7 +144,7 @@ def _kit_set(paths: list[Path], kits: list[Kit]) -> dict[str, Any]:
         )
     return {
         "description": (
-            "A complete GhostLine kit set (protocol-v1 sections 2-3): n=3, "
+            "A complete GhostLine kit set (docs/PROTOCOL.md sections 2-3): n=3, "
             f"slice_len={SLICE_LEN}, auth_keys={AUTH_KEYS}. Pad bytes are NOT random "
             "(SHAKE-256 of a fixed seed): never use them for messages."
         ),
@@ -265,7 +265,7 @@ def _sealed(kits: list[Kit]) -> dict[str, Any]:
         vectors.append(entry)
     return {
         "description": (
-            "Sealed messages (protocol-v1 sections 4-6) with every input. Each vector is "
+            "Sealed messages (docs/PROTOCOL.md sections 4-6) with every input. Each vector is "
             "independent: open it with fresh kits from kit-set.json and only the listed "
             "accepted state and erased keys."
         ),
@@ -569,7 +569,7 @@ def _rejected(kits: list[Kit]) -> dict[str, Any]:
     ]
     return {
         "description": (
-            "Messages a recipient MUST reject (protocol-v1 section 6), each named by the "
+            "Messages a recipient MUST reject (docs/PROTOCOL.md section 6), each named by the "
             "first rule it breaks in checking order. Open each with a fresh kit of "
             "`recipient` from kit-set.json, the listed accepted state and erased keys."
         ),

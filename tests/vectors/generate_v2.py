@@ -1,4 +1,4 @@
-"""The protocol-v2 vectors (format-2 kits, suite 2, grants), built for generate.py.
+"""The format-2 vectors (format-2 kits, suite 2, grants), built for generate.py.
 
 Every byte follows from SEED; see README.md for the format of each file. Imported by
 generate.py (which writes or checks every vector file) with tests/ on sys.path.

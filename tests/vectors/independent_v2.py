@@ -1,20 +1,20 @@
 """A second implementation of format-2 kits and suite 2, for tests only.
 
-Written from shared/design/protocol-v2.md and protocol-v1.md alone (the normative
-drafts), not from GhostLine's code: it imports nothing from `ghostline`, only the
+Written from the specification alone (docs/PROTOCOL.md), not from GhostLine's
+code: it imports nothing from `ghostline`, only the
 standard library and `cryptography`'s Poly1305. tests/test_vectors_v2.py checks that it
 and the project agree on every vector, byte for byte, both ways.
 
-Where the drafts leave a choice, the choice is written down here:
+Where the specification leaves a choice, the choice is written down here:
 
-- Reject rule names and their order are protocol-v1 section 6's, with v2 section 5's
-  extents and any-sender overlap checks in place of v1's slice and same-sender ones.
-  The drafts name no rule for a version-1 message reaching a format-2 kit: it is
+- Reject rule names and their order are section 6's, with section 14's extents and
+  any-sender overlap checks in place of format 1's slice and same-sender ones.
+  The specification names no rule for a version-1 message reaching a format-2 kit: it is
   `unknown_version` here (the project calls it `format_mismatch`).
-- Padding (v2 section 4) is read strictly: section 3 says L is a multiple of
-  length_step and section 4 that z is the least such, so after the tag verifies the
+- Padding (section 13) is read strictly: L is a multiple of length_step and z is
+  the least such, so after the tag verifies the
   padded plaintext must be exactly payload || 0x80 || 0x00 * z with 0 <= z < step.
-- Grant checks (v2 section 6) are numbered 1-6 in the order the draft lists them.
+- Grant checks (section 15) are numbered 1-6 in the order section 15 lists them.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-HEADER = struct.Struct(">BB16sHHQQI")  # v1 section 4, shared by suite 2
+HEADER = struct.Struct(">BB16sHHQQI")  # section 4, shared by suite 2
 
 
 class Damaged(Exception):
-    """v2 section 1: the checksum does not match."""
+    """section 11: the checksum does not match."""
 
 
 class Malformed(Exception):
@@ -55,7 +55,7 @@ class Kit:
 
     @property
     def pair_len(self) -> int:
-        return 16 + 16 * self.k  # v2 section 2: R, then K masks
+        return 16 + 16 * self.k  # section 12: R, then K masks
 
     def _slot(self, other: int) -> int:
         return other if other < self.me else other - 1
@@ -81,7 +81,7 @@ class Kit:
 
 
 def parse_kit(raw: bytes) -> Kit:
-    """v2 sections 1-2. Raises Damaged for a bad checksum, checked before any field."""
+    """sections 11-12. Raises Damaged for a bad checksum, checked before any field."""
     if len(raw) < 12 or raw[:8] != b"GHSTKIT2":
         raise Malformed("not a format-2 kit")
     (h,) = struct.unpack(">I", raw[8:12])
@@ -105,12 +105,12 @@ def parse_kit(raw: bytes) -> Kit:
 
 
 def pad_payload(payload: bytes, step: int) -> bytes:
-    z = -(len(payload) + 1) % step  # v2 section 4: the least z >= 0
+    z = -(len(payload) + 1) % step  # section 13: the least z >= 0
     return payload + b"\x80" + bytes(z)
 
 
 def seal(kit: Kit, counter: int, offset: int, payload: bytes) -> bytes:
-    """v2 section 3: header || padded XOR grouppad || one tag per recipient."""
+    """section 13: header || padded XOR grouppad || one tag per recipient."""
     padded = pad_payload(payload, kit.step)
     header = HEADER.pack(2, 2, bytes.fromhex(kit.header["pad_id"]), kit.me, kit.n, counter,
                          offset, len(padded))  # fmt: skip
@@ -141,7 +141,7 @@ class State:
         return any(a < end and start < b for _, _, a, b in self.accepted)
 
     def move(self, giver: int, to: int, start: int, end: int) -> None:
-        """v2 section 6: the range leaves the giver's extents for `to`'s."""
+        """section 15: the range leaves the giver's extents for `to`'s."""
         out = []
         for a, b in self.extents[giver]:
             if a <= start and end <= b:
@@ -216,7 +216,7 @@ def check_grant(
     state: State, sender: int, n: int, message: tuple[int, int], grant: tuple[int, int, int]
 ) -> int:
     """0 when a receiver accepts the grant, else the number (1-6) of the first condition
-    of v2 section 6 that fails."""
+    of section 15 that fails."""
     to, start, end = grant
     conditions = [
         to != sender,

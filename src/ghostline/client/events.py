@@ -23,7 +23,7 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True)
 class MessageRejected:
-    """A delivered message broke a rule of protocol-v1 section 6; nothing was consumed."""
+    """A delivered message broke a rule of docs/PROTOCOL.md section 6; nothing was consumed."""
 
     seq: int
     rule: str

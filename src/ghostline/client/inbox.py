@@ -126,7 +126,7 @@ class Inbox:
         return self.member.relay_state(), self.member.relay_anchor()
 
     async def enter(self, relay: str, welcome: Welcome, asked: Resumption) -> Receiving:
-        """WELCOME came: take the cursor of the store it names (protocol-v2 section 8).
+        """WELCOME came: take the cursor of the store it names (docs/PROTOCOL.md section 8).
         A store other than the cursor's restarts from 0; so does the same store with a
         head below the cursor (it went back). If we asked for more than 0, the relay
         skips seqs 1..asked, so connect again (`Resume`)."""

@@ -1,4 +1,4 @@
-"""Relay and presence frames (protocol-v1 section 8), sans-IO.
+"""Relay and presence frames (docs/PROTOCOL.md section 8), sans-IO.
 
 Feed received bytes to a `FrameSplitter` (or a `FrameDecoder`) and get whole frames
 back; build frames with `encode_frame` or the body helpers below, which hold every

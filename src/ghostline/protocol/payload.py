@@ -1,4 +1,4 @@
-"""What a sealed message carries (protocol-v1 section 7, docs/PROTOCOL.md). Pad-free.
+"""What a sealed message carries (docs/PROTOCOL.md section 7). Pad-free.
 
 Every plaintext starts with `kind (1) || sent_at (4, Unix seconds)`, then a body:
 

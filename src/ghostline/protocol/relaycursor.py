@@ -1,7 +1,7 @@
 """Where a member resumes in a relay's stream of seqs: pure logic, no I/O, no clock.
 
-Relay seqs are not authenticated (protocol-v1 section 8), and since protocol-v2 section 8
-they are comparable only under one `store_id`. Three small value types keep a hostile
+Relay seqs are not authenticated, and they are comparable only under one `store_id`
+(docs/PROTOCOL.md section 8). Three small value types keep a hostile
 relay or network from making a member skip a message without saying so:
 
 - `RelayCursor`: the seqs of one store that are settled. `upto` moves only over a

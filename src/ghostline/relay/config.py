@@ -22,7 +22,7 @@ class Retention:
 class RelayLimits:
     """What one relay process accepts before it refuses, and how it refuses.
 
-    Every refusal is an ERROR frame (protocol-v1 section 8) and one log line.
+    Every refusal is an ERROR frame (docs/PROTOCOL.md section 8) and one log line.
     """
 
     max_frame: int = DEFAULT_MAX_FRAME  # ERROR 2

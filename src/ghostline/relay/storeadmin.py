@@ -5,7 +5,7 @@ Why a restored store needs a new id: a backup holds an older head than the store
 replaces. Were its id kept, members that had read past that head would resume from
 their cursor and silently skip the new messages that now take the seqs they already
 passed. With a new id, every member sees another store in WELCOME, reads it from its
-start and drops by `(sender, counter)` what it already has (protocol-v2 section 8):
+start and drops by `(sender, counter)` what it already has (docs/PROTOCOL.md section 8):
 nothing is skipped, nothing shown twice.
 
 Both hold the store's lock (`storefile.lock_store`) while they work, so they refuse a

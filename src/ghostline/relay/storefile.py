@@ -16,7 +16,7 @@
   -wal and -shm files the database file's mode, so the database is created 0600 before
   SQLite first opens it.
 - Checks: SQLite's integrity check, then the layout version. A store that fails either
-  is refused, never served in part (protocol-v2 section 8).
+  is refused, never served in part (docs/PROTOCOL.md section 8).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class RelayCursorKeeper:
 
     def enter(self, store_id: bytes) -> RelayCursor:
         """Inside a transaction: a relay named its store; from now on the cursor is that
-        store's (protocol-v2 section 8). Returns the cursor as it was: another store's
+        store's (docs/PROTOCOL.md section 8). Returns the cursor as it was: another store's
         when its `store_id` differs (then the new one starts from 0, in a new epoch)."""
         before = self.state()
         after = before.for_store(store_id)

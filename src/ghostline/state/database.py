@@ -14,7 +14,7 @@ transaction. Deleted rows are overwritten, not just unlinked (`secure_delete`), 
 
 Layouts: no release has shipped, so there are no migrations. A database of an older
 layout is refused with `OldStateLayout` (the CLI offers `pad recover` and its cost); a
-newer one with a StateError. Layout 6 added the protocol-v2 safety tables (extents,
+newer one with a StateError. Layout 6 added the format-2 safety tables (extents,
 the owner's unsealed bytes, grants, failed verification counts), which a format-2 kit's
 database fills from its creation on. (A quarter of this module is the schema, hence its
 length.)

@@ -31,7 +31,7 @@ class GrantRow:
 # Where a grant stands with the kit's grant journal.
 JOURNAL_WAITING = "waiting"  # to be appended (after the commit that made or accepted it)
 JOURNAL_WRITTEN = "written"
-JOURNAL_FULL = "full"  # the journal had no room left (protocol-v2 section 6)
+JOURNAL_FULL = "full"  # the journal had no room left (docs/PROTOCOL.md section 15)
 JOURNAL_NONE = "none"  # a refused grant: it moved nothing, so nothing to journal
 
 

@@ -8,8 +8,8 @@ being used twice:
 - sealing: seal in memory, then ONE transaction commits the next counter, the next
   offset (format 2: the owner's unsealed bytes, where first-fit placed each message)
   and the outbox row, then the used pad and keys (masks) are zeroed in the kit and
-  flushed, and only then does `seal` return the sealed bytes (protocol-v1 section 5,
-  v2 section 5). A commit holds at most what `limits.py` allows, so `pad recover`
+  flushed, and only then does `seal` return the sealed bytes (docs/PROTOCOL.md
+  sections 5 and 14). A commit holds at most what `limits.py` allows, so `pad recover`
   (`recovery.py`) can skip one commit's worth past the kit's erasures;
 - opening: the header is read once; every reject rule is checked against the accepted
   log (format 2: and the sender's extents), then one transaction commits the accepted
@@ -441,9 +441,10 @@ class Member(MemberGrants, MemberHistory):
             return self._cursor.anchor()
 
     def enter_relay_store(self, store_id: bytes) -> RelayCursor:
-        """A relay named its store: from now on the cursor is that store's (protocol-v2
-        section 8). Returns the cursor as it was, which belongs to another store when
-        its `store_id` differs (then the new one starts from 0). Commits only a change."""
+        """A relay named its store: from now on the cursor is that store's
+        (docs/PROTOCOL.md section 8, "Store identity"). Returns the cursor as it was,
+        which belongs to another store when its `store_id` differs (then the new one
+        starts from 0). Commits only a change."""
         with self._lock:
             before = self._cursor.state()
             if before.for_store(store_id) != before:
