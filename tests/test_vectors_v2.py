@@ -1,5 +1,5 @@
 """The committed format-2 vectors agree with the project AND with an independent
-implementation written from the drafts alone (tests/vectors/independent_v2.py), byte for
+implementation written from docs/PROTOCOL.md alone (tests/vectors/independent_v2.py), byte for
 byte, both ways."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ REJECTED_FILE = json.loads((VECTORS / "rejected-v2.json").read_text())
 REJECTED = REJECTED_FILE["vectors"]
 KITS = KIT_SET["kits"]
 N, E = KIT_SET["n"], KIT_SET["slice_len"]
-# The one rule the drafts leave unnamed (see independent_v2.py).
+# The one rule the specification leaves unnamed (see independent_v2.py).
 INDEPENDENT_NAME = {Rule.FORMAT_MISMATCH: Rule.UNKNOWN_VERSION}
 
 
