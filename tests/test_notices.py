@@ -58,3 +58,15 @@ def test_a_status_line_that_says_the_same_again_within_a_minute_is_left_out() ->
     assert repeats.line("k", "connected") is None
     repeats.useful()  # a message came: the next failure is news again
     assert repeats.line("k", "connected") == "connected"
+
+
+def test_a_relay_refusing_as_full_is_not_said_to_need_its_operator() -> None:
+    from ghostline.cli.relaystatus import relay_failing_line
+    from ghostline.client.events import RelayFailing
+    from ghostline.protocol.frames import ErrorCode
+
+    full = relay_failing_line(RelayFailing(ErrorCode.RELAY_FULL, "relay full", 3))
+    broken = relay_failing_line(RelayFailing(ErrorCode.INTERNAL, "store failed", 3))
+    assert "full or busy" in full and "operator" not in full
+    assert "operator must fix" in broken and "3 times in a row" in broken
+    assert "outbox" in full and "outbox" in broken
