@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -54,6 +54,7 @@ from .presence import Presence
 from .retention import Keeper
 
 log = logging.getLogger("ghostline.relay")
+T = TypeVar("T")
 
 PLACEMENT_EVERY = 10.0  # seconds between checks of where the stream leaders are
 _PENDING_MSGS = 1_000_000  # what a subscription may hold before NATS calls us slow
@@ -190,40 +191,52 @@ class NatsBackend(Backend):
         bound = self._rosters.get(room)
         if bound is not None:
             return bound
-        self.link.connected()
         kv = self._rooms_kv
         assert kv is not None
-        try:
-            entry = await kv.get(room.hex())
-        except KeyNotFoundError:
-            return None
-        bound = self._rosters[room] = _split_roster(entry.value or b"")
-        return bound
+
+        async def look_up() -> Roster | None:
+            self.link.connected()
+            try:
+                entry = await kv.get(room.hex())
+            except KeyNotFoundError:
+                return None
+            return _split_roster(entry.value or b"")
+
+        found = await self._waiting("a room's roster", look_up)
+        if found is not None:
+            self._rosters[room] = found
+        return found
 
     async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
         bound = self._rosters.get(room)
         if bound is not None:
             return bound
-        _, js = self.link.connected()
         kv = self._rooms_kv
         assert kv is not None
         key = room.hex()
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            info = await js.stream_info(f"KV_{ROOMS_BUCKET}")
-            if info.state.messages >= max_rooms:
-                raise RoomLimitReached() from None
+
+        async def bind() -> Roster:
+            _, js = self.link.connected()
             try:
-                await kv.create(key, b"".join(roster))
-                bound = roster
-            except KeyWrongLastSequenceError:  # another node registered it first
                 entry = await kv.get(key)
-                bound = _split_roster(entry.value or b"")
-        else:
-            bound = _split_roster(entry.value or b"")
-        self._rosters[room] = bound
+            except KeyNotFoundError:
+                info = await js.stream_info(f"KV_{ROOMS_BUCKET}")
+                if info.state.messages >= max_rooms:
+                    raise RoomLimitReached() from None
+                try:
+                    await kv.create(key, b"".join(roster))
+                    return roster
+                except KeyWrongLastSequenceError:  # another node registered it first
+                    entry = await kv.get(key)
+            return _split_roster(entry.value or b"")
+
+        bound = self._rosters[room] = await self._waiting("a room's roster", bind)
         return bound
+
+    async def _waiting(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """`op()`, waiting out NATS or a stream leader being briefly away as writes do
+        (up to STALL_LIMIT): a member joining during a hiccup is only delayed."""
+        return await self.link.retry(what, op, time.monotonic() + STALL_LIMIT)
 
     # --- appending -----------------------------------------------------------------------
 
@@ -269,14 +282,17 @@ class NatsBackend(Backend):
     # --- reading -------------------------------------------------------------------------
 
     async def head(self, room: bytes) -> int:
-        return await self.fanout.fetch_head(room)
+        return await self._waiting("a room's head", _fetching(self.fanout, room))
 
     async def read_after(
         self, room: bytes, after: int, *, limit: int = 256, max_bytes: int = 4 * 2**20
     ) -> list[StoredMessage]:
+        reader = self.fanout.reader
+        page = await self._waiting(
+            "a room's messages", lambda: reader.read(room, after, limit, max_bytes)
+        )
         # A replay stops where this node's live fan-out stands: what follows reaches the
         # connection live, in order (the hub buffers it during the replay).
-        page = await self.fanout.reader.read(room, after, limit, max_bytes)
         cursor = self.fanout.cursor(room)
         if cursor is not None:
             page = [m for m in page if m.seq <= cursor]
