@@ -13,6 +13,7 @@ by parts with one job each, wired together here:
     fanout.py     every stored message to this node's hub once, in seq order
     retention.py  count, bytes and age per room
     presence.py   cluster-wide presence, and which nodes are alive
+    registry.py   rosters, and which rooms are live (--max-rooms); retiring rooms
 
 docs/DEPLOYMENT.md ("Cluster") says what an operator sees and what is guaranteed.
 """
@@ -26,10 +27,9 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from ..backend import Appended, Backend, Publish, RelayHub, RoomLimitReached, Roster, StoredMessage
+from ..backend import Appended, Backend, Publish, RelayHub, Roster, StoredMessage
 from ..config import Retention
 from ..logfmt import log_event
 from .fanout import Fanout
@@ -39,7 +39,6 @@ from .layout import (
     APPEND_SUBJECT,
     LIVE_SUBJECT,
     PRESENCE_SUBJECT,
-    ROOMS_BUCKET,
     SYNC_SUBJECT,
     Layout,
     leaders,
@@ -51,6 +50,7 @@ from .link import STALL_LIMIT, ClusterConfig, Link
 from .ownership import Ownership
 from .paging import Reader
 from .presence import Presence
+from .registry import Registry
 from .retention import Keeper
 
 log = logging.getLogger("ghostline.relay")
@@ -69,7 +69,6 @@ class NatsBackend(Backend):
         self.link = Link(config, self._reconnected, self._slow)
         self.layout: Layout | None = None
         self._rooms_kv: KeyValue | None = None
-        self._rosters: dict[bytes, Roster] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._placement: dict[str, str] = {}
         self.presence = Presence(self.link, self._spawn)
@@ -101,6 +100,11 @@ class NatsBackend(Backend):
             self.link, self.layout, reader, self.retention, self._spawn,
             owns=self.ownership.owns, forget=self.journal.forget,
         )  # fmt: skip
+        assert self._rooms_kv is not None
+        self.registry = Registry(
+            self.link, self._rooms_kv, reader, self.presence, self.ownership.owns
+        )
+        self.keeper.emptied = self.registry.retire
         self.fanout.hub = self.presence.hub = hub
         nc, _ = self.link.connected()
         for subject, cb in (
@@ -115,6 +119,7 @@ class NatsBackend(Backend):
         await self.presence.hello()
         self._spawn(self.presence.heartbeat())
         self._spawn(self._watch_placement())
+        self._spawn(self._sweep())
         # Debug only: the first stderr lines belong to the port lines (docs/DEPLOYMENT.md),
         # and `ghostline relay: cluster URLS node NAME` says the same thing right after.
         log_event(
@@ -130,6 +135,7 @@ class NatsBackend(Backend):
         if self.layout is not None:
             self.fanout.closing = True
             await self.journal.close()
+            await self.registry.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -188,50 +194,20 @@ class NatsBackend(Backend):
     # --- rosters -------------------------------------------------------------------------
 
     async def roster(self, room: bytes) -> Roster | None:
-        bound = self._rosters.get(room)
-        if bound is not None:
-            return bound
-        kv = self._rooms_kv
-        assert kv is not None
-
-        async def look_up() -> Roster | None:
-            self.link.connected()
-            try:
-                entry = await kv.get(room.hex())
-            except KeyNotFoundError:
-                return None
-            return _split_roster(entry.value or b"")
-
-        found = await self._waiting("a room's roster", look_up)
-        if found is not None:
-            self._rosters[room] = found
-        return found
+        return await self.registry.roster(room)
 
     async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
-        bound = self._rosters.get(room)
-        if bound is not None:
-            return bound
-        kv = self._rooms_kv
-        assert kv is not None
-        key = room.hex()
+        return await self.registry.bind(room, roster, max_rooms)
 
-        async def bind() -> Roster:
-            _, js = self.link.connected()
-            try:
-                entry = await kv.get(key)
-            except KeyNotFoundError:
-                info = await js.stream_info(f"KV_{ROOMS_BUCKET}")
-                if info.state.messages >= max_rooms:
-                    raise RoomLimitReached() from None
-                try:
-                    await kv.create(key, b"".join(roster))
-                    return roster
-                except KeyWrongLastSequenceError:  # another node registered it first
-                    entry = await kv.get(key)
-            return _split_roster(entry.value or b"")
+    def release(self, room: bytes) -> None:
+        if self.layout is not None:
+            self.registry.release(room)
 
-        bound = self._rosters[room] = await self._waiting("a room's roster", bind)
-        return bound
+    async def _sweep(self) -> None:
+        try:
+            await self.registry.sweep()
+        except Exception as err:  # rooms left live stay so until their next release
+            log_event(log, "cluster_retire_failed", level=logging.WARNING, error=repr(err))
 
     async def _waiting(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """`op()`, waiting out NATS or a stream leader being briefly away as writes do
@@ -309,7 +285,3 @@ class NatsBackend(Backend):
 
 def _fetching(fanout: Fanout, room: bytes) -> Callable[[], Awaitable[int]]:
     return lambda: fanout.fetch_head(room)
-
-
-def _split_roster(blob: bytes) -> Roster:
-    return tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
