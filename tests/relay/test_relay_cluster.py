@@ -7,6 +7,8 @@ and nats-server are SIGKILLed mid-traffic."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 from clusterkit import (  # noqa: F401 - fixtures
@@ -363,8 +365,10 @@ async def test_byte_retention_keeps_the_newest_within_the_limit_on_every_node(no
 
 async def test_the_owner_killed_while_another_node_forwards_loses_nothing(node, nats_server):
     """One writer per room: the node that does not own the room forwards its appends to
-    the owner. SIGKILL the owner mid-traffic: the other node passes it over and stores
-    the room itself, its members never see an error, and nothing ACCEPTED is lost."""
+    the owner. SIGKILL the owner while it holds forwards it never answers: the other
+    node sees it left NATS, passes it over and stores the room itself (without waiting
+    for the forwards' timeout), its members never see an error, and nothing ACCEPTED is
+    lost."""
 
     group = Group(3)
     names = sorted("ab", key=lambda n: score(group.room, n))
@@ -379,21 +383,32 @@ async def test_the_owner_killed_while_another_node_forwards_loses_nothing(node, 
     await forwarded.connect()
     local = Member(group, 0, [owner.relay_port, other.relay_port])
     await local.connect()
+    stop = asyncio.Event()
 
-    async def pump(m: Member, rounds: int) -> None:
-        for _ in range(rounds):
+    async def pump(m: Member) -> None:
+        for _ in range(2000):
+            if stop.is_set():
+                return
             await m.publish(5)
             await asyncio.sleep(0.01)
 
-    pumps = [asyncio.ensure_future(pump(forwarded, 120)), asyncio.ensure_future(pump(local, 60))]
+    pumps = [asyncio.ensure_future(pump(forwarded)), asyncio.ensure_future(pump(local))]
     await until(
         lambda: len(forwarded.accepted) >= 100 and len(local.accepted) >= 50, what="traffic"
     )
+    os.kill(owner.proc.pid, signal.SIGSTOP)  # frozen: what it is forwarded stays unanswered
+    sent = len(forwarded.outbox)
+    await until(lambda: len(forwarded.outbox) >= sent + 10, what="forwards to the frozen owner")
     owner.kill()
+    killed = len(forwarded.outbox)
+    await until(lambda: len(forwarded.outbox) >= killed + 10, what="traffic after the kill")
+    stop.set()
     await asyncio.gather(*pumps)
     await until(lambda: not local.connected, what="disconnect seen")
     await local.connect()  # fails over to the other node and resends its outbox
     await until(lambda: forwarded.all_accepted() and local.all_accepted(), 20, "all accepted")
+    gone = [x for x in other.stderr_lines if "event=cluster_owner_gone" in x]
+    assert gone and not any("TimeoutError" in x for x in gone), gone
     assert forwarded.connected and not forwarded.errors  # the failover was invisible to it
     stored = await read_all(other.relay_port, group)
     assert len(stored) == len(forwarded.outbox) + len(local.outbox)

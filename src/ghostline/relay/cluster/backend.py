@@ -36,6 +36,7 @@ from .fanout import Fanout
 from .items import Items
 from .journal import Journal
 from .layout import (
+    ALIVE_SUBJECT,
     APPEND_SUBJECT,
     LIVE_SUBJECT,
     PRESENCE_SUBJECT,
@@ -112,6 +113,7 @@ class NatsBackend(Backend):
             (PRESENCE_SUBJECT + "*", self.presence.on_snapshot),
             (SYNC_SUBJECT, self.presence.on_sync),
             (APPEND_SUBJECT + self.node, self.ownership.on_forward),
+            (ALIVE_SUBJECT + self.node, self.ownership.on_alive),
         ):
             await nc.subscribe(
                 subject, cb=cb, pending_msgs_limit=_PENDING_MSGS, pending_bytes_limit=_PENDING_BYTES

@@ -16,7 +16,8 @@
   the first node that finds none: `streams` (the stream count) and then `store-id` (the
   16 random bytes WELCOME carries, the same on every node).
 - Core subjects: `ghostline.presence.<node>` and `ghostline.presence-sync` (presence.py),
-  `ghostline.append.<node>` (appends forwarded to a room's owner, ownership.py).
+  `ghostline.append.<node>` (appends forwarded to a room's owner, ownership.py) and
+  `ghostline.alive.<node>` (whether a node is still there, ownership.py).
 
 A NATS that holds the one-stream layout of earlier versions (stream `GHOSTLINE`, or a
 store id without a stream count) is refused with `ClusterLayoutError`: it is not
@@ -57,6 +58,7 @@ LIVE_SUBJECT = "ghostline.live."
 PRESENCE_SUBJECT = "ghostline.presence."
 SYNC_SUBJECT = "ghostline.presence-sync"
 APPEND_SUBJECT = "ghostline.append."
+ALIVE_SUBJECT = "ghostline.alive."
 ROOMS_BUCKET = "ghostline-rooms"
 LIVE_ROOMS_STREAM = "ghostline-live-rooms"
 LIVE_ROOM_SUBJECT = "ghostline.live-room."

@@ -11,7 +11,12 @@ about the owner (one just started or died) merely race, which the journal resolv
 An owner that does not answer (no responders: it is gone from NATS; or no reply within
 `FORWARD_TIMEOUT`) or says it is closing is passed over for `SUSPECT_FOR` seconds, and
 the next one in line, perhaps this node, stores the rest; what the old owner stored
-anyway comes back from the look-up with its stored seq.
+anyway comes back from the look-up with its stored seq. An owner killed while it held a
+forward never answers it, and an answer may rightly take up to STALL_LIMIT (the owner
+waiting out a NATS hiccup): so a forward unanswered after `PROBE_AFTER` seconds asks,
+every `PROBE_AFTER` seconds, whether the owner is still on NATS
+(`ghostline.alive.<owner>`, answered at once by a live node), and passes it over as soon
+as nobody answers there.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from . import forward
 from .forward import ForwardError, Reply
 from .items import ENTRY_SIZE, Items
 from .journal import Journal
-from .layout import APPEND_SUBJECT
+from .layout import ALIVE_SUBJECT, APPEND_SUBJECT
 from .link import RETRY_WAIT, STALL_LIMIT, Link, StorageUnavailable, transient
 from .presence import DEAD_AFTER, Presence
 
@@ -42,6 +47,7 @@ SUSPECT_FOR = DEAD_AFTER  # seconds an owner that did not answer a forward is pa
 # The owner answers after its JetStream write, which may wait out a NATS hiccup for up to
 # STALL_LIMIT: wait as long (a dead owner answers "no responders" at once).
 FORWARD_TIMEOUT = STALL_LIMIT + 1.0
+PROBE_AFTER = 1.0  # seconds between looks at an owner that has not answered a forward yet
 
 
 class _OwnerGone(Exception):
@@ -127,14 +133,18 @@ class Ownership:
 
     async def _forward(self, owner: str, room: bytes, items: Items) -> list[Appended]:
         nc, _ = self.link.connected()
+        request = asyncio.ensure_future(
+            nc.request(APPEND_SUBJECT + owner, forward.encode_request(room, items), FORWARD_TIMEOUT)
+        )
         try:
-            reply = await nc.request(
-                APPEND_SUBJECT + owner,
-                forward.encode_request(room, items),
-                timeout=FORWARD_TIMEOUT,
-            )
+            while not (await asyncio.wait([request], timeout=PROBE_AFTER))[0]:
+                if not await self._alive(owner):
+                    raise _OwnerGone(f"{owner} left NATS before it answered")
+            reply = request.result()
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
             raise _OwnerGone(owner) from err
+        finally:
+            request.cancel()  # (done already, unless the owner was given up)
         try:
             kind, results, reason = forward.decode_reply(reply.data, len(items))
         except ForwardError as err:
@@ -145,7 +155,21 @@ class Ownership:
             raise StorageUnavailable(f"node {owner} could not store: {reason}")
         return results
 
+    async def _alive(self, owner: str) -> bool:
+        """Whether `owner` is still on NATS: False only when nobody answers for it."""
+        nc, _ = self.link.connected()
+        try:
+            await nc.request(ALIVE_SUBJECT + owner, b"", timeout=PROBE_AFTER)
+        except nats.errors.NoRespondersError:
+            return False
+        except nats.errors.TimeoutError:
+            pass  # busy, or the link is: it may still answer the forward
+        return True
+
     # --- the owner's side ----------------------------------------------------------------
+
+    async def on_alive(self, msg: Msg) -> None:
+        await self._respond(msg, b"")
 
     async def on_forward(self, msg: Msg) -> None:
         self._spawn(self._serve(msg))  # NATS runs one callback at a time
