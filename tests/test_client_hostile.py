@@ -24,10 +24,13 @@ from ghostline.client import (
     MessageRejected,
     PresenceChanged,
     RelayFailing,
+    StoreChanged,
 )
-from ghostline.errors import InternalError, StateError
+from ghostline.client.client import FATAL_AFTER
+from ghostline.errors import InternalError, RelayRefused, StateError
 from ghostline.protocol.envelope import pack_header
 from ghostline.protocol.frames import (
+    REASON_HANDSHAKE_TIMEOUT,
     ErrorCode,
     FrameType,
     Port,
@@ -38,6 +41,7 @@ from ghostline.protocol.frames import (
     encode_member,
     encode_presence,
 )
+from ghostline.protocol.relaycursor import RelayCursor
 from ghostline.state.member import Member
 from helpers import derived, make_kit_set
 from waiting import until
@@ -86,6 +90,10 @@ def forged_from(member: Member, sender: int, counter: int, offset: int = 0) -> b
     return pack_header(h.pad_id, sender, h.n, counter, offset, 8) + b"x" * 8 + bytes(16 * (h.n - 1))
 
 
+def text_payload(text: str) -> bytes:
+    return b"\x01\x00\x00\x00\x00" + text.encode()
+
+
 def once_then_behave(*frames: bytes) -> Callable[[FakeSession], object]:
     """A play that sends `frames` on the first connection, then behaves."""
 
@@ -113,7 +121,7 @@ async def test_a_forged_deliver_naming_us_with_a_huge_counter_is_refused_and_lat
             got = await expect(client, MessageReceived)
             assert got.received.payload.endswith(b"still here")
             assert client.state is ClientState.CONNECTED and client.failure is None
-    assert bob.relay_state().seen == {3}  # 1 was settled in memory only, as a rejection
+    assert bob.relay_state() == RelayCursor(relay.store_id, 0, frozenset({3}))  # 1: rejected
     assert bob.pending() == []
 
 
@@ -237,6 +245,181 @@ async def test_an_internal_error_on_every_join_is_reported_after_a_few_and_retri
             await until(lambda: relay.connections() > before + 2, what="more retries")
             assert client.failure is None
             assert len(members[0].pending()) == 1
+
+
+async def test_one_forged_error_frame_costs_a_reconnect_not_the_session(
+    members: list[Member],
+) -> None:
+    # mitm3.py: without TLS a hop injects one ERROR 5 (bad signature) into a joined
+    # connection. It used to stop the client for good.
+    relay = FakeRelay(
+        once_then_behave(encode_error(ErrorCode.BAD_SIGNATURE, "signature does not verify"))
+    )
+    async with fake_relay(relay):
+        client = client_for(members[0], relay, presence=False)
+        async with client:
+            down = await expect(client, ConnectionChanged, lambda e: e.retry_in is not None)
+            assert "signature does not verify" in down.detail
+            await expect(client, ConnectionChanged, lambda e: e.state == "connected")
+            assert relay.connections() == 2
+            assert client.state is ClientState.CONNECTED and client.failure is None
+
+
+@pytest.mark.parametrize(
+    "code", [ErrorCode.ROSTER_MISMATCH, ErrorCode.BAD_SIGNATURE, ErrorCode.BAD_HANDSHAKE]
+)
+async def test_the_same_refusal_on_three_fresh_connections_in_a_row_stops_the_client(
+    members: list[Member], code: ErrorCode
+) -> None:
+    relay = FakeRelay(before_welcome=lambda i, hello: encode_error(code, "refused"))
+    async with fake_relay(relay):
+        client = client_for(members[0], relay, presence=False)
+        async with client:
+            await expect(client, ConnectionChanged, lambda e: e.state == "stopped")
+            assert client.state is ClientState.FAILED
+            assert isinstance(client.failure, RelayRefused) and client.failure.code == code
+            assert relay.connections() == FATAL_AFTER == 3
+
+
+async def test_the_relays_handshake_timeout_is_retried_and_never_stops_the_client(
+    members: list[Member],
+) -> None:
+    # A slow path (a congested Tor circuit) makes the relay give up on the handshake:
+    # ERROR 3, like a bad handshake, but no mistake of the client's.
+    relay = FakeRelay(
+        before_welcome=lambda i, h: encode_error(ErrorCode.BAD_HANDSHAKE, REASON_HANDSHAKE_TIMEOUT)
+    )
+    async with fake_relay(relay):
+        client = client_for(members[0], relay, presence=False)
+        async with client:
+            failing = await expect(client, RelayFailing)
+            assert (failing.code, failing.reason) == (3, REASON_HANDSHAKE_TIMEOUT)
+            await until(lambda: relay.connections() > FATAL_AFTER + 1, what="more retries")
+            assert client.failure is None and client.running
+
+
+async def test_the_backoff_grows_against_a_relay_that_fails_right_after_welcome(
+    members: list[Member],
+) -> None:
+    # A relay that names a new store every time and then refuses: each connection
+    # reached WELCOME, but none did anything useful, so the waits must grow.
+    async def refuse(session: FakeSession) -> None:
+        relay.store_id = bytes([session.index + 1]) * 16
+        session.send(encode_error(ErrorCode.INTERNAL, "out of disk"))
+
+    relay = FakeRelay(refuse)
+    async with fake_relay(relay):
+        client = client_for(members[1], relay, presence=False, backoff_cap=5.0)
+        async with client:
+            waits = []
+            while len(waits) < 6:
+                event = await expect(client, ConnectionChanged, lambda e: e.retry_in is not None)
+                waits.append(event.retry_in)
+    # Attempt k waits between half and all of min(cap, base * 2^k): base is 0.02.
+    assert waits[5] >= 0.02 * 2**5 / 2, waits
+
+
+async def test_the_presence_backoff_grows_against_a_presence_port_that_drops_at_once(
+    members: list[Member],
+) -> None:
+    async def drop(session: FakeSession) -> None:
+        session.send(encode_presence([0]))  # and hang up
+
+    relay = FakeRelay(presence_play=drop)
+    async with fake_relay(relay):
+        client = client_for(members[0], relay, backoff_cap=5.0)
+        async with client:
+            waits = []
+            while len(waits) < 6:
+                event = await expect(
+                    client,
+                    ConnectionChanged,
+                    lambda e: e.channel == "presence" and bool(e.retry_in),
+                )
+                waits.append(event.retry_in)
+    assert waits[5] >= 0.02 * 2**5 / 2, waits
+
+
+async def test_the_backoff_starts_again_after_a_connection_that_brought_a_message(
+    members: list[Member],
+) -> None:
+    sealed = [members[0].seal(f"\x01\x00\x00\x00\x00m{i}".encode()).sealed for i in range(6)]
+
+    async def deliver_then_refuse(session: FakeSession) -> None:
+        if session.index < len(sealed):
+            session.send(encode_deliver(session.index + 1, sealed[session.index]))
+            relay.head = session.index + 1  # the next WELCOME's
+        session.send(encode_error(ErrorCode.INTERNAL, "out of disk"))
+
+    relay = FakeRelay(deliver_then_refuse)
+    async with fake_relay(relay):
+        client = client_for(members[1], relay, presence=False, backoff_cap=5.0)
+        async with client:
+            waits = []
+            while len(waits) < 5:
+                event = await expect(client, ConnectionChanged, lambda e: e.retry_in is not None)
+                waits.append(event.retry_in)
+    assert max(waits) <= 0.02, waits
+
+
+async def test_a_relay_that_no_longer_holds_the_anchor_is_read_on_from_it_without_a_restart(
+    members: list[Member],
+) -> None:
+    # Retention removed seq 2, the last message bob read: the relay's replay starts at 3.
+    one, two, three = (members[0].seal(text_payload(t)).sealed for t in ("1", "2", "3"))
+
+    async def play(session: FakeSession) -> None:
+        if session.index == 0:
+            session.send(encode_deliver(1, one), encode_deliver(2, two))
+            relay.head = 3
+            await session.writer.drain()
+            await session.next_frame()  # bob answers nothing: hang up after a PING
+            return
+        assert session.hello.resume_after == 1  # just before bob's anchor, seq 2
+        session.send(encode_deliver(3, three))
+        await session.serve()
+
+    relay = FakeRelay(play)
+    async with fake_relay(relay):
+        client = client_for(members[1], relay, presence=False)
+        async with client:
+            events = []
+            while len([e for e in events if isinstance(e, MessageReceived)]) < 3:
+                events.append(await client.events.get())
+            assert not any(isinstance(e, StoreChanged) for e in events)
+            assert relay.connections() == 2
+    assert members[1].relay_cursor == 3
+
+
+async def test_another_message_at_the_anchors_seq_makes_the_member_read_the_store_again(
+    members: list[Member],
+) -> None:
+    # The relay's store went back under the same id, and a new message took seq 2.
+    one, two, new = (members[0].seal(text_payload(t)).sealed for t in ("1", "2", "n"))
+
+    async def play(session: FakeSession) -> None:
+        if session.index == 0:
+            session.send(encode_deliver(1, one), encode_deliver(2, two))
+            relay.head = 2
+            await session.writer.drain()
+            await session.next_frame()
+            return
+        stored = {1: one, 2: new}
+        session.send(
+            *(encode_deliver(s, m) for s, m in stored.items() if s > session.hello.resume_after)
+        )
+        await session.serve()
+
+    relay = FakeRelay(play)
+    async with fake_relay(relay):
+        client = client_for(members[1], relay, presence=False)
+        async with client:
+            changed = await expect(client, StoreChanged)
+            assert (changed.went_back, changed.old_cursor) == (True, 2)
+            got = await expect(client, MessageReceived)
+            assert got.received.payload.endswith(b"n") and got.received.seq == 2
+            assert [hello.resume_after for hello in relay.hellos[Port.RELAY]] == [0, 1, 0]
+    assert members[1].relay_cursor == 2
 
 
 # --- fuzzing the relay's frames -----------------------------------------------------

@@ -136,3 +136,83 @@ async def test_two_independent_relays_as_failover_addresses_skip_no_message_on_e
     finally:
         a.kill()
         b.kill()
+
+
+def back_up(source: Path, target: Path) -> None:
+    """A copy of the relay store at `source` (its relay killed) at `target`, store id
+    and all: the backup an operator would restore."""
+    src = sqlite3.connect(source)
+    dst = sqlite3.connect(target)
+    src.backup(dst)
+    src.close()
+    dst.close()
+
+
+async def test_a_store_restored_from_a_backup_under_its_id_is_read_again_while_offline(
+    members: list[Member], tmp_path: Path
+) -> None:
+    # The reviewer's scenario. Bob reads up to seq 3; the relay's store is restored
+    # from a backup holding only seq 1, under the same store id; alice sends three more
+    # (seqs 2-4 of the restored store) while bob is away. Resuming after seq 3 he would
+    # see only "six": his anchor (seq 3, "three") is checked, another frame is there,
+    # and he reads the store again from seq 0.
+    store = tmp_path / "relay.sqlite"
+    relay = await asyncio.to_thread(RelayProcess, store)
+    try:
+        alice = client_for(members[0], relay)
+        async with alice:
+            async with client_for(members[1], relay) as bob:
+                await send_accepted(alice, "one")
+                assert await texts(bob, 1) == ["one"]
+                relay.kill()
+                back_up(store, tmp_path / "backup.sqlite")
+                relay = await asyncio.to_thread(relay.restart)
+                for text in ("two", "three"):
+                    await send_accepted(alice, text)
+                assert await texts(bob, 2) == ["two", "three"]
+            assert members[1].relay_cursor == 3
+            relay.kill()
+            relay = await asyncio.to_thread(relay.restart, tmp_path / "backup.sqlite")
+            for text in ("four", "five", "six"):
+                await send_accepted(alice, text)
+        async with client_for(members[1], relay) as bob:
+            events = await events_until(bob, lambda seen: len(shown(seen)) == 3, timeout=15)
+            assert shown(events) == ["four", "five", "six"]
+            changed = [e for e in events if isinstance(e, StoreChanged)]
+            assert [(e.went_back, e.old_cursor) for e in changed] == [(True, 3)]
+            assert [e.seq for e in events if isinstance(e, AlreadyReceived)] == [1]
+            assert not any(isinstance(e, MessageRejected) for e in events)
+        assert members[1].relay_cursor == 4
+    finally:
+        relay.kill()
+
+
+async def test_a_store_restored_with_a_head_below_the_cursor_is_read_again_from_its_start(
+    members: list[Member], tmp_path: Path
+) -> None:
+    # Bob stays connected: when the restored relay comes up, its head (1) is below his
+    # cursor (3), whatever alice sends after.
+    store = tmp_path / "relay.sqlite"
+    relay = await asyncio.to_thread(RelayProcess, store)
+    try:
+        alice, bob = client_for(members[0], relay), client_for(members[1], relay)
+        async with alice, bob:
+            await asyncio.gather(alice.wait_connected(10), bob.wait_connected(10))
+            await send_accepted(alice, "one")
+            relay.kill()
+            back_up(store, tmp_path / "backup.sqlite")
+            relay = await asyncio.to_thread(relay.restart)
+            for text in ("two", "three"):
+                await send_accepted(alice, text)
+            assert await texts(bob, 3) == ["one", "two", "three"]
+            relay = await asyncio.to_thread(relay.restart, tmp_path / "backup.sqlite")
+            changed = await expect(bob, StoreChanged, timeout=15)
+            assert (changed.went_back, changed.old_cursor) == (True, 3)
+            for text in ("four", "five"):
+                await send_accepted(alice, text)
+            events = await events_until(bob, lambda seen: len(shown(seen)) == 2, timeout=15)
+            assert shown(events) == ["four", "five"]
+            assert not any(isinstance(e, MessageRejected) for e in events)
+        assert members[1].relay_cursor == 3
+    finally:
+        relay.kill()

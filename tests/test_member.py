@@ -24,6 +24,7 @@ from ghostline.pad.kit import Kit
 from ghostline.protocol.envelope import sealed_length
 from ghostline.protocol.frames import DEFAULT_MAX_FRAME
 from ghostline.protocol.payload import encode_text
+from ghostline.protocol.relaycursor import Anchor, RelayCursor, frame_digest
 from ghostline.state.database import default_state_path
 from ghostline.state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, seal_groups
 from ghostline.state.member import Member
@@ -245,15 +246,78 @@ def test_a_rejected_message_changes_nothing_not_even_the_relay_cursor(tmp_path: 
     close_all([a, b])
 
 
-def test_a_forged_echo_naming_us_as_sender_does_not_move_the_cursor(tmp_path: Path) -> None:
+def test_a_forged_echo_naming_us_as_sender_is_rejected_and_settles_nothing(
+    tmp_path: Path,
+) -> None:
     a, b = open_all(make_kit_set(tmp_path / "kits", 2))
     e = a.seal(b"mine")
     assert a.receive(1, e.sealed) is None  # the genuine echo: byte-identical, authentic
     assert a.relay_cursor == 1
     forged = bytearray(e.sealed)
     forged[-1] ^= 1  # same header (sender = us, a counter we used), other bytes
-    assert a.receive(2**63 - 1, bytes(forged)) is None
-    assert a.relay_cursor == 1
+    before = snapshot(a)
+    for seq in (2, 2**63 - 1):
+        with pytest.raises(RejectedMessage, match="not the message it sealed") as err:
+            a.receive(seq, bytes(forged))
+        assert err.value.rule == "own_message"
+    assert a.relay_state() == RelayCursor(None, 1)
+    assert snapshot(a) == before
+    close_all([a, b])
+
+
+def test_an_own_message_copied_to_another_seq_is_rejected_and_settles_nothing(
+    tmp_path: Path,
+) -> None:
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2))
+    e = a.seal(b"mine")
+    a.mark_accepted(e.counter, 1)
+    assert a.receive(1, e.sealed) is None  # where the relay's ACCEPTED put it
+    with pytest.raises(RejectedMessage, match="holds as seq 1, replayed at seq 2") as err:
+        a.receive(2, e.sealed)  # a hop puts our old message over the one at seq 2
+    assert err.value.rule == "own_message"
+    assert a.relay_state() == RelayCursor(None, 1)
+    close_all([a, b])
+
+
+def test_a_copy_of_an_accepted_message_settles_only_its_own_seq(tmp_path: Path) -> None:
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2))
+    first, second = a.seal(b"first").sealed, a.seal(b"second").sealed
+    assert b.receive(1, first) is not None
+    before = snapshot(b)
+    assert b.receive(1, first) is None  # the relay sent it again: a genuine copy
+    assert snapshot(b) == before  # settled already: nothing to write
+    with pytest.raises(RejectedMessage, match="holds as seq 1, replayed at seq 2") as err:
+        b.receive(2, first)  # a hop puts the old message over the one at seq 2
+    assert err.value.rule == "replayed_counter"
+    forged = bytearray(first)
+    forged[-1] ^= 1  # the same sender and counter, other bytes
+    with pytest.raises(RejectedMessage, match="not that message") as err:
+        b.receive(2, bytes(forged))
+    assert err.value.rule == "replayed_counter"
+    assert b.relay_cursor == 1 and snapshot(b) == before
+    got = b.receive(2, second)  # the genuine message at seq 2 still opens
+    assert got is not None and got.payload == b"second"
+    assert b.relay_cursor == 2
+    close_all([a, b])
+
+
+def test_after_a_store_change_each_copy_settles_once_at_its_new_seq(tmp_path: Path) -> None:
+    a, b = open_all(make_kit_set(tmp_path / "kits", 2))
+    old, mine = a.seal(b"old").sealed, b.seal(b"mine")
+    b.enter_relay_store(b"the first store!")
+    assert b.receive(5, old) is not None
+    b.mark_accepted(mine.counter, 6, store_id=b"the first store!")
+    assert b.relay_cursor == 0  # seqs 1-4 have not come
+    b.enter_relay_store(b"another store id")
+    # The new store holds both at other seqs: each copy settles there, once.
+    assert b.receive(2, old, store_id=b"another store id") is None
+    assert b.receive(1, mine.sealed, store_id=b"another store id") is None
+    assert b.relay_state() == RelayCursor(b"another store id", 2)
+    for seq, sealed in ((3, old), (4, mine.sealed)):
+        with pytest.raises(RejectedMessage, match="replayed at seq"):
+            b.receive(seq, sealed, store_id=b"another store id")
+    # The anchor: the highest settled seq whose frame is known, with its digest.
+    assert b.relay_anchor() == Anchor(2, frame_digest(old))
     close_all([a, b])
 
 
@@ -492,7 +556,12 @@ def test_recovery_skips_past_everything_used_and_sealing_works_after_it(tmp_path
         with pytest.raises(RejectedMessage) as err:
             a.receive(11, from_c.sealed)
         assert err.value.rule == "replayed_counter"
-        assert a.receive(12, sent[0].sealed) is None  # an own echo from before
+        # An own message from before: its bytes were not kept, so a copy of it cannot
+        # be told from a forgery. Refused, and its seq is not settled.
+        with pytest.raises(RejectedMessage, match="before `pad recover`") as err:
+            a.receive(12, sent[0].sealed)
+        assert err.value.rule == "own_message"
+        assert not a.relay_state().is_settled(12)
         new = a.seal(b"after recovery")
         assert (new.counter, new.offset) == (3 + margin_keys, used_end + margin)
     with Member.open(kits[1]) as b:

@@ -10,11 +10,15 @@ from ghostline.errors import ProtocolError
 from ghostline.protocol.relaycursor import (
     MAX_SEEN,
     SEQ_LIMIT,
+    Anchor,
+    AnchorCheck,
+    AnchorVerdict,
     GapWatch,
     Lost,
     Refetch,
     RelayCursor,
     SeqGuard,
+    frame_digest,
 )
 
 A, B = b"A" * 16, b"B" * 16
@@ -139,3 +143,25 @@ def test_the_wait_restarts_for_a_new_lowest_hole() -> None:
     assert watch.check(cursor, now=0.0) is None
     cursor = settled(cursor, 1)  # hole 1 filled; hole 3 was open since 0
     assert watch.check(cursor, now=10.0) == Refetch(3, 3)
+
+
+def test_a_head_below_the_cursor_means_the_store_went_back() -> None:
+    cursor = settled(RelayCursor(A, 5), 9)
+    assert cursor.went_back(4)
+    assert not cursor.went_back(5) and not cursor.went_back(7)
+
+
+def test_the_anchor_check_compares_the_frame_at_its_seq_and_only_that() -> None:
+    anchor = Anchor(7, frame_digest(b"the message at seq 7"))
+    assert anchor.resume_after == 6
+    check = AnchorCheck(anchor)
+    assert check.check(5, frame_digest(b"older")) is None  # not yet at the anchor
+    assert check.check(7, frame_digest(b"the message at seq 7")) is AnchorVerdict.SAME
+    assert check.check(7, frame_digest(b"another")) is AnchorVerdict.SAME  # decided once
+    other = AnchorCheck(anchor)
+    assert other.check(7, frame_digest(b"a new message at 7")) is AnchorVerdict.DIVERGED
+    gone = AnchorCheck(anchor)  # retention removed it: the first frame is a later one
+    assert gone.check(8, frame_digest(b"x")) is AnchorVerdict.UNKNOWN
+    for seq, digest in ((0, anchor.digest), (SEQ_LIMIT, anchor.digest), (1, b"short")):
+        with pytest.raises(ValueError):
+            Anchor(seq, digest)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ghostline.protocol.relaycursor import RelayCursor
 from ghostline.state.database import Binding, Database
 from ghostline.state.history import History
+from ghostline.state.store import Store
 from helpers import state_rows
 
 BINDING = Binding(pad_id=bytes(range(16)), self_index=1, n=3, slice_len=4096, auth_keys=64)
@@ -33,7 +35,7 @@ def test_a_new_relay_store_comes_after_the_old_one_whatever_its_seqs(tmp_path: P
     with history.db.transaction():
         history.record(0, 0, 7, b"\x01old", 1.0, "received")
         history.record(1, 0, None, b"\x01mine", 2.0, "sealed")
-        history.next_relay_epoch()
+        Store(history.db).set_relay_cursor(RelayCursor(b"another store id"), new_epoch=True)
         history.record(2, 0, 1, b"\x01new", 3.0, "received")
         history.mark_stored(0, 2)  # own message 0 stored in the new store as seq 2
     assert [(h.sender, h.seq, h.state) for h in history.page()] == [

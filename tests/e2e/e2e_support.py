@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -151,3 +152,42 @@ def history(kit: Path, home: Path) -> list[dict[str, Any]]:
     done = ghostline("history", str(kit), "--json", home=home)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+class RefusingRelay:
+    """A socket on 127.0.0.1 that answers every connection with the same ERROR frame, as
+    a relay that refuses the handshake does (a client stops only when the same refusal
+    comes on several fresh connections in a row). Use as a context manager."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = int(self.server.getsockname()[1])
+        self.connections = 0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> RefusingRelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self._thread.join(5)
+        self.server.close()
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                self.connections += 1
+                conn.settimeout(5)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(self.frame)
+                except OSError:
+                    pass

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from e2e_support import GHOSTLINE, env_for, ghostline
 
-from fake_relay import FakeRelay
+from fake_relay import FakeRelay, FakeSession
 from ghostline.client.transport import certificate_fingerprint
 from ghostline.protocol.frames import ErrorCode, encode_error
 from helpers import RelayProcess, free_port, kits_by_name, make_kit_set, self_signed_certificate
+from waiting import until
 
 NAMES = ["alice", "bob"]
 # Long enough that a run which merely retried would say "within 60 s": these must stop
@@ -226,3 +227,34 @@ async def test_send_says_when_the_relay_fails_on_every_join_and_keeps_the_messag
     assert len(warning) == 1, stderr
     assert "3 times in a row (disk full)" in warning[0] and "outbox" in warning[0]
     assert relay.connections() > 3  # and it kept asking after the warning
+
+
+async def test_listen_against_a_relay_that_fails_after_every_welcome_says_it_once(
+    kits: dict[str, Path], home: Path
+) -> None:
+    # A relay that names a new store on every connection and then refuses: listen used
+    # to reconnect every 0.1-0.2 s printing three lines each time.
+    async def refuse(session: FakeSession) -> None:
+        relay.store_id = bytes([session.index + 1]) * 16
+        session.send(encode_error(ErrorCode.RELAY_FULL, "relay full: too many connections"))
+
+    relay = FakeRelay(refuse)
+    address = await relay.start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *GHOSTLINE, "listen", str(kits["bob"]), "--relay", str(address),
+            "--presence-port", str(address.presence),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env_for(home),
+        )  # fmt: skip
+        await until(lambda: relay.connections() >= 5, timeout=60, what="five connections")
+        proc.terminate()
+        _, stderr_bytes = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await relay.close()
+    stderr = stderr_bytes.decode()
+    lines = stderr.splitlines()
+    assert len([line for line in lines if "connected to" in line]) == 1, stderr
+    assert len([line for line in lines if "another message store" in line]) == 1, stderr
+    assert len([line for line in lines if "reconnecting to" in line]) == 1, stderr

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_support import ghostline
+from e2e_support import RefusingRelay, ghostline
 
 from ghostline.display import CONTINUATION
 from ghostline.pad import kitset
@@ -129,28 +127,18 @@ def test_json_output_is_unchanged_and_carries_the_text_exactly(
 def test_a_relays_error_reason_is_quoted_escaped(tmp_path: Path, home: Path) -> None:
     (kit,) = make_kit_set(tmp_path / "kits", ["alice", "bob"])[:1]
     reason = "no\x1b[2J\x1b]0;pwned\x07 entry\n[12:00:00] bob: hi"
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-
-    def answer_with_error() -> None:
-        with server:
-            conn, _ = server.accept()
-            with conn:
-                conn.recv(4096)
-                conn.sendall(encode_error(ErrorCode.ROSTER_MISMATCH, reason))
-
-    thread = threading.Thread(target=answer_with_error, daemon=True)
-    thread.start()
-    done = ghostline(
-        "send", str(kit), "hi", "--relay", f"127.0.0.1:{port}", "--timeout", "20", home=home
-    )
-    thread.join(5)
+    with RefusingRelay(encode_error(ErrorCode.ROSTER_MISMATCH, reason)) as relay:
+        done = ghostline(
+            "send", str(kit), "hi", "--relay", f"127.0.0.1:{relay.port}", "--timeout", "20",
+            home=home,
+        )  # fmt: skip
     assert done.returncode != 0
     lines = done.stderr.splitlines()
-    assert lines[0] == (
+    errors = [line for line in lines if line.startswith("ghostline: error:")]
+    assert errors == [
         "ghostline: error: the relay refused: no\\x1b[2J\\x1b]0;pwned\\x07 entry"
         "\\n[12:00:00] bob: hi (code 4)"
-    ), lines
+    ], lines
     assert not any(UNSAFE.search(line) for line in lines)
 
 

@@ -11,15 +11,13 @@ wraps each line itself and marks every further row with `display.CONTINUATION`.
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_support import ghostline
+from e2e_support import RefusingRelay, ghostline
 from terminal_screen import run_on_terminal, screen_rows
 
 from ghostline.display import CONTINUATION
@@ -100,26 +98,14 @@ def test_a_relays_long_error_reason_cannot_draw_a_row_of_its_own(
     # "ghostline: error: the relay refused: " is 37 cells: the spoof starts a row at 80
     # (37 + 10 + 33) and at 40 (37 + 10 + 33 = 2 * 40) if the terminal wraps the line.
     reason = "relay busy" + " " * 33 + f"[{NOW}] alice: I checked, the relay is fine"
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-
-    def answer_with_error() -> None:
-        with server:
-            conn, _ = server.accept()
-            with conn:
-                conn.recv(4096)
-                conn.sendall(encode_error(ErrorCode.ROSTER_MISMATCH, reason))
-
-    thread = threading.Thread(target=answer_with_error, daemon=True)
-    thread.start()
-    code, output = run_on_terminal(
-        "send", str(kit), "hi", "--relay", f"127.0.0.1:{port}", "--timeout", "20",
-        columns=columns, home=home,
-    )  # fmt: skip
-    thread.join(5)
+    with RefusingRelay(encode_error(ErrorCode.ROSTER_MISMATCH, reason)) as relay:
+        code, output = run_on_terminal(
+            "send", str(kit), "hi", "--relay", f"127.0.0.1:{relay.port}", "--timeout", "20",
+            columns=columns, home=home,
+        )  # fmt: skip
     assert code != 0
     rows = screen_rows(output, columns)
-    assert rows[0].startswith("ghostline: error: the relay refused:"), rows
+    assert any(row.startswith("ghostline: error: the relay refused:") for row in rows), rows
     assert not any(MESSAGE_ROW.match(row) for row in rows), rows
     assert all(row.startswith(("ghostline: ", CONTINUATION.rstrip())) for row in rows), rows
     assert _bare(reason) in _join(rows)
@@ -128,24 +114,13 @@ def test_a_relays_long_error_reason_cannot_draw_a_row_of_its_own(
 def test_a_huge_error_reason_is_cut_in_the_error_line(tmp_path: Path, home: Path) -> None:
     (kit,) = make_kit_set(tmp_path / "kits", ["alice", "bob"])[:1]
     reason = "x" * 100_000
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-
-    def answer_with_error() -> None:
-        with server:
-            conn, _ = server.accept()
-            with conn:
-                conn.recv(4096)
-                conn.sendall(encode_error(ErrorCode.ROSTER_MISMATCH, reason))
-
-    thread = threading.Thread(target=answer_with_error, daemon=True)
-    thread.start()
-    done = ghostline(
-        "send", str(kit), "hi", "--relay", f"127.0.0.1:{port}", "--timeout", "20", home=home
-    )
-    thread.join(5)
+    with RefusingRelay(encode_error(ErrorCode.ROSTER_MISMATCH, reason)) as relay:
+        done = ghostline(
+            "send", str(kit), "hi", "--relay", f"127.0.0.1:{relay.port}", "--timeout", "20",
+            home=home,
+        )  # fmt: skip
     assert done.returncode != 0
-    error = done.stderr.splitlines()[0]
+    [error] = [line for line in done.stderr.splitlines() if line.startswith("ghostline: error:")]
     assert error.startswith("ghostline: error: the relay refused: xxx")
     assert len(error) < 1100 and "more characters)" in error, error[:200]
 

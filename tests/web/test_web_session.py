@@ -16,7 +16,9 @@ from ghostline.client import (
     MessageRejected,
     PresenceChanged,
     RelayAddress,
+    RelayError,
 )
+from ghostline.presencenotes import BURST, WINDOW
 from ghostline.state.member import Member
 from ghostline.web.session import WebSession
 from helpers import make_kit_set
@@ -127,3 +129,38 @@ async def test_the_seen_marker_keeps_only_a_message_id(session: WebSession) -> N
     assert session.seen.path.read_text() == "m1-4"
     await session.seen.load()
     assert session.seen.key == "m1-4"
+
+
+async def test_a_member_coming_and_going_in_a_loop_is_folded_and_a_repeated_refusal_said_once(
+    tmp_path: Path,
+) -> None:
+    kits = make_kit_set(tmp_path / "kits", ["alice", "bob", "carol"], auth_keys=3)
+    member = Member.open(kits[0])
+    client = Client(member, [RelayAddress.parse("127.0.0.1:9")])  # never started
+    now = [1000.0]
+    web = WebSession(client, relay="127.0.0.1:9", transport="no TLS", clock=lambda: now[0])
+    await web.start(connect=False)
+    try:
+        page = Page(web)
+        for i in range(20):
+            online = i % 2 == 0
+            now[0] += 1
+            web.handle_event(
+                PresenceChanged(
+                    frozenset({0, 1}) if online else frozenset({0}),
+                    joined=frozenset({1}) if online else frozenset(),
+                    left=frozenset() if online else frozenset({1}),
+                )
+            )
+        told = [line["lines"][0] for line in page.lines()]
+        assert told == ["bob came online", "bob went offline"] * (BURST // 2)
+        now[0] += WINDOW
+        web.presence_due()
+        folded = page.lines()[-1]["lines"][0]
+        assert "16 changes" in folded and folded.endswith("offline now")
+        for _ in range(5):
+            web.handle_event(RelayError(8, "relay full: too many connections"))
+        assert sum("relay full" in line["lines"][0] for line in page.lines()) == 1
+    finally:
+        await web.stop()
+        member.close()

@@ -16,6 +16,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,13 +25,16 @@ import click
 
 from ..display import CONTINUATION, fold, message_lines, one_line, quote
 from ..errors import GhostlineError, LocalError, RelayUnreachable, UsageError
+from ..presencenotes import PresenceNote, PresenceNotes
 from .connect import ConnectionSettings, connection_options, connection_settings, make_client
 from .kits import KIT_ARGUMENT, open_member
 from .padwarn import PadWarnings
 from .params import Number, seconds
 from .relaystatus import (
+    Repeats,
     failure_hint,
     messages_missing_line,
+    presence_note_text,
     relay_failing_line,
     retry_line,
     store_changed_line,
@@ -55,6 +59,11 @@ RETRY_NOTICE_DELAY = 2.0
 
 def _status(text: str) -> None:
     status(text)
+
+
+def _connection_key(ev: ConnectionChanged) -> str:
+    """What a connection line says, but for the wait before the next try (`Repeats`)."""
+    return f"{ev.channel} {ev.state} {ev.relay} {ev.detail}"
 
 
 def _connection_line(ev: ConnectionChanged) -> str | None:
@@ -325,33 +334,39 @@ async def _listen(
     warnings = PadWarnings()
     warnings.check(member.own_pad())  # listening is when a person looks: say it at once
     client = make_client(member, settings, presence=True, receive_limit=count)
+    lines = _ListenLines(names, quiet, loop.time)
     shown = 0
     await client.start()
     try:
         while count is None or shown < count:
-            remaining = None if deadline is None else deadline - loop.time()
+            now = loop.time()
+            remaining = None if deadline is None else deadline - now
             if remaining is not None and remaining <= 0:
                 break
+            wait, due = remaining, lines.presence.next_due()  # a held presence note
+            if due is not None:
+                wait = max(0.0, due - now if wait is None else min(wait, due - now))
             try:
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(wait):
                     event: Event = await client.events.get()
             except TimeoutError:
-                break
+                lines.presence_due()
+                continue
             if isinstance(event, MessageReceived):
                 shown += 1
+                lines.repeats.useful()
                 _print_message(event, names, as_json)
             elif isinstance(event, MessageRejected):
-                _status(
+                lines.status(
                     f"rejected message seq {event.seq} ({quote(event.rule)}): {quote(event.reason)}"
                 )
             elif isinstance(event, PresenceChanged):
-                if not quiet:
-                    _print_presence(event, names)
+                lines.presence_changed(event)
             elif isinstance(event, MessagesMissing):
                 _status(messages_missing_line(event))
             elif isinstance(event, StoreChanged):
                 if not quiet:
-                    _status(store_changed_line(event))
+                    lines.status(store_changed_line(event))
             elif isinstance(event, RelayFailing):
                 _status(relay_failing_line(event))
             elif isinstance(event, ConnectionChanged):
@@ -359,8 +374,9 @@ async def _listen(
                     raise with_hint(client.failure)
                 line = _connection_line(event)
                 if line and not quiet:
-                    _status(line)
+                    lines.status(line, _connection_key(event))
             elif isinstance(event, MessageAccepted):
+                lines.repeats.useful()
                 if not quiet:
                     _status(f"sent: message {event.counter} accepted as seq {event.seq}")
             elif isinstance(event, PadLow | PadExhausted):
@@ -427,13 +443,42 @@ def folded_lines(head: str, text: str) -> list[str]:
     return lines
 
 
-def _print_presence(event: Any, names: list[str]) -> None:
-    def who(indexes: frozenset[int]) -> str:
-        return ", ".join(quote(names[i]) if i < len(names) else f"#{i}" for i in sorted(indexes))
+class _ListenLines:
+    """`listen`'s status lines on stderr: a line that says what one said less than a
+    minute ago is left out (`Repeats`: a relay failing every connection the same way
+    fills no screen), and presence changes are told as `presencenotes` allows (a member
+    coming and going in a loop does not either)."""
 
-    if event.joined and not event.left and len(event.joined) < len(event.online):
-        _status(f"{who(event.joined)} came online")
-    elif event.left and not event.joined:
-        _status(f"{who(event.left)} went offline")
-    else:
-        _status(f"online now: {who(event.online) or 'nobody'}")
+    def __init__(self, names: list[str], quiet: bool, clock: Callable[[], float]) -> None:
+        self.names = names
+        self.quiet = quiet
+        self.clock = clock
+        self.repeats = Repeats(clock)
+        self.presence = PresenceNotes()
+
+    def status(self, text: str, key: str | None = None) -> None:
+        line = self.repeats.line(text if key is None else key, text)
+        if line is not None:
+            _status(line)
+
+    def presence_changed(self, event: Any) -> None:
+        now = self.clock()
+        if event.joined and len(event.joined) == len(event.online) and not event.left:
+            # The list after (re)connecting: who is online already, nobody just arrived.
+            if not self.quiet:
+                self.status(f"online now: {self._who(event.online) or 'nobody'}")
+            return
+        for note in self.presence.changed(event.joined, event.left, now):
+            self._tell(note)
+
+    def presence_due(self) -> None:
+        for note in self.presence.due(self.clock()):
+            self._tell(note)
+
+    def _tell(self, note: PresenceNote) -> None:
+        if not self.quiet:
+            _status(presence_note_text(note, self._who([note.member])))
+
+    def _who(self, indexes: Iterable[int]) -> str:
+        names = self.names
+        return ", ".join(quote(names[i]) if i < len(names) else f"#{i}" for i in sorted(indexes))

@@ -1,9 +1,12 @@
 """What a person reads about the relay connection: hints for failures that retrying
-cannot fix, and lines for the client's events about the relay's store, missing seqs and
-a relay that keeps failing. Shared by `send`, `listen` and the chat app."""
+cannot fix, lines for the client's events about the relay's store, missing seqs and
+a relay that keeps failing, and which of those lines are worth repeating (`Repeats`).
+Shared by `send`, `listen` and the chat apps."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..client.transport import (
@@ -22,6 +25,7 @@ from ..protocol.frames import REASON_PRESENCE_PORT, REASON_RELAY_PORT, ErrorCode
 
 if TYPE_CHECKING:
     from ..client import MessagesMissing, RelayFailing, StoreChanged
+    from ..presencenotes import PresenceNote
 
 _CERTIFICATE_HINTS = {
     "untrusted": (
@@ -44,7 +48,11 @@ _CERTIFICATE_HINTS = {
 # section 8); the refusals that name a port have their own hints below.
 _REFUSAL_HINTS: dict[int, str] = {
     ErrorCode.ROSTER_MISMATCH: (
-        "the relay knows this room with another member list: is this kit from the same kit set?"
+        "the relay holds this room with another member list: someone registered it first "
+        "with other keys (a member of your group, or anyone who saw a member's HELLO sent "
+        "without --tls). Your group cannot use this room on this relay until its operator "
+        "removes the room: make a new kit set (a new room) and use it with --tls, or ask "
+        "the relay's operator."
     ),
     ErrorCode.BAD_SIGNATURE: (
         "the relay did not accept this kit's signature: the kit may be damaged or not from "
@@ -107,10 +115,19 @@ def with_hint(err: GhostlineError) -> GhostlineError:
 
 
 def store_changed_line(event: StoreChanged) -> str:
+    if event.went_back:
+        return (
+            f"the relay {event.relay} no longer holds the messages you read (up to seq "
+            f"{event.old_cursor}): its message store went back to an earlier state (restored "
+            "from a backup?) or was replaced. Reading it again from its first message; "
+            "messages you already have are not shown twice. Messages stored after that "
+            "earlier state that you had not received are not on this relay any more."
+        )
     return (
         f"the relay {event.relay} has another message store than before (a new or replaced "
         "store, or another relay): reading it from its first message; messages you already "
-        "have are skipped, nothing is lost"
+        "have are not shown twice. Messages the old store held that you had not received "
+        "are not in this one: they reach you only from a relay that still has the old store."
     )
 
 
@@ -143,3 +160,46 @@ def retry_line(detail: str, timeout: float) -> str:
         f"{timeout:g} s. Ctrl-C stops: the message stays sealed in the outbox and goes out "
         "with the next `ghostline send` or `listen`."
     )
+
+
+def presence_note_text(note: PresenceNote, name: str) -> str:
+    """A presence note (`presencenotes`) about the member called `name` (shown safely)."""
+    if note.changes == 1:
+        return f"{name} came online" if note.online else f"{name} went offline"
+    where = "online" if note.online else "offline"
+    return f"{name} came and went ({note.changes} changes, not told one by one); {where} now"
+
+
+# A status line that says again what one said this recently is left out (and counted).
+REPEAT_AFTER = 60.0
+
+
+class Repeats:
+    """Which status lines are worth showing: one that says what a line shown less than
+    `every` seconds ago said (the same `key`) is left out and counted, and shown again,
+    with that count, once `every` has passed. So a relay that fails every connection the
+    same way (a reconnect every few seconds) fills no screen. `useful()` (a message came
+    or was accepted) lets every line be shown again."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, every: float = REPEAT_AFTER
+    ) -> None:
+        self.clock = clock
+        self.every = every
+        self._shown: dict[str, tuple[float, int]] = {}  # key -> (when shown, left out since)
+
+    def line(self, key: str, text: str) -> str | None:
+        """`text` to show now, or None to leave it out."""
+        now = self.clock()
+        last = self._shown.get(key)
+        if last is not None and now - last[0] < self.every:
+            self._shown[key] = (last[0], last[1] + 1)
+            return None
+        self._shown[key] = (now, 0)
+        if last is None or not last[1]:
+            return text
+        again = "once more" if last[1] == 1 else f"{last[1]} more times"
+        return f"{text} (this came {again} in the last {now - last[0]:.0f} s)"
+
+    def useful(self) -> None:
+        self._shown.clear()

@@ -14,12 +14,17 @@ The parts, each with its own module:
 This module holds them together: the client's state (`ClientState`, moved only along
 `MOVES`), reconnecting with exponential backoff and full jitter, failing over among the
 relay addresses it was given, and following the presence port when it can (messaging
-works without it). It checks every number a relay sends before it reaches SQLite or
-arithmetic; an unexpected error ends in a visible state (a reconnect saying why, or a
-stop with `failure` set), never in a silently dead task. What retrying cannot fix (a
-roster mismatch, a bad signature, a TLS certificate that does not match, a proxy that
-wants a password, a broken state database) stops the client (`FAILED`) and is kept in
-`failure`. The apps turn errors into what a person reads (cli/relaystatus.py).
+works without it). The backoff starts again from its base only after a connection did
+something useful (a message opened or accepted, or it stayed up `stable_after` seconds),
+so a relay that drops every connection at once is not hammered. It checks every number
+a relay sends before it reaches SQLite or arithmetic; an unexpected error ends in a
+visible state (a reconnect saying why, or a stop with `failure` set), never in a
+silently dead task. What retrying cannot fix (a TLS certificate that does not match, a
+proxy that wants a password, a broken state database; a roster mismatch, a bad
+signature, a refused handshake or publish once the same refusal came on FATAL_AFTER
+fresh connections in a row: one ERROR frame injected on a path without TLS costs a
+reconnect, not the session) stops the client (`FAILED`) and is kept in `failure`. The
+apps turn errors into what a person reads (cli/relaystatus.py).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from ..errors import (
 )
 from ..protocol import payload as payload_mod
 from ..protocol.frames import (
+    REASON_HANDSHAKE_TIMEOUT,
     REASON_TLS_ONLY,
     ErrorCode,
     Hello,
@@ -66,7 +72,9 @@ from .transport import RelayAddress, TlsExpected, TlsOptions, TransportError, sp
 if TYPE_CHECKING:
     from ..state.member import Member, OutboxEntry
 
-# Refusals that the same request would meet again: stop instead of retrying.
+# Refusals that the same request would meet again: stop instead of retrying, once the
+# same one came FATAL_AFTER times in a row on fresh connections (with no progress
+# between). Not on its first: without TLS anyone on the path can inject an ERROR frame.
 FATAL_CODES = frozenset(
     {
         ErrorCode.BAD_HANDSHAKE,
@@ -75,8 +83,11 @@ FATAL_CODES = frozenset(
         ErrorCode.BAD_PUBLISH,
     }
 )
+FATAL_AFTER = 3
 # Refusals in a row (with no progress between) after which RelayFailing is emitted.
 REPEATED_REFUSALS = 3
+# A connection that stayed up this long was useful, whatever it carried.
+STABLE_AFTER = 10.0
 
 
 class Client:
@@ -106,6 +117,7 @@ class Client:
         backoff_cap: float = 5.0,
         connect_timeout: float = 10.0,
         gap_wait: float = 30.0,
+        stable_after: float = STABLE_AFTER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not relays:
@@ -119,6 +131,7 @@ class Client:
         self.follow_presence = presence
         self.receive = receive
         self.connect_timeout = connect_timeout
+        self.stable_after = stable_after
         self.clock = clock
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.state = ClientState.IDLE
@@ -294,10 +307,9 @@ class Client:
                     return
                 self.last_error = err
                 self._emit(RelayError(err.code, err.reason))
-                if err.code in FATAL_CODES:
+                if self._count_refusal(err):
                     self._fail(err, str(addr))
                     return
-                self._count_refusal(err)
                 detail = str(err)
             except ClosedAtOnce as err:
                 if self.tls is None and await speaks_tls(
@@ -332,30 +344,37 @@ class Client:
             await asyncio.sleep(delay)
             self._move(ClientState.RECONNECTING, str(self.relay), None, "")
 
-    def _count_refusal(self, err: RelayRefused) -> None:
+    def _count_refusal(self, err: RelayRefused) -> bool:
+        """Count a refusal in a run of the same code; True when it must stop the client."""
         if self._refusals and self._refusals[-1].code != err.code:
             self._refusals = []
         self._refusals.append(err)
-        if len(self._refusals) == REPEATED_REFUSALS:
+        times = len(self._refusals)
+        fatal = err.code in FATAL_CODES and err.reason != REASON_HANDSHAKE_TIMEOUT
+        if fatal:
+            return times >= FATAL_AFTER
+        if times == REPEATED_REFUSALS:
             self._emit(RelayFailing(err.code, err.reason, REPEATED_REFUSALS))
+        return False
 
     def _progress(self) -> None:
         """The relay did its job once: a run of refusals is over."""
         self._refusals = []
 
     async def _relay_session(self, addr: RelayAddress) -> None:
-        asked = await self.inbox.resume_after()
-        session, welcome = await self.join(addr, Port.RELAY, asked)
+        asked = await self.inbox.resumption()
+        session, welcome = await self.join(addr, Port.RELAY, asked.after)
         queue = OutQueue()
+        joined_at = asyncio.get_running_loop().time()
+        opened, accepted = self.inbox.opened, len(self.outbox.accepted)
         try:
             rx = await self.inbox.enter(str(addr), welcome, asked)
             waiting = await self.outbox.begin(queue)
             self.connections += 1
-            self._backoff.reset()
             self.last_error = None
             detail = (
-                f"resuming after seq {asked} (relay head {welcome.head})"
-                if self.receive
+                f"resuming after seq {asked.cursor.upto} (relay head {welcome.head})"
+                if asked.cursor is not None
                 else f"relay head {welcome.head}"
             )
             if waiting:
@@ -368,6 +387,13 @@ class Client:
         finally:
             self.outbox.end(queue)
             await session.close()
+            lasted = asyncio.get_running_loop().time() - joined_at
+            if (
+                self.inbox.opened > opened
+                or len(self.outbox.accepted) > accepted
+                or lasted >= self.stable_after
+            ):
+                self._backoff.reset()
 
     # -- joining -------------------------------------------------------------------
 

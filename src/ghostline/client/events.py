@@ -82,21 +82,28 @@ class RelayError:
 
 @dataclass(frozen=True, slots=True)
 class AlreadyReceived:
-    """A delivered message repeats one already accepted (same sender and counter): the
-    relay sent it again (its store changed, or it resent after a reconnect). Refused,
-    as section 6 says, but nothing to worry about: it was shown when it first came."""
+    """A delivered message is a byte-for-byte copy of one already accepted, where the
+    relay holds it: the relay sent it again (it resent after a reconnect, or its store
+    changed). Not opened again, as section 6 says, and nothing to worry about: it was
+    shown when it first came, and its seq is settled. (A copy at another seq, or with
+    other bytes, is a MessageRejected.)"""
 
     seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class StoreChanged:
-    """The relay named another store than the one the cursor was for (a new or
-    replaced store, or another relay that shares nothing): the client catches up from
-    its first seq, and refuses quietly what it already has."""
+    """The relay's store is not the one the cursor was for: it names another store (a
+    new or replaced one, or another relay that shares nothing), or, `went_back`, it
+    names the same store but lost messages this member had read (its head is below the
+    cursor, or another message is at the anchor's seq: restored from a backup, or
+    replaced under the same id). The client reads it again from its first seq; what it
+    already has is settled quietly, and messages the old store held that it had not yet
+    received are not in this one."""
 
     relay: str
     old_cursor: int  # where the cursor stood in the old store
+    went_back: bool = False
 
 
 @dataclass(frozen=True, slots=True)

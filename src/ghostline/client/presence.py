@@ -1,7 +1,9 @@
 """Who is online, as the presence port tells it (docs/PROTOCOL.md section 8): a PRESENCE
 list after WELCOME, then ONLINE and OFFLINE as members come and go. Every member index
 is checked against the roster before it is believed. The client follows the presence
-port while it runs, reconnecting with its own backoff; messaging works without it."""
+port while it runs, reconnecting with its own backoff, which starts again from its base
+only after a connection that stayed up `stable_after` seconds; messaging works without
+it."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ class Host(Protocol):
 
     presence_port: int | None
     state: ClientState
+    stable_after: float
 
     @property
     def relay(self) -> RelayAddress:
@@ -50,8 +53,8 @@ class Presence:
             where = f"{addr.host}:{port}"
             try:
                 session, _ = await client.join(addr, Port.PRESENCE)
+                joined_at = asyncio.get_running_loop().time()
                 try:
-                    self._backoff.reset()
                     shown = client.state.shown
                     self._emit(
                         ConnectionChanged(shown, where, None, "presence connected", "presence")
@@ -59,6 +62,8 @@ class Presence:
                     await self.follow(session)
                 finally:
                     await session.close()
+                    if asyncio.get_running_loop().time() - joined_at >= client.stable_after:
+                        self._backoff.reset()
             except asyncio.CancelledError:
                 raise
             except (RemoteError, ConnectionError, TimeoutError, OSError) as err:

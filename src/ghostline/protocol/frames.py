@@ -87,12 +87,15 @@ class Port(IntEnum):
     PRESENCE = 0x02
 
 
-# ERROR reasons that name a mistake the client can fix; a client may recognise them by
-# their exact text (and show them as they are). Each comes with ERROR 3, bad handshake.
+# ERROR reasons a client may recognise by their exact text (and show as they are): the
+# first four name a mistake the client can fix. Each comes with ERROR 3, bad handshake.
 REASON_PRESENCE_PORT = "this is the presence port: connect to the relay port"  # a relay PROVE
 REASON_RELAY_PORT = "this is the relay port: connect to the presence port"  # a presence PROVE
 REASON_NOT_TLS = "this port does not speak TLS: connect without --tls"  # a ClientHello came
 REASON_TLS_ONLY = "this port speaks only TLS: connect with --tls"  # plain bytes came
+# The relay's handshake deadline passed (a slow path, or a client that stalled): not the
+# client's mistake, and worth another try.
+REASON_HANDSHAKE_TIMEOUT = "handshake did not finish in time"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,15 @@ relay or network from making a member skip a message without saying so:
 
 - `RelayCursor`: the seqs of one store that are settled. `upto` moves only over a
   CONTIGUOUS run of settled seqs (a verified message, an own message the relay
-  accepted or echoed, a rejected frame); seqs settled above a hole wait in `seen`.
-  A reordered or rewritten seq can therefore leave a hole, never jump the cursor
-  over one. A member resumes after `upto`, so a hole is asked for again.
+  accepted, or a byte-identical copy of a message the member has, at the seq it came
+  as; never a rejected frame); seqs settled above a hole wait in `seen`. A reordered
+  or rewritten seq can therefore leave a hole, never jump the cursor over one. A
+  member resumes after `upto`, so a hole is asked for again.
+- `Anchor` and `AnchorCheck`: the highest settled seq whose frame the member knows, and
+  that frame's digest. Resuming just before it, the relay must send that very frame
+  again; another frame there (or a head below the cursor) means the store went back
+  (restored from a backup under the same `store_id`) or was replaced, and the member
+  reads it again from seq 0 instead of skipping what is now stored at reused seqs.
 - `SeqGuard`: refuses a seq the relay cannot have assigned yet on this connection.
 - `GapWatch`: decides, for one connection, when a hole has waited long enough that the
   relay should be asked again (`Refetch`), or that it never fills and the member must
@@ -20,20 +26,42 @@ relay or network from making a member skip a message without saying so:
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from ..errors import ProtocolError
 from .frames import SEQ_LIMIT, ErrorCode
 
-__all__ = ["MAX_SEEN", "SEQ_LIMIT", "GapWatch", "Lost", "Refetch", "RelayCursor", "SeqGuard"]
+__all__ = [
+    "MAX_SEEN",
+    "SEQ_LIMIT",
+    "Anchor",
+    "AnchorCheck",
+    "AnchorVerdict",
+    "GapWatch",
+    "Lost",
+    "Refetch",
+    "RelayCursor",
+    "SeqGuard",
+    "frame_digest",
+]
 
 # Seqs settled above a hole that a member keeps (8 bytes each in its state database).
 # Past this, the lowest hole is given up as lost rather than the list growing.
 MAX_SEEN = 4096
 
 _U64 = struct.Struct(">Q")
+DIGEST_LEN = 32
+
+
+def frame_digest(sealed: bytes) -> bytes:
+    """What tells one sealed message from another, byte for byte (SHA-256). A member
+    keeps it for every message it sealed or accepted, so it can tell a genuine copy
+    from a forgery that names the same sender and counter."""
+    return hashlib.sha256(sealed).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +111,11 @@ class RelayCursor:
                 holes.append((expected, seq - 1))
             expected = seq + 1
         return holes
+
+    def went_back(self, head: int) -> bool:
+        """The relay's head is below what this cursor settled: its store lost messages
+        it had (restored from a backup, or replaced under the same id)."""
+        return head < self.upto
 
     def for_store(self, store_id: bytes) -> RelayCursor:
         """The cursor to use under `store_id`: this one if it belongs there (or to no
@@ -144,6 +177,51 @@ class SeqGuard:
                 f"the relay sent seq {seq}, beyond any it can have assigned "
                 f"({ceiling}): forged or corrupted in transit",
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """The highest settled seq (at or below the cursor) whose frame the member knows,
+    and the `frame_digest` of that frame."""
+
+    seq: int
+    digest: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 < self.seq < SEQ_LIMIT or len(self.digest) != DIGEST_LEN:
+            raise ValueError("anchor out of range")
+
+    @property
+    def resume_after(self) -> int:
+        """HELLO's resume_after that makes the relay send the anchor's frame first."""
+        return self.seq - 1
+
+
+class AnchorVerdict(Enum):
+    SAME = "same"  # the relay sent the anchor's frame again: its history is ours
+    DIVERGED = "diverged"  # another frame at the anchor's seq: the store went back
+    UNKNOWN = "unknown"  # a later seq came first: the relay no longer holds the anchor
+
+
+class AnchorCheck:
+    """Checks, on one connection that resumed at `anchor.resume_after`, the first
+    frames against the anchor. The relay replays its store in order, so the frame
+    at the anchor's seq comes before any later one, if the relay still has it."""
+
+    def __init__(self, anchor: Anchor) -> None:
+        self.anchor = anchor
+        self.verdict: AnchorVerdict | None = None
+
+    def check(self, seq: int, digest: bytes) -> AnchorVerdict | None:
+        """The verdict, once `seq` decides it (then always the same); None before."""
+        if self.verdict is None and seq >= self.anchor.seq:
+            if seq > self.anchor.seq:
+                self.verdict = AnchorVerdict.UNKNOWN
+            elif digest == self.anchor.digest:
+                self.verdict = AnchorVerdict.SAME
+            else:
+                self.verdict = AnchorVerdict.DIVERGED
+        return self.verdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from ..protocol.frames import (
     MAX_HELLO_FRAME,
     MAX_PING,
     NONCE_LEN,
+    REASON_HANDSHAKE_TIMEOUT,
     REASON_NOT_TLS,
     REASON_TLS_ONLY,
     ErrorCode,
@@ -267,10 +268,10 @@ class Connection(asyncio.Protocol):
             return
         if self._step is not None and not self._step.done():
             # the relay's own step (its store: a cluster waiting out NATS) is what is
-            # late, not the client: a refusal it may retry, not ERROR 3 (fatal to it)
+            # late, not the client: a refusal it may retry, not ERROR 3
             self.fail(ErrorCode.INTERNAL, "the relay's store did not answer in time")
             return
-        self.fail(ErrorCode.BAD_HANDSHAKE, "handshake did not finish in time")
+        self.fail(ErrorCode.BAD_HANDSHAKE, REASON_HANDSHAKE_TIMEOUT)
 
     def check_idle(self, now: float) -> None:
         if self.open and now - self.last_rx > self.limits.idle_timeout:

@@ -38,12 +38,11 @@ from ..fsutil import publish_new
 from ..pad.kit import Kit
 from ..protocol.kitformat import FORMAT_1, KitHeader
 
-LAYOUT = 5
+LAYOUT = 6
 BUSY_TIMEOUT_MS = 30_000
 
-# Layout 5. Safety tables (store.py): binding, sending, outbox, accepted, skipped,
-# relay. History tables (history.py): history, history_keep, chat_seen, relay_epoch,
-# saved_file.
+# Layout 6. Safety tables (store.py): binding, sending, outbox, accepted, skipped,
+# relay. History tables (history.py): history, history_keep, chat_seen, saved_file.
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE binding (
@@ -64,30 +63,37 @@ CREATE TABLE relay (
     id       INTEGER PRIMARY KEY CHECK (id = 1),
     cursor   INTEGER NOT NULL,
     store_id BLOB,                       -- NULL until a relay names its store
-    seen     BLOB    NOT NULL DEFAULT X''  -- settled seqs above a hole, 8 bytes each
+    seen     BLOB    NOT NULL DEFAULT X'', -- settled seqs above a hole, 8 bytes each
+    epoch    INTEGER NOT NULL DEFAULT 0  -- one more each time the cursor starts from 0 again
 );
 CREATE TABLE outbox (
     counter   INTEGER PRIMARY KEY,
     offset    INTEGER NOT NULL,
     length    INTEGER NOT NULL,
     sealed    BLOB,                      -- NULL once the relay ACCEPTED it
+    digest    BLOB    NOT NULL,          -- SHA-256 of the sealed bytes, kept for good
     seq       INTEGER,                   -- relay seq once ACCEPTED
+    epoch     INTEGER,                   -- the relay epoch `seq` belongs to
     sealed_at REAL    NOT NULL,
     erased    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX outbox_pending ON outbox (counter) WHERE seq IS NULL;
 CREATE INDEX outbox_unerased ON outbox (counter) WHERE erased = 0;
+CREATE INDEX outbox_relay ON outbox (epoch, seq) WHERE seq IS NOT NULL;
 CREATE TABLE accepted (
     sender     INTEGER NOT NULL,
     counter    INTEGER NOT NULL,
     offset     INTEGER,                  -- NULL for counters rebuilt by `pad recover`
     offset_end INTEGER,
+    digest     BLOB,                     -- SHA-256 of the sealed message (NULL: recovered)
     seq        INTEGER,
+    epoch      INTEGER,                  -- the relay epoch `seq` belongs to
     erased     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (sender, counter)
 ) WITHOUT ROWID;
 CREATE INDEX accepted_ranges ON accepted (sender, offset) WHERE offset IS NOT NULL;
 CREATE INDEX accepted_unerased ON accepted (sender, counter) WHERE erased = 0;
+CREATE INDEX accepted_relay ON accepted (epoch, seq) WHERE seq IS NOT NULL;
 CREATE TABLE skipped (
     sender       INTEGER NOT NULL,
     offset       INTEGER NOT NULL,
@@ -120,11 +126,6 @@ CREATE TABLE chat_seen (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     history_id INTEGER NOT NULL          -- the newest history row when the chat last closed
 );
-CREATE TABLE relay_epoch (
-    id    INTEGER PRIMARY KEY CHECK (id = 1),
-    epoch INTEGER NOT NULL               -- one more each time the relay store changes
-);
-INSERT INTO relay_epoch VALUES (1, 0);
 CREATE TABLE saved_file (
     sender      INTEGER NOT NULL,
     transfer_id BLOB    NOT NULL,

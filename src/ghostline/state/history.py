@@ -10,9 +10,11 @@
   complete transfer with no row here was never saved (the chat app saves it on
   opening);
 - `chat_seen`: the newest history row when the chat app last closed, where its "new
-  since you left" starts;
-- `relay_epoch`: one more each time the relay store changes, so that a new store's
-  messages (seqs from 1 again) come after the old store's.
+  since you left" starts.
+
+Each row keeps the relay epoch it was recorded in (`store.py` counts it: one more each
+time the relay cursor starts from 0 again), so a new store's messages (seqs from 1
+again) come after the old store's.
 
 Deleted history is overwritten, not just unlinked: the database runs with
 `secure_delete`, and a delete is followed by a TRUNCATE checkpoint (`Member` calls it
@@ -35,7 +37,7 @@ DAY = 86400.0
 # first; own messages not yet stored have no seq and come after every stored one.
 _RELAY_ORDER = "relay_epoch, COALESCE(seq, 9223372036854775807), id"
 _RELAY_ORDER_DESC = "relay_epoch DESC, COALESCE(seq, 9223372036854775807) DESC, id DESC"
-_EPOCH = "(SELECT epoch FROM relay_epoch WHERE id = 1)"
+_EPOCH = "(SELECT epoch FROM relay WHERE id = 1)"
 _COLUMNS = "sender, counter, seq, payload, recorded_at, state, id"
 
 
@@ -120,11 +122,6 @@ class History:
             "WHERE sender = ? AND counter = ?",
             (seq, self.me, counter),
         )
-
-    def next_relay_epoch(self) -> None:
-        """Inside a transaction: the relay store changed; what comes now is shown after
-        everything before, whatever its seqs."""
-        self.db.execute("UPDATE relay_epoch SET epoch = epoch + 1 WHERE id = 1")
 
     # -- reading ------------------------------------------------------------------
 

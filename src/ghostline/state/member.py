@@ -10,12 +10,11 @@ that keeps pad bytes from ever being used twice:
   A commit holds at most what `limits.py` allows, so `pad recover` (`recovery.py`)
   can skip one commit's worth past the kit's erasures;
 - opening: the header is read once; every reject rule is checked against the accepted
-  log, then one transaction commits the accepted (sender, counter, range), the history
-  row and the relay cursor, then the inbound key and the sender's pad bytes are zeroed
-  and flushed, and only then is the message returned (section 6). A rejected message
-  changes nothing, durable or not, but one thing in memory: its relay seq is settled
-  there and reaches the relay cursor with the next commit (a forged frame must never
-  cause a write of its own);
+  log, then one transaction commits the accepted (sender, counter, range, digest), the
+  history row and the relay cursor, then the inbound key and the sender's pad bytes are
+  zeroed and flushed, and only then is the message returned (section 6). A rejected
+  message changes nothing, durable or not, and settles no relay seq; a byte-for-byte
+  copy of a message this member already has settles its seq as `cursor.py` says;
 - start-up: the database is checked against the kit's erasures (a missing, older or
   old-layout database is refused: guessing the next offset could reuse pad), and a
   sweep zeroes whatever was committed but not yet erased (`erasure.py`).
@@ -38,7 +37,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +54,8 @@ from ..errors import (
 from ..pad.kit import Kit
 from ..pad.seal import open_sealed, seal_with_kit
 from ..protocol.envelope import HEADER_LEN, Envelope, read_envelope
-from ..protocol.relaycursor import SEQ_LIMIT, RelayCursor
+from ..protocol.relaycursor import SEQ_LIMIT, Anchor, RelayCursor, frame_digest
+from ..protocol.rules import Rule
 from .cursor import RelayCursorKeeper
 from .database import Database, binding_of, default_state_path, require_format_1
 from .erasure import first_erasure, own_pad_erased, sweep
@@ -107,7 +108,7 @@ class Member:
         self.store = Store(db)
         self._history = History(db, [m.name for m in kit.header.members])
         self.state_path = db.path
-        self._cursor = RelayCursorKeeper(self.store, self._history)
+        self._cursor = RelayCursorKeeper(self.store, self._history, self._commit)
         self._lock = threading.RLock()
         self._erased = _Erased()
         self._crash_hook = os.environ.get(CRASH_HOOK_ENV)
@@ -239,21 +240,16 @@ class Member:
         one, or one already accepted at that very seq."""
         if not (0 <= counter < self.header.auth_keys and 0 < seq < SEQ_LIMIT):
             return  # no message of ours (and out of SQLite's range)
-        with self._lock, self.store.transaction():
-            ours = self._stored(counter, seq)
-            if not ours:
+        with self._lock, self._commit():
+            epoch = self._cursor.epoch_of(store_id)
+            ours = self.store.mark_accepted(counter, seq, epoch)
+            if ours:
+                self._history.mark_stored(counter, seq)
+            else:
                 row = self.store.outbox_row(counter)
-                ours = row is not None and row.seq == seq
-            if ours and settle:
+                ours = row is not None and (row.seq, row.epoch) == (seq, epoch)
+            if ours and settle and epoch is not None:
                 self._cursor.settle(store_id, [seq])
-            self._record_pending()
-
-    def _stored(self, counter: int, seq: int) -> bool:
-        """Inside a transaction: own message `counter` is at the relay as `seq`."""
-        if not self.store.mark_accepted(counter, seq):
-            return False
-        self._history.mark_stored(counter, seq)
-        return True
 
     # -- receiving ----------------------------------------------------------------
 
@@ -261,21 +257,19 @@ class Member:
         """Open a message the relay delivered as `seq` (of relay store `store_id`; None:
         the store the relay cursor belongs to).
 
-        Returns None for an own message echoed back. Raises RejectedMessage, writing
-        nothing at all, for anything section 6 refuses.
-
-        The relay cursor settles `seq` durably only for what is authenticated: an
-        accepted message, an echo byte-identical to a message in our outbox, or an echo
-        at the very seq the relay's ACCEPTED gave that message. Any other frame (a
-        forged one, a replay) settles it in memory, written with the next commit: the
-        seq is not authenticated, and forged frames must not make us write.
+        Returns None for a byte-for-byte copy of a message this member already has (its
+        own message echoed back, or one it accepted before), whose seq is then settled
+        as cursor.py says. Raises RejectedMessage, writing nothing and settling no seq,
+        for anything section 6 refuses, and for a frame that names a message this
+        member has but is not that message, or not where the relay holds it.
         """
         if not 0 < seq < SEQ_LIMIT:
             raise ValueError(f"seq {seq} is out of range")
         env = read_envelope(sealed) if len(sealed) >= HEADER_LEN else None
+        digest = frame_digest(sealed)
         with self._lock:
             if env is not None and self._is_own_echo(env):
-                self._own_echo(env, seq, sealed, store_id)
+                self._cursor.own_copy(env, seq, digest, store_id)
                 return None
             try:
                 # Checked under the write lock, so that another process of this member
@@ -284,16 +278,22 @@ class Member:
                     opened = open_sealed(self.kit, sealed, self.store, envelope=env)
                     env = opened.envelope
                     now = time.time()
-                    self.store.add_accepted(env.sender, env.counter, env.offset, env.length, seq)
+                    epoch = self._cursor.epoch_of(store_id)
+                    self.store.add_accepted(
+                        env.sender, env.counter, env.offset, env.length,
+                        seq if epoch is not None else None, digest=digest, epoch=epoch,
+                    )  # fmt: skip
                     self._history.record(
                         env.sender, env.counter, seq, opened.plaintext, now, "received"
                     )
                     self._cursor.settle(store_id, [seq])
                     self._record_pending()
                     expired = self._history.expire(now, saved=False)
-            except RejectedMessage:
-                self._cursor.hold(store_id, seq)
-                raise
+            except RejectedMessage as err:
+                if err.rule != Rule.REPLAYED_COUNTER or env is None:
+                    raise
+                self._cursor.accepted_copy(env, seq, digest, store_id)
+                return None
             if expired:
                 self.store.db.checkpoint()
             self.kit.erase_inbound_key(env.sender, env.counter)
@@ -321,21 +321,6 @@ class Member:
             return True
         return env.counter < self.store.next_position()[0]
 
-    def _own_echo(self, env: Envelope, seq: int, sealed: bytes, store_id: bytes | None) -> None:
-        row = self.store.outbox_row(env.counter)
-        if row is not None and row.seq is None and row.sealed == sealed:
-            with self.store.transaction():
-                self._stored(env.counter, seq)
-                self._cursor.settle(store_id, [seq])
-                self._record_pending()
-        elif row is not None and row.seq == seq:
-            # Where the relay's ACCEPTED put it: settling it reveals nothing new.
-            with self.store.transaction():
-                self._cursor.settle(store_id, [seq])
-                self._record_pending()
-        else:
-            self._cursor.hold(store_id, seq)
-
     # -- the relay cursor -----------------------------------------------------------
 
     @property
@@ -349,6 +334,12 @@ class Member:
         with self._lock:
             return self._cursor.state()
 
+    def relay_anchor(self) -> Anchor | None:
+        """The highest settled relay seq whose frame this member knows, and its digest
+        (`relaycursor.Anchor`); None when there is none."""
+        with self._lock:
+            return self._cursor.anchor()
+
     def enter_relay_store(self, store_id: bytes) -> RelayCursor:
         """A relay named its store: from now on the cursor is that store's (protocol-v2
         section 8). Returns the cursor as it was, which belongs to another store when
@@ -356,17 +347,22 @@ class Member:
         with self._lock:
             before = self._cursor.state()
             if before.for_store(store_id) != before:
-                with self.store.transaction():
+                with self._commit():
                     self._cursor.enter(store_id)
-                    self._record_pending()
             return before
+
+    def restart_relay_store(self, store_id: bytes) -> RelayCursor:
+        """The relay's store `store_id` went back (restored from a backup) or was
+        replaced under the same id: read it again from seq 0, as if it were another
+        store. Returns the cursor as it was."""
+        with self._lock, self._commit():
+            return self._cursor.restart(store_id)
 
     def advance_cursor(self, seq: int, *, store_id: bytes | None = None) -> None:
         """Give up every relay seq up to `seq` of store `store_id`: the client's gap
         watch saw them stay missing after asking again, and reports them lost."""
-        with self._lock, self.store.transaction():
+        with self._lock, self._commit():
             self._cursor.give_up_to(seq, store_id)
-            self._record_pending()
 
     def take_lost(self) -> list[tuple[int, int]]:
         """Relay seqs given up since the last call because too many seqs were settled
@@ -467,9 +463,17 @@ class Member:
 
     # -- internals ----------------------------------------------------------------
 
+    @contextmanager
+    def _commit(self) -> Iterator[None]:
+        """One transaction, with what waits for a commit written in it."""
+        with self.store.transaction():
+            yield
+            self._record_pending()
+
     def _record_pending(self) -> None:
         """Inside a transaction: write what waits for a commit: the erasure record of
-        earlier messages and the seqs of frames that were not authenticated."""
+        earlier messages and the relay seqs settled in memory (copies of messages this
+        member has, at the seqs they are known at)."""
         self._cursor.write_waiting()
         erased = self._erased
         if erased.own or erased.received:

@@ -3,16 +3,24 @@ or accepts a replay.
 
 - `sending`: the next counter and the next offset of its own slice;
 - `outbox`: every message it sealed (counter, offset, length), with the sealed bytes
-  until the relay ACCEPTED it (then its seq, and the bytes are dropped);
+  until the relay ACCEPTED it (then its seq, and the bytes are dropped) and their
+  digest for good;
 - `accepted`: every (sender, counter) it accepted, with the pad range
-  [offset, offset_end) and the relay seq; counters recovered by `pad recover` have no
-  range;
+  [offset, offset_end), the digest of the sealed message and the relay seq; counters
+  recovered by `pad recover` have no range and no digest;
 - the erasure record: `outbox.erased` and `accepted.erased` say which messages' key
   and pad bytes are already zeroed in the kit, so the sweep on start-up knows what
   remains; `skipped` holds ranges `pad recover` stepped over (and erased);
 - `relay`: the relay cursor (`relaycursor.RelayCursor`): the relay store it belongs to
   (`store_id`), the seq up to which every seq is settled (`cursor`), and the settled
-  seqs above a hole (`seen`, 8 bytes each).
+  seqs above a hole (`seen`, 8 bytes each); and the relay `epoch`, one more each time
+  the cursor starts from 0 again (another store, or this one went back). A message's
+  `seq` in `outbox` or `accepted` says where the relay holds it only in the epoch kept
+  beside it (`Placed`).
+
+A digest (`relaycursor.frame_digest`) is what tells a genuine copy of a message from a
+forgery naming the same sender and counter, and what the relay cursor's anchor
+(`anchor`) is checked by.
 
 This module knows nothing about kits or sealing: `member.py` drives it. The tables live
 in the state database (`database.py`), beside the history (`history.py`). The
@@ -30,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StateError
-from ..protocol.relaycursor import RelayCursor
+from ..protocol.relaycursor import Anchor, RelayCursor, frame_digest
 from .database import Binding, Database
 
 
@@ -42,6 +50,19 @@ class OutboxRow:
     sealed: bytes | None
     seq: int | None
     erased: bool
+    digest: bytes
+    epoch: int | None  # the relay epoch `seq` belongs to
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A message this member has: the digest of its sealed bytes (None: rebuilt by
+    `pad recover`, bytes unknown) and where the relay holds it (`seq`, meaningful only
+    when `epoch` is the relay epoch now)."""
+
+    digest: bytes | None
+    seq: int | None
+    epoch: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,39 +149,39 @@ class Store:
 
     def add_outbox(self, counter: int, offset: int, length: int, sealed: bytes, now: float) -> None:
         self.db.execute(
-            "INSERT INTO outbox (counter, offset, length, sealed, seq, sealed_at, erased) "
-            "VALUES (?, ?, ?, ?, NULL, ?, 0)",
-            (counter, offset, length, sealed, now),
+            "INSERT INTO outbox (counter, offset, length, sealed, digest, seq, sealed_at, "
+            "erased) VALUES (?, ?, ?, ?, ?, NULL, ?, 0)",
+            (counter, offset, length, sealed, frame_digest(sealed), now),
         )
 
     def outbox_row(self, counter: int) -> OutboxRow | None:
-        row = self.db.one(
-            "SELECT counter, offset, length, sealed, seq, erased FROM outbox WHERE counter = ?",
-            (counter,),
-        )
+        row = self.db.one(f"SELECT {_OUTBOX} FROM outbox WHERE counter = ?", (counter,))
         return _outbox_row(row) if row else None
 
     def pending(self) -> list[OutboxRow]:
-        rows = self.db.all(
-            "SELECT counter, offset, length, sealed, seq, erased FROM outbox "
-            "WHERE seq IS NULL ORDER BY counter"
-        )
+        rows = self.db.all(f"SELECT {_OUTBOX} FROM outbox WHERE seq IS NULL ORDER BY counter")
         return [_outbox_row(r) for r in rows]
 
-    def mark_accepted(self, counter: int, seq: int) -> bool:
-        """Inside a transaction: record the relay seq of an own message and drop its
-        sealed bytes. Returns whether a pending message had that counter."""
+    def mark_accepted(self, counter: int, seq: int, epoch: int | None) -> bool:
+        """Inside a transaction: record the relay seq of an own message (in relay epoch
+        `epoch`; None: not the epoch of this member's cursor) and drop its sealed bytes.
+        Returns whether a pending message had that counter."""
         changed = self.db.execute(
-            "UPDATE outbox SET seq = ?, sealed = NULL WHERE counter = ? AND seq IS NULL",
-            (seq, counter),
+            "UPDATE outbox SET seq = ?, epoch = ?, sealed = NULL WHERE counter = ? AND seq IS NULL",
+            (seq, epoch, counter),
         )
         return changed > 0
 
-    def unerased_outbox(self) -> list[OutboxRow]:
-        rows = self.db.all(
-            "SELECT counter, offset, length, sealed, seq, erased FROM outbox "
-            "WHERE erased = 0 ORDER BY counter"
+    def place_own(self, counter: int, seq: int, epoch: int) -> None:
+        """Inside a transaction: the relay of epoch `epoch` holds own message `counter`
+        (already accepted) at `seq`."""
+        self.db.execute(
+            "UPDATE outbox SET seq = ?, epoch = ? WHERE counter = ? AND seq IS NOT NULL",
+            (seq, epoch, counter),
         )
+
+    def unerased_outbox(self) -> list[OutboxRow]:
+        rows = self.db.all(f"SELECT {_OUTBOX} FROM outbox WHERE erased = 0 ORDER BY counter")
         return [_outbox_row(r) for r in rows]
 
     def sent_totals(self) -> tuple[int, int]:
@@ -188,13 +209,39 @@ class Store:
         return row is not None and int(row[0]) > start
 
     def add_accepted(
-        self, sender: int, counter: int, offset: int | None, length: int | None, seq: int | None
+        self,
+        sender: int,
+        counter: int,
+        offset: int | None,
+        length: int | None,
+        seq: int | None,
+        *,
+        digest: bytes | None = None,
+        epoch: int | None = None,
     ) -> None:
+        """Inside a transaction: (sender, counter) is accepted. `seq` counts only with
+        `epoch` (None: not known in the relay epoch now)."""
         end = None if offset is None or length is None else offset + length
         self.db.execute(
-            "INSERT INTO accepted (sender, counter, offset, offset_end, seq, erased) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (sender, counter, offset, end, seq, 0 if offset is not None else 1),
+            "INSERT INTO accepted (sender, counter, offset, offset_end, digest, seq, epoch, "
+            "erased) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (sender, counter, offset, end, digest, seq, epoch, 0 if offset is not None else 1),
+        )
+
+    def accepted_copy(self, sender: int, counter: int) -> Placed | None:
+        """The accepted message (sender, counter): its digest and where the relay holds it."""
+        row = self.db.one(
+            "SELECT digest, seq, epoch FROM accepted WHERE sender = ? AND counter = ?",
+            (sender, counter),
+        )
+        return None if row is None else _placed(row)
+
+    def place_accepted(self, sender: int, counter: int, seq: int, epoch: int) -> None:
+        """Inside a transaction: the relay of epoch `epoch` holds accepted message
+        (sender, counter) at `seq`."""
+        self.db.execute(
+            "UPDATE accepted SET seq = ?, epoch = ? WHERE sender = ? AND counter = ?",
+            (seq, epoch, sender, counter),
         )
 
     def unerased_accepted(self) -> list[AcceptedRow]:
@@ -281,12 +328,40 @@ class Store:
         except ValueError:
             raise StateError(f"{self.path}: the relay cursor is damaged") from None
 
-    def set_relay_cursor(self, cursor: RelayCursor) -> None:
-        """Inside a transaction: record the relay cursor."""
+    def relay_epoch(self) -> int:
+        return int(self.db.one("SELECT epoch FROM relay WHERE id = 1")[0])
+
+    def set_relay_cursor(self, cursor: RelayCursor, *, new_epoch: bool = False) -> None:
+        """Inside a transaction: record the relay cursor. `new_epoch`: it starts from 0
+        again, and no seq recorded so far says where the relay holds a message."""
         self.db.execute(
-            "UPDATE relay SET cursor = ?, store_id = ?, seen = ? WHERE id = 1",
-            (cursor.upto, cursor.store_id, cursor.seen_blob()),
+            "UPDATE relay SET cursor = ?, store_id = ?, seen = ?, epoch = epoch + ? WHERE id = 1",
+            (cursor.upto, cursor.store_id, cursor.seen_blob(), int(new_epoch)),
         )
+
+    def anchor(self, upto: int) -> Anchor | None:
+        """The highest seq at or below `upto`, in the relay epoch now, where the relay
+        holds a message whose digest this member knows (own or accepted)."""
+        found: list[tuple[int, bytes]] = []
+        for table in ("accepted", "outbox"):
+            row = self.db.one(
+                f"SELECT seq, digest FROM {table} WHERE epoch = (SELECT epoch FROM relay) "
+                "AND seq IS NOT NULL AND seq <= ? AND digest IS NOT NULL "
+                "ORDER BY seq DESC LIMIT 1",
+                (upto,),
+            )
+            if row is not None:
+                found.append((int(row[0]), bytes(row[1])))
+        if not found:
+            return None
+        seq, digest = max(found)
+        try:
+            return Anchor(seq, digest)
+        except ValueError:
+            raise StateError(f"{self.path}: a message digest is damaged") from None
+
+
+_OUTBOX = "counter, offset, length, sealed, seq, erased, digest, epoch"
 
 
 def _outbox_row(r: Any) -> OutboxRow:
@@ -297,6 +372,16 @@ def _outbox_row(r: Any) -> OutboxRow:
         sealed=bytes(r[3]) if r[3] is not None else None,
         seq=int(r[4]) if r[4] is not None else None,
         erased=bool(r[5]),
+        digest=bytes(r[6]),
+        epoch=int(r[7]) if r[7] is not None else None,
+    )
+
+
+def _placed(r: Any) -> Placed:
+    return Placed(
+        digest=bytes(r[0]) if r[0] is not None else None,
+        seq=int(r[1]) if r[1] is not None else None,
+        epoch=int(r[2]) if r[2] is not None else None,
     )
 
 

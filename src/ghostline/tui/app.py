@@ -33,6 +33,7 @@ from textual.widgets import Footer, Label, Static
 
 from .. import paths
 from ..cli.relaystatus import (
+    Repeats,
     failure_hint,
 )
 from ..client import (
@@ -143,6 +144,7 @@ class ChatApp(App[None]):
         )
         self.connected = False
         self._retry_at: float | None = None
+        self._repeats = Repeats()  # a relay failing the same way each time says it once a minute
         self._pages = HistoryPages(self.member, history_page)  # older pages: before the oldest
         self._loading_older = False
         self._stopped = False
@@ -281,8 +283,10 @@ class ChatApp(App[None]):
     def handle_event(self, event: object) -> None:
         """Show one client event. Public so tests can feed events directly."""
         if isinstance(event, MessageReceived):
+            self._repeats.useful()
             self._on_received(event)
         elif isinstance(event, MessageAccepted):
+            self._repeats.useful()
             self.message_log.set_state(event.counter, "stored", event.seq)
             self.files.accepted(event.counter)
         elif isinstance(event, PresenceChanged):
@@ -292,7 +296,9 @@ class ChatApp(App[None]):
         elif isinstance(event, PadLow | PadExhausted):
             self.panel.reread()
         elif (said := event_sentence(event)) is not None:
-            self.say(*said)
+            kind, text = said
+            if (line := self._repeats.line(text, text)) is not None:
+                self.say(kind, line)
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
@@ -326,6 +332,7 @@ class ChatApp(App[None]):
     def _tick(self) -> None:
         if not self.is_running:
             return
+        self.panel.presence_due()
         status = self.query_one(StatusBar)
         if status.state == "reconnecting" and self._retry_at is not None:
             status.retry_in = max(0.0, self._retry_at - self.clock())

@@ -2,7 +2,9 @@
 your gauge and warning banner, and the input locked once your pad is used up.
 
 Figures come from the member (`Member.pads`, read in a worker thread) and move with
-every message seen live (`usage.after_message`); presence comes from the relay.
+every message seen live (`usage.after_message`); presence comes from the relay, and
+its changes are told in the conversation as `presencenotes` allows (a member coming and
+going in a loop does not fill it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 from textual.app import App
 
+from ..cli.relaystatus import presence_note_text
 from ..client import ConnectionChanged, PresenceChanged
+from ..presencenotes import PresenceNote, PresenceNotes
 from ..state.usage import PadLeft, after_message
 from .messagelog import ChatLine
 from .view import pad_warning
@@ -43,6 +47,7 @@ class MemberPanel:
         self.online: frozenset[int] = frozenset()
         self.presence_down = False
         self._presence_resync = False
+        self._notes = PresenceNotes()
 
     # -- pads ------------------------------------------------------------------------
 
@@ -90,19 +95,26 @@ class MemberPanel:
         if not quiet:
             # Else presence dropped (nobody is known to be online) or has just come back
             # (everyone it lists "joins"): neither is someone coming or going.
-            now = self.clock()
-            names = self.names
-            notes = [
-                ChatLine("notice", now, f"{names[i]} came online")
-                for i in sorted(event.joined)
-                if i != self.me and i < len(names)
-            ] + [
-                ChatLine("notice", now, f"{names[i]} went offline")
-                for i in sorted(event.left)
-                if i != self.me and i < len(names)
-            ]
-            self.say(notes)
+            others = frozenset(i for i in range(len(self.names)) if i != self.me)
+            self._tell(
+                self._notes.changed(event.joined & others, event.left & others, self.clock())
+            )
         self.show_members()
+
+    def presence_due(self) -> None:
+        """Tell the presence changes held back whose time came (called every second)."""
+        if self._notes.next_due() is not None:
+            self._tell(self._notes.due(self.clock()))
+
+    def _tell(self, notes: list[PresenceNote]) -> None:
+        if notes:
+            now = self.clock()
+            self.say(
+                [
+                    ChatLine("notice", now, presence_note_text(n, self.names[n.member]))
+                    for n in notes
+                ]
+            )
 
     def presence_connection(self, event: ConnectionChanged) -> None:
         """The presence channel went down or came back."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from ..cli.relaystatus import Repeats, presence_note_text
 from ..client import (
     ConnectionChanged,
     MessageAccepted,
@@ -43,6 +44,7 @@ from ..files import (
     record_in,
 )
 from ..historypages import HistoryPages
+from ..presencenotes import PresenceNote, PresenceNotes
 from ..protocol.payload import FileChunk, FileHeader, Payload, decode, encode_text
 from ..state.usage import PadLeft, after_message
 from ..tui.view import event_sentence, file_text
@@ -90,6 +92,8 @@ class WebSession:
         self.online: frozenset[int] = frozenset()
         self.presence_down = False
         self._presence_resync = False
+        self._presence = PresenceNotes()
+        self._repeats = Repeats()  # a relay failing the same way each time says it once a minute
         self.pads: dict[int, PadLeft] = {}
         self.incoming = IncomingFiles(downloads, record=record_in(self.member))
         self.outgoing = OutgoingFiles()
@@ -145,7 +149,13 @@ class WebSession:
 
     async def _pump_events(self) -> None:
         while True:
-            event = await self.client.events.get()
+            due = self._presence.next_due()
+            try:
+                async with asyncio.timeout(None if due is None else max(0.0, due - self.clock())):
+                    event = await self.client.events.get()
+            except TimeoutError:
+                self.presence_due()
+                continue
             try:
                 self.handle_event(event)
             except Exception as err:  # one bad event must not stop the page's updates
@@ -303,6 +313,8 @@ class WebSession:
     # -- client events -----------------------------------------------------------------
 
     def handle_event(self, event: object) -> None:
+        if isinstance(event, MessageReceived | MessageAccepted):
+            self._repeats.useful()
         if isinstance(event, MessageReceived):
             self._on_received(event)
         elif isinstance(event, MessageAccepted):
@@ -318,7 +330,9 @@ class WebSession:
         elif isinstance(event, PadLow | PadExhausted):
             self.spawn(self.reread_pads())
         elif (said := event_sentence(event)) is not None:
-            self._note(*said)
+            kind, text = said
+            if (line := self._repeats.line(text, text)) is not None:
+                self._note(kind, line)
 
     def _on_received(self, event: MessageReceived) -> None:
         received = event.received
@@ -337,14 +351,21 @@ class WebSession:
         self._presence_resync = False
         if not quiet:
             # Presence dropped or has just come back (everyone it lists "joins"):
-            # neither is someone coming or going, so only real changes are told.
-            for i in sorted(event.joined):
-                if i != self.me and i < len(self.names):
-                    self.notice(f"{self.names[i]} came online")
-            for i in sorted(event.left):
-                if i != self.me and i < len(self.names):
-                    self.notice(f"{self.names[i]} went offline")
+            # neither is someone coming or going, so only real changes are told, as
+            # `presencenotes` allows (a member coming and going in a loop is folded).
+            others = frozenset(i for i in range(len(self.names)) if i != self.me)
+            self._tell(
+                self._presence.changed(event.joined & others, event.left & others, self.clock())
+            )
         self.broadcast(self.members())
+
+    def presence_due(self) -> None:
+        """Tell the presence changes held back whose time came."""
+        self._tell(self._presence.due(self.clock()))
+
+    def _tell(self, notes: list[PresenceNote]) -> None:
+        for note in notes:
+            self.notice(presence_note_text(note, self.names[note.member]))
 
     def _on_connection(self, event: ConnectionChanged) -> None:
         if event.channel == "presence":
