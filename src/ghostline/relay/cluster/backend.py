@@ -96,6 +96,7 @@ class NatsBackend(Backend):
             self.link, self.layout, reader, self.retention,
             on_stored=self.fanout.stored, after_store=self._after_store,
         )  # fmt: skip
+        self.fanout.writer = self.journal.writer
         self.ownership = Ownership(self.link, self.presence, self.journal, self._spawn)
         self.keeper = Keeper(
             self.link, self.layout, reader, self.retention, self._spawn,

@@ -4,7 +4,10 @@ Per room a cursor: the highest seq this node's hub has fanned out. Messages reac
 three ways: its own appends (the hub dispatches them itself when `append` returns),
 chunks this node stored for others (`stored`, straight from the journal), and chunks
 other nodes stored (republished by JetStream to `ghostline.live.<room>`, `on_live`).
-Each is delivered when it is next in line; a gap (a republish missed while cut off from
+The republish of a chunk this node wrote itself (its write id starts with `writer`) is
+not decoded: the first two ways carry its messages, and its `last` only tells how far
+the room is stored, which fills from the stream whatever they did not carry (e.g. a
+write whose acknowledgement was lost). Each is delivered when it is next in line; a gap (a republish missed while cut off from
 NATS) is filled from the stream after `GAP_WAIT`. While this node's hub is appending to
 a room (`busy`), other messages for it are held and handed over with the hub's own
 results (`Appended.preceded_by`, see `interleave`), so no connection sees seqs go back.
@@ -22,7 +25,7 @@ from nats.aio.msg import Msg
 
 from ..backend import Appended, RelayHub, StoredMessage
 from ..logfmt import log_event
-from .chunks import ChunkError, decode, peek_last
+from .chunks import ChunkError, decode, peek_last, peek_writer
 from .layout import room_of
 from .link import StorageUnavailable
 from .paging import Reader
@@ -47,6 +50,7 @@ class Fanout:
         self.hub: RelayHub | None = None
         self.busy: set[bytes] = set()  # rooms this node's hub is appending to right now
         self.closing = False
+        self.writer = b""  # how this node's own chunks start their write id (journal.py)
         self._spawn = spawn
         self._fans: dict[bytes, _Fan] = {}
 
@@ -96,11 +100,18 @@ class Fanout:
         if room is None:
             return
         fan = self._fans.get(room)
+        data = msg.data
         try:
-            last = peek_last(msg.data)
+            last = peek_last(data)
             if fan is not None and last <= fan.cursor:
-                return  # ours, or delivered before: not worth decoding
-            chunk = decode(msg.data)
+                return  # delivered before: not worth decoding
+            if peek_writer(data) == self.writer:  # ours: the journal hands its messages over
+                if fan is not None:
+                    fan.known = max(fan.known, last)
+                    if room not in self.busy:
+                        self.drain(room)
+                return
+            chunk = decode(data)
         except ChunkError as err:
             log_event(log, "cluster_chunk_damaged", level=logging.ERROR, room=room.hex(),
                       error=str(err))  # fmt: skip
