@@ -231,8 +231,9 @@ class NatsBackend(Backend):
             for room in by_room:
                 if not fanout.tracking(room):  # start this node's fan-out at the head
                     await self.link.retry("a room's head", _fetching(fanout, room), deadline)
+            alone = len(by_room) == 1
             outcomes = await _each(
-                self.ownership.append(room, Items.of([batch[i] for i in idx]))
+                self.ownership.append(room, Items.of([batch[i] for i in idx]), alone=alone)
                 for room, idx in by_room.items()
             )
             failure: BaseException | None = None

@@ -7,10 +7,11 @@ other nodes stored (republished by JetStream to `ghostline.live.<room>`, `on_liv
 The republish of a chunk this node wrote itself (its write id starts with `writer`) is
 not decoded: the first two ways carry its messages, and its `last` only tells how far
 the room is stored, which fills from the stream whatever they did not carry (e.g. a
-write whose acknowledgement was lost). Each is delivered when it is next in line; a gap (a republish missed while cut off from
-NATS) is filled from the stream after `GAP_WAIT`. While this node's hub is appending to
-a room (`busy`), other messages for it are held and handed over with the hub's own
-results (`Appended.preceded_by`, see `interleave`), so no connection sees seqs go back.
+write whose acknowledgement was lost). Each is delivered when it is next in line; a
+gap (a republish missed while cut off from NATS) is filled from the stream after
+`GAP_WAIT`. While this node's hub is appending to a room (`busy`), other messages for
+it are held and handed over with the hub's own results (`Appended.preceded_by`, see
+`interleave`), so no connection sees seqs go back.
 """
 
 from __future__ import annotations

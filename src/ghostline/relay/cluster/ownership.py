@@ -124,9 +124,11 @@ class Ownership:
     def owns(self, room: bytes) -> bool:
         return self.owner(room) == self.node
 
-    async def append(self, room: bytes, items: Items) -> list[Appended]:
+    async def append(self, room: bytes, items: Items, *, alone: bool = False) -> list[Appended]:
         """Store one room's share of a commit: here if this node owns the room, else by
-        its owner (waiting out a NATS hiccup like the journal does)."""
+        its owner (waiting out a NATS hiccup like the journal does). `alone`: the commit
+        has no other room, so a forward goes out at once rather than waiting a turn of
+        the loop for other rooms' shares."""
         out: list[Appended] = []
         deadline = time.monotonic() + STALL_LIMIT
         while len(out) < len(items):
@@ -137,7 +139,7 @@ class Ownership:
             if not len(part):
                 break  # a message too big to forward: stored here
             try:
-                out += await self._forward(owner, room, part)
+                out += await self._forward(owner, room, part, alone)
             except _OwnerGone as err:
                 self._suspect[owner] = time.monotonic() + SUSPECT_FOR
                 log_event(
@@ -170,13 +172,16 @@ class Ownership:
     def _request_limit(self) -> int:
         return self.link.max_payload - 1024 - forward.REQUEST_OVERHEAD
 
-    async def _forward(self, owner: str, room: bytes, items: Items) -> list[Appended]:
+    async def _forward(self, owner: str, room: bytes, items: Items, alone: bool) -> list[Appended]:
         """Store `items` of `room` by `owner`: queued with the other rooms' shares for the
         same owner from this turn of the event loop (the rooms of one commit, as
         `NatsBackend.append` starts them all at once), sent together (`_send_queued`,
         whose task first runs once every share of this turn is queued)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Appended]] = loop.create_future()
+        if alone:
+            await self._request(owner, [_Share(room, items, future)])
+            return future.result()
         queued = self._outbox.get(owner)
         if queued is None:
             queued = self._outbox[owner] = []
