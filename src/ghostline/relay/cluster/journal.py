@@ -100,11 +100,16 @@ class Journal:
 
     async def append(self, room: bytes, items: Items, *, local: bool) -> list[Appended]:
         """Store `items` (all for `room`, which this node owns) in the room's next round."""
+        return await self.submit(room, items, local=local)
+
+    def submit(self, room: bytes, items: Items, *, local: bool) -> asyncio.Future[list[Appended]]:
+        """`append` without waiting: the room's round starts now if none is under way;
+        the future gets the results."""
         loop = asyncio.get_running_loop()
         waiter = _Waiter(items, local, loop.create_future(), time.monotonic() + STALL_LIMIT)
         self._waiting.setdefault(room, []).append(waiter)
         self._kick(room)
-        return await waiter.future
+        return waiter.future
 
     async def close(self) -> None:
         self._closing = True

@@ -296,33 +296,33 @@ class Ownership:
         await self._respond(msg, b"")
 
     async def on_forward(self, msg: Msg) -> None:
-        self._spawn(self._serve(msg))  # NATS runs one callback at a time
-
-    async def _serve(self, msg: Msg) -> None:
         """Store what another node forwarded (this node owns the rooms in its view, which
-        is enough: the journal's head expectation guards every write), and answer once."""
+        is enough: the journal's head expectation guards every write), and answer once.
+        NATS runs one callback at a time: the shares go to the journal here, so their
+        rounds start at once, and a task of their own waits to answer."""
         try:
             shares = forward.decode_request(msg.data)
         except ForwardError as err:  # the forwarder hears no rooms answered and fails
             log_event(log, "cluster_forward_damaged", level=logging.WARNING, error=str(err))
-            await self._respond(msg, forward.encode_replies([]))
+            self._spawn(self._respond(msg, forward.encode_replies([])))
             return
+        stored = [self.journal.submit(room, items, local=False) for room, items in shares]
+        self._spawn(self._answer(msg, stored))
+
+    async def _answer(self, msg: Msg, stored: list[asyncio.Future[list[Appended]]]) -> None:
         try:
-            if len(shares) == 1:  # the usual request: spare gather's task
-                replies = [await self._store(*shares[0])]
-            else:
-                replies = await asyncio.gather(*(self._store(r, items) for r, items in shares))
+            replies = [await self._reply(future) for future in stored]
         except asyncio.CancelledError:  # closing: the forwarder asks the next owner
             await self._respond(
-                msg, forward.encode_replies([forward.encode_closing()] * len(shares))
+                msg, forward.encode_replies([forward.encode_closing()] * len(stored))
             )
             raise
         await self._respond(msg, forward.encode_replies(replies))
 
-    async def _store(self, room: bytes, items: Items) -> bytes:
-        """One forwarded room's share stored; its reply."""
+    async def _reply(self, stored: asyncio.Future[list[Appended]]) -> bytes:
+        """One forwarded room's reply, once its share is stored (or failed)."""
         try:
-            results = await self.journal.append(room, items, local=False)
+            results = await stored
         except Exception as err:
             closing = self.link.closing
             return forward.encode_closing() if closing else forward.encode_failed(repr(err))
