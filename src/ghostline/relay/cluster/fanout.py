@@ -11,7 +11,10 @@ write whose acknowledgement was lost). Each is delivered when it is next in line
 gap (a republish missed while cut off from NATS) is filled from the stream after
 `GAP_WAIT`. While this node's hub is appending to a room (`busy`), other messages for
 it are held and handed over with the hub's own results (`Appended.preceded_by`, see
-`interleave`), so no connection sees seqs go back.
+`interleave`), so no connection sees seqs go back. A chunk that arrives then is held
+undecoded (`deferred`) and decoded only when needed, once the append's own results are
+known: its messages that this node forwarded itself (it holds them) are not made again,
+and the owner's reply is not kept waiting behind the decoding.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class _Fan:
     cursor: int
     known: int = 0  # the highest seq of the room seen stored (head, live chunk)
     pending: dict[int, StoredMessage] = field(default_factory=dict)
+    deferred: list[bytes] = field(default_factory=list)  # chunk bodies not decoded yet
     filling: bool = False
 
 
@@ -112,10 +116,13 @@ class Fanout:
                     if room not in self.busy:
                         self.drain(room)
                 return
+            if fan is not None and room in self.busy:
+                fan.known = max(fan.known, last)
+                fan.deferred.append(data)  # decoded once the append's results are known
+                return
             chunk = decode(data)
         except ChunkError as err:
-            log_event(log, "cluster_chunk_damaged", level=logging.ERROR, room=room.hex(),
-                      error=str(err))  # fmt: skip
+            _damaged(room, err)
             return
         if fan is None:
             fan = self._fans[room] = _Fan(chunk.first - 1)
@@ -125,11 +132,27 @@ class Fanout:
         if room not in self.busy:
             self.drain(room)
 
+    def _undefer(self, room: bytes, fan: _Fan) -> None:
+        """Decode the held chunks, keeping their messages above the cursor."""
+        deferred, fan.deferred = fan.deferred, []
+        for data in deferred:
+            try:
+                if peek_last(data) <= fan.cursor:
+                    continue  # all delivered meanwhile (e.g. this node's own messages)
+                chunk = decode(data)
+            except ChunkError as err:
+                _damaged(room, err)
+                continue
+            for m in chunk.messages(fan.cursor):
+                fan.pending[m.seq] = m
+
     def drain(self, room: bytes) -> None:
         """Hand the hub every message that is next in line; schedule a fill on a gap."""
         fan = self._fans.get(room)
         if fan is None or room in self.busy:
             return
+        if fan.deferred:
+            self._undefer(room, fan)
         ready: list[StoredMessage] = []
         pending = fan.pending
         while fan.cursor + 1 in pending:
@@ -198,6 +221,8 @@ class Fanout:
     async def _between(self, room: bytes, fan: _Fan, upto: int) -> list[StoredMessage]:
         """Messages cursor+1 .. upto-1 of `room`, from what arrived or else the stream."""
         want = range(fan.cursor + 1, upto)
+        if fan.deferred:
+            self._undefer(room, fan)
         if any(s not in fan.pending for s in want):
             after = fan.cursor
             while after < upto - 1:
@@ -209,3 +234,7 @@ class Fanout:
                         fan.pending.setdefault(m.seq, m)
                 after = page[-1].seq
         return [fan.pending.pop(s) for s in want if s in fan.pending]
+
+
+def _damaged(room: bytes, err: ChunkError) -> None:
+    log_event(log, "cluster_chunk_damaged", level=logging.ERROR, room=room.hex(), error=str(err))
