@@ -102,6 +102,16 @@ def pack_identity(
 unpack_position = _POSITION_STRUCT.unpack_from
 
 
+def header_after(head: struct.Struct) -> struct.Struct:
+    """A struct of `head`'s fields followed by a header read as (identity, counter,
+    offset, length), the identity being its first `IDENTITY_LEN` bytes: one unpack for
+    what precedes a header on the wire and the header itself (the relay reads a PUBLISH
+    frame's length, type and header at once). `head` is big-endian ('>')."""
+    if not head.format.startswith(">"):
+        raise ValueError("the header is big-endian: so must be what precedes it")
+    return struct.Struct(f"{head.format}{IDENTITY_LEN}s{_POSITION}")
+
+
 def sealed_length(ciphertext_len: int, n: int) -> int:
     """Bytes on the wire for a message of `ciphertext_len` bytes in a group of `n`."""
     return HEADER_LEN + ciphertext_len + TAG_LEN * (n - 1)

@@ -41,9 +41,11 @@ import logging
 import os
 import sqlite3
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import TypeVar
 
@@ -534,12 +536,13 @@ class SqliteBackend(Backend):
                 continue
             heads.append((state.head, state.id))
             first = state.head - len(messages) + 1
+            ends = list(accumulate(map(len, messages)))  # where each message ends
             start = 0
             while start < len(messages):  # chunks of about _CHUNK_BYTES
-                end, total = start, 0
-                while end < len(messages) and (total < _CHUNK_BYTES or end == start):
-                    total += len(messages[end])
-                    end += 1
+                before = ends[start - 1] if start else 0
+                # through the message that brings the chunk to _CHUNK_BYTES, or the last
+                end = min(bisect_left(ends, before + _CHUNK_BYTES, start) + 1, len(messages))
+                total = ends[end - 1] - before
                 part = messages[start:end] if start or end < len(messages) else messages
                 ss, cs = senders[start:end], counters[start:end]
                 key = (state.id << SEQ_BITS) | (first + end - 1)
