@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..protocol.frames import STORE_ID_LEN
-from .sqlite_store import LAYOUT
+from .sqlite_schema import LAYOUT
 from .storefile import (
     StoreDamaged,
     StoreLayoutError,
