@@ -97,11 +97,6 @@ def pack_identity(
     return _IDENTITY_STRUCT.pack(version, suite, pad_id, sender, n)
 
 
-# (counter, offset, length) of the header whose identity ends at the given position: for
-# a caller that has already compared the identity (the relay's hot path).
-unpack_position = _POSITION_STRUCT.unpack_from
-
-
 def header_after(head: struct.Struct) -> struct.Struct:
     """A struct of `head`'s fields followed by a header read as (identity, counter,
     offset, length), the identity being its first `IDENTITY_LEN` bytes: one unpack for

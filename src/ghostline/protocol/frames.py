@@ -28,10 +28,10 @@ STORE_ID_LEN = 16
 # SQLite's signed 64-bit integers. A relay claiming more is lying.
 SEQ_LIMIT = 1 << 63
 
-# N, the length prefix of every frame (what follows: type and body). Public for the
-# relay's hot path, which walks the frames a FrameSplitter checked without copying them.
+# N, the length prefix of every frame (what follows: type and body).
 FRAME_LENGTH = _LEN = struct.Struct(">I")
-# N and the type: what every frame starts with.
+# N and the type: what every frame starts with. Public for the relay's hot path, which
+# walks the frames a FrameSplitter checked without copying them.
 FRAME_HEAD = struct.Struct(">IB")
 # A PUBLISH frame's N, type and its sealed message's header: (N, type, identity, counter,
 # offset, length), for the relay's hot path, which checks a PUBLISH in one unpack.
