@@ -56,7 +56,7 @@ def thread_split(
 # is counted without the socket writes it makes, which have their own row.
 STAGES = (
     ("read: frames split, each PUBLISH checked", "connection.py", "data_received"),
-    ("store: batch deduped, chunk rows built (loop)", "sqlite_append.py", "insert"),
+    ("store: batch deduped, chunk rows built and inserted", "sqlite_append.py", "insert"),
     ("commit handed to the writer thread", "base_events.py", "run_in_executor"),
     ("fan-out: ACCEPTED and DELIVER frames built", "rooms.py", "_dispatch"),
     ("socket writes (kernel time included)", "connection.py", "send"),
@@ -120,11 +120,11 @@ def report(
     lines += [
         f"| all | {sum(r[1] for r in split):.2f} | {sum(r[2] for r in split):.2f} |",
         "",
-        "The store's threads run SQLite's inserts and COMMIT (its fsync) and WAL",
-        "checkpoints; system time of the event loop is mostly its socket sends and",
-        "receives. The event loop's time by stage, under cProfile (a short run; cProfile",
-        "slows Python calls more than C and the kernel, so read these as shares), and",
-        "each share of the event loop's CPU per message above:",
+        "The store's threads run SQLite's COMMIT (its fsync) and WAL checkpoints;",
+        "system time of the event loop is mostly its socket sends and receives. The",
+        "event loop's time by stage, under cProfile (a short run; cProfile slows",
+        "Python calls more than C and the kernel, so read these as shares), and each",
+        "share of the event loop's CPU per message above:",
         "",
         "| stage (event loop) | share | us/message |",
         "|---|---|---|",

@@ -1,9 +1,9 @@
 """The SQLite store's append path: a batch of publishes checked against what each room
 holds (exact dedupe), given seqs, and packed into chunk rows with their index rows.
 
-It runs on the event loop, with the store's write lock held and its transaction begun;
-the rows it builds are written and committed on the writer thread (`commit`), where
-SQLite runs without the GIL. Duplicates are found without a per-message index: each
+It runs on the event loop, with the store's write lock held: plain C calls into SQLite,
+no thread hand-off per row; only the COMMIT, the fsync, runs on the writer thread
+(`commit`), without the GIL. Duplicates are found without a per-message index: each
 room's state keeps the highest counter each sender ever had stored, a counter above it
 is new without a look-up (senders count up), and any other is looked up exactly, in the
 batch itself and then in `senders` (the range of each sender's counters per chunk).
@@ -32,8 +32,6 @@ _CHUNK_BYTES = 256 * 1024  # a room's share of one commit is split into chunks o
 _INSERT_CHUNK = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPDATE_HEAD = "UPDATE rooms SET head = ? WHERE id = ?"
 
-# SQL statements and their rows, run (executemany) on the writer thread before COMMIT.
-Writes = list[tuple[str, Sequence[tuple[object, ...]]]]
 # A room's share of the batch: its state, then the new messages' sealed bytes, senders
 # and counters.
 _NewMessages = tuple[RoomState, list[bytes], list[int], list[int]]
@@ -46,10 +44,10 @@ def insert(
     retention: Retention,
     batch: Sequence[Publish],
     saved: Saved,
-) -> tuple[list[Appended], Writes, int]:
-    """BEGIN and take `batch` in: one `Appended` per publish, the writes `commit` makes,
-    and the bytes of sealed messages newly stored. Each room's state moves on at once;
-    `saved` gets it as it was, for `sqlite_schema.restore` if the commit fails."""
+) -> tuple[list[Appended], int]:
+    """BEGIN and insert `batch`; the caller commits (`commit`). One `Appended` per
+    publish, and the bytes of sealed messages newly stored. Each room's state moves on
+    at once; `saved` gets it as it was, for `sqlite_schema.restore` if the commit fails."""
     db.execute("BEGIN IMMEDIATE")
     try:
         return _insert_rows(db, rooms, retention, batch, saved)
@@ -59,11 +57,9 @@ def insert(
         raise
 
 
-def commit(db: sqlite3.Connection, writes: Writes) -> None:
-    """Make `writes` and COMMIT (on the writer thread), or roll back and raise."""
+def commit(db: sqlite3.Connection) -> None:
+    """COMMIT what `insert` began (on the writer thread), or roll back and raise."""
     try:
-        for statement, rows in writes:
-            db.executemany(statement, rows)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -77,7 +73,7 @@ def _insert_rows(
     retention: Retention,
     batch: Sequence[Publish],
     saved: Saved,
-) -> tuple[list[Appended], Writes, int]:
+) -> tuple[list[Appended], int]:
     results: list[Appended] = []
     add = results.append
     # per room: its state, then the new messages' sealed bytes, senders, counters
@@ -120,21 +116,16 @@ def _insert_rows(
         room_counters.append(counter)
         add(_new_appended(Appended, (seq, False, ())))
     rows, index, heads, stored = _rows(new.values())
-    if not rows:
-        return results, [], 0
-    writes: Writes = [(_INSERT_CHUNK, rows), (INSERT_SENDER, index), (_UPDATE_HEAD, heads)]
-    over = [
-        state
-        for state, messages, _, _ in new.values()
-        if messages and (state.count > retention.max_messages or state.size > retention.max_bytes)
-    ]
-    if not over:  # the rows go in on the writer thread, where SQLite runs without the GIL
-        return results, writes, stored
-    for statement, values in writes:  # now: the trim reads what they store
-        db.executemany(statement, values)
-    for state in over:
-        trim(db, state, retention)
-    return results, [], stored
+    if rows:
+        db.executemany(_INSERT_CHUNK, rows)
+        db.executemany(INSERT_SENDER, index)
+        db.executemany(_UPDATE_HEAD, heads)
+        for state, messages, _, _ in new.values():
+            if messages and (
+                state.count > retention.max_messages or state.size > retention.max_bytes
+            ):
+                trim(db, state, retention)
+    return results, stored
 
 
 def _rows(

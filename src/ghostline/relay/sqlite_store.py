@@ -4,10 +4,10 @@ the lock around it. What is on disk and how each part is read and written lives 
 `sqlite_retention` (the oldest messages out), `sqlite_rooms` (registering and retiring
 rooms) and `sqlite_reads` (a room read back for a member who resumes).
 
-Group commit, pipelined: `append` checks a batch and builds its rows on the event loop
-and hands them, with the COMMIT and its fsync, to a dedicated writer thread in one step;
-SQLite runs there without the GIL. While that commit is in flight the relay keeps
-reading, and whatever arrives becomes the next batch (`rooms.RoomHub`). An
+Group commit, pipelined: `append` inserts a batch on the event loop (plain C calls into
+SQLite, no thread hand-off per row) and hands only the COMMIT, the fsync, to a dedicated
+writer thread, which runs it without the GIL. While that commit is in flight the relay
+keeps reading, and whatever arrives becomes the next batch (`rooms.RoomHub`). An
 `asyncio.Lock` keeps every write (insert + commit, roster, expiry, removal) in order on
 the one write connection.
 
@@ -233,7 +233,7 @@ class SqliteBackend(Backend):
             db = self._db()
             saved: Saved = []  # each room, as it was
             try:
-                results, writes, stored = sqlite_append.insert(
+                results, stored = sqlite_append.insert(
                     db, self._rooms, self.retention, batch, saved
                 )
             except BaseException:
@@ -242,7 +242,7 @@ class SqliteBackend(Backend):
             self._uncheckpointed += stored
             # straight to the writer thread: the fsync starts now, not a loop turn later
             commit = asyncio.get_running_loop().run_in_executor(
-                self._writer, sqlite_append.commit, db, writes
+                self._writer, sqlite_append.commit, db
             )
         except BaseException:
             self._lock.release()
