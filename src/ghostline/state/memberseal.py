@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from ..errors import ErasedKeyError, MessageTooLarge, PadExhaustedError, StateBehindKit
+from ..errors import ErasedKeyError, MessageTooLarge, StateBehindKit
 from ..pad.kit import Kit
-from ..pad.seal import seal_with_kit
+from ..pad.seal import keys_used_up, seal_with_kit
 from ..pad.seal2 import next_range, seal_with_kit2
 from ..protocol.extents import Extents
 from ..protocol.kitformat import FORMAT_1, KitHeader
@@ -157,9 +157,7 @@ class MemberSeal:
         h = self.header
         assert h.length_step is not None
         if counter >= h.auth_keys:
-            raise PadExhaustedError(
-                f"no one-time keys left: all {h.auth_keys} messages of this kit are used"
-            )
+            raise keys_used_up(h)
         start, end = next_range(free, len(payload), h.length_step)
         if group_pad_erased(self.kit, start, end - start):
             raise StateBehindKit(kit_path=os.fspath(self.kit.path), next_offset=start)
