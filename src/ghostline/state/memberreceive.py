@@ -15,26 +15,20 @@ message this member already has settles its seq as `cursor.py` says. A mixin of
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import RejectedMessage
-from ..pad.kit import Kit
 from ..pad.seal import open_sealed
 from ..pad.seal2 import open_sealed2
 from ..protocol.envelope import HEADER_LEN, Envelope, read_envelope
-from ..protocol.kitformat import FORMAT_1, KitHeader
+from ..protocol.kitformat import FORMAT_1
 from ..protocol.payload import Kind
 from ..protocol.relaycursor import SEQ_LIMIT, frame_digest
 from ..protocol.rules import Rule
 from . import granting
-from .cursor import RelayCursorKeeper
-from .entries import PendingErasure
 from .erasure import erase_received
-from .history import History
-from .store import Store
+from .memberparts import MemberParts
 
 _GRANT = bytes([Kind.GRANT])
 
@@ -55,19 +49,7 @@ class Received:
         return len(self.payload) if self.length < 0 else self.length
 
 
-class MemberReceive:
-    kit: Kit
-    header: KitHeader
-    index: int
-    store: Store
-    _history: History
-    _cursor: RelayCursorKeeper
-    _lock: threading.RLock
-    _erased: PendingErasure
-    _failed: dict[int, int]
-    # Member's (member.py):
-    _record_pending: Callable[[], None]
-
+class MemberReceive(MemberParts):
     def receive(self, seq: int, sealed: bytes, *, store_id: bytes | None = None) -> Received | None:
         """Open a message the relay delivered as `seq` (of relay store `store_id`; None:
         the store the relay cursor belongs to).

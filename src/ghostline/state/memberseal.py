@@ -19,44 +19,25 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 
 from ..errors import ErasedKeyError, MessageTooLarge, StateBehindKit
-from ..pad.kit import Kit
 from ..pad.seal import keys_used_up, seal_with_kit
 from ..pad.seal2 import next_range, seal_with_kit2
 from ..protocol.extents import Extents
-from ..protocol.kitformat import FORMAT_1, KitHeader
+from ..protocol.kitformat import FORMAT_1
 from ..protocol.relaycursor import SEQ_LIMIT
-from .cursor import RelayCursorKeeper
-from .entries import OutboxEntry, PendingErasure
+from .entries import OutboxEntry
 from .erasure import erase_own, group_pad_erased, own_pad_erased
-from .history import History
 from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, pad_cost
-from .store import Store
+from .memberparts import MemberParts
 
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
 CRASH_HOOK_STOP = "stop-mid-erase"
 
 
-class MemberSeal:
-    kit: Kit
-    header: KitHeader
-    index: int
-    store: Store
-    _history: History
-    _cursor: RelayCursorKeeper
-    _lock: threading.RLock
-    _erased: PendingErasure
-    _crash_hook: str | None
-    # Member's (member.py):
-    _record_pending: Callable[[], None]
-    _commit: Callable[[], AbstractContextManager[None]]
-
+class MemberSeal(MemberParts):
     @property
     def format(self) -> int:
         return self.header.format
