@@ -7,6 +7,8 @@ and nats-server are SIGKILLed mid-traffic."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 from clusterkit import (  # noqa: F401 - fixtures
@@ -21,7 +23,7 @@ from clusterkit import (  # noqa: F401 - fixtures
 )
 from relaytest_client import Group, RawClient, joined
 
-from ghostline.protocol.frames import ErrorCode, FrameType, Hello, Port
+from ghostline.protocol.frames import ErrorCode, FrameType, Hello, Port, Welcome, join_statement
 from ghostline.relay.cluster import score
 from ghostline.relay.cluster.link import STALL_LIMIT
 from waiting import until
@@ -185,9 +187,9 @@ async def test_a_node_killed_mid_traffic_loses_nothing_and_its_members_go_offlin
 
 
 async def test_a_short_nats_outage_pauses_publishes_and_a_long_one_refuses_them(node, nats_server):
-    """Appends wait for NATS for up to STALL_LIMIT seconds: a restart within that goes
-    unnoticed by members; a longer outage ends in ERROR 9, and nothing ACCEPTED is lost
-    either way."""
+    """Appends, and the reads of a join, wait for NATS for up to STALL_LIMIT seconds: a
+    restart within that goes unnoticed by members; a longer outage ends in ERROR 9, and
+    nothing ACCEPTED is lost either way."""
     a, b = node("a"), node("b")
     group = Group(3)
     ports = [a.relay_port, b.relay_port]
@@ -221,11 +223,69 @@ async def test_a_short_nats_outage_pauses_publishes_and_a_long_one_refuses_them(
     for m in members:
         await m.connect(30)
     await until(lambda: all(m.all_accepted() for m in members), 30, "all accepted after outage")
+    # every member may have failed over to one node: the other reconnects by itself
+    await until(lambda: all(_back_on_nats(n) for n in (a, b)), 30, "both nodes back on NATS")
     views = [await read_all(p, group) for p in ports]
     assert views[0] == views[1]
     assert_room_exact(views[0], members)
     for m in members:
         await m.close()
+
+
+async def _hello_and_prove(port: int, group: Group, member: int) -> RawClient:
+    """A member's HELLO and PROVE sent (CHALLENGE may wait for NATS); what the relay
+    answers next is left to the caller."""
+    client = await RawClient.connect(port)
+    await client.send(FrameType.HELLO, Hello(group.room, member, group.roster, 0).encode())
+    nonce = await client.expect(FrameType.CHALLENGE, STALL_LIMIT)
+    statement = join_statement(Port.RELAY, group.room, member, nonce)
+    await client.send(FrameType.PROVE, group.keys[member].sign(statement))
+    return client
+
+
+async def test_members_joining_while_nats_restarts_are_welcomed_once_it_is_back(node, nats_server):
+    """The reads of a join (the roster of a room this node has not seen yet; the head
+    and the replay) wait for NATS like writes do: a short outage only delays WELCOME."""
+    a, b = node("a"), node("b")
+    group = Group(3)
+    first = Member(group, 0, [a.relay_port])
+    await first.connect()
+    await first.publish(1)
+    await until(first.all_accepted, what="one message stored")
+    nats_server.kill()
+    await until(lambda: logged(a, "nats_disconnected") and logged(b, "nats_disconnected"))
+    # on b the room is new: its roster is looked up in NATS before CHALLENGE
+    on_b = asyncio.ensure_future(_hello_and_prove(b.relay_port, group, 1))
+    on_a = await _hello_and_prove(a.relay_port, group, 2)  # known here: the head waits
+    nats_server.start()
+    for client in (on_a, await asyncio.wait_for(on_b, STALL_LIMIT)):
+        assert Welcome.decode(await client.expect(FrameType.WELCOME, STALL_LIMIT)).head == 1
+        assert await client.deliver(STALL_LIMIT) == (1, first.outbox[0])
+        await client.close()
+    await first.close()
+
+
+async def test_a_join_kept_waiting_by_nats_past_the_handshake_timeout_gets_error_9(
+    node, nats_server
+):
+    """The relay, not the member, was late: a refusal its client retries (ERROR 9), not
+    ERROR 3, which a client takes as its own mistake."""
+    a = node("a", "--handshake-timeout", "1")
+    group = Group(2)
+    nats_server.kill()
+    await until(lambda: logged(a, "nats_disconnected"), what="node a sees NATS go")
+    client = await RawClient.connect(a.relay_port)
+    await client.send(FrameType.HELLO, Hello(group.room, 0, group.roster, 0).encode())
+    reason = await client.expect_error(ErrorCode.INTERNAL)
+    assert reason == "the relay's store did not answer in time"
+
+
+def _back_on_nats(relay) -> bool:
+    """Whether `relay` reconnected to NATS after each time it lost it."""
+    lines = relay.stderr_lines
+    return sum("event=nats_reconnected" in x for x in lines) == sum(
+        "event=nats_disconnected" in x for x in lines
+    )
 
 
 async def _shorten_duplicate_window(url: str, seconds: float) -> None:
@@ -305,8 +365,10 @@ async def test_byte_retention_keeps_the_newest_within_the_limit_on_every_node(no
 
 async def test_the_owner_killed_while_another_node_forwards_loses_nothing(node, nats_server):
     """One writer per room: the node that does not own the room forwards its appends to
-    the owner. SIGKILL the owner mid-traffic: the other node passes it over and stores
-    the room itself, its members never see an error, and nothing ACCEPTED is lost."""
+    the owner. SIGKILL the owner while it holds forwards it never answers: the other
+    node sees it left NATS, passes it over and stores the room itself (without waiting
+    for the forwards' timeout), its members never see an error, and nothing ACCEPTED is
+    lost."""
 
     group = Group(3)
     names = sorted("ab", key=lambda n: score(group.room, n))
@@ -321,21 +383,32 @@ async def test_the_owner_killed_while_another_node_forwards_loses_nothing(node, 
     await forwarded.connect()
     local = Member(group, 0, [owner.relay_port, other.relay_port])
     await local.connect()
+    stop = asyncio.Event()
 
-    async def pump(m: Member, rounds: int) -> None:
-        for _ in range(rounds):
+    async def pump(m: Member) -> None:
+        for _ in range(2000):
+            if stop.is_set():
+                return
             await m.publish(5)
             await asyncio.sleep(0.01)
 
-    pumps = [asyncio.ensure_future(pump(forwarded, 120)), asyncio.ensure_future(pump(local, 60))]
+    pumps = [asyncio.ensure_future(pump(forwarded)), asyncio.ensure_future(pump(local))]
     await until(
         lambda: len(forwarded.accepted) >= 100 and len(local.accepted) >= 50, what="traffic"
     )
+    os.kill(owner.proc.pid, signal.SIGSTOP)  # frozen: what it is forwarded stays unanswered
+    sent = len(forwarded.outbox)
+    await until(lambda: len(forwarded.outbox) >= sent + 10, what="forwards to the frozen owner")
     owner.kill()
+    killed = len(forwarded.outbox)
+    await until(lambda: len(forwarded.outbox) >= killed + 10, what="traffic after the kill")
+    stop.set()
     await asyncio.gather(*pumps)
     await until(lambda: not local.connected, what="disconnect seen")
     await local.connect()  # fails over to the other node and resends its outbox
     await until(lambda: forwarded.all_accepted() and local.all_accepted(), 20, "all accepted")
+    gone = [x for x in other.stderr_lines if "event=cluster_owner_gone" in x]
+    assert gone and not any("TimeoutError" in x for x in gone), gone
     assert forwarded.connected and not forwarded.errors  # the failover was invisible to it
     stored = await read_all(other.relay_port, group)
     assert len(stored) == len(forwarded.outbox) + len(local.outbox)

@@ -264,8 +264,14 @@ class Connection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.abort)
 
     def _handshake_expired(self) -> None:
-        if not self.open:
-            self.fail(ErrorCode.BAD_HANDSHAKE, REASON_HANDSHAKE_TIMEOUT)
+        if self.open:
+            return
+        if self._step is not None and not self._step.done():
+            # the relay's own step (its store: a cluster waiting out NATS) is what is
+            # late, not the client: a refusal it may retry, not ERROR 3
+            self.fail(ErrorCode.INTERNAL, "the relay's store did not answer in time")
+            return
+        self.fail(ErrorCode.BAD_HANDSHAKE, REASON_HANDSHAKE_TIMEOUT)
 
     def check_idle(self, now: float) -> None:
         if self.open and now - self.last_rx > self.limits.idle_timeout:

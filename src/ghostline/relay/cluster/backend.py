@@ -13,6 +13,7 @@ by parts with one job each, wired together here:
     fanout.py     every stored message to this node's hub once, in seq order
     retention.py  count, bytes and age per room
     presence.py   cluster-wide presence, and which nodes are alive
+    registry.py   rosters, and which rooms are live (--max-rooms); retiring rooms
 
 docs/DEPLOYMENT.md ("Cluster") says what an operator sees and what is guaranteed.
 """
@@ -24,22 +25,21 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from ..backend import Appended, Backend, Publish, RelayHub, RoomLimitReached, Roster, StoredMessage
+from ..backend import Appended, Backend, Publish, RelayHub, Roster, StoredMessage
 from ..config import Retention
 from ..logfmt import log_event
 from .fanout import Fanout
 from .items import Items
 from .journal import Journal
 from .layout import (
+    ALIVE_SUBJECT,
     APPEND_SUBJECT,
     LIVE_SUBJECT,
     PRESENCE_SUBJECT,
-    ROOMS_BUCKET,
     SYNC_SUBJECT,
     Layout,
     leaders,
@@ -51,9 +51,11 @@ from .link import STALL_LIMIT, ClusterConfig, Link
 from .ownership import Ownership
 from .paging import Reader
 from .presence import Presence
+from .registry import Registry
 from .retention import Keeper
 
 log = logging.getLogger("ghostline.relay")
+T = TypeVar("T")
 
 PLACEMENT_EVERY = 10.0  # seconds between checks of where the stream leaders are
 _PENDING_MSGS = 1_000_000  # what a subscription may hold before NATS calls us slow
@@ -68,7 +70,6 @@ class NatsBackend(Backend):
         self.link = Link(config, self._reconnected, self._slow)
         self.layout: Layout | None = None
         self._rooms_kv: KeyValue | None = None
-        self._rosters: dict[bytes, Roster] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._placement: dict[str, str] = {}
         self.presence = Presence(self.link, self._spawn)
@@ -100,6 +101,11 @@ class NatsBackend(Backend):
             self.link, self.layout, reader, self.retention, self._spawn,
             owns=self.ownership.owns, forget=self.journal.forget,
         )  # fmt: skip
+        assert self._rooms_kv is not None
+        self.registry = Registry(
+            self.link, self._rooms_kv, reader, self.presence, self.ownership.owns
+        )
+        self.keeper.emptied = self.registry.retire
         self.fanout.hub = self.presence.hub = hub
         nc, _ = self.link.connected()
         for subject, cb in (
@@ -107,6 +113,7 @@ class NatsBackend(Backend):
             (PRESENCE_SUBJECT + "*", self.presence.on_snapshot),
             (SYNC_SUBJECT, self.presence.on_sync),
             (APPEND_SUBJECT + self.node, self.ownership.on_forward),
+            (ALIVE_SUBJECT + self.node, self.ownership.on_alive),
         ):
             await nc.subscribe(
                 subject, cb=cb, pending_msgs_limit=_PENDING_MSGS, pending_bytes_limit=_PENDING_BYTES
@@ -114,6 +121,7 @@ class NatsBackend(Backend):
         await self.presence.hello()
         self._spawn(self.presence.heartbeat())
         self._spawn(self._watch_placement())
+        self._spawn(self._sweep())
         # Debug only: the first stderr lines belong to the port lines (docs/DEPLOYMENT.md),
         # and `ghostline relay: cluster URLS node NAME` says the same thing right after.
         log_event(
@@ -129,6 +137,7 @@ class NatsBackend(Backend):
         if self.layout is not None:
             self.fanout.closing = True
             await self.journal.close()
+            await self.registry.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -187,43 +196,25 @@ class NatsBackend(Backend):
     # --- rosters -------------------------------------------------------------------------
 
     async def roster(self, room: bytes) -> Roster | None:
-        bound = self._rosters.get(room)
-        if bound is not None:
-            return bound
-        self.link.connected()
-        kv = self._rooms_kv
-        assert kv is not None
-        try:
-            entry = await kv.get(room.hex())
-        except KeyNotFoundError:
-            return None
-        bound = self._rosters[room] = _split_roster(entry.value or b"")
-        return bound
+        return await self.registry.roster(room)
 
     async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
-        bound = self._rosters.get(room)
-        if bound is not None:
-            return bound
-        _, js = self.link.connected()
-        kv = self._rooms_kv
-        assert kv is not None
-        key = room.hex()
+        return await self.registry.bind(room, roster, max_rooms)
+
+    def release(self, room: bytes) -> None:
+        if self.layout is not None:
+            self.registry.release(room)
+
+    async def _sweep(self) -> None:
         try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            info = await js.stream_info(f"KV_{ROOMS_BUCKET}")
-            if info.state.messages >= max_rooms:
-                raise RoomLimitReached() from None
-            try:
-                await kv.create(key, b"".join(roster))
-                bound = roster
-            except KeyWrongLastSequenceError:  # another node registered it first
-                entry = await kv.get(key)
-                bound = _split_roster(entry.value or b"")
-        else:
-            bound = _split_roster(entry.value or b"")
-        self._rosters[room] = bound
-        return bound
+            await self.registry.sweep()
+        except Exception as err:  # rooms left live stay so until their next release
+            log_event(log, "cluster_retire_failed", level=logging.WARNING, error=repr(err))
+
+    async def _waiting(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """`op()`, waiting out NATS or a stream leader being briefly away as writes do
+        (up to STALL_LIMIT): a member joining during a hiccup is only delayed."""
+        return await self.link.retry(what, op, time.monotonic() + STALL_LIMIT)
 
     # --- appending -----------------------------------------------------------------------
 
@@ -269,14 +260,17 @@ class NatsBackend(Backend):
     # --- reading -------------------------------------------------------------------------
 
     async def head(self, room: bytes) -> int:
-        return await self.fanout.fetch_head(room)
+        return await self._waiting("a room's head", _fetching(self.fanout, room))
 
     async def read_after(
         self, room: bytes, after: int, *, limit: int = 256, max_bytes: int = 4 * 2**20
     ) -> list[StoredMessage]:
+        reader = self.fanout.reader
+        page = await self._waiting(
+            "a room's messages", lambda: reader.read(room, after, limit, max_bytes)
+        )
         # A replay stops where this node's live fan-out stands: what follows reaches the
         # connection live, in order (the hub buffers it during the replay).
-        page = await self.fanout.reader.read(room, after, limit, max_bytes)
         cursor = self.fanout.cursor(room)
         if cursor is not None:
             page = [m for m in page if m.seq <= cursor]
@@ -293,7 +287,3 @@ class NatsBackend(Backend):
 
 def _fetching(fanout: Fanout, room: bytes) -> Callable[[], Awaitable[int]]:
     return lambda: fanout.fetch_head(room)
-
-
-def _split_roster(blob: bytes) -> Roster:
-    return tuple(blob[i : i + 32] for i in range(0, len(blob), 32))

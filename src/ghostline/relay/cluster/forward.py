@@ -1,14 +1,25 @@
 """Forwarded appends between nodes: the request and its named replies (pure codec).
 
 A node that does not own a room sends its share of a commit for that room to the owner
-on `ghostline.append.<owner>` (NATS request/reply). Request body, big-endian:
+on `ghostline.append.<owner>` (NATS request/reply); the shares of one commit for rooms
+of the same owner go in one request. Request body, big-endian:
 
-    u8  version (1)
-    16s room
-    the messages, as columns (items.py)
+    u8  version (2)
+    u16 count of rooms
+    count x (16s room, u32 length, the room's messages as columns (items.py), in length bytes)
 
-The owner answers with one `Reply` kind (u8) and its body, sent only once JetStream
-acknowledged what it stored:
+A request holds at least one room and each room at least one message. The owner
+answers once, with one reply per room in the request's order:
+
+    u16 count
+    count x (u32 length, the room's reply in length bytes)
+
+A request the owner cannot read (damaged, or of another version: nodes of earlier
+versions sent version 1, one room per request) is answered with count 0, which answers
+no request: the forwarder fails it like a store failure.
+
+A room's reply is a `Reply` kind (u8) and its body, sent only once JetStream
+acknowledged what the owner stored:
 
 - STORED_RUN: u64 first: every message was new and they hold seqs first, first + 1, ...
   (the usual answer: one number for the whole share).
@@ -31,9 +42,14 @@ from ..backend import Appended
 from . import items as items_codec
 from .items import Items, ItemsError
 
-VERSION = 1
+VERSION = 2
 ROOM_LEN = 16
-REQUEST_OVERHEAD = 1 + ROOM_LEN + 4
+_COUNT = struct.Struct(">H")
+_SHARE = struct.Struct(f">{ROOM_LEN}sI")
+_LENGTH = struct.Struct(">I")
+REQUEST_OVERHEAD = 1 + _COUNT.size  # then SHARE_OVERHEAD and the items of each room
+SHARE_OVERHEAD = _SHARE.size + 4  # room, length, the items' count
+MAX_SHARES = 0xFFFF
 _RESULT = struct.Struct(">QB")
 _FIRST = struct.Struct(">Q")
 MAX_REASON = 200
@@ -51,17 +67,71 @@ class ForwardError(LocalError):
     """A forwarded append or its reply does not decode."""
 
 
-def encode_request(room: bytes, items: Items) -> bytes:
-    return bytes([VERSION]) + room + items_codec.encode(items)
+def encode_request(shares: Sequence[tuple[bytes, Items]]) -> bytes:
+    """One request carrying each (room, items) share, in order."""
+    parts = [bytes([VERSION]), _COUNT.pack(len(shares))]
+    for room, items in shares:
+        body = items_codec.encode(items)
+        parts += (_SHARE.pack(room, len(body)), body)
+    return b"".join(parts)
 
 
-def decode_request(data: bytes) -> tuple[bytes, Items]:
+def decode_request(data: bytes) -> list[tuple[bytes, Items]]:
+    """The (room, items) shares of a forwarded request, in order."""
     if len(data) < REQUEST_OVERHEAD or data[0] != VERSION:
-        raise ForwardError("a forwarded append has no room or an unknown version")
-    try:
-        return data[1 : 1 + ROOM_LEN], items_codec.decode(data, 1 + ROOM_LEN)
-    except ItemsError as err:
-        raise ForwardError(f"a forwarded append does not decode: {err}") from err
+        raise ForwardError("a forwarded append is too short or of an unknown version")
+    (count,) = _COUNT.unpack_from(data, 1)
+    if count == 0:
+        raise ForwardError("a forwarded append holds no rooms")
+    pos = REQUEST_OVERHEAD
+    view = memoryview(data)
+    shares = []
+    for _ in range(count):
+        if pos + _SHARE.size > len(data):
+            raise ForwardError("a forwarded append ends inside a room's header")
+        room, length = _SHARE.unpack_from(data, pos)
+        pos += _SHARE.size
+        if pos + length > len(data):
+            raise ForwardError("a forwarded append is shorter than a room's messages")
+        try:
+            items = items_codec.decode(view[pos : pos + length])
+        except ItemsError as err:
+            raise ForwardError(f"a forwarded append does not decode: {err}") from err
+        if not len(items):
+            raise ForwardError("a forwarded append holds a room without messages")
+        shares.append((room, items))
+        pos += length
+    if pos != len(data):
+        raise ForwardError("a forwarded append has bytes after its rooms")
+    return shares
+
+
+def encode_replies(replies: Sequence[bytes]) -> bytes:
+    """The owner's one answer: each room's reply (`encode_stored` ...), in order."""
+    parts = [_COUNT.pack(len(replies))]
+    for reply in replies:
+        parts += (_LENGTH.pack(len(reply)), reply)
+    return b"".join(parts)
+
+
+def decode_replies(data: bytes, expected: int) -> list[bytes]:
+    """The rooms' replies in an owner's answer to a request of `expected` rooms (each
+    then read by `decode_reply`)."""
+    if len(data) < _COUNT.size or _COUNT.unpack_from(data, 0)[0] != expected:
+        raise ForwardError(f"an owner did not answer for the {expected} rooms it was sent")
+    pos, out = _COUNT.size, []
+    for _ in range(expected):
+        if pos + _LENGTH.size > len(data):
+            raise ForwardError("an owner's answer ends inside a room's reply")
+        (length,) = _LENGTH.unpack_from(data, pos)
+        pos += _LENGTH.size
+        if pos + length > len(data):
+            raise ForwardError("an owner's answer is shorter than a room's reply")
+        out.append(data[pos : pos + length])
+        pos += length
+    if pos != len(data):
+        raise ForwardError("an owner's answer has bytes after its replies")
+    return out
 
 
 def encode_stored(results: Sequence[Appended]) -> bytes:

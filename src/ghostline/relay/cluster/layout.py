@@ -7,12 +7,17 @@
   and `ghostline.late.<k>.<room hex>.<sender>.<counter>` (receipts of messages stored
   out of their sender's counter order, see dedupe.py). Streams commit in parallel, and on
   a NATS cluster their leaders are spread over the servers.
-- KV bucket `ghostline-rooms`: room hex -> roster (created once, never changed).
+- KV bucket `ghostline-rooms`: room hex -> roster (created once, never changed, kept
+  for good).
+- Stream `ghostline-live-rooms`: one message per live room, subject
+  `ghostline.live-room.<room hex>` (registry.py); its message count is what
+  `--max-rooms` counts.
 - KV bucket `ghostline-cluster`: facts about the cluster itself, each created once by
   the first node that finds none: `streams` (the stream count) and then `store-id` (the
   16 random bytes WELCOME carries, the same on every node).
 - Core subjects: `ghostline.presence.<node>` and `ghostline.presence-sync` (presence.py),
-  `ghostline.append.<node>` (appends forwarded to a room's owner, ownership.py).
+  `ghostline.append.<node>` (appends forwarded to a room's owner, ownership.py) and
+  `ghostline.alive.<node>` (whether a node is still there, ownership.py).
 
 A NATS that holds the one-stream layout of earlier versions (stream `GHOSTLINE`, or a
 store id without a stream count) is refused with `ClusterLayoutError`: it is not
@@ -31,6 +36,7 @@ import time
 from dataclasses import dataclass
 
 import nats
+from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, KeyValueConfig, RePublish, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as JsNotFoundError
@@ -52,7 +58,10 @@ LIVE_SUBJECT = "ghostline.live."
 PRESENCE_SUBJECT = "ghostline.presence."
 SYNC_SUBJECT = "ghostline.presence-sync"
 APPEND_SUBJECT = "ghostline.append."
+ALIVE_SUBJECT = "ghostline.alive."
 ROOMS_BUCKET = "ghostline-rooms"
+LIVE_ROOMS_STREAM = "ghostline-live-rooms"
+LIVE_ROOM_SUBJECT = "ghostline.live-room."
 CLUSTER_BUCKET = "ghostline-cluster"
 STORE_ID_KEY = "store-id"
 STREAMS_KEY = "streams"
@@ -179,6 +188,18 @@ async def _open(link: Link, retention: Retention) -> tuple[Layout, KeyValue]:
     for k in range(streams):
         await _ensure_stream(link, k, retention)
     rooms = await js.create_key_value(_bucket(ROOMS_BUCKET, config))
+    await _add_or_update(
+        js,
+        StreamConfig(
+            name=LIVE_ROOMS_STREAM,
+            subjects=[LIVE_ROOM_SUBJECT + "*"],
+            storage=StorageType.FILE,
+            num_replicas=config.replicas,
+            max_msgs_per_subject=1,  # a room's new message replaces its old one
+            discard=DiscardPolicy.OLD,
+            allow_direct=True,
+        ),
+    )
     return layout, rooms
 
 
@@ -250,6 +271,10 @@ async def _ensure_stream(link: Link, k: int, retention: Retention) -> None:
         allow_direct=True,
         republish=RePublish(src=f"{ROOM_SUBJECT}{k}.*", dest=LIVE_SUBJECT + "{{wildcard(1)}}"),
     )
+    await _add_or_update(js, config)
+
+
+async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
     try:
         await js.add_stream(config)
     except BadRequestError as err:

@@ -4,14 +4,20 @@ A room's owner is chosen by rendezvous hashing (room, node name) over the live n
 (this one and those whose presence snapshots arrive). A node stores the rooms it owns
 itself (journal.py) and forwards its share of a commit for any other room to the owner
 (`ghostline.append.<owner>`, request/reply, codec in forward.py): one extra NATS round
-trip, and the owner stores it with whatever else waits for the room. The owner stores
+trip, and the owner stores it with whatever else waits for the room. The shares of one
+commit for rooms of the same owner travel in one request, answered once. The owner stores
 whatever is forwarded to it, without forwarding again, so nodes that briefly disagree
 about the owner (one just started or died) merely race, which the journal resolves.
 
 An owner that does not answer (no responders: it is gone from NATS; or no reply within
 `FORWARD_TIMEOUT`) or says it is closing is passed over for `SUSPECT_FOR` seconds, and
 the next one in line, perhaps this node, stores the rest; what the old owner stored
-anyway comes back from the look-up with its stored seq.
+anyway comes back from the look-up with its stored seq. An owner killed while it held a
+forward never answers it, and an answer may rightly take up to STALL_LIMIT (the owner
+waiting out a NATS hiccup): so a forward unanswered after `PROBE_AFTER` seconds asks,
+every `PROBE_AFTER` seconds, whether the owner is still on NATS
+(`ghostline.alive.<owner>`, answered at once by a live node), and passes it over as soon
+as nobody answers there.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -32,7 +39,7 @@ from . import forward
 from .forward import ForwardError, Reply
 from .items import ENTRY_SIZE, Items
 from .journal import Journal
-from .layout import APPEND_SUBJECT
+from .layout import ALIVE_SUBJECT, APPEND_SUBJECT
 from .link import RETRY_WAIT, STALL_LIMIT, Link, StorageUnavailable, transient
 from .presence import DEAD_AFTER, Presence
 
@@ -42,10 +49,33 @@ SUSPECT_FOR = DEAD_AFTER  # seconds an owner that did not answer a forward is pa
 # The owner answers after its JetStream write, which may wait out a NATS hiccup for up to
 # STALL_LIMIT: wait as long (a dead owner answers "no responders" at once).
 FORWARD_TIMEOUT = STALL_LIMIT + 1.0
+PROBE_AFTER = 1.0  # seconds between looks at an owner that has not answered a forward yet
 
 
 class _OwnerGone(Exception):
     """The room's owner did not answer a forwarded append (dead, cut off, closing)."""
+
+
+@dataclass(slots=True)
+class _Share:
+    """One room's share of a commit, waiting to be forwarded to the room's owner."""
+
+    room: bytes
+    items: Items
+    future: asyncio.Future[list[Appended]]
+
+
+def _outcome(owner: str, reply: bytes, expected: int) -> list[Appended]:
+    """A room's results from its reply in an owner's answer (or the error to raise)."""
+    try:
+        kind, results, reason = forward.decode_reply(reply, expected)
+    except ForwardError as err:
+        raise StorageUnavailable(f"node {owner} answered a forward wrongly: {err}") from err
+    if kind is Reply.CLOSING:
+        raise _OwnerGone(owner)
+    if kind is Reply.FAILED:
+        raise StorageUnavailable(f"node {owner} could not store: {reason}")
+    return results
 
 
 def score(room: bytes, node: str) -> tuple[bytes, str]:
@@ -67,6 +97,7 @@ class Ownership:
         self.journal = journal
         self._spawn = spawn
         self._suspect: dict[str, float] = {}  # node -> until when it is not chosen as owner
+        self._outbox: dict[str, list[_Share]] = {}  # per owner: shares to forward this turn
 
     def owner(self, room: bytes) -> str:
         now = time.monotonic()
@@ -117,58 +148,141 @@ class Ownership:
 
     def _part(self, items: Items, start: int) -> Items:
         """As many of the items from `start` on as one forward request may carry."""
-        size, end = forward.REQUEST_OVERHEAD, start
+        room_for = self._request_limit() - forward.SHARE_OVERHEAD
+        if start == 0 and len(items.data) + ENTRY_SIZE * len(items) <= room_for:
+            return items  # the usual share: whole
+        size, end = 0, start
         while end < len(items):
             size += ENTRY_SIZE + items.sizes[end]
-            if size > self.link.max_payload - 1024:
+            if size > room_for:
                 break
             end += 1
         return items.part(start, end)
 
+    def _request_limit(self) -> int:
+        return self.link.max_payload - 1024 - forward.REQUEST_OVERHEAD
+
     async def _forward(self, owner: str, room: bytes, items: Items) -> list[Appended]:
-        nc, _ = self.link.connected()
+        """Store `items` of `room` by `owner`: queued with the other rooms' shares for the
+        same owner from this turn of the event loop (the rooms of one commit, as
+        `NatsBackend.append` starts them all at once), sent together (`_send_queued`)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Appended]] = loop.create_future()
+        queued = self._outbox.get(owner)
+        if queued is None:
+            queued = self._outbox[owner] = []
+            loop.call_soon(self._send_queued, owner)
+        queued.append(_Share(room, items, future))
+        return await future
+
+    def _send_queued(self, owner: str) -> None:
+        """Send the shares queued for `owner`: one request, or more if they do not fit."""
+        shares = [s for s in self._outbox.pop(owner, []) if not s.future.done()]
+        batch: list[_Share] = []
         try:
-            reply = await nc.request(
-                APPEND_SUBJECT + owner,
-                forward.encode_request(room, items),
-                timeout=FORWARD_TIMEOUT,
-            )
+            size, limit = 0, self._request_limit()
+            for share in shares:  # each fits alone (`_part`)
+                need = forward.SHARE_OVERHEAD + ENTRY_SIZE * len(share.items)
+                need += len(share.items.data)
+                if batch and (size + need > limit or len(batch) == forward.MAX_SHARES):
+                    self._spawn(self._request(owner, batch))
+                    batch, size = [], 0
+                batch.append(share)
+                size += need
+            if batch:
+                self._spawn(self._request(owner, batch))
+        except Exception as err:  # (a callback: its error would reach nobody waiting)
+            for share in shares:
+                if not share.future.done():
+                    share.future.set_exception(err)
+
+    async def _request(self, owner: str, shares: list[_Share]) -> None:
+        """One forward request; each share's future gets its room's outcome."""
+        try:
+            replies = await self._ask(owner, [(s.room, s.items) for s in shares])
+        except BaseException as err:
+            for share in shares:
+                if not share.future.done():
+                    share.future.set_exception(
+                        err
+                        if isinstance(err, Exception)
+                        else StorageUnavailable("the relay is closing")
+                    )
+            if not isinstance(err, Exception):
+                raise
+            return
+        for share, data in zip(shares, replies, strict=True):
+            if share.future.done():
+                continue
+            try:
+                share.future.set_result(_outcome(owner, data, len(share.items)))
+            except Exception as err:
+                share.future.set_exception(err)
+
+    async def _ask(self, owner: str, shares: list[tuple[bytes, Items]]) -> list[bytes]:
+        nc, _ = self.link.connected()
+        request = asyncio.ensure_future(
+            nc.request(APPEND_SUBJECT + owner, forward.encode_request(shares), FORWARD_TIMEOUT)
+        )
+        try:
+            while not (await asyncio.wait([request], timeout=PROBE_AFTER))[0]:
+                if not await self._alive(owner):
+                    raise _OwnerGone(f"{owner} left NATS before it answered")
+            reply = request.result()
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
             raise _OwnerGone(owner) from err
+        finally:
+            request.cancel()  # (done already, unless the owner was given up)
         try:
-            kind, results, reason = forward.decode_reply(reply.data, len(items))
+            return forward.decode_replies(reply.data, len(shares))
         except ForwardError as err:
             raise StorageUnavailable(f"node {owner} answered a forward wrongly: {err}") from err
-        if kind is Reply.CLOSING:
-            raise _OwnerGone(owner)
-        if kind is Reply.FAILED:
-            raise StorageUnavailable(f"node {owner} could not store: {reason}")
-        return results
+
+    async def _alive(self, owner: str) -> bool:
+        """Whether `owner` is still on NATS: False only when nobody answers for it."""
+        nc, _ = self.link.connected()
+        try:
+            await nc.request(ALIVE_SUBJECT + owner, b"", timeout=PROBE_AFTER)
+        except nats.errors.NoRespondersError:
+            return False
+        except nats.errors.TimeoutError:
+            pass  # busy, or the link is: it may still answer the forward
+        return True
 
     # --- the owner's side ----------------------------------------------------------------
+
+    async def on_alive(self, msg: Msg) -> None:
+        await self._respond(msg, b"")
 
     async def on_forward(self, msg: Msg) -> None:
         self._spawn(self._serve(msg))  # NATS runs one callback at a time
 
     async def _serve(self, msg: Msg) -> None:
-        """Store what another node forwarded (this node owns the room in its view, which
-        is enough: the journal's head expectation guards every write)."""
+        """Store what another node forwarded (this node owns the rooms in its view, which
+        is enough: the journal's head expectation guards every write), and answer once."""
         try:
-            room, items = forward.decode_request(msg.data)
-        except ForwardError as err:
-            reply = forward.encode_failed(str(err))
-        else:
-            try:
-                results = await self.journal.append(room, items, local=False)
-            except asyncio.CancelledError:  # closing: the forwarder asks the next owner
-                await self._respond(msg, forward.encode_closing())
-                raise
-            except Exception as err:
-                closing = self.link.closing
-                reply = forward.encode_closing() if closing else forward.encode_failed(repr(err))
-            else:
-                reply = forward.encode_stored(results)
-        await self._respond(msg, reply)
+            shares = forward.decode_request(msg.data)
+        except ForwardError as err:  # the forwarder hears no rooms answered and fails
+            log_event(log, "cluster_forward_damaged", level=logging.WARNING, error=str(err))
+            await self._respond(msg, forward.encode_replies([]))
+            return
+        try:
+            replies = await asyncio.gather(*(self._store(room, items) for room, items in shares))
+        except asyncio.CancelledError:  # closing: the forwarder asks the next owner
+            await self._respond(
+                msg, forward.encode_replies([forward.encode_closing()] * len(shares))
+            )
+            raise
+        await self._respond(msg, forward.encode_replies(replies))
+
+    async def _store(self, room: bytes, items: Items) -> bytes:
+        """One forwarded room's share stored; its reply."""
+        try:
+            results = await self.journal.append(room, items, local=False)
+        except Exception as err:
+            closing = self.link.closing
+            return forward.encode_closing() if closing else forward.encode_failed(repr(err))
+        return forward.encode_stored(results)
 
     async def _respond(self, msg: Msg, reply: bytes) -> None:
         try:

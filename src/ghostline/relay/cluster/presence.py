@@ -2,12 +2,13 @@
 
 Each node publishes a full snapshot of its online members on `ghostline.presence.<node>`
 on every change and every `HEARTBEAT` seconds; an empty message is a goodbye. A member
-is online while some node's latest snapshot lists it. A node not heard from for
+is online while some node's latest snapshot lists it. A snapshot also lists the rooms
+the node holds (registry.py) with nobody online in them, with no members. A node not heard from for
 `DEAD_AFTER` seconds is gone (checked every second): its members go offline within
 DEAD_AFTER + 1 s, and it stops being chosen as an owner (ownership.py). A node that
 starts asks the others for their snapshots on `ghostline.presence-sync`.
 
-Snapshot body: u8 1, then per room: 16-byte room, u16 count, count x u16 member.
+Snapshot body: u8 1, then per room held: 16-byte room, u16 count, count x u16 member.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class Presence:
         self.closing = False
         self._spawn = spawn
         self._local: dict[bytes, set[int]] = {}  # members online through this node
+        self._held: set[bytes] = set()  # rooms connections hold through this node
+        # Called with the rooms other nodes started or stopped holding (registry.py).
+        self.on_held: Callable[[set[bytes]], None] = lambda rooms: None
         self._nodes: dict[str, _Node] = {}  # other nodes' latest snapshots
         self._snapshot_due = False
 
@@ -73,6 +77,18 @@ class Presence:
                 del self._local[room]
         self.schedule_snapshot()
 
+    def hold(self, room: bytes, held: bool) -> None:
+        """This node holds `room` (a connection here bound it), or no longer does."""
+        if held:
+            self._held.add(room)
+        else:
+            self._held.discard(room)
+        self.schedule_snapshot()
+
+    def held_elsewhere(self, room: bytes) -> bool:
+        """Whether another node's latest snapshot lists `room`."""
+        return any(room in other.rooms for other in self._nodes.values())
+
     def schedule_snapshot(self) -> None:
         if not self._snapshot_due:
             self._snapshot_due = True
@@ -83,7 +99,9 @@ class Presence:
         if not self.link.up or self.closing:
             return
         parts = [b"\x01"]
-        for room, members in self._local.items():
+        local = self._local
+        for room in self._held | local.keys():
+            members = local.get(room, ())
             parts.append(room + _U16.pack(len(members)))
             parts.extend(_U16.pack(m) for m in sorted(members))
         await self.publish(PRESENCE_SUBJECT + self.node, b"".join(parts))
@@ -130,7 +148,10 @@ class Presence:
             self._nodes[node] = _Node(time.monotonic(), rooms)
         old = before.rooms if before is not None else {}
         new = rooms or {}
-        self._announce({r for r in old.keys() | new.keys() if old.get(r) != new.get(r)})
+        none: frozenset[int] = frozenset()
+        self._announce({r for r in old.keys() | new.keys() if old.get(r, none) != new.get(r, none)})
+        if old.keys() != new.keys():
+            self.on_held(set(old.keys() ^ new.keys()))
 
     def _announce(self, rooms: set[bytes]) -> None:
         if self.hub is None:
@@ -152,13 +173,15 @@ class Presence:
                 gone = self._nodes.pop(name)
                 log_event(log, "cluster_node_gone", level=logging.WARNING, node=name)
                 self._announce(set(gone.rooms))
+                self.on_held(set(gone.rooms))
             if now - last >= HEARTBEAT:
                 last = now
                 self.schedule_snapshot()
 
 
 def parse_snapshot(data: bytes) -> dict[bytes, frozenset[int]] | None:
-    """The rooms and members of a snapshot; None for a goodbye or a damaged one."""
+    """The rooms a snapshot holds, each with its members online (maybe none); None for a
+    goodbye or a damaged one."""
     if not data or data[0] != 1:
         return None
     rooms: dict[bytes, frozenset[int]] = {}
@@ -173,6 +196,5 @@ def parse_snapshot(data: bytes) -> dict[bytes, frozenset[int]] | None:
             return None
         members = struct.unpack_from(f">{count}H", data, pos)
         pos += 2 * count
-        if members:
-            rooms[room] = frozenset(members)
+        rooms[room] = frozenset(members)
     return rooms

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nats.js.errors import APIError
@@ -55,6 +55,8 @@ class Keeper:
         self._owns = owns
         self._forget = forget  # the journal's cached head of a room (a marker replaced it)
         self._firsts: dict[bytes, Stored] = {}  # per room: its first stored chunk, as known
+        # A room the age limit emptied (registry.py: retired if nobody holds it).
+        self.emptied: Callable[[bytes], Awaitable[object]] | None = None
         self._trimming: set[bytes] = set()
 
     # --- count and bytes -----------------------------------------------------------------
@@ -168,6 +170,8 @@ class Keeper:
             keep = await self._first_since(room, first, last, cutoff)
         await self.purge(room, keep.sseq)
         self._firsts[room] = keep
+        if keep.chunk.count == 0 and self.emptied is not None:
+            await self.emptied(room)
         return max(0, keep.chunk.first - first.chunk.first)
 
     async def _mark(self, room: bytes, last: Stored) -> Stored | None:

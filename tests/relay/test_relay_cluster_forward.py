@@ -1,0 +1,126 @@
+"""Forwarding between two cluster nodes in this process over a real nats-server: the
+shares of one commit for rooms of the same owner travel in one request, answered once,
+and a request the owner cannot read is refused without hurting the owner. (A killed
+owner's forwards failing over: test_relay_cluster.py.)"""
+
+# ruff: noqa: F811 - pytest fixtures imported from clusterkit are test parameters
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from clusterkit import nats_server, needs_nats  # noqa: F401 - fixtures
+
+from ghostline.relay import RelayLimits, RelayServer, Retention
+from ghostline.relay.backend import Appended, Publish
+from ghostline.relay.cluster import ClusterConfig, NatsBackend, forward, items
+from ghostline.relay.cluster.layout import APPEND_SUBJECT
+from waiting import until
+
+pytestmark = needs_nats
+
+
+@pytest.fixture
+async def nodes(nats_server) -> AsyncIterator[tuple[NatsBackend, NatsBackend]]:
+    """Nodes "a" and "b", each knowing the other is alive."""
+    servers, backends = [], []
+    try:
+        for name in "ab":
+            backend = NatsBackend(ClusterConfig((nats_server.url,), name), Retention())
+            server = RelayServer(backend, RelayLimits())
+            await server.start("127.0.0.1", 0, 0)
+            servers.append(server)
+            backends.append(backend)
+        a, b = backends
+        await until(lambda: a.presence.nodes == ["b"] and b.presence.nodes == ["a"], 20, "peers")
+        yield a, b
+    finally:
+        for server in servers:
+            await server.close()
+
+
+def rooms_of(backend: NatsBackend, owner: str, count: int) -> list[bytes]:
+    """`count` new rooms that `owner` owns in `backend`'s view."""
+    found: list[bytes] = []
+    while len(found) < count:
+        room = os.urandom(16)
+        if backend.ownership.owner(room) == owner:
+            found.append(room)
+    return found
+
+
+async def test_the_rooms_of_one_commit_owned_by_another_node_go_to_it_in_one_request(
+    nodes, nats_server
+):
+    a, b = nodes
+    theirs, mine = rooms_of(a, "b", 3), rooms_of(a, "a", 1)
+    spy = await nats.connect(nats_server.url)
+    sub = await spy.subscribe(APPEND_SUBJECT + "b")
+    try:
+        batch = [
+            Publish(room, 1, counter, os.urandom(40))
+            for counter in range(4)
+            for room in (*theirs, *mine)
+        ]
+        results = await a.append(batch)
+        assert results == [Appended(1 + counter, False) for counter in range(4) for _ in range(4)]
+        request = await sub.next_msg(timeout=10)
+        await spy.flush()  # whatever else was sent to b is in the spy's queue now
+        assert sub.pending_msgs == 0  # one request for the three rooms, answered once
+        shares = forward.decode_request(request.data)
+        assert [room for room, _ in shares] == theirs
+        assert [len(got) for _, got in shares] == [4, 4, 4]
+        for room in (*theirs, *mine):
+            stored = await b.read_after(room, 0)
+            assert [m.sealed for m in stored] == [p.sealed for p in batch if p.room == room]
+            assert [m.seq for m in stored] == [1, 2, 3, 4]
+    finally:
+        await spy.close()
+
+
+async def test_shares_too_big_for_one_request_go_in_several(nodes, nats_server):
+    a, b = nodes
+    theirs = rooms_of(a, "b", 3)
+    third = a.link.max_payload // 3  # two shares fit in one request, not three
+    spy = await nats.connect(nats_server.url)
+    sub = await spy.subscribe(APPEND_SUBJECT + "b")
+    try:
+        batch = [Publish(room, 0, 0, os.urandom(third)) for room in theirs]
+        assert await a.append(batch) == [Appended(1, False)] * 3
+        requests = [await sub.next_msg(timeout=10) for _ in range(2)]
+        await spy.flush()
+        assert sub.pending_msgs == 0
+        assert [[room for room, _ in forward.decode_request(r.data)] for r in requests] == [
+            theirs[:2],
+            theirs[2:],
+        ]
+        for publish in batch:
+            assert [m.sealed for m in await b.read_after(publish.room, 0)] == [publish.sealed]
+    finally:
+        await spy.close()
+
+
+async def test_a_forward_the_owner_cannot_read_is_answered_with_no_rooms_and_it_goes_on(
+    nodes, nats_server
+):
+    a, b = nodes
+    (room,) = rooms_of(a, "b", 1)
+    good = forward.encode_request([(room, items.Items.of([Publish(room, 0, 0, b"x" * 30)]))])
+    earlier_version = bytes([1]) + room + good[3 + 20 :]  # one room, no count, no length
+    spy = await nats.connect(nats_server.url)
+    try:
+        for bad in (b"", good[:-1], good + b"\x00", earlier_version, b"\x02" + b"\xff" * 199):
+            reply = await spy.request(APPEND_SUBJECT + "b", bad, timeout=10)
+            assert reply.data == forward.encode_replies([])  # answers no request
+        assert await b.read_after(room, 0) == []  # nothing of them stored
+        reply = await spy.request(APPEND_SUBJECT + "b", good, timeout=10)
+        assert forward.decode_replies(reply.data, 1) == [
+            forward.encode_stored([Appended(1, False)])
+        ]
+        assert await a.append([Publish(room, 0, 1, b"y" * 30)]) == [Appended(2, False)]
+        assert [m.sealed for m in await b.read_after(room, 0)] == [b"x" * 30, b"y" * 30]
+    finally:
+        await spy.close()
