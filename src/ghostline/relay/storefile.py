@@ -32,7 +32,6 @@ from ..errors import LocalError
 from ..fsutil import make_private_dirs
 
 PRIVATE_FILE = 0o600
-PRIVATE_DIR = 0o700
 _SIDE_FILES = ("-wal", "-shm")
 
 
