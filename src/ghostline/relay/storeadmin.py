@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..fsutil import fsync_path
 from ..protocol.frames import STORE_ID_LEN
-from .sqlite_store import LAYOUT
+from .sqlite_schema import LAYOUT
 from .storefile import (
     StoreDamaged,
     StoreLayoutError,
