@@ -444,7 +444,7 @@ async def _run() -> str:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    top = await profiled(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
+    top, stages = await profiled(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
     lines = [
         "Fan-out deliveries per second (one DELIVER to one member = one delivery) and",
         "delivery latency (publish to receipt). GhostLine stores every message in SQLite",
@@ -479,7 +479,7 @@ async def _run() -> str:
         "",
     ]
     if SPLITS:
-        lines.append(report(_median_split(SPLITS), top))
+        lines.append(report(_median_split(SPLITS), top, stages))
     return "\n".join(lines)
 
 

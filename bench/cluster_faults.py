@@ -266,10 +266,10 @@ async def run_faults(root: Path) -> FaultReport:
         duplicates = sum(_duplicates(m) for m in members)
         accepted = sum(len(m.accepted) for m in members)
         logged = Counter(
-            f"{m.group(1)} {m.group(2)}"
+            f"{hit.group(1)} {hit.group(2)}"
             for node in nodes
             for line in node.lines
-            if (m := _LEVEL.search(line)) and m.group(1) in ("warning", "error")
+            if (hit := _LEVEL.search(line)) and hit.group(1) in ("warning", "error")
         )
         return FaultReport(accepted, lost, duplicates, recovery, placement, dict(logged))
     finally:

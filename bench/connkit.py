@@ -9,7 +9,9 @@ import asyncio
 import os
 import resource
 import struct
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -75,7 +77,8 @@ async def join_idle(
             await loop.create_connection(lambda: member, "127.0.0.1", port, local_addr=(source, 0))
             await asyncio.wait_for(member.joined, 120)
 
-    firsts, others = [], []
+    firsts: list[Coroutine[Any, Any, None]] = []
+    others: list[Coroutine[Any, Any, None]] = []
     for r in range(rooms):
         room = os.urandom(16)
         keys = [Ed25519PrivateKey.generate() for _ in range(per_room)]

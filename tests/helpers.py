@@ -343,7 +343,7 @@ class RelayProcess:
     """
 
     def __init__(
-        self, store: Path, *args: str, port: int = 0, presence_port: int = 0, timeout: float = 15
+        self, store: Path, *args: str, port: int = 0, presence_port: int = 0, timeout: float = 30
     ) -> None:
         self.store, self.args = store, args
         self.proc = subprocess.Popen(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from ghostline.cli.chatops import _watch_send
+from ghostline.cli.chatsend import _watch_send
 from ghostline.client import ConnectionChanged
 
 

@@ -27,8 +27,8 @@ from ghostline.client import (
 )
 from ghostline.client.session import Backoff
 from ghostline.client.transport import RelayAddress
-from ghostline.demo import FrameHook, FrameProxy, Tamperer
 from ghostline.errors import PadExhaustedError, RelayRefused
+from ghostline.frameproxy import FrameHook, FrameProxy, Tamperer
 from ghostline.protocol.frames import Frame, FrameType, encode_deliver, encode_frame
 from ghostline.protocol.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,12 +12,12 @@ from ghostline.protocol.envelope import (
     HEADER_LEN,
     IDENTITY_LEN,
     Envelope,
+    header_after,
     pack_header,
     pack_identity,
     read_envelope,
     sealed_length,
     unpack_header,
-    unpack_position,
 )
 
 SECTION_4 = (
@@ -36,8 +38,18 @@ def test_the_identity_is_the_first_five_fields_and_the_position_the_last_three()
     assert len(identity) == IDENTITY_LEN == 22 and SECTION_4.startswith(identity)
     assert pack_identity(bytes(range(16)), 0x0102, 0x0304, 2, 2) == b"\x02\x02" + identity[2:]
     framed = b"xyz" + SECTION_4
-    assert unpack_position(framed, 3 + IDENTITY_LEN) == (5, 6, 7)
     assert unpack_header(framed, 3) == tuple(read_envelope(SECTION_4))
+
+
+def test_a_header_after_a_frame_head_is_read_in_one_unpack_as_identity_and_position() -> None:
+    head = struct.Struct(">IB")
+    both = header_after(head)
+    assert both.size == head.size + HEADER_LEN
+    framed = head.pack(43, 3) + SECTION_4
+    identity = pack_identity(bytes(range(16)), 0x0102, 0x0304)
+    assert both.unpack_from(framed) == (43, 3, identity, 5, 6, 7)
+    with pytest.raises(ValueError):
+        header_after(struct.Struct("<IB"))  # the header is big-endian
 
 
 FIELDS = st.builds(

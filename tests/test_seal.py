@@ -340,7 +340,7 @@ def naive_xor(a: bytes, b: bytes) -> bytes:
 @settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_xor_bytes_matches_a_naive_xor_on_both_code_paths(data: st.DataObject) -> None:
-    threshold = seal_module._NUMPY_XOR_FROM
+    threshold = seal_module.NUMPY_XOR_FROM
     size = data.draw(
         st.one_of(
             st.integers(0, 64),

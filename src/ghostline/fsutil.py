@@ -11,13 +11,17 @@ from pathlib import Path
 _NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the directory entries in `path` (a new or renamed file) durable."""
+def fsync_path(path: Path) -> None:
+    """fsync the file or directory `path` (for a directory: its entries, such as a new or
+    renamed file, become durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_path  # the name callers use for a directory
 
 
 def make_private_dirs(path: Path) -> list[Path]:

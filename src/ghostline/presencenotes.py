@@ -1,5 +1,5 @@
 """Which presence changes the apps tell as they come: `listen`, the chat app and the web
-page share it (each words the notes itself).
+page share it (each words the notes itself; `PresenceWatch` is the apps' whole view).
 
 Presence is not authenticated, and coming and going costs a member nothing: a member
 whose client joins and leaves in a loop (or, without TLS, anyone on the path injecting
@@ -75,3 +75,40 @@ class PresenceNotes:
     def _forget(self, state: _Member, now: float) -> None:
         while state.told and state.told[0] <= now - self.window:
             state.told.popleft()
+
+
+class PresenceWatch:
+    """Who is online, as the chat app and the web page show it, and which changes they
+    tell (`PresenceNotes`). A list that only restates who is online is told as no
+    change: the first after the presence channel (re)connects (everyone it lists
+    "joins"), and any while the channel is down (nobody is known to be online then).
+    This member's own comings and goings are never told."""
+
+    def __init__(self, me: int, members: int) -> None:
+        self.online: frozenset[int] = frozenset()
+        self.down = False  # the presence channel is down: who is online is unknown
+        self._resync = False  # the next list is the one after (re)connecting
+        self._others = frozenset(i for i in range(members) if i != me)
+        self._notes = PresenceNotes()
+
+    def changed(
+        self, online: frozenset[int], joined: frozenset[int], left: frozenset[int], now: float
+    ) -> list[PresenceNote]:
+        """A presence list arrived: the notes to tell now."""
+        self.online = online
+        quiet = self.down or self._resync
+        self._resync = False
+        if quiet:
+            return []
+        return self._notes.changed(joined & self._others, left & self._others, now)
+
+    def channel(self, down: bool) -> None:
+        """The presence channel went down (`down`) or came back."""
+        self._resync = not down
+        self.down = down
+
+    def due(self, now: float) -> list[PresenceNote]:
+        return self._notes.due(now)
+
+    def next_due(self) -> float | None:
+        return self._notes.next_due()

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ghostline.demo import FrameHook, FrameProxy
+from ghostline.frameproxy import FrameHook, FrameProxy
 from waiting import wait_until
 
 GHOSTLINE = [sys.executable, "-m", "ghostline"]

@@ -27,7 +27,7 @@ from e2e_support import (
     history,
 )
 
-from ghostline.demo import Tamperer
+from ghostline.frameproxy import Tamperer
 from ghostline.protocol.frames import Frame, FrameType
 from helpers import RelayProcess, kits_by_name, make_kit_set
 from waiting import wait_until

@@ -110,6 +110,27 @@ async def test_a_publish_shorter_than_a_header_or_with_zero_length_is_a_bad_publ
     await b.expect_error(ErrorCode.BAD_PUBLISH)
 
 
+async def test_a_publish_one_byte_short_of_a_header_is_refused_with_good_ones_around_it(relay):
+    # In one read: a good PUBLISH, one whose sealed message is a header less its last
+    # byte (the hot path reads a header at once, and here the rest of it would come
+    # from the next frame), then another good one. The relay refuses at the second
+    # (its ERROR ends the connection before any ACCEPTED); the first is stored and
+    # delivered, nothing from the second on is.
+    group = Group(2)
+    a = await joined(relay.relay_port, group, 0)
+    b = await joined(relay.relay_port, group, 1)
+    short = group.sealed(0, 2, bytes(300))[:41]
+    await a.send_raw(
+        b"".join(
+            struct.pack(">IB", len(s) + 1, FrameType.PUBLISH) + s
+            for s in (group.sealed(0, 1), short, group.sealed(0, 3))
+        )
+    )
+    await a.expect_error(ErrorCode.BAD_PUBLISH)
+    assert (await b.deliver())[0] == 1
+    await b.expect_nothing()
+
+
 async def test_an_unknown_frame_type_after_welcome_is_malformed(relay):
     a = await joined(relay.relay_port, Group(2), 0)
     await a.send(0x7F, b"")

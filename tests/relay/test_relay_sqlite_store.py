@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from ghostline.relay import Publish, Retention, RoomLimitReached, SqliteBackend
-from ghostline.relay.sqlite_store import LAYOUT
+from ghostline.relay.sqlite_schema import LAYOUT
 from ghostline.relay.storefile import StoreLayoutError, StoreLocked, lock_store, unlock_store
 
 ROOM = b"r" * 16

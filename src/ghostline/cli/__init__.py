@@ -18,8 +18,8 @@ from ..errors import GhostlineError
 _COMMANDS: dict[str, tuple[str, str]] = {
     "pad": ("ghostline.cli.pad", "pad"),
     "relay": ("ghostline.cli.relay", "relay"),
-    "send": ("ghostline.cli.chatops", "send"),
-    "listen": ("ghostline.cli.chatops", "listen"),
+    "send": ("ghostline.cli.chatsend", "send"),
+    "listen": ("ghostline.cli.chatlisten", "listen"),
     "history": ("ghostline.cli.history", "history"),
     "chat": ("ghostline.cli.chat", "chat"),
     "web": ("ghostline.cli.web", "web"),

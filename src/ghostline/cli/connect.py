@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..errors import UsageError
+from .params import Number
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -82,6 +83,18 @@ def auto_give_option(fn: F) -> F:
         "(by default, when you hold more than you are likely to need, part of your unused "
         "pad goes to the member shortest of it; see `ghostline pad give`).",
     )(fn)
+
+
+def accept_timeout_option(what: str) -> Callable[[F], F]:
+    """--timeout: how long a command that sends (`send`, `pad give`) waits for the relay
+    to accept `what` (what it sealed stays in the outbox when it gives up)."""
+    return click.option(
+        "--timeout",
+        type=Number(min=0.1),
+        default=30.0,
+        show_default=True,
+        help=f"Seconds to wait for the relay to accept {what}.",
+    )
 
 
 @dataclass(frozen=True)

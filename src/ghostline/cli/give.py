@@ -20,11 +20,10 @@ from ..display import quote
 from ..errors import GiftTooLarge, UsageError
 from ..protocol.kitformat import FORMAT_1
 from ..units import format_size, parse_size
-from .chatops import send_pending
-from .connect import connection_options, connection_settings
+from .chatsend import send_pending
+from .connect import accept_timeout_option, connection_options, connection_settings
 from .kits import KIT_ARGUMENT, open_member
 from .padtalk import gift_sentence
-from .params import Number
 from .terminal import status
 
 
@@ -33,13 +32,7 @@ from .terminal import status
 @click.argument("member_name", metavar="MEMBER")
 @click.argument("size_text", metavar="SIZE")
 @connection_options
-@click.option(
-    "--timeout",
-    type=Number(min=0.1),
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for the relay to accept the grant.",
-)
+@accept_timeout_option("the grant")
 @click.option("--yes", is_flag=True, help="Do not ask before giving.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing when all goes well.")
 def give(

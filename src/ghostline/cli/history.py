@@ -17,7 +17,7 @@ import click
 
 from ..display import message_lines
 from ..errors import UsageError
-from .chatops import describe_payload, message_head
+from .chatlines import describe_payload, message_head
 from .kits import KIT_ARGUMENT, open_member
 from .terminal import echo_lines, status
 

@@ -19,9 +19,11 @@ import resource
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -57,6 +59,16 @@ class _Formatter(logging.Formatter):
 _PORT = click.IntRange(0, 65535)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _limit(
+    name: str, kind: click.ParamType, default: float, help: str | None = None
+) -> Callable[[F], F]:
+    """An option for one of the relay's limits, its default shown."""
+    return click.option(name, type=kind, default=default, show_default=True, help=help)
+
+
 @click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -73,65 +85,25 @@ _PORT = click.IntRange(0, 65535)
 )
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option(
-    "--max-frame", type=whole(MAX_HELLO_FRAME), default=_D.max_frame, show_default=True,
-    help="Bytes per frame.",
-)  # fmt: skip
-@click.option("--max-connections", type=whole(), default=_D.max_connections, show_default=True)
-@click.option(
-    "--max-connections-per-address", type=whole(), default=_D.max_connections_per_address,
-    show_default=True,
-)  # fmt: skip
-@click.option("--max-rooms", type=whole(), default=_D.max_rooms, show_default=True)
-@click.option(
-    "--new-room-burst",
-    type=whole(),
-    default=_D.new_room_burst,
-    show_default=True,
-    help="New rooms one address may register at once.",
+@_limit("--max-frame", whole(MAX_HELLO_FRAME), _D.max_frame, "Bytes per frame.")
+@_limit("--max-connections", whole(), _D.max_connections)
+@_limit("--max-connections-per-address", whole(), _D.max_connections_per_address)
+@_limit("--max-rooms", whole(), _D.max_rooms)
+@_limit(
+    "--new-room-burst", whole(), _D.new_room_burst, "New rooms one address may register at once."
 )
-@click.option(
-    "--new-rooms-per-hour", type=seconds(open_min=False), default=_D.new_room_rate * 3600,
-    show_default=True,
-    help="New rooms one address may register per hour, after the burst.",
+@_limit(
+    "--new-rooms-per-hour", seconds(open_min=False), _D.new_room_rate * 3600,
+    "New rooms one address may register per hour, after the burst.",
 )  # fmt: skip
-@click.option(
-    "--publish-rate",
-    type=seconds(),
-    default=_D.publish_rate,
-    show_default=True,
-    help="Per connection, /s.",
-)
-@click.option("--publish-burst", type=whole(), default=_D.publish_burst, show_default=True)
-@click.option(
-    "--send-buffer",
-    type=whole(MAX_HELLO_FRAME),
-    default=_D.send_buffer,
-    show_default=True,
-    help="Bytes per connection.",
-)
-@click.option(
-    "--idle-timeout", type=seconds(), default=_D.idle_timeout, show_default=True,
-    help="Seconds.",
-)  # fmt: skip
-@click.option(
-    "--handshake-timeout",
-    type=seconds(),
-    default=_D.handshake_timeout,
-    show_default=True,
-    help="Seconds.",
-)
-@click.option(
-    "--retain-messages", type=whole(), default=_R.max_messages, show_default=True,
-    help="Per room.",
-)  # fmt: skip
-@click.option(
-    "--retain-bytes", type=whole(), default=_R.max_bytes, show_default=True, help="Per room."
-)
-@click.option(
-    "--retain-days", type=seconds(), default=_R.max_age / DAY, show_default=True,
-    help="Per room.",
-)  # fmt: skip
+@_limit("--publish-rate", seconds(), _D.publish_rate, "Per connection, /s.")
+@_limit("--publish-burst", whole(), _D.publish_burst)
+@_limit("--send-buffer", whole(MAX_HELLO_FRAME), _D.send_buffer, "Bytes per connection.")
+@_limit("--idle-timeout", seconds(), _D.idle_timeout, "Seconds.")
+@_limit("--handshake-timeout", seconds(), _D.handshake_timeout, "Seconds.")
+@_limit("--retain-messages", whole(), _R.max_messages, "Per room.")
+@_limit("--retain-bytes", whole(), _R.max_bytes, "Per room.")
+@_limit("--retain-days", seconds(), _R.max_age / DAY, "Per room.")
 @click.option(
     "--cluster",
     default=None,

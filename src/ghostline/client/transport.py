@@ -9,6 +9,9 @@ streams; everything above it speaks frames and never knows which way the bytes w
 - `proxy="socks5://host:port"` (or `socks5h://`, optionally `user:pass@`) tunnels the
   connection through a SOCKS5 proxy such as Tor; the relay's host name is sent to the
   proxy unresolved, so `.onion` addresses work.
+
+It stays one file, a little over 400 lines: it is the one place that opens sockets for
+the client, and each way of failing to (TLS, proxy) is a typed error the apps word.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Sealing and opening suite-1 messages (docs/PROTOCOL.md sections 4-6), for format-1
 kits. Pure: no clock, no disk. Suite 2 (format-2 kits) is seal2.py, which shares
-`xor_bytes` and `Opened` defined here; both name the rules they check after
+what is defined here for both: `Opened`, `check_addressing`, `tag_index` and the
+rejections both suites word alike; both name the rules they check after
 `protocol.rules.Rule`.
 
 `seal` turns a plaintext into sealed bytes given the key stream and MAC keys;
@@ -35,8 +36,9 @@ from ..protocol.kitformat import FORMAT_1, KitHeader
 from ..protocol.rules import Rule
 from .kit import Kit
 
-# Below this size Python's big integers XOR faster than a round trip through numpy.
-_NUMPY_XOR_FROM = 2048
+# Below this size Python's big integers XOR faster than a round trip through numpy
+# (both suites).
+NUMPY_XOR_FROM = 2048
 
 
 def format_mismatch(kit_format: int) -> RejectedMessage:
@@ -55,12 +57,41 @@ _generate_tag = Poly1305.generate_tag
 _verify_tag = Poly1305.verify_tag
 
 
+# What both suites raise alike: one sentence each, so the two cannot drift apart.
+
+
+def keys_used_up(header: KitHeader) -> PadExhaustedError:
+    """Sealing: the kit's one-time keys (format 2: masks) are all used."""
+    return PadExhaustedError(
+        f"no one-time keys left: all {header.auth_keys} messages of this kit are used"
+    )
+
+
+def too_short(size: int) -> RejectedMessage:
+    return RejectedMessage(
+        Rule.TOO_SHORT, f"message is {size} bytes, shorter than the {HEADER_LEN}-byte header"
+    )
+
+
+def replayed(sender: int, counter: int) -> RejectedMessage:
+    return RejectedMessage(
+        Rule.REPLAYED_COUNTER,
+        f"message {counter} from member {sender} was already accepted (replay)",
+    )
+
+
+def overlapping() -> RejectedMessage:
+    return RejectedMessage(
+        Rule.OVERLAPPING_RANGE, "message reuses pad bytes of an accepted message"
+    )
+
+
 def xor_bytes(a: bytes | memoryview, b: bytes | memoryview) -> bytes:
     """a XOR b, for equal lengths."""
     size = len(a)
     if size != len(b):
         raise ValueError("xor_bytes needs equal lengths")
-    if size < _NUMPY_XOR_FROM:
+    if size < NUMPY_XOR_FROM:
         return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(size, "little")
     return np.bitwise_xor(np.frombuffer(a, dtype=_U8), np.frombuffer(b, dtype=_U8)).tobytes()
 
@@ -100,7 +131,7 @@ def _seal(
 ) -> bytes:
     size = len(plaintext)
     header = pack_header(pad_id, sender, n, counter, offset, size)
-    if size < _NUMPY_XOR_FROM:
+    if size < NUMPY_XOR_FROM:
         # The common case (a chat line): every call here costs a visible share of the
         # few microseconds outside Poly1305, so the XOR is inlined and tags appended.
         ciphertext = int.from_bytes(plaintext, "little") ^ int.from_bytes(key_stream, "little")
@@ -138,9 +169,7 @@ def seal_with_kit(kit: Kit, counter: int, offset: int, plaintext: bytes) -> byte
     if header.format != FORMAT_1:
         raise ValueError("suite 1 seals with format-1 kits only (seal2 is for format 2)")
     if counter >= header.auth_keys:
-        raise PadExhaustedError(
-            f"no one-time keys left: all {header.auth_keys} messages of this kit are used"
-        )
+        raise keys_used_up(header)
     if offset + size > header.slice_len:
         left = header.slice_len - offset
         raise PadExhaustedError(
@@ -228,9 +257,7 @@ def open_sealed(
     if header.format != FORMAT_1:
         raise ValueError("suite 1 opens with format-1 kits only (seal2 is for format 2)")
     if len(data) < HEADER_LEN:
-        raise RejectedMessage(
-            Rule.TOO_SHORT, f"message is {len(data)} bytes, shorter than the 42-byte header"
-        )
+        raise too_short(len(data))
     fields = unpack_header(data) if envelope is None else envelope
     version, suite, pad_id, sender, n, counter, offset, length = fields
     if version == VERSION_2 and suite == SUITE_2:
@@ -247,21 +274,16 @@ def open_sealed(
             Rule.OFFSET_OUT_OF_RANGE, "message's pad range runs past the sender's slice"
         )
     if accepted.has_counter(sender, counter):
-        raise RejectedMessage(
-            Rule.REPLAYED_COUNTER,
-            f"message {counter} from member {sender} was already accepted (replay)",
-        )
+        raise replayed(sender, counter)
     if accepted.overlaps(sender, offset, offset + length):
-        raise RejectedMessage(
-            Rule.OVERLAPPING_RANGE, "message reuses pad bytes of an accepted message"
-        )
+        raise overlapping()
     try:
         key = kit.inbound_key(sender, counter)
     except ErasedKeyError:
         raise RejectedMessage(Rule.ERASED_KEY, "the key for this message is erased") from None
-    tag_at = end + TAG_LEN * (me if me < sender else me - 1)
+    tag_at = end + TAG_LEN * tag_index(sender, me)
     # Small messages: slicing bytes is cheaper than a memoryview; large: avoid copies.
-    view = data if end < _NUMPY_XOR_FROM else memoryview(data)
+    view = data if end < NUMPY_XOR_FROM else memoryview(data)
     try:
         _verify_tag(key, view[:end], bytes(view[tag_at : tag_at + TAG_LEN]))
     except InvalidSignature:

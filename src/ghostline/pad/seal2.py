@@ -38,10 +38,18 @@ from ..protocol.grants import GrantView
 from ..protocol.kitformat import FORMAT_2
 from ..protocol.rules import Rule
 from .kit import Kit
-from .seal import Opened, check_addressing, format_mismatch
+from .seal import (
+    NUMPY_XOR_FROM,
+    Opened,
+    check_addressing,
+    format_mismatch,
+    keys_used_up,
+    overlapping,
+    replayed,
+    tag_index,
+    too_short,
+)
 
-# Below this size Python's big integers XOR faster than a round trip through numpy.
-_NUMPY_FROM = 2048
 _U8 = np.uint8
 _generate_tag = Poly1305.generate_tag
 _verify_tag = Poly1305.verify_tag
@@ -128,7 +136,7 @@ def _seal2(
 ) -> bytes:
     header = pack_header(pad_id, sender, n, counter, offset, size, VERSION_2, SUITE_2)
     used = len(payload)
-    if size < _NUMPY_FROM:
+    if size < NUMPY_XOR_FROM:
         # The common case (a chat line): plain bytes and big-integer XOR.
         covered = header + payload + _PAD_MARK + bytes(size - used - 1)
         ciphertext = int.from_bytes(covered[HEADER_LEN:], "little") ^ int.from_bytes(pad, "little")
@@ -176,9 +184,7 @@ def seal_with_kit2(kit: Kit, counter: int, offset: int, payload: bytes, *, free:
     if not free.contains(offset, offset + size):
         raise ValueError(f"[{offset}, {offset + size}) is not free in the sender's extents")
     if counter >= header.auth_keys:
-        raise PadExhaustedError(
-            f"no one-time keys left: all {header.auth_keys} messages of this kit are used"
-        )
+        raise keys_used_up(header)
     return _seal2(
         header.pad_id,
         header.self_index,
@@ -212,9 +218,7 @@ def open_sealed2(kit: Kit, data: bytes, state: ReceiverView) -> Opened:
     if header.format != FORMAT_2 or step is None:
         raise ValueError("suite 2 opens with format-2 kits only (seal is for format 1)")
     if len(data) < HEADER_LEN:
-        raise RejectedMessage(
-            Rule.TOO_SHORT, f"message is {len(data)} bytes, shorter than the 42-byte header"
-        )
+        raise too_short(len(data))
     version, suite, pad_id, sender, n, counter, offset, length = unpack_header(data)
     if version != VERSION_2:
         if version == VERSION and suite == SUITE:
@@ -232,22 +236,17 @@ def open_sealed2(kit: Kit, data: bytes, state: ReceiverView) -> Opened:
             f"message's pad range [{offset}, {stop}) is not member {sender}'s to use",
         )
     if state.has_counter(sender, counter):
-        raise RejectedMessage(
-            Rule.REPLAYED_COUNTER,
-            f"message {counter} from member {sender} was already accepted (replay)",
-        )
+        raise replayed(sender, counter)
     if state.overlaps_accepted(offset, stop):
-        raise RejectedMessage(
-            Rule.OVERLAPPING_RANGE, "message reuses pad bytes of an accepted message"
-        )
+        raise overlapping()
     try:
         key = kit.inbound_tag_key(sender, counter)
     except ErasedKeyError:
         raise RejectedMessage(Rule.ERASED_KEY, "the mask for this message is erased") from None
-    tag_at = end + TAG_LEN * (me if me < sender else me - 1)
+    tag_at = end + TAG_LEN * tag_index(sender, me)
     tag = data[tag_at : tag_at + TAG_LEN]
     pad = kit.pad_bytes(offset, length)
-    if length < _NUMPY_FROM:
+    if length < NUMPY_XOR_FROM:
         padded = (
             int.from_bytes(data[HEADER_LEN:end], "little") ^ int.from_bytes(pad, "little")
         ).to_bytes(length, "little")

@@ -97,9 +97,14 @@ def pack_identity(
     return _IDENTITY_STRUCT.pack(version, suite, pad_id, sender, n)
 
 
-# (counter, offset, length) of the header whose identity ends at the given position: for
-# a caller that has already compared the identity (the relay's hot path).
-unpack_position = _POSITION_STRUCT.unpack_from
+def header_after(head: struct.Struct) -> struct.Struct:
+    """A struct of `head`'s fields followed by a header read as (identity, counter,
+    offset, length), the identity being its first `IDENTITY_LEN` bytes: one unpack for
+    what precedes a header on the wire and the header itself (the relay reads a PUBLISH
+    frame's length, type and header at once). `head` is big-endian ('>')."""
+    if not head.format.startswith(">"):
+        raise ValueError("the header is big-endian: so must be what precedes it")
+    return struct.Struct(f"{head.format}{IDENTITY_LEN}s{_POSITION}")
 
 
 def sealed_length(ciphertext_len: int, n: int) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from ..errors import ProtocolError
-from .envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
+from .envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN, header_after
 
 DEFAULT_MAX_FRAME = (1 << 20) + 256
 JOIN_CONTEXT = b"ghostline-join-v1"
@@ -28,9 +28,14 @@ STORE_ID_LEN = 16
 # SQLite's signed 64-bit integers. A relay claiming more is lying.
 SEQ_LIMIT = 1 << 63
 
-# N, the length prefix of every frame (what follows: type and body). Public for the
-# relay's hot path, which walks the frames a FrameSplitter checked without copying them.
+# N, the length prefix of every frame (what follows: type and body).
 FRAME_LENGTH = _LEN = struct.Struct(">I")
+# N and the type: what every frame starts with. Public for the relay's hot path, which
+# walks the frames a FrameSplitter checked without copying them.
+FRAME_HEAD = struct.Struct(">IB")
+# A PUBLISH frame's N, type and its sealed message's header: (N, type, identity, counter,
+# offset, length), for the relay's hot path, which checks a PUBLISH in one unpack.
+PUBLISH_HEAD = header_after(FRAME_HEAD)
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 _SEQ_COUNTER = struct.Struct(">QQ")

@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fsutil import fsync_path
 from ..protocol.frames import STORE_ID_LEN
-from .sqlite_store import LAYOUT
+from .sqlite_schema import LAYOUT
 from .storefile import (
     StoreDamaged,
     StoreLayoutError,
@@ -86,7 +87,7 @@ def restore_store(backup: Path, store: Path) -> Renewed:
                 copy.close()
         finally:
             source.close()
-        _fsync(staged)
+        fsync_path(staged)
         aside = None
         if replaced:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -100,7 +101,7 @@ def restore_store(backup: Path, store: Path) -> Renewed:
             for suffix in _SIDE_FILES:
                 _remove(store.with_name(store.name + suffix))
         os.replace(staged, store)
-        _fsync(store.parent)
+        fsync_path(store.parent)
     finally:
         unlock_store(lock)
     return Renewed(store, old, new, aside)
@@ -141,11 +142,3 @@ def _remove(path: Path) -> None:
     for name in (path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
         with contextlib.suppress(FileNotFoundError):
             name.unlink()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

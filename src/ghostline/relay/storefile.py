@@ -29,9 +29,9 @@ import sqlite3
 from pathlib import Path
 
 from ..errors import LocalError
+from ..fsutil import make_private_dirs
 
 PRIVATE_FILE = 0o600
-PRIVATE_DIR = 0o700
 _SIDE_FILES = ("-wal", "-shm")
 
 
@@ -74,21 +74,6 @@ class StoreLayoutError(LocalError):
 
 def lock_path(store: Path) -> Path:
     return store.with_name(store.name + ".lock")
-
-
-def make_private_dirs(directory: Path) -> None:
-    """Create `directory` and any missing parent, each 0700 (existing ones are left alone)."""
-    missing: list[Path] = []
-    at = directory
-    while not at.exists():
-        missing.append(at)
-        if at.parent == at:
-            break
-        at = at.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, PRIVATE_DIR)
-        os.chmod(path, PRIVATE_DIR)  # the umask may have taken bits off
 
 
 StoreLock = tuple[int, int]  # descriptors of the lock file and of the database file

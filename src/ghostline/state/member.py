@@ -3,127 +3,64 @@
 `Member` joins a kit (`pad/kit.py`, either format), the pure sealing code (`pad/seal.py`
 for format 1, `pad/seal2.py` for format 2) and the state database (`store.py`: safety
 tables, `history.py`: what is shown), in the order that keeps pad bytes from ever
-being used twice:
+being used twice. Its methods live in files by job, one class:
 
-- sealing: seal in memory, then ONE transaction commits the next counter, the next
-  offset (format 2: the owner's unsealed bytes, where first-fit placed each message)
-  and the outbox row, then the used pad and keys (masks) are zeroed in the kit and
-  flushed, and only then does `seal` return the sealed bytes (docs/PROTOCOL.md
-  sections 5 and 14). A commit holds at most what `limits.py` allows, so `pad recover`
-  (`recovery.py`) can skip one commit's worth past the kit's erasures;
-- opening: the header is read once; every reject rule is checked against the accepted
-  log (format 2: and the sender's extents), then one transaction commits the accepted
-  (sender, counter, range, digest), the history row, the relay cursor and, for a grant,
-  the range it moves (`granting.py`), then the inbound key (mask) and the pad bytes are
-  zeroed and flushed, an accepted grant goes into the kit's journal, and only then is
-  the message returned (section 6). A rejected message changes nothing, durable or
-  not, and settles no relay seq; the one thing it changes is in memory: a failed tag
-  adds one to its sender's failed-verification count, written with the next commit (a
-  forged frame must never cause a write of its own). A byte-for-byte copy of a message
-  this member already has settles its seq as `cursor.py` says;
-- giving (format 2): `give` and `auto_give` (policy: `giving.py`): see `granting.py`;
-- start-up: the database is checked against the kit's erasures (a missing, older or
-  old-layout database is refused: guessing the next offset could reuse pad), and a
-  sweep zeroes whatever was committed but not yet erased (`erasure.py`).
+- sealing (`memberseal.py`): ONE transaction commits the next position and the outbox
+  row, then the pad and keys used are zeroed and flushed, and only then are the sealed
+  bytes returned (docs/PROTOCOL.md sections 5 and 14);
+- opening (`memberreceive.py`): every reject rule is checked, then one transaction
+  commits what was accepted, then the key and pad are zeroed and flushed, and only
+  then is the message returned (section 6); a rejected message changes nothing;
+- giving (format 2, `membergrants.py`): `give` and `auto_give` (policy: `giving.py`):
+  see `granting.py`; the history (`memberhistory.py`);
+- here: start-up, where the database is checked against the kit's erasures (a missing,
+  older or old-layout database is refused: guessing the next offset could reuse pad),
+  and a sweep zeroes whatever was committed but not yet erased (`erasure.py`); the
+  relay cursor (`cursor.py`); and the one place that writes what waits for a commit.
 
 Figures of what is left are `usage.py`'s; `Member.usage` and `own_pad` read them.
-The module is longer than the 400 lines we aim for because it is the one entry point
-of the state layer: each public method is a few lines over the modules it joins, where
-the jobs themselves live.
-
-Test hook (the only one): with GHOSTLINE_TEST_CRASH_AFTER_COMMIT in the environment,
-`seal`/`seal_many` stop right after the commit: `1` calls `os._exit(86)` before
-erasing (tests check that the start-up sweep erases what a crash left behind);
-`stop-mid-erase` erases the first half of the group, flushes, and stops the process
-with SIGSTOP, so a test can SIGKILL it in the middle of a group.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import (
-    ErasedKeyError,
-    MessageTooLarge,
-    OldStateLayout,
-    PadExhaustedError,
-    RejectedMessage,
-    StateBehindKit,
-    StateError,
-    StateMissing,
-)
+from ..errors import OldStateLayout, StateError, StateMissing
 from ..pad.kit import Kit
-from ..pad.seal import open_sealed, seal_with_kit
-from ..pad.seal2 import next_range, open_sealed2, seal_with_kit2
-from ..protocol.envelope import HEADER_LEN, Envelope, read_envelope
-from ..protocol.extents import Extents
 from ..protocol.grants import initial_extents
 from ..protocol.kitformat import FORMAT_1
-from ..protocol.payload import Kind
-from ..protocol.relaycursor import SEQ_LIMIT, Anchor, RelayCursor, frame_digest
-from ..protocol.rules import Rule
+from ..protocol.relaycursor import Anchor, RelayCursor
 from . import granting
 from .cursor import RelayCursorKeeper
 from .database import Database, binding_of, default_state_path
 from .entries import OutboxEntry as OutboxEntry  # re-exported: the apps import it from here
-from .erasure import (
-    erase_own,
-    erase_received,
-    first_erasure,
-    group_pad_erased,
-    own_pad_erased,
-    sweep,
-)
+from .entries import PendingErasure
+from .erasure import first_erasure, sweep
 from .history import History
 from .kitrecord import check_kit, remember_kit
-from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, pad_cost
 from .membergrants import Gift as Gift  # re-exported: the apps import it from here
 from .membergrants import MemberGrants
 from .memberhistory import MemberHistory
+from .memberreceive import MemberReceive
+from .memberreceive import Received as Received  # re-exported: the apps import it from here
+from .memberseal import CRASH_HOOK_ENV as CRASH_HOOK_ENV  # re-exported for the crash tests
+from .memberseal import CRASH_HOOK_EXIT as CRASH_HOOK_EXIT  # re-exported for the crash tests
+from .memberseal import CRASH_HOOK_STOP as CRASH_HOOK_STOP  # re-exported for the crash tests
+from .memberseal import MemberSeal
 from .store import Store
 from .usage import KitUsage, PadLeft, compute_usage, own_pad_left
 
-_GRANT = bytes([Kind.GRANT])
-CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
-CRASH_HOOK_EXIT = 86
-CRASH_HOOK_STOP = "stop-mid-erase"
 
-
-@dataclass(frozen=True)
-class Received:
-    seq: int
-    sender: int
-    sender_name: str
-    counter: int
-    offset: int
-    payload: bytes
-    length: int = -1  # pad bytes the message used (format 2: padded); -1: len(payload)
-    grant_refused: str | None = None  # a grant that moved nothing: the rule it broke
-
-    @property
-    def pad_used(self) -> int:
-        return len(self.payload) if self.length < 0 else self.length
-
-
-@dataclass
-class _Erased:
-    """Erased in the kit, not yet recorded: written with the next commit."""
-
-    own: list[int] = field(default_factory=list)  # own counters
-    received: list[tuple[int, int]] = field(default_factory=list)  # (sender, counter)
-
-
-class Member(MemberGrants, MemberHistory):
-    """The kit owner's durable view of a group. See docs/CONTRACTS.md. The calls on
-    grants (`give`, `auto_give`, ...) are `membergrants.py`'s, those on the history
-    `memberhistory.py`'s: one class, its methods in three files by job."""
+class Member(MemberSeal, MemberReceive, MemberGrants, MemberHistory):
+    """The kit owner's durable view of a group. See docs/CONTRACTS.md. Sealing is
+    `memberseal.py`'s, opening `memberreceive.py`'s, the calls on grants (`give`,
+    `auto_give`, ...) `membergrants.py`'s, those on the history `memberhistory.py`'s:
+    one class, its methods in five files by job."""
 
     def __init__(self, kit: Kit, db: Database) -> None:
         self.kit = kit
@@ -135,7 +72,7 @@ class Member(MemberGrants, MemberHistory):
         self.state_path = db.path
         self._cursor = RelayCursorKeeper(self.store, self._history, self._commit)
         self._lock = threading.RLock()
-        self._erased = _Erased()
+        self._erased = PendingErasure()
         self._failed: dict[int, int] = {}  # failed tag verifications not yet written
         self._crash_hook = os.environ.get(CRASH_HOOK_ENV)
 
@@ -185,241 +122,6 @@ class Member(MemberGrants, MemberHistory):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- sending ------------------------------------------------------------------
-
-    @property
-    def format(self) -> int:
-        return self.header.format
-
-    @property
-    def max_payload(self) -> int:
-        """The largest payload this member can seal (see `limits.max_payload`)."""
-        return max_payload(self.header.n, self.header.length_step)
-
-    def pad_cost(self, payload_len: int) -> int:
-        """Pad bytes a payload of this length uses (format 2 pads it)."""
-        return pad_cost(payload_len, self.header.length_step)
-
-    def seal(self, payload: bytes) -> OutboxEntry:
-        return self.seal_many([payload])[0]
-
-    def seal_many(self, payloads: list[bytes]) -> list[OutboxEntry]:
-        """Seal every payload, committing them all in one transaction, in order.
-
-        If any of them does not fit (PadExhaustedError), none is sealed."""
-        if any(not p for p in payloads):
-            raise ValueError("a sealed message carries at least one byte")
-        if len(payloads) > MAX_SEAL_GROUP:
-            raise ValueError(f"one commit seals at most {MAX_SEAL_GROUP} messages")
-        if not payloads:
-            return []
-        largest = max(len(p) for p in payloads)
-        if largest > self.max_payload:
-            # Sealed, it would burn its pad and then block the outbox for good: the relay
-            # refuses the frame on every reconnect, and later messages wait behind it.
-            raise MessageTooLarge(largest, self.max_payload, self.header.n)
-        if sum(self.pad_cost(len(p)) for p in payloads) > MAX_SEAL_BYTES:
-            raise ValueError(f"one commit seals at most {MAX_SEAL_BYTES} bytes of pad")
-        # The seal lock is held from before the commit until the erasure is flushed, so
-        # no other process commits while this one's commit is not yet erased.
-        with self._lock, self.kit.seal_lock():
-            return self._seal_locked(payloads)
-
-    def _seal_locked(
-        self, payloads: list[bytes], *, grant_id: int | None = None
-    ) -> list[OutboxEntry]:
-        """`seal_many` with the member's lock and the kit's seal lock held. `grant_id`:
-        the payload is that own grant's message (its row learns the counter)."""
-        me = self.index
-        kit_path = os.fspath(self.kit.path)
-        entries: list[OutboxEntry] = []
-        now = time.time()
-        with self.store.transaction():
-            counter, offset = self.store.next_position()
-            free = None if self.format == FORMAT_1 else self.store.unsealed()
-            for payload in payloads:
-                try:
-                    if free is None:
-                        length = len(payload)
-                        if own_pad_erased(self.kit, offset, length):
-                            raise StateBehindKit(kit_path=kit_path, next_offset=offset)
-                        sealed = seal_with_kit(self.kit, counter, offset, payload)
-                    else:
-                        offset, length = self._place2(counter, payload, free)
-                        sealed = seal_with_kit2(self.kit, counter, offset, payload, free=free)
-                except ErasedKeyError:
-                    raise StateBehindKit(
-                        kit_path=kit_path, next_counter=counter, erased_counter=counter
-                    ) from None
-                self.store.add_outbox(counter, offset, length, sealed, now)
-                self._history.record(me, counter, None, payload, now, "sealed")
-                entries.append(OutboxEntry(counter, offset, length, sealed, None))
-                if free is not None:
-                    free = free.remove(offset, offset + length)
-                counter += 1
-                offset += length
-            if free is None:
-                self.store.set_next_position(counter, offset)
-            else:
-                self.store.set_next_position(counter, 0)  # format 2 places by `unsealed`
-                self.store.set_unsealed(free)
-            if grant_id is not None:
-                self.store.set_grant_counter(grant_id, entries[0].counter)
-            self._record_pending()
-            expired = self._history.expire(now, saved=False)
-        if self._crash_hook == "1":
-            os._exit(CRASH_HOOK_EXIT)
-        for i, e in enumerate(entries):
-            if self._crash_hook == CRASH_HOOK_STOP and i == len(entries) // 2:
-                self.kit.flush()
-                os.kill(os.getpid(), signal.SIGSTOP)
-            erase_own(self.kit, e.counter, e.offset, e.length)
-        self.kit.flush()
-        self._erased.own.extend(e.counter for e in entries)
-        if expired:
-            self.store.db.checkpoint()  # after the erasure: it must not wait on this
-        return entries
-
-    def _place2(self, counter: int, payload: bytes, free: Extents) -> tuple[int, int]:
-        """Format 2: (offset, padded length) of the next message: the lowest
-        free run of the owner's unsealed bytes that holds it. PadExhaustedError when
-        the masks or the pad run out (nothing is consumed)."""
-        h = self.header
-        assert h.length_step is not None
-        if counter >= h.auth_keys:
-            raise PadExhaustedError(
-                f"no one-time keys left: all {h.auth_keys} messages of this kit are used"
-            )
-        start, end = next_range(free, len(payload), h.length_step)
-        if group_pad_erased(self.kit, start, end - start):
-            raise StateBehindKit(kit_path=os.fspath(self.kit.path), next_offset=start)
-        return start, end - start
-
-    def pending(self) -> list[OutboxEntry]:
-        return [
-            OutboxEntry(r.counter, r.offset, r.length, r.sealed or b"", r.seq)
-            for r in self.store.pending()
-        ]
-
-    def mark_accepted(
-        self, counter: int, seq: int, *, store_id: bytes | None = None, settle: bool = True
-    ) -> None:
-        """The relay stored own message `counter` as `seq`. Unknown or already
-        accepted counters are ignored (ACCEPTED may repeat after a reconnect).
-
-        With `settle`, `seq` counts as seen in the relay cursor of `store_id` (None:
-        the store the cursor belongs to) when it names a message of ours: a pending
-        one, or one already accepted at that very seq."""
-        if not (0 <= counter < self.header.auth_keys and 0 < seq < SEQ_LIMIT):
-            return  # no message of ours (and out of SQLite's range)
-        with self._lock, self._commit():
-            epoch = self._cursor.epoch_of(store_id)
-            ours = self.store.mark_accepted(counter, seq, epoch)
-            if ours:
-                self._history.mark_stored(counter, seq)
-            else:
-                row = self.store.outbox_row(counter)
-                ours = row is not None and (row.seq, row.epoch) == (seq, epoch)
-            if ours and settle and epoch is not None:
-                self._cursor.settle(store_id, [seq])
-
-    def accepted_seq(self, counter: int) -> int | None:
-        """The seq the relay gave own message `counter`, once it was accepted."""
-        row = self.store.outbox_row(counter)
-        return None if row is None else row.seq
-
-    # -- receiving ----------------------------------------------------------------
-
-    def receive(self, seq: int, sealed: bytes, *, store_id: bytes | None = None) -> Received | None:
-        """Open a message the relay delivered as `seq` (of relay store `store_id`; None:
-        the store the relay cursor belongs to).
-
-        Returns None for a byte-for-byte copy of a message this member already has (its
-        own message echoed back, or one it accepted before), whose seq is then settled
-        as cursor.py says. Raises RejectedMessage, writing nothing and settling no seq,
-        for anything section 6 refuses, and for a frame that names a message this
-        member has but is not that message, or not where the relay holds it.
-        """
-        if not 0 < seq < SEQ_LIMIT:
-            raise ValueError(f"seq {seq} is out of range")
-        env = read_envelope(sealed) if len(sealed) >= HEADER_LEN else None
-        digest = frame_digest(sealed)
-        with self._lock:
-            if env is not None and self._is_own_echo(env):
-                self._cursor.own_copy(env, seq, digest, store_id)
-                return None
-            refused: str | None = None
-            moved = False
-            try:
-                # Checked under the write lock, so that another process of this member
-                # cannot accept the same counter between the check and the commit.
-                with self.store.transaction():
-                    if self.format == FORMAT_1:
-                        opened = open_sealed(self.kit, sealed, self.store, envelope=env)
-                    else:
-                        opened = open_sealed2(self.kit, sealed, self.store)
-                    env = opened.envelope
-                    now = time.time()
-                    if self.format != FORMAT_1 and opened.plaintext[:1] == _GRANT:
-                        verdict = granting.accept_grant(
-                            self.store, self.header, env, opened.plaintext, now
-                        )
-                        if verdict is not None:
-                            refused = verdict[1]
-                            moved = refused is None
-                    epoch = self._cursor.epoch_of(store_id)
-                    self.store.add_accepted(
-                        env.sender, env.counter, env.offset, env.length,
-                        seq if epoch is not None else None, digest=digest, epoch=epoch,
-                    )  # fmt: skip
-                    self._history.record(
-                        env.sender, env.counter, seq, opened.plaintext, now, "received"
-                    )
-                    self._cursor.settle(store_id, [seq])
-                    self._record_pending()
-                    expired = self._history.expire(now, saved=False)
-            except RejectedMessage as err:
-                if err.rule == Rule.BAD_TAG and env is not None:
-                    # The one thing a rejection may change, written with the next commit.
-                    self._failed[env.sender] = self._failed.get(env.sender, 0) + 1
-                if err.rule != Rule.REPLAYED_COUNTER or env is None:
-                    raise
-                self._cursor.accepted_copy(env, seq, digest, store_id)
-                return None
-            if expired:
-                self.store.db.checkpoint()
-            erase_received(
-                self.kit, env.sender, env.counter, env.offset, env.length,
-                self.store.accepted_all,
-            )  # fmt: skip
-            self.kit.flush()
-            self._erased.received.append((env.sender, env.counter))
-            if moved:
-                with self.kit.seal_lock():
-                    granting.write_journal(self.kit, self.store)
-        return Received(
-            seq=seq,
-            sender=env.sender,
-            sender_name=self.header.members[env.sender].name,
-            counter=env.counter,
-            offset=env.offset,
-            payload=opened.plaintext,
-            length=env.length,
-            grant_refused=refused,
-        )
-
-    def _is_own_echo(self, env: Envelope) -> bool:
-        h = self.header
-        if env.pad_id != h.pad_id or env.n != h.n or env.sender != self.index:
-            return False
-        if env.counter >= h.auth_keys:
-            return False  # no counter of ours (and past what SQLite can compare)
-        # Ours if we sealed that counter: in the outbox, or below the next counter
-        # (counters a recovered database stepped over were ours too).
-        if self.store.outbox_row(env.counter) is not None:
-            return True
-        return env.counter < self.store.next_position()[0]
 
     # -- the relay cursor -----------------------------------------------------------
 
@@ -521,7 +223,7 @@ class Member(MemberGrants, MemberHistory):
             self.store.record_erased(erased.own, erased.received)
             # Cleared now: if this transaction rolls back, the sweep on the next start
             # erases the same bytes again, which is harmless.
-            self._erased = _Erased()
+            self._erased = PendingErasure()
 
 
 def _open_database(kit: Kit, path: Path) -> Database:

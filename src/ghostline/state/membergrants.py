@@ -5,21 +5,18 @@ work is `granting.py`'s and `giving.py`'s."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import GiftTooLarge, JournalFullError, PadExhaustedError
-from ..pad.kit import Kit
 from ..protocol.extents import Extents
 from ..protocol.grants import GrantRange, initial_extents
-from ..protocol.kitformat import FORMAT_1, KitHeader
+from ..protocol.kitformat import FORMAT_1
 from ..protocol.payload import GrantPayload
 from . import giving, granting
 from .entries import OutboxEntry
-from .history import History
-from .store import Store
+from .memberparts import MemberParts
 from .usage import compute_usage
 
 
@@ -31,17 +28,8 @@ class Gift:
     entry: OutboxEntry
 
 
-class MemberGrants:
-    kit: Kit
-    header: KitHeader
-    index: int
-    store: Store
-    _history: History
-    _lock: threading.RLock
-    _failed: dict[int, int]
-    # Member's (member.py):
-    _record_pending: Callable[[], None]
-    _seal_locked: Callable[..., list[OutboxEntry]]
+class MemberGrants(MemberParts):
+    _seal_locked: Callable[..., list[OutboxEntry]]  # memberseal.py's
 
     def give(self, to: int, size: int) -> Gift:
         """Give `size` bytes of this member's unsealed pad to member `to` (docs/PROTOCOL.md

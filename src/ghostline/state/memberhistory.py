@@ -9,19 +9,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 
-from ..protocol.kitformat import FORMAT_1, KitHeader
+from ..protocol.kitformat import FORMAT_1
 from ..protocol.payload import Kind
-from .history import History, HistoryDeleted, HistoryEntry, SavedFiles
-from .store import Store
+from .history import HistoryDeleted, HistoryEntry, SavedFiles
+from .memberparts import MemberParts
 
 _GRANT = bytes([Kind.GRANT])
 
 
-class MemberHistory:
-    header: KitHeader
-    store: Store
-    _history: History
-
+class MemberHistory(MemberParts):
     def history(
         self, limit: int | None = None, *, before: HistoryEntry | None = None
     ) -> list[HistoryEntry]:

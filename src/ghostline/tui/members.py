@@ -20,7 +20,7 @@ from textual.app import App
 
 from ..cli.relaystatus import presence_note_text
 from ..client import ConnectionChanged, PresenceChanged
-from ..presencenotes import PresenceNote, PresenceNotes
+from ..presencenotes import PresenceNote, PresenceWatch
 from ..state.usage import PadLeft, after_message
 from .messagelog import ChatLine
 from .view import pad_warning
@@ -49,10 +49,15 @@ class MemberPanel:
         self.pads: dict[int, PadLeft] = {}
         self.failed: dict[int, int] = {}
         self.moving = member.header.format != 1  # format 2: pad moves between members
-        self.online: frozenset[int] = frozenset()
-        self.presence_down = False
-        self._presence_resync = False
-        self._notes = PresenceNotes()
+        self.presence = PresenceWatch(me, len(names))
+
+    @property
+    def online(self) -> frozenset[int]:
+        return self.presence.online
+
+    @property
+    def presence_down(self) -> bool:
+        return self.presence.down
 
     # -- pads ------------------------------------------------------------------------
 
@@ -105,22 +110,13 @@ class MemberPanel:
     # -- presence ----------------------------------------------------------------------
 
     def presence_changed(self, event: PresenceChanged) -> None:
-        self.online = event.online
-        quiet = self.presence_down or self._presence_resync
-        self._presence_resync = False
-        if not quiet:
-            # Else presence dropped (nobody is known to be online) or has just come back
-            # (everyone it lists "joins"): neither is someone coming or going.
-            others = frozenset(i for i in range(len(self.names)) if i != self.me)
-            self._tell(
-                self._notes.changed(event.joined & others, event.left & others, self.clock())
-            )
+        self._tell(self.presence.changed(event.online, event.joined, event.left, self.clock()))
         self.show_members()
 
     def presence_due(self) -> None:
         """Tell the presence changes held back whose time came (called every second)."""
-        if self._notes.next_due() is not None:
-            self._tell(self._notes.due(self.clock()))
+        if self.presence.next_due() is not None:
+            self._tell(self.presence.due(self.clock()))
 
     def _tell(self, notes: list[PresenceNote]) -> None:
         if notes:
@@ -135,10 +131,7 @@ class MemberPanel:
     def presence_connection(self, event: ConnectionChanged) -> None:
         """The presence channel went down or came back."""
         down = event.retry_in is not None
-        # The first list after (re)connecting says who is online already; nobody in it
-        # has just arrived.
-        self._presence_resync = not down
-        self.presence_down = down
+        self.presence.channel(down)
         self.app.query_one(StatusBar).show_presence(None if not down else event.detail)
         self.show_members()
 

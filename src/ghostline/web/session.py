@@ -25,19 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..cli.relaystatus import Repeats, presence_note_text
-from ..client import (
-    ConnectionChanged,
-    MessageAccepted,
-    MessageReceived,
-    MessageRejected,
-    PadExhausted,
-    PadGiven,
-    PadLow,
-    PresenceChanged,
-)
+from ..cli.relaystatus import Repeats
 from ..display import one_line
-from ..errors import GhostlineError, PayloadError
+from ..errors import GhostlineError
 from ..files import (
     IncomingFiles,
     IncomingUpdate,
@@ -45,14 +35,13 @@ from ..files import (
     UnfinishedSend,
     record_in,
 )
-from ..historypages import HistoryPages
-from ..presencenotes import PresenceNote, PresenceNotes
-from ..protocol.payload import FileChunk, FileHeader, GrantPayload, Payload, decode, encode_text
-from ..protocol.rules import Rule
+from ..presencenotes import PresenceWatch
+from ..protocol.payload import encode_text
 from ..state.usage import PadLeft, after_message
-from ..tui.view import event_sentence, file_text, gift_text
 from . import lines as view
 from .seen import SeenMarker
+from .sessionevents import SessionEvents
+from .sessionhistory import SessionHistory
 from .transfers import Transfers
 
 log = logging.getLogger("ghostline.web")
@@ -63,8 +52,10 @@ NOTICES_KEPT = 200
 Send = Callable[[dict[str, Any]], None]
 
 
-class WebSession:
-    """See the module docstring. `start` once, then `attach` a page per WebSocket."""
+class WebSession(SessionHistory, SessionEvents):
+    """See the module docstring. `start` once, then `attach` a page per WebSocket. What
+    a page reads of the history is `sessionhistory.py`'s, the client's events
+    `sessionevents.py`'s: one class, its methods in three files by job."""
 
     def __init__(
         self,
@@ -92,10 +83,7 @@ class WebSession:
         self.notices: deque[dict[str, Any]] = deque(maxlen=NOTICES_KEPT)
         self._notice_ids = itertools.count()
         self.connection: dict[str, Any] = {"type": "connection", "state": "connecting"}
-        self.online: frozenset[int] = frozenset()
-        self.presence_down = False
-        self._presence_resync = False
-        self._presence = PresenceNotes()
+        self.presence = PresenceWatch(self.me, len(self.names))
         self._repeats = Repeats()  # a relay failing the same way each time says it once a minute
         self.pads: dict[int, PadLeft] = {}
         self.failed: dict[int, int] = {}
@@ -156,7 +144,7 @@ class WebSession:
 
     async def _pump_events(self) -> None:
         while True:
-            due = self._presence.next_due()
+            due = self.presence.next_due()
             try:
                 async with asyncio.timeout(None if due is None else max(0.0, due - self.clock())):
                     event = await self.client.events.get()
@@ -181,134 +169,13 @@ class WebSession:
         for send in list(self.pages):
             send(message)
 
-    def reader(self) -> HistoryPages:
-        """A new reader of the history, for one page (see `snapshot` and `older`)."""
-        return HistoryPages(self.member, self.history_page)
-
-    async def snapshot(self, pages: HistoryPages | None = None) -> dict[str, Any]:
-        """Everything a page shows when it opens: the newest page of history merged with
-        the notices since the start, members and pads, connection, transfers. `pages`
-        is the page's reader of the history, for its `older` pages."""
-        pages = pages or self.reader()
-        entries = await asyncio.to_thread(pages.newest)
-        shown = _merge(entries, self.history_lines(entries), list(self.notices))
-        return {
-            "type": "snapshot",
-            "group": self.group,
-            "me": self.me,
-            "names": self.names,
-            "relay": self.relay,
-            "transport": self.transport,
-            "lines": shown,
-            "more": pages.more,
-            "seen": self.seen.key,
-            "max_text": self.member.max_payload - 5,
-            "connection": self.connection,
-            "members": self.members(),
-            "transfers": self.transfers.rows(),
-            "files_ready": self.files_ready,
-        }
-
-    async def older(self, pages: HistoryPages) -> dict[str, Any]:
-        """The page of history before the oldest entry `pages` has read (whatever has
-        arrived since: a page's position, not a count, so nothing comes twice)."""
-        older = await asyncio.to_thread(pages.older)
-        return {
-            "type": "older",
-            "lines": [item for item in self.history_lines(older) if item is not None],
-            "more": pages.more,
-        }
-
-    async def whole(self, ident: str) -> dict[str, Any]:
-        """The line of message `ident` with its whole text, for a page that shows it
-        folded ("show all"), read from the history."""
-        key = view.message_key(ident)
-        entries = [] if key is None else await asyncio.to_thread(self.member.history_of, [key])
-        if not entries:
-            error = "the rest of this message is not in this device's history"
-            return {"type": "whole", "id": ident, "line": None, "error": error}
-        entry = entries[0]
-        item = self.line_for(
-            entry.sender, entry.counter, _decoded(entry.payload), entry.recorded_at,
-            self._entry_state(entry), whole=True,
-        )  # fmt: skip
-        return {"type": "whole", "id": ident, "line": item, "error": None}
-
     def members(self) -> dict[str, Any]:
+        presence = self.presence
         return view.members_view(
-            self.names, self.me, self.pads, self.online, not self.presence_down, self.failed
+            self.names, self.me, self.pads, presence.online, not presence.down, self.failed
         )
 
     # -- lines -------------------------------------------------------------------------
-
-    def history_lines(self, entries: list[Any]) -> list[dict[str, Any] | None]:
-        """The line of each entry (None for one not shown: a file chunk), in order."""
-        return [
-            self.line_for(
-                entry.sender,
-                entry.counter,
-                _decoded(entry.payload),
-                entry.recorded_at,
-                self._entry_state(entry),
-                refused=entry.grant_refused,
-            )  # fmt: skip
-            for entry in entries
-        ]
-
-    def _entry_state(self, entry: Any) -> view.OwnState | None:
-        if entry.sender != self.me:
-            return None
-        return "stored" if entry.state == "stored" else self.unstored()
-
-    def unstored(self) -> view.OwnState:
-        return "sending" if self.connection.get("state") == "connected" else "sealed"
-
-    def line_for(
-        self,
-        sender: int,
-        counter: int,
-        obj: Payload | None,
-        timestamp: float,
-        state: Any = None,
-        *,
-        whole: bool = False,
-        refused: str | None = None,
-    ) -> dict[str, Any] | None:
-        """A message's line; a long text is folded unless `whole` (see `view.line`). A
-        grant is a notice, or a warning when it was `refused` here."""
-        own = sender == self.me
-        name = "you" if own else self.names[sender]
-        ident = view.message_id(sender, counter)
-        if obj is None:
-            return view.line(
-                "warning",
-                timestamp,
-                f"a message from {name} opened correctly but its content is malformed",
-                ident=ident,
-            )
-        when = float(obj.sent_at) if getattr(obj, "sent_at", 0) else timestamp
-        if isinstance(obj, GrantPayload):
-            return view.grant_line(
-                self.names, self.me, sender, obj, when, ident=ident, refused=refused
-            )
-        unfinished = None
-        if own and isinstance(obj, FileHeader):
-            unfinished = self._unfinished_text(obj)
-            if unfinished is not None:
-                state = None  # the file as a whole was not sent: no delivery state
-        text = view.payload_text(obj, own=own, unfinished=unfinished)
-        if text is None:
-            return None
-        return view.line(
-            "message", when, text, ident=ident, sender=sender, name=name, own=own,
-            state=state if own else None, whole=whole,
-        )  # fmt: skip
-
-    def _unfinished_text(self, header: FileHeader) -> str | None:
-        send = self.unfinished_sends.get(header.transfer_id)
-        if send is None:
-            return None
-        return file_text(header, own=True, unfinished=(send.chunks_sealed, send.sent_again))
 
     def add_line(self, item: dict[str, Any]) -> None:
         self.broadcast({"type": "line", "line": item})
@@ -323,104 +190,6 @@ class WebSession:
 
     def notice(self, text: str) -> None:
         self._note("notice", text)
-
-    # -- client events -----------------------------------------------------------------
-
-    def handle_event(self, event: object) -> None:
-        if isinstance(event, MessageReceived | MessageAccepted):
-            self._repeats.useful()
-        if isinstance(event, MessageReceived):
-            self._on_received(event)
-        elif isinstance(event, MessageAccepted):
-            self.broadcast({"type": "state", "id": view.message_id(self.me, event.counter),
-                            "state": "stored"})  # fmt: skip
-            outgoing = self.outgoing.accepted(event.counter)
-            if outgoing is not None:
-                self.transfers.outgoing_progress(outgoing)
-        elif isinstance(event, PresenceChanged):
-            self._on_presence(event)
-        elif isinstance(event, ConnectionChanged):
-            self._on_connection(event)
-        elif isinstance(event, PadLow | PadExhausted):
-            self.spawn(self.reread_pads())
-        elif isinstance(event, PadGiven):
-            to = self.names[event.grant.to]
-            kind, text = gift_text(
-                self.names, self.me, self.me, GrantPayload(*event.grant, 0), None
-            )
-            self._note(kind, f"{text} (automatically: {to} was running low)")
-            self.spawn(self.reread_pads())
-        elif (said := event_sentence(event)) is not None:
-            kind, text = said
-            if (line := self._repeats.line(text, text)) is not None:
-                self._note(kind, line)
-            if isinstance(event, MessageRejected) and event.rule == Rule.BAD_TAG:
-                self.spawn(self.reread_pads())  # the sender's failed count went up
-
-    def _on_received(self, event: MessageReceived) -> None:
-        received = event.received
-        obj = event.payload_obj
-        item = self.line_for(
-            received.sender, received.counter, obj, self.clock(), refused=received.grant_refused
-        )
-        if item is not None:
-            self.add_line(item)
-        if isinstance(obj, FileHeader | FileChunk):
-            update = self.incoming.add(received.sender, self.names[received.sender], obj)
-            self.transfers.incoming_update(update)
-        self.used(received.sender, received.counter, received.offset + received.pad_used)
-
-    def _on_presence(self, event: PresenceChanged) -> None:
-        self.online = event.online
-        quiet = self.presence_down or self._presence_resync
-        self._presence_resync = False
-        if not quiet:
-            # Presence dropped or has just come back (everyone it lists "joins"):
-            # neither is someone coming or going, so only real changes are told, as
-            # `presencenotes` allows (a member coming and going in a loop is folded).
-            others = frozenset(i for i in range(len(self.names)) if i != self.me)
-            self._tell(
-                self._presence.changed(event.joined & others, event.left & others, self.clock())
-            )
-        self.broadcast(self.members())
-
-    def presence_due(self) -> None:
-        """Tell the presence changes held back whose time came."""
-        self._tell(self._presence.due(self.clock()))
-
-    def _tell(self, notes: list[PresenceNote]) -> None:
-        for note in notes:
-            self.notice(presence_note_text(note, self.names[note.member]))
-
-    def _on_connection(self, event: ConnectionChanged) -> None:
-        if event.channel == "presence":
-            down = event.retry_in is not None
-            self._presence_resync = not down
-            self.presence_down = down
-            self.connection = {
-                **self.connection,
-                "presence": view.safe(event.detail) if down else None,
-            }
-            self.broadcast(self.connection)
-            self.broadcast(self.members())
-            return
-        was = self.connection.get("state")
-        self.connection = {
-            "type": "connection",
-            "state": event.state,
-            "relay": view.safe(event.relay),
-            "retry_in": event.retry_in,
-            "detail": view.safe(event.detail),
-            "presence": self.connection.get("presence"),
-            "failure": None,
-        }
-        if event.state == "stopped" and not self._stopped and event.detail != "stopped":
-            # A fatal refusal (wrong kit set, bad signature): retrying would not help.
-            self.connection["failure"] = view.safe(event.detail)
-            self.warn(f"disconnected for good: {event.detail}")
-        self.broadcast(self.connection)
-        if (was == "connected") != (event.state == "connected"):
-            self.broadcast({"type": "unstored", "state": self.unstored()})
 
     # -- pads --------------------------------------------------------------------------
 
@@ -484,30 +253,3 @@ class WebSession:
             )
             if update.warning:
                 self.warn(update.warning)
-
-
-def _decoded(payload: bytes) -> Payload | None:
-    try:
-        return decode(payload)
-    except PayloadError:
-        return None
-
-
-def _merge(
-    entries: list[Any], lines: list[dict[str, Any] | None], notices: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """History lines in history order, each notice before the first entry recorded
-    after it. (Sorting by shown time would let a sender's clock reorder the history.)"""
-    out: list[dict[str, Any]] = []
-    pending = iter(notices)
-    notice = next(pending, None)
-    for entry, item in zip(entries, lines, strict=True):
-        while notice is not None and notice["time"] <= entry.recorded_at:
-            out.append(notice)
-            notice = next(pending, None)
-        if item is not None:
-            out.append(item)
-    if notice is not None:
-        out.append(notice)
-    out.extend(pending)
-    return out

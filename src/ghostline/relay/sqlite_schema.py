@@ -1,0 +1,167 @@
+"""The SQLite store on disk: its tables (layout 4), creating and opening them, and each
+room's state as the store's other modules keep it in memory.
+
+A commit stores each room's messages as ONE row of `chunks` (chunks.py), keyed by
+`room id << 40 | seq of its last message`: the sealed messages concatenated, their
+lengths, each one's (sender, counter), a checksum per message and one over the rest. So
+a room's messages are one contiguous key range, appending touches its end, and storing a
+message costs a few bytes of a row rather than a row and an index entry. Duplicates are
+recognised without a per-message index: `senders` holds, per chunk and sender, the range
+of that sender's counters in the chunk, and each room's state keeps in memory the
+highest counter each sender ever had stored (`sqlite_append.py`). Each room's stored
+messages are a contiguous range ending at its head: retention removes only the oldest
+(`sqlite_retention.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..protocol.frames import STORE_ID_LEN
+from .backend import Roster
+from .chunks import SEQ_BITS
+from .storefile import StoreDamaged, StoreLayoutError, check_integrity, make_private
+
+LAYOUT = 4
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE rooms (
+    id INTEGER PRIMARY KEY,
+    room BLOB NOT NULL UNIQUE,
+    roster BLOB NOT NULL,
+    head INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE retired (        -- rooms removed while nobody held them and nothing was stored
+    room BLOB PRIMARY KEY,
+    roster BLOB NOT NULL,
+    head INTEGER NOT NULL     -- numbering goes on from here if the room comes back
+) WITHOUT ROWID;
+CREATE TABLE chunks (
+    key INTEGER PRIMARY KEY,  -- rooms.id << 40 | seq of the chunk's last message
+    first INTEGER NOT NULL,   -- seq of its first message (messages first..last, no gap)
+    sizes BLOB NOT NULL,      -- u32 big-endian length of each sealed message
+    senders BLOB NOT NULL,    -- u16 big-endian sender of each
+    counters BLOB NOT NULL,   -- u64 big-endian counter of each
+    sums BLOB NOT NULL,       -- u32 big-endian CRC-32 of each, started from its seq
+    crc INTEGER NOT NULL,     -- CRC-32 of key, first, sizes, senders, counters, sums
+    stored_at REAL NOT NULL,  -- when it was committed
+    data BLOB NOT NULL        -- the sealed messages, concatenated
+);
+CREATE TABLE senders (
+    room INTEGER NOT NULL,    -- rooms.id
+    sender INTEGER NOT NULL,
+    hi INTEGER NOT NULL,      -- highest counter of this sender in the chunk (minus 2**63)
+    lo INTEGER NOT NULL,      -- lowest (minus 2**63)
+    chunk INTEGER NOT NULL,   -- chunks.key
+    PRIMARY KEY (room, sender, hi)
+) WITHOUT ROWID;
+PRAGMA user_version={LAYOUT};
+"""
+
+KEY_LEN = 32  # of each verify key of a roster
+BIAS = 1 << 63  # counters are u64; SQLite integers are signed
+CHUNK_COLUMNS = "key, first, sizes, senders, counters, sums, crc"
+INSERT_SENDER = "INSERT INTO senders VALUES (?, ?, ?, ?, ?)"
+_AUTOCHECKPOINT_PAGES = 16384  # the writer's own checkpoint (64 MiB of WAL): a backstop
+_JOURNAL_SIZE_LIMIT = 64 * 2**20
+
+
+@dataclass(slots=True, eq=False)
+class RoomState:
+    """The exact view of one room's stored range (changed only under the write lock)."""
+
+    id: int
+    head: int
+    count: int
+    size: int  # bytes of sealed messages stored
+    users: int = 0  # connections holding the room (bind_roster .. release), loop only
+    # sender -> an upper bound of the counters it has stored (loaded lazily; only ever
+    # raised, so a rolled-back batch leaves it merely loose, never wrong)
+    top: dict[int, int] = field(default_factory=dict)
+
+
+# Each room a write changes, as it was before: (state, head, count, size).
+Saved = list[tuple[RoomState, int, int, int]]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection of the store's (autocommit: every transaction is explicit), usable
+    from the one thread that its owner runs it on."""
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+def open_store(
+    path: Path,
+) -> tuple[sqlite3.Connection, bytes, dict[bytes, Roster], dict[bytes, RoomState]]:
+    """Open (creating if new) the store at `path` for writing: the write connection, the
+    store id, and every room's roster and state. Raises StoreDamaged, StoreLayoutError,
+    or sqlite3.OperationalError when it is not the file's fault (busy, I/O); the
+    connection is closed then."""
+    make_private(path)  # before SQLite, which gives -wal and -shm the file's mode
+    db = connect(path)
+    try:
+        check_integrity(db, path)
+        store_id, rosters, rooms = _read_or_create(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db, store_id, rosters, rooms
+
+
+def _read_or_create(
+    db: sqlite3.Connection, path: Path
+) -> tuple[bytes, dict[bytes, Roster], dict[bytes, RoomState]]:
+    try:
+        (layout,) = db.execute("PRAGMA user_version").fetchone()
+        new = layout == 0 and not db.execute("SELECT 1 FROM sqlite_master").fetchone()
+        if not new and layout != LAYOUT:  # refused before anything is written
+            raise StoreLayoutError(path, layout, LAYOUT)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
+        if new:
+            store_id = os.urandom(STORE_ID_LEN).hex()  # made once, kept for the store's life
+            db.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA}"
+                f" INSERT INTO meta VALUES ('store_id', X'{store_id}'); COMMIT;"
+            )
+        row = db.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+        if row is None or not isinstance(row[0], bytes) or len(row[0]) != STORE_ID_LEN:
+            raise StoreDamaged(path, "its store id is missing or damaged")
+        rosters: dict[bytes, Roster] = {}
+        rooms: dict[bytes, RoomState] = {}
+        for room_id, room, roster, head in db.execute(
+            "SELECT id, room, roster, head FROM rooms"
+        ).fetchall():
+            rosters[bytes(room)] = split_roster(bytes(roster))
+            rooms[bytes(room)] = load_room(db, room_id, head)
+        return row[0], rosters, rooms
+    except sqlite3.OperationalError:  # not the file's fault (busy, I/O)
+        raise
+    except sqlite3.DatabaseError as err:  # corrupt, not a database
+        raise StoreDamaged(path, str(err)) from err
+
+
+def load_room(db: sqlite3.Connection, room_id: int, head: int) -> RoomState:
+    # counted from the blobs' lengths, which stay sane even in a damaged chunk
+    count, size = db.execute(
+        "SELECT COALESCE(SUM(LENGTH(sizes) / 4), 0), COALESCE(SUM(LENGTH(data)), 0)"
+        " FROM chunks WHERE key > ? AND key < ?",
+        (room_id << SEQ_BITS, (room_id + 1) << SEQ_BITS),
+    ).fetchone()
+    return RoomState(id=room_id, head=head, count=count, size=size)
+
+
+def split_roster(blob: bytes) -> Roster:
+    return tuple(blob[i : i + KEY_LEN] for i in range(0, len(blob), KEY_LEN))
+
+
+def restore(saved: Saved) -> None:
+    """Put each room's state back as it was before a write that did not commit."""
+    for state, head, count, size in saved:
+        state.head, state.count, state.size = head, count, size
