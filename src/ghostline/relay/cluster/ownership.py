@@ -180,7 +180,11 @@ class Ownership:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Appended]] = loop.create_future()
         if alone:
-            await self._request(owner, [_Share(room, items, future)])
+            try:
+                await self._request(owner, [_Share(room, items, future)])
+            finally:
+                if future.done() and not future.cancelled():
+                    future.exception()  # read, also when this task is cancelled
             return future.result()
         queued = self._outbox.get(owner)
         if queued is None:
@@ -313,6 +317,8 @@ class Ownership:
         try:
             replies = [await self._reply(future) for future in stored]
         except asyncio.CancelledError:  # closing: the forwarder asks the next owner
+            for future in stored:
+                future.cancel()  # unread from now on: the journal passes over done ones
             await self._respond(
                 msg, forward.encode_replies([forward.encode_closing()] * len(stored))
             )
