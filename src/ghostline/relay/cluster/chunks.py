@@ -12,7 +12,8 @@ Body, big-endian:
     u8  version (1)
     u64 last     seq of the chunk's last message (a marker: the room's head)
     u64 total    the room's running byte total after this chunk
-    8s  write id unique per write of a node: tells its own write after a lost ack
+    8s  write id unique per write of a node: tells its own write after a lost ack;
+        its first 4 bytes (random per process start) name the writing process
     u8  len, then the writing node's name (ASCII, for operators)
     u16 T, then T x (u16 sender, u64 top)     sorted by sender
     the messages, as columns (items.py)
@@ -38,6 +39,7 @@ _TOP = struct.Struct(">HQ")
 _U16 = struct.Struct(">H")
 MAX_SEQ = 2**63 - 1  # seqs and totals stay far below; a bigger one is damage
 WRITE_ID_LEN = 8
+WRITER_LEN = 4  # the write id's first bytes: the same for every write of one process
 EMPTY = Items((), (), (), b"")
 
 
@@ -101,6 +103,11 @@ def peek_last(body: bytes) -> int:
     if len(body) < _HEAD.size or body[0] != VERSION:
         raise ChunkError(f"not a chunk ({len(body)} bytes)")
     return int.from_bytes(body[1:9], "big")
+
+
+def peek_writer(body: bytes) -> bytes:
+    """The first WRITER_LEN bytes of a chunk's write id (a body `peek_last` accepted)."""
+    return body[17 : 17 + WRITER_LEN]
 
 
 def decode(body: bytes) -> Chunk:

@@ -4,10 +4,17 @@ Per room a cursor: the highest seq this node's hub has fanned out. Messages reac
 three ways: its own appends (the hub dispatches them itself when `append` returns),
 chunks this node stored for others (`stored`, straight from the journal), and chunks
 other nodes stored (republished by JetStream to `ghostline.live.<room>`, `on_live`).
-Each is delivered when it is next in line; a gap (a republish missed while cut off from
-NATS) is filled from the stream after `GAP_WAIT`. While this node's hub is appending to
-a room (`busy`), other messages for it are held and handed over with the hub's own
-results (`Appended.preceded_by`, see `interleave`), so no connection sees seqs go back.
+The republish of a chunk this node wrote itself (its write id starts with `writer`) is
+not decoded: the first two ways carry its messages, and its `last` only tells how far
+the room is stored, which fills from the stream whatever they did not carry (e.g. a
+write whose acknowledgement was lost). Each is delivered when it is next in line; a
+gap (a republish missed while cut off from NATS) is filled from the stream after
+`GAP_WAIT`. While this node's hub is appending to a room (`busy`), other messages for
+it are held and handed over with the hub's own results (`Appended.preceded_by`, see
+`interleave`), so no connection sees seqs go back. A chunk that arrives then is held
+undecoded (`deferred`) and decoded only when needed, once the append's own results are
+known: its messages that this node forwarded itself (it holds them) are not made again,
+and the owner's reply is not kept waiting behind the decoding.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from nats.aio.msg import Msg
 
 from ..backend import Appended, RelayHub, StoredMessage
 from ..logfmt import log_event
-from .chunks import ChunkError, decode, peek_last
+from .chunks import ChunkError, decode, peek_last, peek_writer
 from .layout import room_of
 from .link import StorageUnavailable
 from .paging import Reader
@@ -38,6 +45,7 @@ class _Fan:
     cursor: int
     known: int = 0  # the highest seq of the room seen stored (head, live chunk)
     pending: dict[int, StoredMessage] = field(default_factory=dict)
+    deferred: list[bytes] = field(default_factory=list)  # chunk bodies not decoded yet
     filling: bool = False
 
 
@@ -47,6 +55,7 @@ class Fanout:
         self.hub: RelayHub | None = None
         self.busy: set[bytes] = set()  # rooms this node's hub is appending to right now
         self.closing = False
+        self.writer = b""  # how this node's own chunks start their write id (journal.py)
         self._spawn = spawn
         self._fans: dict[bytes, _Fan] = {}
 
@@ -96,14 +105,24 @@ class Fanout:
         if room is None:
             return
         fan = self._fans.get(room)
+        data = msg.data
         try:
-            last = peek_last(msg.data)
+            last = peek_last(data)
             if fan is not None and last <= fan.cursor:
-                return  # ours, or delivered before: not worth decoding
-            chunk = decode(msg.data)
+                return  # delivered before: not worth decoding
+            if peek_writer(data) == self.writer:  # ours: the journal hands its messages over
+                if fan is not None:
+                    fan.known = max(fan.known, last)
+                    if room not in self.busy:
+                        self.drain(room)
+                return
+            if fan is not None and room in self.busy:
+                fan.known = max(fan.known, last)
+                fan.deferred.append(data)  # decoded once the append's results are known
+                return
+            chunk = decode(data)
         except ChunkError as err:
-            log_event(log, "cluster_chunk_damaged", level=logging.ERROR, room=room.hex(),
-                      error=str(err))  # fmt: skip
+            _damaged(room, err)
             return
         if fan is None:
             fan = self._fans[room] = _Fan(chunk.first - 1)
@@ -113,11 +132,27 @@ class Fanout:
         if room not in self.busy:
             self.drain(room)
 
+    def _undefer(self, room: bytes, fan: _Fan) -> None:
+        """Decode the held chunks, keeping their messages above the cursor."""
+        deferred, fan.deferred = fan.deferred, []
+        for data in deferred:
+            try:
+                if peek_last(data) <= fan.cursor:
+                    continue  # all delivered meanwhile (e.g. this node's own messages)
+                chunk = decode(data)
+            except ChunkError as err:
+                _damaged(room, err)
+                continue
+            for m in chunk.messages(fan.cursor):
+                fan.pending[m.seq] = m
+
     def drain(self, room: bytes) -> None:
         """Hand the hub every message that is next in line; schedule a fill on a gap."""
         fan = self._fans.get(room)
         if fan is None or room in self.busy:
             return
+        if fan.deferred:
+            self._undefer(room, fan)
         ready: list[StoredMessage] = []
         pending = fan.pending
         while fan.cursor + 1 in pending:
@@ -186,6 +221,8 @@ class Fanout:
     async def _between(self, room: bytes, fan: _Fan, upto: int) -> list[StoredMessage]:
         """Messages cursor+1 .. upto-1 of `room`, from what arrived or else the stream."""
         want = range(fan.cursor + 1, upto)
+        if fan.deferred:
+            self._undefer(room, fan)
         if any(s not in fan.pending for s in want):
             after = fan.cursor
             while after < upto - 1:
@@ -197,3 +234,7 @@ class Fanout:
                         fan.pending.setdefault(m.seq, m)
                 after = page[-1].seq
         return [fan.pending.pop(s) for s in want if s in fan.pending]
+
+
+def _damaged(room: bytes, err: ChunkError) -> None:
+    log_event(log, "cluster_chunk_damaged", level=logging.ERROR, room=room.hex(), error=str(err))

@@ -87,7 +87,8 @@ class Journal:
         self._rounds: dict[bytes, asyncio.Task[None]] = {}  # per room: its round under way
         self._closing = False
         self._write_ids = itertools.count(1)
-        self._write_prefix = os.urandom(4)
+        # starts every write id of this process: its fan-out knows its own chunks by it
+        self.writer = os.urandom(chunks.WRITER_LEN)
 
     def forget(self, room: bytes | None = None) -> None:
         """Drop what this node knows of a room's head (all rooms: None); the next write
@@ -99,11 +100,16 @@ class Journal:
 
     async def append(self, room: bytes, items: Items, *, local: bool) -> list[Appended]:
         """Store `items` (all for `room`, which this node owns) in the room's next round."""
+        return await self.submit(room, items, local=local)
+
+    def submit(self, room: bytes, items: Items, *, local: bool) -> asyncio.Future[list[Appended]]:
+        """`append` without waiting: the room's round starts now if none is under way;
+        the future gets the results."""
         loop = asyncio.get_running_loop()
         waiter = _Waiter(items, local, loop.create_future(), time.monotonic() + STALL_LIMIT)
         self._waiting.setdefault(room, []).append(waiter)
         self._kick(room)
-        return await waiter.future
+        return waiter.future
 
     async def close(self) -> None:
         self._closing = True
@@ -203,6 +209,9 @@ class Journal:
                 outcomes = [_NEW(Appended, (s, False, ())) for s in range(first, first + len(new))]
             self._hand_over(room, waiters, outcomes)
             self._after_store(room, stored)
+        else:  # all found stored: new here only if our own unanswered write stored them
+            assert outcomes is not None
+            self._hand_over(room, waiters, outcomes)
         assert outcomes is not None
         at = 0
         for w in waiters:
@@ -257,7 +266,8 @@ class Journal:
 
     def _hand_over(self, room: bytes, waiters: list[_Waiter], outcomes: list[Appended]) -> None:
         """Give this node's fan-out the messages it just stored for other nodes (its own
-        hub fans out its own when `append` returns), before any waiter hears back."""
+        hub fans out its own when `append` returns), before any waiter hears back: the
+        fan-out does not decode the republished chunks this node wrote."""
         if all(w.local for w in waiters):
             return
         handed: list[StoredMessage] = []
@@ -294,7 +304,7 @@ class Journal:
         for s, c in zip(new.senders, new.counters, strict=True):
             if c > tops.get(s, -1):
                 tops[s] = c
-        write_id = self._write_prefix + (next(self._write_ids) & 0xFFFFFFFF).to_bytes(4, "big")
+        write_id = self.writer + (next(self._write_ids) & 0xFFFFFFFF).to_bytes(4, "big")
         body, chunk = chunks.build(last + len(new), total, tops, new, write_id, self.link.node)
         if late:  # receipts first: a receipt without its chunk is harmless, not the reverse
             prefix = self.layout.late_prefix(room)

@@ -65,6 +65,14 @@ class _Share:
     future: asyncio.Future[list[Appended]]
 
 
+@dataclass(slots=True)
+class _Wait:
+    """One forward request's wait for its answer, as its watcher sees it."""
+
+    over: bool = False  # answered, failed or given up: the watcher stops
+    gone: bool = False  # the watcher found the owner gone and cancelled the wait
+
+
 def _outcome(owner: str, reply: bytes, expected: int) -> list[Appended]:
     """A room's results from its reply in an owner's answer (or the error to raise)."""
     try:
@@ -116,9 +124,11 @@ class Ownership:
     def owns(self, room: bytes) -> bool:
         return self.owner(room) == self.node
 
-    async def append(self, room: bytes, items: Items) -> list[Appended]:
+    async def append(self, room: bytes, items: Items, *, alone: bool = False) -> list[Appended]:
         """Store one room's share of a commit: here if this node owns the room, else by
-        its owner (waiting out a NATS hiccup like the journal does)."""
+        its owner (waiting out a NATS hiccup like the journal does). `alone`: the commit
+        has no other room, so a forward goes out at once rather than waiting a turn of
+        the loop for other rooms' shares."""
         out: list[Appended] = []
         deadline = time.monotonic() + STALL_LIMIT
         while len(out) < len(items):
@@ -129,7 +139,7 @@ class Ownership:
             if not len(part):
                 break  # a message too big to forward: stored here
             try:
-                out += await self._forward(owner, room, part)
+                out += await self._forward(owner, room, part, alone)
             except _OwnerGone as err:
                 self._suspect[owner] = time.monotonic() + SUSPECT_FOR
                 log_event(
@@ -162,23 +172,33 @@ class Ownership:
     def _request_limit(self) -> int:
         return self.link.max_payload - 1024 - forward.REQUEST_OVERHEAD
 
-    async def _forward(self, owner: str, room: bytes, items: Items) -> list[Appended]:
+    async def _forward(self, owner: str, room: bytes, items: Items, alone: bool) -> list[Appended]:
         """Store `items` of `room` by `owner`: queued with the other rooms' shares for the
         same owner from this turn of the event loop (the rooms of one commit, as
-        `NatsBackend.append` starts them all at once), sent together (`_send_queued`)."""
+        `NatsBackend.append` starts them all at once), sent together (`_send_queued`,
+        whose task first runs once every share of this turn is queued)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Appended]] = loop.create_future()
+        if alone:
+            try:
+                await self._request(owner, [_Share(room, items, future)])
+            finally:
+                if future.done() and not future.cancelled():
+                    future.exception()  # read, also when this task is cancelled
+            return future.result()
         queued = self._outbox.get(owner)
         if queued is None:
             queued = self._outbox[owner] = []
-            loop.call_soon(self._send_queued, owner)
+            self._spawn(self._send_queued(owner))
         queued.append(_Share(room, items, future))
         return await future
 
-    def _send_queued(self, owner: str) -> None:
-        """Send the shares queued for `owner`: one request, or more if they do not fit."""
+    async def _send_queued(self, owner: str) -> None:
+        """Send the shares queued for `owner`: one request, or more if they do not fit
+        (all but the last in tasks of their own)."""
         shares = [s for s in self._outbox.pop(owner, []) if not s.future.done()]
         batch: list[_Share] = []
+        split = False
         try:
             size, limit = 0, self._request_limit()
             for share in shares:  # each fits alone (`_part`)
@@ -186,15 +206,18 @@ class Ownership:
                 need += len(share.items.data)
                 if batch and (size + need > limit or len(batch) == forward.MAX_SHARES):
                     self._spawn(self._request(owner, batch))
-                    batch, size = [], 0
+                    batch, size, split = [], 0, True
                 batch.append(share)
                 size += need
-            if batch:
-                self._spawn(self._request(owner, batch))
-        except Exception as err:  # (a callback: its error would reach nobody waiting)
+        except Exception as err:  # fail them rather than leave them waiting
             for share in shares:
                 if not share.future.done():
                     share.future.set_exception(err)
+            return
+        if batch:
+            if split:
+                await asyncio.sleep(0)  # the requests go out in order
+            await self._request(owner, batch)
 
     async def _request(self, owner: str, shares: list[_Share]) -> None:
         """One forward request; each share's future gets its room's outcome."""
@@ -220,23 +243,45 @@ class Ownership:
                 share.future.set_exception(err)
 
     async def _ask(self, owner: str, shares: list[tuple[bytes, Items]]) -> list[bytes]:
+        """The owner's answer to one request. Awaited in this task (no task or timer of
+        its own on the usual, quick path); a watcher started with it asks after
+        PROBE_AFTER whether the owner is still there, and cancels the wait if not."""
         nc, _ = self.link.connected()
-        request = asyncio.ensure_future(
-            nc.request(APPEND_SUBJECT + owner, forward.encode_request(shares), FORWARD_TIMEOUT)
+        task = asyncio.current_task()
+        assert task is not None
+        state = _Wait()
+        watch = asyncio.get_running_loop().call_later(
+            PROBE_AFTER, lambda: self._spawn(self._watch(owner, task, state))
         )
         try:
-            while not (await asyncio.wait([request], timeout=PROBE_AFTER))[0]:
-                if not await self._alive(owner):
-                    raise _OwnerGone(f"{owner} left NATS before it answered")
-            reply = request.result()
+            reply = await nc.request(
+                APPEND_SUBJECT + owner, forward.encode_request(shares), FORWARD_TIMEOUT
+            )
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
             raise _OwnerGone(owner) from err
+        except asyncio.CancelledError:
+            if state.gone and task.cancelling() <= 1:  # cancelled by the watcher alone
+                task.uncancel()
+                raise _OwnerGone(f"{owner} left NATS before it answered") from None
+            raise
         finally:
-            request.cancel()  # (done already, unless the owner was given up)
+            watch.cancel()
+            state.over = True  # the watcher, if it started, stops
         try:
             return forward.decode_replies(reply.data, len(shares))
         except ForwardError as err:
             raise StorageUnavailable(f"node {owner} answered a forward wrongly: {err}") from err
+
+    async def _watch(self, owner: str, task: asyncio.Task[Any], state: _Wait) -> None:
+        """Every PROBE_AFTER while `task` waits for `owner`'s answer: is the owner still
+        on NATS? If not, cancel the wait (saying so in `state`)."""
+        while not state.over:
+            if not await self._alive(owner):
+                if not state.over:
+                    state.gone = True
+                    task.cancel()
+                return
+            await asyncio.sleep(PROBE_AFTER)
 
     async def _alive(self, owner: str) -> bool:
         """Whether `owner` is still on NATS: False only when nobody answers for it."""
@@ -255,30 +300,35 @@ class Ownership:
         await self._respond(msg, b"")
 
     async def on_forward(self, msg: Msg) -> None:
-        self._spawn(self._serve(msg))  # NATS runs one callback at a time
-
-    async def _serve(self, msg: Msg) -> None:
         """Store what another node forwarded (this node owns the rooms in its view, which
-        is enough: the journal's head expectation guards every write), and answer once."""
+        is enough: the journal's head expectation guards every write), and answer once.
+        NATS runs one callback at a time: the shares go to the journal here, so their
+        rounds start at once, and a task of their own waits to answer."""
         try:
             shares = forward.decode_request(msg.data)
         except ForwardError as err:  # the forwarder hears no rooms answered and fails
             log_event(log, "cluster_forward_damaged", level=logging.WARNING, error=str(err))
-            await self._respond(msg, forward.encode_replies([]))
+            self._spawn(self._respond(msg, forward.encode_replies([])))
             return
+        stored = [self.journal.submit(room, items, local=False) for room, items in shares]
+        self._spawn(self._answer(msg, stored))
+
+    async def _answer(self, msg: Msg, stored: list[asyncio.Future[list[Appended]]]) -> None:
         try:
-            replies = await asyncio.gather(*(self._store(room, items) for room, items in shares))
+            replies = [await self._reply(future) for future in stored]
         except asyncio.CancelledError:  # closing: the forwarder asks the next owner
+            for future in stored:
+                future.cancel()  # unread from now on: the journal passes over done ones
             await self._respond(
-                msg, forward.encode_replies([forward.encode_closing()] * len(shares))
+                msg, forward.encode_replies([forward.encode_closing()] * len(stored))
             )
             raise
         await self._respond(msg, forward.encode_replies(replies))
 
-    async def _store(self, room: bytes, items: Items) -> bytes:
-        """One forwarded room's share stored; its reply."""
+    async def _reply(self, stored: asyncio.Future[list[Appended]]) -> bytes:
+        """One forwarded room's reply, once its share is stored (or failed)."""
         try:
-            results = await self.journal.append(room, items, local=False)
+            results = await stored
         except Exception as err:
             closing = self.link.closing
             return forward.encode_closing() if closing else forward.encode_failed(repr(err))

@@ -1,0 +1,143 @@
+"""A node's fan-out of one room (cluster/fanout.py), with the stream in memory: whatever
+order the node's own appends, the chunks it stores for other nodes, the republished
+chunks (its own and others', some lost) arrive in, its hub sees every seq exactly once
+and in order, and the republish of a chunk the node wrote itself is never decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from ghostline.relay.backend import Appended, Publish, StoredMessage
+from ghostline.relay.cluster import chunks
+from ghostline.relay.cluster.fanout import Fanout
+from ghostline.relay.cluster.items import Items
+from ghostline.relay.cluster.layout import LIVE_SUBJECT
+from ghostline.relay.cluster.paging import Stored
+from waiting import until
+
+ROOM = bytes(range(16))
+MINE, OTHER = b"mine", b"othr"
+
+
+class Stream:
+    """The room's chunks as JetStream would hold them; reads as the real Reader."""
+
+    def __init__(self) -> None:
+        self.stored: list[Stored] = []
+        self.bodies: list[bytes] = []
+        self.head = 0
+        self.total = 0
+        self.decoded_mine = 0
+
+    def write(self, writer: bytes, rng: random.Random) -> tuple[bytes, chunks.Chunk]:
+        publishes = [
+            Publish(ROOM, 0, self.head + i, rng.randbytes(rng.randint(0, 40)))
+            for i in range(rng.randint(1, 4))
+        ]
+        self.head += len(publishes)
+        self.total += sum(len(p.sealed) for p in publishes)
+        write_id = writer + len(self.stored).to_bytes(4, "big")
+        body, chunk = chunks.build(self.head, self.total, {}, Items.of(publishes), write_id, "n")
+        self.stored.append(Stored(len(self.stored) + 1, chunk, 0.0))
+        self.bodies.append(body)
+        return body, chunk
+
+    def messages(self) -> list[StoredMessage]:
+        return [m for s in self.stored for m in s.chunk.messages()]
+
+    async def get(self, room: bytes, **_: Any) -> Stored | None:
+        return self.stored[-1] if self.stored else None
+
+    async def read(self, room: bytes, after: int, limit: int = 256, *_: Any) -> list:
+        return [m for m in self.messages() if m.seq > after][:limit]
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.seen: list[StoredMessage] = []
+
+    def on_remote_messages(self, room: bytes, messages: list[StoredMessage]) -> None:
+        self.seen += messages
+
+
+def live(body: bytes) -> Msg:
+    return Msg(_client=None, subject=LIVE_SUBJECT + ROOM.hex(), data=body)  # type: ignore[arg-type]
+
+
+async def test_every_seq_reaches_the_hub_once_in_order_whatever_arrives_when(rng, monkeypatch):
+    stream, hub = Stream(), Hub()
+    tasks: set[asyncio.Task[None]] = set()
+    fanout = Fanout(stream, lambda coro: tasks.add(asyncio.ensure_future(coro)))  # type: ignore[arg-type]
+    fanout.writer, fanout.hub = MINE, hub  # type: ignore[assignment]
+    real_decode = chunks.decode
+
+    def counting_decode(body: bytes) -> chunks.Chunk:
+        if chunks.peek_writer(body) == MINE:
+            stream.decoded_mine += 1
+        return real_decode(body)
+
+    monkeypatch.setattr("ghostline.relay.cluster.fanout.decode", counting_decode)
+    damaged: list[object] = []
+    monkeypatch.setattr("ghostline.relay.cluster.fanout._damaged", lambda *a: damaged.append(a))
+    await fanout.fetch_head(ROOM)
+    late_own: list[bytes] = []  # own republishes that arrive later than the append
+    cut_off = False  # a republish was lost: the node was cut off from NATS
+
+    async def republish(body: bytes) -> None:
+        nonlocal cut_off
+        if rng.random() < 0.1:
+            cut_off = True  # lost: filled from the stream once a later one or the reconnect
+            return  # tells how far the room is stored
+        if chunks.peek_writer(body) == MINE and rng.random() < 0.5:
+            late_own.append(body)
+        else:
+            await fanout.on_live(live(body))
+
+    for _ in range(rng.randint(20, 50)):
+        kind = rng.choice(["other", "stored", "append", "append", "wait"])
+        if kind == "other":  # another node's chunk
+            await republish(stream.write(OTHER, rng)[0])
+        elif kind == "stored":  # this node, as owner, stored other nodes' messages
+            body, chunk = stream.write(MINE, rng)
+            fanout.stored(ROOM, chunk.messages())
+            await republish(body)
+        elif kind == "append":  # this node's hub appends; others write meanwhile
+            fanout.busy.add(ROOM)
+            for _ in range(rng.randint(0, 2)):
+                await republish(stream.write(OTHER, rng)[0])
+            body, chunk = stream.write(MINE, rng)
+            await republish(body)
+            for _ in range(rng.randint(0, 2)):
+                await republish(stream.write(OTHER, rng)[0])
+            results: list[Appended | None] = [Appended(m.seq, False) for m in chunk.messages()]
+            await fanout.interleave(ROOM, list(range(len(results))), results)
+            for res, own in zip(results, chunk.messages(), strict=True):  # as the hub sends
+                assert res is not None
+                hub.seen += [*res.preceded_by, own]
+            fanout.busy.discard(ROOM)
+            fanout.drain(ROOM)
+        else:
+            for body in late_own:
+                await fanout.on_live(live(body))
+            late_own.clear()
+            if cut_off and rng.random() < 0.5:  # reconnected: the backend catches up
+                await fanout.catch_up(ROOM)
+                cut_off = False
+            await asyncio.sleep(rng.choice([0, 0.15]))
+
+    for body in late_own:
+        await fanout.on_live(live(body))
+    if cut_off:
+        await fanout.catch_up(ROOM)
+    everything = stream.messages()
+    await until(lambda: len(hub.seen) >= len(everything), 10, "every message fanned out")
+    assert [m.seq for m in hub.seen] == list(range(1, stream.head + 1))
+    assert hub.seen == everything
+    assert stream.decoded_mine == 0
+    assert damaged == []
+    for task in tasks:
+        task.cancel()
