@@ -21,6 +21,7 @@ ALLOWED = (
     "ghostline.errors",
     "ghostline.paths",
     "ghostline.fsutil",
+    "ghostline.tlspin",
     "ghostline.display",
     "ghostline.relay",
     "ghostline.cli.relay",

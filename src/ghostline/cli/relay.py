@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import logging
 import resource
 import signal
@@ -37,6 +36,7 @@ from ..relay.server import RelayServer
 from ..relay.sqlite_store import SqliteBackend
 from ..relay.statushttp import StatusServer
 from ..relay.storefile import StoreDamaged, StoreLayoutError, StoreLocked, StoreUnavailable
+from ..tlspin import certificate_pin
 from .params import seconds, whole
 from .relayops import new_store_id, restore, status, store_refusal
 
@@ -263,7 +263,7 @@ def _certificate_pin(cert: Path) -> str:
     if start < 0 or end not in text[start:]:
         raise ValueError(f"{cert} holds no PEM certificate")
     der = ssl.PEM_cert_to_DER_cert(text[start : text.index(end, start) + len(end)])
-    return hashlib.sha256(der).hexdigest()
+    return certificate_pin(der)
 
 
 @dataclass(frozen=True)

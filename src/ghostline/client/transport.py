@@ -17,7 +17,6 @@ the client, and each way of failing to (TLS, proxy) is a typed error the apps wo
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import re
 import socket
@@ -28,6 +27,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from ..errors import GhostlineError, LocalError, RemoteError, UsageError
+from ..tlspin import certificate_pin
 
 DEFAULT_RELAY_PORT = 8080
 
@@ -170,9 +170,7 @@ class TlsOptions:
         return ctx
 
 
-def certificate_fingerprint(der: bytes) -> str:
-    """The pin format: lowercase hex SHA-256 of a DER certificate."""
-    return hashlib.sha256(der).hexdigest()
+certificate_fingerprint = certificate_pin  # the pin format (tlspin.py), under its old name
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +328,7 @@ def _why(exc: OSError) -> str:
 def _check_pin(writer: asyncio.StreamWriter, pin: bytes) -> None:
     sslobj = writer.get_extra_info("ssl_object")
     der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-    if not der or hashlib.sha256(der).digest() != pin:
+    if not der or bytes.fromhex(certificate_pin(der)) != pin:
         got = certificate_fingerprint(der) if der else "none"
         raise TlsPinMismatch(f"the relay's certificate has fingerprint {got}, not the pinned one")
 
