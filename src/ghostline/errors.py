@@ -77,6 +77,16 @@ class GiftTooLarge(UsageError):
         self.largest = largest
 
 
+class FileChanged(LocalError):
+    """A file being sent is no longer the file that was read when it was offered (its
+    size, times or inode moved, or what was read back does not match the header's
+    SHA-256). Nothing more of it is sealed; `name` is the file's name as sent."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} changed after it was read")
+        self.name = name
+
+
 class KitError(LocalError):
     """The kit file is missing, corrupt or does not belong here."""
 

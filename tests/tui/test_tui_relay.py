@@ -12,13 +12,15 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ghostline.client import Client, Event, MessageReceived
 from ghostline.client.transport import RelayAddress
-from ghostline.files import FileAssembly, split_file
-from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload
+from ghostline.files import FileAssembly, OutgoingFile, split_file
+from ghostline.files.spooled import SpooledParts
+from ghostline.protocol.payload import FileChunk, FileHeader, TextPayload, decode
 from ghostline.relay import RelayLimits, RelayServer, Retention, SqliteBackend
 from ghostline.state.limits import MAX_SEAL_GROUP
 from ghostline.state.member import Member
@@ -26,6 +28,7 @@ from ghostline.tui.app import ChatApp
 from ghostline.tui.messagelog import MessageLine, MessageLog, NewSinceMarker
 from ghostline.tui.screens import ConfirmScreen
 from ghostline.tui.widgets import ChatInput, MemberList, PadGauge
+from ghostline.units import format_size
 from helpers import make_kit_set
 from waiting import until
 
@@ -74,6 +77,12 @@ async def make_group(
 @pytest.fixture
 async def group(tmp_path: Path, ghostline_home: Path) -> AsyncIterator[Group]:
     async for g in make_group(tmp_path, ghostline_home, slice_len=1 << 20, auth_keys=200):
+        yield g
+
+
+@pytest.fixture
+async def big_group(tmp_path: Path, ghostline_home: Path) -> AsyncIterator[Group]:
+    async for g in make_group(tmp_path, ghostline_home, slice_len=4 << 20, auth_keys=200):
         yield g
 
 
@@ -212,6 +221,120 @@ async def test_file_round_trip_both_ways(group: Group, tmp_path: Path) -> None:
         progress = [done for k, done, _ in app.files.log if k == key]
         assert progress == [0, 50_000, 100_000, 150_000]
         await bob.stop()
+
+
+async def offer_file(app: ChatApp, pilot: Any, source: Path) -> list[OutgoingFile]:
+    """Type `/file SOURCE` and wait for the question; the files the app then sends."""
+    sent: list[OutgoingFile] = []
+    send = app.files.send
+
+    async def recorded(outgoing: OutgoingFile) -> None:
+        sent.append(outgoing)
+        await send(outgoing)
+
+    app.files.send = recorded  # type: ignore[method-assign]
+    app.query_one(ChatInput).load_text(f"/file {source}")
+    await pilot.press("enter")
+    await until(lambda: isinstance(app.screen, ConfirmScreen), poll=pilot.pause)
+    return sent
+
+
+def rewrite(source: Path, data: bytes) -> None:
+    """New contents of the same size, with a later mtime (a clock tick may be coarse)."""
+    source.write_bytes(data)
+    later = source.stat().st_mtime_ns + 10**9
+    os.utime(source, ns=(later, later))
+
+
+def sealed_parts(member: Member) -> list[FileHeader | FileChunk]:
+    parts = [decode(entry.payload) for entry in member.history()]
+    return [p for p in parts if isinstance(p, FileHeader | FileChunk)]
+
+
+async def test_a_large_file_is_read_from_disk_as_it_is_sealed_and_arrives_whole(
+    big_group: Group, tmp_path: Path
+) -> None:
+    data = os.urandom(3 << 20)  # a header and 48 parts: two seal groups
+    source = tmp_path / "scan.pdf"
+    source.write_bytes(data)
+    app = big_group.app(big_group.client(0))
+    bob = big_group.client(1)
+    async with app.run_test(size=SIZE) as pilot:
+        await bob.start()
+        sent = await offer_file(app, pilot, source)
+        await pilot.press("y")
+        assembly: FileAssembly | None = None
+        got: bytes | None = None
+        async with asyncio.timeout(WAIT * 3):
+            while got is None:
+                event = await bob.events.get()
+                if isinstance(event, MessageReceived):
+                    part = event.payload_obj
+                    assert isinstance(part, FileHeader | FileChunk)
+                    assembly = assembly or FileAssembly(part.transfer_id)
+                    got = assembly.add(part)
+        [outgoing] = sent
+        assert isinstance(outgoing.payloads, SpooledParts)  # read a group at a time
+        assert outgoing.messages == 49 > MAX_SEAL_GROUP
+        assert hashlib.sha256(got).digest() == outgoing.header.sha256
+        assert got == data
+        await bob.stop()
+
+
+async def test_a_file_changed_after_the_question_is_refused_and_nothing_is_sent(
+    group: Group, tmp_path: Path
+) -> None:
+    source = tmp_path / "plan.txt"
+    source.write_bytes(b"version one " * 10_000)
+    app = group.app(group.client(0))
+    before = group.members[0].usage().me
+    async with app.run_test(size=SIZE) as pilot:
+        await offer_file(app, pilot, source)
+        rewrite(source, b"version two " * 10_000)  # while the person reads the question
+        await pilot.press("y")
+        said = (
+            "/file plan.txt: plan.txt changed after it was read; nothing of it was sent and "
+            "no pad was used. Send it again with /file."
+        )
+        await until(lambda: said in texts(app), poll=pilot.pause)
+    assert sealed_parts(group.members[0]) == []
+    after = group.members[0].usage().me
+    assert (after.bytes_left, after.keys_left) == (before.bytes_left, before.keys_left)
+
+
+async def test_a_file_changed_between_groups_stops_and_says_what_was_spent(
+    big_group: Group, tmp_path: Path
+) -> None:
+    source = tmp_path / "scan.pdf"
+    source.write_bytes(b"1" * (3 << 20))
+    app = big_group.app(big_group.client(0))
+    async with app.run_test(size=SIZE) as pilot:
+        client = app.files.client
+        send_many = client.send_many
+
+        async def then_edit(payloads: Any) -> Any:
+            entries = await send_many(payloads)
+            rewrite(source, b"2" * (3 << 20))  # after the first group is sealed
+            return entries
+
+        client.send_many = then_edit  # type: ignore[method-assign]
+        sent = await offer_file(app, pilot, source)
+        await pilot.press("y")
+        await until(lambda: any("nothing more of it was sent" in t for t in texts(app)),
+                    poll=pilot.pause)  # fmt: skip
+        [outgoing] = sent
+        spent = format_size(sum(outgoing.pad_sizes()[:MAX_SEAL_GROUP]))
+        assert texts(app)[-1] == (
+            f"/file scan.pdf: scan.pdf changed after it was read, so nothing more of it was "
+            f"sent. The {MAX_SEAL_GROUP} of 49 parts sent before used {spent} of your pad, "
+            "which is spent; receivers never get the rest, so they cannot save the file "
+            "(never a mix of two versions). Send it again with /file."
+        )
+    parts = sealed_parts(big_group.members[0])
+    assert isinstance(parts[0], FileHeader)
+    chunks = [p for p in parts if isinstance(p, FileChunk)]
+    assert [c.index for c in chunks] == list(range(MAX_SEAL_GROUP - 1))  # the first group
+    assert all(c.data == b"1" * len(c.data) for c in chunks)  # only what was hashed
 
 
 def sent_progress(app: ChatApp) -> list[tuple[str, int, int]]:

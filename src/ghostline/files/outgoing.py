@@ -1,4 +1,9 @@
-"""Sending a file: split it, seal the parts in groups, follow the relay's answers.
+"""Sending a file: hash it, seal the parts in groups, follow the relay's answers.
+
+`prepare_file` (the chat app) and `spool_file` (the web app's uploads) hash the file and
+leave it on disk: its parts are read from it a group at a time as they are sealed, in a
+worker thread, and a file that changed after it was hashed is refused (`spooled`). So a
+file costs about one seal group of memory, whatever its size.
 
 `send_file` seals one FILE_HEADER and then every FILE_CHUNK through `Client.send_many`,
 in groups cut by `limits.seal_groups` (at most MAX_SEAL_GROUP parts and MAX_SEAL_BYTES
@@ -19,8 +24,7 @@ from typing import Any, Protocol
 from ..errors import UsageError
 from ..protocol.payload import FileHeader
 from ..state.limits import MAX_SEAL_GROUP, pad_cost, seal_groups
-from .split import split_file
-from .spooled import SpooledParts, payload_sizes
+from .spooled import payload_sizes, read_file
 
 # Parts sealed per commit: one fsync per group instead of one per chunk. The most one
 # commit may seal, because `pad recover` skips that much (state/limits.py).
@@ -37,7 +41,7 @@ class OutgoingFile:
 
     path: Path
     header: FileHeader
-    payloads: Sequence[bytes]  # a list, or `spooled.SpooledParts` read as they are sealed
+    payloads: Sequence[bytes]  # `spooled.SpooledParts`, read as they are sealed (or a list)
     counters: set[int] = field(default_factory=set)
     accepted: int = 0
     step: int | None = None  # the kit's length step (format 2 pads every part)
@@ -69,20 +73,20 @@ def prepare_file(
     name: str | None = None,
     step: int | None = None,
 ) -> OutgoingFile:
-    """Read and split `path` (sent as `name`, default its own name); `step`: the kit's
-    length step. Raises UsageError when it is not a readable regular file. Blocking: it
-    reads the whole file."""
+    """An OutgoingFile for the file at `path` (sent as `name`, default its own name;
+    `step`: the kit's length step): hashed once here, its parts read from it only as
+    they are sealed, and refused if it changes before then (see `spooled`). Raises
+    UsageError when it is not a readable regular file, FileChanged when it changed while
+    it was hashed. Blocking: it reads the whole file once, 1 MiB at a time."""
     source = Path(path)
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
     try:
-        header, chunks = split_file(source, transfer_id=transfer_id, sent_at=sent_at, name=name)
-        payloads = [header.encode(), *(c.encode() for c in chunks)]
+        parts = read_file(source, transfer_id=transfer_id, sent_at=sent_at,
+                          name=source.name if name is None else name)  # fmt: skip
     except OSError as exc:
         raise UsageError(f"{source}: cannot read it ({exc.strerror})") from None
-    if len(payloads) - 1 != header.chunk_count:
-        raise UsageError(f"{source}: the file changed while it was being read")
-    return OutgoingFile(source, header, payloads, step=step)
+    return OutgoingFile(source, parts.header, parts, step=step)
 
 
 def spool_file(
@@ -94,14 +98,14 @@ def spool_file(
     step: int | None = None,
 ) -> OutgoingFile:
     """An OutgoingFile for the private file `path` (an upload the web app keeps until it
-    is sealed), sent as `name`: hashed once here, its parts read only when sealed (see
-    `spooled`). Blocking (it reads the file once)."""
+    is sealed), sent as `name`: as `prepare_file`, with errors that name the upload by
+    `name` (its path is a temporary file's). Blocking (it reads the file once)."""
     source = Path(path)
     try:
-        header, _ = split_file(source, transfer_id=transfer_id, sent_at=sent_at, name=name)
+        parts = read_file(source, transfer_id=transfer_id, sent_at=sent_at, name=name)
     except OSError as exc:
         raise UsageError(f"{name}: cannot read it ({exc.strerror})") from None
-    return OutgoingFile(source, header, SpooledParts(source, header), step=step)
+    return OutgoingFile(source, parts.header, parts, step=step)
 
 
 async def send_file(
@@ -113,7 +117,8 @@ async def send_file(
 ) -> None:
     """Seal and queue every part in order, at most `group` per commit and never more
     pad than one commit may hold; `on_sealed(entries)` after each commit. Nothing of a
-    group leaves before its commit (`send_many` returns after)."""
+    group leaves before its commit (`send_many` returns after). Raises FileChanged, with
+    the groups before sealed and nothing more, when a spooled file changed."""
     for cut in seal_groups(outgoing.pad_sizes(), most=group):
         # Spooled parts are read from their file a group at a time, off the event loop.
         entries = await client.send_many(

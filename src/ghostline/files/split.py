@@ -8,6 +8,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..protocol.payload import (
     DEFAULT_CHUNK_SIZE,
@@ -48,21 +49,33 @@ def split_file(
             name = path.name
         total, digest = _hash_file(path)
         chunks = _read_chunks(path, chunk_size, total)
-    header = FileHeader(
-        transfer_id, total, chunk_size, chunk_count_for(total, chunk_size), digest, name, sent_at
-    )
+    header = file_header(total, digest, chunk_size, transfer_id=transfer_id, sent_at=sent_at,
+                         name=name)  # fmt: skip
     parts = (FileChunk(transfer_id, i, c, sent_at) for i, c in enumerate(chunks))
     return header, parts
 
 
-def _hash_file(path: Path) -> tuple[int, bytes]:
+def file_header(
+    total: int, digest: bytes, chunk_size: int, *, transfer_id: bytes, sent_at: int, name: str
+) -> FileHeader:
+    """The FILE_HEADER of a file of `total` bytes whose SHA-256 is `digest`."""
+    count = chunk_count_for(total, chunk_size)
+    return FileHeader(transfer_id, total, chunk_size, count, digest, name, sent_at)
+
+
+def hash_stream(f: BinaryIO) -> tuple[int, bytes]:
+    """The length and SHA-256 of what is left to read in `f`, read 1 MiB at a time."""
     h = hashlib.sha256()
     total = 0
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-            total += len(block)
+    while block := f.read(1 << 20):
+        h.update(block)
+        total += len(block)
     return total, h.digest()
+
+
+def _hash_file(path: Path) -> tuple[int, bytes]:
+    with path.open("rb") as f:
+        return hash_stream(f)
 
 
 def _read_chunks(path: Path, chunk_size: int, total: int) -> Iterator[bytes]:

@@ -15,7 +15,7 @@ from typing import Any
 from textual.app import App
 from textual.css.query import NoMatches
 
-from ..errors import GhostlineError
+from ..errors import FileChanged, GhostlineError
 from ..files import (
     FileHistory,
     IncomingFile,
@@ -149,6 +149,9 @@ class ChatFiles:
                 sent_at=int(self.clock()),
                 step=self.member.header.length_step,
             )
+        except FileChanged as err:
+            self.warn(f"/file: {err} (while it was being read); nothing was sent")
+            return
         except GhostlineError as err:
             self.warn(f"/file: {err}")
             return
@@ -195,6 +198,13 @@ class ChatFiles:
 
         try:
             await self.outgoing.send(self.client, outgoing, on_sealed)
+        except FileChanged as err:
+            if not app.is_running:
+                return
+            row.finish("stopped: the file changed", ok=False)
+            self.warn(f"/file {name}: {_changed_text(err, outgoing, sealed)}")
+            self.panel.reread()
+            return
         except GhostlineError as err:
             if not app.is_running:
                 return
@@ -294,6 +304,19 @@ class ChatFiles:
         row = TransferRow(title, total, id=key)
         app.query_one("#transfers").mount(row)
         return row
+
+
+def _changed_text(err: FileChanged, outgoing: OutgoingFile, sealed: int) -> str:
+    """What a file that changed while it was being sent (after `sealed` parts) means."""
+    if not sealed:
+        return f"{err}; nothing of it was sent and no pad was used. Send it again with /file."
+    spent = format_size(sum(outgoing.pad_sizes()[:sealed]))
+    return (
+        f"{err}, so nothing more of it was sent. The {sealed} of {outgoing.messages} parts "
+        f"sent before used {spent} of your pad, which is spent; receivers never get the "
+        "rest, so they cannot save the file (never a mix of two versions). Send it again "
+        "with /file."
+    )
 
 
 def _incoming_title(transfer: Any) -> str:

@@ -6,7 +6,8 @@ A file to send arrives as an upload streamed into a private temporary folder (mo
 there, not in memory, while the page shows what it costs from the pad and waits for
 the person to confirm; its parts are read from it as they are sealed. It is deleted
 when the offer is cancelled or refused, once it is sealed (or sealing stops), and with
-the whole folder when the server stops. At most MAX_OFFERS wait at once.
+the whole folder when the server stops; the folder of a process that was killed is
+removed by the next `ghostline web` to start (`spool`). At most MAX_OFFERS wait at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -37,6 +37,7 @@ from ..files.outgoing import spool_file
 from ..state.usage import PadLeft
 from ..tui.view import pad_summary, percent
 from ..units import format_size
+from .spool import Spool
 
 log = logging.getLogger("ghostline.web")
 
@@ -79,7 +80,8 @@ class Transfers:
         self._rows: dict[str, dict[str, Any]] = {}
         self.saved: dict[str, Path] = {}  # row key -> file the page may download
         self.offers: dict[str, OutgoingFile] = {}
-        self._spool = Path(tempfile.mkdtemp(prefix="ghostline-web-"))  # mode 0700
+        # Mode 0700; removes the spools of killed processes first (`spool`).
+        self._spool = Spool.create()
 
     # -- rows ------------------------------------------------------------------------
 
@@ -209,7 +211,7 @@ class Transfers:
             raise ValueError(
                 f"{MAX_OFFERS} files are waiting for you to send or cancel them: do that first"
             )
-        fd, name = tempfile.mkstemp(dir=self._spool, prefix="upload-")
+        fd, name = tempfile.mkstemp(dir=self._spool.path, prefix="upload-")
         os.close(fd)
         return Path(name)
 
@@ -303,4 +305,4 @@ class Transfers:
 
     def discard_offers(self) -> None:
         self.offers.clear()
-        shutil.rmtree(self._spool, ignore_errors=True)
+        self._spool.close()
