@@ -22,12 +22,12 @@ from ghostline.client.transport import (
     TlsOptions,
     TlsPinMismatch,
     TransportError,
-    certificate_fingerprint,
     looks_like_tls,
     open_stream,
     speaks_tls,
 )
 from ghostline.errors import UsageError
+from ghostline.tlspin import certificate_pin
 from helpers import free_port, self_signed_certificate
 
 # --- helpers ---------------------------------------------------------------------
@@ -316,7 +316,7 @@ async def test_a_proxy_wanting_a_password_or_not_socks5_is_a_fatal_proxy_error(
 
 async def test_tls_pin_accepts_the_pinned_certificate(tls_echo: tuple[int, Path, bytes]) -> None:
     port, _, der = tls_echo
-    pin = certificate_fingerprint(der)
+    pin = certificate_pin(der)
     streams = await open_stream("127.0.0.1", port, tls=TlsOptions(pin=pin))
     assert await _roundtrip(*streams) == b"ping"
 
@@ -335,7 +335,7 @@ async def test_tls_through_socks5_with_pin(tls_echo: tuple[int, Path, bytes]) ->
         streams = await open_stream(
             "127.0.0.1",
             port,
-            tls=TlsOptions(pin=certificate_fingerprint(der)),
+            tls=TlsOptions(pin=certificate_pin(der)),
             proxy=f"socks5://127.0.0.1:{proxy_port}",
         )
         assert await _roundtrip(*streams) == b"ping"

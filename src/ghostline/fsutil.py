@@ -21,9 +21,6 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-fsync_dir = fsync_path  # the name callers use for a directory
-
-
 def make_private_dirs(path: Path) -> list[Path]:
     """`mkdir -p path`, every directory it creates mode 0700 whatever the umask (those
     that exist are left as they are). Returns the directories it made, outermost first."""
@@ -68,7 +65,7 @@ def publish_new(tmp: Path, path: Path) -> None:
     else:
         tmp.unlink()
     try:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except OSError:
         path.unlink(missing_ok=True)
         raise

@@ -15,8 +15,8 @@ import pytest
 from e2e_support import GHOSTLINE, env_for, ghostline
 
 from fake_relay import FakeRelay, FakeSession
-from ghostline.client.transport import certificate_fingerprint
 from ghostline.protocol.frames import ErrorCode, encode_error
+from ghostline.tlspin import certificate_pin
 from helpers import RelayProcess, free_port, kits_by_name, make_kit_set, self_signed_certificate
 from waiting import until
 
@@ -87,7 +87,7 @@ def test_the_right_pin_and_the_right_ca_both_connect(
     kits: dict[str, Path], home: Path, tls_relay: tuple[RelayProcess, Path, bytes]
 ) -> None:
     relay, cert, der = tls_relay
-    for trust in (["--tls-pin", certificate_fingerprint(der)], ["--tls-ca", str(cert)]):
+    for trust in (["--tls-pin", certificate_pin(der)], ["--tls-ca", str(cert)]):
         done = ghostline("send", str(kits["alice"]), "hi", *relay.relay_args(), *trust, home=home)
         assert done.returncode == 0, done.stderr
         assert "accepted by the relay" in done.stderr

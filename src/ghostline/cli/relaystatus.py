@@ -145,12 +145,11 @@ def messages_missing_line(event: MessagesMissing) -> str:
 def relay_failing_line(event: RelayFailing) -> str:
     if event.code == ErrorCode.INTERNAL:
         what = f"the relay failed with an internal error {event.times} times in a row"
-        why = "it has a problem its operator must fix"
-    elif event.code in (ErrorCode.RELAY_FULL, ErrorCode.RATE_LIMITED):
-        what = f"the relay refused {event.times} times in a row"
-        why = "it is full or busy; it may take this member once others leave"
     else:
         what = f"the relay refused {event.times} times in a row"
+    if event.code in (ErrorCode.RELAY_FULL, ErrorCode.RATE_LIMITED):
+        why = "it is full or busy; it may take this member once others leave"
+    else:
         why = "it has a problem its operator must fix"
     return (
         f"warning: {what} ({quote(event.reason)}): {why}. "

@@ -170,9 +170,6 @@ class TlsOptions:
         return ctx
 
 
-certificate_fingerprint = certificate_pin  # the pin format (tlspin.py), under its old name
-
-
 @dataclass(frozen=True, slots=True)
 class ProxyAddress:
     host: str
@@ -328,8 +325,8 @@ def _why(exc: OSError) -> str:
 def _check_pin(writer: asyncio.StreamWriter, pin: bytes) -> None:
     sslobj = writer.get_extra_info("ssl_object")
     der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-    if not der or bytes.fromhex(certificate_pin(der)) != pin:
-        got = certificate_fingerprint(der) if der else "none"
+    if not der or certificate_pin(der) != pin.hex():
+        got = certificate_pin(der) if der else "none"
         raise TlsPinMismatch(f"the relay's certificate has fingerprint {got}, not the pinned one")
 
 
