@@ -16,7 +16,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,23 @@ def make_kit_set(
         group=group,
         **(made | kwargs),
     )
+
+
+@contextmanager
+def opened_members(
+    out_dir: Path, n: int, *, seed: str, slice_len: int = 8192, auth_keys: int = 64
+) -> Iterator[list[Any]]:
+    """A kit set of `n` members on a fixed pad (`seed`), each opened as a `Member`;
+    closed again on leaving."""
+    from ghostline.state.member import Member
+
+    kits = make_kit_set(out_dir, n, slice_len=slice_len, auth_keys=auth_keys, seed=seed)
+    opened = [Member.open(k) for k in kits]
+    try:
+        yield opened
+    finally:
+        for member in opened:
+            member.close()
 
 
 def kits_by_name(paths: Iterable[Path]) -> dict[str, Path]:

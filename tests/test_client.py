@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -34,7 +34,7 @@ from ghostline.protocol.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
 from ghostline.state.member import Member
 from ghostline.state.store import Store
-from helpers import free_port, make_kit_set
+from helpers import free_port, make_kit_set, opened_members
 from waiting import until
 
 E = TypeVar("E")
@@ -65,12 +65,9 @@ class Relay:
 
 
 @pytest.fixture
-def members(tmp_path: Path) -> list[Member]:
-    paths = make_kit_set(tmp_path / "kits", 3, slice_len=8192, auth_keys=64, seed="client")
-    opened = [Member.open(p) for p in paths]
-    yield opened  # type: ignore[misc]
-    for m in opened:
-        m.close()
+def members(tmp_path: Path) -> Iterator[list[Member]]:
+    with opened_members(tmp_path / "kits", 3, seed="client") as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from ghostline.protocol.frames import FrameType, Hello, Port, encode_frame
 from ghostline.protocol.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
 from ghostline.state.member import Member
-from helpers import make_kit_set
+from helpers import opened_members
 from waiting import until
 
 # The most a commit waits for the loop to show it runs (after that, it records that it did not).
@@ -61,11 +61,8 @@ class SlowCommits:
 
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[Member]]:
-    paths = make_kit_set(tmp_path / "kits", 3, slice_len=8192, auth_keys=64, seed="durable")
-    opened = [Member.open(p) for p in paths]
-    yield opened
-    for m in opened:
-        m.close()
+    with opened_members(tmp_path / "kits", 3, seed="durable") as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,7 +43,7 @@ from ghostline.protocol.frames import (
 )
 from ghostline.protocol.relaycursor import RelayCursor
 from ghostline.state.member import Member
-from helpers import derived, make_kit_set
+from helpers import derived, opened_members
 from waiting import until
 
 E = TypeVar("E")
@@ -51,12 +51,9 @@ HUGE = (1 << 63, (1 << 64) - 1)
 
 
 @pytest.fixture
-def members(tmp_path: Path) -> list[Member]:
-    paths = make_kit_set(tmp_path / "kits", 3, slice_len=8192, auth_keys=64, seed="hostile")
-    opened = [Member.open(p) for p in paths]
-    yield opened  # type: ignore[misc]
-    for m in opened:
-        m.close()
+def members(tmp_path: Path) -> Iterator[list[Member]]:
+    with opened_members(tmp_path / "kits", 3, seed="hostile") as opened:
+        yield opened
 
 
 @contextlib.asynccontextmanager

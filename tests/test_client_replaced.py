@@ -7,6 +7,7 @@ never comes, it is reported missing."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from ghostline.client import (
 from ghostline.protocol.envelope import pack_header
 from ghostline.protocol.frames import Frame, FrameType, encode_deliver
 from ghostline.state.member import Member
-from helpers import make_kit_set
+from helpers import opened_members
 from test_client import (
     Relay,
     client_for,
@@ -33,12 +34,9 @@ from waiting import until
 
 
 @pytest.fixture
-def members(tmp_path: Path) -> list[Member]:
-    paths = make_kit_set(tmp_path / "kits", 3, slice_len=8192, auth_keys=64, seed="replaced")
-    opened = [Member.open(p) for p in paths]
-    yield opened  # type: ignore[misc]
-    for m in opened:
-        m.close()
+def members(tmp_path: Path) -> Iterator[list[Member]]:
+    with opened_members(tmp_path / "kits", 3, seed="replaced") as opened:
+        yield opened
 
 
 @pytest.fixture

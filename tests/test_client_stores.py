@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +19,14 @@ from ghostline.client import (
 )
 from ghostline.client.transport import RelayAddress
 from ghostline.state.member import Member
-from helpers import RelayProcess, make_kit_set
+from helpers import RelayProcess, opened_members
 from test_client import events_until, expect, send_accepted, shown, texts
 
 
 @pytest.fixture
-def members(tmp_path: Path) -> list[Member]:
-    paths = make_kit_set(tmp_path / "kits", 2, slice_len=8192, auth_keys=64, seed="stores")
-    opened = [Member.open(p) for p in paths]
-    yield opened  # type: ignore[misc]
-    for m in opened:
-        m.close()
+def members(tmp_path: Path) -> Iterator[list[Member]]:
+    with opened_members(tmp_path / "kits", 2, seed="stores") as opened:
+        yield opened
 
 
 def address(relay: RelayProcess) -> RelayAddress:
