@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from bench.bench_relay import (
 )
 from bench.cluster_faults import FaultReport, run_faults
 from bench.natskit import JetStreamServer
+from bench.procs import stop_processes
 from ghostline.relay.cluster import DEFAULT_STREAMS, score
 
 TITLE = "Cluster: two relay nodes vs one, streams, forwarding and faults (NATS JetStream)"
@@ -201,16 +201,6 @@ async def request_rtt(nats_port: int) -> float:
     return statistics.median(rtt) * 1e3
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 async def _run() -> str:
     tmp = Path(tempfile.mkdtemp(prefix="ghostline-bench-cluster-"))
     server = JetStreamServer(tmp / "nats", sync=SYNC)
@@ -244,8 +234,8 @@ async def _run() -> str:
         fwd = await forwarding({"a": a_port, "b": b_port}, nats_port)
         print(f"  forwarding: {fwd}", file=sys.stderr)
     finally:
-        _stop(procs)
-        _stop([nats_proc])
+        stop_processes(procs, 20)
+        stop_processes([nats_proc], 20)
         shutil.rmtree(tmp, ignore_errors=True)
     faults = None
     if FAULTS:

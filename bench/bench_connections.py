@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from bench.connkit import (
     raise_own_fd_limit,
     rss,
 )
+from bench.procs import stop_processes
 
 TITLE = "Relay connections: 10,000 idle members on one relay"
 
@@ -96,11 +96,7 @@ async def _run() -> str:
             if m.peer.transport is not None:
                 m.peer.transport.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes([proc], 30)
         shutil.rmtree(tmp, ignore_errors=True)
     per_conn = (held_rss - base_rss) / count / 1024
     ratio = loaded[0] / idle[0]

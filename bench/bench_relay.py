@@ -23,7 +23,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -39,6 +38,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from bench.procs import stop_processes
 from bench.relayprofile import profiled, report, thread_cpu, thread_split
 from ghostline.protocol.envelope import pack_header, sealed_length
 from ghostline.protocol.frames import FrameType, Hello, Port, encode_frame, join_statement
@@ -437,12 +437,7 @@ async def _run() -> str:
             print(f"  {rooms}x{n} {size} B: ghostline {gl}, nats {nt}", file=sys.stderr)
             rows.append((rooms, n, size, gl, nt))
     finally:
-        for proc in (relay, nats):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes((relay, nats), 20)
         shutil.rmtree(tmp, ignore_errors=True)
     top, stages = await profiled(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
     lines = [

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import pstats
-import signal
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+from bench.procs import stop_processes
 
 TOP = 12
 
@@ -76,11 +77,7 @@ async def profiled(
     try:
         await run_load(port)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes([proc], 60)
     stats = pstats.Stats(str(out))
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for (_, _, name), (_, _, tt, _, _) in entries.items()
