@@ -38,7 +38,8 @@ def run_killed(rng: random.Random, kit: Path, state: Path, *args: str) -> list[l
         printed = (early + rest).decode().splitlines()
         lines.extend(line.split() for line in printed if line not in ("ready", "exhausted"))
         if "exhausted" in printed:  # it used up its pad before the kill came: done
-            assert proc.returncode == 0
+            # The kill may still land while it closes after saying so.
+            assert proc.returncode in (0, -signal.SIGKILL)
             break
         assert proc.returncode == -signal.SIGKILL
     return lines
