@@ -15,7 +15,8 @@ import sqlite3
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, groupby, islice, repeat
+from operator import itemgetter, lt
 
 from ..errors import StateError
 from . import chunks
@@ -28,6 +29,9 @@ from .sqlite_schema import BIAS, CHUNK_COLUMNS, INSERT_SENDER, RoomState, Saved
 # An `Appended` made without the Python-level __new__ namedtuple() gives it (once per
 # message, on the hot path).
 _new_appended = tuple.__new__
+# an Appended (seq, False, ()) per new message of a run, in C-level maps
+_APPENDED, _NEW, _ALONE = repeat(Appended), repeat(False), repeat(())
+_room_sender, _counter, _sealed = itemgetter(0, 1), itemgetter(2), itemgetter(3)
 _CHUNK_BYTES = 256 * 1024  # a room's share of one commit is split into chunks of about this
 _INSERT_CHUNK = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPDATE_HEAD = "UPDATE rooms SET head = ? WHERE id = ?"
@@ -85,7 +89,12 @@ def _insert_rows(
     room_sealed: list[bytes]
     room_senders: list[int]
     room_counters: list[int]
-    for room, sender, counter, sealed in batch:  # the hot path: once per message
+    # The hot path: once per run of one sender's messages (a connection's publishes
+    # arrive together). A run whose counters rise and start above every counter the
+    # sender has stored is all new: its seqs are given without a Python step per
+    # message; any other run is checked message by message.
+    for (room, sender), group in groupby(batch, _room_sender):
+        run = list(group)
         if room is not last:
             seen = new.get(room)
             if seen is None:
@@ -101,20 +110,32 @@ def _insert_rows(
         high = top.get(sender)
         if high is None:
             high = top[sender] = _load_top(db, state.id, sender)
-        if counter <= high:  # not above every stored counter: look it up, exactly
-            seq = _pending(entry, sender, counter)
-            if seq is None:
-                seq = _lookup(db, state, sender, counter)
-            if seq is not None:
-                add(_new_appended(Appended, (seq, True, ())))
-                continue
-        else:
-            top[sender] = counter
-        seq = state.head = state.head + 1
-        room_sealed.append(sealed)
-        room_senders.append(sender)
-        room_counters.append(counter)
-        add(_new_appended(Appended, (seq, False, ())))
+        counters = list(map(_counter, run))
+        if counters[0] > high and all(map(lt, counters, islice(counters, 1, None))):
+            first = state.head + 1
+            state.head += len(run)
+            top[sender] = counters[-1]
+            room_sealed += map(_sealed, run)
+            room_senders += repeat(sender, len(run))
+            room_counters += counters
+            seqs = range(first, state.head + 1)
+            results += map(_new_appended, _APPENDED, zip(seqs, _NEW, _ALONE, strict=False))
+            continue
+        for counter, sealed in zip(counters, map(_sealed, run), strict=True):
+            if counter <= high:  # not above every stored counter: look it up, exactly
+                seq = _pending(entry, sender, counter)
+                if seq is None:
+                    seq = _lookup(db, state, sender, counter)
+                if seq is not None:
+                    add(_new_appended(Appended, (seq, True, ())))
+                    continue
+            else:
+                high = top[sender] = counter
+            seq = state.head = state.head + 1
+            room_sealed.append(sealed)
+            room_senders.append(sender)
+            room_counters.append(counter)
+            add(_new_appended(Appended, (seq, False, ())))
     rows, index, heads, stored = _rows(new.values())
     if rows:
         db.executemany(_INSERT_CHUNK, rows)
