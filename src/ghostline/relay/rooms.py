@@ -13,9 +13,6 @@ import logging
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
-from operator import add as _add
-from operator import itemgetter
 from typing import Any, Protocol
 
 from ..protocol.frames import (
@@ -34,10 +31,6 @@ from .metrics import Metrics
 
 log = logging.getLogger("ghostline.relay")
 _DELIVER = int(FrameType.DELIVER)
-# For the fan-out's C-level maps over a run of publishes and their outcomes.
-_seq, _duplicate, _preceded = itemgetter(0), itemgetter(1), itemgetter(2)
-_counter, _sealed = itemgetter(2), itemgetter(3)
-_BODY_HEADS, _DELIVERS = repeat(DELIVER_BODY_HEAD), repeat(_DELIVER)
 
 
 class Watcher(Protocol):
@@ -278,19 +271,6 @@ class RoomHub:
                 mine = rb.mine[conn] = []
             parts = rb.parts
             start = len(parts)
-            if not (any(map(_duplicate, outcomes)) or any(map(_preceded, outcomes))):
-                # The common run, all new and none preceded: no Python step per message,
-                # only C-level maps (a DELIVER head and an ACCEPTED packed per message).
-                seqs = list(map(_seq, outcomes))
-                sealed_run = list(map(_sealed, run))
-                heads = map(
-                    pack_head, map(_add, map(len, sealed_run), _BODY_HEADS), _DELIVERS, seqs
-                )
-                parts += chain.from_iterable(zip(heads, sealed_run, strict=True))
-                accepted_run = b"".join(map(accepted_frame, seqs, map(_counter, run)))
-                mine.append((start, len(parts), accepted_run))
-                rb.own[conn] = rb.own.get(conn, 0) + count
-                continue
             accepted: list[bytes] = []
             new = count
             for pub, (seq, duplicate, preceded_by) in zip(run, outcomes, strict=True):
