@@ -4,8 +4,8 @@ The relay port replays the room from the client's cursor, then delivers live, an
 PUBLISHes: its hot path (`RelayConnection.on_data`) walks a read of whole good PUBLISHes
 once, checking each length prefix and PUBLISH header there, and slices out each sealed
 message; any other read goes through the `FrameSplitter` (every length prefix checked
-first) and `on_frames`, which checks each PUBLISH by the rules of `rules.py`. The presence port sends who is
-online, then every change (`rooms.py`).
+first) and `on_frames`, which checks each PUBLISH by the rules of `rules.py`. The
+presence port sends who is online, then every change (`rooms.py`).
 """
 
 from __future__ import annotations
