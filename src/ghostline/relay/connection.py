@@ -376,9 +376,8 @@ class Connection(asyncio.Protocol):
         raise NotImplementedError
 
     def on_data(self, data: bytes, now: float) -> bool:
-        """A port's shortcut for what it receives once open: True when it handled `data`
-        itself, False (having changed nothing) to have the splitter and `on_frames`
-        handle it."""
+        """Handle `data` (the connection is open) and say True, or change nothing and
+        say False: the splitter and `on_frames` then handle it."""
         return False
 
     def on_frames(self, stop: int, now: float) -> None:
