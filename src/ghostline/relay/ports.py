@@ -112,24 +112,23 @@ class RelayConnection(Connection):
                         return False  # a bad prefix, or a whole (short) frame
                 break
             size, kind, identity, counter, _, length = unpack_publish(data, pos)
-            if end - pos - 4 < size:  # a frame's start, its header all here
+            after = pos + 4 + size  # where this frame ends
+            if after > end:  # a frame's start, its header all here
                 if size > max_frame:
                     return False
                 break
-            if (
-                not (
-                    kind == _PUBLISH
-                    and size > HEADER_LEN  # the unpacked header is this frame's own
-                    and identity in identities
-                    and length
-                    and length + overhead == size - 1
-                    and size <= max_frame
-                )
-                or len(publishes) == allowed
+            if not (
+                kind == _PUBLISH
+                and HEADER_LEN < size <= max_frame  # the unpacked header is its own
+                and identity in identities
+                and length
+                and length + overhead == size - 1
             ):
                 return False
-            add(_new_publish(Publish, (room, member, counter, data[pos + 5 : pos + 4 + size])))
-            pos += 4 + size
+            add(_new_publish(Publish, (room, member, counter, data[pos + 5 : after])))
+            pos = after
+        if len(publishes) > allowed:  # the rate limit: on_frames refuses at the first over
+            return False
         if pos < end:
             splitter.buffer += memoryview(data)[pos:]
         if publishes:
