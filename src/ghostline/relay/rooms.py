@@ -339,12 +339,18 @@ class RoomHub:
         room = self.rooms.get(room_id)
         if room is None or not messages:
             return
-        frames = [encode_deliver(m.seq, m.sealed) for m in messages]
-        full = b"".join(frames)
-        self.metrics.deliveries += len(frames) * len(room.relay)
-        for conn in list(room.relay):
+        # Each DELIVER as its head and the sealed message, joined once for all (the same
+        # hot path as `_dispatch`); whole frames only for a connection still replaying.
+        pack_head = DELIVER_HEAD.pack
+        parts: list[bytes] = []
+        for seq, sealed in messages:
+            parts += (pack_head(len(sealed) + DELIVER_BODY_HEAD, _DELIVER, seq), sealed)
+        full = b"".join(parts)
+        targets = list(room.relay)
+        self.metrics.deliveries += len(messages) * len(targets)
+        for conn in targets:
             if conn.replaying:
-                conn.buffer_live([(m.seq, f) for m, f in zip(messages, frames, strict=True)])
+                conn.buffer_live([(m.seq, encode_deliver(m.seq, m.sealed)) for m in messages])
             else:
                 conn.send(full)
 

@@ -93,12 +93,10 @@ class Fanout:
         fan = self._fans.get(room)
         if fan is None or not messages:
             return
-        for m in messages:
-            if m.seq > fan.cursor:
-                fan.pending[m.seq] = m
         fan.known = max(fan.known, messages[-1].seq)
-        if room not in self.busy:
-            self.drain(room)
+        if messages[0].seq <= fan.cursor:
+            messages = [m for m in messages if m.seq > fan.cursor]
+        self._arrived(room, fan, messages)
 
     async def on_live(self, msg: Msg) -> None:
         room = room_of(msg.subject)
@@ -127,7 +125,27 @@ class Fanout:
         if fan is None:
             fan = self._fans[room] = _Fan(chunk.first - 1)
         fan.known = max(fan.known, chunk.last)
-        for m in chunk.messages(fan.cursor):
+        self._arrived(room, fan, chunk.messages(fan.cursor))
+
+    def _arrived(self, room: bytes, fan: _Fan, messages: Sequence[StoredMessage]) -> None:
+        """Messages above the cursor, in seq order. The usual case, a run that is next in
+        line with nothing else waiting, goes to the hub at once; anything else waits in
+        `pending` for `drain`."""
+        hub = self.hub
+        if (
+            messages
+            and messages[0].seq == fan.cursor + 1
+            and messages[-1].seq == fan.cursor + len(messages)
+            and not fan.pending
+            and not fan.deferred
+            and room not in self.busy
+            and hub is not None
+        ):
+            fan.cursor += len(messages)
+            hub.on_remote_messages(room, messages)
+            self._fill_later(room, fan)
+            return
+        for m in messages:
             fan.pending[m.seq] = m
         if room not in self.busy:
             self.drain(room)
@@ -162,6 +180,9 @@ class Fanout:
             del fan.pending[seq]
         if ready and self.hub is not None:
             self.hub.on_remote_messages(room, ready)
+        self._fill_later(room, fan)
+
+    def _fill_later(self, room: bytes, fan: _Fan) -> None:
         if (fan.pending or fan.known > fan.cursor) and not fan.filling:
             fan.filling = True
             self._spawn(self._fill(room, fan))

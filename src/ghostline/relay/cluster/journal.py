@@ -204,10 +204,12 @@ class Journal:
             stored = await self._write(room, head, new, tops, late)
             if stored is None:
                 return  # lost a race: the next round counts again
-            if outcomes is None:
+            if outcomes is None:  # the usual round: all new, numbered in the waiters' order
                 first = stored.chunk.first
                 outcomes = [_NEW(Appended, (s, False, ())) for s in range(first, first + len(new))]
-            self._hand_over(room, waiters, outcomes)
+                self._hand_over_run(room, waiters, first)
+            else:
+                self._hand_over(room, waiters, outcomes)
             self._after_store(room, stored)
         else:  # all found stored: new here only if our own unanswered write stored them
             assert outcomes is not None
@@ -284,6 +286,22 @@ class Journal:
             at += len(take)
         if handed:
             handed.sort()
+            self._on_stored(room, handed)
+
+    def _hand_over_run(self, room: bytes, waiters: list[_Waiter], first: int) -> None:
+        """`_hand_over` for the usual round, whose messages are all new and hold seqs
+        first, first + 1, ... in the waiters' order: each waiter's share as one run."""
+        if all(w.local for w in waiters):
+            return
+        handed: list[StoredMessage] = []
+        seq = first
+        for w in waiters:
+            done = len(w.results)
+            count = len(w.items) - done
+            if not w.local and count:
+                handed += w.items.part(done, len(w.items)).messages(seq)
+            seq += count
+        if handed:
             self._on_stored(room, handed)
 
     def _chunk_bytes(self) -> int:
