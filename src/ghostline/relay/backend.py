@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from ..errors import LocalError
 from .metrics import Metrics
@@ -76,10 +76,6 @@ class RelayHub(Protocol):
 
 class Backend(ABC):
     """Where rooms, rosters and messages live. All methods run on the relay's loop."""
-
-    #: True when the hub may start the next `append` before it has fanned out the
-    #: results of the previous one (their fan-out still happens in commit order).
-    pipelined_appends: ClassVar[bool] = False
 
     #: 16 random bytes made when the store was created and kept for its life (the same
     #: on every node of a cluster); WELCOME carries it. Set by `open`.

@@ -225,11 +225,6 @@ class RoomHub:
         if results is None:
             self._commit_next()
             return
-        if self._pending and self.backend.pipelined_appends:
-            # Pipeline: let the next batch start its commit (its fsync runs on the store's
-            # thread) before this one is answered and fanned out.
-            self._commit_next()
-            await asyncio.sleep(0)
         self._dispatch(batch, senders, results)
         if not self._committing and not self._scheduled:
             self._commit_next()

@@ -8,7 +8,7 @@ Group commit: `append` inserts a batch on the event loop (plain C calls into SQL
 thread hand-off per row) and hands only the COMMIT, the fsync, to a dedicated writer
 thread, which runs it without the GIL. While that commit is in flight the relay keeps
 reading, and whatever arrives becomes the next batch (`rooms.RoomHub`). That batch is
-inserted after this one is answered, not before (`pipelined_appends` stays False): the
+inserted after this one is answered, not before (no pipelining): the
 ACCEPTEDs go out a batch's insert sooner, and commits come out fewer and larger (at 10
 rooms x 3 members, 100 B: about 850 messages per commit instead of 650, some 0.1 us less
 relay CPU per message, and no less throughput). An
