@@ -56,6 +56,9 @@ if os.environ.get("BENCH_CLUSTER_ONLY"):  # knobs for investigating, as in bench
 SYNC = os.environ.get("BENCH_CLUSTER_SYNC", "always")
 STREAMS = int(os.environ.get("BENCH_CLUSTER_STREAMS", str(DEFAULT_STREAMS)))
 FAULTS = os.environ.get("BENCH_CLUSTER_FAULTS", "1") == "1"
+# BENCH_CLUSTER_FORWARD_ONLY=1: only the forwarding case (two nodes, no scenarios, no
+# faults), for comparing forwarding changes quickly.
+FORWARD_ONLY = os.environ.get("BENCH_CLUSTER_FORWARD_ONLY", "0") == "1"
 TARGET_DELIVERIES = {100: 200_000, 4096: 50_000}
 PARALLEL_ROOMS = 10
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -207,6 +210,8 @@ async def _run() -> str:
     server.start()
     assert server.proc is not None
     nats_proc, nats_port = server.proc, server.port
+    if FORWARD_ONLY:
+        return await _forward_only(server, tmp)
     sqlite, sqlite_port = start_relay("--store", str(tmp / "relay.sqlite"))
     a, a_port = start_node(nats_port, "a")
     procs = [sqlite, a]
@@ -245,6 +250,31 @@ async def _run() -> str:
         finally:
             shutil.rmtree(where, ignore_errors=True)
     return report(rows, parallel, fwd, faults)
+
+
+async def _forward_only(server: JetStreamServer, tmp: Path) -> str:
+    assert server.proc is not None
+    a, a_port = start_node(server.port, "a")
+    b, b_port = start_node(server.port, "b")
+    try:
+        await asyncio.sleep(3)  # both nodes' presence snapshots are out: they agree on owners
+        fwd = await forwarding({"a": a_port, "b": b_port}, server.port)
+    finally:
+        stop_processes([a, b], 20)
+        stop_processes([server.proc], 20)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return forwarding_line(fwd)
+
+
+def forwarding_line(fwd: tuple[float, float, float]) -> str:
+    local, forwarded, rtt = fwd
+    return (
+        f"Forwarding (two nodes, one message at a time, publish to ACCEPTED, p50): {local:.2f} ms"
+        f" from a member on the room's owner, {forwarded:.2f} ms from one on the other node,"
+        f" so forwarding adds {forwarded - local:.2f} ms ({(forwarded - local) / rtt:.1f} round"
+        f" trips); one NATS request/reply between two Python processes (nats-py on both ends,"
+        f" as between two nodes) takes {rtt:.2f} ms."
+    )
 
 
 def report(
@@ -288,7 +318,6 @@ def report(
         f" {one_split[0]:.2f} + nats-server {one_split[1]:.2f}; two nodes {two_split[0]:.2f}"
         f" + {two_split[1]:.2f} + nats-server {two_split[2]:.2f}.",
     ]
-    local, forwarded, rtt = fwd
     lines += [
         "",
         f"Light load with {PARALLEL_ROOMS} rooms each sending one message at a time, p50 / p99 "
@@ -296,11 +325,7 @@ def report(
         f"{parallel['one'][0]:.2f} / {parallel['one'][1]:.2f}; two nodes "
         f"{parallel['two'][0]:.2f} / {parallel['two'][1]:.2f}.",
         "",
-        f"Forwarding (two nodes, one message at a time, publish to ACCEPTED, p50): {local:.2f} ms"
-        f" from a member on the room's owner, {forwarded:.2f} ms from one on the other node,"
-        f" so forwarding adds {forwarded - local:.2f} ms ({(forwarded - local) / rtt:.1f} round"
-        f" trips); one NATS request/reply between two Python processes (nats-py on both ends,"
-        f" as between two nodes) takes {rtt:.2f} ms.",
+        forwarding_line(fwd),
         "",
         "Goals: one node at least 0.5x the SQLite relay at 10 x 3, 100 B; two nodes at least",
         "1.0x one node, and at most 1.15x its CPU-seconds per 100,000 deliveries; light p50",
