@@ -248,7 +248,8 @@ class Link:
         answer: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._asked[token] = answer
         try:
-            self._write_now(nc, subject, payload, self._inbox + token)
+            _queue(nc, subject, payload, self._inbox + token)
+            _flush(nc)
             async with asyncio.timeout(timeout):
                 msg = await answer
         except TimeoutError:
@@ -260,20 +261,14 @@ class Link:
         return msg
 
     def publish_now(self, subject: str, payload: bytes) -> None:
-        """Publish `payload` (an answer someone waits for), written to the socket at once."""
-        nc, _ = self.connected()
-        self._write_now(nc, subject, payload, "")
-
-    @staticmethod
-    def _write_now(nc: NatsClient, subject: str, payload: bytes, reply: str) -> None:
-        if len(payload) > nc.max_payload:
-            raise nats.errors.MaxPayloadError
-        transport = nc._transport
-        assert transport is not None  # connected
-        pending = nc._pending
-        pending.append(pub_cmd(subject, reply, payload))
-        nc._pending, nc._pending_data_size = [], 0
-        transport.writelines(pending)
+        """Publish `payload` (an answer someone waits for), written to the socket at once;
+        while NATS is away, kept like any publish and sent once reconnected."""
+        nc = self.nc
+        if nc is None or nc.is_closed:
+            raise StorageUnavailable("NATS is closed")
+        _queue(nc, subject, payload, "")
+        if nc.is_connected:
+            _flush(nc)
 
     async def _on_reply(self, msg: Msg) -> None:
         answer = self._asked.pop(msg.subject[len(self._inbox) :], None)
@@ -331,6 +326,24 @@ class Link:
     async def _closed(self) -> None:
         if not self.closing:
             log_event(log, "nats_closed", level=logging.ERROR, node=self.node)
+
+
+def _queue(nc: NatsClient, subject: str, payload: bytes, reply: str) -> None:
+    """Add a message to what nats-py writes next (as its publish does)."""
+    if len(payload) > nc.max_payload:
+        raise nats.errors.MaxPayloadError
+    command = pub_cmd(subject, reply, payload)
+    nc._pending.append(command)
+    nc._pending_data_size += len(command)
+
+
+def _flush(nc: NatsClient) -> None:
+    """Write what nats-py holds now, as its flusher task would on a later turn."""
+    transport = nc._transport
+    assert transport is not None  # connected
+    pending = nc._pending
+    nc._pending, nc._pending_data_size = [], 0
+    transport.writelines(pending)
 
 
 def _why(err: BaseException) -> str:
