@@ -187,3 +187,21 @@ async def test_a_node_request_gets_its_answer_or_says_nobody_listens_or_nobody_a
         assert a.link._asked == {}  # no answer left waiting
     finally:
         await spy.close()
+
+
+async def test_an_answer_given_while_nats_is_away_goes_out_once_the_node_is_back(
+    nodes, nats_server
+):
+    a, _ = nodes
+    assert a.link.nc is not None
+    got: list[bytes] = []
+
+    async def heard(msg) -> None:
+        got.append(msg.data)
+
+    await a.link.nc.subscribe("test.later", cb=heard)  # this node hears its own publish
+    nats_server.kill()
+    await until(lambda: not a.link.up, 20, "node a sees NATS gone")
+    a.link.publish_now("test.later", b"kept")
+    nats_server.start()
+    await until(lambda: got == [b"kept"], 30, "the answer, once reconnected")
