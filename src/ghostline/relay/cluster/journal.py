@@ -233,7 +233,7 @@ class Journal:
             if outcomes is None:
                 first = stored.chunk.first
                 outcomes = [_NEW(Appended, (s, False, ())) for s in range(first, first + len(new))]
-        assert outcomes is not None  # all found stored: new only if our unanswered write was
+        assert outcomes is not None  # from the write, or the look-up found all stored
         handed = _forwarded(waiters, outcomes)
         at = 0
         for w in waiters:
