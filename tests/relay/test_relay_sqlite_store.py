@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import struct
 
@@ -159,3 +160,62 @@ async def test_the_same_store_under_another_name_is_refused_too(tmp_path, link):
     await first.close()
     second = await open_store(other)  # the first is gone: the alias may take it now
     await second.close()
+
+
+async def test_random_batches_number_and_dedupe_as_a_plain_model_does(tmp_path):
+    # Batches as the relay makes them: runs of one sender's publishes, mostly counting
+    # up (each run numbered at once), with resends, repeats inside a run and counters
+    # that go down mixed in (checked one by one). A dict is the model.
+    seed = int.from_bytes(os.urandom(4), "big")
+    print("seed", seed)
+    rng = random.Random(seed)
+    path = tmp_path / "s.sqlite"
+    store = await open_store(path)
+    model: dict[tuple[int, int], int] = {}
+    next_counter = [0, 0, 0]
+    for _ in range(60):
+        batch = []
+        for _ in range(rng.randint(1, 6)):
+            sender = rng.randrange(3)
+            if rng.random() < 0.7:  # a fresh run, counting up (perhaps with gaps, repeats)
+                counters = []
+                for _ in range(rng.randint(1, 12)):
+                    next_counter[sender] += rng.choice((0, 1, 1, 1, 2, 5))
+                    counters.append(next_counter[sender])
+            else:  # resends (often of the highest so far), repeats, counters out of order
+                top = next_counter[sender]
+                counters = [rng.randint(0, top + 3) for _ in range(rng.randint(1, 8))]
+                counters[0] = rng.choice((top, top, counters[0]))
+                next_counter[sender] = max(next_counter[sender], *counters)
+            batch += [pub(sender, c, size=1 + c % 7) for c in counters]
+        want = []
+        for p in batch:
+            key = (p.sender, p.counter)
+            held = key in model
+            if not held:
+                model[key] = len(model) + 1
+            want.append((model[key], held))
+        got = await store.append(batch)
+        assert [(a.seq, a.duplicate) for a in got] == want
+        if rng.random() < 0.1:
+            await store.close()
+            store = await open_store(path)
+    by_seq = {seq: key for key, seq in model.items()}
+    stored_messages = await store.read_after(ROOM, 0, limit=10**6, max_bytes=10**9)
+    assert [m.seq for m in stored_messages] == sorted(by_seq)
+    assert all(m.sealed == pub(*by_seq[m.seq], size=1 + by_seq[m.seq][1] % 7).sealed
+               for m in stored_messages)  # fmt: skip
+    await store.close()
+    # the dedupe index holds, per chunk and sender, exactly its lowest and highest counter
+    db = sqlite3.connect(path)
+    index = {(s, chunk): (lo, hi) for s, hi, lo, chunk in db.execute(
+        "SELECT sender, hi, lo, chunk FROM senders")}  # fmt: skip
+    expected = {}
+    for key, senders, counters in db.execute("SELECT key, senders, counters FROM chunks"):
+        ss = struct.unpack(f">{len(senders) // 2}H", senders)
+        cs = struct.unpack(f">{len(counters) // 8}Q", counters)
+        for s in set(ss):
+            mine = [c - 2**63 for c, x in zip(cs, ss, strict=True) if x == s]
+            expected[(s, key)] = (min(mine), max(mine))
+    db.close()
+    assert index == expected

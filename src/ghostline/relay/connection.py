@@ -138,6 +138,8 @@ class Connection(asyncio.Protocol):
         if self.closing or (self._sniff is not None and self.tls_client(data)):
             return
         now = self.last_rx = self.server.now()
+        if self.open and self.on_data(data, now):
+            return
         try:
             stop = self.splitter.feed(data)
         except ProtocolError as err:
@@ -372,6 +374,11 @@ class Connection(asyncio.Protocol):
     async def welcome(self, hello: Hello) -> None:
         """Join the room, send WELCOME (`handshake.welcome`) and what follows it."""
         raise NotImplementedError
+
+    def on_data(self, data: bytes, now: float) -> bool:
+        """Handle `data` (the connection is open) and say True, or change nothing and
+        say False: the splitter and `on_frames` then handle it."""
+        return False
 
     def on_frames(self, stop: int, now: float) -> None:
         """Handle the whole frames in `splitter.buffer[:stop]` (the connection is open)."""

@@ -1,10 +1,11 @@
 """What each port does once a connection has joined its room.
 
 The relay port replays the room from the client's cursor, then delivers live, and takes
-PUBLISHes: its hot path (`RelayConnection.on_frames`) takes the frames a `FrameSplitter`
-checked out of the receive buffer in one copy, walks them, checks each PUBLISH header
-there (`rules.py`) and slices out its sealed message. The presence port sends who is
-online, then every change (`rooms.py`).
+PUBLISHes: its hot path (`RelayConnection.on_data`) walks a read of whole good PUBLISHes
+once, checking each length prefix and PUBLISH header there, and slices out each sealed
+message; any other read goes through the `FrameSplitter` (every length prefix checked
+first) and `on_frames`, which checks each PUBLISH by the rules of `rules.py`. The
+presence port sends who is online, then every change (`rooms.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..errors import ProtocolError
 from ..protocol.envelope import HEADER_LEN, sealed_length
 from ..protocol.frames import (
     FRAME_HEAD,
+    FRAME_LENGTH,
     PUBLISH_HEAD,
     ErrorCode,
     Frame,
@@ -82,6 +84,59 @@ class RelayConnection(Connection):
         live, self._live, self._live_bytes = self._live, [], 0
         self.replaying = False
         self.send(b"".join([frame for seq, frame in live if seq > after]))
+
+    def on_data(self, data: bytes, now: float) -> bool:
+        # The hot path when nothing is buffered and `data` is whole PUBLISHes of this
+        # member that pass at once (see on_frames), and perhaps the start of one more
+        # frame: one walk over `data` itself, which checks each length prefix as the
+        # splitter's walk would, and no copy of it (each sealed message is sliced out of
+        # it). Anything else, a PUBLISH that fails, another frame, a bad prefix, the
+        # rate limit, is left to the splitter and on_frames, from the start and exactly.
+        splitter = self.splitter
+        if splitter.buffer:
+            return False
+        room, member = self.room, self.member
+        identities, overhead, max_frame = self._prefixes, self._overhead, splitter.max_frame
+        allowed = self._bucket.whole(now)
+        unpack_publish, unpack_length = PUBLISH_HEAD.unpack_from, FRAME_LENGTH.unpack_from
+        end = len(data)
+        last_head = end - PUBLISH_HEAD.size  # a PUBLISH head from here on is all in data
+        publishes: list[Publish] = []
+        add = publishes.append
+        pos = 0
+        while pos < end:
+            if pos > last_head:  # too short for a PUBLISH that passes: a frame's start?
+                if end - pos >= 4:
+                    (size,) = unpack_length(data, pos)
+                    if not 0 < size <= max_frame or end - pos - 4 >= size:
+                        return False  # a bad prefix, or a whole (short) frame
+                break
+            size, kind, identity, counter, _, length = unpack_publish(data, pos)
+            after = pos + 4 + size  # where this frame ends
+            if after > end:  # a frame's start, its header all here
+                if size > max_frame:
+                    return False
+                break
+            if not (
+                kind == _PUBLISH
+                and HEADER_LEN < size <= max_frame  # the unpacked header is its own
+                and identity in identities
+                and length
+                and length + overhead == size - 1
+            ):
+                return False
+            add(_new_publish(Publish, (room, member, counter, data[pos + 5 : after])))
+            pos = after
+        if len(publishes) > allowed:  # the rate limit: on_frames refuses at the first over
+            return False
+        if pos < end:
+            splitter.buffer += memoryview(data)[pos:]
+        if publishes:
+            self._bucket.spend(len(publishes))
+            self.hub.submit_many(self, publishes)
+        if self.inflight > self.limits.max_inflight and self.transport is not None:
+            self.transport.pause_reading()
+        return True
 
     def on_frames(self, stop: int, now: float) -> None:
         # The hot path: no object per frame but the Publish and its sealed bytes, copied

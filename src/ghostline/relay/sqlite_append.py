@@ -15,7 +15,8 @@ import sqlite3
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, groupby, islice, repeat
+from operator import itemgetter, lt
 
 from ..errors import StateError
 from . import chunks
@@ -28,13 +29,16 @@ from .sqlite_schema import BIAS, CHUNK_COLUMNS, INSERT_SENDER, RoomState, Saved
 # An `Appended` made without the Python-level __new__ namedtuple() gives it (once per
 # message, on the hot path).
 _new_appended = tuple.__new__
+# an Appended (seq, False, ()) per new message of a run, in C-level maps
+_APPENDED, _NEW, _ALONE = repeat(Appended), repeat(False), repeat(())
+_room_sender, _counter, _sealed = itemgetter(0, 1), itemgetter(2), itemgetter(3)
 _CHUNK_BYTES = 256 * 1024  # a room's share of one commit is split into chunks of about this
 _INSERT_CHUNK = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPDATE_HEAD = "UPDATE rooms SET head = ? WHERE id = ?"
 
 # A room's share of the batch: its state, then the new messages' sealed bytes, senders
-# and counters.
-_NewMessages = tuple[RoomState, list[bytes], list[int], list[int]]
+# and counters, and each sender's lowest and highest counter among them.
+_NewMessages = tuple[RoomState, list[bytes], list[int], list[int], dict[int, tuple[int, int]]]
 _IndexRow = tuple[int, int, int, int, int]  # a row of `senders`
 
 
@@ -85,7 +89,13 @@ def _insert_rows(
     room_sealed: list[bytes]
     room_senders: list[int]
     room_counters: list[int]
-    for room, sender, counter, sealed in batch:  # the hot path: once per message
+    room_ranges: dict[int, tuple[int, int]]
+    # The hot path: once per run of one sender's messages (a connection's publishes
+    # arrive together). A run whose counters rise and start above every counter the
+    # sender has stored is all new: its seqs are given without a Python step per
+    # message; any other run is checked message by message.
+    for (room, sender), group in groupby(batch, _room_sender):
+        run = list(group)
         if room is not last:
             seen = new.get(room)
             if seen is None:
@@ -93,34 +103,55 @@ def _insert_rows(
                 if found is None:
                     raise StateError("publish to a room with no bound roster")
                 saved.append((found, found.head, found.count, found.size))
-                seen = new[room] = (found, [], [], [])
+                seen = new[room] = (found, [], [], [], {})
             entry = seen
-            state, room_sealed, room_senders, room_counters = entry
+            state, room_sealed, room_senders, room_counters, room_ranges = entry
             top = state.top
             last = room
         high = top.get(sender)
         if high is None:
             high = top[sender] = _load_top(db, state.id, sender)
-        if counter <= high:  # not above every stored counter: look it up, exactly
-            seq = _pending(entry, sender, counter)
-            if seq is None:
-                seq = _lookup(db, state, sender, counter)
-            if seq is not None:
-                add(_new_appended(Appended, (seq, True, ())))
-                continue
-        else:
-            top[sender] = counter
-        seq = state.head = state.head + 1
-        room_sealed.append(sealed)
-        room_senders.append(sender)
-        room_counters.append(counter)
-        add(_new_appended(Appended, (seq, False, ())))
+        counters = list(map(_counter, run))
+        if counters[0] > high and all(map(lt, counters, islice(counters, 1, None))):
+            first = state.head + 1
+            state.head += len(run)
+            top[sender] = counters[-1]
+            room_sealed += map(_sealed, run)
+            room_senders += repeat(sender, len(run))
+            room_counters += counters
+            # above all this sender had: its lowest stays, the run's last is its highest
+            known = room_ranges.get(sender)
+            room_ranges[sender] = (counters[0] if known is None else known[0], counters[-1])
+            seqs = range(first, state.head + 1)
+            results += map(_new_appended, _APPENDED, zip(seqs, _NEW, _ALONE, strict=False))
+            continue
+        for counter, sealed in zip(counters, map(_sealed, run), strict=True):
+            if counter <= high:  # not above every stored counter: look it up, exactly
+                seq = _pending(entry, sender, counter)
+                if seq is None:
+                    seq = _lookup(db, state, sender, counter)
+                if seq is not None:
+                    add(_new_appended(Appended, (seq, True, ())))
+                    continue
+            else:
+                high = top[sender] = counter
+            seq = state.head = state.head + 1
+            room_sealed.append(sealed)
+            room_senders.append(sender)
+            room_counters.append(counter)
+            known = room_ranges.get(sender)
+            room_ranges[sender] = (
+                (counter, counter)
+                if known is None
+                else (min(known[0], counter), max(known[1], counter))
+            )
+            add(_new_appended(Appended, (seq, False, ())))
     rows, index, heads, stored = _rows(new.values())
     if rows:
         db.executemany(_INSERT_CHUNK, rows)
         db.executemany(INSERT_SENDER, index)
         db.executemany(_UPDATE_HEAD, heads)
-        for state, messages, _, _ in new.values():
+        for state, messages, *_ in new.values():
             if messages and (
                 state.count > retention.max_messages or state.size > retention.max_bytes
             ):
@@ -138,7 +169,7 @@ def _rows(
     index: list[_IndexRow] = []
     heads: list[tuple[int, int]] = []
     stored = 0
-    for state, messages, senders, counters in new:
+    for state, messages, senders, counters, room_ranges in new:
         if not messages:
             continue
         heads.append((state.head, state.id))
@@ -154,7 +185,9 @@ def _rows(
             ss, cs = senders[start:end], counters[start:end]
             key = (state.id << SEQ_BITS) | (first + end - 1)
             rows.append(chunks.build(key, first + start, part, ss, cs, now))
-            for s, (lo, hi) in chunks.ranges(ss, cs).items():
+            # the room's messages in one chunk (the common case): their ranges are known
+            whole = part is messages
+            for s, (lo, hi) in (room_ranges if whole else chunks.ranges(ss, cs)).items():
                 index.append((state.id, s, hi - BIAS, lo - BIAS, key))
             state.count += end - start
             state.size += total
@@ -192,7 +225,7 @@ def _lookup(db: sqlite3.Connection, state: RoomState, sender: int, counter: int)
 
 def _pending(entry: _NewMessages, sender: int, counter: int) -> int | None:
     """The seq given to (sender, counter) earlier in the batch being inserted, or None."""
-    state, _, senders, counters = entry
+    state, _, senders, counters, _ = entry
     for i in range(len(senders)):
         if counters[i] == counter and senders[i] == sender:
             return state.head - len(senders) + 1 + i

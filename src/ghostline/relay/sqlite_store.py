@@ -4,10 +4,14 @@ the lock around it. What is on disk and how each part is read and written lives 
 `sqlite_retention` (the oldest messages out), `sqlite_rooms` (registering and retiring
 rooms) and `sqlite_reads` (a room read back for a member who resumes).
 
-Group commit, pipelined: `append` inserts a batch on the event loop (plain C calls into
-SQLite, no thread hand-off per row) and hands only the COMMIT, the fsync, to a dedicated
-writer thread, which runs it without the GIL. While that commit is in flight the relay
-keeps reading, and whatever arrives becomes the next batch (`rooms.RoomHub`). An
+Group commit: `append` inserts a batch on the event loop (plain C calls into SQLite, no
+thread hand-off per row) and hands only the COMMIT, the fsync, to a dedicated writer
+thread, which runs it without the GIL. While that commit is in flight the relay keeps
+reading, and whatever arrives becomes the next batch (`rooms.RoomHub`). That batch is
+inserted after this one is answered, not before (`pipelined_appends` stays False): the
+ACCEPTEDs go out a batch's insert sooner, and commits come out fewer and larger (at 10
+rooms x 3 members, 100 B: about 850 messages per commit instead of 650, some 0.1 us less
+relay CPU per message, and no less throughput). An
 `asyncio.Lock` keeps every write (insert + commit, roster, expiry, removal) in order on
 the one write connection.
 
@@ -49,8 +53,6 @@ _CHECKPOINT_BYTES = 16 * 2**20  # a background checkpoint after about this much 
 
 
 class SqliteBackend(Backend):
-    pipelined_appends = True  # the next batch's inserts and fsync overlap this fan-out
-
     def __init__(self, path: str | os.PathLike[str], retention: Retention | None = None) -> None:
         self.path = Path(path)
         self.retention = retention or Retention()
