@@ -19,6 +19,7 @@ between two Python processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,9 @@ SCENARIOS = [(10, 3, 100), (20, 4, 100), (10, 3, 4096)]
 if os.environ.get("BENCH_CLUSTER_ONLY"):  # knobs for investigating, as in bench_relay
     SCENARIOS = [SCENARIOS[int(i)] for i in os.environ["BENCH_CLUSTER_ONLY"].split(",")]
 FAULTS = os.environ.get("BENCH_CLUSTER_FAULTS", "1") == "1"
+# BENCH_CLUSTER_FORWARD_ONLY=1: only the forwarding case (two nodes, no scenarios, no
+# faults), for comparing forwarding changes quickly.
+FORWARD_ONLY = os.environ.get("BENCH_CLUSTER_FORWARD_ONLY", "0") == "1"
 TARGET_DELIVERIES = {100: 200_000, 4096: 50_000}
 PARALLEL_ROOMS = 10
 
@@ -129,32 +134,46 @@ async def parallel_light(ports: list[int], size: int = 100) -> tuple[float, floa
     return pct(latencies, 50), pct(latencies, 99)
 
 
-async def forwarding(ports: dict[str, int], nats_port: int) -> tuple[float, float, float]:
-    """p50 publish-to-ACCEPTED (ms) for a member on the room's owner node and for one on
-    the other node (whose publishes are forwarded), one at a time; and one NATS
-    request/reply round trip between two processes, for scale."""
+@dataclass
+class Forwarding:
+    local: float  # p50 publish to ACCEPTED (ms), member on the room's owner
+    forwarded: float  # the same from a member on the other node
+    rtt: float  # p50 of one NATS request/reply (ms), one after another
+    rtt_between: float  # the same, each sampled between two of the publishes
+
+
+async def forwarding(ports: dict[str, int], nats_port: int) -> Forwarding:
+    """p50 publish-to-ACCEPTED for a member on the room's owner node and for one on the
+    other node (whose publishes are forwarded), one at a time; and, for scale, p50 of one
+    NATS request/reply round trip between two processes: one after another, as the
+    goal was set, and sampled between the publishes (the same pauses and load)."""
     stats = Stats()
     local: list[float] = []
     forwarded: list[float] = []
-    for _ in range(10):
-        members = await connect_spread(list(ports.values()), 1, 2, stats)
-        owner = max(ports, key=lambda name: score(members[0].room, name))
-        for _ in range(LIGHT_SAMPLES // 20):
-            for m in members:
-                on_owner = ports[owner] == list(ports.values())[m.index % len(ports)]
-                start = time.perf_counter()
-                acks = m.peer.acks
-                m.peer.write(ghostline_frames(m, 4_000_000 + m.peer.acks, 1, 100))
-                await wait_acks(m.peer, acks + 1)
-                (local if on_owner else forwarded).append(time.perf_counter() - start)
-                await asyncio.sleep(0.002)
-        close(members)
-    rtt = await request_rtt(nats_port)
-    return (
-        statistics.median(local) * 1e3,
-        statistics.median(forwarded) * 1e3,
-        rtt,
-    )
+    between: list[float] = []
+    async with echo(nats_port) as round_trip:
+        for _ in range(10):
+            members = await connect_spread(list(ports.values()), 1, 2, stats)
+            owner = max(ports, key=lambda name: score(members[0].room, name))
+            for _ in range(LIGHT_SAMPLES // 20):
+                for m in members:
+                    on_owner = ports[owner] == list(ports.values())[m.index % len(ports)]
+                    start = time.perf_counter()
+                    acks = m.peer.acks
+                    m.peer.write(ghostline_frames(m, 4_000_000 + m.peer.acks, 1, 100))
+                    await wait_acks(m.peer, acks + 1)
+                    (local if on_owner else forwarded).append(time.perf_counter() - start)
+                    await asyncio.sleep(0.002)
+                    between.append(await round_trip())
+                    await asyncio.sleep(0.002)
+            close(members)
+        await asyncio.sleep(0.2)
+        rtt = []
+        for _ in range(LIGHT_SAMPLES):
+            rtt.append(await round_trip())
+            await asyncio.sleep(0.002)
+    ms = [statistics.median(x) * 1e3 for x in (local, forwarded, rtt, between)]
+    return Forwarding(*ms)
 
 
 _RESPONDER = """
@@ -171,9 +190,11 @@ asyncio.run(main())
 """
 
 
-async def request_rtt(nats_port: int) -> float:
-    """p50 (ms) of a NATS request answered by another Python process (nats-py on both
-    ends, as between two relay nodes): what "one NATS round trip" costs here."""
+@contextlib.asynccontextmanager
+async def echo(nats_port: int) -> AsyncIterator[Callable[[], Awaitable[float]]]:
+    """A function timing one NATS request (seconds) answered by another Python process
+    (nats-py on both ends, as between two relay nodes): what "one NATS round trip" costs
+    here."""
     responder = subprocess.Popen(
         [sys.executable, "-c", _RESPONDER, f"nats://127.0.0.1:{nats_port}"],
         stdout=subprocess.PIPE,
@@ -182,17 +203,19 @@ async def request_rtt(nats_port: int) -> float:
         assert responder.stdout is not None
         await asyncio.get_running_loop().run_in_executor(None, responder.stdout.readline)
         nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
-        rtt = []
-        for _ in range(LIGHT_SAMPLES):
+
+        async def round_trip() -> float:
             start = time.perf_counter()
             await nc.request("bench.echo", b"x" * 200, timeout=5)
-            rtt.append(time.perf_counter() - start)
-            await asyncio.sleep(0.002)
-        await nc.close()
+            return time.perf_counter() - start
+
+        try:
+            yield round_trip
+        finally:
+            await nc.close()
     finally:
         responder.kill()
         responder.wait()
-    return statistics.median(rtt) * 1e3
 
 
 async def _run() -> str:
@@ -201,6 +224,8 @@ async def _run() -> str:
     server.start()
     assert server.proc is not None
     nats_proc, nats_port = server.proc, server.port
+    if FORWARD_ONLY:
+        return await _forward_only(server, tmp)
     sqlite, sqlite_port = start_relay("--store", str(tmp / "relay.sqlite"))
     a, a_port = start_node(nats_port, "a")
     procs = [sqlite, a]
@@ -247,10 +272,37 @@ async def _run() -> str:
     return report(rows, parallel, fwd, paced_rounds, faults)
 
 
+async def _forward_only(server: JetStreamServer, tmp: Path) -> str:
+    assert server.proc is not None
+    a, a_port = start_node(server.port, "a")
+    b, b_port = start_node(server.port, "b")
+    try:
+        await asyncio.sleep(3)  # both nodes' presence snapshots are out: they agree on owners
+        fwd = await forwarding({"a": a_port, "b": b_port}, server.port)
+    finally:
+        stop_processes([a, b], 20)
+        stop_processes([server.proc], 20)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return forwarding_line(fwd)
+
+
+def forwarding_line(fwd: Forwarding) -> str:
+    extra = fwd.forwarded - fwd.local
+    return (
+        f"Forwarding (two nodes, one message at a time, publish to ACCEPTED, p50): "
+        f"{fwd.local:.2f} ms from a member on the room's owner, {fwd.forwarded:.2f} ms from one"
+        f" on the other node, so forwarding adds {extra:.2f} ms ({extra / fwd.rtt:.1f} round"
+        f" trips); one NATS request/reply between two Python processes (nats-py on both ends,"
+        f" as between two nodes) takes {fwd.rtt:.2f} ms one after another, and"
+        f" {fwd.rtt_between:.2f} ms sampled between the publishes ({extra / fwd.rtt_between:.1f}"
+        f" round trips by that measure)."
+    )
+
+
 def report(
     rows: dict[tuple[int, int, int], dict[str, Result]],
     parallel: dict[str, tuple[float, float]],
-    fwd: tuple[float, float, float],
+    fwd: Forwarding,
     paced_rounds: tuple[list[Paced], list[Paced]],
     faults: FaultReport | None,
 ) -> str:
@@ -292,7 +344,6 @@ def report(
         f" {first['one'].chunks:.0f}, two nodes {first['two'].chunks:.0f}.",
     ]
     lines += paced_report(*paced_rounds)
-    local, forwarded, rtt = fwd
     lines += [
         "",
         f"Light load with {PARALLEL_ROOMS} rooms each sending one message at a time, p50 / p99 "
@@ -300,11 +351,7 @@ def report(
         f"{parallel['one'][0]:.2f} / {parallel['one'][1]:.2f}; two nodes "
         f"{parallel['two'][0]:.2f} / {parallel['two'][1]:.2f}.",
         "",
-        f"Forwarding (two nodes, one message at a time, publish to ACCEPTED, p50): {local:.2f} ms"
-        f" from a member on the room's owner, {forwarded:.2f} ms from one on the other node,"
-        f" so forwarding adds {forwarded - local:.2f} ms ({(forwarded - local) / rtt:.1f} round"
-        f" trips); one NATS request/reply between two Python processes (nats-py on both ends,"
-        f" as between two nodes) takes {rtt:.2f} ms.",
+        forwarding_line(fwd),
         "",
         "Goals: one node at least 0.5x the SQLite relay at 10 x 3, 100 B; two nodes at least",
         "1.0x one node, and at most 1.15x its CPU-seconds per 100,000 deliveries; light p50",

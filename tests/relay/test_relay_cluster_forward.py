@@ -124,3 +124,84 @@ async def test_a_forward_the_owner_cannot_read_is_answered_with_no_rooms_and_it_
         assert [m.sealed for m in await b.read_after(room, 0)] == [b"x" * 30, b"y" * 30]
     finally:
         await spy.close()
+
+
+async def test_an_owner_answers_a_forward_before_it_fans_the_messages_out_to_its_own_members(
+    nodes,
+):
+    a, b = nodes
+    (room,) = rooms_of(a, "b", 1)
+    events: list[str] = []
+    answer, fan_out = b.link.publish_now, b.journal._on_stored
+
+    def answering(subject: str, payload: bytes) -> None:
+        events.append("answer")
+        answer(subject, payload)
+
+    def fanning_out(room: bytes, messages: list) -> None:
+        events.append(f"fan-out of {[m.seq for m in messages]}")
+        fan_out(room, messages)
+
+    b.link.publish_now = answering  # type: ignore[method-assign]
+    b.journal._on_stored = fanning_out
+    assert await a.append([Publish(room, 1, 0, b"x" * 30)]) == [Appended(1, False)]
+    # in that order, in one go: the other node's member waits for the answer
+    assert events == ["answer", "fan-out of [1]"]
+
+
+async def test_a_closing_owner_answers_a_forward_closing_so_the_forwarder_asks_the_next(
+    nodes, nats_server
+):
+    a, b = nodes
+    (room,) = rooms_of(a, "b", 1)
+    request = forward.encode_request([(room, items.Items.of([Publish(room, 0, 0, b"x" * 30)]))])
+    await b.journal.close()
+    spy = await nats.connect(nats_server.url)
+    try:
+        reply = await spy.request(APPEND_SUBJECT + "b", request, timeout=10)
+        assert forward.decode_replies(reply.data, 1) == [forward.encode_closing()]
+        assert await a.read_after(room, 0) == []
+    finally:
+        await spy.close()
+
+
+async def test_a_node_request_gets_its_answer_or_says_nobody_listens_or_nobody_answered(
+    nodes, nats_server
+):
+    a, _ = nodes
+    spy = await nats.connect(nats_server.url)
+    try:
+
+        async def echo(msg) -> None:
+            await msg.respond(b"echo " + msg.data)
+
+        await spy.subscribe("test.echo", cb=echo)
+        await spy.subscribe("test.silent")
+        await spy.flush()
+        assert (await a.link.request("test.echo", b"one", 10)).data == b"echo one"
+        assert (await a.link.request("test.echo", b"two", 10)).data == b"echo two"
+        with pytest.raises(nats.errors.NoRespondersError):
+            await a.link.request("test.nobody", b"", 10)
+        with pytest.raises(nats.errors.TimeoutError):
+            await a.link.request("test.silent", b"", 0.2)
+        assert a.link._asked == {}  # no answer left waiting
+    finally:
+        await spy.close()
+
+
+async def test_an_answer_given_while_nats_is_away_goes_out_once_the_node_is_back(
+    nodes, nats_server
+):
+    a, _ = nodes
+    assert a.link.nc is not None
+    got: list[bytes] = []
+
+    async def heard(msg) -> None:
+        got.append(msg.data)
+
+    await a.link.nc.subscribe("test.later", cb=heard)  # this node hears its own publish
+    nats_server.kill()
+    await until(lambda: not a.link.up, 20, "node a sees NATS gone")
+    a.link.publish_now("test.later", b"kept")
+    nats_server.start()
+    await until(lambda: got == [b"kept"], 30, "the answer, once reconnected")

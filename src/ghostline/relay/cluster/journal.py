@@ -18,6 +18,9 @@ stream's leader is away, a round waits and tries again (link.retry) for up to
 `STALL_LIMIT` seconds; an unanswered write is tried again with the same expectation, so
 it is stored once (its write id tells a late acknowledgement of our own write from a
 race lost).
+
+It stays one file, a little over 400 lines: a round is one sequence (count, write, hand
+over, answer), and its steps read best beside each other.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ MAX_RACES = 100  # lost races in a row for one room before its appends fail
 CHUNK_MARGIN = 64 * 1024  # room left in a NATS message for the chunk's own index
 
 OnStored = Callable[[bytes, list[StoredMessage]], None]
+Settled = Callable[[asyncio.Future[list[Appended]]], None]
 _NEW = tuple.__new__  # an Appended per message, without its constructor's frame
 
 
@@ -62,11 +66,23 @@ class _Waiter:
     local: bool  # from this node's hub (which fans them out itself), not forwarded
     future: asyncio.Future[list[Appended]]
     deadline: float
+    then: Settled | None  # called at once when the future is settled
     results: list[Appended] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
         return len(self.results) == len(self.items)
+
+    def settle(self, error: BaseException | None = None) -> None:
+        """Settle the future: with the results, else with `error`; then `then`."""
+        if self.future.done():
+            return
+        if error is None:
+            self.future.set_result(self.results)
+        else:
+            self.future.set_exception(error)
+        if self.then is not None:
+            self.then(self.future)
 
 
 class Journal:
@@ -102,14 +118,26 @@ class Journal:
         """Store `items` (all for `room`, which this node owns) in the room's next round."""
         return await self.submit(room, items, local=local)
 
-    def submit(self, room: bytes, items: Items, *, local: bool) -> asyncio.Future[list[Appended]]:
+    def submit(
+        self, room: bytes, items: Items, *, local: bool, then: Settled | None = None
+    ) -> asyncio.Future[list[Appended]]:
         """`append` without waiting: the room's round starts now if none is under way;
-        the future gets the results."""
+        the future gets the results, and `then(future)` is called as soon as it has them
+        (in the round itself, without a turn of the loop: a forwarded share's answer goes
+        out before this node fans the share out to its own connections)."""
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(items, local, loop.create_future(), time.monotonic() + STALL_LIMIT)
+        deadline = time.monotonic() + STALL_LIMIT
+        waiter = _Waiter(items, local, loop.create_future(), deadline, then)
+        if self._closing:  # no more rounds: a forwarder asks the next owner
+            waiter.settle(StorageUnavailable("the relay is closing"))
+            return waiter.future
         self._waiting.setdefault(room, []).append(waiter)
         self._kick(room)
         return waiter.future
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     async def close(self) -> None:
         self._closing = True
@@ -164,9 +192,9 @@ class Journal:
             if w.future.done():
                 continue
             if len(w.results) == len(w.items):
-                w.future.set_result(w.results)
+                w.settle()
             elif outcome is not None and not _worth_waiting(outcome, now, w.deadline):
-                w.future.set_exception(
+                w.settle(
                     outcome
                     if isinstance(outcome, Exception) and not transient(outcome)
                     else StorageUnavailable(f"storage unavailable: {outcome!r}")
@@ -200,6 +228,8 @@ class Journal:
             new = whole  # the usual round: all new, in order, one chunk
         else:
             new, late, outcomes = await self._sort(room, head, whole, tops)
+        stored = None
+        handed: list[StoredMessage] | None = None
         if len(new):
             stored = await self._write(room, head, new, tops, late)
             if stored is None:
@@ -207,14 +237,10 @@ class Journal:
             if outcomes is None:  # the usual round: all new, numbered in the waiters' order
                 first = stored.chunk.first
                 outcomes = [_NEW(Appended, (s, False, ())) for s in range(first, first + len(new))]
-                self._hand_over_run(room, waiters, first)
-            else:
-                self._hand_over(room, waiters, outcomes)
-            self._after_store(room, stored)
-        else:  # all found stored: new here only if our own unanswered write stored them
-            assert outcomes is not None
-            self._hand_over(room, waiters, outcomes)
-        assert outcomes is not None
+                handed = _forwarded_run(waiters, first)
+        assert outcomes is not None  # from the write, or the look-up found all stored
+        if handed is None:
+            handed = _forwarded(waiters, outcomes)
         at = 0
         for w in waiters:
             if at >= len(outcomes):
@@ -222,6 +248,12 @@ class Journal:
             take = outcomes[at : at + len(w.items) - len(w.results)]
             w.results += take
             at += len(take)
+            if w.done and not w.local:
+                w.settle()  # its answer goes out first: the other node's member waits
+        if handed:  # before any local waiter hears back (settled after this round)
+            self._on_stored(room, handed)
+        if stored is not None:
+            self._after_store(room, stored)
 
     async def _sort(
         self, room: bytes, head: Stored | None, whole: Items, tops: dict[int, int]
@@ -265,44 +297,6 @@ class Journal:
                 outcomes.append(Appended(seq, False))
         new = join([whole.part(i, i + 1) for i in take]) if take else chunks.EMPTY
         return new, late, outcomes
-
-    def _hand_over(self, room: bytes, waiters: list[_Waiter], outcomes: list[Appended]) -> None:
-        """Give this node's fan-out the messages it just stored for other nodes (its own
-        hub fans out its own when `append` returns), before any waiter hears back: the
-        fan-out does not decode the republished chunks this node wrote."""
-        if all(w.local for w in waiters):
-            return
-        handed: list[StoredMessage] = []
-        at = 0
-        for w in waiters:
-            done = len(w.results)
-            take = outcomes[at : at + len(w.items) - done]
-            if not w.local:
-                handed += [
-                    _NEW(StoredMessage, (r.seq, w.items.sealed(done + j)))
-                    for j, r in enumerate(take)
-                    if not r.duplicate
-                ]
-            at += len(take)
-        if handed:
-            handed.sort()
-            self._on_stored(room, handed)
-
-    def _hand_over_run(self, room: bytes, waiters: list[_Waiter], first: int) -> None:
-        """`_hand_over` for the usual round, whose messages are all new and hold seqs
-        first, first + 1, ... in the waiters' order: each waiter's share as one run."""
-        if all(w.local for w in waiters):
-            return
-        handed: list[StoredMessage] = []
-        seq = first
-        for w in waiters:
-            done = len(w.results)
-            count = len(w.items) - done
-            if not w.local and count:
-                handed += w.items.part(done, len(w.items)).messages(seq)
-            seq += count
-        if handed:
-            self._on_stored(room, handed)
 
     def _chunk_bytes(self) -> int:
         return max(self.link.max_payload - CHUNK_MARGIN, 1024)
@@ -362,6 +356,44 @@ class Journal:
         return stored
 
 
+def _forwarded(waiters: list[_Waiter], outcomes: list[Appended]) -> list[StoredMessage]:
+    """The messages of this round that other nodes forwarded, newly stored, by seq: this
+    node's fan-out gets them from the journal (it does not decode the republished chunks
+    this node wrote; its own hub fans out its own messages when `append` returns)."""
+    handed: list[StoredMessage] = []
+    if all(w.local for w in waiters):
+        return handed
+    at = 0
+    for w in waiters:
+        done = len(w.results)
+        take = outcomes[at : at + len(w.items) - done]
+        if not w.local:
+            handed += [
+                _NEW(StoredMessage, (r.seq, w.items.sealed(done + j)))
+                for j, r in enumerate(take)
+                if not r.duplicate
+            ]
+        at += len(take)
+    handed.sort()
+    return handed
+
+
+def _forwarded_run(waiters: list[_Waiter], first: int) -> list[StoredMessage]:
+    """`_forwarded` for the usual round, whose messages are all new and hold seqs first,
+    first + 1, ... in the waiters' order: each forwarded waiter's share as one run."""
+    handed: list[StoredMessage] = []
+    if all(w.local for w in waiters):
+        return handed
+    seq = first
+    for w in waiters:
+        done = len(w.results)
+        count = len(w.items) - done
+        if not w.local and count:
+            handed += w.items.part(done, len(w.items)).messages(seq)
+        seq += count
+    return handed
+
+
 def _in_order(items: Items, tops: dict[int, int]) -> bool:
     """Whether every message is above its sender's top (in order, so new), counting the
     ones before it: then a round needs no look-up."""
@@ -375,8 +407,7 @@ def _in_order(items: Items, tops: dict[int, int]) -> bool:
 
 def _fail(waiters: list[_Waiter], err: Exception) -> None:
     for w in waiters:
-        if not w.future.done():
-            w.future.set_exception(err)
+        w.settle(err)
 
 
 def _ack(data: bytes) -> int:

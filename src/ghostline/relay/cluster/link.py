@@ -15,6 +15,7 @@ not once per try.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -25,8 +26,11 @@ from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
+from nats.protocol.command import pub_cmd
 
 from ...errors import LocalError
 from ..logfmt import log_event
@@ -42,6 +46,7 @@ RECONNECT_WAIT = 0.5
 WAITING_REPORT = 30.0  # seconds between "still waiting for NATS" lines at start
 DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default
 SERVER_BUSY = 503  # JetStream: no leader (yet), or the JetStream layer is not ready
+NO_RESPONDERS = "503"  # the Status header nats-server answers a request nobody hears with
 
 Raw = tuple[int, dict[str, str], bytes]  # (stream seq, headers, body) of a stored message
 
@@ -101,6 +106,10 @@ class Link:
         self._waiting_since = 0.0
         self._waiting_said = -WAITING_REPORT
         self._stalled: dict[str, float] = {}  # what is waiting -> since when
+        self._inbox = ""  # `request`'s reply subjects: this, then a token
+        self._asked: dict[str, asyncio.Future[Msg]] = {}  # token -> its request's answer
+        self._tokens = itertools.count()
+        self._replies: Subscription | None = None
 
     async def connect(self) -> None:
         """Connect to one of the servers, waiting for as long as it takes."""
@@ -124,6 +133,8 @@ class Link:
                 f"cannot reach NATS at {','.join(self.config.servers)}: {err}"
             ) from err
         self.js = self.nc.jetstream(timeout=ACK_TIMEOUT)
+        self._inbox = self.nc.new_inbox() + "."
+        self._replies = await self.nc.subscribe(self._inbox + "*", cb=self._on_reply)
         self._connected_once = True
 
     def _log_waiting(self, error: str, waited: float) -> None:
@@ -217,6 +228,53 @@ class Link:
                 waited=f"{time.monotonic() - since:.1f}",
             )  # fmt: skip
 
+    # --- requests a node waits on, sent at once ------------------------------------------
+    #
+    # nats-py's publish only queues a message: its flusher task writes the queue on a
+    # later turn of the event loop, which batches a busy node's writes but costs a turn
+    # on every hop of a forward (the request, then the owner's answer). Its `request`
+    # hands the answer over through a wait_for, one more turn. Forwards and their answers
+    # (one per commit and owner) use these instead: written to the socket at once, in
+    # order after whatever the client had queued (exactly what its flusher would write
+    # next), and the answer resolved straight from this connection's reply
+    # subscription. They use nats-py internals (`_pending`, `_transport`), pinned in
+    # pyproject.toml; the forwarding tests fail if those change.
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> Msg:
+        """One request, written at once; its answer, or nats' TimeoutError or
+        NoRespondersError as `nc.request` raises them."""
+        nc, _ = self.connected()
+        token = str(next(self._tokens))
+        answer: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._asked[token] = answer
+        try:
+            _queue(nc, subject, payload, self._inbox + token)
+            _flush(nc)
+            async with asyncio.timeout(timeout):
+                msg = await answer
+        except TimeoutError:
+            raise nats.errors.TimeoutError from None
+        finally:
+            self._asked.pop(token, None)
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS and not msg.data:
+            raise nats.errors.NoRespondersError
+        return msg
+
+    def publish_now(self, subject: str, payload: bytes) -> None:
+        """Publish `payload` (an answer someone waits for), written to the socket at once;
+        while NATS is away, kept like any publish and sent once reconnected."""
+        nc = self.nc
+        if nc is None or nc.is_closed:
+            raise StorageUnavailable("NATS is closed")
+        _queue(nc, subject, payload, "")
+        if nc.is_connected:
+            _flush(nc)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        answer = self._asked.pop(msg.subject[len(self._inbox) :], None)
+        if answer is not None and not answer.done():
+            answer.set_result(msg)
+
     # --- JetStream reads -----------------------------------------------------------------
 
     async def direct(self, stream: str, request: dict[str, Any]) -> Raw | None:
@@ -268,6 +326,24 @@ class Link:
     async def _closed(self) -> None:
         if not self.closing:
             log_event(log, "nats_closed", level=logging.ERROR, node=self.node)
+
+
+def _queue(nc: NatsClient, subject: str, payload: bytes, reply: str) -> None:
+    """Add a message to what nats-py writes next (as its publish does)."""
+    if len(payload) > nc.max_payload:
+        raise nats.errors.MaxPayloadError
+    command = pub_cmd(subject, reply, payload)
+    nc._pending.append(command)
+    nc._pending_data_size += len(command)
+
+
+def _flush(nc: NatsClient) -> None:
+    """Write what nats-py holds now, as its flusher task would on a later turn."""
+    transport = nc._transport
+    assert transport is not None  # connected
+    pending = nc._pending
+    nc._pending, nc._pending_data_size = [], 0
+    transport.writelines(pending)
 
 
 def _why(err: BaseException) -> str:

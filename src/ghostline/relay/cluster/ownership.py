@@ -5,7 +5,11 @@ A room's owner is chosen by rendezvous hashing (room, node name) over the live n
 itself (journal.py) and forwards its share of a commit for any other room to the owner
 (`ghostline.append.<owner>`, request/reply, codec in forward.py): one extra NATS round
 trip, and the owner stores it with whatever else waits for the room. The shares of one
-commit for rooms of the same owner travel in one request, answered once. The owner stores
+commit for rooms of the same owner travel in one request, answered once. Neither side
+adds a turn of the event loop it can spare: the request and the answer are written to
+NATS at once (`Link.request`, `Link.publish_now`), and the owner's journal answers from
+the round that stored the last share, right after JetStream's acknowledgement and
+before the owner fans the messages out to its own connections. The owner stores
 whatever is forwarded to it, without forwarding again, so nodes that briefly disagree
 about the owner (one just started or died) merely race, which the journal resolves.
 
@@ -23,6 +27,7 @@ as nobody answers there.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -63,6 +68,15 @@ class _Share:
     room: bytes
     items: Items
     future: asyncio.Future[list[Appended]]
+
+
+@dataclass(slots=True)
+class _Answer:
+    """The owner's answer to one forward request, filled in as its shares are stored."""
+
+    msg: Msg
+    replies: list[bytes]  # per room of the request, in order
+    left: int  # rooms not settled yet
 
 
 @dataclass(slots=True)
@@ -246,7 +260,6 @@ class Ownership:
         """The owner's answer to one request. Awaited in this task (no task or timer of
         its own on the usual, quick path); a watcher started with it asks after
         PROBE_AFTER whether the owner is still there, and cancels the wait if not."""
-        nc, _ = self.link.connected()
         task = asyncio.current_task()
         assert task is not None
         state = _Wait()
@@ -254,7 +267,7 @@ class Ownership:
             PROBE_AFTER, lambda: self._spawn(self._watch(owner, task, state))
         )
         try:
-            reply = await nc.request(
+            reply = await self.link.request(
                 APPEND_SUBJECT + owner, forward.encode_request(shares), FORWARD_TIMEOUT
             )
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
@@ -297,45 +310,44 @@ class Ownership:
     # --- the owner's side ----------------------------------------------------------------
 
     async def on_alive(self, msg: Msg) -> None:
-        await self._respond(msg, b"")
+        self._answer(msg, b"")
 
     async def on_forward(self, msg: Msg) -> None:
         """Store what another node forwarded (this node owns the rooms in its view, which
         is enough: the journal's head expectation guards every write), and answer once.
         NATS runs one callback at a time: the shares go to the journal here, so their
-        rounds start at once, and a task of their own waits to answer."""
+        rounds start at once, and the answer goes out from the round that stores the
+        last of them, as soon as JetStream acknowledged it (`_settled`)."""
         try:
             shares = forward.decode_request(msg.data)
         except ForwardError as err:  # the forwarder hears no rooms answered and fails
             log_event(log, "cluster_forward_damaged", level=logging.WARNING, error=str(err))
-            self._spawn(self._respond(msg, forward.encode_replies([])))
+            self._answer(msg, forward.encode_replies([]))
             return
-        stored = [self.journal.submit(room, items, local=False) for room, items in shares]
-        self._spawn(self._answer(msg, stored))
-
-    async def _answer(self, msg: Msg, stored: list[asyncio.Future[list[Appended]]]) -> None:
-        try:
-            replies = [await self._reply(future) for future in stored]
-        except asyncio.CancelledError:  # closing: the forwarder asks the next owner
-            for future in stored:
-                future.cancel()  # unread from now on: the journal passes over done ones
-            await self._respond(
-                msg, forward.encode_replies([forward.encode_closing()] * len(stored))
+        answer = _Answer(msg, [b""] * len(shares), len(shares))
+        for i, (room, items) in enumerate(shares):
+            self.journal.submit(
+                room, items, local=False, then=functools.partial(self._settled, answer, i)
             )
-            raise
-        await self._respond(msg, forward.encode_replies(replies))
 
-    async def _reply(self, stored: asyncio.Future[list[Appended]]) -> bytes:
-        """One forwarded room's reply, once its share is stored (or failed)."""
-        try:
-            results = await stored
-        except Exception as err:
-            closing = self.link.closing
-            return forward.encode_closing() if closing else forward.encode_failed(repr(err))
-        return forward.encode_stored(results)
+    def _settled(self, answer: _Answer, index: int, stored: asyncio.Future[list[Appended]]) -> None:
+        """One forwarded room's share is stored (or failed): its reply; the answer goes
+        out with the last of them."""
+        if stored.cancelled() or stored.exception() is not None:
+            err = None if stored.cancelled() else stored.exception()
+            closing = self.link.closing or self.journal.closing or err is None
+            reply = forward.encode_closing() if closing else forward.encode_failed(repr(err))
+        else:
+            reply = forward.encode_stored(stored.result())
+        answer.replies[index] = reply
+        answer.left -= 1
+        if not answer.left:
+            self._answer(answer.msg, forward.encode_replies(answer.replies))
 
-    async def _respond(self, msg: Msg, reply: bytes) -> None:
+    def _answer(self, msg: Msg, data: bytes) -> None:
         try:
-            await msg.respond(reply)
+            if not msg.reply:
+                raise ValueError("the forward came without a reply subject")
+            self.link.publish_now(msg.reply, data)
         except Exception as err:  # the forwarder times out and asks the next owner
             log_event(log, "cluster_reply_unsent", level=logging.WARNING, error=repr(err))
