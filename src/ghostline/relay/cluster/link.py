@@ -66,8 +66,8 @@ class ClusterConfig:
 
 def transient(err: BaseException) -> bool:
     """Whether `err` is NATS being briefly unavailable (worth waiting for)."""
-    if isinstance(err, APIError):
-        return isinstance(err, ServiceUnavailableError) or err.code == SERVER_BUSY
+    if isinstance(err, APIError):  # (nats-py's key-value errors leave out `code`)
+        return isinstance(err, ServiceUnavailableError) or getattr(err, "code", None) == SERVER_BUSY
     return isinstance(
         err,
         (

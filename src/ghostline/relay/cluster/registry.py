@@ -36,7 +36,7 @@ from nats.js.kv import KeyValue
 from ..backend import RoomLimitReached, Roster
 from ..logfmt import log_event
 from .layout import LIVE_ROOM_SUBJECT, LIVE_ROOMS_STREAM
-from .link import STALL_LIMIT, Link
+from .link import STALL_LIMIT, Link, StorageUnavailable
 from .paging import Reader
 from .presence import DEAD_AFTER, HEARTBEAT, Presence
 
@@ -125,8 +125,14 @@ class Registry:
             try:
                 await kv.create(key, b"".join(roster))
                 return roster
-            except KeyWrongLastSequenceError:  # another node registered it first
-                entry = await kv.get(key)
+            except (KeyWrongLastSequenceError, KeyNotFoundError):
+                # Another connection registered it first; the read of its roster (here,
+                # or the one inside nats-py's create) may reach a replica that has not
+                # caught up yet, and then comes up empty: wait and look again.
+                try:
+                    entry = await kv.get(key)
+                except KeyNotFoundError:
+                    raise StorageUnavailable("a room's roster is being registered") from None
         return _split_roster(entry.value or b"")
 
     def release(self, room: bytes) -> None:
