@@ -1,9 +1,10 @@
 """The cluster fault scenario, shared by `make bench` and tests/relay/test_relay_faults.py.
 
 Three nats-servers (a real NATS cluster on loopback, free ports) with JetStream, two
-relay nodes with `--cluster-replicas 3`, and steady load from several rooms (each
-member publishes one message every `PERIOD` seconds, its members spread over both
-nodes, each ready to fail over to the other). Then, one after the other, each waiting
+relay nodes with `--cluster-replicas 3`, and steady load from one room on each of the
+cluster's streams (each member publishes one message every `PERIOD` seconds, its members
+spread over both nodes, each ready to fail over to the other): so whichever server is
+killed, it leads streams that are in use. Then, one after the other, each waiting
 until every member delivers again: SIGKILL the nats-server that leads the most streams,
 SIGKILL relay node a, restart the nats-server, restart node a. Counted at the end:
 
@@ -46,8 +47,10 @@ from ghostline.protocol.frames import (
     encode_frame,
     join_statement,
 )
+from ghostline.relay.cluster import DEFAULT_STREAMS
+from ghostline.relay.cluster.layout import Layout
 
-ROOMS = 4
+ROOMS = DEFAULT_STREAMS  # one room on each stream (the nodes run the default count)
 MEMBERS = 3
 PERIOD = 0.05  # seconds between one member's messages
 RECOVERY_LIMIT = 30.0  # seconds a fault may take to heal before the scenario gives up
@@ -177,9 +180,14 @@ class Member:
 
 
 def make_rooms(ports: list[int]) -> list[list[Member]]:
-    rooms = []
-    for _ in range(ROOMS):
+    rooms: list[list[Member]] = []
+    layout = Layout(DEFAULT_STREAMS, b"")
+    free = set(range(DEFAULT_STREAMS))
+    while len(rooms) < ROOMS:
         room = os.urandom(16)
+        if layout.stream_of(room) not in free:
+            continue  # a stream that has its room already
+        free.discard(layout.stream_of(room))
         keys = [Ed25519PrivateKey.generate() for _ in range(MEMBERS)]
         rooms.append([Member(room, keys, i, ports[i % 2 :] + ports[: i % 2]) for i in range(3)])
     return rooms

@@ -111,12 +111,15 @@ class NatsCluster:
         """Wait until JetStream answers on every server (the cluster elected a leader)."""
         import nats  # only this scenario's own probe, not the relay's client
 
+        async def quiet(err: Exception) -> None:
+            pass  # a server not up yet: the probe is tried again (nats-py would print it)
+
         deadline = time.monotonic() + timeout
         for port in self.ports:
             while True:
                 try:
                     nc = await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=1,
-                                            allow_reconnect=False)  # fmt: skip
+                                            allow_reconnect=False, error_cb=quiet)  # fmt: skip
                     try:
                         await nc.jetstream(timeout=1).account_info()
                         break
@@ -144,7 +147,8 @@ class Node:
             [sys.executable, "-m", "ghostline", "relay", "--host", "127.0.0.1",
              "--port", str(self.port), "--presence-port", str(self.presence_port),
              "--cluster", self.urls, "--cluster-replicas", "3", "--node-name", self.name,
-             "--publish-rate", "100000", "--publish-burst", "100000"],
+             "--publish-rate", "100000", "--publish-burst", "100000",
+             "--new-room-burst", "1000"],  # every room's members come from one address
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
