@@ -12,7 +12,6 @@ from typing import TypeVar
 
 import pytest
 
-from ghostline.cli.relaystatus import failure_hint
 from ghostline.client import (
     Client,
     ConnectionChanged,
@@ -34,6 +33,7 @@ from ghostline.protocol.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
 from ghostline.state.member import Member
 from ghostline.state.store import Store
+from ghostline.wording.hints import failure_hint
 from helpers import free_port, make_kit_set, opened_members
 from waiting import until
 

@@ -1,6 +1,9 @@
-"""The layers keep their shape: the protocol package does no I/O, and no module of
-GhostLine imports itself round a circle. (The relay's blindness has its own test:
-tests/relay/test_relay_blindness.py.)"""
+"""The layers keep their shape: the protocol package does no I/O; what a person reads is
+written only in the UI layer (the three front ends `cli/`, `tui/` and `web/`, and
+`wording/`, the sentences more than one of them says), which library code never imports;
+the chat and web apps take shared sentences from `wording/`, never from the CLI; and no
+module of GhostLine imports itself round a circle. (The relay's blindness has its own
+test: tests/relay/test_relay_blindness.py.)"""
 
 from __future__ import annotations
 
@@ -15,6 +18,12 @@ IO_MODULES = frozenset(
     {"asyncio", "sqlite3", "mmap", "socket", "os", "pathlib", "time", "threading",
      "subprocess", "random", "secrets", "ssl", "shutil", "tempfile", "io", "select"}
 )  # fmt: skip
+# The packages that alone write what a person reads. The front ends sit side by side;
+# `wording` sits below them all and holds what more than one of them says.
+FRONT_ENDS = ("ghostline.cli", "ghostline.tui", "ghostline.web")
+UI_LAYER = (*FRONT_ENDS, "ghostline.wording")
+# Entry points that only hand over to the CLI.
+ENTRY_POINTS = frozenset({"ghostline.__main__"})
 
 
 def module_name(path: Path) -> str:
@@ -57,6 +66,43 @@ def test_the_protocol_package_imports_no_io_and_nothing_above_it() -> None:
                 assert name.startswith(("ghostline.protocol", "ghostline.errors")), (
                     f"{path.name} imports {name}"
                 )
+
+
+def within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def test_the_chat_and_web_apps_take_shared_sentences_from_wording_not_from_the_cli() -> None:
+    files = sorted((SRC / "tui").rglob("*.py")) + sorted((SRC / "web").rglob("*.py"))
+    assert len(files) >= 15
+    for path in files:
+        upward = sorted(n for n in imports(path) if within(n, ("ghostline.cli",)))
+        assert not upward, (
+            f"{path.relative_to(SRC)} imports {upward}: a sentence the apps share with the "
+            "CLI belongs in ghostline/wording/"
+        )
+
+
+def test_the_shared_wording_imports_no_front_end() -> None:
+    files = sorted((SRC / "wording").glob("*.py"))
+    assert len(files) >= 2
+    for path in files:
+        upward = sorted(n for n in imports(path) if within(n, FRONT_ENDS))
+        assert not upward, f"wording/{path.name} imports {upward}"
+
+
+def test_library_code_imports_nothing_of_the_ui_layer() -> None:
+    library = {
+        mod: path
+        for mod, path in ghostline_modules().items()
+        if not within(mod, UI_LAYER) and mod not in ENTRY_POINTS
+    }
+    assert {"ghostline.state.member", "ghostline.client.client", "ghostline.relay.server"} <= set(
+        library
+    )
+    for mod, path in library.items():
+        upward = sorted(n for n in imports(path) if within(n, UI_LAYER))
+        assert not upward, f"{mod} imports {upward}: what a person reads is the UI layer's"
 
 
 def test_no_module_imports_itself_round_a_circle() -> None:

@@ -1,10 +1,11 @@
 """Which notices the apps show as they come: presence changes (presencenotes.py) and
-status lines that repeat (cli/relaystatus.Repeats). Pure logic on an injected clock."""
+status lines that repeat (wording/repeats.Repeats). Pure logic on an injected clock."""
 
 from __future__ import annotations
 
-from ghostline.cli.relaystatus import Repeats, presence_note_text
 from ghostline.presencenotes import PresenceNote, PresenceNotes
+from ghostline.wording.presence import presence_note_text
+from ghostline.wording.repeats import Repeats
 
 
 def test_the_first_changes_are_told_one_by_one_and_the_rest_folded_into_one_note() -> None:
@@ -61,9 +62,9 @@ def test_a_status_line_that_says_the_same_again_within_a_minute_is_left_out() ->
 
 
 def test_a_relay_refusing_as_full_is_not_said_to_need_its_operator() -> None:
-    from ghostline.cli.relaystatus import relay_failing_line
     from ghostline.client.events import RelayFailing
     from ghostline.protocol.frames import ErrorCode
+    from ghostline.wording.relaylines import relay_failing_line
 
     full = relay_failing_line(RelayFailing(ErrorCode.RELAY_FULL, "relay full", 3))
     broken = relay_failing_line(RelayFailing(ErrorCode.INTERNAL, "store failed", 3))

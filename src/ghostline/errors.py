@@ -8,7 +8,7 @@ One root, `GhostlineError`. Its subclasses say whose fault a failure is:
   malformed frame, a relay that refused us).
 
 The text of an error is what a user reads: `str(err)` is one sentence. What to do about
-it is the apps' to say (`cli/kits.explain`, `cli/relaystatus.failure_hint`); `err.hint`
+it is the apps' to say (`cli/kits.explain`, `wording/hints.failure_hint`); `err.hint`
 carries it when the code that words it raises the error itself. `cli.main` is the one
 place that turns these into `ghostline: error: ...` lines and exit codes.
 """

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
-from ghostline.cli.relaystatus import failure_hint
 from ghostline.errors import RelayRefused
 from ghostline.protocol.envelope import sealed_length
 from ghostline.protocol.frames import MAX_HELLO_FRAME, ErrorCode, FrameType, Hello, encode_frame
 from ghostline.relay.admission import Admission, source_of
 from ghostline.relay.config import RelayLimits
 from ghostline.relay.logfmt import LogLimiter
+from ghostline.wording.hints import failure_hint
 from helpers import self_signed_certificate
 from waiting import until, wait_until
 

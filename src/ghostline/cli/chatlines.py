@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..display import CONTINUATION, fold, message_lines, one_line, quote
-from .padtalk import gift_predicate
+from ..wording.padtalk import gift_predicate
 
 
 def describe_payload(

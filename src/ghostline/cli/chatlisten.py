@@ -23,6 +23,11 @@ import click
 from ..display import quote
 from ..errors import RelayUnreachable
 from ..presencenotes import PresenceNote, PresenceNotes
+from ..wording.hints import failure_hint
+from ..wording.padtalk import gift_sentence, rejection_note
+from ..wording.presence import presence_note_text
+from ..wording.relaylines import messages_missing_line, relay_failing_line, store_changed_line
+from ..wording.repeats import Repeats
 from .chatlines import describe_payload, folded_lines, message_head
 from .connect import (
     ConnectionSettings,
@@ -32,18 +37,9 @@ from .connect import (
     make_client,
 )
 from .kits import KIT_ARGUMENT, open_member
-from .padtalk import gift_sentence, rejection_note
 from .padwarn import PadWarnings
 from .params import seconds
-from .relaystatus import (
-    Repeats,
-    failure_hint,
-    messages_missing_line,
-    presence_note_text,
-    relay_failing_line,
-    store_changed_line,
-    with_hint,
-)
+from .relaystatus import with_hint
 from .terminal import echo_lines, status
 
 if TYPE_CHECKING:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import GhostlineError, LocalError, RelayUnreachable, UsageError
+from ..wording.hints import failure_hint
+from ..wording.relaylines import relay_failing_line
 from .connect import (
     ConnectionSettings,
     accept_timeout_option,
@@ -28,7 +30,7 @@ from .connect import (
 )
 from .kits import KIT_ARGUMENT, open_member
 from .padwarn import PadWarnings
-from .relaystatus import failure_hint, relay_failing_line, retry_line, with_hint
+from .relaystatus import retry_line, with_hint
 from .terminal import status
 from .textin import NOT_TEXT_HINT, TOO_LARGE_HINT, message_text, not_utf8
 

@@ -20,10 +20,10 @@ from ..display import quote
 from ..errors import GiftTooLarge, UsageError
 from ..protocol.kitformat import FORMAT_1
 from ..units import format_size, parse_size
+from ..wording.padtalk import gift_sentence
 from .chatsend import send_pending
 from .connect import accept_timeout_option, connection_options, connection_settings
 from .kits import KIT_ARGUMENT, open_member
-from .padtalk import gift_sentence
 from .terminal import status
 
 

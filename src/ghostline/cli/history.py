@@ -17,6 +17,7 @@ import click
 
 from ..display import message_lines
 from ..errors import UsageError
+from ..wording.history import describe_keep
 from .chatlines import describe_payload, message_head
 from .kits import KIT_ARGUMENT, open_member
 from .terminal import echo_lines, status
@@ -39,15 +40,6 @@ def parse_keep(text: str) -> int | None:
             f"(at most {MAX_DAYS}d)"
         )
     return int(match.group(1))
-
-
-def describe_keep(days: int | None) -> str:
-    """How long history is kept, in words (the CLI and the chat app's /info)."""
-    if days is None:
-        return "kept until you clear it"
-    if days == 0:
-        return "off: nothing is kept (parts of a received file only until it is saved)"
-    return f"kept for {days} day{'s' if days != 1 else ''}, then deleted"
 
 
 def _status(text: str) -> None:

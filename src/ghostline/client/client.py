@@ -25,7 +25,7 @@ proxy that wants a password, a broken state database; a roster mismatch, a bad
 signature, a refused handshake or publish once the same refusal came on FATAL_AFTER
 fresh connections in a row: one ERROR frame injected on a path without TLS costs a
 reconnect, not the session) stops the client (`FAILED`) and is kept in `failure`. The
-apps turn errors into what a person reads (cli/relaystatus.py).
+apps turn errors into what a person reads (wording/hints.py).
 
 It stays one file, a little over 400 lines: what is left is the one state machine (its
 moves, the reconnect loop and the refusal count that drive them) and the public calls

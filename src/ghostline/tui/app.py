@@ -37,10 +37,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Label, Static
 
 from .. import paths
-from ..cli.relaystatus import (
-    Repeats,
-    failure_hint,
-)
 from ..client import (
     ConnectionChanged,
     MessageAccepted,
@@ -56,6 +52,8 @@ from ..errors import GhostlineError, PadExhaustedError
 from ..historypages import HistoryPages
 from ..protocol.payload import FileChunk, FileHeader, GrantPayload, encode_text
 from ..protocol.rules import Rule
+from ..wording.hints import failure_hint
+from ..wording.repeats import Repeats
 from .conversation import Conversation
 from .files import ChatFiles
 from .members import MemberPanel

@@ -18,10 +18,10 @@ from typing import Any
 
 from textual.app import App
 
-from ..cli.relaystatus import presence_note_text
 from ..client import ConnectionChanged, PresenceChanged
 from ..presencenotes import PresenceNote, PresenceWatch
 from ..state.usage import PadLeft, after_message
+from ..wording.presence import presence_note_text
 from .messagelog import ChatLine
 from .view import pad_warning
 from .widgets import Banner, ChatInput, MemberList, MemberRow, PadGauge, StatusBar

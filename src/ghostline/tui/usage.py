@@ -8,9 +8,9 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ..cli.history import describe_keep
 from ..display import one_line
 from ..units import format_size
+from ..wording.history import describe_keep
 from .view import percent
 
 

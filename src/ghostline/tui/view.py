@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 from typing import Literal
 
-from ..cli.padtalk import gift_sentence, rejection_note
-from ..cli.relaystatus import messages_missing_line, relay_failing_line, store_changed_line
 from ..client import MessageRejected, MessagesMissing, RelayError, RelayFailing, StoreChanged
 from ..files.names import safe_file_name
 from ..protocol.payload import FileHeader, GrantPayload
 from ..state.usage import PadLeft, PadLevel
 from ..units import format_size
+from ..wording.padtalk import gift_sentence, rejection_note
+from ..wording.relaylines import messages_missing_line, relay_failing_line, store_changed_line
 
 # Distinct on dark and light themes; a member keeps its colour because it is chosen by
 # kit index, which every member's kit agrees on.

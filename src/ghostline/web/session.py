@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..cli.relaystatus import Repeats
 from ..display import one_line
 from ..errors import GhostlineError
 from ..files import (
@@ -38,6 +37,7 @@ from ..files import (
 from ..presencenotes import PresenceWatch
 from ..protocol.payload import encode_text
 from ..state.usage import PadLeft, after_message
+from ..wording.repeats import Repeats
 from . import lines as view
 from .seen import SeenMarker
 from .sessionevents import SessionEvents

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..cli.relaystatus import Repeats, presence_note_text
 from ..client import (
     ConnectionChanged,
     MessageAccepted,
@@ -26,6 +25,8 @@ from ..presencenotes import PresenceNote, PresenceWatch
 from ..protocol.payload import FileChunk, FileHeader, GrantPayload
 from ..protocol.rules import Rule
 from ..tui.view import event_sentence, gift_text
+from ..wording.presence import presence_note_text
+from ..wording.repeats import Repeats
 from . import lines as view
 from .transfers import Transfers
 
