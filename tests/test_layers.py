@@ -2,8 +2,8 @@
 written only in the UI layer (the three front ends `cli/`, `tui/` and `web/`, and
 `wording/`, the sentences more than one of them says), which library code never imports;
 the chat and web apps take shared sentences from `wording/`, never from the CLI or from
-each other; and no module of GhostLine imports itself round a circle. (The relay's blindness has its own
-test: tests/relay/test_relay_blindness.py.)"""
+each other; and no module of GhostLine imports itself round a circle. (The relay's
+blindness has its own test: tests/relay/test_relay_blindness.py.)"""
 
 from __future__ import annotations
 
