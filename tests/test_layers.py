@@ -1,9 +1,9 @@
 """The layers keep their shape: the protocol package does no I/O; what a person reads is
 written only in the UI layer (the three front ends `cli/`, `tui/` and `web/`, and
 `wording/`, the sentences more than one of them says), which library code never imports;
-the chat and web apps take shared sentences from `wording/`, never from the CLI; and no
-module of GhostLine imports itself round a circle. (The relay's blindness has its own
-test: tests/relay/test_relay_blindness.py.)"""
+the chat and web apps take shared sentences from `wording/`, never from the CLI or from
+each other; and no module of GhostLine imports itself round a circle. (The relay's
+blindness has its own test: tests/relay/test_relay_blindness.py.)"""
 
 from __future__ import annotations
 
@@ -81,6 +81,18 @@ def test_the_chat_and_web_apps_take_shared_sentences_from_wording_not_from_the_c
             f"{path.relative_to(SRC)} imports {upward}: a sentence the apps share with the "
             "CLI belongs in ghostline/wording/"
         )
+
+
+def test_the_chat_app_and_the_web_app_import_nothing_of_each_other() -> None:
+    for app, sibling in (("tui", "ghostline.web"), ("web", "ghostline.tui")):
+        files = sorted((SRC / app).rglob("*.py"))
+        assert len(files) >= 8
+        for path in files:
+            across = sorted(n for n in imports(path) if within(n, (sibling,)))
+            assert not across, (
+                f"{path.relative_to(SRC)} imports {across}: what both apps say belongs in "
+                "ghostline/wording/"
+            )
 
 
 def test_the_shared_wording_imports_no_front_end() -> None:

@@ -52,7 +52,9 @@ from ..errors import GhostlineError, PadExhaustedError
 from ..historypages import HistoryPages
 from ..protocol.payload import FileChunk, FileHeader, GrantPayload, encode_text
 from ..protocol.rules import Rule
+from ..wording.eventlines import event_sentence
 from ..wording.hints import failure_hint
+from ..wording.padtalk import gift_text
 from ..wording.repeats import Repeats
 from .conversation import Conversation
 from .files import ChatFiles
@@ -60,7 +62,6 @@ from .members import MemberPanel
 from .messagelog import ChatLine, MessageLog
 from .screens import HELP_TEXT, TextScreen
 from .usage import pad_table
-from .view import event_sentence, gift_text
 from .widgets import Banner, ChatInput, MemberList, PadGauge, StatusBar
 
 # Each message is a widget (about 3 ms to mount): one screenful and some, so the app

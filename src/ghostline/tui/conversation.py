@@ -16,8 +16,9 @@ from typing import Any
 from ..errors import PayloadError
 from ..files import UnfinishedSend
 from ..protocol.payload import FileChunk, FileHeader, GrantPayload, Payload, TextPayload, decode
+from ..wording.filelines import file_text
+from ..wording.padtalk import gift_text
 from .messagelog import ChatLine
-from .view import file_text, gift_text
 
 
 class Conversation:

@@ -32,11 +32,11 @@ from ..files import (
 )
 from ..protocol.payload import FileChunk, FileHeader
 from ..units import format_size
+from ..wording.padleft import pad_summary, percent
 from .conversation import Conversation
 from .members import MemberPanel
 from .messagelog import MessageLog
 from .screens import ConfirmScreen
-from .view import pad_summary, percent
 from .widgets import TransferRow
 
 

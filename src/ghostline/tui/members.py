@@ -21,9 +21,9 @@ from textual.app import App
 from ..client import ConnectionChanged, PresenceChanged
 from ..presencenotes import PresenceNote, PresenceWatch
 from ..state.usage import PadLeft, after_message
+from ..wording.padleft import pad_warning
 from ..wording.presence import presence_note_text
 from .messagelog import ChatLine
-from .view import pad_warning
 from .widgets import Banner, ChatInput, MemberList, MemberRow, PadGauge, StatusBar
 
 

@@ -11,7 +11,7 @@ from rich.text import Text
 from ..display import one_line
 from ..units import format_size
 from ..wording.history import describe_keep
-from .view import percent
+from ..wording.padleft import percent
 
 
 def pad_table(member: Any, online: frozenset[int]) -> Table:

@@ -23,13 +23,9 @@ from textual.widgets import Label, ProgressBar, Static, TextArea
 from ..display import one_line
 from ..state.usage import PadLeft
 from ..units import format_size
-from .view import (
-    OWN_COLOUR,
-    countdown,
-    failed_checks,
-    percent,
-    sender_colour,
-)
+from ..wording.padleft import percent
+from ..wording.padtalk import failed_checks
+from .view import OWN_COLOUR, countdown, sender_colour
 
 PRESENCE_TOOLTIP = (
     "Online status comes from the relay and is not authenticated: a relay can claim "

@@ -16,7 +16,9 @@ from typing import Any, Literal
 from ..display import body_lines, fold, one_line
 from ..protocol.payload import FileChunk, FileHeader, GrantPayload, Payload, TextPayload
 from ..state.usage import PadLeft
-from ..tui.view import failed_checks, file_text, gift_text, pad_summary, pad_warning, percent
+from ..wording.filelines import file_text
+from ..wording.padleft import pad_summary, pad_warning, percent
+from ..wording.padtalk import failed_checks, gift_text
 
 LineKind = Literal["message", "notice", "warning"]
 OwnState = Literal["sealed", "sending", "stored"]

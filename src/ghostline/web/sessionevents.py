@@ -1,6 +1,6 @@
 """`WebSession`'s handling of the client's events: each becomes what every page is sent
 (a line, a delivery state, the members and pads, the connection), told as the terminal
-chat app tells it (`tui.view.event_sentence`), a relay failing the same way each time
+chat app tells it (`wording.eventlines.event_sentence`), a relay failing the same way each time
 once a minute (`Repeats`), presence changes as `presencenotes` allows. A mixin of
 `WebSession` (session.py): its methods, in their own file by job.
 """
@@ -24,7 +24,8 @@ from ..files import IncomingFiles, OutgoingFiles
 from ..presencenotes import PresenceNote, PresenceWatch
 from ..protocol.payload import FileChunk, FileHeader, GrantPayload
 from ..protocol.rules import Rule
-from ..tui.view import event_sentence, gift_text
+from ..wording.eventlines import event_sentence
+from ..wording.padtalk import gift_text
 from ..wording.presence import presence_note_text
 from ..wording.repeats import Repeats
 from . import lines as view

@@ -16,7 +16,7 @@ from ..errors import PayloadError
 from ..files import UnfinishedSend
 from ..historypages import HistoryPages
 from ..protocol.payload import FileHeader, GrantPayload, Payload, decode
-from ..tui.view import file_text
+from ..wording.filelines import file_text
 from . import lines as view
 from .seen import SeenMarker
 from .transfers import Transfers

@@ -35,8 +35,8 @@ from ..files import (
 )
 from ..files.outgoing import spool_file
 from ..state.usage import PadLeft
-from ..tui.view import pad_summary, percent
 from ..units import format_size
+from ..wording.padleft import pad_summary, percent
 from .spool import Spool
 
 log = logging.getLogger("ghostline.web")

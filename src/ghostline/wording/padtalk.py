@@ -5,6 +5,9 @@ the web page share. Names passed in must already be safe to show (`display.quote
 
 from __future__ import annotations
 
+from typing import Literal
+
+from ..protocol.payload import GrantPayload
 from ..protocol.rules import Rule
 from ..units import format_size
 
@@ -25,6 +28,19 @@ def gift_predicate(to: str, size: int, refused: str | None = None) -> str:
     )
 
 
+def gift_text(
+    names: list[str], me: int, giver: int, grant: GrantPayload, refused: str | None
+) -> tuple[Literal["notice", "warning"], str]:
+    """The line for a grant: "alice gave bob 96 KiB of pad" (you, for this member), or a
+    warning when this kit refused it. `names` must be safe to show."""
+
+    def who(i: int) -> str:
+        return "you" if i == me else (names[i] if i < len(names) else f"member {i}")
+
+    text = gift_sentence(who(giver), who(grant.to), max(0, grant.end - grant.start), refused)
+    return ("notice" if refused is None else "warning"), text
+
+
 _NOTES = {
     Rule.BAD_TAG: (
         "Its authentication check failed: someone may be forging messages, or the "
@@ -42,3 +58,8 @@ _NOTES = {
 def rejection_note(rule: str) -> str | None:
     """What a rejection by `rule` may mean, beyond its reason; None when it says enough."""
     return _NOTES.get(rule)
+
+
+def failed_checks(count: int) -> str:
+    """A member's failed-verification count, as the member lists show it."""
+    return f"{count:,} failed check{'s' if count != 1 else ''} (forged, or a damaged kit)"
