@@ -79,7 +79,9 @@ class OutQueue:
         self._keep(held)
 
     def add(self, entries: list[OutboxEntry]) -> None:
-        """Entries sealed (and committed) during the connection."""
+        """Entries sealed (and committed) during the connection, in the order of their
+        commits (`Durable`'s `then`), so in counter order: what the outbox holds up to
+        `upto` is read from it (whenever this comes), what is beyond is kept."""
         if not self.started:
             self.later.extend(entries)  # `start` will tell which the outbox holds
         else:
@@ -165,9 +167,9 @@ class Outbox:
         the outbox holds. Returns how many entries wait in the outbox to be sent."""
         self._queue = queue
         queue.page = self.page
-        # `then`: in the order of the commits, so `queue` knows which seals it covers.
-        count, _ = await self.durable.run(self.member.pending_span, then=queue.start)
-        return count
+        span = await self.durable.run(self.member.pending_span)
+        queue.start(span)
+        return span[0]
 
     def end(self, queue: OutQueue) -> None:
         if self._queue is queue:
@@ -190,8 +192,7 @@ class Outbox:
         sealed during the connection. False when there are none."""
         while queue.paging:
             read = functools.partial(self._page, queue.after, queue.upto, queue.page)
-            # `then`: in the order of the commits, so a seal after the read is not lost.
-            await self.durable.run(read, then=queue.paged)
+            queue.paged(await self.durable.run(read))
             if queue.entries:
                 return True
         return queue.take_later()
