@@ -148,7 +148,9 @@ class Node:
              "--port", str(self.port), "--presence-port", str(self.presence_port),
              "--cluster", self.urls, "--cluster-replicas", "3", "--node-name", self.name,
              "--publish-rate", "100000", "--publish-burst", "100000",
-             "--new-room-burst", "1000"],  # every room's members come from one address
+             # its 24 members join 8 new rooms at once from one address: each join
+             # still in flight when its room is registered takes a new-room token
+             "--new-room-burst", "1000"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip

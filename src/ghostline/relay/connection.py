@@ -15,6 +15,9 @@ finish their handshake cannot make the relay buffer a megabyte each.
 Backpressure: a connection whose outgoing buffer passes the high-water mark stops being
 read (its own publishes wait); one whose buffer passes `RelayLimits.send_buffer` is
 closed with ERROR 8 and resumes from its cursor when it reconnects. Nobody else waits.
+
+It stays one file, a little over 400 lines: a connection's life (read, handshake,
+join, send, close) is one state, and its steps read best beside each other.
 """
 
 from __future__ import annotations
@@ -331,7 +334,13 @@ class Connection(asyncio.Protocol):
         registered. Then the port's welcome, then whatever the client sent meanwhile."""
         if self.closing:
             return
-        if not self.handshake.room_known and not self.server.admission.take_room_token(self.source):
+        # A room unknown at HELLO that a member who joined first registered since is not
+        # new: it costs no new-room token (else each member who said HELLO first takes one).
+        if (
+            not self.handshake.room_known
+            and await self.server.backend.roster(hello.room) is None
+            and not self.server.admission.take_room_token(self.source)
+        ):
             raise ProtocolError(
                 ErrorCode.RELAY_FULL,
                 "relay full: too many new rooms from your address; try again later",
