@@ -194,3 +194,23 @@ async def test_members_of_one_new_room_who_all_said_hello_first_cost_one_new_roo
     assert refused.value.code == ErrorCode.RELAY_FULL
     for client in [*clients, late]:
         await client.close()
+
+
+async def test_members_of_one_new_room_who_prove_at_the_same_moment_cost_one_new_room(
+    make_relay,
+):
+    relay = await make_relay(new_room_burst=1, new_room_rate=1 / 3600)
+    group = Group(3)
+    clients = [await RawClient.connect(relay.relay_port) for _ in range(3)]
+    nonces = [await c.hello(group, i) for i, c in enumerate(clients)]
+    proofs = [
+        group.keys[i].sign(join_statement(Port.RELAY, group.room, i, nonce))
+        for i, nonce in enumerate(nonces)
+    ]
+    await asyncio.gather(
+        *(c.send(FrameType.PROVE, proof) for c, proof in zip(clients, proofs, strict=True))
+    )
+    for client in clients:
+        await client.expect(FrameType.WELCOME)
+    for client in clients:
+        await client.close()

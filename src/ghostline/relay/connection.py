@@ -334,13 +334,11 @@ class Connection(asyncio.Protocol):
         registered. Then the port's welcome, then whatever the client sent meanwhile."""
         if self.closing:
             return
-        # A room unknown at HELLO that a member who joined first registered since is not
-        # new: it costs no new-room token (else each member who said HELLO first takes one).
-        if (
-            not self.handshake.room_known
-            and await self.server.backend.roster(hello.room) is None
-            and not self.server.admission.take_room_token(self.source)
-        ):
+        # A room unknown at HELLO that another member registered since is not new; one
+        # that other joins are registering right now costs them one token in all.
+        admission = self.server.admission
+        new = not self.handshake.room_known and await self.server.backend.roster(hello.room) is None
+        if new and not admission.start_new_room(self.source, hello.room):
             raise ProtocolError(
                 ErrorCode.RELAY_FULL,
                 "relay full: too many new rooms from your address; try again later",
@@ -351,6 +349,9 @@ class Connection(asyncio.Protocol):
             )
         except RoomLimitReached as err:
             raise ProtocolError(ErrorCode.RELAY_FULL, "relay full: too many rooms") from err
+        finally:
+            if new:
+                admission.end_new_room(hello.room)
         self._held = hello.room
         self.release_room()  # at once, if the connection was lost meanwhile
         self.handshake.admit(bound)
