@@ -147,8 +147,7 @@ class Node:
             [sys.executable, "-m", "ghostline", "relay", "--host", "127.0.0.1",
              "--port", str(self.port), "--presence-port", str(self.presence_port),
              "--cluster", self.urls, "--cluster-replicas", "3", "--node-name", self.name,
-             "--publish-rate", "100000", "--publish-burst", "100000",
-             "--new-room-burst", "1000"],  # every room's members come from one address
+             "--publish-rate", "100000", "--publish-burst", "100000"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip

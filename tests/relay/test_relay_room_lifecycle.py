@@ -11,7 +11,7 @@ import time
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
-from ghostline.protocol.frames import ErrorCode, FrameType, Hello
+from ghostline.protocol.frames import ErrorCode, FrameType, Hello, Port, join_statement
 from ghostline.relay import Publish, Retention, RoomLimitReached, SqliteBackend
 from waiting import until, wait_until
 
@@ -176,3 +176,41 @@ async def test_rooms_whose_members_left_with_nothing_stored_make_room_for_others
             await client.close()
         await until(lambda: not relay.connections, what="all three gone")
         await until(lambda: rooms_on_disk(relay.backend.path)[0] == 0, what="rooms retired")
+
+
+async def test_members_of_one_new_room_who_all_said_hello_first_cost_one_new_room(make_relay):
+    relay = await make_relay(new_room_burst=1, new_room_rate=1 / 3600)
+    group = Group(3)
+    clients = [await RawClient.connect(relay.relay_port) for _ in range(3)]
+    nonces = [await c.hello(group, i) for i, c in enumerate(clients)]  # room unknown to all
+    for i, (client, nonce) in enumerate(zip(clients, nonces, strict=True)):
+        statement = join_statement(Port.RELAY, group.room, i, nonce)
+        await client.send(FrameType.PROVE, group.keys[i].sign(statement))
+        await client.expect(FrameType.WELCOME)  # the room was new only for the first
+    # and the one token of the burst is spent: another new room is refused
+    late = await RawClient.connect(relay.relay_port)
+    with pytest.raises(RelayError) as refused:
+        await late.join(Group(2), 0)
+    assert refused.value.code == ErrorCode.RELAY_FULL
+    for client in [*clients, late]:
+        await client.close()
+
+
+async def test_members_of_one_new_room_who_prove_at_the_same_moment_cost_one_new_room(
+    make_relay,
+):
+    relay = await make_relay(new_room_burst=1, new_room_rate=1 / 3600)
+    group = Group(3)
+    clients = [await RawClient.connect(relay.relay_port) for _ in range(3)]
+    nonces = [await c.hello(group, i) for i, c in enumerate(clients)]
+    proofs = [
+        group.keys[i].sign(join_statement(Port.RELAY, group.room, i, nonce))
+        for i, nonce in enumerate(nonces)
+    ]
+    await asyncio.gather(
+        *(c.send(FrameType.PROVE, proof) for c, proof in zip(clients, proofs, strict=True))
+    )
+    for client in clients:
+        await client.expect(FrameType.WELCOME)
+    for client in clients:
+        await client.close()

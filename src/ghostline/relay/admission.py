@@ -68,6 +68,7 @@ class Admission(Generic[C]):
         self._early = 0  # accepted on a TLS port, handshake not finished
         self._early_per_address: dict[str, int] = {}
         self._room_buckets: dict[str, TokenBucket] = {}
+        self._registering: dict[bytes, int] = {}  # new room -> its joins registering it now
         self._log = LogLimiter(max_keys=_LOG_KEYS)
 
     # --- connections -------------------------------------------------------------------
@@ -116,9 +117,22 @@ class Admission(Generic[C]):
 
     # --- rooms -------------------------------------------------------------------------
 
-    def take_room_token(self, address: str) -> bool:
-        """Whether `address` (a `source_of`) may register one more new room now (and
-        count it)."""
+    def start_new_room(self, address: str, room: bytes) -> bool:
+        """Whether `address` (a `source_of`) may register `room`, new to the relay, now.
+        The joins of one new room under way at the same moment register it once, so only
+        the first takes a token of its address's burst; each join that was let in calls
+        `end_new_room` when its registration is over (done or failed)."""
+        if room not in self._registering and not self._take_room_token(address):
+            return False
+        self._registering[room] = self._registering.get(room, 0) + 1
+        return True
+
+    def end_new_room(self, room: bytes) -> None:
+        left = self._registering.pop(room) - 1
+        if left:
+            self._registering[room] = left
+
+    def _take_room_token(self, address: str) -> bool:
         now = self.now()
         bucket = self._room_buckets.get(address)
         if bucket is None:

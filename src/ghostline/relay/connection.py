@@ -15,6 +15,9 @@ finish their handshake cannot make the relay buffer a megabyte each.
 Backpressure: a connection whose outgoing buffer passes the high-water mark stops being
 read (its own publishes wait); one whose buffer passes `RelayLimits.send_buffer` is
 closed with ERROR 8 and resumes from its cursor when it reconnects. Nobody else waits.
+
+It stays one file, a little over 400 lines: a connection's life (read, handshake,
+join, send, close) is one state, and its steps read best beside each other.
 """
 
 from __future__ import annotations
@@ -331,7 +334,11 @@ class Connection(asyncio.Protocol):
         registered. Then the port's welcome, then whatever the client sent meanwhile."""
         if self.closing:
             return
-        if not self.handshake.room_known and not self.server.admission.take_room_token(self.source):
+        # A room unknown at HELLO that another member registered since is not new; one
+        # that other joins are registering right now costs them one token in all.
+        admission = self.server.admission
+        new = not self.handshake.room_known and await self.server.backend.roster(hello.room) is None
+        if new and not admission.start_new_room(self.source, hello.room):
             raise ProtocolError(
                 ErrorCode.RELAY_FULL,
                 "relay full: too many new rooms from your address; try again later",
@@ -342,6 +349,9 @@ class Connection(asyncio.Protocol):
             )
         except RoomLimitReached as err:
             raise ProtocolError(ErrorCode.RELAY_FULL, "relay full: too many rooms") from err
+        finally:
+            if new:
+                admission.end_new_room(hello.room)
         self._held = hello.room
         self.release_room()  # at once, if the connection was lost meanwhile
         self.handshake.admit(bound)
