@@ -248,9 +248,9 @@ class Client:
         """Give `size` bytes of unused pad to member `to` (format 2, `Member.give`): the
         range leaves this member's pad durably and the grant is sealed and queued like
         a message. Returns after the seal, before ACCEPTED."""
-        gift = await self.durable.run(self.member.give, to, size)
-        self.outbox.queue([gift.entry])
-        return gift
+        return await self.durable.run(
+            self.member.give, to, size, then=lambda gift: self.outbox.queue([gift.entry])
+        )
 
     async def send_text(self, text: str) -> OutboxEntry:
         return await self.send(payload_mod.encode_text(text, int(self.clock())))
@@ -263,7 +263,7 @@ class Client:
 
     async def pending_counters(self) -> list[int]:
         """The counters of our messages the relay has not ACCEPTED yet."""
-        return [e.counter for e in await self.durable.run(self.member.pending)]
+        return await self.durable.run(self.member.pending_counters)
 
     async def accepted_seq(self, counter: int) -> int | None:
         """The seq the relay gave our message `counter`, if it was ACCEPTED."""

@@ -3,9 +3,16 @@ has ACCEPTED it (docs/PROTOCOL.md sections 5 and 8).
 
 - Only bytes already in the durable outbox are sent: `seal` returns after
   `Member.seal_many` has committed (in the durable worker, `durable.py`), and every
-  connection sends `Member.pending()` again, byte for byte, until each is ACCEPTED.
+  connection sends what is pending again, byte for byte, until each is ACCEPTED.
   Nothing is ever re-sealed; the relay answers a repeated (sender, counter) with the seq
   it already stored.
+- Each connection sends, in counter order and each once: what was pending when it began
+  (the counters up to the highest pending one then), then what is sealed while it
+  lasts. What was pending is read from the outbox a page at a time (`PAGE`), in the
+  durable worker, when the last page has gone to the socket; what is sealed meanwhile
+  waits in memory up to a page and is read back from the outbox beyond that. So a
+  connection holds about two pages, whatever the outbox holds (a file sealed offline
+  may be gigabytes). What is ACCEPTED meanwhile is not sent again.
 - ACCEPTED is recorded durably (`Member.mark_accepted`) before MessageAccepted is
   emitted and before `wait_accepted` returns.
 - Every seal is followed by the pad warnings (PadLow once, PadExhausted).
@@ -17,6 +24,7 @@ import asyncio
 import functools
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import GhostlineError, PadExhaustedError
@@ -30,29 +38,80 @@ if TYPE_CHECKING:
     from ..state.member import Member, OutboxEntry
 
 
+@dataclass(frozen=True)
+class PageLimit:
+    """How much of the outbox a connection holds at a time: at most `size` sealed bytes
+    or `entries` messages, whichever comes first (but one message, however long)."""
+
+    size: int
+    entries: int
+
+
+PAGE = PageLimit(size=8 * 1024 * 1024, entries=256)
+
+
 class OutQueue:
-    """What one connection has to send, in order: what was pending when it began, then
-    what is sealed while it lasts (each once)."""
+    """What one connection has to send, in counter order, each once: the pending
+    messages with counters up to `upto`, read from the outbox a page at a time (those up
+    to `after` are read), then what is sealed while it lasts (`later`, until it holds
+    more than a page: then `upto` moves past it and it is read back from the outbox)."""
 
     def __init__(self) -> None:
-        self.entries: deque[OutboxEntry] = deque()
+        self.entries: deque[OutboxEntry] = deque()  # to write now
+        self.later: deque[OutboxEntry] = deque()  # sealed during the connection
         self.wake = asyncio.Event()
-        self._early: list[OutboxEntry] = []  # sealed before `pending()` was read
-        self._pending_upto: int | None = None  # the highest counter `pending()` held
+        self.page = PAGE
+        self.started = False  # the outbox was first read (`start`)
+        self.upto = -1
+        self.after = -1
+
+    @property
+    def paging(self) -> bool:
+        """Whether the outbox may hold more for this connection than it read."""
+        return self.started and self.after < self.upto
+
+    def start(self, span: tuple[int, int]) -> None:
+        """The outbox held messages up to counter `span[1]` when the connection began;
+        what was sealed before that is among them."""
+        self.started, self.upto = True, span[1]
+        held = [e for e in self.later if e.counter > self.upto]
+        self.later.clear()
+        self._keep(held)
 
     def add(self, entries: list[OutboxEntry]) -> None:
-        if self._pending_upto is None:
-            self._early.extend(entries)  # `start` will tell which `pending()` holds
-            return
-        self.entries.extend(e for e in entries if e.counter > self._pending_upto)
+        """Entries sealed (and committed) during the connection, in the order of their
+        commits (`Durable`'s `then`), so in counter order: what the outbox holds up to
+        `upto` is read from it (whenever this comes), what is beyond is kept."""
+        if not self.started:
+            self.later.extend(entries)  # `start` will tell which the outbox holds
+        else:
+            self._keep([e for e in entries if e.counter > self.upto])
         self.wake.set()
 
-    def start(self, pending: list[OutboxEntry]) -> None:
-        upto = self._pending_upto = pending[-1].counter if pending else -1
-        self.entries.extend(pending)
-        self.entries.extend(e for e in self._early if e.counter > upto)
-        self._early = []
-        self.wake.set()
+    def _keep(self, entries: list[OutboxEntry]) -> None:
+        self.later.extend(entries)
+        size = sum(len(e.sealed) for e in self.later)
+        if self.later and (size > self.page.size or len(self.later) > self.page.entries):
+            # More than a page: the outbox holds them too, and gives them back in turn.
+            self.upto = max(self.upto, *(e.counter for e in self.later))
+            self.later.clear()
+
+    def paged(self, page: tuple[list[OutboxEntry], int]) -> None:
+        """A page of the outbox, read for counters up to `page[1]`: none means none is
+        left up to there."""
+        entries, upto = page
+        self.entries.extend(e for e in entries if e.counter > self.after)
+        self.after = max(self.after, entries[-1].counter if entries else upto)
+
+    def take_later(self) -> bool:
+        """Move what was sealed during the connection to `entries`; False if nothing was."""
+        if not self.later:
+            return False
+        taken = sorted(self.later, key=lambda e: e.counter)
+        self.later.clear()
+        self.entries.extend(taken)
+        self.after = self.upto = max(self.after, taken[-1].counter)
+        return True
 
 
 class Outbox:
@@ -63,6 +122,7 @@ class Outbox:
         self.accepted: dict[int, int] = {}  # counter -> seq, as the relay ACCEPTED them
         self._waiters: dict[int, list[asyncio.Future[int]]] = {}
         self._queue: OutQueue | None = None  # the current connection's
+        self.page = PAGE  # how much of the outbox a connection holds at a time
         self._pad_low_reported = False
 
     # -- sealing ----------------------------------------------------------------------
@@ -104,10 +164,12 @@ class Outbox:
 
     async def begin(self, queue: OutQueue) -> int:
         """A connection joined: from now on what is sealed goes to `queue`, after what
-        the outbox holds. Returns how many entries wait to be sent."""
+        the outbox holds. Returns how many entries wait in the outbox to be sent."""
         self._queue = queue
-        queue.start(await self.durable.run(self.member.pending))
-        return len(queue.entries)
+        queue.page = self.page
+        span = await self.durable.run(self.member.pending_span)
+        queue.start(span)
+        return span[0]
 
     def end(self, queue: OutQueue) -> None:
         if self._queue is queue:
@@ -115,13 +177,29 @@ class Outbox:
 
     async def write_loop(self, session: Session, queue: OutQueue) -> None:
         while True:
+            if not queue.entries and not await self._refill(queue):
+                await queue.wake.wait()
+                queue.wake.clear()
+                continue
             while queue.entries:
                 entry = queue.entries.popleft()
                 if entry.counter not in self.accepted:
                     session.write(encode_frame(FrameType.PUBLISH, entry.sealed))
-            await session.writer.drain()
-            await queue.wake.wait()
-            queue.wake.clear()
+            await session.writer.drain()  # so the socket's buffer holds no more than a page
+
+    async def _refill(self, queue: OutQueue) -> bool:
+        """Give `queue` the next entries to write: a page of the outbox, or what was
+        sealed during the connection. False when there are none."""
+        while queue.paging:
+            read = functools.partial(self._page, queue.after, queue.upto, queue.page)
+            queue.paged(await self.durable.run(read))
+            if queue.entries:
+                return True
+        return queue.take_later()
+
+    def _page(self, after: int, upto: int, page: PageLimit) -> tuple[list[OutboxEntry], int]:
+        """In the worker: the pending entries after `after` up to `upto`, one page."""
+        return self.member.pending_page(after, upto, page.size, page.entries), upto
 
     # -- ACCEPTED -----------------------------------------------------------------------
 

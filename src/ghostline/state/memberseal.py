@@ -31,6 +31,7 @@ from .entries import OutboxEntry
 from .erasure import erase_own, group_pad_erased, own_pad_erased
 from .limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, pad_cost
 from .memberparts import MemberParts
+from .store import OutboxRow
 
 CRASH_HOOK_ENV = "GHOSTLINE_TEST_CRASH_AFTER_COMMIT"
 CRASH_HOOK_EXIT = 86
@@ -145,10 +146,23 @@ class MemberSeal(MemberParts):
         return start, end - start
 
     def pending(self) -> list[OutboxEntry]:
-        return [
-            OutboxEntry(r.counter, r.offset, r.length, r.sealed or b"", r.seq)
-            for r in self.store.pending()
-        ]
+        """Every message not yet ACCEPTED, sealed bytes and all (the client reads them a
+        page at a time instead: `pending_span`, `pending_page`)."""
+        return [_entry(r) for r in self.store.pending()]
+
+    def pending_counters(self) -> list[int]:
+        """The counters of the messages not yet ACCEPTED, in order (no sealed bytes)."""
+        return self.store.pending_counters()
+
+    def pending_span(self) -> tuple[int, int]:
+        """How many messages are not yet ACCEPTED, and the highest counter among them
+        (-1 when there are none)."""
+        return self.store.pending_span()
+
+    def pending_page(self, after: int, upto: int, most_bytes: int, most: int) -> list[OutboxEntry]:
+        """The messages not yet ACCEPTED with `after < counter <= upto`, by counter: at
+        most `most`, of at most `most_bytes` sealed bytes together (but one, however long)."""
+        return [_entry(r) for r in self.store.pending_page(after, upto, most_bytes, most)]
 
     def mark_accepted(
         self, counter: int, seq: int, *, store_id: bytes | None = None, settle: bool = True
@@ -176,3 +190,7 @@ class MemberSeal(MemberParts):
         """The seq the relay gave own message `counter`, once it was accepted."""
         row = self.store.outbox_row(counter)
         return None if row is None else row.seq
+
+
+def _entry(row: OutboxRow) -> OutboxEntry:
+    return OutboxEntry(row.counter, row.offset, row.length, row.sealed or b"", row.seq)

@@ -170,6 +170,39 @@ class Store(GrantTables):
         rows = self.db.all(f"SELECT {_OUTBOX} FROM outbox WHERE seq IS NULL ORDER BY counter")
         return [_outbox_row(r) for r in rows]
 
+    def pending_counters(self) -> list[int]:
+        rows = self.db.all("SELECT counter FROM outbox WHERE seq IS NULL ORDER BY counter")
+        return [int(r[0]) for r in rows]
+
+    def pending_span(self) -> tuple[int, int]:
+        """How many messages are pending, and the highest counter among them (-1: none)."""
+        count, last = self.db.one("SELECT COUNT(*), MAX(counter) FROM outbox WHERE seq IS NULL")
+        return int(count), -1 if last is None else int(last)
+
+    def pending_page(self, after: int, upto: int, most_bytes: int, most: int) -> list[OutboxRow]:
+        """The pending rows with `after < counter <= upto`, by counter: at most `most`
+        of them, of at most `most_bytes` sealed bytes together (but one, however long).
+        The sizes are read first, so no more sealed bytes than that are ever loaded."""
+        sizes = self.db.all(
+            "SELECT counter, length(sealed) FROM outbox"
+            " WHERE seq IS NULL AND counter > ? AND counter <= ? ORDER BY counter LIMIT ?",
+            (after, upto, most),
+        )
+        last, total = None, 0
+        for counter, size in sizes:
+            total += size
+            if last is not None and total > most_bytes:
+                break
+            last = counter
+        if last is None:
+            return []
+        rows = self.db.all(
+            f"SELECT {_OUTBOX} FROM outbox"
+            " WHERE seq IS NULL AND counter > ? AND counter <= ? ORDER BY counter",
+            (after, last),
+        )
+        return [_outbox_row(r) for r in rows]
+
     def mark_accepted(self, counter: int, seq: int, epoch: int | None) -> bool:
         """Inside a transaction: record the relay seq of an own message (in relay epoch
         `epoch`; None: not the epoch of this member's cursor) and drop its sealed bytes.
