@@ -184,7 +184,7 @@ class Store(GrantTables):
         of them, of at most `most_bytes` sealed bytes together (but one, however long).
         The sizes are read first, so no more sealed bytes than that are ever loaded."""
         sizes = self.db.all(
-            "SELECT counter, length(sealed) FROM outbox"
+            "SELECT counter, IFNULL(length(sealed), 0) FROM outbox"
             " WHERE seq IS NULL AND counter > ? AND counter <= ? ORDER BY counter LIMIT ?",
             (after, upto, most),
         )
