@@ -23,6 +23,15 @@ from waiting import until
 pytestmark = needs_nats
 
 
+async def synced(nc: nats.NATS) -> None:
+    """Wait until nats-server has taken everything `nc` sent, a SUB just made included.
+    nats-py's flush() writes its PING at once, ahead of commands its flusher task has not
+    written yet: one flush gives that task its turn, the second one's PONG comes after
+    the server took them."""
+    await nc.flush()
+    await nc.flush()
+
+
 @pytest.fixture
 async def nodes(nats_server) -> AsyncIterator[tuple[NatsBackend, NatsBackend]]:
     """Nodes "a" and "b", each knowing the other is alive."""
@@ -59,6 +68,7 @@ async def test_the_rooms_of_one_commit_owned_by_another_node_go_to_it_in_one_req
     theirs, mine = rooms_of(a, "b", 3), rooms_of(a, "a", 1)
     spy = await nats.connect(nats_server.url)
     sub = await spy.subscribe(APPEND_SUBJECT + "b")
+    await synced(spy)
     try:
         batch = [
             Publish(room, 1, counter, os.urandom(40))
@@ -68,7 +78,7 @@ async def test_the_rooms_of_one_commit_owned_by_another_node_go_to_it_in_one_req
         results = await a.append(batch)
         assert results == [Appended(1 + counter, False) for counter in range(4) for _ in range(4)]
         request = await sub.next_msg(timeout=10)
-        await spy.flush()  # whatever else was sent to b is in the spy's queue now
+        await synced(spy)  # whatever else was sent to b is in the spy's queue now
         assert sub.pending_msgs == 0  # one request for the three rooms, answered once
         shares = forward.decode_request(request.data)
         assert [room for room, _ in shares] == theirs
@@ -87,11 +97,12 @@ async def test_shares_too_big_for_one_request_go_in_several(nodes, nats_server):
     third = a.link.max_payload // 3  # two shares fit in one request, not three
     spy = await nats.connect(nats_server.url)
     sub = await spy.subscribe(APPEND_SUBJECT + "b")
+    await synced(spy)
     try:
         batch = [Publish(room, 0, 0, os.urandom(third)) for room in theirs]
         assert await a.append(batch) == [Appended(1, False)] * 3
         requests = [await sub.next_msg(timeout=10) for _ in range(2)]
-        await spy.flush()
+        await synced(spy)
         assert sub.pending_msgs == 0
         assert [[room for room, _ in forward.decode_request(r.data)] for r in requests] == [
             theirs[:2],
@@ -177,7 +188,7 @@ async def test_a_node_request_gets_its_answer_or_says_nobody_listens_or_nobody_a
 
         await spy.subscribe("test.echo", cb=echo)
         await spy.subscribe("test.silent")
-        await spy.flush()
+        await synced(spy)
         assert (await a.link.request("test.echo", b"one", 10)).data == b"echo one"
         assert (await a.link.request("test.echo", b"two", 10)).data == b"echo two"
         with pytest.raises(nats.errors.NoRespondersError):
