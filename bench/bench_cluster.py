@@ -183,6 +183,7 @@ async def main():
     async def echo(msg):
         await msg.respond(b"")
     await nc.subscribe("bench.echo", cb=echo)
+    await nc.flush()  # twice: nats-py writes the first PING ahead of the queued SUB
     await nc.flush()
     print("ready", flush=True)
     await asyncio.Event().wait()
