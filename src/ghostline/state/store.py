@@ -29,9 +29,9 @@ forgery naming the same sender and counter, and what the relay cursor's anchor
 (`anchor`) is checked by.
 
 This module knows nothing about kits or sealing: `member.py` drives it. The tables live
-in the state database (`database.py`), beside the history (`history.py`). (It is a few
-lines over 400 because this comment lists every table in one place; the format-2
-tables' queries are `grantstore.py`'s.)
+in the state database (`database.py`), beside the history (`history.py`). (It is over
+400 lines because this comment lists every table in one place and the outbox's paged
+reads sit beside its other queries; the format-2 tables' queries are `grantstore.py`'s.)
 """
 
 from __future__ import annotations
