@@ -3,12 +3,14 @@ every message is sent in counter order and once per connection, while the connec
 holds about two pages of it. Real SQLite, a real relay on loopback, real sockets; the
 page is made small so that a few dozen messages span many pages."""
 
+# ruff: noqa: F811 - the relay fixture imported from test_client is a test parameter
+
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from ghostline.protocol.payload import TextPayload
 from ghostline.state.entries import OutboxEntry
 from ghostline.state.member import Member
 from helpers import opened_members
-from test_client import Relay, client_for, through_proxy
+from test_client import Relay, client_for, relay, through_proxy  # noqa: F401 - relay: a fixture
 from waiting import until
 
 PAGE = PageLimit(size=700, entries=4)  # three messages of the size sent here (226 bytes)
@@ -33,13 +35,6 @@ PAGE = PageLimit(size=700, entries=4)  # three messages of the size sent here (2
 def members(tmp_path: Path) -> Iterator[list[Member]]:
     with opened_members(tmp_path / "kits", 2, seed="pages", slice_len=1 << 15) as opened:
         yield opened
-
-
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
-    r = await Relay(tmp_path / "relay.sqlite").start()
-    yield r
-    await r.stop()
 
 
 class Held:

@@ -4,6 +4,8 @@ receiving member as its sender. The real message there must never be skipped sil
 the frame is shown as rejected, settles nothing, and the seq is asked for again; if it
 never comes, it is reported missing."""
 
+# ruff: noqa: F811 - the relay fixture imported from test_client is a test parameter
+
 from __future__ import annotations
 
 import os
@@ -21,10 +23,11 @@ from ghostline.protocol.envelope import pack_header
 from ghostline.protocol.frames import Frame, FrameType, encode_deliver
 from ghostline.state.member import Member
 from helpers import opened_members
-from test_client import (
+from test_client import (  # noqa: F401 - relay: a fixture
     Relay,
     client_for,
     events_until,
+    relay,
     send_accepted,
     shown,
     texts,
@@ -37,13 +40,6 @@ from waiting import until
 def members(tmp_path: Path) -> Iterator[list[Member]]:
     with opened_members(tmp_path / "kits", 3, seed="replaced") as opened:
         yield opened
-
-
-@pytest.fixture
-async def relay(tmp_path: Path) -> Relay:
-    r = await Relay(tmp_path / "relay.sqlite").start()
-    yield r  # type: ignore[misc]
-    await r.stop()
 
 
 def seq_of(frame: Frame) -> int:
