@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from session_page import Page
 
 from ghostline.client import (
     Client,
@@ -23,20 +24,6 @@ from ghostline.state.member import Member
 from ghostline.web.session import WebSession
 from helpers import make_kit_set
 from waiting import until
-
-
-class Page:
-    """What one page would receive."""
-
-    def __init__(self, session: WebSession) -> None:
-        self.got: list[dict[str, Any]] = []
-        session.attach(self.got.append)
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [m["line"] for m in self.got if m["type"] == "line"]
-
-    def last(self, kind: str) -> dict[str, Any]:
-        return [m for m in self.got if m["type"] == kind][-1]
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from session_page import Page
 
 from ghostline.client import Client, MessageReceived, MessageRejected, PadGiven, RelayAddress
 from ghostline.errors import RejectedMessage
@@ -19,19 +19,6 @@ from helpers import flip, make_kit_set
 from waiting import until
 
 E = 8192
-
-
-class Page:
-    def __init__(self, session: WebSession) -> None:
-        self.got: list[dict[str, Any]] = []
-        session.attach(self.got.append)
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [m["line"] for m in self.got if m["type"] == "line"]
-
-    def members(self) -> dict[str, Any]:
-        shown = [m for m in self.got if m["type"] == "members"]
-        return shown[-1] if shown else {"pad": {"summary": ""}, "members": [{"failed": None}]}
 
 
 @pytest.fixture
@@ -58,7 +45,11 @@ async def test_a_grant_is_a_line_and_the_member_list_shows_the_pad_it_moved(
     session.handle_event(MessageReceived(received, decode(received.payload)))
     (line,) = page.lines()
     assert (line["kind"], line["lines"]) == ("notice", ["alice gave you 2 KiB of pad"])
-    await until(lambda: page.members()["pad"]["summary"].startswith("10 KiB"))
+    await until(
+        lambda: (
+            page.shown("members") and page.last("members")["pad"]["summary"].startswith("10 KiB")
+        )
+    )
     snapshot = await session.snapshot()  # and from the history, for a page opened later
     assert snapshot["lines"][-1]["lines"] == ["alice gave you 2 KiB of pad"]
 
@@ -78,6 +69,8 @@ async def test_an_automatic_gift_is_said_and_a_failed_check_is_counted_in_the_li
         session.member.receive(1, flip(sealed, len(sealed) - 20))  # bob's tag, the first
     session.handle_event(MessageRejected(1, rejected.value.rule, rejected.value.message))
     assert "the sender's kit or yours is damaged" in page.lines()[-1]["lines"][0]
-    await until(lambda: page.members()["members"][0]["failed"] is not None)
-    assert page.members()["members"][0]["failed"].startswith("1 failed check")
-    assert page.members()["members"][2]["failed"] is None
+    await until(
+        lambda: page.shown("members") and page.last("members")["members"][0]["failed"] is not None
+    )
+    assert page.last("members")["members"][0]["failed"].startswith("1 failed check")
+    assert page.last("members")["members"][2]["failed"] is None
