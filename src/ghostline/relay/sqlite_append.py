@@ -14,7 +14,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import accumulate, groupby, islice, repeat
 from operator import itemgetter, lt
 
@@ -53,18 +54,20 @@ def insert(
     publish, and the bytes of sealed messages newly stored. Each room's state moves on
     at once; `saved` gets it as it was, for `sqlite_schema.restore` if the commit fails."""
     db.execute("BEGIN IMMEDIATE")
-    try:
+    with _rolled_back_on_error(db):
         return _insert_rows(db, rooms, retention, batch, saved)
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def commit(db: sqlite3.Connection) -> None:
     """COMMIT what `insert` began (on the writer thread), or roll back and raise."""
-    try:
+    with _rolled_back_on_error(db):
         db.execute("COMMIT")
+
+
+@contextmanager
+def _rolled_back_on_error(db: sqlite3.Connection) -> Iterator[None]:
+    try:
+        yield
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
