@@ -293,45 +293,50 @@ def counters(entries: Iterable[OutboxEntry]) -> list[int]:
     return [e.counter for e in entries]
 
 
+def test_a_connections_queue_keeps_no_page_limit_of_its_own() -> None:
+    # The limit is the outbox's alone (Outbox.page), passed to the queue whenever it
+    # decides: shrinking it there shrinks every connection, begun before or after.
+    assert not hasattr(OutQueue(), "page")
+
+
 def test_a_queue_leaves_to_the_outbox_what_it_held_when_the_connection_began() -> None:
     queue = OutQueue()
-    queue.page = PageLimit(size=10_000, entries=3)
-    queue.add([entry(3), entry(4)])  # committed around the count: 3 before it, 4 after
-    queue.start((2, 3))
+    page = PageLimit(size=10_000, entries=3)
+    queue.add([entry(3), entry(4)], page)  # committed around the count: 3 before it, 4 after
+    queue.start((2, 3), page)
     assert counters(queue.later) == [4] and queue.paging
     queue.paged(([entry(1), entry(3)], 3))  # 2 was ACCEPTED meanwhile
     assert not queue.paging
-    queue.add([entry(5)])
+    queue.add([entry(5)], page)
     assert queue.take_later() and not queue.take_later()
     assert counters(queue.entries) == [1, 3, 4, 5]
-    queue.add([entry(5), entry(6)])  # 5 again (it cannot, but once is once)
+    queue.add([entry(5), entry(6)], page)  # 5 again (it cannot, but once is once)
     assert queue.take_later()
     assert counters(queue.entries) == [1, 3, 4, 5, 6]
 
 
 def test_a_queue_gives_back_to_the_outbox_more_than_a_page_sealed_meanwhile() -> None:
     queue = OutQueue()
-    queue.page = PageLimit(size=10_000, entries=3)
-    queue.start((2, 1))
-    queue.add([entry(2), entry(3)])
-    queue.add([entry(4), entry(5)])  # four: more than a page, so the outbox has them
+    page = PageLimit(size=10_000, entries=3)
+    queue.start((2, 1), page)
+    queue.add([entry(2), entry(3)], page)
+    queue.add([entry(4), entry(5)], page)  # four: more than a page, so the outbox has them
     assert list(queue.later) == [] and queue.upto == 5
     queue.paged(([entry(0), entry(1), entry(2)], 5))
-    queue.add([entry(6)])
+    queue.add([entry(6)], page)
     queue.paged(([], 5))  # 3, 4 and 5 were ACCEPTED meanwhile
     assert not queue.paging and queue.take_later()
     assert counters(queue.entries) == [0, 1, 2, 6]
     big = PageLimit(size=250, entries=100)
-    queue.page = big
-    queue.add([entry(7), entry(8), entry(9)])  # 300 sealed bytes: more than a page too
+    queue.add([entry(7), entry(8), entry(9)], big)  # 300 sealed bytes: more than a page too
     assert list(queue.later) == [] and queue.upto == 9 and queue.paging
 
 
 def test_an_empty_page_read_before_more_was_given_back_does_not_skip_it() -> None:
     queue = OutQueue()
-    queue.page = PageLimit(size=10_000, entries=2)
-    queue.start((1, 0))
-    queue.add([entry(1), entry(2), entry(3)])  # given back while a read up to 0 runs
+    page = PageLimit(size=10_000, entries=2)
+    queue.start((1, 0), page)
+    queue.add([entry(1), entry(2), entry(3)], page)  # given back while a read up to 0 runs
     queue.paged(([entry(0)], 0))
     assert queue.paging and queue.after == 0 and queue.upto == 3
     queue.paged(([], 0))  # a read that still had the old limit
