@@ -12,8 +12,8 @@ has ACCEPTED it (docs/PROTOCOL.md sections 5 and 8).
   one home of the limit: `PAGE` unless a test shrinks it), in the durable worker, when
   the last page has gone to the socket; what is sealed meanwhile waits in memory up to
   a page and is read back from the outbox beyond that. So a connection holds about two
-  pages, whatever the outbox holds (a file sealed offline
-  may be gigabytes). What is ACCEPTED meanwhile is not sent again.
+  pages, whatever the outbox holds (a file sealed offline may be gigabytes). What is
+  ACCEPTED meanwhile is not sent again.
 - ACCEPTED is recorded durably (`Member.mark_accepted`) before MessageAccepted is
   emitted and before `wait_accepted` returns.
 - Every seal is followed by the pad warnings (PadLow once, PadExhausted).
