@@ -443,8 +443,12 @@ async def _run() -> str:
     finally:
         stop_processes((relay, nats), 20)
         shutil.rmtree(tmp, ignore_errors=True)
-    top = await profiled(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
-    clocks = await timed_cycles(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
+    try:
+        top = await profiled(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
+        shutil.rmtree(tmp, ignore_errors=True)  # each short run on a store of its own
+        clocks = await timed_cycles(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     lines = [
         "Fan-out deliveries per second (one DELIVER to one member = one delivery) and",
         "delivery latency (publish to receipt). GhostLine stores every message in SQLite",

@@ -64,13 +64,14 @@ async def timed_cycles(
 ) -> dict[str, Any]:
     """Run `run_load(port)` against a relay started under bench/relaycycle.py's clocks;
     what they measured (relaycycle.Clocks.summary)."""
-    out = Path(tempfile.mkdtemp(prefix="ghostline-cycle-")) / "cycle.json"
-    proc, port = start_relay(["-m", "bench.relaycycle", str(out)])
-    try:
-        await run_load(port)
-    finally:
-        stop_processes([proc], 60)
-    summary: dict[str, Any] = json.loads(out.read_text())
+    with tempfile.TemporaryDirectory(prefix="ghostline-cycle-") as where:
+        out = Path(where) / "cycle.json"
+        proc, port = start_relay(["-m", "bench.relaycycle", str(out)])
+        try:
+            await run_load(port)
+        finally:
+            stop_processes([proc], 60)
+        summary: dict[str, Any] = json.loads(out.read_text())
     return summary
 
 
@@ -80,13 +81,14 @@ async def profiled(
 ) -> list[tuple[str, float, int]]:
     """Run `run_load(port)` against a relay started with cProfile. Returns the top
     functions by own time: (function, share of the relay's profiled time, calls)."""
-    out = Path(tempfile.mkdtemp(prefix="ghostline-prof-")) / "relay.prof"
-    proc, port = start_relay(["-m", "cProfile", "-o", str(out)])
-    try:
-        await run_load(port)
-    finally:
-        stop_processes([proc], 60)
-    stats = pstats.Stats(str(out))
+    with tempfile.TemporaryDirectory(prefix="ghostline-prof-") as where:
+        out = Path(where) / "relay.prof"
+        proc, port = start_relay(["-m", "cProfile", "-o", str(out)])
+        try:
+            await run_load(port)
+        finally:
+            stop_processes([proc], 60)
+        stats = pstats.Stats(str(out))
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for (_, _, name), (_, _, tt, _, _) in entries.items()
                 if not any(w in name for w in _WAITING))  # fmt: skip
