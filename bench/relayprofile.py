@@ -140,6 +140,12 @@ def _cycle(clocks: dict[str, Any]) -> list[tuple[str, float]]:
     ]
 
 
+def cycle_median(clocks: dict[str, Any]) -> float | None:
+    """The median loaded commit cycle in ms (None when no cycle was loaded)."""
+    parts = dict(_cycle(clocks))
+    return parts.get("the whole cycle")
+
+
 def report(
     split: list[tuple[str, float, float]],
     top: list[tuple[str, float, int]],
