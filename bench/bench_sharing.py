@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -116,6 +117,7 @@ def simulate(shares: Sequence[float], fmt: int, *, seed: int = 1) -> dict[str, o
                 chat.give_round()
     finally:
         chat.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     group = SLICE * len(shares)
     return {
         "used": sum(chat.sealed) / group,

@@ -1,21 +1,24 @@
 """Where the relay's CPU per message goes, for the relay benchmark's report: the CPU
-time of each of its threads per message (from /proc, on an unprofiled relay), and, under
-cProfile in a short run, the event loop's time by stage (read, store, commit hand-off,
-fan-out, socket writes, the rest) and the functions with the most own time. cProfile
-inflates every Python call, so read its figures as shares of where time goes, not as
-timings; the stage table turns each share into microseconds per message of the
-unprofiled event loop's CPU."""
+time of each of its threads per message (from /proc, on an unprofiled relay); the event
+loop's CPU by stage and one commit cycle part by part, measured by clocks around the
+stages (bench/relaycycle.py) in a short run; and, under cProfile in another short run,
+the functions with the most own time (cProfile inflates every Python call, so those are
+shares of where time goes, not timings)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pstats
+import statistics
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from bench.procs import stop_processes
+from bench.relaycycle import LOADED
 
 TOP = 12
 
@@ -52,33 +55,40 @@ def thread_split(
     ]
 
 
-# The relay's stages on its event loop, each a function whose cumulative time under
-# cProfile is the stage's (what it calls included): (label, file, function). The fan-out
-# is counted without the socket writes it makes, which have their own row.
-STAGES = (
-    ("read: frames split, each PUBLISH checked", "connection.py", "data_received"),
-    ("store: batch deduped, chunk rows built and inserted", "sqlite_append.py", "insert"),
-    ("commit handed to the writer thread", "base_events.py", "run_in_executor"),
-    ("fan-out: ACCEPTED and DELIVER frames built", "rooms.py", "_dispatch"),
-    ("socket writes (kernel time included)", "connection.py", "send"),
-)
 _WAITING = {"poll", "select", "sleep", "acquire", "wait"}
+
+
+async def timed_cycles(
+    run_load: Callable[[int], Awaitable[None]],
+    start_relay: Callable[[list[str]], tuple[subprocess.Popen[bytes], int]],
+) -> dict[str, Any]:
+    """Run `run_load(port)` against a relay started under bench/relaycycle.py's clocks;
+    what they measured (relaycycle.Clocks.summary)."""
+    with tempfile.TemporaryDirectory(prefix="ghostline-cycle-") as where:
+        out = Path(where) / "cycle.json"
+        proc, port = start_relay(["-m", "bench.relaycycle", str(out)])
+        try:
+            await run_load(port)
+        finally:
+            stop_processes([proc], 60)
+        summary: dict[str, Any] = json.loads(out.read_text())
+    return summary
 
 
 async def profiled(
     run_load: Callable[[int], Awaitable[None]],
     start_relay: Callable[[list[str]], tuple[subprocess.Popen[bytes], int]],
-) -> tuple[list[tuple[str, float, int]], list[tuple[str, float]]]:
+) -> list[tuple[str, float, int]]:
     """Run `run_load(port)` against a relay started with cProfile. Returns the top
-    functions by own time: (function, share of the relay's profiled time, calls), and
-    the share of each of `STAGES`, then of the rest (the event loop, tasks, futures)."""
-    out = Path(tempfile.mkdtemp(prefix="ghostline-prof-")) / "relay.prof"
-    proc, port = start_relay(["-m", "cProfile", "-o", str(out)])
-    try:
-        await run_load(port)
-    finally:
-        stop_processes([proc], 60)
-    stats = pstats.Stats(str(out))
+    functions by own time: (function, share of the relay's profiled time, calls)."""
+    with tempfile.TemporaryDirectory(prefix="ghostline-prof-") as where:
+        out = Path(where) / "relay.prof"
+        proc, port = start_relay(["-m", "cProfile", "-o", str(out)])
+        try:
+            await run_load(port)
+        finally:
+            stop_processes([proc], 60)
+        stats = pstats.Stats(str(out))
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for (_, _, name), (_, _, tt, _, _) in entries.items()
                 if not any(w in name for w in _WAITING))  # fmt: skip
@@ -89,24 +99,52 @@ async def profiled(
         where = name if path == "~" else f"{Path(path).name}:{line} {name}"
         rows.append((where, tt / total, calls))
     rows.sort(key=lambda r: -r[1])
-    cumulative = {label: 0.0 for label, _, _ in STAGES}
-    for (path, _, name), (_, _, _, ct, _) in entries.items():
-        for label, file, function in STAGES:
-            if Path(path).name == file and name == function:
-                cumulative[label] += ct
-    sends = cumulative[STAGES[-1][0]]
-    cumulative[STAGES[3][0]] -= sends  # the fan-out without its socket writes
-    stages = [(label, ct / total) for label, ct in cumulative.items()]
-    stages.append(("the rest: event loop, tasks, futures", 1 - sum(c for _, c in stages)))
-    return rows[:TOP], stages
+    return rows[:TOP]
+
+
+def _stages(clocks: dict[str, Any]) -> list[tuple[str, float]]:
+    """(stage, event-loop CPU us per message) from relaycycle's clocks."""
+    n = max(1, clocks["messages"])
+    cpu = clocks["cpu"]
+    rest = clocks["loop_cpu"] - cpu["read"] - cpu["insert"] - cpu["fanout"]
+    rows = [
+        ("read: frames split, each PUBLISH checked (after the recv)", cpu["read"]),
+        ("store: batch deduped, chunk rows built and inserted", cpu["insert"]),
+        ("fan-out: ACCEPTED and DELIVER frames built", cpu["fanout"] - cpu["send"]),
+        ("socket writes of the fan-out (kernel time included)", cpu["send"]),
+        ("the rest: recv calls, the event loop, tasks, futures", max(0.0, rest)),
+    ]
+    return [(label, seconds / n * 1e6) for label, seconds in rows]
+
+
+def _cycle(clocks: dict[str, Any]) -> list[tuple[str, float]]:
+    """(part of a commit cycle, median ms) over the loaded cycles."""
+    marks = clocks["cycles"]
+    pairs = zip(marks, marks[1:], strict=False)  # each cycle with the next
+    loaded = [(m, nxt) for m, nxt in pairs if m[0] >= LOADED and nxt[0] >= LOADED]
+    if not loaded:
+        return []
+
+    def med(f: Callable[[list[float], list[float]], float]) -> float:
+        return statistics.median(f(m, nxt) for m, nxt in loaded)
+
+    return [
+        ("messages in the commit", med(lambda m, _: m[0])),
+        ("store: insert on the event loop", med(lambda m, _: (m[2] - m[1]) * 1e3)),
+        ("until the writer thread starts the COMMIT", med(lambda m, _: (m[3] - m[2]) * 1e3)),
+        ("COMMIT with its fsync (writer thread)", med(lambda m, _: (m[4] - m[3]) * 1e3)),
+        ("until the event loop takes up the result", med(lambda m, _: (m[5] - m[4]) * 1e3)),
+        ("fan-out: frames built and written", med(lambda m, _: (m[6] - m[5]) * 1e3)),
+        ("until the next batch's insert starts", med(lambda m, n: (n[1] - m[6]) * 1e3)),
+        ("the whole cycle", med(lambda m, n: (n[1] - m[1]) * 1e3)),
+    ]
 
 
 def report(
     split: list[tuple[str, float, float]],
     top: list[tuple[str, float, int]],
-    stages: list[tuple[str, float]],
+    clocks: dict[str, Any],
 ) -> str:
-    loop = next((user + system for name, user, system in split if name == "event loop"), 0.0)
     lines = [
         "Where the relay's CPU goes at 10 x 3, 100 B (the first scenario above):",
         "",
@@ -119,18 +157,34 @@ def report(
         "",
         "The store's threads run SQLite's COMMIT (its fsync) and WAL checkpoints;",
         "system time of the event loop is mostly its socket sends and receives. The",
-        "event loop's time by stage, under cProfile (a short run; cProfile slows",
-        "Python calls more than C and the kernel, so read these as shares), and each",
-        "share of the event loop's CPU per message above:",
+        "event loop's CPU by stage, measured with the thread's CPU clock around each",
+        "stage (bench/relaycycle.py) in a separate run of the same load (the clocks'",
+        "own cost, about a microsecond per call, is in the rows they wrap):",
         "",
-        "| stage (event loop) | share | us/message |",
-        "|---|---|---|",
+        "| stage (event loop) | us/message |",
+        "|---|---|",
     ]
-    lines += [f"| {label} | {share * 100:.1f}% | {share * loop:.2f} |" for label, share in stages]
+    stages = _stages(clocks)
+    lines += [f"| {label} | {us:.2f} |" for label, us in stages]
+    lines += [f"| all | {sum(us for _, us in stages):.2f} |"]
+    cycle = _cycle(clocks)
+    if cycle:
+        lines += [
+            "",
+            "One commit cycle under that load, part by part (wall clock, the median of",
+            f"{sum(1 for m in clocks['cycles'] if m[0] >= LOADED):,} cycles of at least "
+            f"{LOADED} messages; in ms, the first row in messages):",
+            "",
+            "| part of the cycle | median |",
+            "|---|---|",
+        ]
+        lines += [f"| {part} | {value:,.0f} |" if i == 0 else f"| {part} | {value:.2f} |"
+                  for i, (part, value) in enumerate(cycle)]  # fmt: skip
     lines += [
         "",
-        f"The {TOP} functions with the most own time, as shares of the relay's profiled",
-        "time without waiting:",
+        f"The {TOP} functions with the most own time under cProfile (another short run;",
+        "cProfile slows Python calls more than C and the kernel, so read these as shares",
+        "of the relay's profiled time without waiting, not as timings):",
         "",
         "| function | share | calls |",
         "|---|---|---|",

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,6 +33,10 @@ from ghostline.pad.seal import xor_bytes
 from ghostline.protocol.envelope import Envelope, pack_header
 from ghostline.protocol.grants import GrantRange, initial_extents, move_range
 from waiting import wait_until
+
+if TYPE_CHECKING:
+    from ghostline.state.entries import OutboxEntry
+    from ghostline.state.member import Member
 
 VECTOR_CREATED = "2025-01-01T00:00:00Z"
 
@@ -119,6 +123,14 @@ def opened_members(
     finally:
         for member in opened:
             member.close()
+
+
+def unsent(member: Member) -> list[OutboxEntry]:
+    """What `member` has sealed that the relay has not yet ACCEPTED, sealed bytes and all,
+    by counter: read as the client reads it (`pending_span`, then `pending_page`), in
+    one page that holds it all."""
+    count, last = member.pending_span()
+    return member.pending_page(-1, last, sys.maxsize, count)
 
 
 def kits_by_name(paths: Iterable[Path]) -> dict[str, Path]:

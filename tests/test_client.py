@@ -34,7 +34,7 @@ from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
 from ghostline.state.member import Member
 from ghostline.state.store import Store
 from ghostline.wording.hints import failure_hint
-from helpers import free_port, make_kit_set, opened_members
+from helpers import free_port, make_kit_set, opened_members, unsent
 from waiting import until
 
 E = TypeVar("E")
@@ -159,7 +159,7 @@ async def test_a_message_sent_is_accepted_and_received_by_the_others(
             ev = await expect(c, MessageReceived)
             assert (ev.received.sender, ev.received.counter, ev.received.seq) == (0, 0, 1)
             assert ev.payload_obj == TextPayload("hello", ev.payload_obj.sent_at)  # type: ignore[union-attr]
-        assert members[0].pending() == []
+        assert unsent(members[0]) == []
         assert members[1].relay_cursor == 1
 
 
@@ -171,7 +171,7 @@ async def test_messages_sealed_while_the_relay_is_down_go_out_when_it_comes_up(
     async with alice:
         entries = [await alice.send_text(f"queued {i}") for i in range(3)]
         await expect(alice, ConnectionChanged, lambda e: e.retry_in is not None)
-        assert [e.sealed for e in members[0].pending()] == [e.sealed for e in entries]
+        assert [e.sealed for e in unsent(members[0])] == [e.sealed for e in entries]
         await relay.start()
         try:
             seqs = [await alice.wait_accepted(e.counter, timeout=5) for e in entries]
@@ -516,7 +516,7 @@ async def test_pad_low_and_exhausted_are_reported(tmp_path: Path, relay: Relay) 
             with pytest.raises(PadExhaustedError):
                 await client.send_text("one too many")
             await expect(client, PadExhausted)
-            assert len(member.pending()) <= 12
+            assert len(unsent(member)) <= 12
     finally:
         member.close()
 
@@ -574,7 +574,7 @@ async def test_send_many_that_does_not_fit_seals_nothing(tmp_path: Path, relay: 
             with pytest.raises(PadExhaustedError):
                 await client.send_many([b"\x01\x00\x00\x00\x01x"] * 5)
             await expect(client, PadExhausted)
-            assert member.pending() == [] and member.history() == []
+            assert unsent(member) == [] and member.history() == []
             entries = await client.send_many([b"\x01\x00\x00\x00\x01x"] * 4)
             assert [e.counter for e in entries] == [0, 1, 2, 3]
     finally:

@@ -21,7 +21,7 @@ from ghostline.protocol.frames import FrameType, Hello, Port, encode_frame
 from ghostline.protocol.payload import TextPayload
 from ghostline.relay import RelayLimits, RelayServer, SqliteBackend
 from ghostline.state.member import Member
-from helpers import opened_members
+from helpers import opened_members, unsent
 from waiting import until
 
 # The most a commit waits for the loop to show it runs (after that, it records that it did not).
@@ -168,7 +168,7 @@ async def test_send_returns_only_after_its_commit_and_accepted_is_recorded_first
     ):
         await client.wait_connected(10)
         entry = await client.send_text("hello")
-        assert [e.counter for e in alice.pending()] == [entry.counter]
+        assert [e.counter for e in unsent(alice)] == [entry.counter]
         async with asyncio.timeout(10):
             while not isinstance(event := await client.events.get(), MessageAccepted):
                 pass

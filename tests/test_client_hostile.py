@@ -43,7 +43,7 @@ from ghostline.protocol.frames import (
 )
 from ghostline.protocol.relaycursor import RelayCursor
 from ghostline.state.member import Member
-from helpers import derived, opened_members
+from helpers import derived, opened_members, unsent
 from waiting import until
 
 E = TypeVar("E")
@@ -119,7 +119,7 @@ async def test_a_forged_deliver_naming_us_with_a_huge_counter_is_refused_and_lat
             assert got.received.payload.endswith(b"still here")
             assert client.state is ClientState.CONNECTED and client.failure is None
     assert bob.relay_state() == RelayCursor(relay.store_id, 0, frozenset({3}))  # 1: rejected
-    assert bob.pending() == []
+    assert unsent(bob) == []
 
 
 @pytest.mark.parametrize("counter", [64, *HUGE])
@@ -136,7 +136,7 @@ async def test_a_forged_accepted_with_a_huge_counter_reconnects_instead_of_dying
             assert "cannot have sent" in event.detail
             await until(lambda: relay.connections() >= 2, what="a reconnect")
             assert client.failure is None
-    assert [e.counter for e in alice.pending()] == [entry.counter]
+    assert [e.counter for e in unsent(alice)] == [entry.counter]
 
 
 async def test_an_accepted_with_a_seq_no_room_has_reconnects(members: list[Member]) -> None:
@@ -149,7 +149,7 @@ async def test_an_accepted_with_a_seq_no_room_has_reconnects(members: list[Membe
             event = await expect(client, ConnectionChanged, lambda e: e.retry_in is not None)
             assert "which no room has" in event.detail
             await until(lambda: relay.connections() >= 2, what="a reconnect")
-    assert [e.counter for e in alice.pending()] == [entry.counter]
+    assert [e.counter for e in unsent(alice)] == [entry.counter]
 
 
 async def test_an_unexpected_error_while_receiving_reconnects_and_says_why(
@@ -241,7 +241,7 @@ async def test_an_internal_error_on_every_join_is_reported_after_a_few_and_retri
             before = relay.connections()
             await until(lambda: relay.connections() > before + 2, what="more retries")
             assert client.failure is None
-            assert len(members[0].pending()) == 1
+            assert len(unsent(members[0])) == 1
 
 
 async def test_one_forged_error_frame_costs_a_reconnect_not_the_session(

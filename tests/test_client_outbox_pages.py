@@ -24,7 +24,8 @@ from ghostline.protocol.frames import Frame, FrameType
 from ghostline.protocol.payload import TextPayload
 from ghostline.state.entries import OutboxEntry
 from ghostline.state.member import Member
-from helpers import opened_members
+from ghostline.state.store import Store
+from helpers import opened_members, unsent
 from test_client import Relay, client_for, relay, through_proxy  # noqa: F401 - relay: a fixture
 from waiting import until
 
@@ -146,7 +147,7 @@ async def test_an_outbox_of_many_pages_goes_out_whole_in_order_and_once(
     assert sent == [e.sealed for e in entries]  # byte for byte, in counter order, once
     assert seqs == list(range(1, 41))
     assert held.entries == 3 and held.size <= PAGE.size  # never the 40 at once
-    assert alice.pending() == []
+    assert unsent(alice) == []
 
 
 @pytest.mark.parametrize(
@@ -274,6 +275,16 @@ def test_a_page_holds_at_most_its_entries_and_bytes_but_one_however_long(
     )
 
 
+def test_the_outbox_is_read_a_page_at_a_time_and_never_whole(members: list[Member]) -> None:
+    # A whole-outbox read would bring a file sealed offline back into memory at once;
+    # what the tests need of the outbox they read through the pages (helpers.unsent).
+    assert not hasattr(Member, "pending") and not hasattr(Store, "pending")
+    alice = members[0]
+    entries = seal_offline(alice, 10)
+    alice.mark_accepted(entries[2].counter, 1)
+    assert unsent(alice) == entries[:2] + entries[3:]
+
+
 def entry(counter: int, size: int = 100) -> OutboxEntry:
     return OutboxEntry(counter, counter * size, size, bytes([counter]) * size, None)
 
@@ -282,45 +293,50 @@ def counters(entries: Iterable[OutboxEntry]) -> list[int]:
     return [e.counter for e in entries]
 
 
+def test_a_connections_queue_keeps_no_page_limit_of_its_own() -> None:
+    # The limit is the outbox's alone (Outbox.page), passed to the queue whenever it
+    # decides: shrinking it there shrinks every connection, begun before or after.
+    assert not hasattr(OutQueue(), "page")
+
+
 def test_a_queue_leaves_to_the_outbox_what_it_held_when_the_connection_began() -> None:
     queue = OutQueue()
-    queue.page = PageLimit(size=10_000, entries=3)
-    queue.add([entry(3), entry(4)])  # committed around the count: 3 before it, 4 after
-    queue.start((2, 3))
+    page = PageLimit(size=10_000, entries=3)
+    queue.add([entry(3), entry(4)], page)  # committed around the count: 3 before it, 4 after
+    queue.start((2, 3), page)
     assert counters(queue.later) == [4] and queue.paging
     queue.paged(([entry(1), entry(3)], 3))  # 2 was ACCEPTED meanwhile
     assert not queue.paging
-    queue.add([entry(5)])
+    queue.add([entry(5)], page)
     assert queue.take_later() and not queue.take_later()
     assert counters(queue.entries) == [1, 3, 4, 5]
-    queue.add([entry(5), entry(6)])  # 5 again (it cannot, but once is once)
+    queue.add([entry(5), entry(6)], page)  # 5 again (it cannot, but once is once)
     assert queue.take_later()
     assert counters(queue.entries) == [1, 3, 4, 5, 6]
 
 
 def test_a_queue_gives_back_to_the_outbox_more_than_a_page_sealed_meanwhile() -> None:
     queue = OutQueue()
-    queue.page = PageLimit(size=10_000, entries=3)
-    queue.start((2, 1))
-    queue.add([entry(2), entry(3)])
-    queue.add([entry(4), entry(5)])  # four: more than a page, so the outbox has them
+    page = PageLimit(size=10_000, entries=3)
+    queue.start((2, 1), page)
+    queue.add([entry(2), entry(3)], page)
+    queue.add([entry(4), entry(5)], page)  # four: more than a page, so the outbox has them
     assert list(queue.later) == [] and queue.upto == 5
     queue.paged(([entry(0), entry(1), entry(2)], 5))
-    queue.add([entry(6)])
+    queue.add([entry(6)], page)
     queue.paged(([], 5))  # 3, 4 and 5 were ACCEPTED meanwhile
     assert not queue.paging and queue.take_later()
     assert counters(queue.entries) == [0, 1, 2, 6]
     big = PageLimit(size=250, entries=100)
-    queue.page = big
-    queue.add([entry(7), entry(8), entry(9)])  # 300 sealed bytes: more than a page too
+    queue.add([entry(7), entry(8), entry(9)], big)  # 300 sealed bytes: more than a page too
     assert list(queue.later) == [] and queue.upto == 9 and queue.paging
 
 
 def test_an_empty_page_read_before_more_was_given_back_does_not_skip_it() -> None:
     queue = OutQueue()
-    queue.page = PageLimit(size=10_000, entries=2)
-    queue.start((1, 0))
-    queue.add([entry(1), entry(2), entry(3)])  # given back while a read up to 0 runs
+    page = PageLimit(size=10_000, entries=2)
+    queue.start((1, 0), page)
+    queue.add([entry(1), entry(2), entry(3)], page)  # given back while a read up to 0 runs
     queue.paged(([entry(0)], 0))
     assert queue.paging and queue.after == 0 and queue.upto == 3
     queue.paged(([], 0))  # a read that still had the old limit

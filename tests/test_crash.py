@@ -25,7 +25,7 @@ from ghostline.pad.kit import Kit
 from ghostline.state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP
 from ghostline.state.member import CRASH_HOOK_ENV, CRASH_HOOK_EXIT, CRASH_HOOK_STOP, Member
 from ghostline.state.recovery import recovery_margin
-from helpers import make_kit_set
+from helpers import make_kit_set, unsent
 from waiting import wait_until
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -95,7 +95,7 @@ def test_sigkill_at_random_moments_never_reuses_pad(tmp_path: Path, rng: random.
         next_counter, next_offset = a.store.next_position()
         assert next_counter > max(counters)
         assert next_offset >= max(end for _, end in ranges)
-        outbox = {e.counter: e for e in a.pending()}
+        outbox = {e.counter: e for e in unsent(a)}
         own_history = {h.counter: h for h in a.history() if h.sender == 0}
         for counter, offset, length, sealed in printed:
             entry = outbox[counter]
@@ -122,7 +122,7 @@ def test_a_crash_between_commit_and_erase_is_swept_on_restart(tmp_path: Path) ->
         assert not any(kit.is_outbound_key_erased(r, c) for r in (1, 2) for c in range(3))
 
     with Member.open(kits[0], state_path=state) as a:
-        pending = a.pending()
+        pending = unsent(a)
         assert [e.counter for e in pending] == [0, 1, 2]
         for e in pending:
             assert a.kit.is_outbound_key_erased(1, e.counter)

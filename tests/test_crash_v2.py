@@ -13,7 +13,7 @@ from pathlib import Path
 from ghostline.protocol.extents import Extents
 from ghostline.protocol.payload import encode_text
 from ghostline.state.member import Member
-from helpers import make_kit_set
+from helpers import make_kit_set, unsent
 from test_crash import read_until_ready, start
 
 KILLS = 12
@@ -73,7 +73,7 @@ def test_a_donor_killed_while_giving_never_seals_twice_nor_in_what_it_gave(
     with Member.open(kits[0], state_path=state) as a:  # the sweep, and the journal caught up
         outbox = [(r.offset, r.offset + r.length) for r in a.store.unerased_outbox()]
         assert outbox == []  # every committed message erased
-        sealed = [(e.offset, e.offset + e.length) for e in a.pending()]
+        sealed = [(e.offset, e.offset + e.length) for e in unsent(a)]
         given = [(g.grant.start, g.grant.end) for g in a.store.grants(giver=0)]
         assert set(used) <= set(sealed) and set(gifts) <= set(given)
         # Everything committed: the donor's slice is exactly what it sealed, what it
@@ -86,7 +86,7 @@ def test_a_donor_killed_while_giving_never_seals_twice_nor_in_what_it_gave(
         assert [(g.start, g.end) for g in a.kit.journal()] == given
         for start_, end in given:  # kept: the donor reads the grantee's messages with it
             assert a.kit.pad_bytes(start_, end - start_) != bytes(end - start_)
-        pending = a.pending()
+        pending = unsent(a)
     # The other members accept every message, grants included, in order.
     for kit in kits[1:]:
         with Member.open(kit) as other:
@@ -114,7 +114,7 @@ def test_a_grantee_killed_while_sealing_in_its_grant_never_seals_a_byte_twice(
     assert any(granted[0] <= s and t <= granted[1] for s, t in used), "never sealed in the grant"
 
     with Member.open(kits[1], state_path=b_state) as b:
-        pending = b.pending()
+        pending = unsent(b)
         sealed = [(e.offset, e.offset + e.length) for e in pending]
         assert set(used) <= set(sealed) and disjoint(sealed)
         mine = b.extents()[1]

@@ -29,7 +29,7 @@ from ghostline.state.database import default_state_path
 from ghostline.state.limits import MAX_SEAL_BYTES, MAX_SEAL_GROUP, max_payload, seal_groups
 from ghostline.state.member import Member
 from ghostline.state.recovery import apply_recovery, plan_recovery, recovery_margin
-from helpers import make_kit_set, state_rows
+from helpers import make_kit_set, state_rows, unsent
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -73,9 +73,9 @@ def test_three_members_exchange_messages_and_keep_history(tmp_path: Path) -> Non
         ("m1", 0, "received"),
         ("m0", 0, "sealed"),
     ]
-    assert [e.counter for e in a.pending()] == [0]
+    assert [e.counter for e in unsent(a)] == [0]
     a.mark_accepted(0, 1)
-    assert a.pending() == []
+    assert unsent(a) == []
     # ...and once it has, takes its place by seq.
     assert [(h.seq, h.state) for h in a.history(limit=1)] == [(2, "received")]
     assert a.history()[0].state == "stored" and a.history()[0].seq == 1
@@ -137,7 +137,7 @@ def test_running_out_of_pad_fails_cleanly_with_nothing_consumed(tmp_path: Path) 
     with pytest.raises(PadExhaustedError):
         a.seal_many([b"y" * 30, b"z" * 30])
     assert snapshot(a) == before
-    assert [e.counter for e in a.pending()] == [0]
+    assert [e.counter for e in unsent(a)] == [0]
     assert a.seal(b"y" * 40).offset == 60
     close_all([a, b])
 
@@ -356,7 +356,7 @@ def test_an_own_message_echoed_by_the_relay_returns_none(tmp_path: Path) -> None
     before_history = a.history()
     assert a.receive(3, e.sealed) is None
     assert a.history()[0].payload == before_history[0].payload
-    assert a.pending() == []  # the echo told us the relay stored it
+    assert unsent(a) == []  # the echo told us the relay stored it
     assert a.history()[0].seq == 3
     assert a.relay_state().seen == {3}  # seqs 1 and 2 have not come yet
     assert a.relay_cursor == 0

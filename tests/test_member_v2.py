@@ -22,7 +22,7 @@ from ghostline.state import granting
 from ghostline.state.limits import MAX_SEAL_BYTES
 from ghostline.state.member import Member
 from ghostline.state.recovery import apply_recovery, plan_recovery
-from helpers import file_bytes, flip, make_kit_set, state_rows
+from helpers import file_bytes, flip, make_kit_set, state_rows, unsent
 
 E = 8192
 
@@ -273,7 +273,7 @@ def test_a_crash_between_giving_and_journalling_is_journalled_on_the_next_open(
     assert a.kit.journal() == [grant.grant] and grant.counter is None  # never sealed
     assert not a.store.unsealed().overlaps(grant.grant.start, grant.grant.end)
     assert granting.outstanding(a.store, 0) == frozenset()  # nobody waits for it
-    assert a.pending() == []
+    assert unsent(a) == []
 
 
 def test_the_hash_keys_are_erased_when_the_masks_are_used_up(tmp_path: Path) -> None:

@@ -28,11 +28,11 @@ def test_send_and_listen_warn_once_at_ten_and_one_percent_left(tmp_path: Path, h
             said.append(warnings(done.stderr))
         assert said[0] == [] and said[2] == []
         assert said[1] == [
-            "ghostline: warning: your pad is running low (9.0% left: 90 B of pad and 98 keys). "
-            "Plan a meeting to make a new kit set."
+            "ghostline: warning: Your pad is running low: 9.0% left (90 B and 98 messages). "
+            "Plan a meeting with your group to make a new kit set."
         ]
-        assert len(said[3]) == 1 and "almost used up (0.9% left: 9 B of pad" in said[3][0]
-        assert len(said[4]) == 1 and "used up: this kit cannot send any more" in said[4][0]
+        assert len(said[3]) == 1 and "almost used up: 0.9% left (9 B and 96 messages)" in said[3][0]
+        assert len(said[4]) == 1 and "used up: you cannot send with this kit any more" in said[4][0]
         done = ghostline("listen", alice, *relay.relay_args(), "--timeout", "0.5", "-q", home=home)
         assert done.returncode == 0, done.stderr
         assert len(warnings(done.stderr)) == 1 and "used up" in done.stderr

@@ -1,12 +1,13 @@
 """Warnings on stderr when the own pad runs low: once when 10% is left, once at 1%,
-once when it is used up (the figures and thresholds: state/usage.py)."""
+once when it is used up (the figures and thresholds: state/usage.py; the sentence, the
+one the chat app and the web page show: wording/padleft.py)."""
 
 from __future__ import annotations
 
 import click
 
 from ..state.usage import PadLeft, PadLevel, worse
-from ..units import format_size
+from ..wording.padleft import pad_warning
 
 
 class PadWarnings:
@@ -20,18 +21,3 @@ class PadWarnings:
         if worse(pad.level, self.seen):
             self.seen = pad.level
             click.echo(f"ghostline: warning: {pad_warning(pad)}", err=True)
-
-
-def pad_warning(pad: PadLeft) -> str:
-    left = (
-        f"{pad.fraction_left:.1%} left: {format_size(pad.bytes_left)} of pad and "
-        f"{pad.msgs_left:,} key{'s' if pad.msgs_left != 1 else ''}"
-    )
-    if pad.level == "exhausted":
-        return (
-            "your pad is used up: this kit cannot send any more (it can still read). "
-            "Meet the group to make a new kit set."
-        )
-    if pad.level == "critical":
-        return f"your pad is almost used up ({left}). Meet the group soon to make a new kit set."
-    return f"your pad is running low ({left}). Plan a meeting to make a new kit set."

@@ -8,11 +8,12 @@ has ACCEPTED it (docs/PROTOCOL.md sections 5 and 8).
   it already stored.
 - Each connection sends, in counter order and each once: what was pending when it began
   (the counters up to the highest pending one then), then what is sealed while it
-  lasts. What was pending is read from the outbox a page at a time (`PAGE`), in the
-  durable worker, when the last page has gone to the socket; what is sealed meanwhile
-  waits in memory up to a page and is read back from the outbox beyond that. So a
-  connection holds about two pages, whatever the outbox holds (a file sealed offline
-  may be gigabytes). What is ACCEPTED meanwhile is not sent again.
+  lasts. What was pending is read from the outbox a page at a time (`Outbox.page`, the
+  one home of the limit: `PAGE` unless a test shrinks it), in the durable worker, when
+  the last page has gone to the socket; what is sealed meanwhile waits in memory up to
+  a page and is read back from the outbox beyond that. So a connection holds about two
+  pages, whatever the outbox holds (a file sealed offline may be gigabytes). What is
+  ACCEPTED meanwhile is not sent again.
 - ACCEPTED is recorded durably (`Member.mark_accepted`) before MessageAccepted is
   emitted and before `wait_accepted` returns.
 - Every seal is followed by the pad warnings (PadLow once, PadExhausted).
@@ -54,13 +55,13 @@ class OutQueue:
     """What one connection has to send, in counter order, each once: the pending
     messages with counters up to `upto`, read from the outbox a page at a time (those up
     to `after` are read), then what is sealed while it lasts (`later`, until it holds
-    more than a page: then `upto` moves past it and it is read back from the outbox)."""
+    more than a `page`, the outbox's limit passed in: then `upto` moves past it and it
+    is read back from the outbox)."""
 
     def __init__(self) -> None:
         self.entries: deque[OutboxEntry] = deque()  # to write now
         self.later: deque[OutboxEntry] = deque()  # sealed during the connection
         self.wake = asyncio.Event()
-        self.page = PAGE
         self.started = False  # the outbox was first read (`start`)
         self.upto = -1
         self.after = -1
@@ -70,28 +71,28 @@ class OutQueue:
         """Whether the outbox may hold more for this connection than it read."""
         return self.started and self.after < self.upto
 
-    def start(self, span: tuple[int, int]) -> None:
+    def start(self, span: tuple[int, int], page: PageLimit) -> None:
         """The outbox held messages up to counter `span[1]` when the connection began;
         what was sealed before that is among them."""
         self.started, self.upto = True, span[1]
         held = [e for e in self.later if e.counter > self.upto]
         self.later.clear()
-        self._keep(held)
+        self._keep(held, page)
 
-    def add(self, entries: list[OutboxEntry]) -> None:
+    def add(self, entries: list[OutboxEntry], page: PageLimit) -> None:
         """Entries sealed (and committed) during the connection, in the order of their
         commits (`Durable`'s `then`), so in counter order: what the outbox holds up to
         `upto` is read from it (whenever this comes), what is beyond is kept."""
         if not self.started:
             self.later.extend(entries)  # `start` will tell which the outbox holds
         else:
-            self._keep([e for e in entries if e.counter > self.upto])
+            self._keep([e for e in entries if e.counter > self.upto], page)
         self.wake.set()
 
-    def _keep(self, entries: list[OutboxEntry]) -> None:
+    def _keep(self, entries: list[OutboxEntry], page: PageLimit) -> None:
         self.later.extend(entries)
         size = sum(len(e.sealed) for e in self.later)
-        if self.later and (size > self.page.size or len(self.later) > self.page.entries):
+        if self.later and (size > page.size or len(self.later) > page.entries):
             # More than a page: the outbox holds them too, and gives them back in turn.
             self.upto = max(self.upto, *(e.counter for e in self.later))
             self.later.clear()
@@ -122,7 +123,9 @@ class Outbox:
         self.accepted: dict[int, int] = {}  # counter -> seq, as the relay ACCEPTED them
         self._waiters: dict[int, list[asyncio.Future[int]]] = {}
         self._queue: OutQueue | None = None  # the current connection's
-        self.page = PAGE  # how much of the outbox a connection holds at a time
+        # How much of the outbox a connection holds at a time; its queue is told it
+        # whenever it decides (tests shrink it here, before or during a connection).
+        self.page = PAGE
         self._pad_low_reported = False
 
     # -- sealing ----------------------------------------------------------------------
@@ -151,7 +154,7 @@ class Outbox:
         """Entries sealed (and committed) elsewhere, to send on the current connection
         (a gift: `giving.py`)."""
         if self._queue is not None:
-            self._queue.add(entries)
+            self._queue.add(entries, self.page)
 
     def _check_pad(self, pad: PadLeft) -> None:
         if pad.level == "exhausted":
@@ -166,9 +169,8 @@ class Outbox:
         """A connection joined: from now on what is sealed goes to `queue`, after what
         the outbox holds. Returns how many entries wait in the outbox to be sent."""
         self._queue = queue
-        queue.page = self.page
         span = await self.durable.run(self.member.pending_span)
-        queue.start(span)
+        queue.start(span, self.page)
         return span[0]
 
     def end(self, queue: OutQueue) -> None:
@@ -191,7 +193,7 @@ class Outbox:
         """Give `queue` the next entries to write: a page of the outbox, or what was
         sealed during the connection. False when there are none."""
         while queue.paging:
-            read = functools.partial(self._page, queue.after, queue.upto, queue.page)
+            read = functools.partial(self._page, queue.after, queue.upto, self.page)
             queue.paged(await self.durable.run(read))
             if queue.entries:
                 return True

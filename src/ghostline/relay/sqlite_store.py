@@ -11,7 +11,11 @@ reading, and whatever arrives becomes the next batch (`rooms.RoomHub`). That bat
 inserted after this one is answered, not before (no pipelining): the
 ACCEPTEDs go out a batch's insert sooner, and commits come out fewer and larger (at 10
 rooms x 3 members, 100 B: about 850 messages per commit instead of 650, some 0.1 us less
-relay CPU per message, and no less throughput). An
+relay CPU per message, and no less throughput). Handing the COMMIT over, the event loop
+waits until the writer thread has taken it up (a thread wake-up, tens of microseconds):
+otherwise the woken thread waits for the GIL while the loop goes on running Python, and
+under load the fsync started 0.4-0.7 ms late, a fifth of a commit cycle (bench/
+relaycycle.py times each part of the cycle). An
 `asyncio.Lock` keeps every write (insert + commit, roster, expiry, removal) in order on
 the one write connection.
 
@@ -31,6 +35,7 @@ import functools
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +55,9 @@ T = TypeVar("T")
 log = logging.getLogger("ghostline.relay")
 _CHECKPOINT_BYTES = 16 * 2**20  # a background checkpoint after about this much is committed
 # (less often costs less: a page written by several commits is copied once)
+# The most the event loop waits for the writer thread to take up a COMMIT (seconds); it
+# normally takes tens of microseconds, and after this the loop goes on regardless.
+_COMMIT_START_WAIT = 0.005
 
 
 class SqliteBackend(Backend):
@@ -243,9 +251,15 @@ class SqliteBackend(Backend):
                 raise
             self._uncheckpointed += stored
             # straight to the writer thread: the fsync starts now, not a loop turn later
-            commit = asyncio.get_running_loop().run_in_executor(
-                self._writer, sqlite_append.commit, db
-            )
+            # and not when the loop next lets go of the GIL (see the module's comment)
+            started = threading.Event()
+
+            def run() -> None:
+                started.set()
+                sqlite_append.commit(db)
+
+            commit = asyncio.get_running_loop().run_in_executor(self._writer, run)
+            started.wait(_COMMIT_START_WAIT)
         except BaseException:
             self._lock.release()
             raise

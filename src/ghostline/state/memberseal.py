@@ -145,11 +145,6 @@ class MemberSeal(MemberParts):
             raise StateBehindKit(kit_path=os.fspath(self.kit.path), next_offset=start)
         return start, end - start
 
-    def pending(self) -> list[OutboxEntry]:
-        """Every message not yet ACCEPTED, sealed bytes and all (the client reads them a
-        page at a time instead: `pending_span`, `pending_page`)."""
-        return [_entry(r) for r in self.store.pending()]
-
     def pending_counters(self) -> list[int]:
         """The counters of the messages not yet ACCEPTED, in order (no sealed bytes)."""
         return self.store.pending_counters()

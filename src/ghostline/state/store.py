@@ -166,10 +166,6 @@ class Store(GrantTables):
         row = self.db.one(f"SELECT {_OUTBOX} FROM outbox WHERE counter = ?", (counter,))
         return _outbox_row(row) if row else None
 
-    def pending(self) -> list[OutboxRow]:
-        rows = self.db.all(f"SELECT {_OUTBOX} FROM outbox WHERE seq IS NULL ORDER BY counter")
-        return [_outbox_row(r) for r in rows]
-
     def pending_counters(self) -> list[int]:
         rows = self.db.all("SELECT counter FROM outbox WHERE seq IS NULL ORDER BY counter")
         return [int(r[0]) for r in rows]

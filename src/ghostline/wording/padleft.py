@@ -1,6 +1,7 @@
 """How much pad is left, in words: the share as a percentage, what it still seals, and
-the warning when it runs low. The chat app's gauge, banner and file offers and the web
-page's say it alike (the figures and thresholds: state/usage.py)."""
+the warning when it runs low. The chat app's gauge, banner and file offers, the web
+page's, and `send`/`listen`'s warnings on stderr say it alike (the figures and
+thresholds: state/usage.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from ..units import format_size
 
 PAD_WARNINGS: dict[PadLevel, str] = {
     "ok": "",
-    "low": "Your pad is running low: {pct} left ({summary}). Plan a meeting to make a new kit.",
-    "critical": "Your pad is almost used up: {pct} left ({summary}). Meet soon to make a new kit.",
+    "low": (
+        "Your pad is running low: {pct} left ({summary}). Plan a meeting with your group to "
+        "make a new kit set."
+    ),
+    "critical": (
+        "Your pad is almost used up: {pct} left ({summary}). Meet your group soon to make a "
+        "new kit set."
+    ),
     "exhausted": (
         "Your pad is used up: you cannot send with this kit any more. You can still read "
         "what others send. Meet the group in person and make a new kit set with "
