@@ -141,3 +141,37 @@ async def test_every_seq_reaches_the_hub_once_in_order_whatever_arrives_when(rng
     assert damaged == []
     for task in tasks:
         task.cancel()
+
+
+async def test_a_busy_owner_reads_nothing_from_the_stream_that_is_on_its_way(monkeypatch):
+    """On an owner storing other nodes' messages, the republish of its own chunk often
+    arrives before the journal hands the chunk's messages over, and by the time the
+    gap's wait is over the next chunk is on its way the same way: none of it is read
+    from the stream."""
+    monkeypatch.setattr("ghostline.relay.cluster.fanout.GAP_WAIT", 0.01)
+    rng = random.Random(1)
+    stream, hub = Stream(), Hub()
+    reads: list[int] = []
+    real_read = stream.read
+
+    async def counting_read(room: bytes, after: int, limit: int = 256, *_: Any) -> list:
+        reads.append(after)
+        return await real_read(room, after, limit)
+
+    stream.read = counting_read  # type: ignore[method-assign]
+    tasks: list[asyncio.Task[None]] = []
+    fanout = Fanout(stream, lambda coro: tasks.append(asyncio.ensure_future(coro)))  # type: ignore[arg-type]
+    fanout.writer, fanout.hub = MINE, hub  # type: ignore[assignment]
+    await fanout.fetch_head(ROOM)
+    first_body, first = stream.write(MINE, rng)
+    await fanout.on_live(live(first_body))  # before the journal's hand-over: a gap, for now
+    assert len(tasks) == 1
+    fanout.stored(ROOM, first.messages())
+    second_body, second = stream.write(MINE, rng)
+    await fanout.on_live(live(second_body))
+    await tasks[0]  # the first gap's wait is over while the second chunk is on its way
+    fanout.stored(ROOM, second.messages())
+    while not all(task.done() for task in tasks):
+        await asyncio.gather(*tasks)
+    assert hub.seen == stream.messages()
+    assert reads == []

@@ -185,13 +185,16 @@ class Fanout:
     def _fill_later(self, room: bytes, fan: _Fan) -> None:
         if (fan.pending or fan.known > fan.cursor) and not fan.filling:
             fan.filling = True
-            self._spawn(self._fill(room, fan))
+            self._spawn(self._fill(room, fan, max([fan.known, *fan.pending])))
 
-    async def _fill(self, room: bytes, fan: _Fan) -> None:
-        """Read from the stream what should have come live but did not (in time)."""
+    async def _fill(self, room: bytes, fan: _Fan, target: int) -> None:
+        """Read from the stream what should have come live but did not (in time): up to
+        `target`, the newest seq known when the gap was seen. What became known since is
+        given its own GAP_WAIT (the drain after this fill looks again): on a busy room
+        something is nearly always on its way, and reading it now would read from the
+        stream, over and over, what arrives a moment later anyway."""
         try:
             await asyncio.sleep(GAP_WAIT)
-            target = max([fan.known, *fan.pending])
             if room in self.busy or self.closing or target <= fan.cursor:
                 return
             page = await self.reader.read(room, fan.cursor, min(FILL_PAGE, target - fan.cursor))
