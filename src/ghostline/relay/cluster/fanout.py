@@ -195,15 +195,17 @@ class Fanout:
         stream, over and over, what arrives a moment later anyway."""
         try:
             await asyncio.sleep(GAP_WAIT)
-            if room in self.busy or self.closing or target <= fan.cursor:
-                return
-            page = await self.reader.read(room, fan.cursor, min(FILL_PAGE, target - fan.cursor))
-            for m in page:
-                if m.seq > fan.cursor:
-                    fan.pending.setdefault(m.seq, m)
-            if room not in self.busy and (not page or page[0].seq > fan.cursor + 1):
-                # retention removed the missing ones: go on with what is stored
-                fan.cursor = max(fan.cursor, (page[0].seq if page else target) - 1)
+            # (nothing to read: what became known since the gap was seen is drained below)
+            if room not in self.busy and not self.closing and target > fan.cursor:
+                page = await self.reader.read(
+                    room, fan.cursor, min(FILL_PAGE, target - fan.cursor)
+                )
+                for m in page:
+                    if m.seq > fan.cursor:
+                        fan.pending.setdefault(m.seq, m)
+                if room not in self.busy and (not page or page[0].seq > fan.cursor + 1):
+                    # retention removed the missing ones: go on with what is stored
+                    fan.cursor = max(fan.cursor, (page[0].seq if page else target) - 1)
         except StorageUnavailable:
             return  # the reconnect catches up
         except Exception as err:
