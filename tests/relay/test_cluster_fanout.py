@@ -73,6 +73,7 @@ async def test_every_seq_reaches_the_hub_once_in_order_whatever_arrives_when(rng
     tasks: set[asyncio.Task[None]] = set()
     fanout = Fanout(stream, lambda coro: tasks.add(asyncio.ensure_future(coro)))  # type: ignore[arg-type]
     fanout.writer, fanout.hub = MINE, hub  # type: ignore[assignment]
+    fanout.hosted.add(ROOM)
     real_decode = chunks.decode
 
     def counting_decode(body: bytes) -> chunks.Chunk:
@@ -162,6 +163,7 @@ async def test_a_busy_owner_reads_nothing_from_the_stream_that_is_on_its_way(mon
     tasks: list[asyncio.Task[None]] = []
     fanout = Fanout(stream, lambda coro: tasks.append(asyncio.ensure_future(coro)))  # type: ignore[arg-type]
     fanout.writer, fanout.hub = MINE, hub  # type: ignore[assignment]
+    fanout.hosted.add(ROOM)
     await fanout.fetch_head(ROOM)
     first_body, first = stream.write(MINE, rng)
     await fanout.on_live(live(first_body))  # before the journal's hand-over: a gap, for now

@@ -11,6 +11,7 @@ by parts with one job each, wired together here:
     ownership.py  one writer per room; forwarding to the owner (codec: forward.py)
     paging.py     reading chunks (resume, gaps, look-ups)
     fanout.py     every stored message to this node's hub once, in seq order
+    hosting.py    which rooms this node hosts: only their chunks are sent to it
     retention.py  count, bytes and age per room
     presence.py   cluster-wide presence, and which nodes are alive
     registry.py   rosters, and which rooms are live (--max-rooms); retiring rooms
@@ -33,12 +34,12 @@ from ..backend import Appended, Backend, Publish, RelayHub, Roster, StoredMessag
 from ..config import Retention
 from ..logfmt import log_event
 from .fanout import Fanout
+from .hosting import PENDING_BYTES, PENDING_MSGS, Hosting
 from .items import Items
 from .journal import Journal
 from .layout import (
     ALIVE_SUBJECT,
     APPEND_SUBJECT,
-    LIVE_SUBJECT,
     PRESENCE_SUBJECT,
     SYNC_SUBJECT,
     Layout,
@@ -58,8 +59,6 @@ log = logging.getLogger("ghostline.relay")
 T = TypeVar("T")
 
 PLACEMENT_EVERY = 10.0  # seconds between checks of where the stream leaders are
-_PENDING_MSGS = 1_000_000  # what a subscription may hold before NATS calls us slow
-_PENDING_BYTES = 1 << 30
 
 
 class NatsBackend(Backend):
@@ -97,6 +96,7 @@ class NatsBackend(Backend):
             on_stored=self.fanout.stored, after_store=self._after_store,
         )  # fmt: skip
         self.fanout.writer = self.journal.writer
+        self.hosting = Hosting(self.link, self.fanout, self._spawn)
         self.ownership = Ownership(self.link, self.presence, self.journal, self._spawn)
         self.keeper = Keeper(
             self.link, self.layout, reader, self.retention, self._spawn,
@@ -110,14 +110,13 @@ class NatsBackend(Backend):
         self.fanout.hub = self.presence.hub = hub
         nc, _ = self.link.connected()
         for subject, cb in (
-            (LIVE_SUBJECT + "*", self.fanout.on_live),
             (PRESENCE_SUBJECT + "*", self.presence.on_snapshot),
             (SYNC_SUBJECT, self.presence.on_sync),
             (APPEND_SUBJECT + self.node, self.ownership.on_forward),
             (ALIVE_SUBJECT + self.node, self.ownership.on_alive),
         ):
             await nc.subscribe(
-                subject, cb=cb, pending_msgs_limit=_PENDING_MSGS, pending_bytes_limit=_PENDING_BYTES
+                subject, cb=cb, pending_msgs_limit=PENDING_MSGS, pending_bytes_limit=PENDING_BYTES
             )
         await self.presence.hello()
         self._spawn(self.presence.heartbeat())
@@ -200,11 +199,18 @@ class NatsBackend(Backend):
         return await self.registry.roster(room)
 
     async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
-        return await self.registry.bind(room, roster, max_rooms)
+        bound = await self.registry.bind(room, roster, max_rooms)
+        try:  # before the join reads the room's head (hosting.py)
+            await self.hosting.hold(room)
+        except BaseException:
+            self.registry.release(room)
+            raise
+        return bound
 
     def release(self, room: bytes) -> None:
         if self.layout is not None:
             self.registry.release(room)
+            self.hosting.release(room)
 
     async def _sweep(self) -> None:
         try:

@@ -58,6 +58,8 @@ class Fanout:
         self.writer = b""  # how this node's own chunks start their write id (journal.py)
         self._spawn = spawn
         self._fans: dict[bytes, _Fan] = {}
+        self.hosted: set[bytes] = set()  # rooms whose live subject this node takes (hosting.py)
+        self._early: dict[bytes, int] = {}  # per hosted room not tracked yet: last seq seen
 
     def tracking(self, room: bytes) -> bool:
         return room in self._fans
@@ -71,20 +73,36 @@ class Fanout:
         return {room for room, fan in self._fans.items() if fan.known > fan.cursor}
 
     def seen_head(self, room: bytes, head: int) -> None:
-        """The room's head is `head`: start tracking it there, or fill up to it."""
+        """The room's head is `head`: start tracking it there (if hosted), or fill up to it."""
         fan = self._fans.get(room)
         if fan is None:
+            if room not in self.hosted:
+                return  # nobody here to hand it to (e.g. a catch-up after the room left)
             fan = self._fans[room] = _Fan(head)
+            head = max(head, self._early.pop(room, 0))  # came live before the head read
         fan.known = max(fan.known, head)
         if fan.known > fan.cursor and room not in self.busy:
             self.drain(room)  # something stored never came live (e.g. lost in an outage)
 
     async def fetch_head(self, room: bytes) -> int:
-        """The room's newest seq, read from the stream (any replica)."""
-        last = await self.reader.get(room, direct=True)
+        """The room's newest seq, read from the stream, and never below what this node
+        fanned out already (a joining member replays up to it, gets the rest live).
+
+        The read that starts tracking a room asks the stream's leader: this node has
+        just subscribed to the room (hosting.py), and a chunk stored before nats-server
+        routed that subscription to the leader came neither live nor, from a replica
+        that lags, in the head. Later reads may take any replica (direct get)."""
+        last = await self.reader.get(room, direct=room in self._fans)
         head = last.chunk.last if last is not None else 0
         self.seen_head(room, head)
-        return head
+        fan = self._fans.get(room)
+        return max(head, fan.cursor) if fan is not None else head
+
+    def forget(self, room: bytes) -> None:
+        """This node no longer hosts `room`: drop what it kept for it."""
+        self.hosted.discard(room)
+        self._fans.pop(room, None)
+        self._early.pop(room, None)
 
     # --- arrivals ------------------------------------------------------------------------
 
@@ -100,21 +118,23 @@ class Fanout:
 
     async def on_live(self, msg: Msg) -> None:
         room = room_of(msg.subject)
-        if room is None:
-            return
+        if room is None or room not in self.hosted:
+            return  # (one queued before the room's subscription ended)
         fan = self._fans.get(room)
         data = msg.data
         try:
             last = peek_last(data)
-            if fan is not None and last <= fan.cursor:
+            if fan is None:  # subscribed, head not read yet: the head read fills up to it
+                self._early[room] = max(self._early.get(room, 0), last)
+                return
+            if last <= fan.cursor:
                 return  # delivered before: not worth decoding
             if peek_writer(data) == self.writer:  # ours: the journal hands its messages over
-                if fan is not None:
-                    fan.known = max(fan.known, last)
-                    if room not in self.busy:
-                        self.drain(room)
+                fan.known = max(fan.known, last)
+                if room not in self.busy:
+                    self.drain(room)
                 return
-            if fan is not None and room in self.busy:
+            if room in self.busy:
                 fan.known = max(fan.known, last)
                 fan.deferred.append(data)  # decoded once the append's results are known
                 return
@@ -122,8 +142,6 @@ class Fanout:
         except ChunkError as err:
             _damaged(room, err)
             return
-        if fan is None:
-            fan = self._fans[room] = _Fan(chunk.first - 1)
         fan.known = max(fan.known, chunk.last)
         self._arrived(room, fan, chunk.messages(fan.cursor))
 
@@ -197,9 +215,7 @@ class Fanout:
             await asyncio.sleep(GAP_WAIT)
             # (nothing to read: what became known since the gap was seen is drained below)
             if room not in self.busy and not self.closing and target > fan.cursor:
-                page = await self.reader.read(
-                    room, fan.cursor, min(FILL_PAGE, target - fan.cursor)
-                )
+                page = await self.reader.read(room, fan.cursor, min(FILL_PAGE, target - fan.cursor))
                 for m in page:
                     if m.seq > fan.cursor:
                         fan.pending.setdefault(m.seq, m)
@@ -229,7 +245,9 @@ class Fanout:
 
     async def interleave(self, room: bytes, idx: list[int], results: list[Appended | None]) -> None:
         """Attach to each new local message the other nodes' messages that precede it."""
-        fan = self._fans.setdefault(room, _Fan(0))
+        fan = self._fans.get(room)
+        if fan is None:
+            return  # not hosted (`append` read the head of every room it holds)
         for i in idx:
             res = results[i]
             assert res is not None

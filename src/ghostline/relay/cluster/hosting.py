@@ -1,0 +1,135 @@
+"""The rooms this node hosts: only their chunks are sent to it.
+
+A room is hosted while a connection here holds it (`bind_roster` until `release`, as
+registry.py counts holds: its relay and presence connections, and their publishes until
+answered). Only then is this node subscribed to the room's live subject
+(`ghostline.live.<room hex>`, where JetStream republishes every chunk stored), so a
+chunk another node stores reaches just the nodes hosting its room, and a node's receive
+work (a wake-up, a read and nats-py's per-message path for each chunk) follows the rooms
+it hosts, not the cluster's traffic. When the last hold goes, the subscription and the
+room's fan-out state (fanout.py) go with it.
+
+`hold` returns once nats-server has the subscription, so the head a joining member reads
+next (`Fanout.fetch_head`, from the stream's leader) bounds what it is replayed, and
+every chunk stored after comes live; one that comes before the head was read is filled
+from the stream (`Fanout.seen_head`). nats-py's `flush()` writes its PING at once, ahead
+of a SUB its flusher task has not written yet: one flush gives that task its turn, the
+second's PONG comes after the server took the SUB. The joins of many rooms share these
+round trips: a join waits for the next pair of flushes to start after its SUB was queued
+(`_synced`), so a burst of joins costs a few round trips in all, not two per room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from nats.aio.subscription import Subscription
+
+from ..logfmt import log_event
+from .fanout import Fanout
+from .layout import LIVE_SUBJECT
+from .link import STALL_LIMIT, Link, StorageUnavailable
+
+log = logging.getLogger("ghostline.relay")
+
+PENDING_MSGS = 1_000_000  # what a subscription may hold before NATS calls us slow
+PENDING_BYTES = 1 << 30
+
+
+class Hosting:
+    def __init__(
+        self, link: Link, fanout: Fanout, spawn: Callable[[Coroutine[Any, Any, None]], None]
+    ) -> None:
+        self.link = link
+        self.fanout = fanout
+        self._spawn = spawn
+        self._holds: dict[bytes, int] = {}  # per hosted room: connections holding it here
+        self._subs: dict[bytes, Subscription] = {}
+        self._next_round: list[asyncio.Future[None]] = []  # joins waiting for a sync
+        self._syncing = False
+
+    async def hold(self, room: bytes) -> None:
+        """One more connection here holds `room`; when this returns, nats-server sends
+        this node every chunk of the room stored from now on."""
+        self._holds[room] = self._holds.get(room, 0) + 1
+        self.fanout.hosted.add(room)
+        try:
+            await self.link.retry(
+                "a room's live messages", lambda: self._subscribed(room),
+                time.monotonic() + STALL_LIMIT,
+            )  # fmt: skip
+        except BaseException:
+            self.release(room)
+            raise
+
+    async def _subscribed(self, room: bytes) -> None:
+        if room not in self._subs:
+            nc, _ = self.link.connected()
+            self._subs[room] = await nc.subscribe(
+                LIVE_SUBJECT + room.hex(), cb=self.fanout.on_live,
+                pending_msgs_limit=PENDING_MSGS, pending_bytes_limit=PENDING_BYTES,
+            )  # fmt: skip
+        await self._synced()
+
+    def release(self, room: bytes) -> None:
+        """One connection here is done with `room`; the last one ends its hosting."""
+        count = self._holds.get(room, 0) - 1
+        if count > 0:
+            self._holds[room] = count
+            return
+        self._holds.pop(room, None)
+        self.fanout.forget(room)
+        sub = self._subs.pop(room, None)
+        if sub is not None:
+            self._spawn(_unsubscribe(room, sub))
+
+    async def _synced(self) -> None:
+        """Wait for a pair of flushes that started after this call (see the top)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._next_round.append(waiter)
+        if not self._syncing:
+            self._syncing = True
+            self._spawn(self._sync_rounds())
+        await waiter
+
+    async def _sync_rounds(self) -> None:
+        waiters: list[asyncio.Future[None]] = []
+        try:
+            while self._next_round:
+                waiters, self._next_round = self._next_round, []
+                error: Exception | None = None
+                try:
+                    nc, _ = self.link.connected()
+                    await nc.flush()
+                    await nc.flush()
+                except Exception as err:  # each join's retry decides: wait, or fail it
+                    error = err
+                _settle(waiters, error)
+                waiters = []
+        finally:
+            self._syncing = False
+            # (cancelled: the node is closing) no join is left waiting for nothing
+            _settle(waiters + self._next_round, StorageUnavailable("the relay is closing"))
+            self._next_round = []
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
+
+
+async def _unsubscribe(room: bytes, sub: Subscription) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception as err:  # its chunks still come, and are dropped (`Fanout.on_live`)
+        log_event(log, "cluster_unsubscribe_failed", level=logging.WARNING, room=room.hex(),
+                  error=repr(err))  # fmt: skip
