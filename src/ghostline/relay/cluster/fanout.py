@@ -4,6 +4,9 @@ Per room a cursor: the highest seq this node's hub has fanned out. Messages reac
 three ways: its own appends (the hub dispatches them itself when `append` returns),
 chunks this node stored for others (`stored`, straight from the journal), and chunks
 other nodes stored (republished by JetStream to `ghostline.live.<room>`, `on_live`).
+Only rooms this node hosts are tracked (`hosted`, kept by hosting.py, which takes their
+live subjects): their cursor starts at the head a joining member reads, and goes when
+the room's last connection here does.
 The republish of a chunk this node wrote itself (its write id starts with `writer`) is
 not decoded: the first two ways carry its messages, and its `last` only tells how far
 the room is stored, which fills from the stream whatever they did not carry (e.g. a

@@ -3,7 +3,8 @@
 - Streams `GHOSTLINE-0` .. `GHOSTLINE-<N-1>` (N fixed when the cluster is created, kept
   in the cluster bucket under `streams`). A room lives in stream
   blake2b(room id) mod N; stream k holds subjects `ghostline.room.<k>.<room hex>` (the
-  room's chunks, see chunks.py; republished once stored to `ghostline.live.<room hex>`)
+  room's chunks, see chunks.py; republished once stored to `ghostline.live.<room hex>`,
+  which only the nodes hosting the room take, see hosting.py)
   and `ghostline.late.<k>.<room hex>.<sender>.<counter>` (receipts of messages stored
   out of their sender's counter order, see dedupe.py). Streams commit in parallel, and on
   a NATS cluster their leaders are spread over the servers.
