@@ -304,7 +304,7 @@ def report(
     rows: dict[tuple[int, int, int], dict[str, Result]],
     parallel: dict[str, tuple[float, float]],
     fwd: Forwarding,
-    paced_rounds: tuple[list[Paced], list[Paced]],
+    paced_rounds: tuple[list[Paced], list[Paced], list[Paced]],
     faults: FaultReport | None,
 ) -> str:
     sync = (

@@ -260,9 +260,15 @@ async def connect_ghostline(port: int, rooms: int, members: int, stats: Stats) -
     return await connect_spread([port], rooms, members, stats)
 
 
-async def connect_spread(ports: list[int], rooms: int, members: int, stats: Stats) -> list[Member]:
+async def connect_spread(
+    ports: list[int],
+    rooms: int,
+    members: int,
+    stats: Stats,
+    port_of: Callable[[bytes], int] | None = None,
+) -> list[Member]:
     """Join `members` per room, member i of each room on ports[i % len(ports)] (several
-    relay nodes in the cluster bench, one relay here)."""
+    relay nodes in the cluster bench, one relay here), or all on `port_of(room)`."""
     loop = asyncio.get_running_loop()
     out: list[Member] = []
     for _ in range(rooms):
@@ -270,7 +276,7 @@ async def connect_spread(ports: list[int], rooms: int, members: int, stats: Stat
         keys = [Ed25519PrivateKey.generate() for _ in range(members)]
         roster = tuple(k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) for k in keys)
         for index in range(members):
-            port = ports[index % len(ports)]
+            port = ports[index % len(ports)] if port_of is None else port_of(room)
             _, peer = await loop.create_connection(lambda: GhostlinePeer(stats), "127.0.0.1", port)
             peer.write(encode_frame(FrameType.HELLO, Hello(room, index, roster, 0).encode()))
             kind, nonce = await peer.control.get()

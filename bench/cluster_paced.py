@@ -34,6 +34,7 @@ from bench.natskit import JetStreamServer
 from bench.procs import stop_processes
 from ghostline.relay.cluster import DEFAULT_STREAMS
 from ghostline.relay.cluster.layout import stream_name
+from ghostline.relay.cluster.ownership import score
 
 # `always` (fsync before every JetStream acknowledgement, like the SQLite relay's commit)
 # or `default` (nats-server's own 2-minute sync interval); BENCH_CLUSTER_SYNC=default.
@@ -134,10 +135,11 @@ async def paced(
     return Paced(stats.deliveries / elapsed, sum(split), split, chunks)
 
 
-async def paced_comparison(tmp: Path) -> tuple[list[Paced], list[Paced]]:
+async def paced_comparison(tmp: Path) -> tuple[list[Paced], list[Paced], list[Paced]]:
     """PACED_ROUNDS paced rounds each of a one-node cluster and a two-node cluster (each
     with a nats-server of its own, started side by side), alternating, so both see the
-    same machine: (one-node rounds, two-node rounds)."""
+    same machine: (one-node rounds, two-node rounds with each room's members spread over
+    both nodes, two-node rounds with all of each room's members on the room's owner)."""
     rooms, n, size = PACED_SCENARIO
     servers = [JetStreamServer(tmp / f"paced-nats-{k}", sync=SYNC) for k in range(2)]
     procs: list[subprocess.Popen[bytes]] = []
@@ -149,15 +151,23 @@ async def paced_comparison(tmp: Path) -> tuple[list[Paced], list[Paced]]:
         two = [start_node(servers[1].port, name) for name in "ab"]
         procs += [proc for proc, _ in two]
         await asyncio.sleep(3)  # both nodes' presence snapshots are out: they agree on owners
+        two_pids = [*(proc.pid for proc, _ in two), _pid(servers[1])]
+        ports = {name: port for name, (_, port) in zip("ab", two, strict=True)}
+
+        def owner_port(room: bytes) -> int:
+            return ports[max(score(room, name) for name in ports)[1]]
+
         configs = [
             (await connect_spread([one_port], rooms, n, Stats()),
              [one.pid, _pid(servers[0])], servers[0].port),
-            (await connect_spread([port for _, port in two], rooms, n, Stats()),
-             [*(proc.pid for proc, _ in two), _pid(servers[1])], servers[1].port),
+            (await connect_spread(list(ports.values()), rooms, n, Stats()),
+             two_pids, servers[1].port),
+            (await connect_spread([], rooms, n, Stats(), port_of=owner_port),
+             two_pids, servers[1].port),
         ]  # fmt: skip
         for members, _, _ in configs:
             await load(members, _stats(members), 50, size, False, 0)  # warm-up
-        rounds: tuple[list[Paced], list[Paced]] = ([], [])
+        rounds: tuple[list[Paced], list[Paced], list[Paced]] = ([], [], [])
         for r in range(PACED_ROUNDS):
             for k, (members, pids, port) in enumerate(configs):
                 counter0 = 5_000_000 + r * 1_000_000
@@ -181,10 +191,11 @@ def _stats(members: list[Member]) -> Stats:
     return peer.stats
 
 
-def paced_report(one: list[Paced], two: list[Paced]) -> list[str]:
+def paced_report(one: list[Paced], two: list[Paced], owners: list[Paced]) -> list[str]:
     rooms, n, size = PACED_SCENARIO
-    a, b = _median(one), _median(two)
+    a, b, c = _median(one), _median(two), _median(owners)
     ratios = ", ".join(f"{y.cpu / x.cpu:.2f}x" for x, y in zip(one, two, strict=True))
+    owned = ", ".join(f"{y.cpu / x.cpu:.2f}x" for x, y in zip(one, owners, strict=True))
     return [
         "",
         f"The same load for both, paced ({rooms} x {n}, {size} B). The table's rates and"
@@ -206,6 +217,14 @@ def paced_report(one: list[Paced], two: list[Paced]) -> list[str]:
         " messages, so each chunk's fixed cost (a JetStream write, fsync, acknowledgement"
         " and republish) dominates, and how many chunks the timing yields moves the"
         " figures from round to round.",
+        "",
+        "The same two nodes, with all of each room's members on the room's owner (as a"
+        " load balancer that sends a room to its owner would place them; a node receives"
+        " the chunks of only the rooms it hosts, so neither node gets the other's):"
+        f" {c.cpu:.2f} ({c.split[0]:.2f} + {c.split[1]:.2f} + nats-server"
+        f" {c.split[2]:.2f}) CPU-seconds per 100,000 deliveries, **{c.cpu / a.cpu:.2f}x**"
+        f" one node's (round by round {owned}); delivered {c.rate:,.0f}/s; chunks per"
+        f" 1,000 messages {c.chunks:.0f}.",
     ]
 
 
