@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from clusterkit import Member, nats_server, needs_nats  # noqa: F401 - fixtures
-from relaytest_client import Group
+from relaytest_client import ErrorCode, Group, RelayError, joined
 
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.cluster import ClusterConfig, NatsBackend
@@ -170,3 +170,52 @@ async def test_members_joining_a_busy_room_on_a_node_new_to_it_get_every_message
         assert [body for _, body in m.delivered] == [writer.outbox[c] for c in range(total)]
     for m in (writer, *joiners):
         await m.close()
+
+
+async def test_a_room_the_node_cannot_subscribe_to_refuses_the_join_and_is_not_left_held(
+    nodes, monkeypatch
+):
+    a, _ = nodes
+    nc = a.backend.link.nc
+    assert nc is not None
+    real_subscribe = nc.subscribe
+
+    async def refusing(subject: str, **kw: Any) -> Any:
+        if subject.startswith("ghostline.live."):
+            raise RuntimeError("no subscription today")
+        return await real_subscribe(subject, **kw)
+
+    monkeypatch.setattr(nc, "subscribe", refusing)
+    group = Group(2)
+    with pytest.raises(RelayError) as refused:
+        await joined(a.port, group, 0)
+    assert refused.value.code == ErrorCode.INTERNAL
+    await until(lambda: not a.backend.registry._holds, what="the room let go")
+    assert not a.hosts(group.room) and not a.backend.hosting._holds
+    monkeypatch.setattr(nc, "subscribe", real_subscribe)
+    client = await joined(a.port, group, 0)  # works again once NATS does
+    assert a.hosts(group.room)
+    await client.close()
+
+
+async def test_an_unsubscribe_that_fails_is_logged_and_its_chunks_are_dropped(
+    nodes, received, caplog
+):
+    a, b = nodes
+    group = Group(2)
+    writer, reader = Member(group, 0, [a.port]), Member(group, 1, [b.port])
+    await writer.connect()
+    await reader.connect()
+    sub = b.backend.hosting._subs[group.room]
+
+    async def failing() -> None:
+        raise RuntimeError("no unsubscribe today")
+
+    sub.unsubscribe = failing  # type: ignore[method-assign]
+    await reader.close()
+    await until(lambda: "cluster_unsubscribe_failed" in caplog.text, what="the failure logged")
+    assert not b.hosts(group.room)
+    await writer.publish(3)
+    await until(lambda: chunks_of(received, b, group.room) >= 1, what="its chunks still come")
+    assert not b.backend.fanout.tracking(group.room)  # and are dropped
+    await writer.close()

@@ -84,8 +84,16 @@ class Hosting:
         self._holds.pop(room, None)
         self.fanout.forget(room)
         sub = self._subs.pop(room, None)
-        if sub is not None:
-            self._spawn(_unsubscribe(room, sub))
+        if sub is not None and not self.link.closing:  # (closing: the connection goes)
+            self._spawn(self._unsubscribe(room, sub))
+
+    async def _unsubscribe(self, room: bytes, sub: Subscription) -> None:
+        try:
+            await sub.unsubscribe()
+        except Exception as err:  # its chunks still come, and are dropped (`Fanout.on_live`)
+            if not self.link.closing:
+                log_event(log, "cluster_unsubscribe_failed", level=logging.WARNING,
+                          room=room.hex(), error=repr(err))  # fmt: skip
 
     async def _synced(self) -> None:
         """Wait for a pair of flushes that started after this call (see the top)."""
@@ -125,11 +133,3 @@ def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> Non
             waiter.set_result(None)
         else:
             waiter.set_exception(error)
-
-
-async def _unsubscribe(room: bytes, sub: Subscription) -> None:
-    try:
-        await sub.unsubscribe()
-    except Exception as err:  # its chunks still come, and are dropped (`Fanout.on_live`)
-        log_event(log, "cluster_unsubscribe_failed", level=logging.WARNING, room=room.hex(),
-                  error=repr(err))  # fmt: skip
