@@ -177,3 +177,70 @@ async def test_a_busy_owner_reads_nothing_from_the_stream_that_is_on_its_way(mon
         await asyncio.gather(*tasks)
     assert hub.seen == stream.messages()
     assert reads == []
+
+
+async def test_a_chunk_that_comes_before_the_head_read_is_filled_not_lost(monkeypatch):
+    """A node that just subscribed to a room (hosting.py) may get a chunk live before it
+    read the room's head, and that read may then answer an older head: the chunk's
+    messages still reach the hub, once, from the stream."""
+    monkeypatch.setattr("ghostline.relay.cluster.fanout.GAP_WAIT", 0.01)
+    rng = random.Random(2)
+    stream, hub = Stream(), Hub()
+    tasks: list[asyncio.Task[None]] = []
+    fanout = Fanout(stream, lambda coro: tasks.append(asyncio.ensure_future(coro)))  # type: ignore[arg-type]
+    fanout.writer, fanout.hub = MINE, hub  # type: ignore[assignment]
+    fanout.hosted.add(ROOM)
+    stream.write(OTHER, rng)
+    older = stream.stored[-1]
+    body, chunk = stream.write(OTHER, rng)
+    await fanout.on_live(live(body))  # before the head read: not tracked yet
+    assert not fanout.tracking(ROOM) and hub.seen == []
+
+    async def older_head(room: bytes, **_: Any) -> Stored:
+        return older
+
+    stream.get = older_head  # type: ignore[method-assign]
+    assert await fanout.fetch_head(ROOM) == older.chunk.last
+    await until(lambda: len(hub.seen) == chunk.count, 10, "the early chunk filled")
+    while not all(task.done() for task in tasks):
+        await asyncio.gather(*tasks)
+    assert hub.seen == chunk.messages()
+
+
+async def test_a_room_not_hosted_is_not_tracked_and_one_let_go_is_forgotten():
+    rng = random.Random(3)
+    stream, hub = Stream(), Hub()
+    fanout = Fanout(stream, lambda coro: coro.close())  # type: ignore[arg-type]
+    fanout.writer, fanout.hub = MINE, hub  # type: ignore[assignment]
+    body, _ = stream.write(OTHER, rng)
+    await fanout.on_live(live(body))  # (queued before the subscription ended)
+    assert await fanout.fetch_head(ROOM) == stream.head  # e.g. a catch-up after it left
+    assert not fanout.tracking(ROOM) and hub.seen == []
+    fanout.hosted.add(ROOM)
+    await fanout.fetch_head(ROOM)
+    assert fanout.cursor(ROOM) == stream.head
+    fanout.forget(ROOM)
+    assert not fanout.tracking(ROOM) and ROOM not in fanout.hosted
+
+
+async def test_a_joining_member_is_never_given_a_head_below_what_was_fanned_out():
+    """A later head read may reach a replica that lags: the member then replays up to
+    what this node already fanned out, and gets the rest live, with no gap between."""
+    rng = random.Random(4)
+    stream, hub = Stream(), Hub()
+    fanout = Fanout(stream, lambda coro: coro.close())  # type: ignore[arg-type]
+    fanout.writer, fanout.hub = MINE, hub  # type: ignore[assignment]
+    fanout.hosted.add(ROOM)
+    await fanout.fetch_head(ROOM)
+    stream.write(OTHER, rng)
+    lagging = stream.stored[-1]
+    body, _ = stream.write(OTHER, rng)
+    await fanout.on_live(live(stream.bodies[0]))
+    await fanout.on_live(live(body))
+    assert fanout.cursor(ROOM) == stream.head
+
+    async def lagging_head(room: bytes, **_: Any) -> Stored:
+        return lagging
+
+    stream.get = lagging_head  # type: ignore[method-assign]
+    assert await fanout.fetch_head(ROOM) == stream.head
