@@ -219,3 +219,36 @@ async def test_an_unsubscribe_that_fails_is_logged_and_its_chunks_are_dropped(
     await until(lambda: chunks_of(received, b, group.room) >= 1, what="its chunks still come")
     assert not b.backend.fanout.tracking(group.room)  # and are dropped
     await writer.close()
+
+
+async def test_a_chunk_missed_right_after_subscribing_is_filled_by_the_second_look(
+    nodes, monkeypatch
+):
+    """On a NATS cluster a chunk stored while the new subscription travels to the server
+    that republishes it never comes live (here: dropped on its way to b); in a room that
+    then goes quiet, the second look at the head fills it."""
+    a, b = nodes
+    group = Group(2)
+    while a.backend.ownership.owner(group.room) != "a":  # b takes it from a's republish
+        group = Group(2)
+    writer, reader = Member(group, 0, [a.port]), Member(group, 1, [b.port])
+    dropped: list[bytes] = []
+    real = Fanout.on_live
+
+    async def dropping(self: Fanout, msg: Any) -> None:
+        if self is b.backend.fanout and not dropped:
+            dropped.append(msg.data)
+            return
+        await real(self, msg)
+
+    monkeypatch.setattr(Fanout, "on_live", dropping)  # (taken when b subscribes)
+    await writer.connect()
+    await reader.connect()
+    await writer.publish()
+    await until(lambda: dropped, what="the chunk lost on its way to b")
+    monkeypatch.setattr("ghostline.relay.cluster.hosting.LOOK_AGAIN", 0)
+    await b.backend.hosting._look_again(group.room)
+    await until(lambda: reader.cursor == 1, what="filled from the stream")
+    assert reader.delivered == [(1, writer.outbox[0])]
+    await writer.close()
+    await reader.close()

@@ -12,7 +12,8 @@ room's fan-out state (fanout.py) go with it.
 `hold` returns once nats-server has the subscription, so the head a joining member reads
 next (`Fanout.fetch_head`, from the stream's leader) bounds what it is replayed, and
 every chunk stored after comes live; one that comes before the head was read is filled
-from the stream (`Fanout.seen_head`). nats-py's `flush()` writes its PING at once, ahead
+from the stream (`Fanout.seen_head`), and so is one that a NATS cluster stored while the
+subscription was still on its way between its servers (`_look_again`). nats-py's `flush()` writes its PING at once, ahead
 of a SUB its flusher task has not written yet: one flush gives that task its turn, the
 second's PONG comes after the server took the SUB. The joins of many rooms share these
 round trips: a join waits for the next pair of flushes to start after its SUB was queued
@@ -38,6 +39,7 @@ log = logging.getLogger("ghostline.relay")
 
 PENDING_MSGS = 1_000_000  # what a subscription may hold before NATS calls us slow
 PENDING_BYTES = 1 << 30
+LOOK_AGAIN = 1.0  # seconds after a room's subscription: one more look at its head
 
 
 class Hosting:
@@ -69,11 +71,21 @@ class Hosting:
     async def _subscribed(self, room: bytes) -> None:
         if room not in self._subs:
             nc, _ = self.link.connected()
+            self._spawn(self._look_again(room))
             self._subs[room] = await nc.subscribe(
                 LIVE_SUBJECT + room.hex(), cb=self.fanout.on_live,
                 pending_msgs_limit=PENDING_MSGS, pending_bytes_limit=PENDING_BYTES,
             )  # fmt: skip
         await self._synced()
+
+    async def _look_again(self, room: bytes) -> None:
+        """On a NATS cluster the subscription may reach the server that republishes the
+        room's chunks a moment after the one this node is connected to: a chunk stored
+        in that moment, in a room that then goes quiet, would wait for the next one.
+        One more look at the head, once that moment is surely over, fills it."""
+        await asyncio.sleep(LOOK_AGAIN)
+        if room in self._holds and self.fanout.tracking(room):
+            await self.fanout.catch_up(room)  # (logs a failure; the next chunk fills)
 
     def release(self, room: bytes) -> None:
         """One connection here is done with `room`; the last one ends its hosting."""
