@@ -13,11 +13,12 @@ room's fan-out state (fanout.py) go with it.
 next (`Fanout.fetch_head`, from the stream's leader) bounds what it is replayed, and
 every chunk stored after comes live; one that comes before the head was read is filled
 from the stream (`Fanout.seen_head`), and so is one that a NATS cluster stored while the
-subscription was still on its way between its servers (`_look_again`). nats-py's `flush()` writes its PING at once, ahead
-of a SUB its flusher task has not written yet: one flush gives that task its turn, the
-second's PONG comes after the server took the SUB. The joins of many rooms share these
-round trips: a join waits for the next pair of flushes to start after its SUB was queued
-(`_synced`), so a burst of joins costs a few round trips in all, not two per room.
+subscription was still on its way between its servers (`_look_again`). nats-py's
+`flush()` writes its PING at once, ahead of a SUB its flusher task has not written yet:
+one flush gives that task its turn, the second's PONG comes after the server took the
+SUB. The joins of many rooms share these round trips: a join waits for the next pair
+of flushes to start after its SUB was queued (`_synced`), so a burst of joins costs a
+few round trips in all, not two per room.
 """
 
 from __future__ import annotations
