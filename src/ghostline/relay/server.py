@@ -22,6 +22,7 @@ from .logfmt import log_event
 from .metrics import Gauges, Metrics, render
 from .ports import PresenceConnection, RelayConnection
 from .rooms import RoomHub
+from .stopping import stop
 
 log = logging.getLogger("ghostline.relay")
 
@@ -135,7 +136,7 @@ class RelayServer:
         limits = self.limits
         interval = max(0.05, min(1.0, limits.idle_timeout / 4))
         next_expiry = 0.0
-        while True:
+        while self.serving:  # (not only a cancel: see stopping.py)
             await asyncio.sleep(interval)
             now = self.now()
             for conn in list(self.connections):
@@ -163,9 +164,9 @@ class RelayServer:
                 conn.transport.pause_reading()
         await self.hub.drain()
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            err = await stop(self._sweeper)
+            if err is not None:
+                log_event(log, "sweep_failed", level=logging.ERROR, error=repr(err))
         for conn in list(self.connections):
             conn.closing = True
             if conn.transport is not None:

@@ -33,6 +33,7 @@ from nats.js.kv import KeyValue
 from ..backend import Appended, Backend, Publish, RelayHub, Roster, StoredMessage
 from ..config import Retention
 from ..logfmt import log_event
+from ..stopping import stop
 from .fanout import Fanout
 from .hosting import PENDING_BYTES, PENDING_MSGS, Hosting
 from .items import Items
@@ -141,11 +142,8 @@ class NatsBackend(Backend):
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception as err:  # it failed before it was cancelled: say so
+            err = await stop(task)  # (again and again if need be: see stopping.py)
+            if err is not None:  # it failed before it was cancelled: say so
                 log_event(log, "cluster_task_failed", level=logging.WARNING, error=repr(err))
         if self.link.up:
             await self.presence.goodbye()  # nobody here any more

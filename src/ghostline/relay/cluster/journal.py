@@ -26,7 +26,6 @@ over, answer), and its steps read best beside each other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -39,6 +38,7 @@ from nats.js.errors import APIError
 
 from ..backend import Appended, StoredMessage
 from ..config import Retention
+from ..stopping import stop
 from . import chunks
 from .dedupe import Key, Lookup, encode_receipt
 from .items import Items, join
@@ -145,8 +145,7 @@ class Journal:
         for task in rounds:
             task.cancel()
         for task in rounds:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)  # (a round's own failure is its waiters', see `_round`)
         for waiters in self._waiting.values():
             _fail(waiters, StorageUnavailable("the relay is closing"))
         self._waiting.clear()
