@@ -191,7 +191,7 @@ async def test_a_room_the_node_cannot_subscribe_to_refuses_the_join_and_is_not_l
         await joined(a.port, group, 0)
     assert refused.value.code == ErrorCode.INTERNAL
     await until(lambda: not a.backend.registry._holds, what="the room let go")
-    assert not a.hosts(group.room) and not a.backend.hosting._holds
+    assert not a.hosts(group.room) and not a.backend.hosting._subs
     monkeypatch.setattr(nc, "subscribe", real_subscribe)
     client = await joined(a.port, group, 0)  # works again once NATS does
     assert a.hosts(group.room)

@@ -201,14 +201,15 @@ class NatsBackend(Backend):
         try:  # before the join reads the room's head (hosting.py)
             await self.hosting.hold(room)
         except BaseException:
-            self.registry.release(room)
+            self.release(room)
             raise
         return bound
 
     def release(self, room: bytes) -> None:
         if self.layout is not None:
             self.registry.release(room)
-            self.hosting.release(room)
+            if not self.registry.held_here(room):
+                self.hosting.drop(room)
 
     async def _sweep(self) -> None:
         try:

@@ -1,13 +1,13 @@
 """The rooms this node hosts: only their chunks are sent to it.
 
-A room is hosted while a connection here holds it (`bind_roster` until `release`, as
-registry.py counts holds: its relay and presence connections, and their publishes until
-answered). Only then is this node subscribed to the room's live subject
-(`ghostline.live.<room hex>`, where JetStream republishes every chunk stored), so a
-chunk another node stores reaches just the nodes hosting its room, and a node's receive
-work (a wake-up, a read and nats-py's per-message path for each chunk) follows the rooms
-it hosts, not the cluster's traffic. When the last hold goes, the subscription and the
-room's fan-out state (fanout.py) go with it.
+A room is hosted while a connection here holds it (`bind_roster` until `release`: the
+holds registry.py counts, its relay and presence connections and their publishes until
+answered; the backend asks it whether any is left). Only then is this node subscribed
+to the room's live subject (`ghostline.live.<room hex>`, where JetStream republishes
+every chunk stored), so a chunk another node stores reaches just the nodes hosting its
+room, and a node's receive work (a wake-up, a read and nats-py's per-message path for
+each chunk) follows the rooms it hosts, not the cluster's traffic. When the last hold
+goes, the subscription and the room's fan-out state (fanout.py) go with it.
 
 `hold` returns once nats-server has the subscription, so the head a joining member reads
 next (`Fanout.fetch_head`, from the stream's leader) bounds what it is replayed, and
@@ -50,24 +50,19 @@ class Hosting:
         self.link = link
         self.fanout = fanout
         self._spawn = spawn
-        self._holds: dict[bytes, int] = {}  # per hosted room: connections holding it here
         self._subs: dict[bytes, Subscription] = {}
         self._next_round: list[asyncio.Future[None]] = []  # joins waiting for a sync
         self._syncing = False
 
     async def hold(self, room: bytes) -> None:
-        """One more connection here holds `room`; when this returns, nats-server sends
-        this node every chunk of the room stored from now on."""
-        self._holds[room] = self._holds.get(room, 0) + 1
+        """A connection here holds `room`; when this returns, nats-server sends this
+        node every chunk of the room stored from now on. On failure the caller lets the
+        hold go (`drop` once no other is left)."""
         self.fanout.hosted.add(room)
-        try:
-            await self.link.retry(
-                "a room's live messages", lambda: self._subscribed(room),
-                time.monotonic() + STALL_LIMIT,
-            )  # fmt: skip
-        except BaseException:
-            self.release(room)
-            raise
+        await self.link.retry(
+            "a room's live messages", lambda: self._subscribed(room),
+            time.monotonic() + STALL_LIMIT,
+        )  # fmt: skip
 
     async def _subscribed(self, room: bytes) -> None:
         if room not in self._subs:
@@ -85,16 +80,11 @@ class Hosting:
         in that moment, in a room that then goes quiet, would wait for the next one.
         One more look at the head, once that moment is surely over, fills it."""
         await asyncio.sleep(LOOK_AGAIN)
-        if room in self._holds and self.fanout.tracking(room):
+        if room in self.fanout.hosted and self.fanout.tracking(room):
             await self.fanout.catch_up(room)  # (logs a failure; the next chunk fills)
 
-    def release(self, room: bytes) -> None:
-        """One connection here is done with `room`; the last one ends its hosting."""
-        count = self._holds.get(room, 0) - 1
-        if count > 0:
-            self._holds[room] = count
-            return
-        self._holds.pop(room, None)
+    def drop(self, room: bytes) -> None:
+        """No connection here holds `room` any more: its hosting ends."""
         self.fanout.forget(room)
         sub = self._subs.pop(room, None)
         if sub is not None and not self.link.closing:  # (closing: the connection goes)

@@ -165,7 +165,11 @@ class Registry:
     # --- live rooms ------------------------------------------------------------------------
 
     def held(self, room: bytes) -> bool:
-        return room in self._holds or self.presence.held_elsewhere(room)
+        return self.held_here(room) or self.presence.held_elsewhere(room)
+
+    def held_here(self, room: bytes) -> bool:
+        """Whether a connection of this node holds the room (bind .. release)."""
+        return room in self._holds
 
     def on_held(self, rooms: set[bytes]) -> None:
         """Other nodes started or stopped holding these rooms (or went away)."""
