@@ -74,3 +74,21 @@ async def test_a_relay_stops_even_when_its_sweep_loses_the_cancellation(tmp_path
         await stop(closing)
         if server._sweeper is not None:
             await stop(server._sweeper)
+
+
+async def test_stopping_with_a_number_of_tries_leaves_a_task_that_outlasts_them() -> None:
+    ignoring = True
+
+    async def ignores_cancels() -> None:
+        while ignoring:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                continue
+
+    task = asyncio.ensure_future(ignores_cancels())
+    await asyncio.sleep(0)
+    assert await stop(task, tries=3) is None
+    assert not task.done()
+    ignoring = False
+    assert await stop(task) is None and task.done()

@@ -10,17 +10,22 @@ told to stop would hang. So a task is cancelled again until it is done.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 AGAIN = 0.1  # seconds between two cancellations of a task that has not ended
 
 
-async def stop(task: asyncio.Future[Any]) -> BaseException | None:
-    """Cancel `task` until it has ended. Returns the exception it failed with, or None
-    when it returned or was cancelled."""
-    while not task.done():
+async def stop(task: asyncio.Future[Any], *, tries: int | None = None) -> BaseException | None:
+    """Cancel `task` until it has ended (or `tries` times, AGAIN apart, when given: a
+    task that is not ours is then left as it is). Returns the exception it failed with,
+    or None when it returned, was cancelled or is still running."""
+    attempts = itertools.count() if tries is None else range(tries)
+    for _ in attempts:
+        if task.done():
+            break
         task.cancel()
         await asyncio.wait({task}, timeout=AGAIN)
-    if task.cancelled():
+    if not task.done() or task.cancelled():
         return None
     return task.exception()

@@ -35,6 +35,7 @@ from nats.protocol.command import pub_cmd
 from ...errors import LocalError
 from ..logfmt import log_event
 from ..metrics import Metrics
+from ..stopping import stop
 
 log = logging.getLogger("ghostline.relay")
 T = TypeVar("T")
@@ -166,13 +167,10 @@ class Link:
             log_event(log, "nats_close_failed", level=logging.WARNING, error=repr(err))
         # nats-py's reconnect loop (while NATS is unreachable) can lose a cancellation
         # inside asyncio.wait_for and go on forever, so the process would never exit:
-        # cancel it until it is done.
+        # cancel it until it is done (for 5 s at most: the task is nats-py's).
         task = getattr(nc, "_reconnection_task", None)
-        for _ in range(50):
-            if task is None or task.done():
-                break
-            task.cancel()
-            await asyncio.wait([task], timeout=0.1)
+        if task is not None:
+            await stop(task, tries=50)
 
     def connected(self) -> tuple[NatsClient, JetStreamContext]:
         nc, js = self.nc, self.js
