@@ -33,18 +33,6 @@ from pathlib import Path
 
 import nats
 
-from bench.bench_relay import (
-    LIGHT_SAMPLES,
-    Member,
-    Stats,
-    connect_spread,
-    ghostline_frames,
-    light,
-    load,
-    pct,
-    start_relay,
-    wait_acks,
-)
 from bench.cluster_faults import FaultReport, run_faults
 from bench.cluster_paced import (
     STREAMS,
@@ -57,8 +45,19 @@ from bench.cluster_paced import (
     start_node,
     stored_chunks,
 )
+from bench.loadgen import (
+    LIGHT_SAMPLES,
+    Member,
+    Stats,
+    connect_spread,
+    ghostline_frames,
+    light,
+    load,
+    pct,
+    wait_acks,
+)
 from bench.natskit import JetStreamServer
-from bench.procs import stop_processes
+from bench.procs import start_relay, stop_processes
 from ghostline.relay.cluster import score
 
 TITLE = "Cluster: two relay nodes vs one, streams, forwarding and faults (NATS JetStream)"

@@ -21,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-from bench.bench_relay import ROOT, Stats, connect_ghostline, light, pct
 from bench.connkit import (
     close_all,
     cpu_seconds,
@@ -31,7 +30,8 @@ from bench.connkit import (
     raise_own_fd_limit,
     rss,
 )
-from bench.procs import stop_processes
+from bench.loadgen import Stats, connect_ghostline, light, pct
+from bench.procs import ROOT, stop_processes
 
 TITLE = "Relay connections: 10,000 idle members on one relay"
 

@@ -21,17 +21,16 @@ from pathlib import Path
 
 import nats
 
-from bench.bench_relay import (
+from bench.loadgen import (
     GhostlinePeer,
     Member,
     Stats,
     connect_spread,
     ghostline_frames,
     load,
-    start_relay,
 )
 from bench.natskit import JetStreamServer
-from bench.procs import stop_processes
+from bench.procs import start_relay, stop_processes
 from ghostline.relay.cluster import DEFAULT_STREAMS
 from ghostline.relay.cluster.layout import stream_name
 from ghostline.relay.cluster.ownership import score

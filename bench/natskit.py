@@ -17,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.bench_relay import free_port, wait_for_port
+from bench.procs import ROOT, free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"ghostline relay: (relay|presence) listening on \S+:(\d+)")
 
 

@@ -105,7 +105,7 @@ def install(clocks: Clocks) -> None:
 
 def main() -> None:
     out, args = sys.argv[1], sys.argv[2:]
-    if args[:2] == ["-m", "ghostline"]:  # as bench_relay.start_relay puts it after a prefix
+    if args[:2] == ["-m", "ghostline"]:  # as procs.start_relay puts it after a prefix
         args = args[2:]
     sys.argv = ["ghostline", *args]
     clocks = Clocks()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/
 from bench import bench_relay  # noqa: E402
+from bench.loadgen import Stats, connect_ghostline, load  # noqa: E402
 from bench.relayprofile import _cycle, _stages, timed_cycles  # noqa: E402
 
 ROOMS, MEMBERS, EACH = 2, 3, 40
@@ -17,9 +18,9 @@ ROOMS, MEMBERS, EACH = 2, 3, 40
 
 async def test_the_cycle_clocks_time_every_commit_of_a_real_relay_in_order() -> None:
     async def little_load(port: int) -> None:
-        stats = bench_relay.Stats()
-        members = await bench_relay.connect_ghostline(port, ROOMS, MEMBERS, stats)
-        await bench_relay.load(members, stats, EACH, 100, False, 0)
+        stats = Stats()
+        members = await connect_ghostline(port, ROOMS, MEMBERS, stats)
+        await load(members, stats, EACH, 100, False, 0)
         for m in members:
             if m.peer.transport is not None:
                 m.peer.transport.close()

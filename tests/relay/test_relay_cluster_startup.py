@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench.bench_relay import start_nats
 from bench.natskit import JetStreamServer
+from bench.procs import start_nats
 from clusterkit import nats_server, needs_nats  # noqa: F401 - a fixture
 
 from helpers import RELAY_LISTENING, free_port
