@@ -209,15 +209,15 @@ def report(sqlite: Held, node: Held, took: tuple[float, float]) -> list[str]:
     server = node.server_per_connection()
     assert node.server_rss is not None and server is not None
     return [
-        f"{ROOMS * PER_ROOM:,} member connections ({ROOMS:,} rooms x {PER_ROOM}, from {SOURCES}",
-        "loopback addresses, default per-address limits), each joined (HELLO, PROVE",
-        "verified, WELCOME) and then silent, held by one relay process while an honest",
-        "group of three sends one 100-byte message at a time (each waiting for its store's",
-        "commit and every delivery). Two relays, one after the other: a SQLite store (fsync",
-        f"per commit), and a one-node cluster (`--cluster`, {STREAMS} streams) against one",
-        f"nats-server with JetStream (`sync_interval: {SYNC}`), which also holds the node's",
-        "subscription to each room it hosts: its memory grown over the same joins is given",
-        "too.",
+        f"{ROOMS * PER_ROOM:,} member connections ({ROOMS:,} rooms x {PER_ROOM}, from "
+        f"{SOURCES} loopback addresses,",
+        "default per-address limits), each joined (HELLO, PROVE verified, WELCOME) and then",
+        "silent, held by one relay process while an honest group of three sends one 100-byte",
+        "message at a time (each waiting for its store's commit and every delivery). Two",
+        "relays, one after the other: a SQLite store (fsync per commit), and a one-node",
+        f"cluster (`--cluster`, {STREAMS} streams) against one nats-server with JetStream",
+        f"(`sync_interval: {SYNC}`), which also holds the node's subscription to each room it",
+        "hosts: its memory grown over the same joins is given too.",
         "",
         "| measure | SQLite relay | cluster node | goal |",
         "|---|---|---|---|",
