@@ -20,7 +20,7 @@ from relaytest_client import ErrorCode, Group, RelayError, joined
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.cluster import ClusterConfig, NatsBackend
 from ghostline.relay.cluster.fanout import Fanout
-from ghostline.relay.cluster.layout import room_of
+from ghostline.relay.cluster.layout import LIVE_SUBJECT, room_of
 from waiting import until
 
 pytestmark = needs_nats
@@ -206,7 +206,7 @@ async def test_an_unsubscribe_that_fails_is_logged_and_its_chunks_are_dropped(
     writer, reader = Member(group, 0, [a.port]), Member(group, 1, [b.port])
     await writer.connect()
     await reader.connect()
-    sub = b.backend.hosting._subs[group.room]
+    sub = b.backend.hosting._subs[group.room].result()
 
     async def failing() -> None:
         raise RuntimeError("no unsubscribe today")
@@ -252,3 +252,73 @@ async def test_a_chunk_missed_right_after_subscribing_is_filled_by_the_second_lo
     assert reader.delivered == [(1, writer.outbox[0])]
     await writer.close()
     await reader.close()
+
+
+def live_subs(node: Node, room: bytes) -> int:
+    """nats-py's subscriptions of the node to the room's live subject."""
+    nc = node.backend.link.nc
+    assert nc is not None
+    return sum(sub.subject == LIVE_SUBJECT + room.hex() for sub in nc._subs.values())
+
+
+@pytest.fixture
+def gated_subscribe(nodes, monkeypatch) -> tuple[asyncio.Event, list[str], list[str]]:
+    """Node a's nats-py subscribe to a live subject waits for the gate: the case of a
+    subscribe that gives the loop turns (nats-py does when its pending buffer is full)."""
+    a, _ = nodes
+    nc = a.backend.link.nc
+    assert nc is not None
+    real_subscribe = nc.subscribe
+    gate, calls, made = asyncio.Event(), [], []  # subscribes begun, and made
+
+    async def gated(subject: str, **kw: Any) -> Any:
+        if not subject.startswith(LIVE_SUBJECT):
+            return await real_subscribe(subject, **kw)
+        calls.append(subject)
+        await gate.wait()
+        sub = await real_subscribe(subject, **kw)
+        made.append(subject)
+        return sub
+
+    monkeypatch.setattr(nc, "subscribe", gated)
+    return gate, calls, made
+
+
+async def turns(n: int = 50) -> None:
+    """Let other tasks run as far as they can without I/O (no time passes)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_joins_that_overlap_a_rooms_subscribe_share_one_subscription(nodes, gated_subscribe):
+    a, _ = nodes
+    gate, calls, _ = gated_subscribe
+    room = Group(2).room
+    first = asyncio.create_task(a.backend.hosting.hold(room))
+    await until(lambda: calls, what="the first join's subscribe under way")
+    second = asyncio.create_task(a.backend.hosting.hold(room))
+    await turns()  # the second join gets as far as it can while the first subscribes
+    gate.set()
+    await asyncio.gather(first, second)
+    assert len(calls) == 1
+    assert live_subs(a, room) == 1
+    a.backend.hosting.drop(room)
+    await until(lambda: live_subs(a, room) == 0, what="the one subscription gone")
+
+
+async def test_a_room_dropped_while_its_subscribe_is_on_its_way_is_unsubscribed_once_made(
+    nodes, gated_subscribe
+):
+    a, _ = nodes
+    gate, calls, made = gated_subscribe
+    room = Group(2).room
+    join = asyncio.create_task(a.backend.hosting.hold(room))
+    await until(lambda: calls, what="the join's subscribe under way")
+    join.cancel()  # the joining connection went away
+    with pytest.raises(asyncio.CancelledError):
+        await join
+    a.backend.hosting.drop(room)
+    gate.set()
+    await until(lambda: made, what="the subscription made after all")
+    await until(lambda: live_subs(a, room) == 0, what="and undone")
+    assert len(calls) == 1 and not a.backend.hosting._subs

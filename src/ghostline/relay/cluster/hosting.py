@@ -50,7 +50,7 @@ class Hosting:
         self.link = link
         self.fanout = fanout
         self._spawn = spawn
-        self._subs: dict[bytes, Subscription] = {}
+        self._subs: dict[bytes, asyncio.Future[Subscription]] = {}
         self._next_round: list[asyncio.Future[None]] = []  # joins waiting for a sync
         self._syncing = False
 
@@ -65,14 +65,27 @@ class Hosting:
         )  # fmt: skip
 
     async def _subscribed(self, room: bytes) -> None:
-        if room not in self._subs:
+        # (shielded: a join cancelled meanwhile leaves the subscribe to the others, or
+        # to `drop`, which undoes it once made)
+        await asyncio.shield(self._subscription(room))
+        await self._synced()
+
+    def _subscription(self, room: bytes) -> asyncio.Future[Subscription]:
+        """The room's one subscription, made or on its way: recorded before nats-py's
+        subscribe runs, so joins that overlap it (if it ever gives the loop a turn) share
+        it rather than each adding one. One that failed is tried again."""
+        sub = self._subs.get(room)
+        if sub is None or (sub.done() and (sub.cancelled() or sub.exception() is not None)):
             nc, _ = self.link.connected()
             self._spawn(self._look_again(room))
-            self._subs[room] = await nc.subscribe(
-                LIVE_SUBJECT + room.hex(), cb=self.fanout.on_live,
-                pending_msgs_limit=PENDING_MSGS, pending_bytes_limit=PENDING_BYTES,
+            sub = self._subs[room] = asyncio.ensure_future(
+                nc.subscribe(
+                    LIVE_SUBJECT + room.hex(), cb=self.fanout.on_live,
+                    pending_msgs_limit=PENDING_MSGS, pending_bytes_limit=PENDING_BYTES,
+                )
             )  # fmt: skip
-        await self._synced()
+            sub.add_done_callback(_seen)
+        return sub
 
     async def _look_again(self, room: bytes) -> None:
         """On a NATS cluster the subscription may reach the server that republishes the
@@ -90,7 +103,11 @@ class Hosting:
         if sub is not None and not self.link.closing:  # (closing: the connection goes)
             self._spawn(self._unsubscribe(room, sub))
 
-    async def _unsubscribe(self, room: bytes, sub: Subscription) -> None:
+    async def _unsubscribe(self, room: bytes, pending: asyncio.Future[Subscription]) -> None:
+        try:
+            sub = await pending
+        except Exception:  # never made: nothing to undo
+            return
         try:
             await sub.unsubscribe()
         except Exception as err:  # its chunks still come, and are dropped (`Fanout.on_live`)
@@ -136,3 +153,10 @@ def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> Non
             waiter.set_result(None)
         else:
             waiter.set_exception(error)
+
+
+def _seen(sub: asyncio.Future[Subscription]) -> None:
+    """A failed subscribe is reported to the joins awaiting it (and retried); one that
+    failed after every join went is not a loose "never retrieved" exception."""
+    if not sub.cancelled():
+        sub.exception()
