@@ -1,12 +1,17 @@
 """Damage on disk inside stored messages (which SQLite's integrity check cannot see):
-checksums per message and per chunk; what was received is served, or nothing is."""
+checksums per message and per chunk; what was received is served, or nothing is. And a
+room's row read back out of range: the store (or that room's join) is refused."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 
+import pytest
+
 from ghostline.relay import Publish, Retention, SqliteBackend
+from ghostline.relay.storeadmin import restore_store
+from ghostline.relay.storefile import StoreDamaged
 
 ROOM = b"d" * 16
 ROSTER = (b"a" * 32, b"b" * 32)
@@ -104,3 +109,82 @@ async def test_retention_removes_a_damaged_chunk_and_keeps_counting_right(tmp_pa
     await store.append([Publish(ROOM, 1, s, body(s)) for s in (6, 7)])  # 3 and 4 go
     assert [m.seq for m in await store.read_after(ROOM, 0)] == [4, 5, 6, 7]
     await store.close()
+
+
+def tamper(path, sql: str, *args: object) -> bytes:
+    """Change the closed store with `sql`; its bytes after (a refused open changes none)."""
+    db = sqlite3.connect(path)
+    db.execute(sql, args)
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+async def stored_room(path, messages: int) -> None:
+    store = await open_store(path)
+    if messages:
+        await store.append([Publish(ROOM, 0, s, body(s)) for s in range(1, messages + 1)])
+    await store.close()
+
+
+async def test_a_head_below_the_rooms_stored_messages_refuses_the_store(tmp_path):
+    """Numbering from there would give new messages seqs the members have already seen."""
+    path = tmp_path / "s.sqlite"
+    await stored_room(path, 5)
+    before = tamper(path, "UPDATE rooms SET head = 2")
+    with pytest.raises(StoreDamaged, match=r"messages stored above its head \(seq 2\)"):
+        await open_store(path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("roster", b"a" * 33, "a roster of the wrong type or length"),
+        ("roster", b"a" * 32, "a roster of the wrong type or length"),  # one member
+        ("roster", "not a blob", "a roster of the wrong type or length"),
+        ("head", -1, "a head out of range"),
+        ("head", 1 << 40, "a head out of range"),  # it would number into the next room
+        ("room", b"d" * 15, "a room id of the wrong type or length"),
+        ("id", 1 << 22, "an id out of range"),
+    ],
+)
+async def test_a_room_row_out_of_range_refuses_the_store(tmp_path, column, value, problem):
+    path = tmp_path / "s.sqlite"
+    await stored_room(path, 3)
+    before = tamper(path, f"UPDATE rooms SET {column} = ?", value)
+    with pytest.raises(StoreDamaged, match=problem):
+        await open_store(path)
+    assert path.read_bytes() == before
+
+
+async def test_a_retired_rooms_damaged_row_refuses_its_join_and_nothing_else(tmp_path):
+    path = tmp_path / "s.sqlite"
+    await stored_room(path, 0)
+    store = SqliteBackend(path)
+    await store.open(None)  # type: ignore[arg-type]
+    await store.close()  # nothing stored, nobody held it: retired on opening
+    tamper(path, "UPDATE retired SET head = ? WHERE room = ?", 1 << 40, ROOM)
+    store = SqliteBackend(path)
+    await store.open(None)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.DatabaseError, match="a head out of range"):
+        await store.bind_roster(ROOM, ROSTER, max_rooms=10)
+    tamper(path, "UPDATE retired SET roster = ? WHERE room = ?", b"a" * 65, ROOM)
+    with pytest.raises(sqlite3.DatabaseError, match="a roster of the wrong type or length"):
+        await store.roster(ROOM)  # (what a join asks first, not a roster mismatch)
+    other = b"o" * 16
+    assert await store.bind_roster(other, ROSTER, max_rooms=10) == ROSTER
+    await store.append([Publish(other, 0, 1, body(1))])
+    assert [m.seq for m in await store.read_after(other, 0)] == [1]
+    await store.close()
+
+
+async def test_relay_restore_refuses_a_backup_whose_room_row_is_out_of_range(tmp_path):
+    store, backup = tmp_path / "s.sqlite", tmp_path / "backup.sqlite"
+    await stored_room(store, 3)
+    before = store.read_bytes()
+    await stored_room(backup, 5)
+    tamper(backup, "UPDATE rooms SET head = 4")
+    with pytest.raises(StoreDamaged, match=r"messages stored above its head \(seq 4\)"):
+        restore_store(backup, store)
+    assert store.read_bytes() == before  # the store in place stays as it was

@@ -15,9 +15,7 @@ from collections.abc import Sequence
 
 from .backend import RoomLimitReached, Roster
 from .chunks import SEQ_BITS
-from .sqlite_schema import RoomState, load_room, split_roster
-
-_MAX_ROOM_ID = 1 << 22  # keys stay below 2**62
+from .sqlite_schema import MAX_ROOM_ID, RoomState, load_room, room_row_problem, split_roster
 
 
 def find_roster(db: sqlite3.Connection, room: bytes) -> Roster | None:
@@ -27,7 +25,10 @@ def find_roster(db: sqlite3.Connection, room: bytes) -> Roster | None:
         " UNION ALL SELECT roster FROM retired WHERE room = ?1 LIMIT 1",
         (room,),
     ).fetchone()
-    return None if row is None else split_roster(bytes(row[0]))
+    if row is None:
+        return None
+    _check(room, row[0], 0)
+    return split_roster(row[0])
 
 
 def bind(
@@ -39,11 +40,13 @@ def bind(
     row = db.execute("SELECT id, roster, head FROM rooms WHERE room = ?", (room,)).fetchone()
     if row is not None:  # on disk but not in memory (a removal that failed)
         room_id, blob, head = row
-        return split_roster(bytes(blob)), load_room(db, room_id, head)
+        _check(room, blob, head)
+        return split_roster(blob), load_room(db, room_id, head)
     if full:
         raise RoomLimitReached()
     retired = db.execute("SELECT roster, head FROM retired WHERE room = ?", (room,)).fetchone()
-    blob, head = (bytes(retired[0]), retired[1]) if retired else (b"".join(roster), 0)
+    blob, head = retired if retired else (b"".join(roster), 0)
+    _check(room, blob, head)
     db.execute("BEGIN IMMEDIATE")
     try:
         room_id = _free_room_id(db)
@@ -60,16 +63,22 @@ def bind(
     return split_roster(blob), RoomState(id=room_id, head=head, count=0, size=0)
 
 
+def _check(room: bytes, roster: object, head: object) -> None:
+    problem = room_row_problem(room, roster, head)
+    if problem is not None:  # (as SQLite reports damage it finds itself)
+        raise sqlite3.DatabaseError(f"the stored row of room {room.hex()} has {problem}")
+
+
 def _free_room_id(db: sqlite3.Connection) -> int:
     (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM rooms").fetchone()
-    if top + 1 < _MAX_ROOM_ID:
+    if top + 1 < MAX_ROOM_ID:
         return int(top) + 1
     # the ids above are used up (rooms come and go): the lowest free one
     row = db.execute(
         "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE id = 1) UNION ALL"
         " SELECT r.id + 1 FROM rooms r WHERE r.id + 1 < ?"
         " AND NOT EXISTS (SELECT 1 FROM rooms s WHERE s.id = r.id + 1) LIMIT 1",
-        (_MAX_ROOM_ID,),
+        (MAX_ROOM_ID,),
     ).fetchone()
     if row is None:
         raise RoomLimitReached()

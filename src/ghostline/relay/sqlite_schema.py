@@ -1,5 +1,6 @@
-"""The SQLite store on disk: its tables (layout 4), creating and opening them, and each
-room's state as the store's other modules keep it in memory.
+"""The SQLite store on disk: its tables (layout 4), creating and opening them (each
+room's row checked to be in range), and each room's state as the store's other modules
+keep it in memory.
 
 A commit stores each room's messages as ONE row of `chunks` (chunks.py), keyed by
 `room id << 40 | seq of its last message`: the sealed messages concatenated, their
@@ -20,6 +21,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..protocol.envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
 from ..protocol.frames import STORE_ID_LEN
 from .backend import Roster
 from .chunks import SEQ_BITS
@@ -63,6 +65,7 @@ PRAGMA user_version={LAYOUT};
 """
 
 KEY_LEN = 32  # of each verify key of a roster
+MAX_ROOM_ID = 1 << 22  # rooms.id: chunk keys (id << SEQ_BITS | seq) stay below 2**62
 BIAS = 1 << 63  # counters are u64; SQLite integers are signed
 CHUNK_COLUMNS = "key, first, sizes, senders, counters, sums, crc"
 INSERT_SENDER = "INSERT INTO senders VALUES (?, ?, ?, ?, ?)"
@@ -135,16 +138,55 @@ def _read_or_create(
             raise StoreDamaged(path, "its store id is missing or damaged")
         rosters: dict[bytes, Roster] = {}
         rooms: dict[bytes, RoomState] = {}
-        for room_id, room, roster, head in db.execute(
-            "SELECT id, room, roster, head FROM rooms"
-        ).fetchall():
-            rosters[bytes(room)] = split_roster(bytes(roster))
-            rooms[bytes(room)] = load_room(db, room_id, head)
+        for room_id, room, roster, head in checked_rooms(db, path):
+            rosters[room] = split_roster(roster)
+            rooms[room] = load_room(db, room_id, head)
         return row[0], rosters, rooms
     except sqlite3.OperationalError:  # not the file's fault (busy, I/O)
         raise
     except sqlite3.DatabaseError as err:  # corrupt, not a database
         raise StoreDamaged(path, str(err)) from err
+
+
+def checked_rooms(db: sqlite3.Connection, path: Path) -> list[tuple[int, bytes, bytes, int]]:
+    """Each row of `rooms` (id, room, roster, head), checked to be in range; raises
+    StoreDamaged naming the first that is not."""
+    rows = db.execute("SELECT id, room, roster, head FROM rooms").fetchall()
+    for room_id, room, roster, head in rows:
+        problem = room_row_problem(room, roster, head) or _numbering_problem(db, room_id, head)
+        if problem is not None:
+            raise StoreDamaged(path, f"room {room_id} has {problem}")
+    return rows
+
+
+def room_row_problem(room: object, roster: object, head: object) -> str | None:
+    """What makes a room's row (in `rooms` or `retired`) unusable, or None: its values
+    are read from a file, and go into keys, seq arithmetic and join checks."""
+    if not isinstance(room, bytes) or len(room) != PAD_ID_LEN:
+        return "a room id of the wrong type or length"
+    if (
+        not isinstance(roster, bytes)
+        or len(roster) % KEY_LEN
+        or not MIN_MEMBERS <= len(roster) // KEY_LEN <= MAX_MEMBERS
+    ):
+        return "a roster of the wrong type or length"
+    if not isinstance(head, int) or not 0 <= head < 1 << SEQ_BITS:
+        return "a head out of range"
+    return None
+
+
+def _numbering_problem(db: sqlite3.Connection, room_id: object, head: int) -> str | None:
+    """A room's next seq must be above every seq it stores: a head below its last stored
+    message would give new messages seqs its members have already seen."""
+    if not isinstance(room_id, int) or not 0 < room_id < MAX_ROOM_ID:
+        return "an id out of range"
+    (last,) = db.execute(
+        "SELECT MAX(key) FROM chunks WHERE key > ? AND key < ?",
+        (room_id << SEQ_BITS, (room_id + 1) << SEQ_BITS),
+    ).fetchone()
+    if last is not None and last & ((1 << SEQ_BITS) - 1) > head:
+        return f"messages stored above its head (seq {head})"
+    return None
 
 
 def load_room(db: sqlite3.Connection, room_id: int, head: int) -> RoomState:

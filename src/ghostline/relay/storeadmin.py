@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..fsutil import fsync_path
 from ..protocol.frames import STORE_ID_LEN
-from .sqlite_schema import LAYOUT
+from .sqlite_schema import LAYOUT, checked_rooms
 from .storefile import (
     StoreDamaged,
     StoreLayoutError,
@@ -122,6 +122,7 @@ def _checked(db: sqlite3.Connection, path: Path) -> bytes:
         if layout != LAYOUT:
             raise StoreLayoutError(path, layout, LAYOUT)
         row = db.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+        checked_rooms(db, path)
     except sqlite3.DatabaseError as err:
         raise StoreDamaged(path, str(err)) from err
     if row is None or not isinstance(row[0], bytes) or len(row[0]) != STORE_ID_LEN:
