@@ -1,14 +1,20 @@
 """Many idle members cost the relay little (issue 12, "Connections"; the 10,000-member
 measurement is in `make bench`): 1,000 authenticated connections in 200 rooms, from 20
 loopback addresses within the default per-address limits, add less than 20 KiB each to
-the relay process, and an honest group still talks through it."""
+the relay process, a SQLite relay or a cluster node (which also subscribes to each room
+it hosts), and an honest group still talks through it."""
+
+# ruff: noqa: F811 - pytest fixtures imported from clusterkit are test parameters
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from clusterkit import nats_server, needs_nats  # noqa: F401 - fixtures
 from relaytest_client import Group, joined
+
+from helpers import RelayProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/, for its kit
 from bench.connkit import close_all, join_idle, open_fds, rss  # noqa: E402
@@ -20,7 +26,19 @@ GOAL = 20 * 1024  # bytes of relay memory per idle member connection
 
 
 async def test_a_thousand_idle_members_cost_the_relay_under_20_kib_each(relay_process, tmp_path):
-    relay = relay_process(tmp_path / "relay.sqlite")
+    await _a_thousand_idle_members_cost_under_20_kib_each(relay_process(tmp_path / "relay.sqlite"))
+
+
+@needs_nats
+async def test_a_thousand_idle_members_cost_a_cluster_node_under_20_kib_each(
+    relay_process, nats_server, tmp_path
+):
+    await _a_thousand_idle_members_cost_under_20_kib_each(
+        relay_process(tmp_path / "unused.sqlite", "--cluster", nats_server.url, "--node-name", "a")
+    )
+
+
+async def _a_thousand_idle_members_cost_under_20_kib_each(relay: RelayProcess) -> None:
     pid = relay.proc.pid
     warm = await join_idle(relay.relay_port, 2, PER_ROOM)  # first rooms, first allocations
     before = rss(pid)
