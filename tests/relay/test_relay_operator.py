@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from relaytest_client import Group, RawClient, joined
+import pytest
+from relaytest_client import ErrorCode, Group, RawClient, RelayError, joined
 
 from waiting import wait_until
 
@@ -126,3 +127,31 @@ def test_a_store_that_cannot_be_created_is_a_one_line_error_not_a_listen_error(t
     assert len(lines) == 1 and lines[0].startswith(
         f"ghostline: error: cannot open the relay store {store}: Not a directory"
     ), done.stderr
+
+
+def test_a_retired_rooms_damaged_row_refuses_its_joins_with_error_9_and_a_log_line(
+    relay_process, tmp_path
+):
+    store = tmp_path / "relay.sqlite"
+    damaged, other = Group(2), Group(2)
+    relay = relay_process(store)
+    asyncio.run(publish(relay.relay_port, damaged, 0, range(0)))  # joins, stores nothing
+    assert relay.terminate() == 0
+    relay = relay_process(store)  # nobody holds it and it stores nothing: retired
+    assert relay.terminate() == 0
+    db = sqlite3.connect(store)
+    with db:
+        changed = db.execute("UPDATE retired SET head = -1 WHERE room = ?", (damaged.room,))
+    assert changed.rowcount == 1
+    db.close()
+
+    relay = relay_process(store)
+    with pytest.raises(RelayError) as refused:
+        asyncio.run(publish(relay.relay_port, damaged, 0, range(1)))
+    assert refused.value.code == ErrorCode.INTERNAL
+    wait_until(
+        lambda: any("event=internal_error" in line and damaged.room.hex() in line
+                    for line in relay.stderr_lines),
+        what="the damaged row logged with its room",
+    )  # fmt: skip
+    asyncio.run(publish(relay.relay_port, other, 0, range(3)))  # other rooms are served
