@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import nats.errors
 import pytest
 from clusterkit import Member, nats_server, needs_nats  # noqa: F401 - fixtures
 from relaytest_client import ErrorCode, Group, RelayError, joined
@@ -322,3 +323,35 @@ async def test_a_room_dropped_while_its_subscribe_is_on_its_way_is_unsubscribed_
     await until(lambda: made, what="the subscription made after all")
     await until(lambda: live_subs(a, room) == 0, what="and undone")
     assert len(calls) == 1 and not a.backend.hosting._subs
+
+
+async def test_a_rooms_subscribe_that_failed_is_made_again_and_shared_by_its_joins(
+    nodes, monkeypatch
+):
+    a, _ = nodes
+    nc = a.backend.link.nc
+    assert nc is not None
+    real_subscribe = nc.subscribe
+    gate, calls = asyncio.Event(), []
+
+    async def failing_once(subject: str, **kw: Any) -> Any:
+        if not subject.startswith(LIVE_SUBJECT):
+            return await real_subscribe(subject, **kw)
+        calls.append(subject)
+        if len(calls) == 1:  # NATS briefly away: the joins' retry waits and tries again
+            await gate.wait()
+            raise nats.errors.ConnectionReconnectingError()
+        return await real_subscribe(subject, **kw)
+
+    monkeypatch.setattr(nc, "subscribe", failing_once)
+    room = Group(2).room
+    first = asyncio.create_task(a.backend.hosting.hold(room))
+    await until(lambda: calls, what="the first join's subscribe under way")
+    second = asyncio.create_task(a.backend.hosting.hold(room))
+    await turns()  # the second join waits on the same subscribe
+    gate.set()
+    await asyncio.gather(first, second)  # (a failed one kept would fail both for good)
+    assert len(calls) == 2
+    assert live_subs(a, room) == 1
+    a.backend.hosting.drop(room)
+    await until(lambda: live_subs(a, room) == 0, what="the one subscription gone")
