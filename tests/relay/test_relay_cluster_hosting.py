@@ -355,3 +355,26 @@ async def test_a_rooms_subscribe_that_failed_is_made_again_and_shared_by_its_joi
     assert live_subs(a, room) == 1
     a.backend.hosting.drop(room)
     await until(lambda: live_subs(a, room) == 0, what="the one subscription gone")
+
+
+async def test_a_room_joined_again_while_its_dropped_subscribe_is_on_its_way_keeps_the_new_one(
+    nodes, gated_subscribe
+):
+    a, _ = nodes
+    gate, calls, made = gated_subscribe
+    room = Group(2).room
+    join = asyncio.create_task(a.backend.hosting.hold(room))
+    await until(lambda: calls, what="the first join's subscribe under way")
+    join.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await join
+    a.backend.hosting.drop(room)
+    again = asyncio.create_task(a.backend.hosting.hold(room))
+    await until(lambda: len(calls) == 2, what="the second join's own subscribe under way")
+    gate.set()
+    await again
+    await until(lambda: len(made) == 2, what="both subscriptions made")
+    await until(lambda: live_subs(a, room) == 1, what="the dropped one undone")
+    kept = a.backend.hosting._subs[room].result()
+    nc = a.backend.link.nc
+    assert nc is not None and nc._subs.get(kept._id) is kept  # the one left is the new one
