@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 
 import pytest
 
@@ -137,10 +138,30 @@ async def test_a_head_below_the_rooms_stored_messages_refuses_the_store(tmp_path
     assert path.read_bytes() == before
 
 
+async def test_a_room_whose_messages_all_expired_is_not_refused_and_numbers_on(tmp_path):
+    """Its head above every seq it stores (none): a legitimate store the checks let in."""
+    path = tmp_path / "s.sqlite"
+    store = await open_store(path, Retention(max_age=60))
+    await store.append([Publish(ROOM, 0, s, body(s)) for s in (1, 2, 3)])
+    assert await store.expire(time.time() + 61) == 3
+    await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT head, (SELECT COUNT(*) FROM chunks) FROM rooms").fetchall() == [
+        (3, 0)
+    ]
+    db.close()
+    store = await open_store(path)
+    assert await store.head(ROOM) == 3
+    got = await store.append([Publish(ROOM, 1, 1, body(4))])
+    assert [(a.seq, a.duplicate) for a in got] == [(4, False)]
+    await store.close()
+
+
 @pytest.mark.parametrize(
     ("column", "value", "problem"),
     [
         ("roster", b"a" * 33, "a roster of the wrong type or length"),
+        ("roster", b"a" * 65, "a roster of the wrong type or length"),  # two keys and a byte
         ("roster", b"a" * 32, "a roster of the wrong type or length"),  # one member
         ("roster", "not a blob", "a roster of the wrong type or length"),
         ("head", -1, "a head out of range"),
