@@ -9,10 +9,9 @@ leader (a nats-server died and JetStream elects another, which takes 4 to 9 s), 
 that needs JetStream waits and retries (`retry`) for up to `STALL_LIMIT` seconds before
 it fails with `StorageUnavailable` (the relay then answers ERROR 9). A wait is logged
 once when it starts (`cluster_stalled`) and once when it ends (`cluster_resumed`),
-not once per try. A request to a stream with no leader goes unanswered until
-`ACK_TIMEOUT`; while something waits, a leader election (JetStream's advisory) ends
-the requests under way at once (`LeaderElected`), so that they are tried again on the
-new leader, not up to `ACK_TIMEOUT` later (`js_request`).
+not once per try. While something waits, a stream's leader election (JetStream's
+advisory) ends its unanswered requests at once, to be tried again on the new leader
+rather than up to `ACK_TIMEOUT` later (`js_request`).
 """
 
 from __future__ import annotations
@@ -62,8 +61,7 @@ class StorageUnavailable(LocalError):
 
 
 class LeaderElected(nats.errors.TimeoutError):
-    """A request given up unanswered because a stream leader was elected meanwhile (try
-    it again now: an unanswered request, as after a timeout)."""
+    """Given up unanswered, its stream having a new leader: try it again now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +119,7 @@ class Link:
         self._asked: dict[str, asyncio.Future[Msg]] = {}  # token -> its request's answer
         self._tokens = itertools.count()
         self._replies: Subscription | None = None
-        # per stream: set (and dropped) when JetStream elects the stream a leader
-        self._elected: dict[str, asyncio.Event] = {}
+        self._elected: dict[str, asyncio.Event] = {}  # stream -> set at its next election
 
     async def connect(self) -> None:
         """Connect to one of the servers, waiting for as long as it takes."""
@@ -305,15 +302,14 @@ class Link:
             done, _ = await asyncio.wait((answer, elected), return_when=asyncio.FIRST_COMPLETED)
         finally:
             elected.cancel()
-            if not answer.done():
-                answer.cancel()  # (its late answer, if any, is dropped by nats-py)
+            answer.cancel()  # (if not done: its late answer is dropped by nats-py)
         if answer not in done:
             raise LeaderElected
         return answer.result()
 
     async def _on_elected(self, msg: Msg) -> None:
         event = self._elected.pop(msg.subject[len(ELECTIONS) - 1 :], None)
-        if event is not None:  # (the next request to that stream waits on a new one)
+        if event is not None:  # (later requests wait on a new one)
             event.set()
 
     async def direct(self, stream: str, request: dict[str, Any]) -> Raw | None:
