@@ -43,7 +43,7 @@ from . import chunks
 from .dedupe import Key, Lookup, encode_receipt
 from .items import Items, join
 from .layout import Layout
-from .link import ACK_TIMEOUT, RETRY_WAIT, STALL_LIMIT, Link, StorageUnavailable, transient
+from .link import RETRY_WAIT, STALL_LIMIT, Link, StorageUnavailable, transient
 from .paging import Reader, Stored
 
 log = logging.getLogger("ghostline.relay")
@@ -309,7 +309,8 @@ class Journal:
         late: list[tuple[Key, int]],
     ) -> Stored | None:
         """Store one chunk; None if another write came first (the head is re-read)."""
-        nc, _ = self.link.connected()
+        self.link.connected()  # (raises while NATS is away: nothing built for nothing)
+        stream = self.layout.stream(room)
         last = head.chunk.last if head is not None else 0
         total = (head.chunk.total if head is not None else 0) + len(new.data)
         for s, c in zip(new.senders, new.counters, strict=True):
@@ -321,7 +322,7 @@ class Journal:
             prefix = self.layout.late_prefix(room)
             replies = await asyncio.gather(
                 *(
-                    nc.request(f"{prefix}{s}.{c}", encode_receipt(seq), timeout=ACK_TIMEOUT)
+                    self.link.js_request(stream, f"{prefix}{s}.{c}", encode_receipt(seq))
                     for (s, c), seq in late
                 )
             )
@@ -330,8 +331,8 @@ class Journal:
         expect = str(head.sseq if head is not None else 0)
         self._unsure[room] = write_id
         try:
-            reply = await nc.request(
-                self.layout.room_subject(room), body, ACK_TIMEOUT, headers={H_EXPECT: expect}
+            reply = await self.link.js_request(
+                stream, self.layout.room_subject(room), body, headers={H_EXPECT: expect}
             )
         except Exception:
             self._heads.pop(room, None)  # unanswered: the next round reads the head

@@ -9,7 +9,9 @@ leader (a nats-server died and JetStream elects another, which takes 4 to 9 s), 
 that needs JetStream waits and retries (`retry`) for up to `STALL_LIMIT` seconds before
 it fails with `StorageUnavailable` (the relay then answers ERROR 9). A wait is logged
 once when it starts (`cluster_stalled`) and once when it ends (`cluster_resumed`),
-not once per try.
+not once per try. While something waits, a stream's leader election (JetStream's
+advisory) ends its unanswered requests at once, to be tried again on the new leader
+rather than up to `ACK_TIMEOUT` later (`js_request`).
 """
 
 from __future__ import annotations
@@ -49,11 +51,17 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default
 SERVER_BUSY = 503  # JetStream: no leader (yet), or the JetStream layer is not ready
 NO_RESPONDERS = "503"  # the Status header nats-server answers a request nobody hears with
 
+ELECTIONS = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.*"  # JetStream's advisory subjects
+
 Raw = tuple[int, dict[str, str], bytes]  # (stream seq, headers, body) of a stored message
 
 
 class StorageUnavailable(LocalError):
     """The cluster's storage (NATS JetStream) cannot be reached right now: retry later."""
+
+
+class LeaderElected(nats.errors.TimeoutError):
+    """Given up unanswered, its stream having a new leader: try it again now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,7 @@ class Link:
         self._asked: dict[str, asyncio.Future[Msg]] = {}  # token -> its request's answer
         self._tokens = itertools.count()
         self._replies: Subscription | None = None
+        self._elected: dict[str, asyncio.Event] = {}  # stream -> set at its next election
 
     async def connect(self) -> None:
         """Connect to one of the servers, waiting for as long as it takes."""
@@ -136,6 +145,7 @@ class Link:
         self.js = self.nc.jetstream(timeout=ACK_TIMEOUT)
         self._inbox = self.nc.new_inbox() + "."
         self._replies = await self.nc.subscribe(self._inbox + "*", cb=self._on_reply)
+        await self.nc.subscribe(ELECTIONS, cb=self._on_elected)
         self._connected_once = True
 
     def _log_waiting(self, error: str, waited: float) -> None:
@@ -273,22 +283,47 @@ class Link:
         if answer is not None and not answer.done():
             answer.set_result(msg)
 
-    # --- JetStream reads -----------------------------------------------------------------
+    # --- JetStream requests --------------------------------------------------------------
+
+    async def js_request(
+        self, stream: str, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> Msg:
+        """A JetStream request to `stream` (nats-py's, up to ACK_TIMEOUT). While nothing
+        waits it is just that; while something does (`stalled`), the election of a leader
+        of `stream` first ends it with LeaderElected."""
+        nc, _ = self.connected()
+        asking = nc.request(subject, payload, timeout=ACK_TIMEOUT, headers=headers)
+        if not self._stalled:
+            return await asking
+        answer = asyncio.ensure_future(asking)
+        event = self._elected.setdefault(stream, asyncio.Event())
+        elected = asyncio.ensure_future(event.wait())
+        try:
+            done, _ = await asyncio.wait((answer, elected), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            elected.cancel()
+            answer.cancel()  # (if not done: its late answer is dropped by nats-py)
+        if answer not in done:
+            raise LeaderElected
+        return answer.result()
+
+    async def _on_elected(self, msg: Msg) -> None:
+        event = self._elected.pop(msg.subject[len(ELECTIONS) - 1 :], None)
+        if event is not None:  # (later requests wait on a new one)
+            event.set()
 
     async def direct(self, stream: str, request: dict[str, Any]) -> Raw | None:
         """The message one JetStream direct-get request names (None: there is none). Any
         replica answers, so use it only where a slightly stale answer is safe."""
-        nc, _ = self.connected()
         subject = f"$JS.API.DIRECT.GET.{stream}"
-        msg = await nc.request(subject, json.dumps(request).encode(), timeout=ACK_TIMEOUT)
+        msg = await self.js_request(stream, subject, json.dumps(request).encode())
         return _raw(msg.headers, msg.data)
 
     async def api(self, subject: str, request: dict[str, Any]) -> dict[str, Any]:
-        """One JetStream API request (`$JS.API.` + subject); raises its APIError."""
-        nc, _ = self.connected()
-        reply = await nc.request(
-            "$JS.API." + subject, json.dumps(request).encode(), timeout=ACK_TIMEOUT
-        )
+        """One JetStream API request (`$JS.API.` + subject, `STREAM.<verb>.<stream>`);
+        raises its APIError."""
+        stream = subject.rsplit(".", 1)[-1]
+        reply = await self.js_request(stream, "$JS.API." + subject, json.dumps(request).encode())
         resp: dict[str, Any] = json.loads(reply.data)
         if "error" in resp:
             raise APIError.from_error(resp["error"])

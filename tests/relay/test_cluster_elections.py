@@ -1,0 +1,93 @@
+"""A request to a stream that lost its leader goes unanswered until ACK_TIMEOUT. While the
+node waits for a stream (`Link.stalled`), JetStream's advisory that the stream has a
+leader again ends that stream's requests under way at once (LeaderElected, retried like
+an unanswered request), so a failover costs the election, not the election plus up to
+ACK_TIMEOUT. With a real nats-server: a subscriber that never answers stands in for the
+stream with no leader, and the test publishes the advisory nats-server would."""
+
+# ruff: noqa: F811 - pytest fixtures imported from clusterkit are test parameters
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from clusterkit import nats_server, needs_nats  # noqa: F401 - a fixture
+
+from ghostline.relay.cluster.link import ClusterConfig, LeaderElected, Link
+from waiting import until
+
+pytestmark = needs_nats
+
+ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
+
+
+async def nothing() -> None:
+    pass
+
+
+@pytest.fixture
+async def link(nats_server) -> AsyncIterator[Link]:
+    link = Link(ClusterConfig((nats_server.url,), "a"), nothing, lambda: None)
+    await link.connect()
+    yield link
+    await link.close()
+
+
+@pytest.fixture
+async def unanswered(nats_server) -> AsyncIterator[tuple[nats.NATS, list[str]]]:
+    """Another client: it takes `leaderless.>` requests and never answers them."""
+    nc = await nats.connect(nats_server.url)
+    heard: list[str] = []
+
+    async def hear(msg) -> None:
+        heard.append(msg.subject)
+
+    await nc.subscribe("leaderless.>", cb=hear)
+    await nc.flush()
+    yield nc, heard
+    await nc.close()
+
+
+async def test_while_waiting_an_election_ends_that_streams_requests_at_once(link, unanswered):
+    nc, heard = unanswered
+    link.stalled("stream S-1", TimeoutError())
+    to_s1 = asyncio.ensure_future(link.js_request("S-1", "leaderless.s1", b"chunk"))
+    to_s2 = asyncio.ensure_future(link.js_request("S-2", "leaderless.s2", b"chunk"))
+    await until(lambda: len(heard) == 2, what="both requests under way")
+    await nc.publish(ELECTED + "S-1", b"{}")
+    with pytest.raises(LeaderElected):
+        await to_s1
+    assert not to_s2.done()  # another stream's election would end it, not this one
+    await nc.publish(ELECTED + "S-2", b"{}")
+    with pytest.raises(LeaderElected):
+        await to_s2
+
+
+async def test_an_election_is_no_timeout_and_ends_nothing_while_nothing_waits(
+    link, unanswered, monkeypatch
+):
+    nc, heard = unanswered
+    monkeypatch.setattr("ghostline.relay.cluster.link.ACK_TIMEOUT", 0.5)
+    asking = asyncio.ensure_future(link.js_request("S-1", "leaderless.s1", b"chunk"))
+    await until(lambda: heard, what="the request under way")
+    await nc.publish(ELECTED + "S-1", b"{}")
+    with pytest.raises(nats.errors.TimeoutError) as timed_out:
+        await asking  # (after ACK_TIMEOUT)
+    assert not isinstance(timed_out.value, LeaderElected)
+
+
+async def test_a_request_answered_while_waiting_is_answered(link, nats_server):
+    nc = await nats.connect(nats_server.url)
+
+    async def answer(msg) -> None:
+        await msg.respond(b"stored")
+
+    await nc.subscribe("answered.>", cb=answer)
+    await nc.flush()
+    link.stalled("stream S-1", TimeoutError())
+    reply = await link.js_request("S-1", "answered.s1", b"chunk")
+    assert reply.data == b"stored"
+    await nc.close()
