@@ -155,7 +155,8 @@ def checked_rooms(db: sqlite3.Connection, path: Path) -> list[tuple[int, bytes, 
     for room_id, room, roster, head in rows:
         problem = room_row_problem(room, roster, head) or _numbering_problem(db, room_id, head)
         if problem is not None:
-            raise StoreDamaged(path, f"room {room_id} has {problem}")
+            name = room.hex() if isinstance(room, bytes) else "?"  # as the relay logs rooms
+            raise StoreDamaged(path, f"room {name} (row {room_id}) has {problem}")
     return rows
 
 
