@@ -1,6 +1,6 @@
 """Real processes for the cluster benchmark and tests: nats-servers with JetStream (one,
 or a cluster of three) and `ghostline relay --cluster` nodes, each on free loopback ports
-it keeps across restarts."""
+it keeps across restarts; and a watcher of JetStream's leader elections."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import nats
 
 from bench.procs import ROOT, free_port, wait_for_port
+from ghostline.relay.cluster.layout import STREAM_PREFIX
+from ghostline.relay.cluster.link import ELECTIONS
 
 LISTENING = re.compile(r"ghostline relay: (relay|presence) listening on \S+:(\d+)")
 
@@ -183,3 +188,38 @@ class Node:
         """The last `cluster_streams` line it logged (where each stream's leader is)."""
         found = [x for x in self.lines if "event=cluster_streams" in x]
         return found[-1].split("level=info ", 1)[-1].strip() if found else ""
+
+
+class Elections:
+    """When JetStream elected each stream a leader (its advisories), seen from a client of
+    the scenario's own."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.seen: list[tuple[float, str]] = []  # (monotonic time, stream)
+
+    @classmethod
+    async def watch(cls, urls: str) -> Elections:
+        async def quiet(err: Exception) -> None:
+            pass  # the server it is connected to may be the one killed: it reconnects
+
+        nc = await nats.connect(servers=urls.split(","), max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.1, error_cb=quiet)  # fmt: skip
+        self = cls(nc)
+
+        async def elected(msg: Any) -> None:
+            self.seen.append((time.monotonic(), msg.subject.rsplit(".", 1)[-1]))
+
+        await nc.subscribe(ELECTIONS, cb=elected)
+        await nc.flush()
+        return self
+
+    def last(self, since: float, until: float) -> float | None:
+        """Seconds from `since` to the last election of a message stream before `until`."""
+        times = [
+            t for t, stream in self.seen if since < t <= until and stream.startswith(STREAM_PREFIX)
+        ]
+        return max(times) - since if times else None
+
+    async def close(self) -> None:
+        await self.nc.close()
