@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
@@ -262,27 +263,39 @@ def live_subs(node: Node, room: bytes) -> int:
     return sum(sub.subject == LIVE_SUBJECT + room.hex() for sub in nc._subs.values())
 
 
+@dataclass
+class Gated:
+    """Node a's nats-py subscribes to live subjects: each waits for `gate` (a subscribe
+    that gives the loop turns, as nats-py's does when its pending buffer is full); the
+    first fails once through it if `fail_first` (NATS briefly away)."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    calls: list[str] = field(default_factory=list)  # subscribes begun
+    made: list[str] = field(default_factory=list)  # and made
+    fail_first: bool = False
+
+
 @pytest.fixture
-def gated_subscribe(nodes, monkeypatch) -> tuple[asyncio.Event, list[str], list[str]]:
-    """Node a's nats-py subscribe to a live subject waits for the gate: the case of a
-    subscribe that gives the loop turns (nats-py does when its pending buffer is full)."""
+def gated_subscribe(nodes, monkeypatch) -> Gated:
     a, _ = nodes
     nc = a.backend.link.nc
     assert nc is not None
     real_subscribe = nc.subscribe
-    gate, calls, made = asyncio.Event(), [], []  # subscribes begun, and made
+    gated = Gated()
 
-    async def gated(subject: str, **kw: Any) -> Any:
+    async def subscribe(subject: str, **kw: Any) -> Any:
         if not subject.startswith(LIVE_SUBJECT):
             return await real_subscribe(subject, **kw)
-        calls.append(subject)
-        await gate.wait()
+        gated.calls.append(subject)
+        await gated.gate.wait()
+        if gated.fail_first and len(gated.calls) == 1:
+            raise nats.errors.ConnectionReconnectingError()
         sub = await real_subscribe(subject, **kw)
-        made.append(subject)
+        gated.made.append(subject)
         return sub
 
-    monkeypatch.setattr(nc, "subscribe", gated)
-    return gate, calls, made
+    monkeypatch.setattr(nc, "subscribe", subscribe)
+    return gated
 
 
 async def turns(n: int = 50) -> None:
@@ -293,7 +306,8 @@ async def turns(n: int = 50) -> None:
 
 async def test_joins_that_overlap_a_rooms_subscribe_share_one_subscription(nodes, gated_subscribe):
     a, _ = nodes
-    gate, calls, _ = gated_subscribe
+    gated = gated_subscribe
+    gate, calls = gated.gate, gated.calls
     room = Group(2).room
     first = asyncio.create_task(a.backend.hosting.hold(room))
     await until(lambda: calls, what="the first join's subscribe under way")
@@ -311,7 +325,8 @@ async def test_a_room_dropped_while_its_subscribe_is_on_its_way_is_unsubscribed_
     nodes, gated_subscribe
 ):
     a, _ = nodes
-    gate, calls, made = gated_subscribe
+    gated = gated_subscribe
+    gate, calls, made = gated.gate, gated.calls, gated.made
     room = Group(2).room
     join = asyncio.create_task(a.backend.hosting.hold(room))
     await until(lambda: calls, what="the join's subscribe under way")
@@ -326,32 +341,19 @@ async def test_a_room_dropped_while_its_subscribe_is_on_its_way_is_unsubscribed_
 
 
 async def test_a_rooms_subscribe_that_failed_is_made_again_and_shared_by_its_joins(
-    nodes, monkeypatch
+    nodes, gated_subscribe
 ):
     a, _ = nodes
-    nc = a.backend.link.nc
-    assert nc is not None
-    real_subscribe = nc.subscribe
-    gate, calls = asyncio.Event(), []
-
-    async def failing_once(subject: str, **kw: Any) -> Any:
-        if not subject.startswith(LIVE_SUBJECT):
-            return await real_subscribe(subject, **kw)
-        calls.append(subject)
-        if len(calls) == 1:  # NATS briefly away: the joins' retry waits and tries again
-            await gate.wait()
-            raise nats.errors.ConnectionReconnectingError()
-        return await real_subscribe(subject, **kw)
-
-    monkeypatch.setattr(nc, "subscribe", failing_once)
+    gated = gated_subscribe
+    gated.fail_first = True  # NATS briefly away: the joins' retry waits and tries again
     room = Group(2).room
     first = asyncio.create_task(a.backend.hosting.hold(room))
-    await until(lambda: calls, what="the first join's subscribe under way")
+    await until(lambda: gated.calls, what="the first join's subscribe under way")
     second = asyncio.create_task(a.backend.hosting.hold(room))
     await turns()  # the second join waits on the same subscribe
-    gate.set()
+    gated.gate.set()
     await asyncio.gather(first, second)  # (a failed one kept would fail both for good)
-    assert len(calls) == 2
+    assert len(gated.calls) == 2
     assert live_subs(a, room) == 1
     a.backend.hosting.drop(room)
     await until(lambda: live_subs(a, room) == 0, what="the one subscription gone")
@@ -361,7 +363,8 @@ async def test_a_room_joined_again_while_its_dropped_subscribe_is_on_its_way_kee
     nodes, gated_subscribe
 ):
     a, _ = nodes
-    gate, calls, made = gated_subscribe
+    gated = gated_subscribe
+    gate, calls, made = gated.gate, gated.calls, gated.made
     room = Group(2).room
     join = asyncio.create_task(a.backend.hosting.hold(room))
     await until(lambda: calls, what="the first join's subscribe under way")
