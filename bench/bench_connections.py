@@ -17,12 +17,10 @@ memory grown over the same 10,000 is given beside the node's.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ from bench.connkit import (
 )
 from bench.loadgen import Stats, connect_ghostline, light, pct
 from bench.natskit import JetStreamServer
-from bench.procs import ROOT, stop_processes
+from bench.procs import launch_relay, stop_processes
 
 TITLE = "Relay connections: 10,000 idle members on one relay or cluster node"
 
@@ -56,30 +54,10 @@ JOIN_LIMIT = 300.0  # seconds the joins may take in all before the benchmark giv
 def start(*backend: str) -> tuple[subprocess.Popen[bytes], int, list[str]]:
     """`ghostline relay` with `backend` (`--store PATH`, or `--cluster URL ...`) and its
     default per-address limits; returns it, its relay port and the lines it logs."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
-         *backend, "--max-connections", str(MAX_CONNECTIONS),
-         "--idle-timeout", "3600", "--log-level", "warning"],
-        stderr=subprocess.PIPE, cwd=ROOT,
+    return launch_relay(
+        [*backend, "--max-connections", str(MAX_CONNECTIONS), "--idle-timeout", "3600",
+         "--log-level", "warning"]
     )  # fmt: skip
-    assert proc.stderr is not None
-    lines: list[str] = []
-    port = 0
-    while not port:
-        line = proc.stderr.readline().decode()
-        if not line:
-            raise RuntimeError("the relay did not start:\n" + "".join(lines[-20:]))
-        lines.append(line)
-        if match := re.match(r"ghostline relay: relay listening on \S+:(\d+)", line):
-            port = int(match.group(1))
-    stream = proc.stderr
-
-    def drain() -> None:
-        for raw in stream:
-            lines.append(raw.decode("utf-8", "replace"))
-
-    threading.Thread(target=drain, daemon=True).start()
-    return proc, port, lines
 
 
 @dataclass

@@ -34,27 +34,43 @@ def start_relay(
     """`ghostline relay` on free ports with its limits opened up for load; `backend` is
     `--store PATH` or `--cluster URL --node-name NAME`; `prefix`: Python options (e.g.
     a profiler). Returns the process and port."""
-    prefix = PREFIX if prefix is None else prefix
-    proc = subprocess.Popen(
-        [sys.executable, *prefix, "-m", "ghostline", "relay", "--port", "0", "--presence-port", "0",
-         *backend, "--publish-rate", "1e9", "--publish-burst", "1000000000",
+    proc, port, _ = launch_relay(
+        [*backend, "--publish-rate", "1e9", "--publish-burst", "1000000000",
          "--max-connections-per-address", "100000", "--new-room-burst", "1000000",
-         "--send-buffer", str(64 * 2**20),
-         "--log-level", "warning"],
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
+         "--send-buffer", str(64 * 2**20), "--log-level", "warning"],
+        PREFIX if prefix is None else prefix,
+    )  # fmt: skip
+    return proc, port
+
+
+def launch_relay(
+    args: list[str], prefix: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], int, list[str]]:
+    """`ghostline relay` on free ports with `args` (after Python options `prefix`);
+    returns it, its relay port, and the lines it logs (added to as they come)."""
+    proc = subprocess.Popen(
+        [sys.executable, *(prefix or []), "-m", "ghostline", "relay", "--port", "0",
+         "--presence-port", "0", *args],
+        stderr=subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
     assert proc.stderr is not None
+    lines: list[str] = []
     port = 0
     while not port:
         line = proc.stderr.readline().decode()
         if not line:
-            raise RuntimeError("the relay did not start")
-        match = re.match(r"ghostline relay: relay listening on \S+:(\d+)", line)
-        if match:
+            raise RuntimeError("the relay did not start:\n" + "".join(lines[-20:]))
+        lines.append(line)
+        if match := re.match(r"ghostline relay: relay listening on \S+:(\d+)", line):
             port = int(match.group(1))
-    threading.Thread(target=lambda: [None for _ in proc.stderr or []], daemon=True).start()
-    return proc, port
+    stream = proc.stderr
+
+    def drain() -> None:
+        for raw in stream:
+            lines.append(raw.decode("utf-8", "replace"))
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, port, lines
 
 
 def start_nats() -> tuple[subprocess.Popen[bytes], int]:
