@@ -58,6 +58,20 @@ def thread_split(
 _WAITING = {"poll", "select", "sleep", "acquire", "wait"}
 
 
+async def _loaded(
+    run_load: Callable[[int], Awaitable[None]],
+    start_relay: Callable[[list[str]], tuple[subprocess.Popen[bytes], int]],
+    prefix: list[str],
+) -> None:
+    """`run_load(port)` against a relay started with Python options `prefix`, stopped
+    after (so that what it writes on exit is written)."""
+    proc, port = start_relay(prefix)
+    try:
+        await run_load(port)
+    finally:
+        stop_processes([proc], 60)
+
+
 async def timed_cycles(
     run_load: Callable[[int], Awaitable[None]],
     start_relay: Callable[[list[str]], tuple[subprocess.Popen[bytes], int]],
@@ -66,11 +80,7 @@ async def timed_cycles(
     what they measured (relaycycle.Clocks.summary)."""
     with tempfile.TemporaryDirectory(prefix="ghostline-cycle-") as where:
         out = Path(where) / "cycle.json"
-        proc, port = start_relay(["-m", "bench.relaycycle", str(out)])
-        try:
-            await run_load(port)
-        finally:
-            stop_processes([proc], 60)
+        await _loaded(run_load, start_relay, ["-m", "bench.relaycycle", str(out)])
         summary: dict[str, Any] = json.loads(out.read_text())
     return summary
 
@@ -83,11 +93,7 @@ async def profiled(
     functions by own time: (function, share of the relay's profiled time, calls)."""
     with tempfile.TemporaryDirectory(prefix="ghostline-prof-") as where:
         out = Path(where) / "relay.prof"
-        proc, port = start_relay(["-m", "cProfile", "-o", str(out)])
-        try:
-            await run_load(port)
-        finally:
-            stop_processes([proc], 60)
+        await _loaded(run_load, start_relay, ["-m", "cProfile", "-o", str(out)])
         stats = pstats.Stats(str(out))
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for (_, _, name), (_, _, tt, _, _) in entries.items()
