@@ -209,3 +209,50 @@ async def test_relay_restore_refuses_a_backup_whose_room_row_is_out_of_range(tmp
     with pytest.raises(StoreDamaged, match=r"messages stored above its head \(seq 4\)"):
         restore_store(backup, store)
     assert store.read_bytes() == before  # the store in place stays as it was
+
+
+@pytest.mark.parametrize(
+    "hi",
+    [
+        "not a number",  # text: SQLite sorts it above every integer
+        b"\x00\x01",  # a blob: above text
+        -1e19,  # a real below every counter: it would take every counter for new
+        1.5,
+        1e20,  # beyond 64 bits: SQLite keeps it as a real
+    ],
+)
+async def test_a_senders_damaged_top_is_logged_and_its_counters_are_looked_up(tmp_path, caplog, hi):
+    path = tmp_path / "s.sqlite"
+    other = b"o" * 16
+    store = await open_store(path)
+    await store.bind_roster(other, ROSTER, max_rooms=10)
+    await store.append([Publish(ROOM, 0, c, body(c)) for c in (1, 2, 3)])  # one chunk
+    await store.append([Publish(ROOM, 1, 1, body(4)), Publish(other, 0, 1, body(1))])
+    await store.close()
+    db = sqlite3.connect(path)
+    with db:  # the index row of sender 0's chunk, its only one: its top
+        changed = db.execute(
+            "UPDATE senders SET hi = ? WHERE sender = 0"
+            " AND room = (SELECT id FROM rooms WHERE room = ?)",
+            (hi, ROOM),
+        )
+    assert changed.rowcount == 1
+    db.close()
+
+    caplog.set_level(logging.INFO, logger="ghostline.relay")
+    store = await open_store(path)  # SQLite's integrity check does not see it
+    await store.bind_roster(other, ROSTER, max_rooms=10)
+    # a resend and a new message of the damaged sender, and another room, in one batch
+    got = await store.append(
+        [Publish(ROOM, 0, 2, body(2)), Publish(ROOM, 0, 4, body(5)), Publish(other, 0, 2, body(2))]
+    )
+    assert [(a.seq, a.duplicate) for a in got] == [(2, True), (5, False), (2, False)]
+    got = await store.append([Publish(ROOM, 0, 4, body(5)), Publish(ROOM, 0, 3, body(3))])
+    assert [(a.seq, a.duplicate) for a in got] == [(5, True), (3, True)]
+    got = await store.append([Publish(ROOM, 0, 6, body(6)), Publish(ROOM, 1, 1, body(4))])
+    assert [(a.seq, a.duplicate) for a in got] == [(6, False), (4, True)]
+    assert [m.seq for m in await store.read_after(ROOM, 0)] == [1, 2, 3, 4, 5, 6]
+    lines = damage_lines(caplog)
+    assert len(lines) == 1, lines  # once, however many of its counters come
+    assert f"room={ROOM.hex()} sender=0 " in lines[0]
+    await store.close()

@@ -7,10 +7,13 @@ no thread hand-off per row; only the COMMIT, the fsync, runs on the writer threa
 room's state keeps the highest counter each sender ever had stored, a counter above it
 is new without a look-up (senders count up), and any other is looked up exactly, in the
 batch itself and then in `senders` (the range of each sender's counters per chunk).
+`senders` is read from a file: a sender whose highest stored counter there is not a
+counter (a damaged row) is logged as `store_damaged` and all its counters are looked up.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from bisect import bisect_left
@@ -24,6 +27,7 @@ from . import chunks
 from .backend import Appended, Publish
 from .chunks import SEQ_BITS
 from .config import Retention
+from .logfmt import log_event
 from .sqlite_retention import trim
 from .sqlite_schema import BIAS, CHUNK_COLUMNS, INSERT_SENDER, RoomState, Saved
 
@@ -36,6 +40,18 @@ _room_sender, _counter, _sealed = itemgetter(0, 1), itemgetter(2), itemgetter(3)
 _CHUNK_BYTES = 256 * 1024  # a room's share of one commit is split into chunks of about this
 _INSERT_CHUNK = "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPDATE_HEAD = "UPDATE rooms SET head = ? WHERE id = ?"
+# The top of a sender whose stored top is damaged: above every u64 counter, so each of
+# its counters is looked up (and never taken as new unseen); only ever raised, it stays.
+_UNKNOWN_TOP = 2 * BIAS
+# The chunks that may hold (sender, counter): by each row's range of counters, or, for a
+# sender whose top is unknown, also every row whose `hi` is not an integer (damaged: it
+# cannot rule its chunk out; the chunk's checksummed contents decide).
+_FIND = "SELECT chunk FROM senders WHERE room = ?1 AND sender = ?2 AND hi >= ?3 AND lo <= ?3"
+_FIND_UNKNOWN_TOP = (
+    "SELECT chunk FROM senders WHERE room = ?1 AND sender = ?2"
+    " AND (typeof(hi) <> 'integer' OR (hi >= ?3 AND lo <= ?3))"
+)
+log = logging.getLogger("ghostline.relay")
 
 # A room's share of the batch: its state, then the new messages' sealed bytes, senders
 # and counters, and each sender's lowest and highest counter among them.
@@ -113,7 +129,7 @@ def _insert_rows(
             last = room
         high = top.get(sender)
         if high is None:
-            high = top[sender] = _load_top(db, state.id, sender)
+            high = top[sender] = _load_top(db, state.id, room, sender)
         counters = list(map(_counter, run))
         if counters[0] > high and all(map(lt, counters, islice(counters, 1, None))):
             first = state.head + 1
@@ -132,7 +148,7 @@ def _insert_rows(
             if counter <= high:  # not above every stored counter: look it up, exactly
                 seq = _pending(entry, sender, counter)
                 if seq is None:
-                    seq = _lookup(db, state, sender, counter)
+                    seq = _lookup(db, state, sender, counter, high == _UNKNOWN_TOP)
                 if seq is not None:
                     add(_new_appended(Appended, (seq, True, ())))
                     continue
@@ -199,21 +215,32 @@ def _rows(
     return rows, index, heads, stored
 
 
-def _load_top(db: sqlite3.Connection, room_id: int, sender: int) -> int:
+def _load_top(db: sqlite3.Connection, room_id: int, room: bytes, sender: int) -> int:
+    """The highest counter `sender` has stored in the room, -1 if none, or
+    `_UNKNOWN_TOP` if the index holds no counter there (damaged: logged)."""
     (hi,) = db.execute(
         "SELECT MAX(hi) FROM senders WHERE room = ? AND sender = ?", (room_id, sender)
     ).fetchone()
-    return -1 if hi is None else hi + BIAS
+    if hi is None:
+        return -1
+    if isinstance(hi, int) and -BIAS <= hi < BIAS:  # a u64 counter, as the append wrote it
+        return hi + BIAS
+    # Text or a blob sorts above every integer, so MAX finds it; a real is found only
+    # when it is the highest (docs/SECURITY.md says what goes unnoticed).
+    log_event(
+        log, "store_damaged", level=logging.ERROR, room=room.hex(), sender=sender,
+        action="each counter looked up (index out of range)",
+    )  # fmt: skip
+    return _UNKNOWN_TOP
 
 
-def _lookup(db: sqlite3.Connection, state: RoomState, sender: int, counter: int) -> int | None:
+def _lookup(
+    db: sqlite3.Connection, state: RoomState, sender: int, counter: int, unknown_top: bool
+) -> int | None:
     """The seq of the stored message (sender, counter) of a room, or None.
     A damaged chunk is not trusted: what it may hold counts as not held."""
-    biased = counter - BIAS
-    for (chunk,) in db.execute(
-        "SELECT chunk FROM senders WHERE room = ? AND sender = ? AND hi >= ? AND lo <= ?",
-        (state.id, sender, biased, biased),
-    ).fetchall():
+    find = _FIND_UNKNOWN_TOP if unknown_top else _FIND
+    for (chunk,) in db.execute(find, (state.id, sender, counter - BIAS)).fetchall():
         row = db.execute(
             f"SELECT {CHUNK_COLUMNS}, LENGTH(data) FROM chunks WHERE key = ?", (chunk,)
         ).fetchone()

@@ -83,7 +83,8 @@ class RoomState:
     size: int  # bytes of sealed messages stored
     users: int = 0  # connections holding the room (bind_roster .. release), loop only
     # sender -> an upper bound of the counters it has stored (loaded lazily; only ever
-    # raised, so a rolled-back batch leaves it merely loose, never wrong)
+    # raised, so a rolled-back batch leaves it merely loose, never wrong; above every
+    # counter if its stored top is damaged, sqlite_append._UNKNOWN_TOP)
     top: dict[int, int] = field(default_factory=dict)
 
 
