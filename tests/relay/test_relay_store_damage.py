@@ -188,10 +188,10 @@ async def test_a_retired_rooms_damaged_row_refuses_its_join_and_nothing_else(tmp
     tamper(path, "UPDATE retired SET head = ? WHERE room = ?", 1 << 40, ROOM)
     store = SqliteBackend(path)
     await store.open(None)  # type: ignore[arg-type]
-    with pytest.raises(sqlite3.DatabaseError, match="a head out of range"):
+    with pytest.raises(StoreDamaged, match="a head out of range"):
         await store.bind_roster(ROOM, ROSTER, max_rooms=10)
     tamper(path, "UPDATE retired SET roster = ? WHERE room = ?", b"a" * 65, ROOM)
-    with pytest.raises(sqlite3.DatabaseError, match="a roster of the wrong type or length"):
+    with pytest.raises(StoreDamaged, match="a roster of the wrong type or length"):
         await store.roster(ROOM)  # (what a join asks first, not a roster mismatch)
     other = b"o" * 16
     assert await store.bind_roster(other, ROSTER, max_rooms=10) == ROSTER

@@ -12,14 +12,17 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .backend import RoomLimitReached, Roster
 from .chunks import SEQ_BITS
 from .sqlite_schema import MAX_ROOM_ID, RoomState, load_room, room_row_problem, split_roster
+from .storefile import StoreDamaged
 
 
-def find_roster(db: sqlite3.Connection, room: bytes) -> Roster | None:
-    """The roster `room` is registered or was retired with, or None."""
+def find_roster(db: sqlite3.Connection, path: Path, room: bytes) -> Roster | None:
+    """The roster `room` is registered or was retired with, or None. Raises
+    StoreDamaged if its row is out of range."""
     row = db.execute(
         "SELECT roster FROM rooms WHERE room = ?1"
         " UNION ALL SELECT roster FROM retired WHERE room = ?1 LIMIT 1",
@@ -27,26 +30,27 @@ def find_roster(db: sqlite3.Connection, room: bytes) -> Roster | None:
     ).fetchone()
     if row is None:
         return None
-    _check(room, row[0], 0)
+    _check(path, room, row[0], 0)
     return split_roster(row[0])
 
 
 def bind(
-    db: sqlite3.Connection, room: bytes, roster: Roster, *, full: bool
+    db: sqlite3.Connection, path: Path, room: bytes, roster: Roster, *, full: bool
 ) -> tuple[Roster, RoomState]:
     """Register `room` for `roster` (or for the roster it was retired with), or load it
     back if it is on disk: its roster and state. `full`: the store holds as many rooms
-    as it may, so registering one raises RoomLimitReached."""
+    as it may, so registering one raises RoomLimitReached. Raises StoreDamaged if the
+    room's row is out of range (the other rooms are not affected)."""
     row = db.execute("SELECT id, roster, head FROM rooms WHERE room = ?", (room,)).fetchone()
     if row is not None:  # on disk but not in memory (a removal that failed)
         room_id, blob, head = row
-        _check(room, blob, head)
+        _check(path, room, blob, head)
         return split_roster(blob), load_room(db, room_id, head)
     if full:
         raise RoomLimitReached()
     retired = db.execute("SELECT roster, head FROM retired WHERE room = ?", (room,)).fetchone()
     blob, head = retired if retired else (b"".join(roster), 0)
-    _check(room, blob, head)
+    _check(path, room, blob, head)
     db.execute("BEGIN IMMEDIATE")
     try:
         room_id = _free_room_id(db)
@@ -63,10 +67,10 @@ def bind(
     return split_roster(blob), RoomState(id=room_id, head=head, count=0, size=0)
 
 
-def _check(room: bytes, roster: object, head: object) -> None:
+def _check(path: Path, room: bytes, roster: object, head: object) -> None:
     problem = room_row_problem(room, roster, head)
-    if problem is not None:  # (as SQLite reports damage it finds itself)
-        raise sqlite3.DatabaseError(f"the stored row of room {room.hex()} has {problem}")
+    if problem is not None:
+        raise StoreDamaged(path, f"the stored row of room {room.hex()} has {problem}")
 
 
 def _free_room_id(db: sqlite3.Connection) -> int:

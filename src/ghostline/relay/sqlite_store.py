@@ -183,7 +183,7 @@ class SqliteBackend(Backend):
         bound = self._rosters.get(room)
         if bound is not None:
             return bound
-        return await self._read(lambda: sqlite_rooms.find_roster(self._read_db(), room))
+        return await self._read(lambda: sqlite_rooms.find_roster(self._read_db(), self.path, room))
 
     async def bind_roster(self, room: bytes, roster: Roster, *, max_rooms: int) -> Roster:
         while True:
@@ -207,7 +207,7 @@ class SqliteBackend(Backend):
         if room in self._rooms:
             return
         full = len(self._rooms) >= max_rooms
-        bound, state = sqlite_rooms.bind(self._db(), room, roster, full=full)
+        bound, state = sqlite_rooms.bind(self._db(), self.path, room, roster, full=full)
         self._rosters[room] = bound
         self._rooms[room] = state
 

@@ -54,7 +54,8 @@ class StoreUnavailable(LocalError):
 
 
 class StoreDamaged(LocalError):
-    """The store fails SQLite's integrity check or cannot be read as a database."""
+    """The store fails SQLite's integrity check, cannot be read as a database, or holds
+    a row out of range."""
 
     def __init__(self, path: Path, detail: str) -> None:
         super().__init__(f"{path} is damaged: {detail}")
