@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import KitDamagedError, KitError
 from .envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
+from .frames import VERIFY_KEY_LEN
 
 FORMAT_1 = 1
 FORMAT_2 = 2
@@ -166,7 +167,10 @@ class KitHeader:
             if not isinstance(m, dict) or not _is_text(m.get("name")):
                 raise KitError(f"{where}: member {i} has no name")
             members.append(
-                KitMember(m["name"], _hex_field(m.get("verify_key"), 32, f"{where}: member {i}"))
+                KitMember(
+                    m["name"],
+                    _hex_field(m.get("verify_key"), VERIFY_KEY_LEN, f"{where}: member {i}"),
+                )
             )
         self_index = _int_field(obj["self"], "self", where)
         if self_index >= len(members):

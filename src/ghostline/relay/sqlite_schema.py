@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..protocol.envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
-from ..protocol.frames import STORE_ID_LEN
+from ..protocol.frames import STORE_ID_LEN, VERIFY_KEY_LEN
 from .backend import Roster
 from .chunks import SEQ_BITS
 from .storefile import StoreDamaged, StoreLayoutError, check_integrity, make_private
@@ -64,7 +64,6 @@ CREATE TABLE senders (
 PRAGMA user_version={LAYOUT};
 """
 
-KEY_LEN = 32  # of each verify key of a roster
 MAX_ROOM_ID = 1 << 22  # rooms.id: chunk keys (id << SEQ_BITS | seq) stay below 2**62
 BIAS = 1 << 63  # counters are u64; SQLite integers are signed
 CHUNK_COLUMNS = "key, first, sizes, senders, counters, sums, crc"
@@ -168,8 +167,8 @@ def room_row_problem(room: object, roster: object, head: object) -> str | None:
         return "a room id of the wrong type or length"
     if (
         not isinstance(roster, bytes)
-        or len(roster) % KEY_LEN
-        or not MIN_MEMBERS <= len(roster) // KEY_LEN <= MAX_MEMBERS
+        or len(roster) % VERIFY_KEY_LEN
+        or not MIN_MEMBERS <= len(roster) // VERIFY_KEY_LEN <= MAX_MEMBERS
     ):
         return "a roster of the wrong type or length"
     if not isinstance(head, int) or not 0 <= head < 1 << SEQ_BITS:
@@ -202,7 +201,7 @@ def load_room(db: sqlite3.Connection, room_id: int, head: int) -> RoomState:
 
 
 def split_roster(blob: bytes) -> Roster:
-    return tuple(blob[i : i + KEY_LEN] for i in range(0, len(blob), KEY_LEN))
+    return tuple(blob[i : i + VERIFY_KEY_LEN] for i in range(0, len(blob), VERIFY_KEY_LEN))
 
 
 def restore(saved: Saved) -> None:
