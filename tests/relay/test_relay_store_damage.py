@@ -11,6 +11,7 @@ import time
 import pytest
 
 from ghostline.relay import Publish, Retention, SqliteBackend
+from ghostline.relay.sqlite_schema import BIAS
 from ghostline.relay.storeadmin import restore_store
 from ghostline.relay.storefile import StoreDamaged
 
@@ -212,16 +213,19 @@ async def test_relay_restore_refuses_a_backup_whose_room_row_is_out_of_range(tmp
 
 
 @pytest.mark.parametrize(
-    "hi",
+    ("hi", "lo"),
     [
-        "not a number",  # text: SQLite sorts it above every integer
-        b"\x00\x01",  # a blob: above text
-        -1e19,  # a real below every counter: it would take every counter for new
-        1.5,
-        1e20,  # beyond 64 bits: SQLite keeps it as a real
+        ("not a number", 1 - BIAS),  # text: SQLite sorts it above every integer
+        (b"\x00\x01", 1 - BIAS),  # a blob: above text
+        (-1e19, 1 - BIAS),  # a real below every counter: it would take every counter for new
+        (1.5, 1 - BIAS),
+        (1e20, 1 - BIAS),  # beyond 64 bits: SQLite keeps it as a real
+        ("not a number", "nor this"),  # no range left to find its chunk by
     ],
 )
-async def test_a_senders_damaged_top_is_logged_and_its_counters_are_looked_up(tmp_path, caplog, hi):
+async def test_a_senders_damaged_top_is_logged_and_its_counters_are_looked_up(
+    tmp_path, caplog, hi, lo
+):
     path = tmp_path / "s.sqlite"
     other = b"o" * 16
     store = await open_store(path)
@@ -232,9 +236,9 @@ async def test_a_senders_damaged_top_is_logged_and_its_counters_are_looked_up(tm
     db = sqlite3.connect(path)
     with db:  # the index row of sender 0's chunk, its only one: its top
         changed = db.execute(
-            "UPDATE senders SET hi = ? WHERE sender = 0"
+            "UPDATE senders SET hi = ?, lo = ? WHERE sender = 0"
             " AND room = (SELECT id FROM rooms WHERE room = ?)",
-            (hi, ROOM),
+            (hi, lo, ROOM),
         )
     assert changed.rowcount == 1
     db.close()

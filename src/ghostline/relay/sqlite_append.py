@@ -43,14 +43,6 @@ _UPDATE_HEAD = "UPDATE rooms SET head = ? WHERE id = ?"
 # The top of a sender whose stored top is damaged: above every u64 counter, so each of
 # its counters is looked up (and never taken as new unseen); only ever raised, it stays.
 _UNKNOWN_TOP = 2 * BIAS
-# The chunks that may hold (sender, counter): by each row's range of counters, or, for a
-# sender whose top is unknown, also every row whose `hi` is not an integer (damaged: it
-# cannot rule its chunk out; the chunk's checksummed contents decide).
-_FIND = "SELECT chunk FROM senders WHERE room = ?1 AND sender = ?2 AND hi >= ?3 AND lo <= ?3"
-_FIND_UNKNOWN_TOP = (
-    "SELECT chunk FROM senders WHERE room = ?1 AND sender = ?2"
-    " AND (typeof(hi) <> 'integer' OR (hi >= ?3 AND lo <= ?3))"
-)
 log = logging.getLogger("ghostline.relay")
 
 # A room's share of the batch: its state, then the new messages' sealed bytes, senders
@@ -129,7 +121,7 @@ def _insert_rows(
             last = room
         high = top.get(sender)
         if high is None:
-            high = top[sender] = _load_top(db, state.id, room, sender)
+            high = top[sender] = _load_top(db, state, room, sender)
         counters = list(map(_counter, run))
         if counters[0] > high and all(map(lt, counters, islice(counters, 1, None))):
             first = state.head + 1
@@ -148,7 +140,7 @@ def _insert_rows(
             if counter <= high:  # not above every stored counter: look it up, exactly
                 seq = _pending(entry, sender, counter)
                 if seq is None:
-                    seq = _lookup(db, state, sender, counter, high == _UNKNOWN_TOP)
+                    seq = _lookup(db, state, sender, counter)
                 if seq is not None:
                     add(_new_appended(Appended, (seq, True, ())))
                     continue
@@ -215,18 +207,27 @@ def _rows(
     return rows, index, heads, stored
 
 
-def _load_top(db: sqlite3.Connection, room_id: int, room: bytes, sender: int) -> int:
+def _load_top(db: sqlite3.Connection, state: RoomState, room: bytes, sender: int) -> int:
     """The highest counter `sender` has stored in the room, -1 if none, or
-    `_UNKNOWN_TOP` if the index holds no counter there (damaged: logged)."""
+    `_UNKNOWN_TOP` if the index holds no counter there (damaged: logged, and the chunks
+    of its rows whose `hi` is no integer kept in `state.unindexed`)."""
     (hi,) = db.execute(
-        "SELECT MAX(hi) FROM senders WHERE room = ? AND sender = ?", (room_id, sender)
+        "SELECT MAX(hi) FROM senders WHERE room = ? AND sender = ?", (state.id, sender)
     ).fetchone()
     if hi is None:
         return -1
     if isinstance(hi, int) and -BIAS <= hi < BIAS:  # a u64 counter, as the append wrote it
         return hi + BIAS
     # Text or a blob sorts above every integer, so MAX finds it; a real is found only
-    # when it is the highest (docs/SECURITY.md says what goes unnoticed).
+    # when it is the highest (docs/SECURITY.md says what goes unnoticed). A look-up by
+    # range may miss such a row's chunk: found once here, each look-up reads it too.
+    state.unindexed[sender] = tuple(
+        chunk
+        for (chunk,) in db.execute(
+            "SELECT chunk FROM senders WHERE room = ? AND sender = ? AND typeof(hi) <> 'integer'",
+            (state.id, sender),
+        )
+    )
     log_event(
         log, "store_damaged", level=logging.ERROR, room=room.hex(), sender=sender,
         action="each counter looked up (index out of range)",
@@ -234,13 +235,15 @@ def _load_top(db: sqlite3.Connection, room_id: int, room: bytes, sender: int) ->
     return _UNKNOWN_TOP
 
 
-def _lookup(
-    db: sqlite3.Connection, state: RoomState, sender: int, counter: int, unknown_top: bool
-) -> int | None:
+def _lookup(db: sqlite3.Connection, state: RoomState, sender: int, counter: int) -> int | None:
     """The seq of the stored message (sender, counter) of a room, or None.
     A damaged chunk is not trusted: what it may hold counts as not held."""
-    find = _FIND_UNKNOWN_TOP if unknown_top else _FIND
-    for (chunk,) in db.execute(find, (state.id, sender, counter - BIAS)).fetchall():
+    biased = counter - BIAS
+    found = db.execute(
+        "SELECT chunk FROM senders WHERE room = ? AND sender = ? AND hi >= ? AND lo <= ?",
+        (state.id, sender, biased, biased),
+    ).fetchall()
+    for chunk in dict.fromkeys([*(c for (c,) in found), *state.unindexed.get(sender, ())]):
         row = db.execute(
             f"SELECT {CHUNK_COLUMNS}, LENGTH(data) FROM chunks WHERE key = ?", (chunk,)
         ).fetchone()

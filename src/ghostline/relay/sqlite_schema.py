@@ -85,6 +85,9 @@ class RoomState:
     # raised, so a rolled-back batch leaves it merely loose, never wrong; above every
     # counter if its stored top is damaged, sqlite_append._UNKNOWN_TOP)
     top: dict[int, int] = field(default_factory=dict)
+    # sender (whose stored top is damaged) -> the chunks whose `senders` rows for it
+    # have a `hi` that is no integer: a look-up by range may miss them
+    unindexed: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 # Each room a write changes, as it was before: (state, head, count, size).
