@@ -1,6 +1,7 @@
 """Damage on disk inside stored messages (which SQLite's integrity check cannot see):
-checksums per message and per chunk; what was received is served, or nothing is. And a
-room's row read back out of range: the store (or that room's join) is refused."""
+checksums per message and per chunk; what was received is served, or nothing is. A
+room's row read back out of range: the store (or that room's join) is refused. And a
+sender's top in the index of resends that is no counter: its resends are still found."""
 
 from __future__ import annotations
 
