@@ -38,8 +38,10 @@ from bench.cluster_paced import (
     STREAMS,
     SYNC,
     Paced,
+    balanced_rooms,
     close,
     cpu_seconds,
+    owner_port,
     paced_comparison,
     paced_report,
     start_node,
@@ -85,10 +87,13 @@ class Result:
 
 async def measure(
     ports: list[int], pids: list[int], rooms: int, n: int, size: int,
-    nats_port: int | None = None,
+    nats_port: int | None = None, *, port_of: Callable[[bytes], int] | None = None,
+    room_ids: list[bytes] | None = None,
 ) -> Result:  # fmt: skip
+    """Flat out: members spread over `ports` (see connect_spread), or all of a room's
+    on `port_of(room)`; the rooms are `room_ids` when given."""
     stats = Stats()
-    members = await connect_spread(ports, rooms, n, stats)
+    members = await connect_spread(ports, rooms, n, stats, port_of=port_of, room_ids=room_ids)
     per_member = max(30, TARGET_DELIVERIES[size] // (rooms * n * (n - 1)))
     await load(members, stats, max(10, per_member // 10), size, False, 0)
     chunks0 = await stored_chunks(nats_port)
@@ -248,6 +253,13 @@ async def _run() -> str:
                 [a_port, b_port], [a.pid, b.pid, nats_proc.pid], rooms, n, size, nats_port
             )
             print(f"  {rooms}x{n} {size} B: {rows[(rooms, n, size)]}", file=sys.stderr)
+        rooms, n, size = SCENARIOS[0]
+        owners = await measure(
+            [], [a.pid, b.pid, nats_proc.pid], rooms, n, size, nats_port,
+            port_of=owner_port({"a": a_port, "b": b_port}),
+            room_ids=balanced_rooms("ab", rooms),
+        )  # fmt: skip
+        print(f"  {rooms}x{n} {size} B, rooms on their owners: {owners}", file=sys.stderr)
         parallel["two"] = await parallel_light([a_port, b_port])
         print(f"  {PARALLEL_ROOMS} rooms one at a time: {parallel}", file=sys.stderr)
         fwd = await forwarding({"a": a_port, "b": b_port}, nats_port)
@@ -269,7 +281,7 @@ async def _run() -> str:
             faults = await run_faults(where)
         finally:
             shutil.rmtree(where, ignore_errors=True)
-    return report(rows, parallel, fwd, paced_rounds, faults)
+    return report(rows, owners, parallel, fwd, paced_rounds, faults)
 
 
 async def _forward_only(server: JetStreamServer, tmp: Path) -> str:
@@ -301,6 +313,7 @@ def forwarding_line(fwd: Forwarding) -> str:
 
 def report(
     rows: dict[tuple[int, int, int], dict[str, Result]],
+    owners: Result,
     parallel: dict[str, tuple[float, float]],
     fwd: Forwarding,
     paced_rounds: tuple[list[Paced], list[Paced], list[Paced]],
@@ -342,6 +355,8 @@ def report(
         f" + {two_split[1]:.2f} + nats-server {two_split[2]:.2f}. Chunks (JetStream"
         f" messages) stored per 1,000 messages published: one node"
         f" {first['one'].chunks:.0f}, two nodes {first['two'].chunks:.0f}.",
+        "",
+        *owners_lines(first["one"], owners),
     ]
     lines += paced_report(*paced_rounds)
     lines += [
@@ -384,6 +399,24 @@ def report(
     if faults is not None:
         lines += ["", *faults.markdown()]
     return "\n".join(lines)
+
+
+def owners_lines(one: Result, owners: Result) -> list[str]:
+    """The first scenario flat out again on the two nodes, each room on its owner."""
+    rooms, n, size = SCENARIOS[0]
+    a, b, js = owners.split
+    return [
+        f"The same two nodes at {rooms} x {n}, {size} B flat out, with all of each room's"
+        " members on the room's owner instead (the rooms drawn so that each node owns half"
+        " of them; as a load balancer that sends a room's members to its owner would place"
+        " them): no publish is forwarded and each chunk goes to one node. Two nodes then"
+        f" deliver {owners.rate:,.0f}/s, **{owners.rate / one.rate:.2f}x** one node, at"
+        f" {owners.cpu:.2f} CPU-seconds per 100,000 deliveries ({a:.2f} + {b:.2f} +"
+        f" nats-server {js:.2f}), **{owners.cpu / one.cpu:.2f}x** one node's; chunks per"
+        f" 1,000 messages {owners.chunks:.0f}; light p50 / p99 {owners.p50:.2f} /"
+        f" {owners.p99:.2f} ms. What spreading a room over nodes costs is the table's"
+        " two-node column against this.",
+    ]
 
 
 def run() -> str:

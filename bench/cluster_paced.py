@@ -16,6 +16,7 @@ import asyncio
 import os
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,32 @@ def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]
         "--cluster", f"nats://127.0.0.1:{nats_port}", "--node-name", name,
         "--cluster-streams", str(STREAMS),
     )  # fmt: skip
+
+
+def owner_port(ports: dict[str, int]) -> Callable[[bytes], int]:
+    """A room's owner's port among the named nodes' (rendezvous hashing, as the nodes
+    themselves choose the owner): where a load balancer that sends a room's members to
+    its owner would place them."""
+
+    def port_of(room: bytes) -> int:
+        return ports[max(score(room, name) for name in ports)[1]]
+
+    return port_of
+
+
+def balanced_rooms(names: Sequence[str], count: int) -> list[bytes]:
+    """`count` random room ids, owned by the named nodes as evenly as `count` allows
+    (random ids alone may give 7 of 10 rooms to one node)."""
+    share = -(-count // len(names))
+    owned = dict.fromkeys(names, 0)
+    rooms: list[bytes] = []
+    while len(rooms) < count:
+        room = os.urandom(16)
+        owner = max(score(room, name) for name in names)[1]
+        if owned[owner] < share:
+            owned[owner] += 1
+            rooms.append(room)
+    return rooms
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -152,16 +179,13 @@ async def paced_comparison(tmp: Path) -> tuple[list[Paced], list[Paced], list[Pa
         await asyncio.sleep(3)  # both nodes' presence snapshots are out: they agree on owners
         two_pids = [*(proc.pid for proc, _ in two), _pid(servers[1])]
         ports = {name: port for name, (_, port) in zip("ab", two, strict=True)}
-
-        def owner_port(room: bytes) -> int:
-            return ports[max(score(room, name) for name in ports)[1]]
-
         configs = [
             (await connect_spread([one_port], rooms, n, Stats()),
              [one.pid, _pid(servers[0])], servers[0].port),
             (await connect_spread(list(ports.values()), rooms, n, Stats()),
              two_pids, servers[1].port),
-            (await connect_spread([], rooms, n, Stats(), port_of=owner_port),
+            (await connect_spread([], rooms, n, Stats(), port_of=owner_port(ports),
+                                  room_ids=balanced_rooms(list(ports), rooms)),
              two_pids, servers[1].port),
         ]  # fmt: skip
         for members, _, _ in configs:
@@ -218,7 +242,8 @@ def paced_report(one: list[Paced], two: list[Paced], owners: list[Paced]) -> lis
         " figures from round to round.",
         "",
         "The same two nodes, with all of each room's members on the room's owner (as a"
-        " load balancer that sends a room to its owner would place them; a node receives"
+        " load balancer that sends a room to its owner would place them; the rooms are"
+        " drawn so that each node owns half of them; a node receives"
         " the chunks of only the rooms it hosts, so neither node gets the other's):"
         f" {c.cpu:.2f} ({c.split[0]:.2f} + {c.split[1]:.2f} + nats-server"
         f" {c.split[2]:.2f}) CPU-seconds per 100,000 deliveries, **{c.cpu / a.cpu:.2f}x**"

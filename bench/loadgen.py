@@ -11,7 +11,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -160,13 +160,14 @@ async def connect_spread(
     members: int,
     stats: Stats,
     port_of: Callable[[bytes], int] | None = None,
+    room_ids: Sequence[bytes] | None = None,
 ) -> list[Member]:
     """Join `members` per room, member i of each room on ports[i % len(ports)] (several
-    relay nodes in the cluster bench, one relay here), or all on `port_of(room)`."""
+    relay nodes in the cluster bench, one relay here), or all on `port_of(room)`. The
+    rooms are `rooms` random ids, or `room_ids` when given."""
     loop = asyncio.get_running_loop()
     out: list[Member] = []
-    for _ in range(rooms):
-        room = os.urandom(16)
+    for room in room_ids if room_ids is not None else [os.urandom(16) for _ in range(rooms)]:
         keys = [Ed25519PrivateKey.generate() for _ in range(members)]
         roster = tuple(k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) for k in keys)
         for index in range(members):
