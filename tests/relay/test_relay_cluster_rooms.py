@@ -17,7 +17,7 @@ from relaytest_client import Group, RawClient, joined
 from ghostline.protocol.frames import ErrorCode, FrameType, Hello, Port, join_statement
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.cluster import ClusterConfig, NatsBackend
-from ghostline.relay.cluster.layout import LIVE_ROOMS_STREAM
+from ghostline.relay.cluster.layout import LIVE_ROOMS_STREAM, ROOMS_BUCKET
 from ghostline.relay.config import DAY
 from waiting import until
 
@@ -129,3 +129,27 @@ async def test_the_rooms_of_a_node_that_died_are_retired_by_the_others_or_at_its
     await until(lambda: no_live_rooms(nats_server.url), 30, "b's room retired at its restart")
     for client in held:
         await client.close()
+
+
+async def test_a_damaged_roster_in_nats_refuses_that_rooms_joins_with_error_9_and_no_other(
+    node, nats_server
+):
+    a = node("a")
+    damaged, other = Group(2), Group(2)
+    nc = await nats.connect(nats_server.url)
+    try:  # 33 bytes: no whole number of verify keys (whoever can write the bucket can)
+        kv = await nc.jetstream().key_value(ROOMS_BUCKET)
+        await kv.put(damaged.room.hex(), bytes(33))
+    finally:
+        await nc.close()
+    client = await RawClient.connect(a.relay_port)
+    await client.send(FrameType.HELLO, Hello(damaged.room, 0, damaged.roster, 0).encode())
+    assert await client.expect_error(ErrorCode.INTERNAL)
+    await client.close()
+    await until(
+        lambda: any("event=internal_error" in line and damaged.room.hex() in line
+                    and "stored roster" in line for line in a.stderr_lines),
+        what="the damaged roster logged with its room",
+    )  # fmt: skip
+    member = await joined(a.relay_port, other, 0)  # other rooms are served
+    await member.close()

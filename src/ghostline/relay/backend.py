@@ -23,13 +23,39 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from ..errors import LocalError
+from ..protocol.envelope import MAX_MEMBERS, MIN_MEMBERS
+from ..protocol.frames import VERIFY_KEY_LEN
 from .metrics import Metrics
 
 Roster = tuple[bytes, ...]  # n Ed25519 verify keys, 32 bytes each, roster order
 
 
+def roster_problem(blob: object) -> str | None:
+    """What makes a stored roster (read back from a file or from NATS) unusable, or None:
+    it must be 2 to 255 verify keys, end to end."""
+    if (
+        not isinstance(blob, bytes)
+        or len(blob) % VERIFY_KEY_LEN
+        or not MIN_MEMBERS <= len(blob) // VERIFY_KEY_LEN <= MAX_MEMBERS
+    ):
+        return "a roster of the wrong type or length"
+    return None
+
+
+def split_roster(blob: bytes) -> Roster:
+    """The keys of a stored roster that `roster_problem` passed."""
+    return tuple(blob[i : i + VERIFY_KEY_LEN] for i in range(0, len(blob), VERIFY_KEY_LEN))
+
+
 class RoomLimitReached(LocalError):
     """The relay already serves as many rooms as it is allowed to."""
+
+
+class RosterDamaged(LocalError):
+    """A room's roster as stored is not one (damaged); its joins are refused."""
+
+    def __init__(self, room: bytes, problem: str) -> None:
+        super().__init__(f"the stored roster of room {room.hex()} is damaged: {problem}")
 
 
 # Publish, StoredMessage and Appended are immutable records made once per message on

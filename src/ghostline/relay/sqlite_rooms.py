@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .backend import RoomLimitReached, Roster
+from .backend import RoomLimitReached, Roster, split_roster
 from .chunks import SEQ_BITS
-from .sqlite_schema import MAX_ROOM_ID, RoomState, load_room, room_row_problem, split_roster
+from .sqlite_schema import MAX_ROOM_ID, RoomState, load_room, room_row_problem
 from .storefile import StoreDamaged
 
 

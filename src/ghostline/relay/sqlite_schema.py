@@ -21,9 +21,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..protocol.envelope import MAX_MEMBERS, MIN_MEMBERS, PAD_ID_LEN
-from ..protocol.frames import STORE_ID_LEN, VERIFY_KEY_LEN
-from .backend import Roster
+from ..protocol.envelope import PAD_ID_LEN
+from ..protocol.frames import STORE_ID_LEN
+from .backend import Roster, roster_problem, split_roster
 from .chunks import SEQ_BITS
 from .storefile import StoreDamaged, StoreLayoutError, check_integrity, make_private
 
@@ -168,12 +168,9 @@ def room_row_problem(room: object, roster: object, head: object) -> str | None:
     are read from a file, and go into keys, seq arithmetic and join checks."""
     if not isinstance(room, bytes) or len(room) != PAD_ID_LEN:
         return "a room id of the wrong type or length"
-    if (
-        not isinstance(roster, bytes)
-        or len(roster) % VERIFY_KEY_LEN
-        or not MIN_MEMBERS <= len(roster) // VERIFY_KEY_LEN <= MAX_MEMBERS
-    ):
-        return "a roster of the wrong type or length"
+    problem = roster_problem(roster)
+    if problem is not None:
+        return problem
     if not isinstance(head, int) or not 0 <= head < 1 << SEQ_BITS:
         return "a head out of range"
     return None
@@ -201,10 +198,6 @@ def load_room(db: sqlite3.Connection, room_id: int, head: int) -> RoomState:
         (room_id << SEQ_BITS, (room_id + 1) << SEQ_BITS),
     ).fetchone()
     return RoomState(id=room_id, head=head, count=count, size=size)
-
-
-def split_roster(blob: bytes) -> Roster:
-    return tuple(blob[i : i + VERIFY_KEY_LEN] for i in range(0, len(blob), VERIFY_KEY_LEN))
 
 
 def restore(saved: Saved) -> None:

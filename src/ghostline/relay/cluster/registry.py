@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from ..backend import RoomLimitReached, Roster
+from ..backend import RoomLimitReached, Roster, RosterDamaged, roster_problem, split_roster
 from ..logfmt import log_event
 from .layout import LIVE_ROOM_SUBJECT, LIVE_ROOMS_STREAM
 from .link import STALL_LIMIT, Link, StorageUnavailable
@@ -82,7 +82,7 @@ class Registry:
                 entry = await self._rosters_kv.get(room.hex())
             except KeyNotFoundError:
                 return None
-            return _split_roster(entry.value or b"")
+            return _checked_roster(room, entry.value)
 
         found = await self._waiting("a room's roster", look_up)
         if found is not None:
@@ -133,7 +133,7 @@ class Registry:
                     entry = await kv.get(key)
                 except KeyNotFoundError:
                     raise StorageUnavailable("a room's roster is being registered") from None
-        return _split_roster(entry.value or b"")
+        return _checked_roster(room, entry.value)
 
     def release(self, room: bytes) -> None:
         """One connection here is done with the room (see Backend.release)."""
@@ -260,5 +260,10 @@ def _room_of(subject: str) -> bytes | None:
     return room if len(room) == 16 else None
 
 
-def _split_roster(blob: bytes) -> Roster:
-    return tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
+def _checked_roster(room: bytes, value: bytes | None) -> Roster:
+    """The roster NATS holds for `room`, checked first (RosterDamaged): whoever can
+    write the bucket can put anything there."""
+    problem = roster_problem(value)
+    if problem is not None or not isinstance(value, bytes):
+        raise RosterDamaged(room, problem or "no roster")
+    return split_roster(value)
