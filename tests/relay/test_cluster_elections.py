@@ -16,6 +16,8 @@ import nats
 import pytest
 from clusterkit import nats_server, needs_nats  # noqa: F401 - a fixture
 
+from ghostline.relay import RelayLimits, RelayServer, Retention
+from ghostline.relay.cluster import NatsBackend
 from ghostline.relay.cluster.link import ClusterConfig, LeaderElected, Link
 from waiting import until
 
@@ -86,8 +88,42 @@ async def test_a_request_answered_while_waiting_is_answered(link, nats_server):
         await msg.respond(b"stored")
 
     await nc.subscribe("answered.>", cb=answer)
+    await nc.flush()  # (twice: nats-py may write the first PING ahead of the SUB)
     await nc.flush()
     link.stalled("stream S-1", TimeoutError())
     reply = await link.js_request("S-1", "answered.s1", b"chunk")
     assert reply.data == b"stored"
     await nc.close()
+
+
+async def test_while_waiting_an_election_also_ends_a_key_value_call_of_its_stream(
+    nats_server, monkeypatch
+):
+    """The registry's rosters live in a key-value bucket, which nats-py reads and writes
+    itself: its calls race the bucket's stream election too (`Link.racing`)."""
+    backend = NatsBackend(ClusterConfig((nats_server.url,), "here"), Retention())
+    server = RelayServer(backend, RelayLimits())
+    await server.start("127.0.0.1", 0, 0)
+    try:
+        kv = backend.registry._rosters_kv
+        unanswered = asyncio.Event()
+        real_get = kv.get
+
+        async def first_never_answered(key: str, *args: object, **kwargs: object) -> object:
+            monkeypatch.setattr(kv, "get", real_get)  # the next try reaches NATS
+            unanswered.set()
+            await asyncio.Event().wait()  # no answer, and no timeout: only the election
+            raise AssertionError("unreachable")
+
+        monkeypatch.setattr(kv, "get", first_never_answered)
+        backend.link.stalled("stream S-1", TimeoutError())
+        looking = asyncio.ensure_future(backend.roster(bytes(16)))
+        await until(unanswered.is_set, what="the roster's look-up under way")
+        assert not looking.done()
+        nc = await nats.connect(nats_server.url)
+        await nc.publish(ELECTED + "KV_ghostline-rooms", b"{}")
+        await nc.close()
+        assert await until(looking.done, what="the look-up tried again and answered")
+        assert looking.result() is None  # no such room, as NATS says
+    finally:
+        await server.close()

@@ -61,6 +61,7 @@ SYNC_SUBJECT = "ghostline.presence-sync"
 APPEND_SUBJECT = "ghostline.append."
 ALIVE_SUBJECT = "ghostline.alive."
 ROOMS_BUCKET = "ghostline-rooms"
+ROOMS_KV_STREAM = "KV_" + ROOMS_BUCKET  # the stream nats-py keeps that bucket in
 LIVE_ROOMS_STREAM = "ghostline-live-rooms"
 LIVE_ROOM_SUBJECT = "ghostline.live-room."
 CLUSTER_BUCKET = "ghostline-cluster"

@@ -11,7 +11,7 @@ it fails with `StorageUnavailable` (the relay then answers ERROR 9). A wait is l
 once when it starts (`cluster_stalled`) and once when it ends (`cluster_resumed`),
 not once per try. While something waits, a stream's leader election (JetStream's
 advisory) ends its unanswered requests at once, to be tried again on the new leader
-rather than up to `ACK_TIMEOUT` later (`js_request`).
+rather than up to `ACK_TIMEOUT` later (`racing`; nats-py's key-value calls too).
 """
 
 from __future__ import annotations
@@ -64,6 +64,13 @@ class LeaderElected(nats.errors.TimeoutError):
     """Given up unanswered, its stream having a new leader: try it again now."""
 
 
+_TRANSIENT = (  # (besides JetStream's "no leader yet")
+    StorageUnavailable, asyncio.TimeoutError, nats.errors.TimeoutError,
+    nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionClosedError, nats.errors.StaleConnectionError, NoStreamResponseError,
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     servers: tuple[str, ...]
@@ -77,19 +84,7 @@ def transient(err: BaseException) -> bool:
     """Whether `err` is NATS being briefly unavailable (worth waiting for)."""
     if isinstance(err, APIError):  # (nats-py's key-value errors leave out `code`)
         return isinstance(err, ServiceUnavailableError) or getattr(err, "code", None) == SERVER_BUSY
-    return isinstance(
-        err,
-        (
-            StorageUnavailable,
-            asyncio.TimeoutError,
-            nats.errors.TimeoutError,
-            nats.errors.NoRespondersError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.ConnectionClosedError,
-            nats.errors.StaleConnectionError,
-            NoStreamResponseError,
-        ),
-    )
+    return isinstance(err, _TRANSIENT)
 
 
 class Link:
@@ -288,11 +283,17 @@ class Link:
     async def js_request(
         self, stream: str, subject: str, payload: bytes, headers: dict[str, str] | None = None
     ) -> Msg:
-        """A JetStream request to `stream` (nats-py's, up to ACK_TIMEOUT). While nothing
-        waits it is just that; while something does (`stalled`), the election of a leader
-        of `stream` first ends it with LeaderElected."""
+        """A JetStream request to `stream` (nats-py's, up to ACK_TIMEOUT), `racing` the
+        election of a leader of `stream`."""
         nc, _ = self.connected()
-        asking = nc.request(subject, payload, timeout=ACK_TIMEOUT, headers=headers)
+        return await self.racing(
+            stream, nc.request(subject, payload, timeout=ACK_TIMEOUT, headers=headers)
+        )
+
+    async def racing(self, stream: str, asking: Awaitable[T]) -> T:
+        """`asking` (a request to `stream`; nats-py's key-value calls make some). While
+        nothing waits it is just that; while something does (`stalled`), the election of
+        a leader of `stream` first ends it with LeaderElected."""
         if not self._stalled:
             return await asking
         answer = asyncio.ensure_future(asking)

@@ -35,7 +35,7 @@ from nats.js.kv import KeyValue
 
 from ..backend import RoomLimitReached, Roster, RosterDamaged, roster_problem, split_roster
 from ..logfmt import log_event
-from .layout import LIVE_ROOM_SUBJECT, LIVE_ROOMS_STREAM
+from .layout import LIVE_ROOM_SUBJECT, LIVE_ROOMS_STREAM, ROOMS_KV_STREAM
 from .link import STALL_LIMIT, Link, StorageUnavailable
 from .paging import Reader
 from .presence import DEAD_AFTER, HEARTBEAT, Presence
@@ -79,7 +79,7 @@ class Registry:
         async def look_up() -> Roster | None:
             self.link.connected()
             try:
-                entry = await self._rosters_kv.get(room.hex())
+                entry = await self.link.racing(ROOMS_KV_STREAM, self._rosters_kv.get(room.hex()))
             except KeyNotFoundError:
                 return None
             return _checked_roster(room, entry.value)
@@ -109,7 +109,9 @@ class Registry:
         """Register the room if it is new, and write that this node holds it."""
         _, js = self.link.connected()
         if await self._live_seq(room) is None:  # retired or new: it counts from now on
-            live = (await js.stream_info(LIVE_ROOMS_STREAM)).state.messages
+            live = (
+                await self.link.racing(LIVE_ROOMS_STREAM, js.stream_info(LIVE_ROOMS_STREAM))
+            ).state.messages
             if live >= max_rooms:
                 raise RoomLimitReached()
         bound = self._rosters.get(room) or await self._register(room, roster)
@@ -118,19 +120,19 @@ class Registry:
 
     async def _register(self, room: bytes, roster: Roster) -> Roster:
         """The room's roster: the one it was registered with, or `roster` for a new room."""
-        kv, key = self._rosters_kv, room.hex()
+        kv, key, racing = self._rosters_kv, room.hex(), self.link.racing
         try:
-            entry = await kv.get(key)
+            entry = await racing(ROOMS_KV_STREAM, kv.get(key))
         except KeyNotFoundError:
             try:
-                await kv.create(key, b"".join(roster))
+                await racing(ROOMS_KV_STREAM, kv.create(key, b"".join(roster)))
                 return roster
             except (KeyWrongLastSequenceError, KeyNotFoundError):
                 # Another connection registered it first; the read of its roster (here,
                 # or the one inside nats-py's create) may reach a replica that has not
                 # caught up yet, and then comes up empty: wait and look again.
                 try:
-                    entry = await kv.get(key)
+                    entry = await racing(ROOMS_KV_STREAM, kv.get(key))
                 except KeyNotFoundError:
                     raise StorageUnavailable("a room's roster is being registered") from None
         return _checked_roster(room, entry.value)
@@ -235,7 +237,9 @@ class Registry:
 
     async def _mark_live(self, room: bytes) -> None:
         _, js = self.link.connected()
-        await js.publish(_subject(room), b"", stream=LIVE_ROOMS_STREAM)
+        await self.link.racing(
+            LIVE_ROOMS_STREAM, js.publish(_subject(room), b"", stream=LIVE_ROOMS_STREAM)
+        )
 
     async def _holds_messages(self, room: bytes) -> bool:
         last = await self.reader.get(room)
