@@ -2,8 +2,9 @@
 
 One load generator (this process, asyncio) drives both servers through the same
 pattern: R rooms x M members, one connection per member, every member publishing
-with the same window (at most two batches unconfirmed: ACCEPTED for GhostLine, a
-PING/PONG round trip for NATS, which has no acknowledgement in core pub/sub). Every
+with the same window (at most two batches unconfirmed, loadgen.WINDOW; the first
+scenario again with DEEP_WINDOW: ACCEPTED for GhostLine, a PING/PONG round trip for
+NATS, which has no acknowledgement in core pub/sub). Every
 message reaches the M-1 other members; NATS subscribers use echo=false for the same
 "not to the publisher" rule. Both carry identical bytes: a well-framed sealed
 message (header, ciphertext with the send time, zero tags).
@@ -27,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.loadgen import Stats, connect_ghostline, connect_nats, light, load, pct
+from bench.loadgen import WINDOW, Stats, connect_ghostline, connect_nats, light, load, pct
 from bench.procs import start_nats, start_relay, stop_processes
 from bench.relayprofile import profiled, thread_cpu, thread_split, timed_cycles
 from bench.relayreport import Result, Row, median, render
@@ -42,13 +43,18 @@ TARGET_DELIVERIES = {100: 600_000, 4096: 150_000}
 # BENCH_RELAY_ROUNDS=1 takes a quick look, and BENCH_RELAY_PREFIX (bench/procs.py)
 # profiles the relay process.
 ROUNDS = int(os.environ.get("BENCH_RELAY_ROUNDS", "3"))
+# The first scenario again with this many batches unconfirmed per member instead of
+# WINDOW: whether the table's rate is bound by the window or by the cores.
+DEEP_WINDOW = 4
 
 
 # The relay's threads' CPU per message in the first scenario's rounds (relayprofile.py).
 SPLITS: list[list[tuple[str, float, float]]] = []
 
 
-async def measure(port: int, pid: int, nats: bool, rooms: int, n: int, size: int) -> Result:
+async def measure(
+    port: int, pid: int, nats: bool, rooms: int, n: int, size: int, window: int = WINDOW
+) -> Result:
     stats = Stats()
     connect = connect_nats if nats else connect_ghostline
     members = await connect(port, rooms, n, stats)
@@ -57,13 +63,13 @@ async def measure(port: int, pid: int, nats: bool, rooms: int, n: int, size: int
     await load(members, stats, max(10, per_member // 10), size, nats, 0)
     threads = thread_cpu(pid)
     mine = os.times()
-    elapsed = await load(members, stats, per_member, size, nats, 1_000_000)
+    elapsed = await load(members, stats, per_member, size, nats, 1_000_000, window)
     mine_after = os.times()
     load_cpu = sum(mine_after[:2]) - sum(mine[:2])  # this process's user + system
     published = len(members) * per_member
     after = thread_cpu(pid)
     cpu = sum(u + s for u, s in after.values()) - sum(u + s for u, s in threads.values())
-    if not nats and (rooms, n, size) == SCENARIOS[0]:
+    if not nats and (rooms, n, size) == SCENARIOS[0] and window == WINDOW:
         SPLITS.append(thread_split(pid, threads, after, published))
     rate = stats.deliveries / elapsed
     p50, p99 = pct(stats.latencies, 50), pct(stats.latencies, 99)
@@ -96,6 +102,13 @@ async def _run() -> str:
             gl, nt = (median(got[name]) for name, _, _, _ in servers)
             print(f"  {rooms}x{n} {size} B: ghostline {gl}, nats {nt}", file=sys.stderr)
             rows.append((rooms, n, size, gl, nt))
+        deeper: dict[str, list[Result]] = {name: [] for name, _, _, _ in servers}
+        for r in range(ROUNDS):
+            for name, port, pid, is_nats in servers if r % 2 == 0 else servers[::-1]:
+                got_deep = await measure(port, pid, is_nats, *SCENARIOS[0], window=DEEP_WINDOW)
+                deeper[name].append(got_deep)
+        deep = (median(deeper["gl"]), median(deeper["nats"]))
+        print(f"  window {DEEP_WINDOW}: ghostline {deep[0]}, nats {deep[1]}", file=sys.stderr)
     finally:
         stop_processes((relay, nats), 20)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -105,7 +118,7 @@ async def _run() -> str:
         clocks = await timed_cycles(_short_load, lambda prefix: _relay_for_profile(tmp, prefix))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return render(rows, ROUNDS, SPLITS, top, clocks)
+    return render(rows, ROUNDS, SPLITS, top, clocks, (DEEP_WINDOW, *deep))
 
 
 def _relay_for_profile(tmp: Path, prefix: list[str]) -> tuple[subprocess.Popen[bytes], int]:

@@ -1,6 +1,6 @@
 """The relay benchmarks' load generator: R rooms x M members, one connection per member,
 on GhostLine's wire or NATS core pub/sub with the same bytes; each member publishes with
-at most two batches unconfirmed (`load`), or one message at a time across the whole
+at most `WINDOW` batches unconfirmed (`load`), or one message at a time across the whole
 system (`light`), and every receiver times each delivery from the send time inside it.
 It runs in the benchmark's own process, on one thread, apart from the servers."""
 
@@ -21,6 +21,7 @@ from ghostline.protocol.envelope import pack_header, sealed_length
 from ghostline.protocol.frames import FrameType, Hello, Port, encode_frame, join_statement
 
 BATCH = {100: 32, 4096: 8}
+WINDOW = 2  # batches a member may have unconfirmed (the table's; DEEP_WINDOW in bench_relay)
 LIGHT_SAMPLES = 300
 _LEN = struct.Struct(">I")
 _TS = struct.Struct(">Q")
@@ -228,16 +229,17 @@ def nats_frames(member: Member, start: int, count: int, size: int) -> bytes:
 
 
 async def publisher(
-    member: Member, messages: int, batch: int, size: int, nats: bool, counter0: int
-) -> None:
+    member: Member, messages: int, batch: int, size: int, nats: bool, counter0: int,
+    window: int = WINDOW,
+) -> None:  # fmt: skip
     sent_batches = 0
     frames = nats_frames if nats else ghostline_frames
     sent = 0
     base_acks = member.peer.acks
     while sent < messages:
         count = min(batch, messages - sent)
-        # at most two batches unconfirmed
-        need = (sent_batches - 1) if nats else sent - batch
+        # at most `window` batches unconfirmed
+        need = (sent_batches - window + 1) if nats else sent - (window - 1) * batch
         if need > 0:
             await wait_acks(member.peer, base_acks + need)
         member.peer.write(frames(member, counter0 + sent, count, size))
@@ -246,8 +248,9 @@ async def publisher(
 
 
 async def load(
-    members: list[Member], stats: Stats, per_member: int, size: int, nats: bool, counter0: int
-) -> float:
+    members: list[Member], stats: Stats, per_member: int, size: int, nats: bool, counter0: int,
+    window: int = WINDOW,
+) -> float:  # fmt: skip
     n = members[0].n
     stats.deliveries = 0
     stats.latencies = []
@@ -255,7 +258,7 @@ async def load(
     stats.done.clear()
     started = time.perf_counter()
     await asyncio.gather(
-        *(publisher(m, per_member, BATCH[size], size, nats, counter0) for m in members)
+        *(publisher(m, per_member, BATCH[size], size, nats, counter0, window) for m in members)
     )
     await asyncio.wait_for(stats.done.wait(), 120)
     return time.perf_counter() - started
