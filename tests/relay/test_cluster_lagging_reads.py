@@ -5,6 +5,7 @@ scenario). nats-py's key-value errors carry no `code`, which `transient` must su
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -13,6 +14,11 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
 from ghostline.relay.cluster.link import StorageUnavailable, transient
 from ghostline.relay.cluster.registry import Registry
+
+
+async def _as_asked(stream: str, asking: Awaitable[Any]) -> Any:
+    """Link.racing while nothing waits: the call itself."""
+    return await asking
 
 
 def test_a_key_not_found_is_no_hiccup_and_does_not_break_the_check() -> None:
@@ -50,8 +56,10 @@ async def test_a_roster_registered_elsewhere_but_not_yet_readable_is_waited_for(
     create_raises: Exception,
 ) -> None:
     rosters = _LaggingRosters(create_raises)
-    unused = cast(Any, SimpleNamespace())  # _register uses only the bucket
-    registry = Registry(unused, cast(Any, rosters), unused, unused, lambda room: True)
+    # _register uses only the bucket, through the link's `racing` (nothing waits here)
+    link = cast(Any, SimpleNamespace(racing=_as_asked))
+    unused = cast(Any, SimpleNamespace())
+    registry = Registry(link, cast(Any, rosters), unused, unused, lambda room: True)
     with pytest.raises(StorageUnavailable) as raised:
         await registry._register(bytes(16), (bytes(32), bytes(32)))
     assert transient(raised.value)
