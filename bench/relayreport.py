@@ -141,7 +141,7 @@ def deep_window_lines(row: Row, batches: int, gl: Result, nt: Result) -> list[st
         f" {gl.load_busy:.0%} against GhostLine, and the relay used"
         f" {gl.cpu_us * messages / 1e6:.2f} of a core; GhostLine's loaded p50 / p99"
         f" {gl.p50:.2f} / {gl.p99:.2f} ms. GhostLine's own client does not wait for"
-        " ACCEPTED before it sends more (the relay stops reading a connection with"
+        " ACCEPTED before it sends more (the relay stops reading a connection with more than"
         f" {RelayLimits().max_inflight:,} PUBLISHes unconfirmed): the window is the"
         f" benchmark's choice, and the table keeps {WINDOW} batches, as in earlier runs.{ceiling}",
         "",
