@@ -16,7 +16,7 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +64,7 @@ def owner_port(ports: dict[str, int]) -> Callable[[bytes], int]:
     its owner would place them."""
 
     def port_of(room: bytes) -> int:
-        return ports[max(score(room, name) for name in ports)[1]]
+        return ports[_owner(room, ports)]
 
     return port_of
 
@@ -77,11 +77,16 @@ def balanced_rooms(names: Sequence[str], count: int) -> list[bytes]:
     rooms: list[bytes] = []
     while len(rooms) < count:
         room = os.urandom(16)
-        owner = max(score(room, name) for name in names)[1]
+        owner = _owner(room, names)
         if owned[owner] < share:
             owned[owner] += 1
             rooms.append(room)
     return rooms
+
+
+def _owner(room: bytes, names: Iterable[str]) -> str:
+    """Which of the named nodes owns `room` while all of them are up."""
+    return max(score(room, name) for name in names)[1]
 
 
 def cpu_seconds(pids: list[int]) -> float:
