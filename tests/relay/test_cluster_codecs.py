@@ -1,6 +1,7 @@
 """The cluster's pure parts: chunk, batch and forward codecs, the retention floor, the
-presence snapshot parser and the room-to-stream mapping. Bytes from NATS are hostile
-until checked: every damaged input raises the codec's own error, nothing else."""
+presence snapshot parser, the room-to-stream mapping and the check of a stored roster.
+Bytes from NATS are hostile until checked: every damaged input raises the codec's own
+error, nothing else."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import os
 
 import pytest
 
-from ghostline.relay.backend import Appended, Publish, StoredMessage
+from ghostline.relay.backend import Appended, Publish, RosterDamaged, StoredMessage
 from ghostline.relay.cluster import chunks, forward, items
 from ghostline.relay.cluster.chunks import ChunkError, Floor
 from ghostline.relay.cluster.forward import ForwardError, Reply
 from ghostline.relay.cluster.items import Items, ItemsError
 from ghostline.relay.cluster.layout import Layout, room_of
 from ghostline.relay.cluster.presence import parse_snapshot
+from ghostline.relay.cluster.registry import _checked_roster
 from ghostline.relay.config import Retention
 
 ROOM = bytes(range(16))
@@ -218,3 +220,24 @@ def test_a_room_always_maps_to_the_same_stream_and_rooms_spread_over_all(rng):
     assert layout.room_subject(ROOM) == f"ghostline.room.{layout.stream_of(ROOM)}.{ROOM.hex()}"
     assert room_of(f"ghostline.live.{ROOM.hex()}") == ROOM
     assert room_of("ghostline.live.zz") is None and room_of("ghostline.live." + "g" * 32) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (None, "no roster"),  # an entry with no value
+        (b"", "a roster of the wrong type or length"),
+        (b"k" * 32, "a roster of the wrong type or length"),  # one member
+        (b"k" * 33, "a roster of the wrong type or length"),  # no whole number of keys
+        (b"k" * 32 * 256, "a roster of the wrong type or length"),  # above 255 members
+    ],
+)
+def test_a_roster_read_back_from_nats_that_is_no_roster_raises_what_is_wrong(value, problem):
+    with pytest.raises(RosterDamaged, match=f"{ROOM.hex()} is damaged: {problem}"):
+        _checked_roster(ROOM, value)
+
+
+def test_a_roster_read_back_from_nats_is_cut_into_its_verify_keys():
+    keys = tuple(bytes([i]) * 32 for i in range(255))
+    assert _checked_roster(ROOM, b"".join(keys)) == keys
+    assert _checked_roster(ROOM, b"".join(keys[:2])) == keys[:2]

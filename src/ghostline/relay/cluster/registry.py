@@ -267,7 +267,9 @@ def _room_of(subject: str) -> bytes | None:
 def _checked_roster(room: bytes, value: bytes | None) -> Roster:
     """The roster NATS holds for `room`, checked first (RosterDamaged): whoever can
     write the bucket can put anything there."""
+    if not isinstance(value, bytes):  # (an entry with no value)
+        raise RosterDamaged(room, "no roster")
     problem = roster_problem(value)
-    if problem is not None or not isinstance(value, bytes):
-        raise RosterDamaged(room, problem or "no roster")
+    if problem is not None:
+        raise RosterDamaged(room, problem)
     return split_roster(value)
