@@ -2,9 +2,9 @@
 
 One load generator (this process, asyncio) drives both servers through the same
 pattern: R rooms x M members, one connection per member, every member publishing
-with the same window (at most two batches unconfirmed, loadgen.WINDOW; the first
-scenario again with DEEP_WINDOW: ACCEPTED for GhostLine, a PING/PONG round trip for
-NATS, which has no acknowledgement in core pub/sub). Every
+with the same window: at most loadgen.WINDOW batches unconfirmed (two; the first
+scenario again with DEEP_WINDOW), a batch being confirmed by ACCEPTED for GhostLine and
+by a PING/PONG round trip for NATS, which has no acknowledgement in core pub/sub. Every
 message reaches the M-1 other members; NATS subscribers use echo=false for the same
 "not to the publisher" rule. Both carry identical bytes: a well-framed sealed
 message (header, ciphertext with the send time, zero tags).
