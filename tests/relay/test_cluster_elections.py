@@ -10,7 +10,9 @@ stream with no leader, and the test publishes the advisory nats-server would."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
@@ -18,7 +20,7 @@ from clusterkit import nats_server, needs_nats, synced  # noqa: F401 - a fixture
 
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.cluster import NatsBackend
-from ghostline.relay.cluster.link import ClusterConfig, LeaderElected, Link
+from ghostline.relay.cluster.link import ClusterConfig, LeaderElected, Link, StorageUnavailable
 from waiting import until
 
 pytestmark = needs_nats
@@ -126,3 +128,52 @@ async def test_while_waiting_an_election_also_ends_a_key_value_call_of_its_strea
         assert looking.result() is None  # no such room, as NATS says
     finally:
         await server.close()
+
+
+def failing(*errors: Exception) -> Callable[[], Awaitable[str]]:
+    """An op that raises `errors` one per try, then answers."""
+    left = list(errors)
+
+    async def op() -> str:
+        if left:
+            raise left.pop(0)
+        return "answered"
+
+    return op
+
+
+def logged(caplog: pytest.LogCaptureFixture, event: str, what: str) -> int:
+    """How many `event` lines about `what` were logged (the test sets INFO)."""
+    return sum(
+        f"event={event}" in r.getMessage() and what in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_a_wait_that_nats_ends_with_a_refusal_is_over_and_elections_end_nothing(
+    link, unanswered, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, "ghostline.relay")
+    nc, heard = unanswered
+    refusal = ValueError("refused")  # (not a hiccup: a RosterDamaged, a full relay)
+    with pytest.raises(ValueError):
+        await link.retry("a roster", failing(TimeoutError(), refusal), time.monotonic() + 10)
+    assert logged(caplog, "cluster_stalled", "a roster") == 1
+    assert logged(caplog, "cluster_resumed", "a roster") == 1  # the wait is over
+    monkeypatch.setattr("ghostline.relay.cluster.link.ACK_TIMEOUT", 0.5)
+    asking = asyncio.ensure_future(link.js_request("S-1", "leaderless.s1", b"chunk"))
+    await until(lambda: heard, what="the request under way")
+    await nc.publish(ELECTED + "S-1", b"{}")
+    with pytest.raises(nats.errors.TimeoutError) as timed_out:
+        await asking  # nothing waits any more: no race, the request's own timeout
+    assert not isinstance(timed_out.value, LeaderElected)
+
+
+async def test_a_wait_given_up_at_its_deadline_is_over_and_the_next_is_logged_anew(link, caplog):
+    caplog.set_level(logging.INFO, "ghostline.relay")
+    with pytest.raises(StorageUnavailable):
+        await link.retry("a roster", failing(*[TimeoutError()] * 1000), time.monotonic() + 0.3)
+    assert await link.retry("a roster", failing(TimeoutError()), time.monotonic() + 10) == (
+        "answered"
+    )
+    assert logged(caplog, "cluster_stalled", "a roster") == 2  # the second is a new wait
+    assert logged(caplog, "cluster_resumed", "a roster") == 1

@@ -170,9 +170,8 @@ class Link:
             await nc.close()
         except Exception as err:  # closing anyway: say why it was not clean
             log_event(log, "nats_close_failed", level=logging.WARNING, error=repr(err))
-        # nats-py's reconnect loop (while NATS is unreachable) can lose a cancellation
-        # inside asyncio.wait_for and go on forever, so the process would never exit:
-        # cancel it until it is done (for 5 s at most: the task is nats-py's).
+        # nats-py's reconnect loop can lose a cancellation inside asyncio.wait_for and go
+        # on forever (the process would never exit): cancel it until done (5 s at most).
         task = getattr(nc, "_reconnection_task", None)
         if task is not None:
             await stop(task, tries=50)
@@ -202,9 +201,12 @@ class Link:
                 result = await op()
             except Exception as err:
                 if self.closing or not transient(err) or time.monotonic() >= deadline:
-                    if transient(err):
-                        self.metrics.jetstream_trouble("failed")
-                    if isinstance(err, StorageUnavailable) or not transient(err):
+                    if not transient(err):  # NATS answered, with a refusal: the wait is over
+                        self.resumed(what)
+                        raise
+                    self.metrics.jetstream_trouble("failed")
+                    self._stalled.pop(what, None)  # given up: a later wait is a new one
+                    if isinstance(err, StorageUnavailable):
                         raise
                     raise StorageUnavailable(f"{what}: NATS did not answer ({err!r})") from err
                 self.stalled(what, err)
@@ -283,17 +285,15 @@ class Link:
     async def js_request(
         self, stream: str, subject: str, payload: bytes, headers: dict[str, str] | None = None
     ) -> Msg:
-        """A JetStream request to `stream` (nats-py's, up to ACK_TIMEOUT), `racing` the
-        election of a leader of `stream`."""
+        """A JetStream request to `stream` (nats-py's, up to ACK_TIMEOUT), `racing` it."""
         nc, _ = self.connected()
         return await self.racing(
             stream, nc.request(subject, payload, timeout=ACK_TIMEOUT, headers=headers)
         )
 
     async def racing(self, stream: str, asking: Awaitable[T]) -> T:
-        """`asking` (a request to `stream`; nats-py's key-value calls make some). While
-        nothing waits it is just that; while something does (`stalled`), the election of
-        a leader of `stream` first ends it with LeaderElected."""
+        """`asking` (a request to `stream`), or LeaderElected if, while something waits
+        (`stalled`), `stream` gets a leader first; while nothing waits, just `asking`."""
         if not self._stalled:
             return await asking
         answer = asyncio.ensure_future(asking)
