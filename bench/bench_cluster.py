@@ -407,9 +407,9 @@ def owners_lines(one: Result, owners: Result) -> list[str]:
     a, b, js = owners.split
     return [
         f"The same two nodes at {rooms} x {n}, {size} B flat out, with all of each room's"
-        " members on the room's owner instead (the rooms drawn so that each node owns half"
-        " of them; as a load balancer that sends a room's members to its owner would place"
-        " them): no publish is forwarded and each chunk goes to one node. Two nodes then"
+        " members on one node instead, half the rooms on each (as when each group is"
+        " given one node's address; a room held on one node only is owned by it): no"
+        " publish is forwarded and each chunk goes to one node. Two nodes then"
         f" deliver {owners.rate:,.0f}/s, **{owners.rate / one.rate:.2f}x** one node, at"
         f" {owners.cpu:.2f} CPU-seconds per 100,000 deliveries ({a:.2f} + {b:.2f} +"
         f" nats-server {js:.2f}), **{owners.cpu / one.cpu:.2f}x** one node's; chunks per"

@@ -60,8 +60,8 @@ def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]
 
 def owner_port(ports: dict[str, int]) -> Callable[[bytes], int]:
     """A room's owner's port among the named nodes' (rendezvous hashing, as the nodes
-    themselves choose the owner): where a load balancer that sends a room's members to
-    its owner would place them."""
+    choose the owner of a room no node holds yet): all of a room's members there, it
+    stays the owner."""
 
     def port_of(room: bytes) -> int:
         return ports[_owner(room, ports)]
@@ -246,9 +246,9 @@ def paced_report(one: list[Paced], two: list[Paced], owners: list[Paced]) -> lis
         " and republish) dominates, and how many chunks the timing yields moves the"
         " figures from round to round.",
         "",
-        "The same two nodes, with all of each room's members on the room's owner (as a"
-        " load balancer that sends a room to its owner would place them; the rooms are"
-        " drawn so that each node owns half of them; a node receives"
+        "The same two nodes, with all of each room's members on one node, half the rooms"
+        " on each (as when each group is given one node's address; a room held on one"
+        " node only is owned by it; a node receives"
         " the chunks of only the rooms it hosts, so neither node gets the other's):"
         f" {c.cpu:.2f} ({c.split[0]:.2f} + {c.split[1]:.2f} + nats-server"
         f" {c.split[2]:.2f}) CPU-seconds per 100,000 deliveries, **{c.cpu / a.cpu:.2f}x**"

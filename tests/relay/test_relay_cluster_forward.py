@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from typing import cast
 
 import nats
 import pytest
-from clusterkit import nats_server, needs_nats, synced  # noqa: F401 - fixtures
+from clusterkit import nats_server, needs_nats, synced, writers  # noqa: F401 - fixtures
+from relaytest_client import Group, joined
 
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.backend import Appended, Publish
@@ -24,7 +26,7 @@ pytestmark = needs_nats
 
 
 @pytest.fixture
-async def nodes(nats_server) -> AsyncIterator[tuple[NatsBackend, NatsBackend]]:
+async def servers(nats_server) -> AsyncIterator[tuple[RelayServer, RelayServer]]:
     """Nodes "a" and "b", each knowing the other is alive."""
     servers, backends = [], []
     try:
@@ -36,10 +38,15 @@ async def nodes(nats_server) -> AsyncIterator[tuple[NatsBackend, NatsBackend]]:
             backends.append(backend)
         a, b = backends
         await until(lambda: a.presence.nodes == ["b"] and b.presence.nodes == ["a"], 20, "peers")
-        yield a, b
+        yield servers[0], servers[1]
     finally:
         for server in servers:
             await server.close()
+
+
+@pytest.fixture
+def nodes(servers) -> tuple[NatsBackend, NatsBackend]:
+    return cast(NatsBackend, servers[0].backend), cast(NatsBackend, servers[1].backend)
 
 
 def rooms_of(backend: NatsBackend, owner: str, count: int) -> list[bytes]:
@@ -207,3 +214,42 @@ async def test_an_answer_given_while_nats_is_away_goes_out_once_the_node_is_back
     a.link.publish_now("test.later", b"kept")
     nats_server.start()
     await until(lambda: got == [b"kept"], 30, "the answer, once reconnected")
+
+
+async def test_a_room_held_on_one_node_only_is_written_there_and_nothing_is_forwarded(
+    servers, nats_server
+):
+    """Ownership follows the rooms' members: a room's owner is chosen among the nodes
+    that hold it, so a group whose members all use one node costs no forwarding."""
+    a, b = servers
+    group = Group(2)
+    while cast(NatsBackend, a.backend).ownership.owner(group.room) != "b":
+        group = Group(2)  # b owns it by the hash over all nodes
+    spy = await nats.connect(nats_server.url)
+    forwards = await spy.subscribe(APPEND_SUBJECT + "b")
+    await synced(spy)
+    try:
+        first = await joined(a.relay_port, group, 0)
+        second = await joined(a.relay_port, group, 1)
+        for counter in range(3):
+            await first.publish(group.sealed(0, counter))
+            assert await first.accepted() == (counter + 1, counter)
+        await synced(spy)
+        assert forwards.pending_msgs == 0  # held on a only: a wrote it
+        assert await writers(nats_server.url, group.room) == ["a"] * 3
+        on_b = await joined(b.relay_port, group, 1)  # now held on both: b's by the hash
+        await until(
+            lambda: (
+                b.backend.presence.holds("b", group.room)
+                and a.backend.presence.holds("b", group.room)
+            ),
+            what="a hears b holds it",
+        )
+        await first.publish(group.sealed(0, 3))
+        assert await first.accepted() == (4, 3)
+        assert await forwards.next_msg(timeout=10)  # forwarded to b, which wrote it
+        assert await writers(nats_server.url, group.room) == ["a"] * 3 + ["b"]
+        for client in (first, second, on_b):
+            await client.close()
+    finally:
+        await spy.close()

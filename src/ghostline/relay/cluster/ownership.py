@@ -1,8 +1,10 @@
 """One writer per room: who owns a room, and forwarding appends to it.
 
 A room's owner is chosen by rendezvous hashing (room, node name) over the live nodes
-(this one and those whose presence snapshots arrive). A node stores the rooms it owns
-itself (journal.py) and forwards its share of a commit for any other room to the owner
+(this one and those whose presence snapshots arrive) that hold the room, or over all of
+them when none does: a room whose members all use one node is written there, with
+nothing forwarded, and a room spread over nodes by one of them. A node stores the rooms
+it owns itself (journal.py) and forwards its share of a commit for any other room to the owner
 (`ghostline.append.<owner>`, request/reply, codec in forward.py): one extra NATS round
 trip, and the owner stores it with whatever else waits for the room. The shares of one
 commit for rooms of the same owner travel in one request, answered once. Neither side
@@ -11,7 +13,8 @@ NATS at once (`Link.request`, `Link.publish_now`), and the owner's journal answe
 the round that stored the last share, right after JetStream's acknowledgement and
 before the owner fans the messages out to its own connections. The owner stores
 whatever is forwarded to it, without forwarding again, so nodes that briefly disagree
-about the owner (one just started or died) merely race, which the journal resolves.
+about the owner (one just started or died, or a room's holders changed and a snapshot
+is on its way) merely race, which the journal resolves.
 
 An owner that does not answer (no responders: it is gone from NATS; or no reply within
 `FORWARD_TIMEOUT`) or says it is closing is passed over for `SUSPECT_FOR` seconds, and
@@ -122,18 +125,21 @@ class Ownership:
         self._outbox: dict[str, list[_Share]] = {}  # per owner: shares to forward this turn
 
     def owner(self, room: bytes) -> str:
+        """The node that writes `room`: the highest score among the live nodes that hold
+        it (a connection there bound it), so a room whose members are all on one node is
+        written there and nothing is forwarded; among all live nodes if none does. Nodes
+        passed over for not answering are left out."""
         now = time.monotonic()
-        best, best_score = self.node, score(room, self.node)
-        for name in self.presence.nodes:
-            until = self._suspect.get(name)
-            if until is not None:
-                if until > now:
-                    continue
-                del self._suspect[name]
-            candidate = score(room, name)
-            if candidate > best_score:
-                best, best_score = name, candidate
-        return best
+        live = [self.node, *(name for name in self.presence.nodes if self._fit(name, now))]
+        holding = [name for name in live if self.presence.holds(name, room)]
+        return max(score(room, name) for name in holding or live)[1]
+
+    def _fit(self, name: str, now: float) -> bool:
+        until = self._suspect.get(name)
+        if until is not None and until <= now:
+            del self._suspect[name]
+            until = None
+        return until is None
 
     def owns(self, room: bytes) -> bool:
         return self.owner(room) == self.node

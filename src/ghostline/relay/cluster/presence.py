@@ -85,6 +85,14 @@ class Presence:
             self._held.discard(room)
         self.schedule_snapshot()
 
+    def holds(self, node: str, room: bytes) -> bool:
+        """Whether `node` holds `room`: this node as its next snapshot says, another as
+        its latest snapshot said."""
+        if node == self.node:
+            return room in self._held or room in self._local
+        other = self._nodes.get(node)
+        return other is not None and room in other.rooms
+
     def held_elsewhere(self, room: bytes) -> bool:
         """Whether another node's latest snapshot lists `room`."""
         return any(room in other.rooms for other in self._nodes.values())
