@@ -1,7 +1,8 @@
 """Forwarding between two cluster nodes in this process over a real nats-server: the
 shares of one commit for rooms of the same owner travel in one request, answered once,
-and a request the owner cannot read is refused without hurting the owner. (A killed
-owner's forwards failing over: test_relay_cluster.py.)"""
+and a request the owner cannot read is refused without hurting the owner; a room's owner
+follows its holders, the node that retires it does not. (A killed owner's forwards
+failing over: test_relay_cluster.py.)"""
 
 # ruff: noqa: F811 - pytest fixtures imported from clusterkit are test parameters
 
@@ -19,7 +20,7 @@ from relaytest_client import Group, joined
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.backend import Appended, Publish
 from ghostline.relay.cluster import ClusterConfig, NatsBackend, forward, items
-from ghostline.relay.cluster.layout import APPEND_SUBJECT
+from ghostline.relay.cluster.layout import APPEND_SUBJECT, LIVE_ROOMS_STREAM
 from waiting import until
 
 pytestmark = needs_nats
@@ -253,3 +254,47 @@ async def test_a_room_held_on_one_node_only_is_written_there_and_nothing_is_forw
             await client.close()
     finally:
         await spy.close()
+
+
+async def live_rooms(url: str) -> int:
+    """The rooms `--max-rooms` counts, as NATS holds them."""
+    nc = await nats.connect(url)
+    try:
+        return (await nc.jetstream().stream_info(LIVE_ROOMS_STREAM)).state.messages or 0
+    finally:
+        await nc.close()
+
+
+async def test_a_hold_that_raced_with_a_retirement_is_made_live_again_though_its_holder_now_owns_it(
+    servers, nats_server, monkeypatch
+):
+    """A room's writer follows its holders, the node that retires it does not: b holds
+    a room whose snapshot has not reached a yet, and a (first by the hash over all
+    nodes) retires it meanwhile; when b's snapshot arrives, b writes the room, but a
+    still makes it live again, so it counts against --max-rooms while b holds it."""
+    a, b = (cast(NatsBackend, server.backend) for server in servers)
+    group = Group(2)
+    while a.ownership.owner(group.room) != "a":
+        group = Group(2)
+
+    async def on_its_way() -> None:
+        b.presence._snapshot_due = False
+
+    monkeypatch.setattr(b.presence, "_send_snapshot", on_its_way)
+    member = await joined(servers[1].relay_port, group, 0)
+    try:
+        assert await live_rooms(nats_server.url) == 1
+        assert not a.presence.holds("b", group.room)
+        assert await a.registry.retire(group.room)  # the race: b's hold written, not heard
+        assert await live_rooms(nats_server.url) == 0
+        monkeypatch.undo()
+        b.presence.schedule_snapshot()  # b's snapshot arrives
+        await until(lambda: a.presence.holds("b", group.room), what="a hears b holds it")
+        assert a.ownership.owner(group.room) == "b"  # its only holder writes it
+        await until(lambda: _counted(nats_server.url), what="the held room counted again")
+    finally:
+        await member.close()
+
+
+async def _counted(url: str) -> bool:
+    return await live_rooms(url) == 1

@@ -105,7 +105,7 @@ class NatsBackend(Backend):
         )  # fmt: skip
         assert self._rooms_kv is not None
         self.registry = Registry(
-            self.link, self._rooms_kv, reader, self.presence, self.ownership.owns
+            self.link, self._rooms_kv, reader, self.presence, self.ownership.keeps
         )
         self.keeper.emptied = self.registry.retire
         self.fanout.hub = self.presence.hub = hub

@@ -129,10 +129,21 @@ class Ownership:
         it (a connection there bound it), so a room whose members are all on one node is
         written there and nothing is forwarded; among all live nodes if none does. Nodes
         passed over for not answering are left out."""
-        now = time.monotonic()
-        live = [self.node, *(name for name in self.presence.nodes if self._fit(name, now))]
+        live = self._live()
         holding = [name for name in live if self.presence.holds(name, room)]
         return max(score(room, name) for name in holding or live)[1]
+
+    def keeps(self, room: bytes) -> bool:
+        """Whether this node retires `room` (registry.py): the highest score among all
+        live nodes, whoever holds the room. Unlike the owner it stays put while holders
+        come and go, so the node that retired a room is the one that hears of a hold
+        that raced with the retirement, and makes the room live again."""
+        return max(score(room, name) for name in self._live())[1] == self.node
+
+    def _live(self) -> list[str]:
+        """This node and the others alive, less those passed over for not answering."""
+        now = time.monotonic()
+        return [self.node, *(name for name in self.presence.nodes if self._fit(name, now))]
 
     def _fit(self, name: str, now: float) -> bool:
         until = self._suspect.get(name)

@@ -11,15 +11,19 @@ Live rooms are the messages of stream `ghostline-live-rooms`, one per room (subj
 `ghostline.live-room.<room hex>`, at most one message each), so the stream's message
 count is the number of live rooms. A node that starts holding a room writes the room's
 message again, which gives it a new stream seq. Which nodes hold a room travels in their
-presence snapshots (presence.py). The room's owner retires it when no node holds it and
+presence snapshots (presence.py). The room's keeper retires it when no node holds it and
 it holds nothing, by deleting its message BY THAT SEQ: a hold written since makes the
 delete fail, so a retirement never undoes a hold written before it. A hold written
-before the owner looked, on a node whose snapshot had not reached the owner yet, can
-still be retired; the snapshot then shows the owner a held room that is not live, and
-the owner makes it live again (a room may so go uncounted for as long as a snapshot
-takes). Rooms held by a node that died are retired once it is gone (8 s), and a node
-that starts retires, once every node's snapshot is in, the rooms it owns that nobody
-holds and that hold nothing (what a node killed while alone held).
+before the keeper looked, on a node whose snapshot had not reached the keeper yet, can
+still be retired; the snapshot then shows the keeper a held room that is not live, and
+the keeper makes it live again (a room may so go uncounted for as long as a snapshot
+takes). The keeper is chosen by rendezvous hashing over all live nodes, whoever holds
+the room (`Ownership.keeps`), not as the room's writer is (among the nodes holding it):
+the hold that raced with a retirement would otherwise move the room to its holder, and
+the node that retired it would no longer be the one to make it live again. Rooms held
+by a node that died are retired once it is gone (8 s), and a node that starts retires,
+once every node's snapshot is in, the rooms it keeps that nobody holds and that hold
+nothing (what a node killed while alone held).
 """
 
 from __future__ import annotations
@@ -55,14 +59,14 @@ class Registry:
         rosters: KeyValue,
         reader: Reader,
         presence: Presence,
-        owns: Callable[[bytes], bool],
+        keeps: Callable[[bytes], bool],
     ) -> None:
         self.link = link
         self.reader = reader
         self.presence = presence
         self.closing = False
         self._rosters_kv = rosters
-        self._owns = owns
+        self._keeps = keeps  # whether this node retires a room
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rosters: dict[bytes, Roster] = {}  # rosters are never changed: cached
         self._holds: dict[bytes, int] = {}  # per room: connections holding it here
@@ -148,7 +152,7 @@ class Registry:
         if self.closing:
             return  # the goodbye snapshot tells the owners
         self.presence.hold(room, False)
-        if self._owns(room) and not self.presence.held_elsewhere(room):
+        if self._keeps(room) and not self.presence.held_elsewhere(room):
             self._start(self.retire(room))
 
     def _start(self, coro: Coroutine[Any, Any, object]) -> None:
@@ -178,7 +182,7 @@ class Registry:
         if self.closing:
             return
         for room in rooms:
-            if not self._owns(room):
+            if not self._keeps(room):
                 continue
             if self.held(room):
                 if room not in self._ready:  # a retirement may have raced with the hold
@@ -219,14 +223,14 @@ class Registry:
 
     async def sweep(self) -> int:
         """Once every node's snapshot is in after start: retire the live rooms this node
-        owns that nobody holds and that hold nothing; returns how many."""
+        keeps that nobody holds and that hold nothing; returns how many."""
         await asyncio.sleep(SWEEP_AFTER)
         _, js = self.link.connected()
         info = await js.stream_info(LIVE_ROOMS_STREAM, subjects_filter=_subject(None))
         retired = 0
         for subject in info.state.subjects or {}:
             room = _room_of(subject)
-            if room is not None and self._owns(room) and not self.held(room):
+            if room is not None and self._keeps(room) and not self.held(room):
                 retired += await self.retire(room)
         return retired
 
