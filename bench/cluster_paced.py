@@ -16,7 +16,7 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,6 @@ from bench.natskit import JetStreamServer
 from bench.procs import start_relay, stop_processes
 from ghostline.relay.cluster import DEFAULT_STREAMS
 from ghostline.relay.cluster.layout import stream_name
-from ghostline.relay.cluster.ownership import score
 
 # `always` (fsync before every JetStream acknowledgement, like the SQLite relay's commit)
 # or `default` (nats-server's own 2-minute sync interval); BENCH_CLUSTER_SYNC=default.
@@ -58,35 +57,14 @@ def start_node(nats_port: int, name: str) -> tuple[subprocess.Popen[bytes], int]
     )  # fmt: skip
 
 
-def owner_port(ports: dict[str, int]) -> Callable[[bytes], int]:
-    """A room's owner's port among the named nodes' (rendezvous hashing, as the nodes
-    choose the owner of a room no node holds yet): all of a room's members there, it
-    stays the owner."""
-
-    def port_of(room: bytes) -> int:
-        return ports[_owner(room, ports)]
-
-    return port_of
-
-
-def balanced_rooms(names: Sequence[str], count: int) -> list[bytes]:
-    """`count` random room ids, owned by the named nodes as evenly as `count` allows
-    (random ids alone may give 7 of 10 rooms to one node)."""
-    share = -(-count // len(names))
-    owned = dict.fromkeys(names, 0)
-    rooms: list[bytes] = []
-    while len(rooms) < count:
-        room = os.urandom(16)
-        owner = _owner(room, names)
-        if owned[owner] < share:
-            owned[owner] += 1
-            rooms.append(room)
-    return rooms
-
-
-def _owner(room: bytes, names: Iterable[str]) -> str:
-    """Which of the named nodes owns `room` while all of them are up."""
-    return max(score(room, name) for name in names)[1]
+def one_node_each(ports: list[int], rooms: int) -> tuple[list[bytes], Callable[[bytes], int]]:
+    """`rooms` random room ids, all of each room's members on one node, the nodes taking
+    turns (half the rooms on each of two), and the port of each room's node. Each room
+    is then owned by the node its members use, whichever node the hash alone would pick
+    (ownership.py): as when each group is given one node's address."""
+    ids = [os.urandom(16) for _ in range(rooms)]
+    port = {room: ports[i % len(ports)] for i, room in enumerate(ids)}
+    return ids, port.__getitem__
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -184,13 +162,13 @@ async def paced_comparison(tmp: Path) -> tuple[list[Paced], list[Paced], list[Pa
         await asyncio.sleep(3)  # both nodes' presence snapshots are out: they agree on owners
         two_pids = [*(proc.pid for proc, _ in two), _pid(servers[1])]
         ports = {name: port for name, (_, port) in zip("ab", two, strict=True)}
+        on_one = one_node_each(list(ports.values()), rooms)
         configs = [
             (await connect_spread([one_port], rooms, n, Stats()),
              [one.pid, _pid(servers[0])], servers[0].port),
             (await connect_spread(list(ports.values()), rooms, n, Stats()),
              two_pids, servers[1].port),
-            (await connect_spread([], rooms, n, Stats(), port_of=owner_port(ports),
-                                  room_ids=balanced_rooms(list(ports), rooms)),
+            (await connect_spread([], rooms, n, Stats(), port_of=on_one[1], room_ids=on_one[0]),
              two_pids, servers[1].port),
         ]  # fmt: skip
         for members, _, _ in configs:
