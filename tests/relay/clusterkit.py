@@ -17,6 +17,7 @@ import pytest
 from relaytest_client import Group, RawClient, RelayError, joined
 
 from ghostline.protocol.frames import FrameType, decode_accepted, decode_deliver
+from ghostline.relay.cluster.layout import LIVE_ROOMS_STREAM
 from helpers import RelayProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/, for its process kit
@@ -185,3 +186,12 @@ async def writers(url: str, room: bytes) -> list[str]:
         seq = (msg.seq or seq) + 1
     await nc.close()
     return out
+
+
+async def live_rooms(url: str) -> int:
+    """The rooms `--max-rooms` counts, as NATS holds them."""
+    nc = await nats.connect(url)
+    try:
+        return (await nc.jetstream().stream_info(LIVE_ROOMS_STREAM)).state.messages or 0
+    finally:
+        await nc.close()

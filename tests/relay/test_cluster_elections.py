@@ -20,6 +20,7 @@ from clusterkit import nats_server, needs_nats, synced  # noqa: F401 - a fixture
 
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.cluster import NatsBackend
+from ghostline.relay.cluster.layout import ROOMS_KV_STREAM
 from ghostline.relay.cluster.link import ClusterConfig, LeaderElected, Link, StorageUnavailable
 from waiting import until
 
@@ -122,7 +123,7 @@ async def test_while_waiting_an_election_also_ends_a_key_value_call_of_its_strea
         await until(unanswered.is_set, what="the roster's look-up under way")
         assert not looking.done()
         nc = await nats.connect(nats_server.url)
-        await nc.publish(ELECTED + "KV_ghostline-rooms", b"{}")
+        await nc.publish(ELECTED + ROOMS_KV_STREAM, b"{}")
         await nc.close()
         assert await until(looking.done, what="the look-up tried again and answered")
         assert looking.result() is None  # no such room, as NATS says

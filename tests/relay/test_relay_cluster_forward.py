@@ -14,13 +14,13 @@ from typing import cast
 
 import nats
 import pytest
-from clusterkit import nats_server, needs_nats, synced, writers  # noqa: F401 - fixtures
+from clusterkit import live_rooms, nats_server, needs_nats, synced, writers  # noqa: F401 - fixtures
 from relaytest_client import Group, joined
 
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.backend import Appended, Publish
 from ghostline.relay.cluster import ClusterConfig, NatsBackend, forward, items
-from ghostline.relay.cluster.layout import APPEND_SUBJECT, LIVE_ROOMS_STREAM
+from ghostline.relay.cluster.layout import APPEND_SUBJECT
 from waiting import until
 
 pytestmark = needs_nats
@@ -254,15 +254,6 @@ async def test_a_room_held_on_one_node_only_is_written_there_and_nothing_is_forw
             await client.close()
     finally:
         await spy.close()
-
-
-async def live_rooms(url: str) -> int:
-    """The rooms `--max-rooms` counts, as NATS holds them."""
-    nc = await nats.connect(url)
-    try:
-        return (await nc.jetstream().stream_info(LIVE_ROOMS_STREAM)).state.messages or 0
-    finally:
-        await nc.close()
 
 
 async def test_a_hold_that_raced_with_a_retirement_is_made_live_again_though_its_holder_now_owns_it(

@@ -11,28 +11,19 @@ from __future__ import annotations
 import time
 
 import nats
-from clusterkit import nats_server, needs_nats, node  # noqa: F401 - fixtures
+from clusterkit import live_rooms, nats_server, needs_nats, node  # noqa: F401 - fixtures
 from relaytest_client import Group, RawClient, joined
 
 from ghostline.protocol.frames import ErrorCode, FrameType, Hello, Port, join_statement
 from ghostline.relay import RelayLimits, RelayServer, Retention
 from ghostline.relay.cluster import ClusterConfig, NatsBackend
-from ghostline.relay.cluster.layout import LIVE_ROOMS_STREAM, ROOMS_BUCKET
+from ghostline.relay.cluster.layout import ROOMS_BUCKET
 from ghostline.relay.config import DAY
 from waiting import until
 
 pytestmark = needs_nats
 
 FULL = "relay full: too many rooms"
-
-
-async def live_rooms(url: str) -> int:
-    """The rooms `--max-rooms` counts, as NATS holds them."""
-    nc = await nats.connect(url)
-    try:
-        return (await nc.jetstream().stream_info(LIVE_ROOMS_STREAM)).state.messages or 0
-    finally:
-        await nc.close()
 
 
 async def no_live_rooms(url: str) -> bool:
